@@ -1,0 +1,24 @@
+"""docread: ask questions of PDFs and images with HiRes-LLaVA.
+
+    import docread
+    reader = docread.load()                      # the default preset, 4-bit on CUDA
+    print(reader.ask("invoice.pdf", "What is the total?").answer)
+
+Importing docread is instant: torch and transformers load with the first model.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["load", "DocReader", "Answer", "DocreadError", "__version__"]
+
+
+def __getattr__(name):  # lazy: `import docread` must not import torch
+    if name in ("load", "DocReader", "Answer", "AnswerStream"):
+        from docread import api
+
+        return getattr(api, name)
+    if name == "DocreadError":
+        from docread.errors import DocreadError
+
+        return DocreadError
+    raise AttributeError(f"module 'docread' has no attribute {name!r}")

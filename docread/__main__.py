@@ -1,0 +1,3 @@
+from docread.cli import main
+
+main()

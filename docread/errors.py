@@ -1,0 +1,34 @@
+"""docread's known failures: a stable code, one line naming the problem and the fix.
+
+Every error a user can cause (bad input, missing weights, an impossible setting)
+is a `DocreadError`. The CLI prints `error: <message>` and exits with `exit_code`;
+JSON output carries `{"code": ..., "message": ...}`. Anything else is a bug and
+keeps its traceback (shown with `--debug`).
+"""
+
+from __future__ import annotations
+
+# Exit codes shared by every command.
+EXIT_OK = 0
+EXIT_FAILED = 1   # the run went on, but at least one file, page or record failed
+EXIT_USAGE = 2    # bad options or arguments: nothing was done
+
+
+class DocreadError(Exception):
+    """A failure with a stable `code` and a one-line `message` that says what to do."""
+
+    def __init__(self, code: str, message: str, *, exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.exit_code = exit_code
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class UsageError(DocreadError):
+    """A bad option value: nothing was run (exit 2)."""
+
+    def __init__(self, message: str, code: str = "usage"):
+        super().__init__(code, message, exit_code=EXIT_USAGE)

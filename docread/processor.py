@@ -1,0 +1,107 @@
+"""The processor: a page and a question in, model-ready tensors out.
+
+It plans the slicing within the LLM's context budget, renders the page once at the
+plan's size, normalises the views, and builds the prompt ids with exactly as many image
+placeholders as the page's tokens (the model only scatters them and checks the count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from docread.errors import DocreadError
+from docread.slicing import SlicePlan, TokenCount, count_tokens, page_views, plan_slices
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+# Tile budgets tried, largest first, when a page does not fit the context: square-ish grids.
+FALLBACK_SLICES = (16, 12, 9, 6, 4, 2, 1, 0)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the LLM's context must hold besides the image."""
+
+    context: int          # max positions of the LLM (4096 for Vicuna)
+    prompt_tokens: int    # text tokens of the prompt, image placeholder excluded
+    max_new_tokens: int   # room kept for the answer
+
+    @property
+    def image_room(self) -> int:
+        return self.context - self.prompt_tokens - self.max_new_tokens
+
+
+@dataclass(frozen=True)
+class PagePlan:
+    plan: SlicePlan
+    tokens: TokenCount
+    requested_slices: int       # the --max-slices asked for
+    max_slices: int             # the budget actually used (smaller when the context forced it)
+
+    @property
+    def reduced(self) -> bool:
+        return self.max_slices < self.requested_slices
+
+
+def plan_page(width: int, height: int, *, size: int, patch: int, k: int, max_slices: int,
+              budget: Budget | None = None) -> PagePlan:
+    """The slicing of a width x height page that fits `budget`, reducing tiles only when needed."""
+    candidates = [max_slices] + [n for n in FALLBACK_SLICES if n < max_slices]
+    for n in candidates:
+        plan = plan_slices(width, height, size=size, max_slices=n)
+        tokens = count_tokens(plan, patch=patch, k=k)
+        if budget is None or tokens.image_tokens <= budget.image_room:
+            return PagePlan(plan, tokens, requested_slices=max_slices, max_slices=n)
+    assert budget is not None
+    raise DocreadError(
+        "context_overflow",
+        f"the prompt ({budget.prompt_tokens} tokens) plus --max-new-tokens {budget.max_new_tokens} leave "
+        f"{budget.image_room} of the model's {budget.context} context tokens, fewer than the "
+        f"{tokens.image_tokens} a page needs even without tiles: shorten the question or lower --max-new-tokens",
+    )
+
+
+def normalise(views, mean: Sequence[float], std: Sequence[float]) -> "torch.Tensor":
+    """uint8 views (V, S, S, 3) -> float32 (V, 3, S, S), CLIP-normalised exactly as llava-hf's processor."""
+    import torch
+
+    x = torch.from_numpy(views).permute(0, 3, 1, 2).to(torch.float32)  # (V, 3, S, S)
+    x = x * torch.tensor(1 / 255, dtype=torch.float32)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def page_pixels(image: "Image.Image", page_plan: PagePlan, mean, std) -> "torch.Tensor":
+    """(1 + tiles, 3, S, S) normalised views of a page rendered at the plan's size."""
+    return normalise(page_views(image, page_plan.plan), mean, std)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A chat format with one `<image>` marker and a `{question}` slot."""
+
+    template: str
+
+    def split(self, question: str) -> tuple[str, str]:
+        before, after = self.template.split("<image>", 1)
+        return before, after.replace("{question}", question)
+
+
+def prompt_ids(tokenizer, template: PromptTemplate, question: str, image_token_id: int) -> list[int]:
+    """Token ids of the prompt with a single image placeholder, tokenised as llava-hf does
+    (the whole text at once, `<image>` being a special token)."""
+    before, after = template.split(question)
+    ids = tokenizer(before + tokenizer.convert_ids_to_tokens(image_token_id) + after).input_ids
+    if ids.count(image_token_id) != 1:
+        raise ValueError(f"the prompt must hold exactly one image token, found {ids.count(image_token_id)}")
+    return ids
+
+
+def expand_image_token(ids: list[int], image_token_id: int, count: int) -> list[int]:
+    """Replace the single image placeholder by `count` of them (the page's image tokens)."""
+    at = ids.index(image_token_id)
+    return ids[:at] + [image_token_id] * count + ids[at + 1 :]
