@@ -140,6 +140,8 @@ class DocReader:
                 chunk = text.push(token)
                 if chunk:
                     yield chunk
+            if tail := text.flush():
+                yield tail
             timing["prefill"], timing["decode"] = stats.prefill_ms, stats.decode_ms
             stream.tokens = stats.tokens
             plan, tokens = page_plan.plan, page_plan.tokens

@@ -96,5 +96,11 @@ class TextStream:
         chunk, self.emitted = text[self.emitted :], len(text)
         return chunk
 
+    def flush(self) -> str:
+        """What is left at the end of the stream, an incomplete character included."""
+        text = self.text()
+        chunk, self.emitted = text[self.emitted :], len(text)
+        return chunk
+
     def text(self) -> str:
         return self.tokenizer.decode(self.ids, skip_special_tokens=True)

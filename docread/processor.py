@@ -65,14 +65,16 @@ def plan_page(width: int, height: int, *, size: int, patch: int, k: int, max_sli
 
 
 def normalise(views, mean: Sequence[float], std: Sequence[float]) -> "torch.Tensor":
-    """uint8 views (V, S, S, 3) -> float32 (V, 3, S, S), CLIP-normalised exactly as llava-hf's processor."""
+    """uint8 views (V, S, S, 3) -> float32 (V, 3, S, S), CLIP-normalised bit for bit as llava-hf's
+    processor does it (rescale in float64, normalise in float32), by one 256-entry table per channel."""
+    import numpy as np
     import torch
 
-    x = torch.from_numpy(views).permute(0, 3, 1, 2).to(torch.float32)  # (V, 3, S, S)
-    x = x * torch.tensor(1 / 255, dtype=torch.float32)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x - mean_t) / std_t
+    levels = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)  # (256,)
+    table = (levels[None] - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]  # (3, 256)
+    table = torch.from_numpy(table)
+    index = torch.from_numpy(np.require(views, requirements=["C", "W"])).long()  # (V, S, S, 3)
+    return torch.stack([table[c][index[..., c]] for c in range(3)], dim=1)  # (V, 3, S, S)
 
 
 def page_pixels(image: "Image.Image", page_plan: PagePlan, mean, std) -> "torch.Tensor":
@@ -93,9 +95,11 @@ class PromptTemplate:
 
 def prompt_ids(tokenizer, template: PromptTemplate, question: str, image_token_id: int) -> list[int]:
     """Token ids of the prompt with a single image placeholder, tokenised as llava-hf does
-    (the whole text at once, `<image>` being a special token)."""
-    before, after = template.split(question)
-    ids = tokenizer(before + tokenizer.convert_ids_to_tokens(image_token_id) + after).input_ids
+    (the whole text at once, `<image>` being a special token). A question that itself contains
+    the marker gets it as the plain word, so it cannot add a placeholder."""
+    marker = tokenizer.convert_ids_to_tokens(image_token_id)
+    before, after = template.split(question.replace(marker, marker.strip("<>")))
+    ids = tokenizer(before + marker + after).input_ids
     if ids.count(image_token_id) != 1:
         raise ValueError(f"the prompt must hold exactly one image token, found {ids.count(image_token_id)}")
     return ids

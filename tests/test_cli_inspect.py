@@ -1,0 +1,112 @@
+"""`docread inspect` and the CLI's start in a real subprocess: JSON Lines, error records, exit
+codes, previews, and no torch at start-up."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pymupdf
+from PIL import Image
+
+
+def docread(*args, stdin=None, timeout=120):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "docread", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout, input=stdin)
+
+
+def letter_pdf(path, pages=1):
+    doc = pymupdf.open()
+    for i in range(pages):
+        doc.new_page(width=612, height=792).insert_text((72, 72), f"page {i + 1}")
+    doc.save(path)
+    return path
+
+
+def test_help_and_version_never_import_torch():
+    code = ("import sys\nfrom docread.cli import app\n"
+            "try:\n    app(['inspect', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip().splitlines()[-1] == "False False"
+    version = docread("--version")
+    assert version.returncode == 0 and version.stdout.startswith("docread ")
+
+
+def test_inspect_json_for_a_letter_page_and_an_image(tmp_path):
+    pdf = letter_pdf(tmp_path / "letter.pdf", pages=2)
+    png = tmp_path / "wide.png"
+    Image.new("RGB", (2000, 500), "white").save(png)
+    run = docread("inspect", pdf, png, "--json", "--pages", "1")
+    assert run.returncode == 0, run.stderr
+    first, second = map(json.loads, run.stdout.splitlines())
+    assert {"file", "page", "width", "height", "rows", "cols", "tiles", "visual_tokens"} <= first.keys()
+    assert (first["page"], first["rows"], first["cols"], first["tiles"]) == (1, 4, 3, 12)
+    assert (first["width"], first["height"]) == (1008, 1304) and first["visual_tokens"] == 576 + 12 * 144
+    assert first["dpi"] == 118.6
+    assert (second["rows"], second["cols"], second["tiles"], second["dpi"]) == (2, 6, 12, None)  # ceil(500/336), ceil(2000/336)
+
+
+def test_inspect_table_and_max_slices_zero(tmp_path):
+    pdf = letter_pdf(tmp_path / "letter.pdf")
+    run = docread("inspect", pdf)
+    assert run.returncode == 0 and "4x3" in run.stdout and "1008x1304" in run.stdout
+    run = docread("inspect", pdf, "--max-slices", 0, "--json")
+    record = json.loads(run.stdout)
+    assert (record["tiles"], record["visual_tokens"]) == (0, 576)
+
+
+def test_bad_files_become_error_records_and_the_run_goes_on(tmp_path):
+    good = letter_pdf(tmp_path / "good.pdf")
+    bad = tmp_path / "bad.pdf"
+    bad.write_text("<html>not a pdf</html>")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    run = docread("inspect", bad, good, empty, "--json")
+    assert run.returncode == 1
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["file"] for r in records] == [str(bad), str(good), str(empty)]
+    assert records[0]["error"]["code"] == "unsupported" and records[0]["page"] is None
+    assert records[1]["tiles"] == 12
+    assert records[2]["error"]["code"] == "empty"
+    assert "Traceback" not in run.stderr
+
+    table = docread("inspect", bad, good)
+    assert table.returncode == 1 and "bad.pdf" in table.stderr and "4x3" in table.stdout
+    assert len([line for line in table.stderr.splitlines() if line.startswith("error")]) == 1
+
+
+def test_usage_errors_exit_2(tmp_path):
+    run = docread("inspect", letter_pdf(tmp_path / "a.pdf"), "--max-slices", -1)
+    assert run.returncode == 2
+    run = docread("inspect", tmp_path / "a.pdf", "--pages", "x")
+    assert run.returncode in (1, 2) and "--pages" in run.stdout + run.stderr
+
+
+def test_preview_file_and_folder(tmp_path):
+    pdf = letter_pdf(tmp_path / "letter.pdf", pages=2)
+    run = docread("inspect", pdf, "--pages", "2", "--preview", tmp_path / "grid.png")
+    assert run.returncode == 0, run.stderr
+    picture = Image.open(tmp_path / "grid.png")
+    assert picture.width == 3 * 336 + 24 + 336 and picture.height == 4 * 336
+    assert picture.getpixel((336, 200))[0] > 180 and picture.getpixel((336, 200))[1] < 80  # a red tile border
+    run = docread("inspect", pdf, "--preview", tmp_path / "previews", "--json")
+    assert run.returncode == 0
+    assert sorted(p.name for p in (tmp_path / "previews").iterdir()) == ["letter-p1.png", "letter-p2.png"]
+    assert json.loads(run.stdout.splitlines()[0])["preview"].endswith("letter-p1.png")
+
+
+def test_stdin_and_folder(tmp_path):
+    png = tmp_path / "docs" / "scan.png"
+    png.parent.mkdir()
+    Image.new("RGB", (672, 672), "white").save(png)
+    letter_pdf(tmp_path / "docs" / "sub.pdf")
+    run = docread("inspect", tmp_path / "docs", "--json")
+    files = [json.loads(line)["file"] for line in run.stdout.splitlines()]
+    assert files == [str(png), str(tmp_path / "docs" / "sub.pdf")]
+    assert json.loads(run.stdout.splitlines()[0])["tiles"] == 4  # 2S x 2S: exactly 2x2
+    data = png.read_bytes()
+    run = subprocess.run([sys.executable, "-m", "docread", "inspect", "-", "--json"], input=data,
+                         capture_output=True, timeout=60)
+    assert run.returncode == 0 and json.loads(run.stdout)["file"] == "-"
