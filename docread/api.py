@@ -15,7 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from docread.errors import DocreadError
 from docread.presets import Preset, resolve_preset
@@ -70,6 +71,25 @@ class AnswerStream:
         yield from self._chunks
 
 
+@dataclass
+class EncodedPage:
+    """A page rendered, encoded and prefilled once; every question about it reuses all of that.
+
+    `cache` holds the LLM's keys and values for the prompt up to the end of the image (the part
+    no question changes); each answer continues it and crops it back to `prefix_len`.
+    """
+
+    file: str
+    page: int
+    page_plan: PagePlan
+    prefix_ids: list[int]            # prompt ids before the image placeholder (<s>USER: )
+    sequence: "torch.Tensor"         # (N, D) the page's laid-out image embeddings
+    cache: object                    # transformers Cache holding prefix + image
+    prefix_len: int
+    timing_ms: dict[str, float]      # render, encode, prefill (of the prefix): paid once
+    answered: int = 0                # questions answered so far (the first carries the timing)
+
+
 class DocReader:
     """A loaded model: a llava-hf base, docread's HiRes modules, its preset."""
 
@@ -89,98 +109,199 @@ class DocReader:
     def name(self) -> str:
         return self.preset.name
 
-    # -- one page -----------------------------------------------------------------------------
-    def plan(self, width: int, height: int, question: str, *, max_slices: int | None = None,
+    @property
+    def global_view(self) -> bool:
+        return self.hires.modules.config.global_view
+
+    def _ids(self, question: str) -> list[int]:
+        return prompt_ids(self.base.tokenizer, self.template, question, self.base.image_token_id)
+
+    # -- planning -----------------------------------------------------------------------------
+    def plan(self, width: int, height: int, questions: "str | Sequence[str]", *, max_slices: int | None = None,
              max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> tuple[PagePlan, list[int]]:
-        """The slicing of a width x height page that fits the context with this question, and
-        the prompt ids with one image placeholder."""
-        ids = prompt_ids(self.base.tokenizer, self.template, question, self.base.image_token_id)
+        """The slicing of a width x height page that fits the context with the longest of `questions`,
+        and that question's prompt ids with one image placeholder."""
+        questions = [questions] if isinstance(questions, str) else list(questions)
+        ids = max((self._ids(q) for q in questions), key=len)
         budget = Budget(context=self.context, prompt_tokens=len(ids) - 1, max_new_tokens=max_new_tokens)
         requested = self.preset.max_slices if max_slices is None else max_slices
         plan = plan_page(width, height, size=self.preset.size, patch=self.preset.patch, k=self.preset.k,
-                         max_slices=requested, budget=budget)
+                         max_slices=requested, budget=budget, global_view=self.global_view)
         return plan, ids
 
-    def stream_image(self, render, width: int, height: int, question: str, *, file: str = "<image>", page: int = 1,
-                     max_slices: int | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                     temperature: float = 0.0, seed: int | None = None) -> AnswerStream:
-        """Answer `question` about one page of nominal size width x height.
+    # -- encoding a page once ---------------------------------------------------------------------
+    def encode(self, render: Callable[[int, int], "Image.Image"], width: int, height: int,
+               questions: "str | Sequence[str]", *, file: str = "<image>", page: int = 1,
+               max_slices: int | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+               page_plan: PagePlan | None = None) -> EncodedPage:
+        """Render, slice, encode a page of nominal size width x height and prefill its prompt prefix.
 
-        `render(w, h)` must return the page as an RGB image of exactly w x h pixels.
+        `render(w, h)` must return the page as an RGB image of exactly w x h pixels. The plan
+        leaves room for the longest of `questions` (or is `page_plan`, when given).
         """
         import torch
 
-        from docread.generate import DecodeStats, TextStream, decode_tokens
+        from docread.generate import new_cache, prefill
 
-        page_plan, ids = self.plan(width, height, question, max_slices=max_slices, max_new_tokens=max_new_tokens)
+        if page_plan is None:
+            page_plan, _ = self.plan(width, height, questions, max_slices=max_slices, max_new_tokens=max_new_tokens)
         timing: dict[str, float] = {}
-        stream = AnswerStream(iter(()), page_plan)
+        start = time.perf_counter()
+        image = render(page_plan.plan.width, page_plan.plan.height)
+        pixels = page_pixels(image, page_plan, self.base.image_mean, self.base.image_std)
+        timing["render"] = _ms(start)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            pixels = pixels.to(self.base.device, self.base.dtype)
+            (sequence,) = self.hires.image_embeddings(pixels, [(page_plan.plan.rows, page_plan.plan.cols)])
+            self._sync()
+            timing["encode"] = _ms(start)
+            start = time.perf_counter()
+            ids = self._ids(questions if isinstance(questions, str) else questions[0])
+            prefix_ids = ids[: ids.index(self.base.image_token_id)]
+            embeds = self._embed(prefix_ids, sequence)
+            cache = new_cache(self.hires.language_model)
+            prefill(self.hires.language_model, embeds, cache)
+            self._sync()
+        timing["prefill"] = _ms(start)
+        return EncodedPage(file=file, page=page, page_plan=page_plan, prefix_ids=prefix_ids, sequence=sequence,
+                           cache=cache, prefix_len=embeds.shape[1], timing_ms=timing)
+
+    def _embed(self, ids: list[int], sequence: "torch.Tensor | None") -> "torch.Tensor":
+        """Embeddings (1, T, D) of ids, the page's image sequence scattered into its placeholder."""
+        import torch
+
+        if sequence is not None and self.base.image_token_id in ids:
+            ids = expand_image_token(ids, self.base.image_token_id, sequence.shape[0])
+        elif sequence is not None:
+            ids = ids + [self.base.image_token_id] * sequence.shape[0]  # a prefix ends with the image
+        input_ids = torch.tensor([ids], device=self.base.device)
+        return self.hires.embed_prompt(input_ids, [sequence] if sequence is not None else [])
+
+    def _sync(self) -> None:
+        if self.base.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.base.device)
+
+    def _suffix(self, encoded: EncodedPage, question: str) -> "torch.Tensor":
+        """Embeddings of the prompt after the image for `question`, checked against the cached prefix."""
+        ids = self._ids(question)
+        at = ids.index(self.base.image_token_id)
+        if ids[:at] != encoded.prefix_ids:  # never with a fixed template; kept honest all the same
+            raise ValueError("the prompt prefix changed between questions; encode the page again")
+        plan_room = encoded.prefix_len + len(ids) - at - 1
+        if plan_room > self.context:
+            raise DocreadError("context_overflow", f"the question is too long for this page's plan "
+                               f"({plan_room} of {self.context} context tokens): shorten it")
+        return self._embed(ids[at + 1 :], None)
+
+    # -- answering ---------------------------------------------------------------------------
+    def answer(self, encoded: EncodedPage, question: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+               temperature: float = 0.0, seed: int | None = None, fast: bool = False) -> AnswerStream:
+        """Stream the answer to `question` about an encoded page (`fast`: the compiled decoder)."""
+        from docread.generate import DecodeStats, TextStream, crop_cache, decode_tokens
+
+        stream = AnswerStream(iter(()), encoded.page_plan)
 
         def chunks() -> Iterator[str]:
-            start = time.perf_counter()
-            image = render(page_plan.plan.width, page_plan.plan.height)
-            pixels = page_pixels(image, page_plan, self.base.image_mean, self.base.image_std)
-            timing["render"] = (time.perf_counter() - start) * 1000
-            start = time.perf_counter()
+            import torch
+
             with torch.inference_mode():
-                pixels = pixels.to(self.base.device, self.base.dtype)
-                grid = (page_plan.plan.rows, page_plan.plan.cols)
-                sequences = self.hires.image_embeddings(pixels, [grid])
-                full_ids = expand_image_token(ids, self.base.image_token_id, page_plan.tokens.image_tokens)
-                input_ids = torch.tensor([full_ids], device=self.base.device)
-                embeds = self.hires.embed_prompt(input_ids, sequences)
-            if self.base.device.type == "cuda":
-                torch.cuda.synchronize(self.base.device)
-            timing["encode"] = (time.perf_counter() - start) * 1000
+                embeds = self._suffix(encoded, question)
             stats = DecodeStats()
             text = TextStream(self.base.tokenizer)
-            for token, _ in decode_tokens(self.hires.language_model, self.hires.lm_head, embeds,
-                                          max_new_tokens=max_new_tokens, eos_token_ids=self.eos_token_ids,
-                                          temperature=temperature, seed=seed, stats=stats):
-                chunk = text.push(token)
-                if chunk:
-                    yield chunk
-            if tail := text.flush():
-                yield tail
-            timing["prefill"], timing["decode"] = stats.prefill_ms, stats.decode_ms
+            try:
+                for token, _ in decode_tokens(self.hires.language_model, self.hires.lm_head, embeds,
+                                              max_new_tokens=max_new_tokens, eos_token_ids=self.eos_token_ids,
+                                              temperature=temperature, seed=seed, stats=stats, cache=encoded.cache):
+                    if chunk := text.push(token):
+                        yield chunk
+                if tail := text.flush():
+                    yield tail
+            finally:
+                crop_cache(encoded.cache, encoded.prefix_len)
+            first = encoded.answered == 0
+            encoded.answered += 1
+            timing = {"render": encoded.timing_ms["render"] if first else 0.0,
+                      "encode": encoded.timing_ms["encode"] if first else 0.0,
+                      "prefill": stats.prefill_ms + (encoded.timing_ms["prefill"] if first else 0.0),
+                      "decode": stats.decode_ms}
             stream.tokens = stats.tokens
-            plan, tokens = page_plan.plan, page_plan.tokens
+            plan, tokens = encoded.page_plan.plan, encoded.page_plan.tokens
             stream.answer = Answer(
-                file=file, page=page, question=question, answer=text.text().strip(), score=stats.score,
-                model=self.name, rows=plan.rows, cols=plan.cols, tiles=plan.tiles,
+                file=encoded.file, page=encoded.page, question=question, answer=text.text().strip(),
+                score=stats.score, model=self.name, rows=plan.rows, cols=plan.cols, tiles=plan.tiles,
                 visual_tokens=tokens.visual_tokens, image_tokens=tokens.image_tokens,
-                prompt_tokens=len(full_ids), generated_tokens=len(stats.tokens),
-                max_slices=page_plan.max_slices,
-                reduced_from=page_plan.requested_slices if page_plan.reduced else None,
+                prompt_tokens=encoded.prefix_len + embeds.shape[1], generated_tokens=len(stats.tokens),
+                max_slices=encoded.page_plan.max_slices,
+                reduced_from=encoded.page_plan.requested_slices if encoded.page_plan.reduced else None,
                 stopped_by=stats.stopped_by, timing_ms={k: round(v, 2) for k, v in timing.items()},
             )
 
         stream._chunks = chunks()
         return stream
 
-    def stream(self, source: "str | Path | Image.Image", question: str, *, page: int = 1, dpi: float = 200.0,
-               password: str | None = None, **options) -> AnswerStream:
-        """Answer `question` about one page of a PDF or image file (or a PIL image)."""
+    def choose(self, source, question: str, options: Sequence[str], **options_kw) -> tuple[int, list[float]]:
+        """The option (index) the model finds likeliest as the answer, with every option's summed
+        log-probability: multiple choice without parsing generated text."""
+        from docread.generate import continuation_logprob, crop_cache
+
+        with self.open_page(source, question, **options_kw) as encoded:
+            embeds = self._suffix(encoded, question)
+            prompt = self.base.tokenizer(self.template.template.replace("{question}", question)).input_ids
+            scores = []
+            for option in options:
+                full = self.base.tokenizer(self.template.template.replace("{question}", question) + " " + option).input_ids
+                continuation = full[len(prompt):] if full[: len(prompt)] == prompt else \
+                    self.base.tokenizer(option, add_special_tokens=False).input_ids
+                try:
+                    scores.append(continuation_logprob(self.hires.language_model, self.hires.lm_head, embeds,
+                                                       continuation, encoded.cache))
+                finally:
+                    crop_cache(encoded.cache, encoded.prefix_len)
+        return max(range(len(options)), key=scores.__getitem__), scores
+
+    # -- files and images ---------------------------------------------------------------------
+    @contextmanager
+    def open_page(self, source: "str | Path | Image.Image", questions: "str | Sequence[str]", *, page: int = 1,
+                  dpi: float = 200.0, password: str | None = None, max_slices: int | None = None,
+                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Iterator[EncodedPage]:
+        """One page of a PDF or image file (or a PIL image), encoded for `questions`."""
         from PIL import Image
 
         if isinstance(source, Image.Image):
             image = source.convert("RGB")
             render = lambda w, h: image if image.size == (w, h) else image.resize((w, h), Image.Resampling.BICUBIC)  # noqa: E731
-            return self.stream_image(render, image.width, image.height, question, **options)
-
+            yield self.encode(render, image.width, image.height, questions, max_slices=max_slices,
+                              max_new_tokens=max_new_tokens)
+            return
         from docread.intake import open_document
 
-        document = open_document(str(source), pages=str(page), password=password, dpi=dpi)
-        selected = document.pages[0]
-        inner = self.stream_image(lambda w, h: document.render(selected, w, h), selected.width, selected.height,
-                                  question, file=str(source), page=selected.number, **options)
+        with open_document(str(source), pages=str(page), password=password, dpi=dpi) as document:
+            selected = document.pages[0]
+            yield self.encode(lambda w, h: document.render(selected, w, h), selected.width, selected.height,
+                              questions, file=str(source), page=selected.number, max_slices=max_slices,
+                              max_new_tokens=max_new_tokens)
+
+    def stream(self, source: "str | Path | Image.Image", question: str, *, page: int = 1, dpi: float = 200.0,
+               password: str | None = None, max_slices: int | None = None,
+               max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0,
+               seed: int | None = None) -> AnswerStream:
+        """Answer `question` about one page of a PDF or image file (or a PIL image), streaming."""
+        context = self.open_page(source, question, page=page, dpi=dpi, password=password, max_slices=max_slices,
+                                 max_new_tokens=max_new_tokens)
+        encoded = context.__enter__()  # the plan is known (and a bad file fails) before the first chunk
+        inner = self.answer(encoded, question, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
 
         def chunks() -> Iterator[str]:
-            with document:
+            try:
                 yield from inner
+            finally:
+                context.__exit__(None, None, None)
             outer.answer, outer.tokens = inner.answer, inner.tokens
 
-        outer = AnswerStream(chunks(), inner.page_plan)
+        outer = AnswerStream(chunks(), encoded.page_plan)
         return outer
 
     def ask(self, source, question: str, **options) -> Answer:
@@ -190,6 +311,10 @@ class DocReader:
             pass
         assert stream.answer is not None
         return stream.answer
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
 
 
 def hires_config(hf_config, preset: Preset):
@@ -215,8 +340,10 @@ SEPARATOR_SEEDS = (":", ",", "\n")  # text tokens whose embeddings start SEP_A, 
 
 
 def load(model: str | None = None, *, adapter: str | Path | None = None, device: str = "auto",
-         quant: str = "auto", offline: bool | None = None) -> DocReader:
-    """Load a model: a preset name, a hub id or a local llava-hf directory; optionally a trained adapter."""
+         quant: str = "auto", offline: bool | None = None, global_view: bool = True) -> DocReader:
+    """Load a model: a preset name, a hub id or a local llava-hf directory; optionally a trained adapter.
+
+    `global_view=False` reads pages from their tiles alone (an ablation, not for everyday use)."""
     import torch
 
     from docread.nn.hires import HiResLlava, HiResModules
@@ -226,7 +353,7 @@ def load(model: str | None = None, *, adapter: str | Path | None = None, device:
     base = load_base(preset.base, device=device, quant=quant, offline=offline)
     vision = base.model.config.vision_config
     preset = replace(preset, size=vision.image_size, patch=vision.patch_size)
-    modules = HiResModules(hires_config(base.model.config, preset))
+    modules = HiResModules(replace(hires_config(base.model.config, preset), global_view=global_view))
     embed = base.model.get_input_embeddings()
     with torch.no_grad():
         seeds = [base.tokenizer(s, add_special_tokens=False).input_ids[-1] for s in SEPARATOR_SEEDS]

@@ -6,6 +6,8 @@ text chunks that never split a character. Greedy by default; the caller renders.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -34,26 +36,55 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@functools.cache
+def _cache_argument(model_class) -> str:
+    """transformers 5 names the KV-cache argument `cache`; 4.x `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def run_llm(language_model, inputs_embeds: torch.Tensor, cache) -> torch.Tensor:
+    """Hidden states (1, T, D) of inputs_embeds (1, T, D) following what `cache` holds (which grows)."""
+    kwargs = {_cache_argument(type(language_model)): cache}
+    return language_model(inputs_embeds=inputs_embeds, use_cache=True, **kwargs).last_hidden_state
+
+
+@torch.inference_mode()
+def prefill(language_model, inputs_embeds: torch.Tensor, cache) -> torch.Tensor:
+    """Run inputs_embeds (1, T, D) through the LLM after what `cache` holds; returns the last hidden (1, D)."""
+    return run_llm(language_model, inputs_embeds, cache)[:, -1]
+
+
+def crop_cache(cache, length: int) -> None:
+    """Cut `cache` back to its first `length` positions (a negative crop means the same in 4.x and 5.x)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+def new_cache(language_model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=language_model.config)
+
+
 @torch.inference_mode()
 def decode_tokens(language_model, lm_head, inputs_embeds: torch.Tensor, *, max_new_tokens: int,
                   eos_token_ids: Iterable[int], temperature: float = 0.0, seed: int | None = None,
-                  stats: DecodeStats | None = None) -> Iterator[tuple[int, float]]:
+                  stats: DecodeStats | None = None, cache=None) -> Iterator[tuple[int, float]]:
     """Yield (token id, log-prob) for up to max_new_tokens tokens after inputs_embeds (1, T, D).
 
-    Stops after an EOS token (not yielded). temperature 0 = greedy.
+    With `cache`, inputs_embeds continue what it holds (an encoded page's prefix); the caller
+    crops it back afterwards. Stops after an EOS token (not yielded). temperature 0 = greedy.
     """
-    from transformers import DynamicCache
-
     stats = stats if stats is not None else DecodeStats()
     eos = set(eos_token_ids)
     device = inputs_embeds.device
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None and temperature > 0 else None
-    cache = DynamicCache(config=language_model.config)
+    cache = cache if cache is not None else new_cache(language_model)
     embed = language_model.get_input_embeddings()
 
     start = time.perf_counter()
-    hidden = language_model(inputs_embeds=inputs_embeds, cache=cache, use_cache=True).last_hidden_state
-    logits = lm_head(hidden[:, -1]).float()  # (1, V)
+    logits = lm_head(prefill(language_model, inputs_embeds, cache)).float()  # (1, V)
     _sync(device)
     stats.prefill_ms = (time.perf_counter() - start) * 1000
     start = time.perf_counter()
@@ -74,10 +105,20 @@ def decode_tokens(language_model, lm_head, inputs_embeds: torch.Tensor, *, max_n
         if step + 1 == max_new_tokens:
             break
         ids = torch.tensor([[token]], device=device)
-        hidden = language_model(inputs_embeds=embed(ids), cache=cache, use_cache=True).last_hidden_state
-        logits = lm_head(hidden[:, -1]).float()
+        logits = lm_head(prefill(language_model, embed(ids), cache)).float()
     _sync(device)
     stats.decode_ms = (time.perf_counter() - start) * 1000
+
+
+@torch.inference_mode()
+def continuation_logprob(language_model, lm_head, inputs_embeds: torch.Tensor, continuation: list[int], cache) -> float:
+    """Sum of log-probabilities of `continuation` token ids after inputs_embeds (1, T, D), teacher-forced."""
+    embed = language_model.get_input_embeddings()
+    ids = torch.tensor([continuation], device=inputs_embeds.device)
+    sequence = torch.cat([inputs_embeds, embed(ids)[:, :-1]], dim=1)  # (1, T + n - 1, D)
+    hidden = run_llm(language_model, sequence, cache)
+    logprobs = torch.log_softmax(lm_head(hidden[:, -len(continuation):]).float(), dim=-1)  # (1, n, V)
+    return float(logprobs[0].gather(1, ids[0, :, None]).sum())
 
 
 class TextStream:

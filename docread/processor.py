@@ -47,12 +47,13 @@ class PagePlan:
 
 
 def plan_page(width: int, height: int, *, size: int, patch: int, k: int, max_slices: int,
-              budget: Budget | None = None) -> PagePlan:
+              budget: Budget | None = None, global_view: bool = True) -> PagePlan:
     """The slicing of a width x height page that fits `budget`, reducing tiles only when needed."""
-    candidates = [max_slices] + [n for n in FALLBACK_SLICES if n < max_slices]
+    floor = 0 if global_view else 1  # tiles alone need at least one tile
+    candidates = [max_slices] + [n for n in FALLBACK_SLICES if floor <= n < max_slices]
     for n in candidates:
         plan = plan_slices(width, height, size=size, max_slices=n)
-        tokens = count_tokens(plan, patch=patch, k=k)
+        tokens = count_tokens(plan, patch=patch, k=k, global_view=global_view)
         if budget is None or tokens.image_tokens <= budget.image_room:
             return PagePlan(plan, tokens, requested_slices=max_slices, max_slices=n)
     assert budget is not None

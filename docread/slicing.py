@@ -57,7 +57,7 @@ class SlicePlan:
 class TokenCount:
     """Visual-token accounting for one page (method.md, "Layout")."""
 
-    global_tokens: int    # the global view, uncompressed: (S/patch)^2 = 576
+    global_tokens: int    # the global view, uncompressed: (S/patch)^2 = 576; 0 when it is left out
     tokens_per_tile: int  # one tile after the sampler's k x k pooling: (S/patch/k)^2 = 144
     tiles: int
 
@@ -68,8 +68,8 @@ class TokenCount:
 
     @property
     def separator_tokens(self) -> int:
-        """SEP_A after the global view, then one SEP_B or SEP_C after each tile."""
-        return self.tiles + 1 if self.tiles else 0
+        """SEP_A after the global view (when there are tiles), then one SEP_B or SEP_C after each tile."""
+        return self.tiles + (1 if self.tiles and self.global_tokens else 0)
 
     @property
     def image_tokens(self) -> int:
@@ -124,12 +124,16 @@ def plan_slices(width: int, height: int, *, size: int = DEFAULT_SIZE, max_slices
     return SlicePlan(rows=rows, cols=cols, size=size, width=fitted_width, height=fitted_height)
 
 
-def count_tokens(plan: SlicePlan, *, patch: int, k: int) -> TokenCount:
-    """Token count of a page cut by `plan`, for an encoder with this patch side and pooling k."""
+def count_tokens(plan: SlicePlan, *, patch: int, k: int, global_view: bool = True) -> TokenCount:
+    """Token count of a page cut by `plan`, for an encoder with this patch side and pooling k.
+    `global_view=False` (an ablation: tiles alone) leaves the global view's tokens out."""
     side = plan.size // patch  # tokens per view side: 336 / 14 = 24
     if side * patch != plan.size or side % k:
         raise ValueError(f"S={plan.size} must be a multiple of patch={patch}, and S/patch of k={k}")
-    return TokenCount(global_tokens=side * side, tokens_per_tile=(side // k) ** 2, tiles=plan.tiles)
+    if not global_view and not plan.tiles:
+        raise ValueError("without the global view a page needs at least one tile (max_slices >= 1)")
+    return TokenCount(global_tokens=side * side if global_view else 0, tokens_per_tile=(side // k) ** 2,
+                      tiles=plan.tiles)
 
 
 def global_view(page: "Image.Image", size: int) -> "Image.Image":

@@ -78,6 +78,14 @@ def resolve_weights(base: str, *, offline: bool | None = None) -> Path:
     return _download(base)
 
 
+def cached_folder(base: str) -> Path | None:
+    """The local folder of `base` (a directory, or a hub id in the HF cache), without any network; None if absent."""
+    local = Path(base).expanduser()
+    if local.is_dir():
+        return local
+    return _from_cache(base) if base.count("/") == 1 else None
+
+
 def check_folder(folder: Path, name: str) -> None:
     """A llava-hf folder needs config.json and safetensors weights; pickle weights are refused."""
     if not (folder / "config.json").is_file():
@@ -202,6 +210,9 @@ def load_base(base: str, *, device: str = "auto", quant: str = "auto", offline: 
 
 def _load_model(folder: Path, model_type: str, device: "torch.device", mode: str, dtype: "torch.dtype"):
     import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # stderr is docread's: no loader bars or notices
+    transformers.utils.logging.set_verbosity_error()
 
     cls = {"llava": transformers.LlavaForConditionalGeneration,
            "llava_next": transformers.LlavaNextForConditionalGeneration}[model_type]

@@ -41,9 +41,12 @@ def _root(
         os.environ["DOCREAD_DEBUG"] = "1"
 
 
-from docread.cli import bench, read  # noqa: E402  (command modules register on import)
+from docread.cli import batch, bench, models, read, train  # noqa: E402  (command modules register on import)
 
 app.add_typer(read.app)
+app.add_typer(batch.app)
+app.add_typer(models.app, name="models")
+app.add_typer(train.app)
 app.add_typer(bench.app, name="bench")
 
 

@@ -20,10 +20,11 @@ MaxPixels = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse page
 Timeout = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds one file may take to open and render.")]
 
 
-def stderr_console():
+def stderr_console(quiet: bool = False):
+    """Diagnostics: stderr, colour only on a terminal (and never with NO_COLOR); nothing with --quiet."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, quiet=quiet)
 
 
 def make_limits(max_pixels: int, timeout: float):
@@ -39,3 +40,28 @@ def load_reader(model, adapter, device, quant, offline, err):
         with err.status(f"loading {model or 'the default model'}…"):
             return load(model, adapter=adapter, device=device, quant=quant, offline=offline or None)
     return load(model, adapter=adapter, device=device, quant=quant, offline=offline or None)
+
+
+# -- model and generation options (ask, ocr, batch, bench) ----------------------------------
+Adapter = Annotated[Optional[Path], typer.Option("--adapter", help="Trained HiRes parts: a .safetensors file or a folder.")]
+Quant = Annotated[str, typer.Option("--quant", help="auto (4-bit NF4 on CUDA, none on CPU) | none | 8bit | 4bit.")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=1, max=4096, help="Longest answer, in tokens.")]
+Temperature = Annotated[float, typer.Option("--temperature", min=0.0, max=5.0, help="0 = greedy (default).")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (with --temperature > 0).")]
+Offline = Annotated[bool, typer.Option("--offline", help="Never touch the network (as HF_HUB_OFFLINE=1).")]
+Task = Annotated[str, typer.Option("--task", "-t", help="Prompt preset: qa (document QA) | chart | ocr.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only answers on stdout; nothing on stderr but errors.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr: grid, tokens, timings.")]
+Fast = Annotated[bool, typer.Option("--fast", help="Compiled decoder with a static KV cache (CUDA; same answers).")]
+
+
+def check_choices(quant: str, task: str = "qa") -> None:
+    """Fail before any work on an option value outside its choices (exit 2)."""
+    from docread.errors import UsageError
+    from docread.prompt import TASKS
+
+    if quant not in ("auto", "none", "8bit", "4bit"):
+        raise UsageError(f"--quant {quant!r}: choose auto, none, 8bit or 4bit")
+    if task not in TASKS:
+        raise UsageError(f"--task {task!r}: choose {', '.join(TASKS)}")

@@ -35,6 +35,7 @@ class HiResConfig:
     k: int = 2                         # SMS pooling kernel
     sampler_heads: int = 16            # SMS cross-attention heads
     keep_cls: bool = False             # vision_feature_select_strategy "full" keeps CLS
+    global_view: bool = True           # False: tiles alone, no global view (the fragmentation ablation)
 
     def __post_init__(self):
         bad = [layer for layer in self.adapter_layers if not 1 <= layer <= self.feature_layer]
@@ -84,6 +85,18 @@ class HiResModules(nn.Module):
         self.separators.copy_(token_embeddings.to(self.separators.dtype))
 
 
+def _adapted_layer(layer: nn.Module, adapter: SliceRestoreAdapter, h: torch.Tensor, tile_index: torch.Tensor,
+                   tile_grids: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """A CLIPEncoderLayer with the SRA as a parallel branch of its self-attention: (V, 1 + L, C) -> same."""
+    residual = h
+    x = layer.layer_norm1(h)
+    attn, _ = layer.self_attn(hidden_states=x, attention_mask=None)  # (V, 1 + L, C)
+    delta = adapter(x[tile_index, 1:], tile_grids)  # (T, L, C): patch tokens of tiles only
+    attn = attn.index_add(0, tile_index, nn.functional.pad(delta, (0, 0, 1, 0)))  # CLS untouched
+    h = residual + attn
+    return h + layer.mlp(layer.layer_norm2(h))
+
+
 class HiResLlava:
     """Runs a llava-hf model's parts with docread's modules in between.
 
@@ -100,6 +113,7 @@ class HiResLlava:
         self.projector = inner.multi_modal_projector
         self.language_model = inner.language_model
         self.lm_head = llava.lm_head
+        self.gradient_checkpointing = False  # training: recompute the SRA layers in backward, not keep activations
 
     # -- vision ---------------------------------------------------------------------------
     def encode_views(self, pixels: torch.Tensor, grids: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -127,14 +141,12 @@ class HiResLlava:
             if adapter is None or not tile_grids:
                 h = layer(h, None)
                 continue
-            # CLIPEncoderLayer with the SRA as a parallel branch of its self-attention
-            residual = h
-            x = layer.layer_norm1(h)
-            attn, _ = layer.self_attn(hidden_states=x, attention_mask=None)  # (V, 1 + L, C)
-            delta = adapter(x[tile_index, 1:], tile_grids)  # (T, L, C): patch tokens of tiles only
-            attn = attn.index_add(0, tile_index, nn.functional.pad(delta, (0, 0, 1, 0)))  # CLS untouched
-            h = residual + attn
-            h = h + layer.mlp(layer.layer_norm2(h))
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                from torch.utils.checkpoint import checkpoint
+
+                h = checkpoint(_adapted_layer, layer, adapter, h, tile_index, tile_grids, use_reentrant=False)
+            else:
+                h = _adapted_layer(layer, adapter, h, tile_index, tile_grids)
         return h if cfg.keep_cls else h[:, 1:]
 
     def image_embeddings(self, pixels: torch.Tensor, grids: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
@@ -148,16 +160,19 @@ class HiResLlava:
         for rows, cols in grids:
             tiles = rows * cols
             global_tokens = self.projector(features[start])  # (L, D)
-            parts = [global_tokens]
+            parts = [global_tokens] if cfg.global_view else []
             if tiles:
                 pooled = self.modules.sampler(features[start + 1 : start + 1 + tiles])  # (T, L/k^2, C)
                 projected = self.projector(pooled)  # (T, L/k^2, D)
-                seps = [sep_a] + [sep_c if (i + 1) % cols == 0 else sep_b for i in range(tiles)]
-                parts.append(seps[0].to(global_tokens.dtype)[None])
+                dtype = projected.dtype
+                if cfg.global_view:
+                    parts.append(sep_a.to(dtype)[None])
                 for i in range(tiles):
-                    parts += [projected[i], seps[i + 1].to(global_tokens.dtype)[None]]
+                    sep = sep_c if (i + 1) % cols == 0 else sep_b
+                    parts += [projected[i], sep.to(dtype)[None]]
             sequence = torch.cat(parts)  # (N_i, D)
-            expected = features.shape[1] + tiles * cfg.tokens_per_tile + (tiles + 1 if tiles else 0)
+            expected = (features.shape[1] if cfg.global_view else 0) + tiles * (cfg.tokens_per_tile + 1) + \
+                (1 if tiles and cfg.global_view else 0)
             assert sequence.shape[0] == expected, (sequence.shape, expected)
             out.append(sequence)
             start += 1 + tiles

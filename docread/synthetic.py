@@ -1,6 +1,10 @@
-"""Tiny random llava-hf checkpoints, built by the tests: the real file layout and classes of
-llava-hf/llava-1.5-7b-hf and llava-v1.6-vicuna-7b-hf at toy size (CLIP width 32, 6 layers,
-336 px at patch 42 → 8×8 = 64 tokens a view; LLaMA width 64, 2 layers, context 4096)."""
+"""Random llava-hf checkpoints built without any download: the real file layout and classes of
+llava-hf/llava-1.5-7b-hf and llava-v1.6-vicuna-7b-hf, with a small trained BPE tokenizer.
+
+Used by the tests, by `docread bench speed --synthetic` and by the training experiment. The
+default shapes are toy-sized (CLIP width 32, 6 layers, 336 px at patch 42 -> 8x8 = 64 tokens a
+view; LLaMA width 64, 2 layers, context 4096); pass `vision=`/`text=` for others.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ IMAGE_MEAN = [0.5, 0.4, 0.3]  # not CLIP's: tests see that docread reads the che
 IMAGE_STD = [0.2, 0.25, 0.3]
 
 
-def build_tokenizer():
+def build_tokenizer(corpus: list[str] | None = None, vocab_size: int = 400):
     """A byte-level BPE tokenizer in the llava-hf shape: <s> prepended, `<image>` special."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -32,9 +36,9 @@ def build_tokenizer():
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS, trainer)
+    tok.train_from_iterator(corpus or CORPUS, trainer)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
                                                        special_tokens=[("<s>", bos)])
@@ -43,32 +47,34 @@ def build_tokenizer():
     return fast
 
 
-def build_tiny_llava(path: Path, kind: str = "llava", seed: int = 0) -> Path:
+def build_tiny_llava(path: Path, kind: str = "llava", seed: int = 0, *, vision: dict | None = None,
+                     text: dict | None = None, tokenizer=None) -> Path:
     """Save a random llava ("llava") or llava_next ("llava_next") checkpoint with its processor files."""
     import transformers as tf
 
     path = Path(path)
-    tokenizer = build_tokenizer()
+    tokenizer = tokenizer or build_tokenizer()
+    vision, text_shape = {**VISION, **(vision or {})}, {**TEXT, **(text or {})}
+    side = vision["image_size"]
     ids = {name: tokenizer.convert_tokens_to_ids(name) for name in SPECIAL}
     text = tf.LlamaConfig(vocab_size=len(tokenizer), bos_token_id=ids["<s>"], eos_token_id=ids["</s>"],
-                          pad_token_id=ids["<pad>"], **TEXT)
-    vision = tf.CLIPVisionConfig(**VISION)
-    common = dict(vision_config=vision, text_config=text, image_token_index=ids["<image>"],
+                          pad_token_id=ids["<pad>"], **text_shape)
+    common = dict(vision_config=tf.CLIPVisionConfig(**vision), text_config=text, image_token_index=ids["<image>"],
                   vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu")
     if kind == "llava":
         config, cls = tf.LlavaConfig(**common), tf.LlavaForConditionalGeneration
     elif kind == "llava_next":
-        pinpoints = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+        pinpoints = [[side, 2 * side], [2 * side, side], [2 * side, 2 * side], [3 * side, side], [side, 3 * side]]
         config, cls = tf.LlavaNextConfig(image_grid_pinpoints=pinpoints, **common), tf.LlavaNextForConditionalGeneration
     else:
         raise ValueError(f"kind {kind!r}: llava or llava_next")
     torch.manual_seed(seed)
     model = cls(config).eval()
     model.save_pretrained(path)
-    image_processor = tf.CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
+    image_processor = tf.CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
                                                image_mean=IMAGE_MEAN, image_std=IMAGE_STD)
     if kind == "llava":
-        processor = tf.LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=42,
+        processor = tf.LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=vision["patch_size"],
                                       vision_feature_select_strategy="default", image_token="<image>",
                                       num_additional_image_tokens=1)
         processor.save_pretrained(path)

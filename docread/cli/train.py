@@ -1,0 +1,7 @@
+"""`docread train`: the two-stage HiRes-LLaVA training recipe."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer()

@@ -1,0 +1,35 @@
+"""Prompt presets for `--task`: what docread asks the model besides the user's question.
+
+The chat format itself (`USER: <image>\\n... ASSISTANT:`) belongs to the model preset; a task
+only shapes the question that goes into it.
+"""
+
+from __future__ import annotations
+
+from docread.errors import UsageError
+
+TASKS = {
+    # document QA: the question as the user wrote it
+    "qa": "{question}",
+    # chart reading: LLaVA's own short-answer instruction, used for ChartQA-style questions
+    "chart": "{question}\nRead the chart carefully and answer using a single word or number.",
+    # transcription: the question, if any, narrows what to transcribe
+    "ocr": "Transcribe all the text on this page, line by line, exactly as written.{question}",
+}
+OCR_QUESTION = ""  # `docread ocr` asks the ocr task with no extra words
+MULTIPLE_CHOICE = "{question}\n{options}\nAnswer with the option's letter from the given choices directly."
+
+
+def task_question(task: str, question: str) -> str:
+    """The text that goes into the chat format for `question` under `task`."""
+    if task not in TASKS:
+        raise UsageError(f"--task {task!r}: choose {', '.join(TASKS)}")
+    if task == "ocr":
+        return TASKS["ocr"].format(question=f" {question.strip()}" if question.strip() else "")
+    return TASKS[task].format(question=question.strip())
+
+
+def multiple_choice(question: str, options: list[str], letters: str = "ABCD") -> str:
+    """LLaVA's multiple-choice prompt: the question, lettered options, then the instruction."""
+    lines = "\n".join(f"{letter}. {option}" for letter, option in zip(letters, options))
+    return MULTIPLE_CHOICE.format(question=question.strip(), options=lines)
