@@ -213,3 +213,25 @@ def test_model_checks_placeholder_count(reader):
     ids = torch.tensor([[1] + [reader.base.image_token_id] * 63 + [5]])
     with pytest.raises(ValueError, match="63 image placeholder tokens but the images produced 64"):
         hires.embed_prompt(ids, sequences)
+
+
+def test_choose_scores_equal_a_full_forward_and_reuse_the_cached_page(reader):
+    """Multiple choice: each option's summed log-probability, computed on the cached page prefix,
+    equals a plain forward over prompt + option; the best index is the highest score."""
+    image = random_image(336, 336, seed=5)
+    options = ["A", "B", "C", "D"]
+    best, scores = reader.choose(image, QUESTION, options, max_slices=0)
+    assert len(scores) == 4 and best == max(range(4), key=scores.__getitem__)
+    assert len(set(scores)) > 1
+    with reader.open_page(image, QUESTION, max_slices=0) as encoded:
+        ids = prompt_ids(reader.base.tokenizer, reader.template, QUESTION, reader.base.image_token_id)
+        prompt = reader.base.tokenizer(PROMPT).input_ids
+        for option, score in zip(options, scores):
+            continuation = reader.base.tokenizer(PROMPT + " " + option).input_ids[len(prompt):]
+            full = expand_image_token(ids + continuation, reader.base.image_token_id, encoded.sequence.shape[0])
+            with torch.inference_mode():
+                embeds = reader.hires.embed_prompt(torch.tensor([full]), [encoded.sequence])
+                logits = reader.hires.lm_head(reader.hires.language_model(inputs_embeds=embeds).last_hidden_state)
+            logprobs = torch.log_softmax(logits[0, -len(continuation) - 1 : -1].float(), -1)
+            expected = float(logprobs.gather(1, torch.tensor(continuation)[:, None]).sum())
+            assert score == pytest.approx(expected, abs=1e-4)

@@ -2,6 +2,235 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
 import typer
 
+from docread.cli.options import (Adapter, Device, Json, MaxNewTokens, MaxSlices, Model, Offline, Quant, check_choices,
+                                  load_reader, stderr_console)
+from docread.errors import EXIT_FAILED, EXIT_OK, UsageError
+
 app = typer.Typer(help="Benchmarks: EntityGrid-QA, document-QA metrics, speed.", no_args_is_help=True)
+entitygrid_app = typer.Typer(help="EntityGrid-QA: does the model understand what tile borders cut through?",
+                             no_args_is_help=True)
+app.add_typer(entitygrid_app, name="entitygrid")
+
+# -- options of the benchmark runs -----------------------------------------------------------
+Output = Annotated[Path, typer.Option("--output", "-o", help="Predictions file (JSON Lines), appended as it goes.")]
+Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Ask only the first N questions.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run: skip ids already in the output.")]
+
+
+def _drive(records: Iterator[dict], total: int, err, what: str) -> tuple[int, int]:
+    """Consume a run's records with a progress bar on a terminal; (answered, failed)."""
+    from contextlib import nullcontext
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    answered = failed = 0
+    progress = (Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err)
+                if err.is_terminal else nullcontext())
+    with progress:
+        task = progress.add_task(what, total=total) if err.is_terminal else None
+        for record in records:
+            if "error" in record:
+                failed += 1
+                err.print(f"[red]error[/] question {record['id']}: {record['error']['message']}", soft_wrap=True)
+            else:
+                answered += 1
+            if task is not None:
+                progress.advance(task)
+    return answered, failed
+
+
+# -- entitygrid -----------------------------------------------------------------------------
+@entitygrid_app.command("generate", epilog="Example: docread bench entitygrid generate --out eg --n 1080 --seed 0")
+def entitygrid_generate(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write questions.jsonl and images/ into.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of questions (tasks take turns).")] = 1080,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, byte-identical output.")] = 0,
+    size: Annotated[int, typer.Option("--size", min=24, help="S: canvases are 2S x 2S, so slicing gives 2 x 2 tiles.")] = 336,
+):
+    """Write a synthetic EntityGrid-QA benchmark: images and multiple-choice questions."""
+    from docread.bench.entitygrid import generate
+
+    err = stderr_console()
+    questions = generate(out, n=n, seed=seed, size=size)
+    if err.is_terminal:
+        from rich.progress import track
+
+        questions = track(questions, total=n, description="drawing", console=err)
+    tasks: dict[str, int] = {}
+    for question in questions:
+        tasks[question.task] = tasks.get(question.task, 0) + 1
+    split = ", ".join(f"{count} {task}" for task, count in tasks.items())
+    sys.stdout.write(f"wrote {n} questions ({split}) and their {2 * size}x{2 * size} images to {out}\n")
+
+
+@entitygrid_app.command("run", epilog="Example: docread bench entitygrid run eg -o eg-pred.jsonl --model llava-1.5-7b")
+def entitygrid_run(
+    directory: Annotated[Path, typer.Argument(help="A folder made by `generate`.")],
+    output: Output,
+    model: Model = None,
+    adapter: Adapter = None,
+    device: Device = "auto",
+    quant: Quant = "auto",
+    max_slices: MaxSlices = None,
+    limit: Limit = None,
+    resume: Resume = False,
+    offline: Offline = False,
+):
+    """Ask every question as a multiple-choice prompt; write {id, prediction} lines."""
+    check_choices(quant)
+    from docread.bench.entitygrid import read_questions
+    from docread.bench.runner import PredictionLog, run_entitygrid
+
+    err = stderr_console()
+    questions = read_questions(directory)[:limit]
+    with PredictionLog(output, resume=resume) as log:
+        pending = [q for q in questions if q.id not in log.done]
+        if log.done:
+            err.print(f"[dim]resuming: {len(questions) - len(pending)} questions already answered in {output}[/]")
+        failed = 0
+        if pending:
+            reader = load_reader(model, adapter, device, quant, offline, err)
+            records = run_entitygrid(reader, directory, pending, log, max_slices=max_slices)
+            _, failed = _drive(records, len(pending), err, "asking")
+    err.print(f"{len(questions) - failed} of {len(questions)} questions answered in {output}; "
+              f"score them with: docread bench entitygrid score {directory} {output}", soft_wrap=True)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def _grid_table(result, title: str):
+    from rich.table import Table
+
+    from docread.bench.entitygrid import CELLS, CENTER_CELLS, TASKS
+
+    table = Table(title=title, title_justify="left")
+    for column in ("cell", "kind", *TASKS, "a_i"):
+        table.add_column(column, justify="left" if column in ("cell", "kind") else "right")
+    for cell in CELLS:
+        key = str(cell)
+        table.add_row(key, "center" if cell in CENTER_CELLS else "edge",
+                      *(_percent(result.per_task_cell[t][key]) for t in TASKS), _percent(result.per_cell[key]))
+    table.add_row("all", "", *(_percent(result.per_task[t]) for t in TASKS), _percent(result.accuracy),
+                  end_section=True)
+    summary = (f"accuracy {_percent(result.accuracy)} · center {_percent(result.accuracy_center)} · "
+                     f"edge {_percent(result.accuracy_edge)} · discrepancy {_percent(result.discrepancy)} points · "
+                     f"n={result.n} (accuracies in %)")
+    return table, summary
+
+
+@entitygrid_app.command("score", epilog="Example: docread bench entitygrid score eg eg-pred.jsonl --heatmap eg.png")
+def entitygrid_score(
+    directory: Annotated[Path, typer.Argument(help="A folder made by `generate`.")],
+    predictions: Annotated[Path, typer.Argument(help="The predictions of `run` (JSON Lines {id, prediction}).")],
+    json_out: Json = False,
+    heatmap: Annotated[Optional[Path], typer.Option("--heatmap", help="Write a 3x3 accuracy heat map (PNG).")] = None,
+):
+    """Accuracy per cell, task, center and edge cells, and their discrepancy."""
+    from rich.console import Console
+
+    from docread.bench.datasets import read_predictions
+    from docread.bench.entitygrid import read_questions, render_heatmap, score
+
+    questions = read_questions(directory)
+    read = read_predictions(predictions)
+    result = score(questions, read.answers, unreadable=read.malformed)
+    if heatmap is not None:
+        render_heatmap(result, heatmap, title=f"EntityGrid-QA · {predictions.name}")
+    if result.missing or result.malformed:
+        stderr_console().print(f"[yellow]{result.missing} questions without a prediction, {result.malformed} "
+                               f"malformed predictions: counted wrong[/]")
+    if json_out:
+        sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+    else:
+        table, summary = _grid_table(result, f"EntityGrid-QA: {predictions}")
+        out = Console(highlight=False)
+        out.print(table)
+        out.print(summary, soft_wrap=True)
+
+
+# -- standard metrics and public benchmarks ---------------------------------------------------
+def _render_metric(result, json_out: bool, **extra) -> None:
+    if json_out:
+        sys.stdout.write(json.dumps({**extra, **result.to_json()}, ensure_ascii=False) + "\n")
+        return
+    value = "n/a" if result.score is None else f"{result.score:.4f}"
+    where = f"{extra['dataset']} " if extra.get("dataset") else ""
+    sys.stdout.write(f"{where}{result.metric} {value} over {result.n} questions "
+                     f"({result.missing} missing, {result.malformed} malformed)\n")
+
+
+@app.command("score", epilog="Example: docread bench score --metric anls val_v1.0.json predictions.jsonl")
+def score_command(
+    gold: Annotated[Path, typer.Argument(help="Gold answers: an official annotation file or JSON Lines {id, answers}.")],
+    predictions: Annotated[Path, typer.Argument(help="JSON Lines {id, prediction} or an official result list.")],
+    metric: Annotated[str, typer.Option("--metric", help="anls | relaxed | vqa | exact.")],
+    json_out: Json = False,
+):
+    """Score predictions with ANLS, ChartQA relaxed accuracy, VQA accuracy or exact match."""
+    from docread.bench.datasets import read_gold, read_predictions
+    from docread.bench.metrics import METRICS, evaluate
+
+    if metric not in METRICS:
+        raise UsageError(f"--metric {metric!r}: choose {', '.join(METRICS)}")
+    read = read_predictions(predictions)
+    _render_metric(evaluate(metric, read_gold(gold), read.answers, malformed=read.malformed), json_out)
+
+
+@app.command("run", epilog="Example: docread bench run --dataset docvqa --annotations val_v1.0.json "
+                           "--images docvqa/ -o docvqa-pred.jsonl")
+def run_command(
+    dataset: Annotated[str, typer.Option("--dataset", help="docvqa | infovqa | chartqa | textvqa.")],
+    annotations: Annotated[Path, typer.Option("--annotations", help="The dataset's official annotation file.")],
+    images: Annotated[Path, typer.Option("--images", help="Folder holding the dataset's images.")],
+    output: Output,
+    model: Model = None,
+    adapter: Adapter = None,
+    device: Device = "auto",
+    quant: Quant = "auto",
+    max_slices: MaxSlices = None,
+    max_new_tokens: MaxNewTokens = 32,
+    limit: Limit = None,
+    resume: Resume = False,
+    offline: Offline = False,
+    json_out: Json = False,
+):
+    """Answer a public benchmark's questions, then score them with its metric."""
+    from docread.bench.datasets import DATASET_METRICS, read_annotations, read_predictions
+    from docread.bench.metrics import evaluate
+    from docread.bench.runner import PredictionLog, run_open
+
+    if dataset not in DATASET_METRICS:
+        raise UsageError(f"--dataset {dataset!r}: choose {', '.join(DATASET_METRICS)}")
+    check_choices(quant)
+    if not images.is_dir():
+        raise UsageError(f"--images {images}: not a folder")
+    err = stderr_console()
+    samples = read_annotations(annotations, dataset)[:limit]
+    with PredictionLog(output, resume=resume) as log:
+        pending = [s for s in samples if s.id not in log.done]
+        if log.done:
+            err.print(f"[dim]resuming: {len(samples) - len(pending)} questions already answered in {output}[/]")
+        failed = 0
+        if pending:
+            reader = load_reader(model, adapter, device, quant, offline, err)
+            records = run_open(reader, images, pending, log, max_slices=max_slices, max_new_tokens=max_new_tokens)
+            _, failed = _drive(records, len(pending), err, "asking")
+    gold = {s.id: s.answers for s in samples if s.answers}
+    if not gold:
+        err.print(f"{annotations} has no gold answers (a test split?): predictions written to {output}, not scored")
+    else:
+        read = read_predictions(output)
+        answers = {key: value for key, value in read.answers.items() if key in gold}
+        result = evaluate(DATASET_METRICS[dataset], gold, answers, malformed=read.malformed)
+        _render_metric(result, json_out, dataset=dataset, predictions=str(output), failed=failed)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
