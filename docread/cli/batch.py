@@ -73,18 +73,24 @@ def batch(
         err.print(f"[dim]resuming: {len(sink.done)} records already in {output}[/]")
     reader = load_reader(model, adapter, device, quant, offline, err)
     stop = _StopAfterRecord(err)
-    with _progress(err, len(files)) as progress:
-        task_id = progress.add_task("starting", total=len(files), records=0) if progress is not None else None
-        seen_files: set[str] = set()
+    with _progress(err) as progress:
+        pages_seen: set[tuple[str, object]] = set()
+        reported: set[tuple] = set()
+        counts = {"ok": 0, "error": 0}
+        task_id = None
+        if progress is not None:
+            task_id = progress.add_task("counting pages", total=_count_pages(files, pages, password, dpi), records=0)
 
         def on_record(record: dict) -> None:
             if progress is not None:
-                seen_files.add(record["file"])
-                progress.update(task_id, completed=len(seen_files) - 1,
-                                description=f"{Path(record['file']).name} p{record['page'] or '-'}",
-                                records=progress.tasks[0].fields.get("records", 0) + 1)
-            if record["status"] == "error":
-                err.print(f"[red]error[/] {record['file']} page {record['page'] or '-'}: {record['error']['message']}")
+                pages_seen.add((record["file"], record["page"]))
+                progress.update(task_id, completed=len(pages_seen), records=progress.tasks[0].fields["records"] + 1,
+                                description=f"{Path(record['file']).name} p{record['page'] or '-'}")
+            counts[record["status"]] += 1
+            where = (record["file"], record["page"], record["error"]["message"] if record["error"] else None)
+            if record["status"] == "error" and where not in reported:  # once per page, not per question
+                reported.add(where)
+                err.print(f"[red]error[/] {record['error']['message']}")
 
         try:
             failed = run_batch(reader, files, questions, sink, settings=settings, pages=pages, password=password,
@@ -93,8 +99,7 @@ def batch(
         finally:
             sink.close()
             stop.restore()
-        if progress is not None:
-            progress.update(task_id, completed=len(files))
+    err.print(f"[dim]{counts['ok']} answers, {counts['error']} errors → {output}[/]")
     if stop.requested():
         err.print("[yellow]stopped; continue with --resume[/]")
         raise typer.Exit(130)
@@ -122,14 +127,34 @@ class _StopAfterRecord:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def _progress(err, total: int):
-    """A rich progress bar with ETA on a terminal's stderr; None elsewhere."""
+def _count_pages(files, pages, password, dpi) -> int:
+    """Pages the run will read (a file that fails to open counts as one), for the progress bar's ETA."""
+    from docread.intake import open_document
+
+    total = 0
+    for file in files:
+        try:
+            with open_document(file, pages=pages, password=password, dpi=dpi) as document:
+                total += len(document.pages)
+        except DocreadError:
+            total += 1
+    return total
+
+
+def _progress(err):
+    """A rich progress bar with ETA and pages/min on a terminal's stderr; None elsewhere."""
     from contextlib import nullcontext
 
     if not err.is_terminal or err.quiet:
         return nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class PagesPerMinute(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed * 60:.1f} pages/min" if task.speed else "– pages/min")
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("files · {task.fields[records]} records"), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=err, transient=False)
+                    TextColumn("pages · {task.fields[records]} answers"), PagesPerMinute(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=err)
