@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from docread.api import Answer, DocReader, EncodedPage
 from docread.errors import DocreadError
 from docread.intake import Document, Limits, open_document
+from docread.records import JsonLinesLog
 
 OOM_SLICES = (16, 9, 4, 0)  # tile budgets tried, in turn, when a page does not fit in GPU memory
 
@@ -112,51 +111,12 @@ def best_of(answers: Sequence[Answer]) -> DocumentAnswer:
 
 
 # -- batch: files x pages x questions ------------------------------------------------------------
-class RecordFile:
-    """JSON Lines output: one complete line per write, flushed; on resume, a torn last line is cut
-    off and the keys already written are skipped."""
-
-    def __init__(self, path: str, *, resume: bool):
-        self.done: set[str] = set()
-        if path == "-":
-            self.fd = os.dup(1)
-            return
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if resume and target.exists():
-            self.done = _repair_and_read_keys(target)
-        elif target.exists() and target.stat().st_size:
-            raise DocreadError("output_exists", f"{path} already holds records: pass --resume to continue it, "
-                               "or remove it", exit_code=2)
-        self.fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def write(self, record: dict) -> None:
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
-        written = 0
-        while written < len(line):
-            written += os.write(self.fd, line[written:])
-        self.done.add(record["key"])
-
-    def close(self) -> None:
-        os.close(self.fd)
+def record_log(path: str, *, resume: bool) -> JsonLinesLog:
+    """The batch output: records keyed by `key` (see `record_key`)."""
+    return JsonLinesLog(path, key_field="key", resume=resume)
 
 
-def _repair_and_read_keys(path: Path) -> set[str]:
-    data = path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):  # killed mid-line: drop the torn tail
-        with open(path, "r+b") as f:
-            f.truncate(len(complete))
-    keys = set()
-    for line in complete.decode("utf-8", errors="replace").splitlines():
-        try:
-            keys.add(json.loads(line)["key"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return keys
-
-
-def run_batch(reader: DocReader, files: Sequence[str], questions: Sequence[str], sink: RecordFile, *,
+def run_batch(reader: DocReader, files: Sequence[str], questions: Sequence[str], sink: JsonLinesLog, *,
               settings: Settings, pages: str | None = None, password: str | None = None,
               limits: Limits | None = None, on_record: Callable[[dict], None] = lambda r: None,
               should_stop: Callable[[], bool] = lambda: False) -> int:

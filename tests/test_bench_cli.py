@@ -14,7 +14,7 @@ from PIL import Image
 
 from docread.bench.datasets import Sample, read_predictions
 from docread.bench.entitygrid import LETTERS, generate, read_questions, score
-from docread.bench.runner import PredictionLog, run_entitygrid, run_open
+from docread.bench.runner import prediction_log, run_entitygrid, run_open
 from docread.errors import DocreadError, UsageError
 
 
@@ -107,14 +107,14 @@ def test_entitygrid_run_resumes_after_a_kill_and_skips_answered_ids(tmp_path):
     questions = list(generate(folder, n=6, seed=0, size=56))
     reader = ScriptedReader(lambda prompt: 2, broken={"eg00004.png"})
     out = tmp_path / "pred.jsonl"
-    with PredictionLog(out) as log:
+    with prediction_log(out) as log:
         records = list(run_entitygrid(reader, folder, questions[:3], log))
     assert [r["prediction"] for r in records] == ["C"] * 3 and records[0]["scores"] == [-5.0, -5.0, 0.0, -5.0]
     with open(out, "a") as file:
         file.write('{"id": "eg00003", "predic')  # killed mid-line
     with pytest.raises(UsageError, match="--resume"):
-        PredictionLog(out)
-    with PredictionLog(out, resume=True) as log:
+        prediction_log(out)
+    with prediction_log(out, resume=True) as log:
         assert log.done == {"eg00000", "eg00001", "eg00002"}
         pending = [q for q in questions if q.id not in log.done]
         records = list(run_entitygrid(reader, folder, pending, log))
@@ -132,7 +132,7 @@ def test_open_run_finds_images_by_path_or_name_and_reports_missing_ones(tmp_path
     samples = [Sample("1", "q1", "documents/a.png", ("x",)), Sample("2", "q2", "elsewhere/b.jpg", ("y",)),
                Sample("3", "q3", "c.png", ("z",))]
     reader = ScriptedReader(None)
-    with PredictionLog(tmp_path / "p.jsonl") as log:
+    with prediction_log(tmp_path / "p.jsonl") as log:
         records = list(run_open(reader, tmp_path / "img", samples, log))
     assert records[2]["error"]["code"] == "not_found" and "c.png" in records[2]["error"]["message"]
     assert _lines(tmp_path / "p.jsonl") == [{"id": "1", "prediction": "seen a.png", "score": -0.5},

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import docread
-from docread.batch import RecordFile, Settings, run_batch
+from docread.batch import Settings, record_log, run_batch
 
 
 def docread_cli(*args, timeout=300, env=None):
@@ -166,7 +166,7 @@ def test_oom_on_a_page_retries_with_fewer_tiles(tiny_llava, tmp_path, monkeypatc
 
     monkeypatch.setattr(reader, "encode", encode)
     Image.new("RGB", (1200, 1200), "white").save(tmp_path / "big.png")
-    sink = RecordFile(str(tmp_path / "out.jsonl"), resume=False)
+    sink = record_log(str(tmp_path / "out.jsonl"), resume=False)
     failed = run_batch(reader, [str(tmp_path / "big.png")], ["What?"], sink,
                        settings=Settings(max_new_tokens=2))
     sink.close()

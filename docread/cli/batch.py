@@ -59,7 +59,7 @@ def batch(
 
     The model loads once; each page is encoded once for all its questions. Ctrl-C stops after the
     current record; --resume then continues where it stopped. Exit 1 if any record failed."""
-    from docread.batch import RecordFile, Settings, run_batch
+    from docread.batch import Settings, record_log, run_batch
     from docread.intake import expand_paths
 
     check_choices(quant, task)
@@ -68,7 +68,7 @@ def batch(
     err = stderr_console(quiet)
     settings = Settings(task=task, max_slices=max_slices, max_new_tokens=max_new_tokens, temperature=temperature,
                         seed=seed, dpi=dpi, fast=fast)
-    sink = RecordFile(output, resume=resume)
+    sink = record_log(output, resume=resume)
     if sink.done:
         err.print(f"[dim]resuming: {len(sink.done)} records already in {output}[/]")
     reader = load_reader(model, adapter, device, quant, offline, err)

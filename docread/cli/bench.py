@@ -86,11 +86,11 @@ def entitygrid_run(
     """Ask every question as a multiple-choice prompt; write {id, prediction} lines."""
     check_choices(quant)
     from docread.bench.entitygrid import read_questions
-    from docread.bench.runner import PredictionLog, run_entitygrid
+    from docread.bench.runner import prediction_log, run_entitygrid
 
     err = stderr_console()
     questions = read_questions(directory)[:limit]
-    with PredictionLog(output, resume=resume) as log:
+    with prediction_log(output, resume=resume) as log:
         pending = [q for q in questions if q.id not in log.done]
         if log.done:
             err.print(f"[dim]resuming: {len(questions) - len(pending)} questions already answered in {output}[/]")
@@ -207,7 +207,7 @@ def run_command(
     """Answer a public benchmark's questions, then score them with its metric."""
     from docread.bench.datasets import DATASET_METRICS, read_annotations, read_predictions
     from docread.bench.metrics import evaluate
-    from docread.bench.runner import PredictionLog, run_open
+    from docread.bench.runner import prediction_log, run_open
 
     if dataset not in DATASET_METRICS:
         raise UsageError(f"--dataset {dataset!r}: choose {', '.join(DATASET_METRICS)}")
@@ -216,7 +216,7 @@ def run_command(
         raise UsageError(f"--images {images}: not a folder")
     err = stderr_console()
     samples = read_annotations(annotations, dataset)[:limit]
-    with PredictionLog(output, resume=resume) as log:
+    with prediction_log(output, resume=resume) as log:
         pending = [s for s in samples if s.id not in log.done]
         if log.done:
             err.print(f"[dim]resuming: {len(samples) - len(pending)} questions already answered in {output}[/]")

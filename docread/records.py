@@ -1,0 +1,66 @@
+"""Append-only JSON Lines output that survives any kill: one complete line per write, flushed,
+and on resume a torn last line cut off and the keys already written collected.
+
+Used by `batch` (records keyed by `key`) and the benchmark runners (predictions keyed by `id`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from docread.errors import DocreadError, UsageError
+
+
+class JsonLinesLog:
+    """Write records to `path` (`-` = stdout); `.done` holds the `key_field` values already there."""
+
+    def __init__(self, path: str | Path, *, key_field: str, resume: bool = False):
+        self.key_field = key_field
+        self.done: set[str] = set()
+        if str(path) == "-":
+            self.fd = os.dup(1)
+            return
+        target = Path(path)
+        if target.is_file() and target.stat().st_size:
+            if not resume:
+                raise UsageError(f"{target} already holds records: pass --resume to continue that run, "
+                                 "or remove the file to start over", code="output_exists")
+            self.done = _repair_and_read_keys(target, key_field)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise DocreadError("unwritable", f"cannot write {target}: {e.strerror or e}") from None
+
+    def write(self, record: dict) -> None:
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        written = 0
+        while written < len(line):  # one O_APPEND write per line; loop only on a partial write
+            written += os.write(self.fd, line[written:])
+        self.done.add(str(record[self.key_field]))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> "JsonLinesLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _repair_and_read_keys(path: Path, key_field: str) -> set[str]:
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):  # killed mid-line: drop the torn tail
+        with open(path, "r+b") as f:
+            f.truncate(len(complete))
+    keys = set()
+    for line in complete.decode("utf-8", errors="replace").splitlines():
+        try:
+            keys.add(str(json.loads(line)[key_field]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a damaged line: its work is done again, the later line wins
+    return keys
