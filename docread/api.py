@@ -200,6 +200,7 @@ class DocReader:
     def answer(self, encoded: EncodedPage, question: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                temperature: float = 0.0, seed: int | None = None, fast: bool = False) -> AnswerStream:
         """Stream the answer to `question` about an encoded page (`fast`: the compiled decoder)."""
+        from docread import fastdecode
         from docread.generate import DecodeStats, TextStream, crop_cache, decode_tokens
 
         stream = AnswerStream(iter(()), encoded.page_plan)
@@ -212,7 +213,8 @@ class DocReader:
             stats = DecodeStats()
             text = TextStream(self.base.tokenizer)
             try:
-                for token, _ in decode_tokens(self.hires.language_model, self.hires.lm_head, embeds,
+                decode = fastdecode.decode_tokens if fast else decode_tokens
+                for token, _ in decode(self.hires.language_model, self.hires.lm_head, embeds,
                                               max_new_tokens=max_new_tokens, eos_token_ids=self.eos_token_ids,
                                               temperature=temperature, seed=seed, stats=stats, cache=encoded.cache):
                     if chunk := text.push(token):
@@ -287,12 +289,13 @@ class DocReader:
     def stream(self, source: "str | Path | Image.Image", question: str, *, page: int = 1, dpi: float = 200.0,
                password: str | None = None, max_slices: int | None = None,
                max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0,
-               seed: int | None = None) -> AnswerStream:
+               seed: int | None = None, fast: bool = False) -> AnswerStream:
         """Answer `question` about one page of a PDF or image file (or a PIL image), streaming."""
         context = self.open_page(source, question, page=page, dpi=dpi, password=password, max_slices=max_slices,
                                  max_new_tokens=max_new_tokens)
         encoded = context.__enter__()  # the plan is known (and a bad file fails) before the first chunk
-        inner = self.answer(encoded, question, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        inner = self.answer(encoded, question, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                            fast=fast)
 
         def chunks() -> Iterator[str]:
             try:

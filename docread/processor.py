@@ -73,9 +73,11 @@ def normalise(views, mean: Sequence[float], std: Sequence[float]) -> "torch.Tens
 
     levels = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)  # (256,)
     table = (levels[None] - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]  # (3, 256)
-    table = torch.from_numpy(table)
-    index = torch.from_numpy(np.require(views, requirements=["C", "W"])).long()  # (V, S, S, 3)
-    return torch.stack([table[c][index[..., c]] for c in range(3)], dim=1)  # (V, 3, S, S)
+    planar = np.ascontiguousarray(np.asarray(views, dtype=np.uint8).transpose(0, 3, 1, 2))  # (V, 3, S, S)
+    out = np.empty(planar.shape, np.float32)
+    for c in range(3):
+        np.take(table[c], planar[:, c], out=out[:, c], mode="clip")  # a gather, no int64 copy
+    return torch.from_numpy(out)
 
 
 def page_pixels(image: "Image.Image", page_plan: PagePlan, mean, std) -> "torch.Tensor":

@@ -41,8 +41,9 @@ def _root(
         os.environ["DOCREAD_DEBUG"] = "1"
 
 
-from docread.cli import batch, bench, models, read, train  # noqa: E402  (command modules register on import)
+from docread.cli import batch, bench, models, read, speed, train  # noqa: E402  (command modules register on import)
 
+bench.app.add_typer(speed.app)
 app.add_typer(read.app)
 app.add_typer(batch.app)
 app.add_typer(models.app, name="models")

@@ -1,0 +1,407 @@
+"""`docread bench speed`: docread and transformers' LLaVA-NeXT side by side, stage by stage.
+
+Both read the same PDF pages with the same weights (one LlavaNextForConditionalGeneration, shared).
+Every figure is the median of `repeats` runs after one warm-up; CUDA timings synchronise; decoding
+runs a fixed number of tokens (EOS ignored). Returns one dict (the `--json` object); prints nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from docread.bench.speedsetup import SYNTHETIC, BenchModel, baseline_content_size, baseline_processor, load_model, \
+    questions as make_questions, write_pages
+from docread.errors import UsageError
+
+STAGES = ("render", "slice_normalise", "vision", "vision_sra", "vision_sampler", "prefill", "ttft", "followup_ttft")
+TTFT_PARTS = ("render", "slice_normalise", "vision", "prefill")  # time to first token: file to first token
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    model: str | None = None
+    synthetic: str | None = None       # "tiny" | "real"
+    pages: int = 2
+    questions: int = 3
+    repeats: int = 3                   # timed runs after one warm-up; figures are medians
+    max_new_tokens: int = 32           # tokens decoded per answer (EOS ignored)
+    max_slices: int | None = None      # docread's tile budget (None: the preset's, 16)
+    dpi: float = 200.0                 # nominal PDF dpi: docread plans at it, the baseline renders at it
+    threads: int = 1                   # torch CPU threads (0: leave torch's default)
+    device: str = "auto"
+    quant: str = "auto"
+
+    def __post_init__(self):
+        if self.model is not None and self.synthetic is not None:
+            raise UsageError("--model and --synthetic exclude each other: choose one")
+        if self.synthetic not in (None, *SYNTHETIC):
+            raise UsageError(f"--synthetic {self.synthetic!r}: choose tiny or real")
+        if self.quant not in ("auto", "none", "8bit", "4bit"):
+            raise UsageError(f"--quant {self.quant!r}: choose auto, none, 8bit or 4bit")
+        for name, low in (("pages", 1), ("questions", 1), ("repeats", 1), ("max_new_tokens", 2), ("threads", 0)):
+            if getattr(self, name) < low:
+                raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least {low}")
+
+
+# -- measuring ----------------------------------------------------------------------------------------
+class Clock:
+    """Wall-clock milliseconds of calls, synchronising CUDA before and after."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def time(self, fn: Callable, *args, **kwargs):
+        self.sync()
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.sync()
+        return out, (time.perf_counter() - start) * 1000
+
+
+@contextmanager
+def module_time(clock: Clock, groups: dict[str, list]):
+    """Accumulate, per group name, the milliseconds its modules' forward calls take (hooks, synced)."""
+    totals = dict.fromkeys(groups, 0.0)
+    starts: dict[int, float] = {}
+    handles = []
+    for name, modules in groups.items():
+        for module in modules:
+            def before(mod, args):
+                clock.sync()
+                starts[id(mod)] = time.perf_counter()
+
+            def after(mod, args, output, name=name):
+                clock.sync()
+                totals[name] += (time.perf_counter() - starts.pop(id(mod))) * 1000
+
+            handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    try:
+        yield totals
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class Memory:
+    """Peak memory since `reset()`: CUDA max allocated on GPU, resident set (VmHWM) on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.kind = "cuda_max_allocated" if device.type == "cuda" else "rss"
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current RSS
+        except OSError:
+            self.kind = "rss_since_start"  # no reset possible: the process's lifetime peak
+
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / MIB
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+        except OSError:
+            pass
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+class Samples:
+    """Lists of timings per key; warm-up runs are recorded only when `keep`."""
+
+    def __init__(self):
+        self.values: dict[str, list[float]] = defaultdict(list)
+
+    def add(self, keep: bool, **values: float) -> None:
+        if keep:
+            for key, value in values.items():
+                self.values[key].append(value)
+
+    def median(self, key: str) -> float | None:
+        return round(statistics.median(self.values[key]), 3) if self.values.get(key) else None
+
+
+# -- docread ------------------------------------------------------------------------------------------
+class DocreadSide:
+    """docread's stages: intake, vision (of which SRA and sampler), prefill, decode (plain and fast),
+    and the time to first token of each further question on the encoded page."""
+
+    def __init__(self, bench: BenchModel, asked: list[str], options: SpeedOptions, clock: Clock):
+        from docread.fastdecode import decoder_for
+
+        self.reader, self.asked, self.options, self.clock = bench.reader, asked, options, clock
+        hires = self.reader.hires
+        self.parts = {"vision_sra": list(hires.modules.adapters.values()), "vision_sampler": [hires.modules.sampler]}
+        self.fast = decoder_for(hires.language_model, hires.lm_head)
+        self.samples, self.shape, self.same_tokens, self.first_fast_ms = Samples(), {}, True, None
+
+    def run(self, document, page, keep: bool) -> None:
+        """Read one page once, from the file to the last answer."""
+        from docread.processor import page_pixels
+
+        reader, clock, options, asked = self.reader, self.clock, self.options, self.asked
+        hires, base = reader.hires, reader.base
+        page_plan, _ = reader.plan(page.width, page.height, asked, max_slices=options.max_slices,
+                                   max_new_tokens=options.max_new_tokens)
+        plan, grids = page_plan.plan, [(page_plan.plan.rows, page_plan.plan.cols)]
+        image, render_ms = clock.time(document.render, page, plan.width, plan.height)
+        pixels, slice_ms = clock.time(page_pixels, image, page_plan, base.image_mean, base.image_std)
+        with torch.inference_mode():
+            pixels = pixels.to(base.device, base.dtype)  # (1 + tiles, 3, S, S)
+            _, vision_ms = clock.time(hires.image_embeddings, pixels, grids)
+            with module_time(clock, self.parts) as inner:  # a second, hooked pass: hooks sync and add time
+                hires.image_embeddings(pixels, grids)
+        encoded = reader.encode(lambda w, h: image, page.width, page.height, asked, page_plan=page_plan,
+                                max_new_tokens=options.max_new_tokens)
+        first = _answer(reader, encoded, asked[0], options.max_new_tokens)
+        self.samples.add(keep, render=render_ms, slice_normalise=slice_ms, vision=vision_ms, **inner,
+                         prefill=first.answer.timing_ms["prefill"],  # the page's prefix, then the question
+                         decode_ms_per_token=first.answer.timing_ms["decode"] / (first.answer.generated_tokens - 1))
+        for question in asked[1:]:
+            self.samples.add(keep, followup_ttft=_answer(reader, encoded, question, options.max_new_tokens)
+                             .answer.timing_ms["prefill"])
+        self._fast(encoded, first.tokens, keep)
+        self.shape = {"grid": f"{plan.rows}x{plan.cols}", "views": 1 + plan.tiles,
+                      "visual_tokens": page_plan.tokens.visual_tokens, "image_tokens": page_plan.tokens.image_tokens,
+                      "prompt_tokens": first.answer.prompt_tokens, "pixels": plan.width * plan.height,
+                      "effective_dpi": round(plan.width / (page.width / page.dpi), 1)}
+
+    def _fast(self, encoded, plain_tokens: list[int], keep: bool) -> None:
+        """The first question again through docread.fastdecode, as `--fast` runs it."""
+        from docread.generate import DecodeStats, crop_cache
+
+        stats = DecodeStats()
+        embeds = self.reader._suffix(encoded, self.asked[0])
+        tokens, ms = self.clock.time(lambda: [t for t, _ in self.fast.decode_tokens(
+            embeds, max_new_tokens=self.options.max_new_tokens, eos_token_ids=[], stats=stats, cache=encoded.cache)])
+        crop_cache(encoded.cache, encoded.prefix_len)  # a no-op: the fast path leaves the prefix as it was
+        self.first_fast_ms = self.first_fast_ms or ms  # the first call compiles (CUDA)
+        self.same_tokens &= tokens == plain_tokens
+        self.samples.add(keep, fast_ms_per_token=stats.decode_ms / (len(tokens) - 1))
+
+    def retained_bytes(self) -> int:
+        """Memory this side keeps between its runs: the fast decoder's static cache."""
+        layers = self.fast.cache.layers if self.fast.cache is not None else []
+        return sum(t.nbytes for layer in layers if layer.is_initialized for t in (layer.keys, layer.values))
+
+    def result(self) -> dict:
+        side = _side(self.samples, self.shape, self.options)
+        per_token = self.samples.median("fast_ms_per_token")
+        stages = side["stages_ms"]  # what the SRAs add to the rest of the vision stage (goal: at most 0.15)
+        side["sra_overhead"] = round(stages["vision_sra"] / (stages["vision"] - stages["vision_sra"]
+                                                             - stages["vision_sampler"]), 4)
+        side["fast"] = {"ms_per_token": per_token, "tokens_per_s": _per_s(per_token), "compiled": self.fast.compiled,
+                        "same_tokens": self.same_tokens, "first_call_ms": round(self.first_fast_ms, 1)}
+        return side
+
+
+def _answer(reader, encoded, question: str, max_new_tokens: int):
+    stream = reader.answer(encoded, question, max_new_tokens=max_new_tokens)
+    for _ in stream:
+        pass
+    return stream
+
+
+# -- the baseline -------------------------------------------------------------------------------------
+class BaselineSide:
+    """transformers' LLaVA-NeXT on the same pages: the page rendered at --dpi, LlavaNextImageProcessorPil,
+    get_image_features, one forward over the prompt, `generate` for decoding and further questions."""
+
+    def __init__(self, bench: BenchModel, asked: list[str], options: SpeedOptions, clock: Clock):
+        self.model, self.processor = bench.llava, baseline_processor(bench.reader)
+        self.device, self.dtype = bench.reader.base.device, bench.reader.base.dtype
+        self.prompts = [bench.reader.template.template.replace("{question}", q) for q in asked]
+        self.options, self.clock, self.samples, self.shape = options, clock, Samples(), {}
+
+    def run(self, document, page, keep: bool) -> None:
+        model, clock, config = self.model, self.clock, self.model.config
+        image, render_ms = clock.time(document.render, page, page.width, page.height)
+        _, slice_ms = clock.time(self.processor.image_processor, image, return_tensors="pt")
+        prompts = [self.processor(images=image, text=text, return_tensors="pt").to(self.device, self.dtype)
+                   for text in self.prompts]  # dtype: floating tensors only
+        first = prompts[0]
+        with torch.inference_mode():
+            features, vision_ms = clock.time(
+                model.model.get_image_features, first["pixel_values"], first["image_sizes"],  # (1, views, 3, S, S)
+                vision_feature_layer=config.vision_feature_layer,
+                vision_feature_select_strategy=config.vision_feature_select_strategy)
+            visual = torch.cat(list(features.pooler_output))  # (N, D)
+            _, prefill_ms = clock.time(_baseline_prefill, model, first["input_ids"], visual)
+        one, _ = _generate(clock, model, first, 1)
+        many, _ = _generate(clock, model, first, self.options.max_new_tokens)
+        self.samples.add(keep, render=render_ms, slice_normalise=slice_ms, vision=vision_ms, prefill=prefill_ms,
+                         decode_ms_per_token=(many - one) / (self.options.max_new_tokens - 1), generate_ttft=one)
+        for inputs in prompts[1:]:
+            self.samples.add(keep, followup_ttft=_generate(clock, model, inputs, 1)[0])
+        width, height, (rows, cols) = baseline_content_size(page.width, page.height, config.image_grid_pinpoints,
+                                                            config.vision_config.image_size)
+        self.shape = {"grid": f"{rows}x{cols}", "views": int(first["pixel_values"].shape[1]),
+                      "visual_tokens": int(visual.shape[0]), "image_tokens": int(visual.shape[0]),
+                      "prompt_tokens": int(first["input_ids"].shape[1]), "pixels": width * height,
+                      "effective_dpi": round(width / (page.width / page.dpi), 1)}
+
+    def retained_bytes(self) -> int:
+        return 0  # generate's caches die with each call
+
+    def result(self) -> dict:
+        side = _side(self.samples, self.shape, self.options)
+        side["generate_ttft_ms"] = self.samples.median("generate_ttft")  # model only: processed inputs to token 1
+        return side
+
+
+def _baseline_prefill(model, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+    """The first token's logits (1, V) as LlavaNextModel.forward computes them: one masked_scatter, one pass."""
+    from docread.generate import new_cache, prefill
+
+    embeds = model.get_input_embeddings()(input_ids)  # (1, T, D)
+    mask = (input_ids == model.config.image_token_id)[..., None]  # (1, T, 1)
+    embeds = embeds.masked_scatter(mask, visual.to(embeds.dtype))
+    language_model = model.model.language_model
+    return model.lm_head(prefill(language_model, embeds, new_cache(language_model))).float()
+
+
+def _generate(clock: Clock, model, inputs, tokens: int) -> tuple[float, torch.Tensor]:
+    """Milliseconds of a greedy `generate` of exactly `tokens` new tokens (EOS suppressed)."""
+    pad = model.config.text_config.pad_token_id
+    with torch.inference_mode():
+        out, ms = clock.time(model.generate, **inputs, max_new_tokens=tokens, min_new_tokens=tokens,
+                             do_sample=False, pad_token_id=pad)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + tokens, "generate did not decode the tokens asked"
+    return ms, out
+
+
+# -- both sides ---------------------------------------------------------------------------------------
+def _side(samples: Samples, shape: dict, options: SpeedOptions) -> dict:
+    stages = {key: samples.median(key) for key in STAGES}
+    stages["ttft"] = round(sum(stages[k] for k in TTFT_PARTS), 3)
+    per_token = samples.median("decode_ms_per_token")
+    intake = (stages["render"] + stages["slice_normalise"]) / shape["views"]
+    return {"stages_ms": stages, "decode_ms_per_token": per_token, "decode_tokens_per_s": _per_s(per_token),
+            "generated_tokens": options.max_new_tokens, "intake_ms_per_view": round(intake, 3), **shape}
+
+
+def _per_s(ms_per_token: float | None) -> float | None:
+    return round(1000 / ms_per_token, 1) if ms_per_token else None
+
+
+def ratios(docread: dict, baseline: dict) -> dict:
+    """docread / baseline for every figure both sides have (below 1: docread is faster or smaller)."""
+    pairs = {**{k: (docread["stages_ms"][k], baseline["stages_ms"][k]) for k in STAGES},
+             **{k: (docread[k], baseline[k]) for k in ("decode_ms_per_token", "intake_ms_per_view", "peak_memory_mb",
+                                                       "views", "visual_tokens", "pixels")}}
+    return {k: round(a / b, 4) if a is not None and b else None for k, (a, b) in pairs.items()}
+
+
+def measure_startup(repeats: int) -> dict:
+    """Median wall time of `docread --help` and of `python -c "import torch"`, as subprocesses."""
+    script = Path(sys.executable).with_name("docread")
+    help_command = [str(script), "--help"] if script.exists() else [sys.executable, "-m", "docread", "--help"]
+    times = {}
+    for key, command in (("docread_help_ms", help_command), ("import_torch_ms", [sys.executable, "-c", "import torch"])):
+        runs = []
+        for _ in range(1 + repeats):
+            start = time.perf_counter()
+            subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            runs.append((time.perf_counter() - start) * 1000)
+        times[key] = round(statistics.median(runs[1:]), 1)
+    return {**times, "ratio": round(times["docread_help_ms"] / times["import_torch_ms"], 4)}
+
+
+def environment(bench: BenchModel, options: SpeedOptions) -> dict:
+    import transformers
+
+    versions = {"docread": _version("docread"), "python": platform.python_version(), "torch": torch.__version__,
+                "transformers": transformers.__version__, "bitsandbytes": _version("bitsandbytes"),
+                "pymupdf": _version("pymupdf"), "pillow": _version("pillow"), "cuda": torch.version.cuda}
+    device = bench.reader.base.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    config = bench.llava.config
+    return {"device": str(device), "device_name": name, "dtype": str(bench.reader.base.dtype).removeprefix("torch."),
+            "quantization": bench.reader.base.quant, "attention": {"vision": config.vision_config._attn_implementation,
+                                                                 "text": config.text_config._attn_implementation}, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "versions": versions}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def run_speed(options: SpeedOptions, log: Callable[[str], None] = lambda message: None) -> dict:
+    """Run the whole comparison; the result is the `--json` object."""
+    from docread.intake import open_document
+
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    asked = make_questions(options.questions)
+    with tempfile.TemporaryDirectory(prefix="docread-speed-") as workdir:
+        log("building the model" if options.synthetic else "loading the model")
+        bench = load_model(options.model, options.synthetic, device=options.device, quant=options.quant,
+                           workdir=Path(workdir))
+        bench.reader.eos_token_ids = []  # random weights stop anywhere: every answer decodes max_new_tokens
+        clock, memory = Clock(bench.reader.base.device), Memory(bench.reader.base.device)
+        pdf = write_pages(Path(workdir) / "pages.pdf", options.pages)
+        sides = {"docread": DocreadSide(bench, asked, options, clock), "baseline": BaselineSide(bench, asked, options, clock)}
+        peaks = dict.fromkeys(sides, 0.0)
+        with open_document(str(pdf), dpi=options.dpi) as document:
+            for page in document.pages:
+                for run in range(1 + options.repeats):  # the sides take turns: load drifting on a shared
+                    log(f"page {page.number}, run {run}" + (" (warm-up)" if run == 0 else ""))  # machine hits both
+                    for key, side in sides.items():
+                        others = sum(s.retained_bytes() for k, s in sides.items() if k != key) / MIB
+                        memory.reset()
+                        side.run(document, page, keep=run > 0)
+                        peaks[key] = max(peaks[key], memory.peak_mb() - others)  # not the other side's caches
+        sides = {key: side.result() for key, side in sides.items()}
+        for key, side in sides.items():
+            side.update(peak_memory_mb=round(peaks[key], 1), memory=memory.kind)
+    log("measuring start-up")
+    startup = measure_startup(options.repeats)
+    fast, plain = sides["docread"]["fast"], sides["docread"]["decode_ms_per_token"]
+    fast["speedup_vs_plain"] = round(plain / fast["ms_per_token"], 3)
+    fast["speedup_vs_baseline"] = round(sides["baseline"]["decode_ms_per_token"] / fast["ms_per_token"], 3)
+    return {"benchmark": "speed", "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            **asdict(options), "model": bench.name, **environment(bench, options),
+            "docread": sides["docread"], "baseline": sides["baseline"],
+            "ratios": ratios(sides["docread"], sides["baseline"]),
+            "intake_speedup": round(sides["baseline"]["intake_ms_per_view"] / sides["docread"]["intake_ms_per_view"], 2),
+            "startup": startup}

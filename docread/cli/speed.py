@@ -1,0 +1,105 @@
+"""`docread bench speed`: docread against transformers' LLaVA-NeXT, stage by stage (registered under `bench`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from docread.cli.options import Dpi, Json, MaxSlices, Model, stderr_console
+
+app = typer.Typer()
+
+Synthetic = Annotated[Optional[str], typer.Option("--synthetic", help="Random weights, no download: tiny (CPU-sized) "
+                      "or real (CLIP-L/14-336 + Vicuna-7B shapes, built in memory; 4-bit on CUDA).")]
+PageCount = Annotated[int, typer.Option("--pages", min=1, max=64, help="Synthetic letter-size PDF pages to read.")]
+Questions = Annotated[int, typer.Option("--questions", min=1, max=32,
+                      help="Questions per page: the first is timed from the file, the rest reuse the encoded page.")]
+Repeats = Annotated[int, typer.Option("--repeats", min=1, max=100, help="Timed runs after one warm-up (medians).")]
+MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=2, max=1024, help="Tokens decoded per answer (EOS ignored).")]
+Threads = Annotated[int, typer.Option("--threads", min=0, max=1024,
+                    help="torch CPU threads (0 = torch's default). Small models decode fastest on one.")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+Quant = Annotated[str, typer.Option("--quant", help="auto (4-bit NF4 on CUDA, none on CPU) | none | 8bit | 4bit.")]
+
+ROWS = (  # (label, key in stages_ms or in the side, unit)
+    ("render", "render", "ms"), ("slice + normalise", "slice_normalise", "ms"),
+    ("vision (all views)", "vision", "ms"), ("  of which SRA", "vision_sra", "ms"),
+    ("  of which sampler", "vision_sampler", "ms"), ("prefill", "prefill", "ms"),
+    ("time to first token", "ttft", "ms"), ("further question, first token", "followup_ttft", "ms"),
+    ("decode", "decode_ms_per_token", "ms/token"), ("intake per view", "intake_ms_per_view", "ms"),
+    ("peak memory", "peak_memory_mb", "MiB"), ("views (global + tiles)", "views", ""),
+    ("visual tokens", "visual_tokens", ""), ("pixels seen", "pixels", ""), ("effective dpi", "effective_dpi", ""),
+)
+
+
+@app.command("speed", epilog="Example: docread bench speed --synthetic tiny --pages 2 --questions 3 --json")
+def speed(
+    model: Model = None,
+    synthetic: Synthetic = None,
+    pages: PageCount = 2,
+    questions: Questions = 3,
+    repeats: Repeats = 3,
+    max_new_tokens: MaxNewTokens = 32,
+    max_slices: MaxSlices = None,
+    dpi: Dpi = 200.0,
+    threads: Threads = 1,
+    device: Device = "auto",
+    quant: Quant = "auto",
+    json_out: Json = False,
+):
+    """Time docread and transformers' LLaVA-NeXT side by side on the same pages and weights."""
+    from docread.bench.speed import SpeedOptions, run_speed
+
+    options = SpeedOptions(model=model, synthetic=synthetic, pages=pages, questions=questions, repeats=repeats,
+                           max_new_tokens=max_new_tokens, max_slices=max_slices, dpi=dpi, threads=threads,
+                           device=device, quant=quant)
+    err = stderr_console()
+    result = run_speed(options, log=lambda message: err.print(f"[dim]{message}…[/]"))
+    if json_out:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+    else:
+        render_table(result)
+
+
+def render_table(result: dict) -> None:
+    """The side-by-side table on stdout, with the machine, the fast path and start-up beneath."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"docread bench speed · {result['model']} · {result['device_name']} · {result['dtype']} · "
+                        f"quant {result['quantization']} · {result['threads']} thread(s)")
+    for column in ("stage", "docread", "LLaVA-NeXT (transformers)", "docread / baseline"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    ours, theirs = result["docread"], result["baseline"]
+    for label, key, unit in ROWS:
+        a, b = _figure(ours, key), _figure(theirs, key)
+        table.add_row(label + (f" ({unit})" if unit else ""), _fmt(a), _fmt(b), _fmt(result["ratios"].get(key), 3))
+    fast, startup, versions = ours["fast"], result["startup"], result["versions"]
+    out = Console(highlight=False)
+    out.print(table)
+    out.print(f"grid: docread {ours['grid']} tiles, baseline {theirs['grid']}; decode: docread "
+              f"{_fmt(ours['decode_tokens_per_s'])} tok/s, fast {_fmt(fast['tokens_per_s'])} tok/s "
+              f"({'compiled' if fast['compiled'] else 'static cache, not compiled'}; x{fast['speedup_vs_plain']} "
+              f"over plain, same tokens: {fast['same_tokens']}), baseline {_fmt(theirs['decode_tokens_per_s'])} tok/s",
+              soft_wrap=True)
+    out.print(f"intake (render + slice + normalise) per view: {result['intake_speedup']}x faster than "
+              f"LlavaNextImageProcessorPil; `docread --help` {startup['docread_help_ms']} ms vs `import torch` "
+              f"{startup['import_torch_ms']} ms ({startup['ratio']})", soft_wrap=True)
+    out.print(f"[dim]{result['date']} · torch {versions['torch']} · transformers {versions['transformers']} · "
+              f"bitsandbytes {versions['bitsandbytes']} · peak memory as {ours['memory']} · medians of "
+              f"{result['repeats']} after a warm-up[/]", soft_wrap=True)
+
+
+def _figure(side: dict, key: str):
+    return side["stages_ms"][key] if key in side["stages_ms"] else side.get(key)
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, int) or (isinstance(value, float) and value >= 1000):
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"

@@ -1,0 +1,176 @@
+"""`docread bench speed` in a real subprocess (every key present, figures sane, ratios consistent; no
+timing is ever asserted), the fast decode path against the plain one, and the in-memory model builder."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import docread
+from docread.generate import DecodeStats, crop_cache, decode_tokens
+
+QUESTION = "What is written here?"
+STAGES = {"render", "slice_normalise", "vision", "vision_sra", "vision_sampler", "prefill", "ttft", "followup_ttft"}
+SIDE_KEYS = {"stages_ms", "decode_ms_per_token", "decode_tokens_per_s", "generated_tokens", "intake_ms_per_view",
+             "grid", "views", "visual_tokens", "image_tokens", "prompt_tokens", "pixels", "effective_dpi",
+             "peak_memory_mb", "memory"}
+TOP_KEYS = {"benchmark", "date", "model", "synthetic", "pages", "questions", "repeats", "max_new_tokens", "dpi",
+            "threads", "device", "device_name", "dtype", "quantization", "cpu_count", "versions", "docread",
+            "baseline", "ratios", "intake_speedup", "startup"}
+
+
+@pytest.fixture(scope="module")
+def speed_json():
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1")
+    run = subprocess.run([sys.executable, "-m", "docread", "bench", "speed", "--synthetic", "tiny", "--pages", "1",
+                          "--questions", "2", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_speed_json_has_every_key(speed_json):
+    assert TOP_KEYS <= speed_json.keys()
+    assert speed_json["model"] == "synthetic-tiny" and speed_json["device"] == "cpu"
+    assert speed_json["threads"] == 1 and speed_json["pages"] == 1 and speed_json["questions"] == 2
+    assert {"torch", "transformers", "bitsandbytes", "python", "docread"} <= speed_json["versions"].keys()
+    for side in ("docread", "baseline"):
+        figures = speed_json[side]
+        assert SIDE_KEYS <= figures.keys(), side
+        assert set(figures["stages_ms"]) == STAGES
+        for key in ("decode_ms_per_token", "decode_tokens_per_s", "intake_ms_per_view", "peak_memory_mb",
+                    "views", "visual_tokens", "pixels", "prompt_tokens"):
+            assert positive(figures[key]), (side, key, figures[key])
+        assert figures["memory"] == "rss"
+
+
+def test_speed_figures_are_consistent(speed_json):
+    ours, theirs = speed_json["docread"], speed_json["baseline"]
+    for key in ("render", "slice_normalise", "vision", "prefill", "ttft", "followup_ttft"):
+        assert positive(ours["stages_ms"][key]) and positive(theirs["stages_ms"][key]), key
+        assert speed_json["ratios"][key] == pytest.approx(ours["stages_ms"][key] / theirs["stages_ms"][key], rel=1e-3)
+    parts = sum(ours["stages_ms"][k] for k in ("render", "slice_normalise", "vision", "prefill"))
+    assert ours["stages_ms"]["ttft"] == pytest.approx(parts, abs=0.01)
+    assert ours["stages_ms"]["vision_sra"] > 0 and ours["stages_ms"]["vision_sampler"] > 0
+    assert theirs["stages_ms"]["vision_sra"] is None and speed_json["ratios"]["vision_sra"] is None
+    for key in ("decode_ms_per_token", "intake_ms_per_view", "peak_memory_mb", "views", "visual_tokens", "pixels"):
+        assert speed_json["ratios"][key] == pytest.approx(ours[key] / theirs[key], rel=1e-3), key
+    assert ours["decode_tokens_per_s"] == pytest.approx(1000 / ours["decode_ms_per_token"], rel=1e-2)
+    # a letter page: docread's 4 x 3 tiles + global view, LLaVA-NeXT's default 2 x 2 grid + its base view
+    assert (ours["grid"], ours["views"], theirs["grid"], theirs["views"]) == ("4x3", 13, "2x2", 5)
+    assert ours["pixels"] > theirs["pixels"] and ours["effective_dpi"] > theirs["effective_dpi"]
+    assert ours["fast"]["same_tokens"] is True and positive(ours["fast"]["tokens_per_s"])
+    assert positive(ours["sra_overhead"])
+    startup = speed_json["startup"]
+    assert positive(startup["docread_help_ms"]) and positive(startup["import_torch_ms"])
+    assert startup["ratio"] == pytest.approx(startup["docread_help_ms"] / startup["import_torch_ms"], rel=1e-2)
+
+
+# -- the fast decode path ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reader(tiny_llava_next):
+    return docread.load(str(tiny_llava_next), device="cpu", quant="none")
+
+
+def page_image(seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (700, 500, 3), dtype=np.uint8))
+
+
+def run(fn, reader, embeds, **kwargs):
+    stats = DecodeStats()
+    tokens = [t for t, _ in fn(reader.hires.language_model, reader.hires.lm_head, embeds, eos_token_ids=[],
+                               stats=stats, **kwargs)]
+    return tokens, stats
+
+
+def test_fast_decode_matches_plain_decode_on_an_encoded_page(reader):
+    from docread import fastdecode
+
+    with reader.open_page(page_image(), QUESTION) as encoded:
+        embeds = reader._suffix(encoded, QUESTION)
+        plain, plain_stats = run(decode_tokens, reader, embeds, max_new_tokens=24, cache=encoded.cache)
+        crop_cache(encoded.cache, encoded.prefix_len)
+        for _ in range(2):  # the second call reuses the decoder's static cache
+            fast, fast_stats = run(fastdecode.decode_tokens, reader, embeds, max_new_tokens=24, cache=encoded.cache)
+            assert fast == plain and len(fast) == 24
+            assert fast_stats.logprobs == pytest.approx(plain_stats.logprobs, abs=1e-4)
+            assert encoded.cache.get_seq_length() == encoded.prefix_len  # the page's prefix is left as it was
+
+
+def test_fast_decode_without_a_cache_and_when_sampling(reader):
+    from docread import fastdecode
+
+    embeds = torch.randn(1, 40, reader.hires.language_model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    for kwargs in ({}, {"temperature": 1.0, "seed": 7}):
+        plain, _ = run(decode_tokens, reader, embeds, max_new_tokens=12, **kwargs)
+        fast, _ = run(fastdecode.decode_tokens, reader, embeds, max_new_tokens=12, **kwargs)
+        assert fast == plain, kwargs
+
+
+def test_fast_decode_stops_at_eos(reader):
+    from docread import fastdecode
+
+    with reader.open_page(page_image(1), QUESTION) as encoded:
+        embeds = reader._suffix(encoded, QUESTION)
+        plain, _ = run(decode_tokens, reader, embeds, max_new_tokens=8, cache=encoded.cache)
+        crop_cache(encoded.cache, encoded.prefix_len)
+        stats = DecodeStats()
+        tokens = [t for t, _ in fastdecode.decode_tokens(reader.hires.language_model, reader.hires.lm_head, embeds,
+                                                         max_new_tokens=8, eos_token_ids=[plain[3]], stats=stats,
+                                                         cache=encoded.cache)]
+        assert tokens == plain[: plain.index(plain[3])] and stats.stopped_by == "eos"
+
+
+def test_fast_decoder_refuses_a_sequence_longer_than_its_cache(reader):
+    from docread.fastdecode import FastDecoder
+
+    decoder = FastDecoder(reader.hires.language_model, reader.hires.lm_head, max_cache_len=16)
+    with pytest.raises(ValueError, match="static cache holds 16"):
+        next(decoder.decode_tokens(torch.zeros(1, 10, 64), max_new_tokens=8, eos_token_ids=[]))
+
+
+@pytest.mark.cuda
+def test_compiled_fast_decode_matches_plain_on_cuda(tiny_llava_next):
+    from docread.fastdecode import FastDecoder
+
+    cuda = docread.load(str(tiny_llava_next), device="cuda", quant="none")
+    with cuda.open_page(page_image(), QUESTION) as encoded:
+        embeds = cuda._suffix(encoded, QUESTION)
+        plain, _ = run(decode_tokens, cuda, embeds, max_new_tokens=16, cache=encoded.cache)
+        crop_cache(encoded.cache, encoded.prefix_len)
+        decoder = FastDecoder(cuda.hires.language_model, cuda.hires.lm_head, compile=True)
+        for _ in range(3):  # compile, record the CUDA graph, replay it
+            fast = [t for t, _ in decoder.decode_tokens(embeds, max_new_tokens=16, eos_token_ids=[], cache=encoded.cache)]
+            assert fast == plain
+
+
+# -- the in-memory model builder (`--synthetic real`, here in toy shapes) ------------------------------------
+def test_in_memory_builder_quantizes_only_the_llm_and_runs_both_sides():
+    import bitsandbytes as bnb
+
+    from docread.bench.speedsetup import baseline_processor, build_reader
+
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4, image_size=336,
+                  patch_size=42, projection_dim=32)
+    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4)
+    reader = build_reader(device="cpu", quant="4bit", vision=vision, text=text, vocab_size=512)
+    language_model = reader.hires.language_model
+    assert len(language_model.layers) == language_model.config.num_hidden_layers == 3
+    assert isinstance(language_model.layers[0].mlp.down_proj, bnb.nn.Linear4bit)
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in reader.base.model.model.vision_tower.modules())
+    assert not isinstance(reader.base.model.lm_head, bnb.nn.Linear4bit)
+    answer = reader.ask(page_image(), QUESTION, max_new_tokens=4)
+    assert (answer.rows, answer.cols) == (3, 2) and answer.visual_tokens > 0
+    inputs = baseline_processor(reader)(images=page_image(), text=f"USER: <image>\n{QUESTION} ASSISTANT:",
+                                        return_tensors="pt")
+    out = reader.base.model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 3
