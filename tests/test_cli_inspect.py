@@ -24,12 +24,14 @@ def letter_pdf(path, pages=1):
     return path
 
 
-def test_help_and_version_never_import_torch():
-    code = ("import sys\nfrom docread.cli import app\n"
-            "try:\n    app(['inspect', '--help'])\nexcept SystemExit:\n    pass\n"
-            "print('torch' in sys.modules, 'transformers' in sys.modules)")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert run.stdout.strip().splitlines()[-1] == "False False"
+def test_help_version_and_inspect_never_import_torch(tmp_path):
+    pdf = letter_pdf(tmp_path / "letter.pdf")
+    for args in (["--help"], ["inspect", "--help"], ["inspect", str(pdf), "--json"], ["bench", "--help"]):
+        code = ("import sys\nfrom docread.cli import app\n"
+                f"try:\n    app({args!r})\nexcept SystemExit:\n    pass\n"
+                "print('torch' in sys.modules, 'transformers' in sys.modules)")
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert run.stdout.strip().splitlines()[-1] == "False False", args
     version = docread("--version")
     assert version.returncode == 0 and version.stdout.startswith("docread ")
 
