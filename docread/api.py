@@ -184,16 +184,18 @@ class DocReader:
 
             torch.cuda.synchronize(self.base.device)
 
-    def _suffix(self, encoded: EncodedPage, question: str) -> "torch.Tensor":
-        """Embeddings of the prompt after the image for `question`, checked against the cached prefix."""
+    def _suffix(self, encoded: EncodedPage, question: str, max_new_tokens: int = 0) -> "torch.Tensor":
+        """Embeddings of the prompt after the image for `question`, checked against the cached prefix
+        and the context (a question longer than the page was planned for must still fit)."""
         ids = self._ids(question)
         at = ids.index(self.base.image_token_id)
         if ids[:at] != encoded.prefix_ids:  # never with a fixed template; kept honest all the same
             raise ValueError("the prompt prefix changed between questions; encode the page again")
-        plan_room = encoded.prefix_len + len(ids) - at - 1
-        if plan_room > self.context:
-            raise DocreadError("context_overflow", f"the question is too long for this page's plan "
-                               f"({plan_room} of {self.context} context tokens): shorten it")
+        needed = encoded.prefix_len + len(ids) - at - 1 + max_new_tokens
+        if needed > self.context:
+            raise DocreadError("context_overflow", f"the page as planned, this question and --max-new-tokens "
+                               f"{max_new_tokens} need {needed} of the model's {self.context} context tokens: "
+                               "shorten the question, lower --max-new-tokens or --max-slices")
         return self._embed(ids[at + 1 :], None)
 
     # -- answering ---------------------------------------------------------------------------
@@ -209,7 +211,7 @@ class DocReader:
             import torch
 
             with torch.inference_mode():
-                embeds = self._suffix(encoded, question)
+                embeds = self._suffix(encoded, question, max_new_tokens)
             stats = DecodeStats()
             text = TextStream(self.base.tokenizer)
             try:

@@ -235,3 +235,15 @@ def test_choose_scores_equal_a_full_forward_and_reuse_the_cached_page(reader):
             logprobs = torch.log_softmax(logits[0, -len(continuation) - 1 : -1].float(), -1)
             expected = float(logprobs.gather(1, torch.tensor(continuation)[:, None]).sum())
             assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_question_longer_than_the_page_was_planned_for_is_refused(reader):
+    image = random_image(336, 336, seed=6)
+    prompt = len(prompt_ids(reader.base.tokenizer, reader.template, "q", reader.base.image_token_id)) - 1
+    max_new = reader.context - prompt - 64  # exactly fills the context with the short question
+    with reader.open_page(image, "q", max_slices=0, max_new_tokens=max_new) as encoded:
+        stream = reader.answer(encoded, "a much longer question than the page was planned for", max_new_tokens=max_new)
+        with pytest.raises(DocreadError) as e:
+            list(stream)
+        assert e.value.code == "context_overflow"
+        assert encoded.cache.get_seq_length() == encoded.prefix_len  # nothing was left in the cache
