@@ -63,7 +63,8 @@ def encode_with_fallback(reader: DocReader, document: Document, page, questions:
     Returns the encoded page and whether it had to be degraded."""
     import torch
 
-    budgets = [settings.max_slices] + [n for n in OOM_SLICES if settings.max_slices is None or n < settings.max_slices]
+    requested = reader.preset.max_slices if settings.max_slices is None else settings.max_slices
+    budgets = [requested] + [n for n in OOM_SLICES if n < requested]
     for attempt, budget in enumerate(budgets):
         try:
             encoded = reader.encode(lambda w, h: document.render(page, w, h), page.width, page.height, questions,
