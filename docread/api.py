@@ -72,11 +72,23 @@ class AnswerStream:
 
 
 @dataclass
-class EncodedPage:
-    """A page rendered, encoded and prefilled once; every question about it reuses all of that.
+class PageSource:
+    """A page to encode: `render(w, h)` returns it as an RGB image of exactly w x h pixels."""
 
-    `cache` holds the LLM's keys and values for the prompt up to the end of the image (the part
-    no question changes); each answer continues it and crops it back to `prefix_len`.
+    render: Callable[[int, int], "Image.Image"]
+    width: int                       # nominal size the slicing is planned from
+    height: int
+    file: str = "<image>"
+    page: int = 1
+
+
+@dataclass
+class EncodedPage:
+    """A page rendered and encoded once; every question about it reuses that, and the LLM's keys
+    and values for the prompt up to the end of the image (the part no question changes).
+
+    `cache` is prefilled on first use; each answer continues it and crops it back to `prefix_len`.
+    `release()` frees it once the page's questions are done.
     """
 
     file: str
@@ -84,10 +96,21 @@ class EncodedPage:
     page_plan: PagePlan
     prefix_ids: list[int]            # prompt ids before the image placeholder (<s>USER: )
     sequence: "torch.Tensor"         # (N, D) the page's laid-out image embeddings
-    cache: object                    # transformers Cache holding prefix + image
-    prefix_len: int
+    prefix_len: int                  # positions of prefix + image in the cache
     timing_ms: dict[str, float]      # render, encode, prefill (of the prefix): paid once
+    prefill: Callable[["EncodedPage"], object] = field(repr=False, default=None)
     answered: int = 0                # questions answered so far (the first carries the timing)
+    _cache: object = field(repr=False, default=None)
+
+    @property
+    def cache(self):
+        """The transformers Cache holding prefix + image (prefilled now if it was not yet)."""
+        if self._cache is None:
+            self._cache = self.prefill(self)
+        return self._cache
+
+    def release(self) -> None:
+        self._cache = None
 
 
 class DocReader:
@@ -129,43 +152,63 @@ class DocReader:
                          max_slices=requested, budget=budget, global_view=self.global_view)
         return plan, ids
 
-    # -- encoding a page once ---------------------------------------------------------------------
+    # -- encoding pages once ---------------------------------------------------------------------
     def encode(self, render: Callable[[int, int], "Image.Image"], width: int, height: int,
                questions: "str | Sequence[str]", *, file: str = "<image>", page: int = 1,
                max_slices: int | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                page_plan: PagePlan | None = None) -> EncodedPage:
-        """Render, slice, encode a page of nominal size width x height and prefill its prompt prefix.
+        """Render, slice and encode one page of nominal size width x height, and prefill its prompt
+        prefix. The plan leaves room for the longest of `questions` (or is `page_plan`, when given)."""
+        (encoded,) = self.encode_pages([PageSource(render, width, height, file, page)], questions,
+                                       max_slices=max_slices, max_new_tokens=max_new_tokens,
+                                       plans=None if page_plan is None else [page_plan])
+        encoded.cache  # noqa: B018  prefill now, so timing_ms is complete
+        return encoded
 
-        `render(w, h)` must return the page as an RGB image of exactly w x h pixels. The plan
-        leaves room for the longest of `questions` (or is `page_plan`, when given).
-        """
+    def encode_pages(self, sources: Sequence[PageSource], questions: "str | Sequence[str]", *,
+                     max_slices: int | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                     plans: Sequence[PagePlan] | None = None) -> list[EncodedPage]:
+        """Several pages' views through the vision encoder in one pass. Each page's prompt prefix is
+        prefilled when first asked (one KV cache alive at a time when pages are answered in turn);
+        `timing_ms["encode"]` is each page's share of the pass."""
+        import torch
+
+        if plans is None:
+            plans = [self.plan(s.width, s.height, questions, max_slices=max_slices,
+                               max_new_tokens=max_new_tokens)[0] for s in sources]
+        renders, pixels = [], []
+        for source, plan in zip(sources, plans):
+            start = time.perf_counter()
+            image = source.render(plan.plan.width, plan.plan.height)
+            pixels.append(page_pixels(image, plan, self.base.image_mean, self.base.image_std))  # (1 + T, 3, S, S)
+            renders.append(_ms(start))
+        start = time.perf_counter()
+        with torch.inference_mode():
+            batch = torch.cat(pixels).to(self.base.device, self.base.dtype)  # (sum of views, 3, S, S)
+            sequences = self.hires.image_embeddings(batch, [(p.plan.rows, p.plan.cols) for p in plans])
+            self._sync()
+        encode_ms = _ms(start) / len(sources)
+        ids = self._ids(questions if isinstance(questions, str) else questions[0])
+        prefix_ids = ids[: ids.index(self.base.image_token_id)]
+        return [EncodedPage(file=s.file, page=s.page, page_plan=plan, prefix_ids=prefix_ids, sequence=sequence,
+                            prefix_len=len(prefix_ids) + sequence.shape[0], prefill=self._prefill_prefix,
+                            timing_ms={"render": render_ms, "encode": encode_ms})
+                for s, plan, sequence, render_ms in zip(sources, plans, sequences, renders)]
+
+    def _prefill_prefix(self, encoded: EncodedPage):
+        """A new KV cache holding the prompt up to the end of the page's image."""
         import torch
 
         from docread.generate import new_cache, prefill
 
-        if page_plan is None:
-            page_plan, _ = self.plan(width, height, questions, max_slices=max_slices, max_new_tokens=max_new_tokens)
-        timing: dict[str, float] = {}
-        start = time.perf_counter()
-        image = render(page_plan.plan.width, page_plan.plan.height)
-        pixels = page_pixels(image, page_plan, self.base.image_mean, self.base.image_std)
-        timing["render"] = _ms(start)
         start = time.perf_counter()
         with torch.inference_mode():
-            pixels = pixels.to(self.base.device, self.base.dtype)
-            (sequence,) = self.hires.image_embeddings(pixels, [(page_plan.plan.rows, page_plan.plan.cols)])
-            self._sync()
-            timing["encode"] = _ms(start)
-            start = time.perf_counter()
-            ids = self._ids(questions if isinstance(questions, str) else questions[0])
-            prefix_ids = ids[: ids.index(self.base.image_token_id)]
-            embeds = self._embed(prefix_ids, sequence)
+            embeds = self._embed(encoded.prefix_ids, encoded.sequence)
             cache = new_cache(self.hires.language_model)
             prefill(self.hires.language_model, embeds, cache)
             self._sync()
-        timing["prefill"] = _ms(start)
-        return EncodedPage(file=file, page=page, page_plan=page_plan, prefix_ids=prefix_ids, sequence=sequence,
-                           cache=cache, prefix_len=embeds.shape[1], timing_ms=timing)
+        encoded.timing_ms["prefill"] = _ms(start)
+        return cache
 
     def _embed(self, ids: list[int], sequence: "torch.Tensor | None") -> "torch.Tensor":
         """Embeddings (1, T, D) of ids, the page's image sequence scattered into its placeholder."""

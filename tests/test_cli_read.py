@@ -152,27 +152,39 @@ def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path):
 
 
 def test_oom_on_a_page_retries_with_fewer_tiles(tiny_llava, tmp_path, monkeypatch):
+    """Simulated CUDA out-of-memory: in the group's vision pass, then per page at 16 and 9 tiles,
+    then once more while answering (the prefix prefill); the page ends degraded, not failed."""
     import torch
 
     reader = docread.load(str(tiny_llava), device="cpu", quant="none")
-    real_encode = reader.encode
-    budgets = []
+    real_encode_pages, real_answer = reader.encode_pages, reader.answer
+    budgets, answers = [], []
 
-    def encode(*args, max_slices=None, **kwargs):
-        budgets.append(max_slices)
-        if max_slices > 4:
+    def encode_pages(sources, questions, *, max_slices=None, **kwargs):
+        budgets.append((len(sources), max_slices))
+        if max_slices is None or max_slices > 4:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_encode(*args, max_slices=max_slices, **kwargs)
+        return real_encode_pages(sources, questions, max_slices=max_slices, **kwargs)
 
-    monkeypatch.setattr(reader, "encode", encode)
-    Image.new("RGB", (1200, 1200), "white").save(tmp_path / "big.png")
+    def answer(encoded, question, **kwargs):
+        answers.append(encoded.page_plan.max_slices)
+        if len(answers) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_answer(encoded, question, **kwargs)
+
+    monkeypatch.setattr(reader, "encode_pages", encode_pages)
+    monkeypatch.setattr(reader, "answer", answer)
+    for name in ("big1.png", "big2.png"):
+        Image.new("RGB", (1200, 1200), "white").save(tmp_path / name)
     sink = record_log(str(tmp_path / "out.jsonl"), resume=False)
-    failed = run_batch(reader, [str(tmp_path / "big.png")], ["What?"], sink,
+    failed = run_batch(reader, [str(tmp_path / "big1.png"), str(tmp_path / "big2.png")], ["What?", "Who?"], sink,
                        settings=Settings(max_new_tokens=2))
     sink.close()
-    (record,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert failed == 0 and budgets == [16, 9, 4]
-    assert record["status"] == "ok" and record["degraded"] is True and record["rows"] * record["cols"] <= 4
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert failed == 0 and len(records) == 4
+    assert budgets[:4] == [(1, None), (1, 16), (1, 9), (1, 4)]  # one page a file: group, then 16 -> 9 -> 4
+    assert budgets[4] == (1, 0) and answers[:2] == [4, 0]  # answering at 4 tiles ran out too: re-encoded below 4
+    assert all(r["status"] == "ok" and r["degraded"] is True and r["rows"] * r["cols"] <= 4 for r in records)
 
 
 def test_models_list_and_path(tiny_llava):

@@ -247,3 +247,20 @@ def test_a_question_longer_than_the_page_was_planned_for_is_refused(reader):
             list(stream)
         assert e.value.code == "context_overflow"
         assert encoded.cache.get_seq_length() == encoded.prefix_len  # nothing was left in the cache
+
+
+def test_pages_encoded_in_one_pass_equal_pages_encoded_alone(reader):
+    from docread.api import PageSource
+
+    images = [random_image(500, 700, seed=7), random_image(336, 336, seed=8), random_image(900, 300, seed=9)]
+    sources = [PageSource(lambda w, h, im=im: im.resize((w, h)), im.width, im.height, page=i + 1)
+               for i, im in enumerate(images)]
+    together = reader.encode_pages(sources, QUESTION)
+    assert [e._cache for e in together] == [None] * 3  # prefixes are prefilled only when asked
+    for source, batched in zip(sources, together):
+        alone = reader.encode(source.render, source.width, source.height, QUESTION, page=source.page)
+        assert batched.page_plan == alone.page_plan and batched.page == alone.page
+        torch.testing.assert_close(batched.sequence, alone.sequence, rtol=1e-5, atol=1e-5)
+        first = "".join(reader.answer(batched, QUESTION, max_new_tokens=4))
+        assert first == "".join(reader.answer(alone, QUESTION, max_new_tokens=4))
+        assert batched.cache.get_seq_length() == batched.prefix_len
