@@ -1,8 +1,11 @@
 """Adapter files: the trained HiRes parts (SRA, SMS, separators, LoRA) in one safetensors file.
 
-Layout: tensors `hires.<name>` (HiResModules' state dict) and `lora.<name>` (LoRA weights,
-named as in the llava-hf model); metadata `format`, `version`, `hires_config` and
-`lora_config` as JSON strings. Safetensors only: loading never runs code.
+Layout: tensors `hires.<name>` (HiResModules' state dict), `lora.<name>` (LoRA weights,
+named as in the llava-hf model) and `base.<name>` (base-model weights that training
+changed: the projector after stage 1, every weight after `docread train --full`);
+metadata `format`, `version`, `hires_config`, `lora_config` and `training` as JSON
+strings. Safetensors only: loading never runs code. A `--full` adapter replaces the
+whole base, so it needs that base's config and tokenizer (`--model`) and `--quant none`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Iterable
 
 from docread.errors import DocreadError
 
@@ -33,8 +37,12 @@ def lora_parameters(llava) -> dict:
     return {name: p for name, p in llava.named_parameters() if "lora_" in name}
 
 
-def save_adapter(path: Path, modules, llava=None, *, lora_config: dict | None = None) -> Path:
-    """Write `modules` (and the LoRA weights of `llava`, if any) to path; a folder gets adapter.safetensors."""
+def save_adapter(path: Path, modules, llava=None, *, lora_config: dict | None = None,
+                 base_parameters: Iterable[str] = (), training: dict | None = None) -> Path:
+    """Write `modules` (and the LoRA weights of `llava`, if any) to path; a folder gets adapter.safetensors.
+
+    `base_parameters` names llava parameters to store too (the trained projector, or all of
+    them for a `--full` run); `training` is a JSON-able note of how the adapter was made."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -44,11 +52,30 @@ def save_adapter(path: Path, modules, llava=None, *, lora_config: dict | None = 
     tensors = {f"hires.{k}": v.detach().cpu().contiguous() for k, v in modules.state_dict().items()}
     lora = lora_parameters(llava) if llava is not None else {}
     tensors.update({f"lora.{k}": v.detach().cpu().contiguous() for k, v in lora.items()})
+    named = dict(llava.named_parameters()) if llava is not None else {}
+    for name in base_parameters:
+        if name not in named or "lora_" in name:
+            raise ValueError(f"{name!r} is not a base parameter of this model")
+        tensors[f"base.{name}"] = named[name].detach().cpu().contiguous()
     metadata = {"format": FORMAT, "version": str(VERSION), "hires_config": json.dumps(asdict(modules.config))}
     if lora:
         metadata["lora_config"] = json.dumps(lora_config or {})
+    if training:
+        metadata["training"] = json.dumps(training)
     save_file(tensors, str(path), metadata=metadata)
     return path
+
+
+def adapter_contents(path: Path) -> tuple[dict[str, str], list[str]]:
+    """An adapter file's metadata and tensor names, without reading any tensor."""
+    from safetensors import SafetensorError, safe_open
+
+    path = _adapter_path(Path(path))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {}), list(f.keys())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DocreadError("corrupt", f"adapter {path} cannot be read ({e}): re-save or re-download it") from None
 
 
 def _adapter_path(path: Path) -> Path:
@@ -59,6 +86,22 @@ def _adapter_path(path: Path) -> Path:
     if path.suffix != ".safetensors":
         raise DocreadError("unsafe_weights", f"{path} is not a .safetensors file: docread loads adapters from safetensors only")
     return path
+
+
+def trained_with_global_view(path: Path) -> bool:
+    """Whether the adapter at `path` was trained with the global view (read from its metadata only)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = _adapter_path(Path(path))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DocreadError("corrupt", f"adapter {path} cannot be read ({e}): re-save or re-download it") from None
+    try:
+        return bool(json.loads(metadata.get("hires_config", "{}")).get("global_view", True))
+    except ValueError:
+        raise DocreadError("bad_adapter", f"{path}: its hires_config metadata is not JSON") from None
 
 
 def load_adapter(path: Path, modules, llava) -> None:
@@ -81,11 +124,16 @@ def load_adapter(path: Path, modules, llava) -> None:
     if differs:
         detail = ", ".join(f"{k} {a} vs model {b}" for k, (a, b) in differs.items())
         raise DocreadError("bad_adapter", f"adapter {path} was trained for another base ({detail}): use its base --model")
+    trained_global = saved.get("global_view", True)
+    if trained_global != mine.get("global_view", True):
+        raise DocreadError("bad_adapter", f"adapter {path} was trained {'with' if trained_global else 'without'} the "
+                           f"global view: load it with global_view={trained_global}")
     hires = {k[len("hires."):]: v for k, v in tensors.items() if k.startswith("hires.")}
     try:
         modules.load_state_dict(hires, strict=True)
     except RuntimeError as e:
         raise DocreadError("bad_adapter", f"adapter {path} does not match this model's modules: {str(e).splitlines()[0]}") from None
+    _load_base_weights(path, llava, {k[len("base."):]: v for k, v in tensors.items() if k.startswith("base.")})
     lora = {k[len("lora."):]: v for k, v in tensors.items() if k.startswith("lora.")}
     if lora:
         config = json.loads(metadata.get("lora_config", "{}"))
@@ -100,3 +148,24 @@ def load_adapter(path: Path, modules, llava) -> None:
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(lora[name].to(p.device, p.dtype))
+
+
+def _load_base_weights(path: Path, llava, weights: dict) -> None:
+    """Copy an adapter's `base.` tensors (a trained projector, or a --full run's every weight) into llava."""
+    import torch
+
+    if not weights:
+        return
+    params = dict(llava.named_parameters())
+    unknown = sorted(set(weights) - set(params))
+    if unknown:
+        raise DocreadError("bad_adapter", f"adapter {path} holds base weights this model lacks ({unknown[0]}, "
+                           f"{len(unknown)} in all): use the --model it was trained on")
+    for name, tensor in weights.items():
+        p = params[name]
+        if not p.dtype.is_floating_point or p.shape != tensor.shape:
+            raise DocreadError("bad_adapter", f"adapter {path} replaces {name} {tuple(tensor.shape)}, which this "
+                               f"model holds as {p.dtype} {tuple(p.shape)} (quantized?): load it with --quant none")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))

@@ -388,16 +388,21 @@ SEPARATOR_SEEDS = (":", ",", "\n")  # text tokens whose embeddings start SEP_A, 
 
 
 def load(model: str | None = None, *, adapter: str | Path | None = None, device: str = "auto",
-         quant: str = "auto", offline: bool | None = None, global_view: bool = True) -> DocReader:
+         quant: str = "auto", offline: bool | None = None, global_view: bool | None = None) -> DocReader:
     """Load a model: a preset name, a hub id or a local llava-hf directory; optionally a trained adapter.
 
-    `global_view=False` reads pages from their tiles alone (an ablation, not for everyday use)."""
+    `global_view=False` reads pages from their tiles alone (an ablation, not for everyday use); by
+    default it is on, or as the adapter was trained."""
     import torch
 
     from docread.nn.hires import HiResLlava, HiResModules
     from docread.weights import load_base
 
     preset = resolve_preset(model)
+    if global_view is None:
+        from docread.adapterfile import trained_with_global_view
+
+        global_view = trained_with_global_view(Path(adapter)) if adapter is not None else True
     base = load_base(preset.base, device=device, quant=quant, offline=offline)
     vision = base.model.config.vision_config
     preset = replace(preset, size=vision.image_size, patch=vision.patch_size)
