@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from docread.generate import DecodeStats, _cache_argument, _sync
+from docread.generate import DecodeStats, _cache_argument, _sync, sample_tokens
 
 COMPILE_MODE = "reduce-overhead"  # CUDA graphs: one launch a token instead of a dozen kernels a layer
 CACHE_STEP = 256                  # an eager (uncompiled) cache grows in steps of this many positions
@@ -113,23 +113,8 @@ class FastDecoder:
         _sync(device)
         stats.prefill_ms = (time.perf_counter() - start) * 1000
         start = time.perf_counter()
-        stats.stopped_by = "length"
-        for step in range(max_new_tokens):
-            logprobs = torch.log_softmax(logits, dim=-1)  # (1, V)
-            if temperature > 0:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                token = int(torch.multinomial(probs, 1, generator=generator))
-            else:
-                token = int(logits.argmax(dim=-1))
-            if token in eos:
-                stats.stopped_by = "eos"
-                break
-            stats.tokens.append(token)
-            stats.logprobs.append(float(logprobs[0, token]))
-            yield token, stats.logprobs[-1]
-            if step + 1 == max_new_tokens:
-                break
-            logits = self._next_logits(token)
+        yield from sample_tokens(logits, self._next_logits, max_new_tokens=max_new_tokens, eos=eos,
+                                 temperature=temperature, generator=generator, stats=stats)
         _sync(device)
         stats.decode_ms = (time.perf_counter() - start) * 1000
 

@@ -87,7 +87,23 @@ def decode_tokens(language_model, lm_head, inputs_embeds: torch.Tensor, *, max_n
     logits = lm_head(prefill(language_model, inputs_embeds, cache)).float()  # (1, V)
     _sync(device)
     stats.prefill_ms = (time.perf_counter() - start) * 1000
+
+    def next_logits(token: int) -> torch.Tensor:
+        ids = torch.tensor([[token]], device=device)
+        return lm_head(prefill(language_model, embed(ids), cache)).float()
+
     start = time.perf_counter()
+    yield from sample_tokens(logits, next_logits, max_new_tokens=max_new_tokens, eos=eos,
+                             temperature=temperature, generator=generator, stats=stats)
+    _sync(device)
+    stats.decode_ms = (time.perf_counter() - start) * 1000
+
+
+def sample_tokens(logits: torch.Tensor, next_logits, *, max_new_tokens: int, eos: set[int], temperature: float,
+                  generator: torch.Generator | None, stats: DecodeStats) -> Iterator[tuple[int, float]]:
+    """The decoding loop shared by the plain and the fast decoder: from the prompt's last logits
+    (1, V), pick a token (greedy, or sampled at `temperature`), yield it with its log-probability,
+    get the next logits from `next_logits(token)`; stop at EOS (not yielded) or max_new_tokens."""
     stats.stopped_by = "length"
     for step in range(max_new_tokens):
         logprobs = torch.log_softmax(logits, dim=-1)  # (1, V)
@@ -98,16 +114,13 @@ def decode_tokens(language_model, lm_head, inputs_embeds: torch.Tensor, *, max_n
             token = int(logits.argmax(dim=-1))
         if token in eos:
             stats.stopped_by = "eos"
-            break
+            return
         stats.tokens.append(token)
         stats.logprobs.append(float(logprobs[0, token]))
         yield token, stats.logprobs[-1]
         if step + 1 == max_new_tokens:
-            break
-        ids = torch.tensor([[token]], device=device)
-        logits = lm_head(prefill(language_model, embed(ids), cache)).float()
-    _sync(device)
-    stats.decode_ms = (time.perf_counter() - start) * 1000
+            return
+        logits = next_logits(token)
 
 
 @torch.inference_mode()

@@ -1,7 +1,7 @@
-"""Append-only JSON Lines output that survives any kill: one complete line per write, flushed,
-and on resume a torn last line cut off and the keys already written collected.
-
-Used by `batch` (records keyed by `key`) and the benchmark runners (predictions keyed by `id`).
+"""JSON records on disk. Output: append-only JSON Lines that survive any kill (one complete line
+per write, flushed; on resume a torn last line is cut off and the keys already written are
+collected), used by `batch` (keyed by `key`) and the benchmark runners (keyed by `id`). Input:
+`read_json_or_lines` for files that may be one JSON document or JSON Lines.
 """
 
 from __future__ import annotations
@@ -64,3 +64,25 @@ def _repair_and_read_keys(path: Path, key_field: str) -> set[str]:
         except (ValueError, KeyError, TypeError):
             continue  # a damaged line: its work is done again, the later line wins
     return keys
+
+
+def read_json_or_lines(path: Path):
+    """A JSON document, or the list of objects of a JSON Lines file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DocreadError("not_found", f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DocreadError("unreadable", f"cannot read {path}: {e}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DocreadError("bad_json", f"{path} line {number}: not JSON ({e.msg})") from None
+    return records

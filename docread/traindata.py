@@ -9,7 +9,6 @@ with; labels are -100 everywhere but on the assistant's tokens and their end-of-
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from docread.errors import DocreadError, UsageError
 from docread.processor import Budget, PromptTemplate, expand_image_token, page_pixels, plan_page, prompt_ids
+from docread.records import read_json_or_lines
 
 if TYPE_CHECKING:
     import torch
@@ -72,24 +72,11 @@ class Batch:
 # -- reading ---------------------------------------------------------------------------------
 def _load_records(path: Path) -> list[dict]:
     """A JSON list (or {"data": [...]}) or JSON Lines of objects."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"--data {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DocreadError("unreadable", f"cannot read {path}: {e}") from None
-    try:
-        data = json.loads(text)
-        records = data["data"] if isinstance(data, dict) and "data" in data else data
-        records = records if isinstance(records, list) else [records]
-    except json.JSONDecodeError:
-        records = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DocreadError("bad_json", f"{path} line {number}: not JSON ({e.msg})") from None
+    if not path.is_file():
+        raise UsageError(f"--data {path}: no such file")
+    data = read_json_or_lines(path)
+    records = data["data"] if isinstance(data, dict) and "data" in data else data
+    records = records if isinstance(records, list) else [records]
     if not records or not all(isinstance(r, dict) for r in records):
         raise DocreadError("bad_data", f"{path}: expected conversation objects (LLaVA JSON / JSON Lines) or "
                            "EntityGrid questions.jsonl lines")

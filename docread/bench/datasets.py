@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from docread.errors import DocreadError, UsageError
+from docread.records import read_json_or_lines
 
 DATASET_METRICS = {"docvqa": "anls", "infovqa": "anls", "chartqa": "relaxed", "textvqa": "vqa"}
 _FORMATS = {  # keys each record of a dataset must have, for one clear error when they are missing
@@ -38,26 +39,7 @@ class Sample:
     answers: tuple[str, ...]   # gold answers; empty for test splits without them
 
 
-def _load_json(path: Path):
-    """A JSON document, or a list of records when the file is JSON Lines."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DocreadError("not_found", f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DocreadError("unreadable", f"cannot read {path}: {e}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DocreadError("bad_json", f"{path} line {number}: not JSON ({e.msg})") from None
-    return records
+_load_json = read_json_or_lines  # a JSON document, or the records of a JSON Lines file
 
 
 def _records(data, path: Path) -> list[dict]:
