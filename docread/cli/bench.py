@@ -24,6 +24,21 @@ Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Ask only t
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run: skip ids already in the output.")]
 
 
+def _answer_pending(items, output: Path, resume: bool, err, load, run) -> int:
+    """Ask the items (questions with an `id`) that `output` does not hold yet: `run(reader, pending,
+    log)` yields records; the model is loaded only if something is left. Returns how many failed."""
+    from docread.bench.runner import prediction_log
+
+    with prediction_log(output, resume=resume) as log:
+        pending = [item for item in items if item.id not in log.done]
+        if log.done:
+            err.print(f"[dim]resuming: {len(items) - len(pending)} questions already answered in {output}[/]")
+        if not pending:
+            return 0
+        _, failed = _drive(run(load(), pending, log), len(pending), err, "asking")
+        return failed
+
+
 def _drive(records: Iterator[dict], total: int, err, what: str) -> tuple[int, int]:
     """Consume a run's records with a progress bar on a terminal; (answered, failed)."""
     from contextlib import nullcontext
@@ -86,19 +101,13 @@ def entitygrid_run(
     """Ask every question as a multiple-choice prompt; write {id, prediction} lines."""
     check_choices(quant)
     from docread.bench.entitygrid import read_questions
-    from docread.bench.runner import prediction_log, run_entitygrid
+    from docread.bench.runner import run_entitygrid
 
     err = stderr_console()
     questions = read_questions(directory)[:limit]
-    with prediction_log(output, resume=resume) as log:
-        pending = [q for q in questions if q.id not in log.done]
-        if log.done:
-            err.print(f"[dim]resuming: {len(questions) - len(pending)} questions already answered in {output}[/]")
-        failed = 0
-        if pending:
-            reader = load_reader(model, adapter, device, quant, offline, err)
-            records = run_entitygrid(reader, directory, pending, log, max_slices=max_slices)
-            _, failed = _drive(records, len(pending), err, "asking")
+    failed = _answer_pending(questions, output, resume, err, lambda: load_reader(model, adapter, device, quant, offline, err),
+                             lambda reader, pending, log: run_entitygrid(reader, directory, pending, log,
+                                                                         max_slices=max_slices))
     err.print(f"{len(questions) - failed} of {len(questions)} questions answered in {output}; "
               f"score them with: docread bench entitygrid score {directory} {output}", soft_wrap=True)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
@@ -207,7 +216,7 @@ def run_command(
     """Answer a public benchmark's questions, then score them with its metric."""
     from docread.bench.datasets import DATASET_METRICS, read_annotations, read_predictions
     from docread.bench.metrics import evaluate
-    from docread.bench.runner import prediction_log, run_open
+    from docread.bench.runner import run_open
 
     if dataset not in DATASET_METRICS:
         raise UsageError(f"--dataset {dataset!r}: choose {', '.join(DATASET_METRICS)}")
@@ -216,15 +225,9 @@ def run_command(
         raise UsageError(f"--images {images}: not a folder")
     err = stderr_console()
     samples = read_annotations(annotations, dataset)[:limit]
-    with prediction_log(output, resume=resume) as log:
-        pending = [s for s in samples if s.id not in log.done]
-        if log.done:
-            err.print(f"[dim]resuming: {len(samples) - len(pending)} questions already answered in {output}[/]")
-        failed = 0
-        if pending:
-            reader = load_reader(model, adapter, device, quant, offline, err)
-            records = run_open(reader, images, pending, log, max_slices=max_slices, max_new_tokens=max_new_tokens)
-            _, failed = _drive(records, len(pending), err, "asking")
+    failed = _answer_pending(samples, output, resume, err, lambda: load_reader(model, adapter, device, quant, offline, err),
+                             lambda reader, pending, log: run_open(reader, images, pending, log, max_slices=max_slices,
+                                                                   max_new_tokens=max_new_tokens))
     gold = {s.id: s.answers for s in samples if s.answers}
     if not gold:
         err.print(f"{annotations} has no gold answers (a test split?): predictions written to {output}, not scored")
