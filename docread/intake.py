@@ -169,7 +169,8 @@ def _read(path: str) -> tuple[str, bytes]:
         except FileNotFoundError:
             raise DocreadError("not_found", f"{path}: no such file; check the path") from None
         except IsADirectoryError:
-            raise DocreadError("unreadable", f"{path} is a folder here; pass its files or the folder alone") from None
+            raise DocreadError("unreadable", f"{path} is a folder: name a file, or use `docread batch` for "
+                               "folders") from None
         except PermissionError:
             raise DocreadError("unreadable", f"{path}: permission denied; check the file's permissions") from None
         except OSError as e:
