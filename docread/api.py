@@ -393,9 +393,6 @@ def load(model: str | None = None, *, adapter: str | Path | None = None, device:
 
     `global_view=False` reads pages from their tiles alone (an ablation, not for everyday use); by
     default it is on, or as the adapter was trained."""
-    import torch
-
-    from docread.nn.hires import HiResLlava, HiResModules
     from docread.weights import load_base
 
     preset = resolve_preset(model)
@@ -404,6 +401,16 @@ def load(model: str | None = None, *, adapter: str | Path | None = None, device:
 
         global_view = trained_with_global_view(Path(adapter)) if adapter is not None else True
     base = load_base(preset.base, device=device, quant=quant, offline=offline)
+    return assemble(preset, base, adapter=adapter, global_view=global_view)
+
+
+def assemble(preset: Preset, base: "Base", *, adapter: str | Path | None = None, global_view: bool = True) -> DocReader:
+    """docread's modules around a loaded llava-hf base: untrained (an exact identity but for pooling
+    and separators) or from a trained adapter."""
+    import torch
+
+    from docread.nn.hires import HiResLlava, HiResModules
+
     vision = base.model.config.vision_config
     preset = replace(preset, size=vision.image_size, patch=vision.patch_size)
     modules = HiResModules(replace(hires_config(base.model.config, preset), global_view=global_view))

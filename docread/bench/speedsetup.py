@@ -188,26 +188,16 @@ def quantize_linears(module, dtype) -> None:
 
 
 def wrap_reader(model, tokenizer, *, device, dtype, quant: str, name: str) -> "DocReader":
-    """A DocReader around an in-memory llava-hf model, wired exactly as `docread.api.load` wires one."""
-    import torch
-
-    from docread.api import SEPARATOR_SEEDS, DocReader, hires_config
-    from docread.nn.hires import HiResLlava, HiResModules
+    """A DocReader around an in-memory llava-hf model, wired by `docread.api.assemble` as `load` wires one."""
+    from docread.api import assemble
     from docread.presets import resolve_preset
     from docread.weights import Base
 
-    vision = model.config.vision_config
-    preset = replace(resolve_preset(None), name=name, base=name, size=vision.image_size, patch=vision.patch_size)
-    image_token_id = int(model.config.image_token_id)
+    preset = replace(resolve_preset(None), name=name, base=name)
     base = Base(model=model, tokenizer=tokenizer, image_mean=CLIP_MEAN, image_std=CLIP_STD,
-                image_token_id=image_token_id, device=device, dtype=dtype, quant=quant, path=Path(name))
-    modules = HiResModules(hires_config(model.config, preset))
-    embed = model.get_input_embeddings()
-    with torch.no_grad():
-        seeds = [tokenizer(s, add_special_tokens=False).input_ids[-1] for s in SEPARATOR_SEEDS]
-        modules.init_separators(embed(torch.tensor(seeds, device=embed.weight.device)).float())
-    modules.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    return DocReader(preset, base, HiResLlava(model, modules, image_token_id=image_token_id))
+                image_token_id=int(model.config.image_token_id), device=device, dtype=dtype, quant=quant,
+                path=Path(name))
+    return assemble(preset, base)
 
 
 # -- the baseline's processor -------------------------------------------------------------------------

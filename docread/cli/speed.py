@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from docread.cli.options import Dpi, Json, MaxSlices, Model, stderr_console
+from docread.cli.options import Device, Dpi, Json, MaxSlices, Model, Quant, stderr_console
 
 app = typer.Typer()
 
@@ -21,8 +21,6 @@ Repeats = Annotated[int, typer.Option("--repeats", min=1, max=100, help="Timed r
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=2, max=1024, help="Tokens decoded per answer (EOS ignored).")]
 Threads = Annotated[int, typer.Option("--threads", min=0, max=1024,
                     help="torch CPU threads (0 = torch's default). Small models decode fastest on one.")]
-Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
-Quant = Annotated[str, typer.Option("--quant", help="auto (4-bit NF4 on CUDA, none on CPU) | none | 8bit | 4bit.")]
 
 ROWS = (  # (label, key in stages_ms or in the side, unit)
     ("render", "render", "ms"), ("slice + normalise", "slice_normalise", "ms"),
