@@ -84,6 +84,7 @@ def _write_preview(document, page, plan, target: Path) -> None:
 def render_table(records: Iterator[dict], preset: Preset) -> bool:
     """Print records as a table on stdout (errors as lines on stderr); True when any failed."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     out, err = Console(highlight=False), Console(stderr=True, highlight=False)
@@ -95,8 +96,10 @@ def render_table(records: Iterator[dict], preset: Preset) -> bool:
     for r in records:
         if "error" in r:
             failed = True
-            where = f"{r['file']}" + (f" page {r['page']}" if r.get("page") else "")
-            err.print(f"[red]error[/] {where}: {r['error']['message']}", markup=True, soft_wrap=True)
+            message = r["error"]["message"]
+            if r["file"] is not None and str(r["file"]) not in message:  # most messages name their file already
+                message = f"{r['file']}" + (f" page {r['page']}" if r.get("page") else "") + f": {message}"
+            err.print(f"[red]error[/] {escape(message)}", markup=True, soft_wrap=True)
             continue
         table.add_row(r["file"], str(r["page"]), f"{r['width']}x{r['height']}", f"{r['rows']}x{r['cols']}",
                       str(r["tiles"]), f"{r['visual_tokens']} (+{r['separator_tokens']} sep)",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import tomllib
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
 from docread.errors import UsageError
@@ -43,11 +42,11 @@ class Preset:
 
 
 def _preset_dir() -> Path:
-    """`models/` of a source checkout (editable installs), else the copy a wheel ships as docread._presets."""
-    checkout = Path(__file__).resolve().parent.parent / "models"
-    if checkout.is_dir():
-        return checkout
-    return Path(str(resources.files("docread._presets")))
+    """The presets shipped inside an installed package (docread/_presets), else `models/` of a source
+    checkout (editable installs, running from the repository)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "_presets"
+    return installed if installed.is_dir() else here.parent / "models"
 
 
 def _from_toml(path: Path) -> Preset:

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pymupdf
 from PIL import Image
@@ -112,3 +113,21 @@ def test_stdin_and_folder(tmp_path):
     run = subprocess.run([sys.executable, "-m", "docread", "inspect", "-", "--json"], input=data,
                          capture_output=True, timeout=60)
     assert run.returncode == 0 and json.loads(run.stdout)["file"] == "-"
+
+
+def test_an_installed_wheel_finds_its_presets(tmp_path):
+    """Built and unpacked as pip installs it (no source checkout beside it), docread still knows its
+    presets: models/*.toml ship as docread/_presets."""
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path / "dist"), str(root)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = (tmp_path / "dist").glob("docread-*.whl")
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    code = "from docread.presets import list_presets; print(sorted(p.name for p in list_presets()))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                         env=dict(os.environ, PYTHONPATH=str(tmp_path / "site")))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "['llava-1.5-7b', 'llava-1.6-vicuna-7b']"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from docread.cli.options import (Adapter, Device, Dpi, Fast, MaxNewTokens, MaxPixels, MaxSlices, Model, Offline, Pages,
                                  Password, Quant, Quiet, Seed, Task, Temperature, Timeout, check_choices, load_reader,
@@ -70,7 +71,7 @@ def batch(
                         seed=seed, dpi=dpi, fast=fast)
     sink = record_log(output, resume=resume)
     if sink.done:
-        err.print(f"[dim]resuming: {len(sink.done)} records already in {output}[/]")
+        err.print(f"[dim]resuming: {len(sink.done)} records already in {escape(output)}[/]")
     reader = load_reader(model, adapter, device, quant, offline, err)
     stop = _StopAfterRecord(err)
     with _progress(err) as progress:
@@ -90,7 +91,7 @@ def batch(
             where = (record["file"], record["page"], record["error"]["message"] if record["error"] else None)
             if record["status"] == "error" and where not in reported:  # once per page, not per question
                 reported.add(where)
-                err.print(f"[red]error[/] {record['error']['message']}")
+                err.print(f"[red]error[/] {escape(record['error']['message'])}")
 
         try:
             failed = run_batch(reader, files, questions, sink, settings=settings, pages=pages, password=password,
@@ -99,7 +100,7 @@ def batch(
         finally:
             sink.close()
             stop.restore()
-    err.print(f"[dim]{counts['ok']} answers, {counts['error']} errors → {output}[/]")
+    err.print(f"[dim]{counts['ok']} answers, {counts['error']} errors → {escape(output)}[/]")
     if stop.requested():
         err.print("[yellow]stopped; continue with --resume[/]")
         raise typer.Exit(130)

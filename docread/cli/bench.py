@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
+from rich.markup import escape
 
 from docread.cli.options import (Adapter, Device, Json, MaxNewTokens, MaxSlices, Model, Offline, Quant, check_choices,
                                   load_reader, stderr_console)
@@ -32,7 +33,7 @@ def _answer_pending(items, output: Path, resume: bool, err, load, run) -> int:
     with prediction_log(output, resume=resume) as log:
         pending = [item for item in items if item.id not in log.done]
         if log.done:
-            err.print(f"[dim]resuming: {len(items) - len(pending)} questions already answered in {output}[/]")
+            err.print(f"[dim]resuming: {len(items) - len(pending)} questions already answered in {escape(str(output))}[/]")
         if not pending:
             return 0
         _, failed = _drive(run(load(), pending, log), len(pending), err, "asking")
@@ -53,7 +54,7 @@ def _drive(records: Iterator[dict], total: int, err, what: str) -> tuple[int, in
         for record in records:
             if "error" in record:
                 failed += 1
-                err.print(f"[red]error[/] question {record['id']}: {record['error']['message']}", soft_wrap=True)
+                err.print(f"[red]error[/] question {escape(str(record['id']))}: {escape(record['error']['message'])}", soft_wrap=True)
             else:
                 answered += 1
             if task is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from docread.cli.options import (Adapter, Device, Dpi, Fast, Json, MaxNewTokens, MaxPixels, MaxSlices, Model, Offline,
                                   Pages, Password, Quant, Quiet, Seed, Task, Temperature, Timeout, Verbose,
@@ -97,7 +98,7 @@ def ask(
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         elif len(result.pages) > 1:  # several pages: the best one's answer, once all are read
             if len(questions) > 1:
-                err.print(f"[bold]{question}[/]")
+                err.print(f"[bold]{escape(question)}[/]")
             sys.stdout.write(result.best.answer + "\n")
         if not json_out:
             _summary(err, result.best, len(result.pages), verbose)
@@ -129,7 +130,7 @@ def _read_document(file, questions, settings, *, pages, password, limits, err, j
                           f"{plan.max_slices} to fit {why}[/]")
             for question, prompt in zip(questions, prompts):
                 if live and len(questions) > 1:
-                    err.print(f"[bold]{question}[/]")
+                    err.print(f"[bold]{escape(question)}[/]")
                 write = _writer() if live else None
                 with _status(err, f"page {page.number}: {question[:40]}", enabled=not live):
                     (answer,) = answer_all(reader, encoded, [prompt], settings, on_chunk=write)
