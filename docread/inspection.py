@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from docread.errors import DocreadError
+from docread.errors import DocreadError, UsageError
 from docread.presets import Preset
 from docread.slicing import count_tokens, plan_slices
 
@@ -24,6 +24,8 @@ def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None,
         yield {"file": str(paths[0]) if len(paths) == 1 else None, "page": None, "error": e.to_json()}
         return
     previews = _PreviewNames(preview)
+    if preview is not None:
+        previews.check(len(files), 1)
     for file in files:
         try:
             document = open_document(file, pages=pages, password=password, dpi=dpi, limits=limits)
@@ -31,6 +33,8 @@ def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None,
             yield {"file": file, "page": None, "error": e.to_json()}
             continue
         with document:
+            if preview is not None:
+                previews.check(len(files), len(document.pages))
             for page in document.pages:
                 plan = plan_slices(page.width, page.height, size=preset.size, max_slices=max_slices)
                 tokens = count_tokens(plan, patch=preset.patch, k=preset.k)
@@ -40,10 +44,11 @@ def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None,
                     "visual_tokens": tokens.visual_tokens, "separator_tokens": tokens.separator_tokens,
                     "image_tokens": tokens.image_tokens, "source_width": page.width, "source_height": page.height,
                     "dpi": round(dpi * plan.width / page.width, 1) if page.dpi else None,
+                    "repaired": bool(getattr(document, "repaired", False)),
                 }
                 if preview is not None:
                     try:
-                        target = previews.name(file, page.number, len(document.pages), len(files))
+                        target = previews.page(file, page.number)
                         _write_preview(document, page, plan, target)
                         record["preview"] = str(target)
                     except DocreadError as e:
@@ -52,23 +57,43 @@ def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None,
 
 
 class _PreviewNames:
-    """OUT.png for a single page; OUT/<stem>-p<N>.png when there are several."""
+    """OUT.png for a single page; OUT/<stem>-p<N>.png when there are several (a second file with the
+    same stem, from another folder, gets <stem>-2-p<N>.png: no picture overwrites another)."""
 
     def __init__(self, target: Path | None):
         self.target = target
+        self.stems: dict[str, str] = {}   # file -> the stem its pictures use
+        self.taken: set[str] = set()
 
-    def name(self, file: str, page: int, pages_in_file: int, files: int) -> Path:
+    @property
+    def single_file(self) -> bool:
+        return self.target is not None and self.target.suffix.lower() == ".png" and not self.target.is_dir()
+
+    def check(self, files: int, pages: int) -> None:
+        """A one-picture target with several pages is a usage error, found before any is drawn."""
+        if self.single_file and (files > 1 or pages > 1):
+            raise UsageError(f"--preview {self.target} names one picture but there are several pages: "
+                             "pass a folder instead, or select one page with --pages")
+
+    def name(self, file: str) -> Path:
         assert self.target is not None
-        single = files == 1 and pages_in_file == 1
-        if single and self.target.suffix.lower() == ".png" and not self.target.is_dir():
+        if self.single_file:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             return self.target
-        if self.target.suffix.lower() == ".png" and not self.target.is_dir():
-            raise DocreadError("usage", f"--preview {self.target} is one file but there are several pages: "
-                               "pass a folder instead", exit_code=2)
         self.target.mkdir(parents=True, exist_ok=True)
-        stem = "stdin" if file == "-" else Path(file).stem
-        return self.target / f"{stem}-p{page}.png"
+        if file not in self.stems:
+            stem = base = "stdin" if file == "-" else Path(file).stem
+            copy = 1
+            while stem in self.taken:
+                copy += 1
+                stem = f"{base}-{copy}"
+            self.stems[file] = stem
+            self.taken.add(stem)
+        return self.target / self.stems[file]
+
+    def page(self, file: str, page: int) -> Path:
+        where = self.name(file)
+        return where if self.single_file else where.with_name(f"{where.name}-p{page}.png")
 
 
 def _write_preview(document, page, plan, target: Path) -> None:
@@ -79,31 +104,3 @@ def _write_preview(document, page, plan, target: Path) -> None:
         draw_preview(image, plan).save(target)
     except OSError as e:
         raise DocreadError("unwritable", f"cannot write preview {target}: {e.strerror or e}") from None
-
-
-def render_table(records: Iterator[dict], preset: Preset) -> bool:
-    """Print records as a table on stdout (errors as lines on stderr); True when any failed."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    out, err = Console(highlight=False), Console(stderr=True, highlight=False)
-    table = Table(title=f"slicing for {preset.name} (S={preset.size}, k={preset.k})", title_justify="left")
-    for column, justify in [("file", "left"), ("page", "right"), ("rendered", "right"), ("grid", "right"),
-                            ("tiles", "right"), ("visual tokens", "right"), ("dpi", "right")]:
-        table.add_column(column, justify=justify, overflow="fold")
-    failed = False
-    for r in records:
-        if "error" in r:
-            failed = True
-            message = r["error"]["message"]
-            if r["file"] is not None and str(r["file"]) not in message:  # most messages name their file already
-                message = f"{r['file']}" + (f" page {r['page']}" if r.get("page") else "") + f": {message}"
-            err.print(f"[red]error[/] {escape(message)}", markup=True, soft_wrap=True)
-            continue
-        table.add_row(r["file"], str(r["page"]), f"{r['width']}x{r['height']}", f"{r['rows']}x{r['cols']}",
-                      str(r["tiles"]), f"{r['visual_tokens']} (+{r['separator_tokens']} sep)",
-                      "" if r["dpi"] is None else f"{r['dpi']:g}")
-    if table.row_count:
-        out.print(table)
-    return failed

@@ -85,6 +85,9 @@ def resolve_preset(model: str | None) -> Preset:
         raise UsageError(f"--model {model}: expected a preset name, a hub id or a model directory, got a file")
     if model.count("/") == 1 and not model.startswith((".", "/", "~")):
         return Preset(name=model, base=model)
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise UsageError(f"--model {model}: no such folder; check the path (a local model is a llava-hf "
+                         "directory with config.json and safetensors)", code="not_found")
     names = ", ".join(p.name for p in list_presets())
     raise UsageError(f"unknown model {model!r}: use a preset ({names}), a hub id like llava-hf/llava-1.5-7b-hf, or a local directory")
 

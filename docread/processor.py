@@ -57,6 +57,10 @@ def plan_page(width: int, height: int, *, size: int, patch: int, k: int, max_sli
         if budget is None or tokens.image_tokens <= budget.image_room:
             return PagePlan(plan, tokens, requested_slices=max_slices, max_slices=n)
     assert budget is not None
+    if budget.image_room < 0:
+        raise DocreadError("context_overflow", f"the prompt ({budget.prompt_tokens} tokens) plus --max-new-tokens "
+                           f"{budget.max_new_tokens} already exceed the model's {budget.context} context tokens, "
+                           "with no room for the page: shorten the question or lower --max-new-tokens")
     raise DocreadError(
         "context_overflow",
         f"the prompt ({budget.prompt_tokens} tokens) plus --max-new-tokens {budget.max_new_tokens} leave "

@@ -1,6 +1,7 @@
 """JSON records on disk. Output: append-only JSON Lines that survive any kill (one complete line
-per write, flushed; on resume a torn last line is cut off and the keys already written are
-collected), used by `batch` (keyed by `key`) and the benchmark runners (keyed by `id`). Input:
+per write, the file locked to one writer; on resume a torn last line is cut off and the keys
+already written are collected), used by `batch` (keyed by `key`) and the benchmark runners
+(keyed by `id`). Input:
 `read_json_or_lines` for files that may be one JSON document or JSON Lines.
 """
 
@@ -9,36 +10,59 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 from docread.errors import DocreadError, UsageError
 
 
 class JsonLinesLog:
-    """Write records to `path` (`-` = stdout); `.done` holds the `key_field` values already there."""
+    """Write records to `path` (`-` = stdout); `.done` holds the `key_field` values already there.
 
-    def __init__(self, path: str | Path, *, key_field: str, resume: bool = False):
+    The file is locked for the run (a second writer fails at once instead of duplicating records).
+    With `resume`, every complete line must be a record of this kind, or the file is refused: it is
+    not docread output, and appending to it would damage it. Records `retry` selects (failed ones)
+    are dropped on resume, so their work is done again; `.retried` counts them.
+    """
+
+    def __init__(self, path: str | Path, *, key_field: str, resume: bool = False,
+                 retry: Callable[[dict], bool] = lambda record: False):
         self.key_field = key_field
+        self.path = str(path)
         self.done: set[str] = set()
-        if str(path) == "-":
+        self.retried = 0
+        if self.path == "-":
             self.fd = os.dup(1)
             return
         target = Path(path)
-        if target.is_file() and target.stat().st_size:
-            if not resume:
-                raise UsageError(f"{target} already holds records: pass --resume to continue that run, "
-                                 "or remove the file to start over", code="output_exists")
-            self.done = _repair_and_read_keys(target, key_field)
+        self.fd = _open_locked(target)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise DocreadError("unwritable", f"cannot write {target}: {e.strerror or e}") from None
+            if os.fstat(self.fd).st_size:
+                if not resume:
+                    raise UsageError(f"{target} already holds records: pass --resume to continue that run, "
+                                     "or remove the file to start over", code="output_exists")
+                self._resume(target, retry)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def _resume(self, target: Path, retry: Callable[[dict], bool]) -> None:
+        data = _read_all(self.fd, target)
+        records, kept = _parse_records(data, target, self.key_field)
+        keep = [r for r in records if not retry(r)]
+        self.retried = len(records) - len(keep)
+        self.done = {str(r[self.key_field]) for r in keep}
+        if kept != len(data) or self.retried:  # a torn tail, or failed records to redo: rewrite atomically
+            self.fd = _replace_locked(target, self.fd, b"".join(_line(r) for r in keep))
 
     def write(self, record: dict) -> None:
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        line = _line(record)
         written = 0
-        while written < len(line):  # one O_APPEND write per line; loop only on a partial write
-            written += os.write(self.fd, line[written:])
+        try:
+            while written < len(line):  # one O_APPEND write per line; loop only on a partial write
+                written += os.write(self.fd, line[written:])
+        except OSError as e:
+            raise DocreadError("unwritable", f"cannot write {self.path}: {e.strerror or e}; the records before "
+                               "this one are kept: free space (or fix the target) and rerun with --resume") from None
         self.done.add(str(record[self.key_field]))
 
     def close(self) -> None:
@@ -51,19 +75,85 @@ class JsonLinesLog:
         self.close()
 
 
-def _repair_and_read_keys(path: Path, key_field: str) -> set[str]:
-    data = path.read_bytes()
+def _line(record: dict) -> bytes:
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode()
+
+
+def _open_locked(target: Path) -> int:
+    """Open `target` for appending, holding an exclusive lock (one writer per output file)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise DocreadError("unwritable", f"cannot write {target}: {e.strerror or e}") from None
+    _lock(fd, target)
+    return fd
+
+
+def _lock(fd: int, target: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: nothing to guard with
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(f"{target} is being written by another docread run: wait for it to finish, "
+                         "or choose another output file", code="output_locked") from None
+    except OSError:  # devices and some network file systems cannot be locked: write unguarded
+        pass
+
+
+def _read_all(fd: int, target: Path) -> bytes:
+    try:
+        with open(target, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise DocreadError("unreadable", f"cannot read {target} to resume: {e.strerror or e}") from None
+
+
+def _parse_records(data: bytes, target: Path, key_field: str) -> tuple[list[dict], int]:
+    """The records of a docread JSON Lines file and the length of its complete part; refuses any
+    other file. A last line cut short by a kill is dropped (the work it held is done again)."""
     complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) != len(data):  # killed mid-line: drop the torn tail
-        with open(path, "r+b") as f:
-            f.truncate(len(complete))
-    keys = set()
-    for line in complete.decode("utf-8", errors="replace").splitlines():
+    tail = data[len(complete):]
+    if tail and not tail.lstrip().startswith(b"{"):
+        raise _not_ours(target, "its last line is not a JSON record")
+    records = []
+    for number, line in enumerate(complete.split(b"\n")[:-1], 1):
         try:
-            keys.add(str(json.loads(line)[key_field]))
-        except (ValueError, KeyError, TypeError):
-            continue  # a damaged line: its work is done again, the later line wins
-    return keys
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or key_field not in record:
+            raise _not_ours(target, f"line {number} is not a record with {key_field!r}")
+        records.append(record)
+    return records, len(complete)
+
+
+def _not_ours(target: Path, why: str) -> UsageError:
+    return UsageError(f"{target} is not docread output ({why}); --resume would damage it: "
+                      "choose another output file", code="output_not_records")
+
+
+def _replace_locked(target: Path, fd: int, content: bytes) -> int:
+    """Atomically replace `target` with `content` and return a locked append descriptor for it; the
+    old descriptor (still locked, so no other run slips in) is closed once the new one holds the lock."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, target)
+    except OSError as e:
+        temporary.unlink(missing_ok=True)
+        raise DocreadError("unwritable", f"cannot rewrite {target} to resume: {e.strerror or e}") from None
+    try:
+        return _open_locked(target)
+    finally:
+        os.close(fd)
 
 
 def read_json_or_lines(path: Path):

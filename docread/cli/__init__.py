@@ -12,11 +12,71 @@ import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup, TyperOption
 
 from docread import __version__
-from docread.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DocreadError, UsageError
+from docread.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DocreadError
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
+class _Root(TyperGroup):
+    """Every command runs inside this: a known error is one `error:` line and its exit code, a closed
+    stdout (`| head`) is a normal end, Ctrl-C says so, and anything unexpected is one line too
+    (its traceback with --debug)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DocreadError as e:
+            if _debug():
+                raise
+            _stderr_line(f"error: {e.message}")
+            raise typer.Exit(e.exit_code) from None
+        except BrokenPipeError:  # the reader left; what it read was complete
+            _silence_stdout()
+            raise typer.Exit(EXIT_OK) from None
+        except KeyboardInterrupt:
+            _stderr_line("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except (typer.Exit, typer.Abort, typer.TyperException):  # usage errors and exits: Typer's own way
+            raise
+        except Exception as e:  # a bug: say so in one line, keep the traceback for --debug
+            if _debug():
+                raise
+            from docread.cli.output import one_line
+
+            _stderr_line(f"error: unexpected {type(e).__name__}: {one_line(e)} "
+                         "(a bug: rerun with --debug for the traceback and report it)")
+            raise typer.Exit(EXIT_FAILED) from None
+
+
+def _debug() -> bool:
+    return bool(os.environ.get("DOCREAD_DEBUG"))
+
+
+def _stderr_line(text: str) -> None:
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr closed too: the exit code still tells
+        pass
+
+
+def _silence_stdout() -> None:
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+_display_type = TyperOption.display_type_rich
+# A flag takes no value: Typer's help would show it as `--json <bool>`; show `--json` alone.
+TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag and not self.count else _display_type(self, ctx)
+
 
 app = typer.Typer(
+    cls=_Root,
     name="docread",
     help="Ask questions of PDFs and images, locally, with HiRes-LLaVA.",
     no_args_is_help=True,
@@ -41,9 +101,10 @@ def _root(
         os.environ["DOCREAD_DEBUG"] = "1"
 
 
-from docread.cli import batch, bench, models, read, speed, train  # noqa: E402  (command modules register on import)
+from docread.cli import batch, bench, inspect, models, read, speed, train  # noqa: E402  (command modules register on import)
 
 bench.app.add_typer(speed.app)
+app.add_typer(inspect.app)
 app.add_typer(read.app)
 app.add_typer(batch.app)
 app.add_typer(models.app, name="models")
@@ -52,20 +113,21 @@ app.add_typer(bench.app, name="bench")
 
 
 def main() -> None:
-    """Console entry point: run the app, turning known errors into one line and an exit code."""
+    """Console entry point. Errors inside commands are handled by `_Root`; this catches what happens
+    around them (a closed pipe while exiting, Ctrl-C before a command starts)."""
     try:
         app()
-    except DocreadError as e:
-        if os.environ.get("DOCREAD_DEBUG"):
-            raise
-        sys.stderr.write(f"error: {e.message}\n")
-        sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
-    except BrokenPipeError:  # `docread ... | head`: the reader left; not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stderr_line("interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        _silence_stdout()
         sys.exit(EXIT_OK)
+    except DocreadError as e:  # raised outside a command (an option callback)
+        if _debug():
+            raise
+        _stderr_line(f"error: {e.message}")
+        sys.exit(e.exit_code)
 
 
-__all__ = ["app", "main", "EXIT_USAGE"]
+__all__ = ["app", "main", "EXIT_USAGE", "EXIT_INTERRUPTED"]

@@ -8,36 +8,48 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from docread.cli.options import (Adapter, Device, Dpi, Fast, MaxNewTokens, MaxPixels, MaxSlices, Model, Offline, Pages,
                                  Password, Quant, Quiet, Seed, Task, Temperature, Timeout, check_choices, load_reader,
-                                 make_limits, stderr_console)
-from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError
+                                 make_limits, diagnostics)
+from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
 
 app = typer.Typer()
 
 
+MAX_QUESTION_FILE = 16 * 1024 * 1024  # bytes: a question file is text, never a data dump
+
+
 def read_questions(path: Path) -> list[str]:
-    """One question per line; blank lines and `#` comments skipped."""
+    """One question per line; blank lines and `#` comments skipped, a UTF-8 BOM ignored, a repeated
+    question asked once."""
+    from docread.document import unique_questions
+
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open(path, "rb") as f:
+            data = f.read(MAX_QUESTION_FILE + 1)
+        if len(data) > MAX_QUESTION_FILE:
+            raise UsageError(f"--question-file {path} is over {MAX_QUESTION_FILE >> 20} MiB: one question per line")
+        lines = data.decode("utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise DocreadError("unreadable", f"--question-file {path}: cannot be read ({e})", exit_code=2) from None
+        raise UsageError(f"--question-file {path}: cannot be read ({e}); save it as UTF-8 text",
+                         code="unreadable") from None
     questions = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not questions:
-        raise DocreadError("no_questions", f"--question-file {path} holds no questions (one per line; # comments)",
-                           exit_code=2)
-    return questions
+        raise UsageError(f"--question-file {path} holds no questions (one per line; # comments)",
+                         code="no_questions")
+    return unique_questions(questions)
 
 
 @app.command(epilog="Examples:\n\n  docread batch scans/ --question-file q.txt -o answers.jsonl\n\n"
                     "  docread batch scans/ -Q q.txt -o answers.jsonl --resume   # after an interruption")
 def batch(
     paths: Annotated[list[str], typer.Argument(help="PDFs, images or folders (walked recursively).")],
-    question_file: Annotated[Path, typer.Option("--question-file", "-Q", help="One question per line; # comments.")],
+    question_file: Annotated[Path, typer.Option(
+        "--question-file", "-Q", help="One question per line; # comments; a repeated question is asked once.")],
     output: Annotated[str, typer.Option("--output", "-o", help="JSON Lines output file; - for stdout.")],
-    resume: Annotated[bool, typer.Option("--resume", help="Skip the records OUTPUT already holds.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Skip the answers OUTPUT already holds; redo its failed records.")] = False,
     model: Model = None,
     adapter: Adapter = None,
     pages: Pages = None,
@@ -58,53 +70,74 @@ def batch(
 ):
     """Answer every question about every page of every file: one JSON line per (file, page, question).
 
-    The model loads once; each page is encoded once for all its questions. Ctrl-C stops after the
-    current record; --resume then continues where it stopped. Exit 1 if any record failed."""
-    from docread.batch import Settings, record_log, run_batch
+    The model loads once; each page is encoded once for all its questions. A file or page that fails
+    becomes error records and the run goes on (exit 1). Ctrl-C stops after the current record (twice:
+    at once); --resume then continues where it stopped and retries the failed records."""
+    from docread.batch import record_log, run_batch
+    from docread.document import Settings
     from docread.intake import expand_paths
 
     check_choices(quant, task)
     questions = read_questions(question_file)
     files = expand_paths(paths)
-    err = stderr_console(quiet)
+    err = diagnostics(quiet)
     settings = Settings(task=task, max_slices=max_slices, max_new_tokens=max_new_tokens, temperature=temperature,
                         seed=seed, dpi=dpi, fast=fast)
     sink = record_log(output, resume=resume)
-    if sink.done:
-        err.print(f"[dim]resuming: {len(sink.done)} records already in {escape(output)}[/]")
-    reader = load_reader(model, adapter, device, quant, offline, err)
+    if sink.done or sink.retried:
+        err.note(f"resuming: {len(sink.done)} records already in {output}"
+                 + (f"; retrying {sink.retried} failed" if sink.retried else ""))
+    counts = {"ok": 0, "error": 0}
     stop = _StopAfterRecord(err)
-    with _progress(err) as progress:
-        pages_seen: set[tuple[str, object]] = set()
-        reported: set[tuple] = set()
-        counts = {"ok": 0, "error": 0}
-        task_id = None
-        if progress is not None:
-            task_id = progress.add_task("counting pages", total=_count_pages(files, pages, password, dpi), records=0)
-
-        def on_record(record: dict) -> None:
-            if progress is not None:
-                pages_seen.add((record["file"], record["page"]))
-                progress.update(task_id, completed=len(pages_seen), records=progress.tasks[0].fields["records"] + 1,
-                                description=f"{Path(record['file']).name} p{record['page'] or '-'}")
-            counts[record["status"]] += 1
-            where = (record["file"], record["page"], record["error"]["message"] if record["error"] else None)
-            if record["status"] == "error" and where not in reported:  # once per page, not per question
-                reported.add(where)
-                err.print(f"[red]error[/] {escape(record['error']['message'])}")
-
-        try:
-            failed = run_batch(reader, files, questions, sink, settings=settings, pages=pages, password=password,
-                               limits=make_limits(max_pixels, timeout), on_record=on_record,
-                               should_stop=stop.requested)
-        finally:
-            sink.close()
-            stop.restore()
-    err.print(f"[dim]{counts['ok']} answers, {counts['error']} errors → {escape(output)}[/]")
-    if stop.requested():
-        err.print("[yellow]stopped; continue with --resume[/]")
+    interrupted = False
+    try:
+        reader = load_reader(model, adapter, device, quant, offline, err)
+        with _progress(err) as progress:
+            on_record = _Reporter(err, progress, files, pages, password, dpi, counts)
+            run_batch(reader, files, questions, sink, settings=settings, pages=pages, password=password,
+                      limits=make_limits(max_pixels, timeout), on_record=on_record, should_stop=stop.requested)
+    except KeyboardInterrupt:  # the second Ctrl-C: every record written so far is complete
+        interrupted = True
+    finally:
+        sink.close()
+        stop.restore()
+    err.note(f"{counts['ok']} answers, {counts['error']} errors → {output}")
+    if interrupted or stop.requested():
+        err.warn("stopped; continue with --resume")
         raise typer.Exit(130)
-    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+    raise typer.Exit(EXIT_FAILED if counts["error"] else EXIT_OK)
+
+
+class _Reporter:
+    """Each record as it is written: the progress bar, and one error line per failed page (errors show
+    even with --quiet)."""
+
+    def __init__(self, err, progress, files, pages, password, dpi, counts):
+        self.err, self.progress, self.counts = err, progress, counts
+        self.pages_seen: set[tuple] = set()
+        self.reported: set[tuple] = set()
+        self.records = 0
+        self.task = None
+        if progress is not None:
+            self.task = progress.add_task("counting pages", total=_count_pages(files, pages, password, dpi), records=0)
+
+    def __call__(self, record: dict) -> None:
+        self.counts[record["status"]] += 1
+        self.records += 1
+        if self.progress is not None:
+            from docread.cli.output import one_line
+
+            self.pages_seen.add((record["file"], record["page"]))
+            self.progress.update(self.task, completed=len(self.pages_seen), records=self.records,
+                                 description=one_line(f"{Path(record['file']).name} p{record['page'] or '-'}"))
+        if record["status"] == "error":
+            where = (record["file"], record["page"], record["error"]["message"])
+            if where not in self.reported:  # once per page, not per question
+                self.reported.add(where)
+                message = record["error"]["message"]
+                if record["file"] not in message:
+                    message = f"{record['file']}" + (f" page {record['page']}" if record["page"] else "") + f": {message}"
+                self.err.error(message)
 
 
 class _StopAfterRecord:
@@ -119,7 +152,7 @@ class _StopAfterRecord:
         self.count += 1
         if self.count > 1:
             raise KeyboardInterrupt
-        self.err.print("[yellow]stopping after the current record (Ctrl-C again to stop now)[/]")
+        self.err.warn("stopping after the current record (Ctrl-C again to stop now)")
 
     def requested(self) -> bool:
         return self.count > 0
@@ -158,4 +191,4 @@ def _progress(err):
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("pages · {task.fields[records]} answers"), PagesPerMinute(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=err)
+                    TextColumn("ETA"), TimeRemainingColumn(), console=err.console)

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+
+def _check_pages(value: Optional[str]) -> Optional[str]:
+    """A malformed --pages fails at once (exit 2), before any file is read or model loaded."""
+    if value is None:
+        return value
+    from docread.errors import UsageError
+    from docread.intake import validate_pages_spec
+
+    try:
+        validate_pages_spec(value)
+    except UsageError as e:
+        raise typer.BadParameter(e.message) from None
+    return value
+
+
+def _go_offline(value: bool) -> bool:
+    """--offline: set before any Hugging Face library is imported, which reads it once."""
+    if value:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    return value
+
+
 # -- shared options, declared once ---------------------------------------------------------
-Pages = Annotated[Optional[str], typer.Option("--pages", "-p", help="Pages to read: 1,3-5,-1 (1-based; -1 = last).")]
+Pages = Annotated[Optional[str], typer.Option("--pages", "-p", callback=_check_pages,
+                  help="Pages to read: 1,3-5,-1 (1-based; -1 = last).")]
 MaxSlices = Annotated[Optional[int], typer.Option("--max-slices", "-n", min=0, max=64,
                       help="Most tiles per page besides the global view (default: the model's, 16; 0 = global view only).")]
 Dpi = Annotated[float, typer.Option("--dpi", min=10, max=1200, help="Nominal PDF resolution the grid is planned at.")]
@@ -21,10 +45,17 @@ Timeout = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds one 
 
 
 def stderr_console(quiet: bool = False):
-    """Diagnostics: stderr, colour only on a terminal (and never with NO_COLOR); nothing with --quiet."""
+    """A Rich console on stderr: colour only on a terminal (and never with NO_COLOR), no hard wrapping."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, quiet=quiet)
+    return Console(stderr=True, highlight=False, quiet=quiet, soft_wrap=True)
+
+
+def diagnostics(quiet: bool = False):
+    """A command's stderr: notes and warnings (none with --quiet), errors (always), user text never markup."""
+    from docread.cli.output import Diagnostics
+
+    return Diagnostics(quiet)
 
 
 def make_limits(max_pixels: int, timeout: float):
@@ -36,10 +67,8 @@ def make_limits(max_pixels: int, timeout: float):
 def load_reader(model, adapter, device, quant, offline, err):
     from docread.api import load
 
-    if err.is_terminal:
-        with err.status(f"loading {model or 'the default model'}…"):
-            return load(model, adapter=adapter, device=device, quant=quant, offline=offline or None)
-    return load(model, adapter=adapter, device=device, quant=quant, offline=offline or None)
+    with err.status(f"loading {model or 'the default model'}…"):
+        return load(model, adapter=adapter, device=device, quant=quant, offline=offline or None)
 
 
 # -- model and generation options (ask, ocr, batch, bench) ----------------------------------
@@ -48,10 +77,12 @@ Quant = Annotated[str, typer.Option("--quant", help="auto (4-bit NF4 on CUDA, no
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=1, max=4096, help="Longest answer, in tokens.")]
 Temperature = Annotated[float, typer.Option("--temperature", min=0.0, max=5.0, help="0 = greedy (default).")]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (with --temperature > 0).")]
-Offline = Annotated[bool, typer.Option("--offline", help="Never touch the network (as HF_HUB_OFFLINE=1).")]
+Seed = Annotated[Optional[int], typer.Option("--seed", min=0, max=2**64 - 1,
+                 help="Sampling seed (with --temperature > 0).")]  # torch.manual_seed's range
+Offline = Annotated[bool, typer.Option("--offline", callback=_go_offline,
+                    help="Never touch the network (as HF_HUB_OFFLINE=1).")]
 Task = Annotated[str, typer.Option("--task", "-t", help="Prompt preset: qa (document QA) | chart | ocr.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only answers on stdout; nothing on stderr but errors.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or warnings on stderr; errors still show.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr: grid, tokens, timings.")]
 Fast = Annotated[bool, typer.Option("--fast", help="Compiled decoder with a static KV cache (CUDA; same answers).")]
 

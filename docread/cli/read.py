@@ -1,65 +1,77 @@
-"""Reading commands: `inspect` (how a page is sliced), `ask` (answer questions), `ocr` (transcribe)."""
+"""Reading commands: `ask` (answer questions) and `ocr` (transcribe), thin loops over
+`docread.document.ask_document` / `ocr_document`: validate, call, render."""
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from docread.cli.options import (Adapter, Device, Dpi, Fast, Json, MaxNewTokens, MaxPixels, MaxSlices, Model, Offline,
-                                  Pages, Password, Quant, Quiet, Seed, Task, Temperature, Timeout, Verbose,
-                                  check_choices, load_reader, make_limits, stderr_console)
+                                 Pages, Password, Quant, Quiet, Seed, Task, Temperature, Timeout, Verbose,
+                                 check_choices, load_reader, make_limits, diagnostics)
+from docread.cli.output import write_json, write_out
+from docread.document import Events
 from docread.errors import EXIT_FAILED, EXIT_OK
 
 app = typer.Typer()
 
 
-# -- inspect --------------------------------------------------------------------------------
-@app.command(epilog="Example: docread inspect invoice.pdf --pages 1-2 --preview grid.png")
-def inspect(
-    paths: Annotated[list[str], typer.Argument(help="PDFs, images or folders (walked recursively); - reads stdin.")],
-    pages: Pages = None,
-    max_slices: MaxSlices = None,
-    dpi: Dpi = 200.0,
-    model: Model = None,
-    password: Password = None,
-    json_out: Json = False,
-    preview: Annotated[Optional[Path], typer.Option("--preview", help="Write the tile-grid picture: a .png for one page, or a folder.")] = None,
-    max_pixels: MaxPixels = 178_956_970,
-    timeout: Timeout = 60.0,
-):
-    """Show how each page is sliced: size, tile grid, visual tokens. Loads no model."""
-    from docread.inspection import inspect_paths, render_table
+class _Render(Events):
+    """A read as the terminal shows it: a spinner per page, streamed answers on stdout (one page),
+    warnings and page errors on stderr as they happen."""
 
-    from docread.presets import resolve_preset
+    def __init__(self, err, questions: list[str], *, live: bool):
+        self.err, self.questions, self.live = err, questions, live
+        self.status = None
+        self.open_answer = False
 
-    preset = resolve_preset(model)
-    records = inspect_paths(paths, preset=preset, pages=pages, max_slices=max_slices, dpi=dpi, password=password,
-                            limits=make_limits(max_pixels, timeout), preview=preview)
-    failed = False
-    if json_out:
-        for record in records:
-            failed |= "error" in record
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-            sys.stdout.flush()
-    else:
-        failed = render_table(records, preset)
-    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+    def warning(self, message: str) -> None:
+        self.err.warn(message)
+
+    def page(self, number: int, index: int, total: int) -> None:
+        if total > 1 or not self.live:
+            self._spin(f"reading page {number} ({index}/{total})")
+
+    def question(self, question: str) -> None:
+        self._stop_spinner()
+        if len(self.questions) > 1:
+            self.err.heading(question)
+        self.open_answer = True
+
+    def chunk(self, text: str) -> None:
+        write_out(text)
+
+    def answered(self, result) -> None:
+        if self.open_answer:
+            write_out("\n")
+            self.open_answer = False
+
+    def failed(self, number: int, error) -> None:
+        self._stop_spinner()
+        named = f"page {number}" in error.message
+        self.err.error(error.message if named else f"page {number}: {error.message}")
+
+    def _spin(self, text: str) -> None:
+        if self.status is None:
+            self.status = self.err.status(text)
+            self.status.__enter__()
+        elif hasattr(self.status, "update"):
+            self.status.update(text)
+
+    def _stop_spinner(self) -> None:
+        if self.status is not None:
+            self.status.__exit__(None, None, None)
+            self.status = None
 
 
 # -- ask ------------------------------------------------------------------------------------
-MAX_ASK_PAGES = 20  # pages asked by default; more with --pages
-
-
 @app.command(epilog='Examples:\n\n  docread ask invoice.pdf "What is the total amount?"\n\n'
                     '  docread ask report.pdf "Who signed it?" "When?" --pages 1-3 --json | jq .answer')
 def ask(
     file: Annotated[str, typer.Argument(help="A PDF or image; - reads stdin.")],
-    questions: Annotated[list[str], typer.Argument(metavar="QUESTION...", help="One or more questions about the document.")],
+    questions: Annotated[list[str], typer.Argument(
+        metavar="QUESTION...", help="One or more questions about the document (a repeated question is asked once).")],
     model: Model = None,
     adapter: Adapter = None,
     pages: Pages = None,
@@ -80,90 +92,52 @@ def ask(
     max_pixels: MaxPixels = 178_956_970,
     timeout: Timeout = 60.0,
 ):
-    """Answer questions about a PDF or image. Every selected page is read; the best-scoring page's
-    answer is reported (per-page answers are in --json). One page streams its answer live."""
-    from docread.batch import Settings
+    """Answer questions about a PDF or image. The selected pages (the first 20 unless --pages
+    names them) are each read once for all questions; the best-scoring page's answer is reported
+    (per-page answers are in --json). One page streams its answer live. A page that fails is
+    reported and the others still answer (exit 1)."""
+    from docread.document import Settings, ask_document, open_for_reading, unique_questions
 
     check_choices(quant, task)
+    questions = unique_questions(questions)
     settings = Settings(task=task, max_slices=max_slices, max_new_tokens=max_new_tokens, temperature=temperature,
                         seed=seed, dpi=dpi, fast=fast)
-    err = stderr_console(quiet)
-    results = _read_document(file, questions, settings, pages=pages, password=password,
-                             limits=make_limits(max_pixels, timeout), err=err, json_out=json_out, verbose=verbose,
-                             model_options=(model, adapter, device, quant, offline))
-    for question, result in results:
+    err = diagnostics(quiet)
+    render = _Render(err, questions, live=not json_out)
+    # the file first: a bad one fails before the model loads
+    with open_for_reading(file, pages=pages, password=password, settings=settings,
+                          limits=make_limits(max_pixels, timeout), events=render) as document:
+        reader = load_reader(model, adapter, device, quant, offline, err)
+        try:
+            results = ask_document(reader, document, questions, settings=settings, pages=pages, events=render,
+                                   stream=not json_out)
+        finally:
+            render._stop_spinner()
+    failed = False
+    for result in results:
+        failed |= bool(result.errors)
         if json_out:
-            record = result.to_json()
-            record["question"] = question
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-        elif len(result.pages) > 1:  # several pages: the best one's answer, once all are read
+            write_json(result.to_json())
+            continue
+        if result.best is None:
+            continue  # its page errors are already on stderr
+        if len(result.pages) > 1:  # several pages: the best one's answer, once all are read
             if len(questions) > 1:
-                err.print(f"[bold]{escape(question)}[/]")
-            sys.stdout.write(result.best.answer + "\n")
-        if not json_out:
-            _summary(err, result.best, len(result.pages), verbose)
-        sys.stdout.flush()
-
-
-def _read_document(file, questions, settings, *, pages, password, limits, err, json_out, verbose, model_options):
-    """Encode each selected page once, answer every question on it; (question, DocumentAnswer) pairs."""
-    from docread.batch import answer_all, best_of, encode_with_fallback
-    from docread.intake import open_document
-    from docread.prompt import task_question
-
-    prompts = [task_question(settings.task, q) for q in questions]
-    with open_document(file, pages=pages, password=password, dpi=settings.dpi, limits=limits) as document:
-        selected = document.pages
-        if pages is None and len(selected) > MAX_ASK_PAGES:
-            err.print(f"[yellow]reading the first {MAX_ASK_PAGES} of {len(selected)} pages; choose others with --pages[/]")
-            selected = selected[:MAX_ASK_PAGES]
-        reader = load_reader(*model_options, err)
-        live = len(selected) == 1 and not json_out
-        answers: dict[str, list] = {q: [] for q in questions}
-        for number, page in enumerate(selected, start=1):
-            with _status(err, f"reading page {page.number} ({number}/{len(selected)})", enabled=not live):
-                encoded, degraded = encode_with_fallback(reader, document, page, prompts, settings)
-            plan = encoded.page_plan
-            if plan.reduced or degraded:
-                why = "GPU memory" if degraded else f"the model's {reader.context}-token context"
-                err.print(f"[yellow]page {page.number}: --max-slices {plan.requested_slices} reduced to "
-                          f"{plan.max_slices} to fit {why}[/]")
-            for question, prompt in zip(questions, prompts):
-                if live and len(questions) > 1:
-                    err.print(f"[bold]{escape(question)}[/]")
-                write = _writer() if live else None
-                with _status(err, f"page {page.number}: {question[:40]}", enabled=not live):
-                    (answer,) = answer_all(reader, encoded, [prompt], settings, on_chunk=write)
-                if live:
-                    sys.stdout.write("\n")
-                answer.question = question
-                answers[question].append(answer)
-    return [(q, best_of(answers[q])) for q in questions]
-
-
-def _writer():
-    def write(chunk: str) -> None:
-        sys.stdout.write(chunk)
-        sys.stdout.flush()
-
-    return write
-
-
-def _status(err, text: str, *, enabled: bool):
-    """A spinner on a terminal's stderr; nothing elsewhere."""
-    from contextlib import nullcontext
-
-    return err.status(text) if enabled and err.is_terminal else nullcontext()
+                err.heading(result.question)
+            write_out(result.best.answer + "\n")
+        _summary(err, result.best, len(result.pages), verbose)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
 def _summary(err, answer, pages_read: int, verbose: bool) -> None:
     score = "n/a" if answer.score is None else f"{answer.score:.3f}"
     of = f" (best of {pages_read})" if pages_read > 1 else ""
-    line = f"page {answer.page}{of} · score {score} · {answer.rows}x{answer.cols} tiles · {answer.visual_tokens} visual tokens"
+    line = (f"page {answer.page}{of} · score {score} · {answer.rows}x{answer.cols} tiles · "
+            f"{answer.visual_tokens} visual tokens")
     if verbose:
         timing = " ".join(f"{k} {v:.0f}ms" for k, v in answer.timing_ms.items())
         line += f" · {answer.generated_tokens} tokens · {timing}"
-    err.print(f"[dim]{line}[/]")
+    err.note(line)
 
 
 # -- ocr --------------------------------------------------------------------------------------
@@ -186,29 +160,40 @@ def ocr(
     max_pixels: MaxPixels = 178_956_970,
     timeout: Timeout = 60.0,
 ):
-    """Transcribe the text of each page (streamed on a terminal; --json: one line per page)."""
-    from docread.batch import Settings, answer_all, encode_with_fallback
-    from docread.intake import open_document
-    from docread.prompt import OCR_QUESTION, task_question
+    """Transcribe the text of each page (streamed on a terminal; --json: one line per page, an error
+    record for a page that fails while the others go on)."""
+    from docread.document import Settings, ocr_document, open_for_reading
 
     check_choices(quant, "ocr")
     settings = Settings(task="ocr", max_slices=max_slices, max_new_tokens=max_new_tokens, dpi=dpi, fast=fast)
-    err = stderr_console(quiet)
-    prompt = task_question("ocr", OCR_QUESTION)
-    with open_document(file, pages=pages, password=password, dpi=dpi, limits=make_limits(max_pixels, timeout)) as document:
+    err = diagnostics(quiet)
+    render = _OcrRender(err, live=not json_out)
+    failed = False
+    with open_for_reading(file, pages=pages, password=password, settings=settings,
+                          limits=make_limits(max_pixels, timeout), events=render) as document:
         reader = load_reader(model, adapter, device, quant, offline, err)
-        for page in document.pages:
-            if not json_out and len(document.pages) > 1:
-                err.print(f"[dim]── page {page.number} ──[/]")
-            encoded, _ = encode_with_fallback(reader, document, page, [prompt], settings)
-            (answer,) = answer_all(reader, encoded, [prompt], settings, on_chunk=None if json_out else _writer())
+        for result in ocr_document(reader, document, settings=settings, events=render, stream=not json_out):
+            failed |= result.answer is None
             if json_out:
-                record = {"file": file, "page": page.number, "text": answer.answer, "score": answer.score,
-                          "model": answer.model, "rows": answer.rows, "cols": answer.cols,
-                          "stopped_by": answer.stopped_by, "timing_ms": answer.timing_ms}
-                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-            else:
-                sys.stdout.write("\n")
-            sys.stdout.flush()
-            if answer.stopped_by == "length":
-                err.print(f"[yellow]page {page.number}: stopped at --max-new-tokens {max_new_tokens}[/]")
+                write_json(_ocr_record(document.name, result))
+            elif result.answer is not None and result.answer.stopped_by == "length":
+                err.warn(f"page {result.page}: stopped at --max-new-tokens {max_new_tokens}")
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+class _OcrRender(_Render):
+    def __init__(self, err, *, live: bool):
+        super().__init__(err, [], live=live)
+
+    def page(self, number: int, index: int, total: int) -> None:
+        if self.live and total > 1:
+            self.err.note(f"── page {number} ──")
+
+
+def _ocr_record(file: str, result) -> dict:
+    answer = result.answer
+    if answer is None:
+        return {"file": file, "page": result.page, "text": None, "status": "error", "error": result.error.to_json()}
+    return {"file": file, "page": result.page, "text": answer.answer, "status": "ok", "score": answer.score,
+            "model": answer.model, "rows": answer.rows, "cols": answer.cols, "stopped_by": answer.stopped_by,
+            "timing_ms": answer.timing_ms}

@@ -1,0 +1,303 @@
+"""The document as one library call: `ask_document` and `ocr_document` read a file's pages, encode
+each once for all its questions, answer, and keep every finished answer when a later page fails.
+
+`ask`, `ocr`, `batch` (and any server) are thin loops over these, as whisper's CLI loops over
+`transcribe()`. Nothing here prints: progress reaches the caller through an `Events` object.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+from docread.api import Answer, DocReader, EncodedPage, PageSource
+from docread.errors import DocreadError, UsageError
+from docread.intake import DEFAULT_DPI, Document, Limits, open_document
+
+OOM_SLICES = (16, 9, 4, 0)  # tile budgets tried, in turn, when a page does not fit in GPU memory
+MAX_ASK_PAGES = 20          # pages `ask` reads when no --pages is given
+
+
+@dataclass
+class Settings:
+    """What shapes an answer besides the file, page and question (part of batch's resume key)."""
+
+    task: str = "qa"
+    max_slices: int | None = None
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    seed: int | None = None
+    dpi: float = DEFAULT_DPI
+    fast: bool = False
+
+    def fingerprint(self, reader: DocReader) -> dict:
+        return {"model": reader.name, "adapter": reader.adapter, "task": self.task, "max_slices": self.max_slices,
+                "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed,
+                "dpi": self.dpi}
+
+
+class Events:
+    """What a document read reports as it goes; subclass and override what you render."""
+
+    def warning(self, message: str) -> None:
+        """Something the user should know that does not stop the read (a reduced tile budget...)."""
+
+    def page(self, number: int, index: int, total: int) -> None:
+        """Page `number` (the `index`-th of `total` selected) is about to be read."""
+
+    def question(self, question: str) -> None:
+        """A streamed answer to `question` is about to start (single-page reads with `stream`)."""
+
+    def chunk(self, text: str) -> None:
+        """A piece of a streamed answer."""
+
+    def answered(self, result: "PageAnswer") -> None:
+        """A question on a page is done: answered, or failed with the page."""
+
+    def failed(self, number: int, error: DocreadError) -> None:
+        """Page `number` could not be read; the read goes on with the next page."""
+
+
+def unique_questions(questions: Sequence[str]) -> list[str]:
+    """Questions with surrounding and repeated whitespace removed, each asked once, in order."""
+    unique = list(dict.fromkeys(" ".join(q.split()) for q in questions))
+    if "" in unique:
+        unique.remove("")
+    if not unique:
+        raise UsageError("no question given: ask at least one non-empty question", code="no_questions")
+    return unique
+
+
+# -- one page, several questions ------------------------------------------------------------------
+def page_source(document: Document, page) -> PageSource:
+    return PageSource(lambda w, h: document.render(page, w, h), page.width, page.height, document.name, page.number)
+
+
+def free_gpu_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def encode_with_fallback(reader: DocReader, document: Document, page, prompts: Sequence[str],
+                         settings: Settings, *, below: int | None = None) -> tuple[EncodedPage, bool]:
+    """Encode a page and prefill its prefix; on CUDA out-of-memory free memory and retry with fewer
+    tiles (16 -> 9 -> 4 -> 0), or only budgets under `below` when a larger one already failed.
+    Returns the encoded page and whether it had to be degraded."""
+    import torch
+
+    requested = reader.preset.max_slices if settings.max_slices is None else settings.max_slices
+    budgets = [requested] + [n for n in OOM_SLICES if n < requested]
+    if below is not None:
+        budgets = [n for n in budgets if n < below]
+    for budget in budgets:
+        try:
+            (encoded,) = reader.encode_pages([page_source(document, page)], prompts, max_slices=budget,
+                                             max_new_tokens=settings.max_new_tokens)
+            encoded.cache  # noqa: B018  prefill now, so an out-of-memory shows here
+            return encoded, budget != requested
+        except torch.cuda.OutOfMemoryError:
+            free_gpu_memory()
+    raise DocreadError("out_of_memory", f"{document.name} page {page.number} does not fit in GPU memory even "
+                       "without tiles: free the GPU, or use --device cpu")
+
+
+def encode_group(reader: DocReader, document: Document, pages: Sequence, prompts: Sequence[str],
+                 settings: Settings) -> list[EncodedPage] | None:
+    """Several pages through the vision encoder in one pass; None on CUDA out-of-memory (the caller
+    then encodes page by page, with the fallback)."""
+    import torch
+
+    try:
+        return reader.encode_pages([page_source(document, p) for p in pages], prompts,
+                                   max_slices=settings.max_slices, max_new_tokens=settings.max_new_tokens)
+    except torch.cuda.OutOfMemoryError:
+        free_gpu_memory()
+        return None
+
+
+@dataclass
+class PageAnswer:
+    """One question on one page: its Answer, or the error that kept the page from answering it."""
+
+    question: str
+    page: int
+    answer: Answer | None
+    error: DocreadError | None = None
+    degraded: bool = False           # the page was re-encoded with fewer tiles to fit GPU memory
+
+
+def answer_page(reader: DocReader, document: Document, page, questions: Sequence[str], settings: Settings, *,
+                encoded: EncodedPage | None = None, events: Events | None = None,
+                stream: bool = False) -> Iterator[PageAnswer]:
+    """Answer `questions` about one page, in order, from `encoded` or a fresh encoding. CUDA
+    out-of-memory while answering re-encodes the page with fewer tiles; a page that fails yields
+    an error for each question it still owed. The page's KV cache is freed at the end."""
+    import torch
+
+    from docread.prompt import task_question
+
+    events = events or Events()
+    prompts = {q: task_question(settings.task, q) for q in questions}
+    degraded = False
+    pending = list(questions)
+    try:
+        if encoded is None:
+            encoded, degraded = encode_with_fallback(reader, document, page, list(prompts.values()), settings)
+        _report_reduction(reader, encoded, page, degraded, events)
+        while pending:
+            question = pending[0]
+            if stream:
+                events.question(question)
+            try:
+                answer = _answer(reader, encoded, prompts[question], settings, events.chunk if stream else None)
+            except torch.cuda.OutOfMemoryError:
+                encoded.release()
+                free_gpu_memory()
+                encoded, _ = encode_with_fallback(reader, document, page, list(prompts.values()), settings,
+                                                  below=encoded.page_plan.max_slices)
+                degraded = True
+                continue
+            except DocreadError as e:  # this question alone (a context overflow): the others go on
+                pending.pop(0)
+                yield _done(events, PageAnswer(question, page.number, None, e, degraded))
+                continue
+            pending.pop(0)
+            answer.question = question
+            yield _done(events, PageAnswer(question, page.number, answer, None, degraded))
+    except DocreadError as e:  # the page failed: the questions it still owed get its error
+        events.failed(page.number, e)
+        for question in pending:
+            yield _done(events, PageAnswer(question, page.number, None, e, degraded))
+    finally:
+        if encoded is not None:
+            encoded.release()
+
+
+def _done(events: Events, result: PageAnswer) -> PageAnswer:
+    events.answered(result)
+    return result
+
+
+def _answer(reader: DocReader, encoded: EncodedPage, prompt: str, settings: Settings, on_chunk) -> Answer:
+    stream = reader.answer(encoded, prompt, max_new_tokens=settings.max_new_tokens,
+                           temperature=settings.temperature, seed=settings.seed, fast=settings.fast)
+    for chunk in stream:
+        if on_chunk is not None:
+            on_chunk(chunk)
+    return stream.answer
+
+
+def _report_reduction(reader: DocReader, encoded: EncodedPage, page, degraded: bool, events: Events) -> None:
+    plan = encoded.page_plan
+    if plan.reduced or degraded:
+        why = "GPU memory" if degraded else f"the model's {reader.context}-token context"
+        events.warning(f"page {page.number}: --max-slices {plan.requested_slices} reduced to {plan.max_slices} "
+                       f"to fit {why}")
+
+
+# -- a whole document -------------------------------------------------------------------------------
+@dataclass
+class DocumentAnswer:
+    """One question over the pages read: the best-scoring page's answer, every page's kept, and the
+    pages that failed. `best` is None only when no page could answer."""
+
+    file: str
+    question: str
+    best: Answer | None
+    pages: list[Answer] = field(default_factory=list)
+    errors: list[tuple[int | None, DocreadError]] = field(default_factory=list)
+    repaired: bool = False
+
+    def to_json(self) -> dict:
+        if self.best is not None:
+            record = self.best.to_json()
+            record["question"] = self.question
+            record["status"] = "ok"
+        else:
+            first = self.errors[0][1]
+            record = {"file": self.file, "question": self.question, "page": None, "answer": None, "score": None,
+                      "status": "error", "error": first.to_json()}
+        record["pages"] = [{"page": a.page, "answer": a.answer, "score": a.score} for a in self.pages]
+        record["errors"] = [{"page": page, **error.to_json()} for page, error in self.errors]
+        record["repaired"] = self.repaired
+        return record
+
+
+def best_of(file: str, question: str, answers: Sequence[Answer],
+            errors: Sequence[tuple[int | None, DocreadError]] = (), repaired: bool = False) -> DocumentAnswer:
+    """The answer with the highest mean token log-probability (an empty answer scores lowest)."""
+    best = max(answers, key=lambda a: float("-inf") if a.score is None else a.score) if answers else None
+    return DocumentAnswer(file, question, best, list(answers), list(errors), repaired)
+
+
+def open_for_reading(file: str, *, pages: str | None = None, password: str | None = None,
+                     settings: Settings | None = None, limits: Limits | None = None,
+                     events: Events | None = None) -> Document:
+    """Open a file for a read, its warnings (a repaired PDF...) reported through `events`."""
+    dpi = (settings or Settings()).dpi
+    document = open_document(file, pages=pages, password=password, dpi=dpi, limits=limits)
+    for warning in getattr(document, "warnings", []):
+        (events or Events()).warning(f"{document.name}: {warning}")
+    return document
+
+
+@contextmanager
+def _opened(source: "str | Document", **options) -> Iterator[Document]:
+    """`source` itself when the caller opened it (and will close it), else the file opened here."""
+    if isinstance(source, Document):
+        yield source
+        return
+    with open_for_reading(source, **options) as document:
+        yield document
+
+
+def ask_document(reader: DocReader, source: "str | Document", questions: Sequence[str], *, settings: Settings | None = None,
+                 pages: str | None = None, password: str | None = None, limits: Limits | None = None,
+                 max_pages: int | None = MAX_ASK_PAGES, events: Events | None = None,
+                 stream: bool = False) -> list[DocumentAnswer]:
+    """Answer each question about a PDF or image (a path, `-` for stdin, or a Document the caller
+    opened, e.g. to fail on a bad file before loading the model): every selected page (the first
+    `max_pages` unless `pages` names them) is encoded once and asked every question; each question's
+    best-scoring page wins. A page that fails is recorded and the others go on. With `stream`, a
+    single-page read streams each answer through `events`. A file that cannot be opened raises."""
+    settings = settings or Settings()
+    events = events or Events()
+    questions = unique_questions(questions)
+    with _opened(source, pages=pages, password=password, settings=settings, limits=limits,
+                 events=events) as document:
+        selected = document.pages
+        if pages is None and max_pages is not None and len(selected) > max_pages:
+            events.warning(f"reading the first {max_pages} of {len(selected)} pages; choose others with --pages")
+            selected = selected[:max_pages]
+        answers: dict[str, list[Answer]] = {q: [] for q in questions}
+        errors: dict[str, list] = {q: [] for q in questions}
+        for index, page in enumerate(selected, start=1):
+            events.page(page.number, index, len(selected))
+            for result in answer_page(reader, document, page, questions, settings, events=events,
+                                      stream=stream and len(selected) == 1):
+                if result.answer is not None:
+                    answers[result.question].append(result.answer)
+                else:
+                    errors[result.question].append((page.number, result.error))
+        repaired = bool(getattr(document, "repaired", False))
+        return [best_of(document.name, q, answers[q], errors[q], repaired) for q in questions]
+
+
+def ocr_document(reader: DocReader, source: "str | Document", *, settings: Settings | None = None, pages: str | None = None,
+                 password: str | None = None, limits: Limits | None = None, events: Events | None = None,
+                 stream: bool = False) -> Iterator[PageAnswer]:
+    """Transcribe each selected page of a file (a path or a Document, as for `ask_document`), in order:
+    one PageAnswer per page (an error for a page that fails; the others go on). With `stream`, each
+    page's text streams through `events`."""
+    from docread.prompt import OCR_QUESTION
+
+    settings = settings or Settings(task="ocr", max_new_tokens=1024)
+    events = events or Events()
+    with _opened(source, pages=pages, password=password, settings=settings, limits=limits,
+                 events=events) as document:
+        for index, page in enumerate(document.pages, start=1):
+            events.page(page.number, index, len(document.pages))
+            yield from answer_page(reader, document, page, [OCR_QUESTION], settings, events=events, stream=stream)

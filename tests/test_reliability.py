@@ -1,0 +1,227 @@
+"""What a new user hit (issue #10): each finding in the CLI, the record log and the document call,
+driven in-process (Typer's CliRunner) except where the process boundary is the point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from docread.cli import app
+from docread.errors import DocreadError, UsageError
+from docread.records import JsonLinesLog
+
+runner = CliRunner()
+
+
+def run(*args: str, input: str | bytes | None = None):
+    return runner.invoke(app, list(args), input=input)
+
+
+def pdf(path: Path, pages: int = 3) -> Path:
+    import pymupdf
+
+    doc = pymupdf.open()
+    for n in range(pages):
+        doc.new_page(width=300, height=400).insert_text((40, 60), f"page {n + 1} total 1,234.56", fontsize=12)
+    doc.save(path)
+    return path
+
+
+def png(path: Path, size=(120, 90)) -> Path:
+    Image.new("RGB", size, (200, 30, 30)).save(path)
+    return path
+
+
+# -- the record log: resume, lock, write errors (findings 3, 5, 6, 11) -------------------------------
+def test_resume_refuses_a_file_that_is_not_docread_output(tmp_path):
+    for name, content in [("notes.txt", b"my notes\nsecond line"), ("one-line.txt", b"no newline at all"),
+                          ("paper.pdf", pdf(tmp_path / "p.pdf").read_bytes())]:
+        target = tmp_path / name
+        target.write_bytes(content)
+        with pytest.raises(UsageError) as raised:
+            JsonLinesLog(target, key_field="key", resume=True)
+        assert raised.value.code == "output_not_records" and "not docread output" in raised.value.message
+        assert target.read_bytes() == content  # nothing cut, nothing appended
+
+
+def test_resume_drops_a_torn_line_and_retries_failed_records(tmp_path):
+    target = tmp_path / "out.jsonl"
+    ok, bad = {"key": "a", "status": "ok"}, {"key": "b", "status": "error"}
+    target.write_text(json.dumps(ok) + "\n" + json.dumps(bad) + "\n" + '{"key": "c", "sta')
+    with JsonLinesLog(target, key_field="key", resume=True, retry=lambda r: r["status"] == "error") as log:
+        assert log.done == {"a"} and log.retried == 1
+        log.write({"key": "b", "status": "ok"})
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert lines == [ok, {"key": "b", "status": "ok"}]  # each key once; the old error is gone
+
+
+def test_a_second_writer_is_refused_while_the_first_runs(tmp_path):
+    target = tmp_path / "out.jsonl"
+    with JsonLinesLog(target, key_field="key"):
+        with pytest.raises(UsageError) as raised:
+            JsonLinesLog(target, key_field="key", resume=True)
+        assert raised.value.code == "output_locked"
+    JsonLinesLog(target, key_field="key", resume=True).close()  # free again once the first is done
+
+
+def test_a_write_error_keeps_the_records_before_it(tmp_path, monkeypatch):
+    target = tmp_path / "out.jsonl"
+    log = JsonLinesLog(target, key_field="key")
+    log.write({"key": "a"})
+    real_write = os.write
+
+    def full(fd, data):
+        if fd == log.fd:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(DocreadError) as raised:
+        log.write({"key": "b"})
+    monkeypatch.undo()
+    log.close()
+    assert raised.value.code == "unwritable" and "No space left" in raised.value.message
+    assert [json.loads(line) for line in target.read_text().splitlines()] == [{"key": "a"}]
+
+
+# -- question files and repeated questions (findings 7, 8) ---------------------------------------------
+def test_question_file_with_a_bom_and_repeats(tmp_path):
+    from docread.cli.batch import read_questions
+
+    path = tmp_path / "q.txt"
+    path.write_bytes("# my questions\nSame?\n  Same?  \nSame?\nOther   one?\nOther one?\n".encode("utf-8-sig"))
+    assert read_questions(path) == ["Same?", "Other one?"]
+
+
+def test_unique_questions():
+    from docread.document import unique_questions
+
+    assert unique_questions(["a b", " a  b ", "c", "a b"]) == ["a b", "c"]
+    with pytest.raises(UsageError):
+        unique_questions(["  ", ""])
+
+
+# -- usage errors before any model loads (findings 15, 18, 20) ------------------------------------------
+@pytest.fixture
+def no_model(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the model must not load for a usage error")
+
+    monkeypatch.setattr("docread.api.load", fail)
+
+
+@pytest.mark.parametrize("args", [["--pages", "abc"], ["--pages", "5-3"], ["--seed", str(2**64)]])
+def test_usage_errors_exit_2_before_the_model(tmp_path, no_model, args):
+    result = run("ask", str(pdf(tmp_path / "d.pdf")), "q", *args)
+    assert result.exit_code == 2, result.output
+
+
+def test_preview_file_for_several_pages_is_one_usage_error(tmp_path):
+    result = run("inspect", str(pdf(tmp_path / "d.pdf")), "--preview", str(tmp_path / "one.png"))
+    assert result.exit_code == 2
+    assert result.stderr.count("one.png") == 1 and result.stderr.count("error:") == 1
+    assert not (tmp_path / "one.png").exists()
+
+
+def test_previews_of_files_with_the_same_name_do_not_overwrite(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        png(tmp_path / folder / "scan.png", size=(100 + len(folder) * 50, 80))
+    result = run("inspect", str(tmp_path / "a"), str(tmp_path / "b"), "--preview", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.output
+    previews = [json.loads(line)["preview"] for line in result.stdout.splitlines()]
+    assert len(set(previews)) == 2 and all(Path(p).is_file() for p in previews)
+
+
+def test_missing_model_folder_says_so(tmp_path):
+    result = run("ask", str(png(tmp_path / "p.png")), "q", "--model", "./nonexistent")
+    assert result.exit_code == 2 and "no such folder" in result.stderr and "unknown model" not in result.stderr
+
+
+def test_flags_take_no_value_in_help_and_offline_is_everywhere():
+    import typer
+
+    missing = []
+
+    def walk(cmd, path):
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                walk(sub, path + [name])
+            return
+        result = run(*path, "--help")
+        assert result.exit_code == 0 and "<bool>" not in result.stdout, path
+        if not any("--offline" in p.opts for p in cmd.params):
+            missing.append(" ".join(path))
+
+    walk(typer.main.get_command(app), [])
+    assert not missing, f"--offline missing on: {missing}"
+
+
+# -- rendering user text (findings 9, 13, 20) ----------------------------------------------------------
+def test_brackets_in_file_names_are_shown_not_parsed(tmp_path):
+    odd = png(tmp_path / "[red]x[red].png")
+    (tmp_path / "a[").mkdir()
+    closing = png(tmp_path / "a[" / "b].png")
+    result = run("inspect", str(odd), str(closing))
+    assert result.exit_code == 0, result.output
+    assert "[red]x[red].png" in result.stdout.replace("\n", "").replace("│", "").replace(" ", "") or \
+        "[red]x[red]" in result.stdout
+    assert "b].png" in result.stdout
+
+
+def test_long_errors_are_one_line_and_control_characters_escaped(tmp_path):
+    long_name = tmp_path / ("very-long-name-" * 8 + "\x1b[31m.png")
+    long_name.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    result = run("inspect", str(long_name))
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and len(lines[0]) > 120 and lines[0].startswith("error: ")
+    assert "\x1b" not in result.stderr and "\\x1b[31m" in result.stderr
+
+
+def test_safe_text_escapes_controls_but_keeps_text():
+    from docread.cli.output import safe_text
+
+    assert safe_text("a\tb\nc\x1b[2J\x07\x9bd é") == "a\tb\nc\\x1b[2J\\x07\\x9bd é"
+
+
+def test_unexpected_errors_are_one_line_without_traceback(tmp_path, monkeypatch):
+    monkeypatch.setattr("docread.inspection.inspect_paths", lambda *a, **k: 1 / 0)
+    result = run("inspect", str(png(tmp_path / "p.png")))
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr and "ZeroDivisionError" in result.stderr and "--debug" in result.stderr
+
+
+# -- signals and pipes: the process boundary is the point (finding 14) ----------------------------------
+def _docread(*args, **kwargs):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.Popen([sys.executable, "-m", "docread", *args], env=env, **kwargs)
+
+
+def test_json_output_into_head_exits_0(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for n in range(400):
+        (folder / f"{n:03}.png").write_bytes(png(tmp_path / "seed.png").read_bytes())
+    process = _docread("inspect", str(folder), "--json", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = process.stdout.readline()
+    process.stdout.close()  # as `| head -1` does
+    _, stderr = process.communicate(timeout=120)
+    assert json.loads(first)["page"] == 1
+    assert process.returncode == 0 and b"Traceback" not in stderr, stderr
+
+
+def test_ctrl_c_while_loading_says_interrupted(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("docread.api.load", interrupted)
+    result = run("ask", str(png(tmp_path / "p.png")), "q")
+    assert result.exit_code == 130 and "interrupted" in result.stderr
