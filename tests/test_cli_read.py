@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 import docread
-from docread.batch import Settings, record_log, run_batch
+from docread.batch import record_log, run_batch
+from docread.document import Settings
 
 
 def docread_cli(*args, timeout=300, env=None):

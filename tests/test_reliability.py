@@ -225,3 +225,106 @@ def test_ctrl_c_while_loading_says_interrupted(tmp_path, monkeypatch):
     monkeypatch.setattr("docread.api.load", interrupted)
     result = run("ask", str(png(tmp_path / "p.png")), "q")
     assert result.exit_code == 130 and "interrupted" in result.stderr
+
+
+# -- with the tiny model: nothing finished is lost (findings 1, 5, 8, 12, 16) ----------------------------
+def _fail_page(monkeypatch, number: int):
+    from docread.intake import Document
+
+    real = Document.render
+
+    def render(self, page, width, height):
+        if page.number == number:
+            raise DocreadError("corrupt", f"{self.name} page {number} cannot be rendered (test)")
+        return real(self, page, width, height)
+
+    monkeypatch.setattr(Document, "render", render)
+
+
+def test_ask_keeps_the_answers_of_pages_read_before_one_that_fails(tiny_llava, tmp_path, monkeypatch):
+    _fail_page(monkeypatch, 2)
+    result = run("ask", str(pdf(tmp_path / "d.pdf", pages=2)), "Total?", "Total?  ", "Date?", "--json",
+                 "--model", str(tiny_llava), "--max-new-tokens", "2", "--max-slices", "2")
+    assert result.exit_code == 1
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["question"] for r in records] == ["Total?", "Date?"]  # the repeat asked once
+    for record in records:
+        assert record["status"] == "ok" and record["page"] == 1 and record["answer"] is not None
+        assert record["errors"] == [{"page": 2, "code": "corrupt", "message": record["errors"][0]["message"]}]
+    assert result.stderr.count("page 2 cannot be rendered") == 1  # said once, not once per question
+
+
+def test_ask_and_the_python_call_give_the_same_records(tiny_llava, tmp_path):
+    import docread
+    from docread.document import Settings, ask_document
+
+    document = pdf(tmp_path / "d.pdf", pages=3)
+    options = ["--model", str(tiny_llava), "--max-new-tokens", "3", "--max-slices", "2"]
+    result = run("ask", str(document), "Total?", "Who?", "--json", *options)
+    assert result.exit_code == 0, result.output
+    cli = [json.loads(line) for line in result.stdout.splitlines()]
+    reader = docread.load(str(tiny_llava))
+    api = [a.to_json() for a in ask_document(reader, str(document), ["Total?", "Who?"],
+                                            settings=Settings(max_new_tokens=3, max_slices=2))]
+    drop = lambda r: {k: v for k, v in r.items() if k != "timing_ms"}  # noqa: E731
+    assert [drop(r) for r in cli] == [drop(r) for r in api]
+    assert len(cli[0]["pages"]) == 3
+
+
+def test_batch_quiet_still_shows_errors_and_resume_retries_them(tiny_llava, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    png(folder / "big.png", size=(400, 300))
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.7\n garbage")
+    questions = tmp_path / "q.txt"
+    questions.write_text("What?\n")
+    out = tmp_path / "out.jsonl"
+    common = [str(folder), "-Q", str(questions), "-o", str(out), "--model", str(tiny_llava),
+              "--max-new-tokens", "2", "--max-slices", "2"]
+    first = run("batch", *common, "--quiet", "--max-pixels", "1000")
+    assert first.exit_code == 1
+    errors = first.stderr.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("error: ") for line in errors), first.stderr
+    assert [json.loads(line)["status"] for line in out.read_text().splitlines()] == ["error", "error"]
+    second = run("batch", *common, "--resume")  # the advice followed: the default pixel cap
+    assert second.exit_code == 1  # the broken PDF still fails
+    assert "retrying 2 failed" in second.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted((Path(r["file"]).name, r["status"]) for r in records) == [("big.png", "ok"), ("broken.pdf", "error")]
+    assert len({r["key"] for r in records}) == len(records)
+
+
+def test_batch_to_a_full_disk_is_one_error_line(tiny_llava, tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    questions = tmp_path / "q.txt"
+    questions.write_text("What?\n")
+    result = run("batch", str(png(tmp_path / "p.png")), "-Q", str(questions), "-o", "/dev/full",
+                 "--model", str(tiny_llava), "--max-new-tokens", "2", "--max-slices", "2")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr and "No space left on device" in result.stderr
+
+
+def test_a_second_ctrl_c_in_batch_keeps_records_and_says_how_to_resume(tiny_llava, tmp_path, monkeypatch):
+    import docread.batch
+
+    questions = tmp_path / "q.txt"
+    questions.write_text("One?\nTwo?\n")
+    out = tmp_path / "out.jsonl"
+    real = docread.batch._batch_document
+
+    def interrupted(*args, **kwargs):
+        emit = args[7]
+        original = emit
+
+        def emit_then_stop(record):
+            original(record)
+            raise KeyboardInterrupt
+
+        return real(*args[:7], emit_then_stop, *args[8:], **kwargs)
+
+    monkeypatch.setattr(docread.batch, "_batch_document", interrupted)
+    result = run("batch", str(png(tmp_path / "p.png")), "-Q", str(questions), "-o", str(out),
+                 "--model", str(tiny_llava), "--max-new-tokens", "2", "--max-slices", "2")
+    assert result.exit_code == 130 and "--resume" in result.stderr
+    assert len(out.read_text().splitlines()) == 1 and json.loads(out.read_text())["status"] == "ok"
