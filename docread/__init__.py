@@ -2,14 +2,16 @@
 
     import docread
     reader = docread.load()                      # the default preset, 4-bit on CUDA
-    print(reader.ask("invoice.pdf", "What is the total?").answer)
+    print(reader.ask("invoice.pdf", "What is the total?").answer)            # one page
+    for result in docread.ask_document(reader, "report.pdf", ["Total?"]):    # the document, as `docread ask`
+        print(result.best.answer)
 
 Importing docread is instant: torch and transformers load with the first model.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "DocReader", "Answer", "DocreadError", "__version__"]
+__all__ = ["load", "ask_document", "ocr_document", "DocReader", "Answer", "DocreadError", "__version__"]
 
 
 def __getattr__(name):  # lazy: `import docread` must not import torch
@@ -17,6 +19,10 @@ def __getattr__(name):  # lazy: `import docread` must not import torch
         from docread import api
 
         return getattr(api, name)
+    if name in ("ask_document", "ocr_document", "Settings", "Events"):
+        from docread import document
+
+        return getattr(document, name)
     if name == "DocreadError":
         from docread.errors import DocreadError
 
