@@ -15,10 +15,18 @@ __all__ = ["load", "ask_document", "ocr_document", "DocReader", "Answer", "Docre
 
 
 def __getattr__(name):  # lazy: `import docread` must not import torch
-    if name in ("load", "DocReader", "Answer", "AnswerStream"):
-        from docread import api
+    if name == "load":
+        from docread.loading import load
 
-        return getattr(api, name)
+        return load
+    if name == "DocReader":
+        from docread.reader import DocReader
+
+        return DocReader
+    if name in ("Answer", "AnswerStream"):
+        from docread import results
+
+        return getattr(results, name)
     if name in ("ask_document", "ocr_document", "Settings", "Events"):
         from docread import document
 

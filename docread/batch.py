@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Callable, Sequence
 
-from docread.api import DocReader
+from docread.reader import DocReader
 from docread.document import Events, Settings, answer_page, encode_group, open_for_reading
 from docread.errors import DocreadError
 from docread.intake import Limits

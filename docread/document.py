@@ -11,12 +11,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-from docread.api import Answer, DocReader, EncodedPage, PageSource
+from docread.reader import DEFAULT_MAX_NEW_TOKENS, DocReader, EncodedPage, PageSource
+from docread.results import Answer
 from docread.errors import DocreadError, UsageError
 from docread.intake import DEFAULT_DPI, Document, Limits, open_document
 
 OOM_SLICES = (16, 9, 4, 0)  # tile budgets tried, in turn, when a page does not fit in GPU memory
 MAX_ASK_PAGES = 20          # pages `ask` reads when no --pages is given
+OCR_MAX_NEW_TOKENS = 1024   # a page of text is long: `ocr`'s default answer length
 
 
 @dataclass
@@ -25,7 +27,7 @@ class Settings:
 
     task: str = "qa"
     max_slices: int | None = None
-    max_new_tokens: int = 256
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     temperature: float = 0.0
     seed: int | None = None
     dpi: float = DEFAULT_DPI
@@ -294,7 +296,7 @@ def ocr_document(reader: DocReader, source: "str | Document", *, settings: Setti
     page's text streams through `events`."""
     from docread.prompt import OCR_QUESTION
 
-    settings = settings or Settings(task="ocr", max_new_tokens=1024)
+    settings = settings or Settings(task="ocr", max_new_tokens=OCR_MAX_NEW_TOKENS)
     events = events or Events()
     with _opened(source, pages=pages, password=password, settings=settings, limits=limits,
                  events=events) as document:

@@ -250,7 +250,7 @@ def test_a_question_longer_than_the_page_was_planned_for_is_refused(reader):
 
 
 def test_pages_encoded_in_one_pass_equal_pages_encoded_alone(reader):
-    from docread.api import PageSource
+    from docread.reader import PageSource
 
     images = [random_image(500, 700, seed=7), random_image(336, 336, seed=8), random_image(900, 300, seed=9)]
     sources = [PageSource(lambda w, h, im=im: im.resize((w, h)), im.width, im.height, page=i + 1)

@@ -114,7 +114,7 @@ def no_model(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the model must not load for a usage error")
 
-    monkeypatch.setattr("docread.api.load", fail)
+    monkeypatch.setattr("docread.loading.load", fail)
 
 
 @pytest.mark.parametrize("args", [["--pages", "abc"], ["--pages", "5-3"], ["--seed", str(2**64)]])
@@ -222,7 +222,7 @@ def test_ctrl_c_while_loading_says_interrupted(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("docread.api.load", interrupted)
+    monkeypatch.setattr("docread.loading.load", interrupted)
     result = run("ask", str(png(tmp_path / "p.png")), "q")
     assert result.exit_code == 130 and "interrupted" in result.stderr
 

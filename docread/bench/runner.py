@@ -17,7 +17,7 @@ from docread.errors import DocreadError
 from docread.records import JsonLinesLog
 
 if TYPE_CHECKING:
-    from docread.api import DocReader
+    from docread.reader import DocReader
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's prompt for short-answer VQA
 DEFAULT_MAX_NEW_TOKENS = 32  # benchmark answers are a few words

@@ -16,7 +16,7 @@ from docread.errors import UsageError
 if TYPE_CHECKING:
     import torch
 
-    from docread.api import DocReader
+    from docread.reader import DocReader
 
 LETTER_PT = (612, 792)        # US letter in PDF points (8.5 x 11 in at 72 pt/in)
 MARGIN_PT = 54                # 0.75 in
@@ -188,8 +188,8 @@ def quantize_linears(module, dtype) -> None:
 
 
 def wrap_reader(model, tokenizer, *, device, dtype, quant: str, name: str) -> "DocReader":
-    """A DocReader around an in-memory llava-hf model, wired by `docread.api.assemble` as `load` wires one."""
-    from docread.api import assemble
+    """A DocReader around an in-memory llava-hf model, wired by `docread.loading.assemble` as `load` wires one."""
+    from docread.loading import assemble
     from docread.presets import resolve_preset
     from docread.weights import Base
 

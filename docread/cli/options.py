@@ -65,7 +65,7 @@ def make_limits(max_pixels: int, timeout: float):
 
 
 def load_reader(model, adapter, device, quant, offline, err):
-    from docread.api import load
+    from docread.loading import load
 
     with err.status(f"loading {model or 'the default model'}…"):
         return load(model, adapter=adapter, device=device, quant=quant, offline=offline or None)

@@ -1,26 +1,21 @@
-"""The Python API: load a model once, ask many questions.
-
-    import docread
-    reader = docread.load("llava-1.6-vicuna-7b")
-    stream = reader.stream("invoice.pdf", "What is the total amount?")
-    for chunk in stream:
-        print(chunk, end="", flush=True)
-    print(stream.answer.page, stream.answer.score)
-
-The CLI is a thin layer over exactly these calls. Nothing here prints.
+"""The reader: a loaded model that encodes pages once (their views through the vision encoder in
+one pass, the LLM's KV prefix up to the end of the image prefilled once) and answers questions
+about them, streaming. Single pages and PIL images here; whole documents in `docread.document`.
+Nothing here prints.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from docread.errors import DocreadError
-from docread.presets import Preset, resolve_preset
+from docread.presets import Preset
 from docread.processor import Budget, PagePlan, PromptTemplate, expand_image_token, page_pixels, plan_page, prompt_ids
+from docread.results import Answer, AnswerStream
 
 if TYPE_CHECKING:
     import torch
@@ -30,45 +25,6 @@ if TYPE_CHECKING:
     from docread.weights import Base
 
 DEFAULT_MAX_NEW_TOKENS = 256
-
-
-@dataclass
-class Answer:
-    """One answer and everything about how it was produced (the CLI's --json object)."""
-
-    file: str
-    page: int
-    question: str
-    answer: str
-    score: float | None            # mean token log-probability of the answer
-    model: str
-    rows: int
-    cols: int
-    tiles: int
-    visual_tokens: int             # global + tiles x tokens per tile
-    image_tokens: int              # visual + separators: positions the page takes in the prompt
-    prompt_tokens: int             # whole prompt, image positions included
-    generated_tokens: int
-    max_slices: int                # tile budget used (lower than asked when the context forced it)
-    reduced_from: int | None       # the --max-slices asked for, when it had to be reduced
-    stopped_by: str                # "eos" or "length"
-    timing_ms: dict[str, float] = field(default_factory=dict)  # render, encode, prefill, decode
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-class AnswerStream:
-    """Iterate for text chunks; after the loop, `.answer` holds the full Answer."""
-
-    def __init__(self, chunks: Iterator[str], page_plan: PagePlan | None = None):
-        self._chunks = chunks
-        self.page_plan = page_plan  # known before the first chunk: the CLI reports reductions up front
-        self.answer: Answer | None = None
-        self.tokens: list[int] = []  # the answer's token ids, once the stream has ended
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._chunks
 
 
 @dataclass
@@ -363,65 +319,3 @@ class DocReader:
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000
-
-
-def hires_config(hf_config, preset: Preset):
-    """docread's module shapes for a llava-hf config and a preset."""
-    from docread.nn.hires import HiResConfig, place_adapters
-
-    vision, text = hf_config.vision_config, hf_config.text_config
-    layer = hf_config.vision_feature_layer
-    if not isinstance(layer, int):
-        raise DocreadError("unsupported_model", f"{preset.base}: multi-layer vision features "
-                           f"(vision_feature_layer={layer}) are not supported; use a LLaVA-1.5/1.6 checkpoint")
-    feature_layer = layer if layer > 0 else vision.num_hidden_layers + 1 + layer  # -2 -> 23 of 24
-    return HiResConfig(
-        vision_width=vision.hidden_size, text_width=text.hidden_size,
-        tokens_side=vision.image_size // vision.patch_size, feature_layer=feature_layer,
-        adapter_layers=place_adapters(preset.adapter_layers, feature_layer),
-        adapter_heads=preset.adapter_heads, adapter_pool=preset.adapter_pool, k=preset.k,
-        keep_cls=hf_config.vision_feature_select_strategy == "full",
-    )
-
-
-SEPARATOR_SEEDS = (":", ",", "\n")  # text tokens whose embeddings start SEP_A, SEP_B, SEP_C
-
-
-def load(model: str | None = None, *, adapter: str | Path | None = None, device: str = "auto",
-         quant: str = "auto", offline: bool | None = None, global_view: bool | None = None) -> DocReader:
-    """Load a model: a preset name, a hub id or a local llava-hf directory; optionally a trained adapter.
-
-    `global_view=False` reads pages from their tiles alone (an ablation, not for everyday use); by
-    default it is on, or as the adapter was trained."""
-    from docread.weights import load_base
-
-    preset = resolve_preset(model)
-    if global_view is None:
-        from docread.adapterfile import trained_with_global_view
-
-        global_view = trained_with_global_view(Path(adapter)) if adapter is not None else True
-    base = load_base(preset.base, device=device, quant=quant, offline=offline)
-    return assemble(preset, base, adapter=adapter, global_view=global_view)
-
-
-def assemble(preset: Preset, base: "Base", *, adapter: str | Path | None = None, global_view: bool = True) -> DocReader:
-    """docread's modules around a loaded llava-hf base: untrained (an exact identity but for pooling
-    and separators) or from a trained adapter."""
-    import torch
-
-    from docread.nn.hires import HiResLlava, HiResModules
-
-    vision = base.model.config.vision_config
-    preset = replace(preset, size=vision.image_size, patch=vision.patch_size)
-    modules = HiResModules(replace(hires_config(base.model.config, preset), global_view=global_view))
-    embed = base.model.get_input_embeddings()
-    with torch.no_grad():
-        seeds = [base.tokenizer(s, add_special_tokens=False).input_ids[-1] for s in SEPARATOR_SEEDS]
-        modules.init_separators(embed(torch.tensor(seeds, device=embed.weight.device)).float())
-    if adapter is not None:
-        from docread.adapterfile import load_adapter
-
-        load_adapter(Path(adapter), modules, base.model)
-    modules.to(device=base.device, dtype=base.dtype).eval().requires_grad_(False)
-    hires = HiResLlava(base.model, modules, image_token_id=base.image_token_id)
-    return DocReader(preset, base, hires, adapter=str(adapter) if adapter else None)
