@@ -101,6 +101,18 @@ def read_gold(path: Path) -> dict[str, tuple[str, ...]]:
     return gold
 
 
+def _whole_document(text: str) -> list | None:
+    """The records when the whole file is one JSON document (a result list, {"data": [...]}, or
+    one record: a JSON Lines file of one line); None when it is JSON Lines of several lines."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(data, dict):
+        return data["data"] if isinstance(data.get("data"), list) else [data]
+    return data if isinstance(data, list) else [data]
+
+
 @dataclass(frozen=True)
 class Predictions:
     """Predictions by question id, and how many records could not be read."""
@@ -115,20 +127,17 @@ def read_predictions(path: Path) -> Predictions:
     Unreadable lines (a run killed mid-write, a record without id or text) are counted, not fatal.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is no malformed line
     except FileNotFoundError:
         raise DocreadError("not_found", f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DocreadError("unreadable", f"cannot read {path}: {e}") from None
-    text = "\n".join(lines).strip()
-    if text.startswith("["):  # an official result list, one JSON document
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DocreadError("bad_json", f"{path}: not a JSON list ({e.msg})") from None
-    else:
+    records = _whole_document(text)
+    if records is None and text.lstrip().startswith("["):
+        raise DocreadError("bad_json", f"{path}: starts like a JSON list of results but is not valid JSON")
+    if records is None:
         records = []
-        for line in lines:
+        for line in text.splitlines():
             if line.strip():
                 try:
                     records.append(json.loads(line))

@@ -114,6 +114,11 @@ def entitygrid_run(
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 question', '2 questions'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
@@ -156,9 +161,11 @@ def entitygrid_score(
     result = score(questions, read.answers, unreadable=read.malformed)
     if heatmap is not None:
         render_heatmap(result, heatmap, title=f"EntityGrid-QA · {predictions.name}")
-    if result.missing or result.malformed:
-        stderr_console().print(f"[yellow]{result.missing} questions without a prediction, {result.malformed} "
-                               f"malformed predictions: counted wrong[/]")
+    problems = [text for count, text in ((result.missing, _count(result.missing, "question") + " without a prediction"),
+                                          (result.malformed, _count(result.malformed, "malformed prediction")))
+                if count]
+    if problems:
+        stderr_console().print(f"[yellow]{', '.join(problems)}: counted wrong[/]")
     if json_out:
         sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
     else:
@@ -175,7 +182,7 @@ def _render_metric(result, json_out: bool, **extra) -> None:
         return
     value = "n/a" if result.score is None else f"{result.score:.4f}"
     where = f"{extra['dataset']} " if extra.get("dataset") else ""
-    sys.stdout.write(f"{where}{result.metric} {value} over {result.n} questions "
+    sys.stdout.write(f"{where}{result.metric} {value} over {_count(result.n, 'question')} "
                      f"({result.missing} missing, {result.malformed} malformed)\n")
 
 
