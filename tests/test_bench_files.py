@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from docread.bench.datasets import read_gold, read_predictions
 from docread.cli.speed import stdout_to_stderr
 from docread.records import read_json_or_lines

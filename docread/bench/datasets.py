@@ -13,13 +13,13 @@ official result lists [{"questionId" | "question_id", "answer"}]. Ids are compar
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from docread.errors import DocreadError, UsageError
 from docread.records import read_json_or_lines
 
-DATASET_METRICS = {"docvqa": "anls", "infovqa": "anls", "chartqa": "relaxed", "textvqa": "vqa"}
 _FORMATS = {  # keys each record of a dataset must have, for one clear error when they are missing
     "docvqa": ("questionId", "question", "image"),
     "infovqa": ("questionId", "question"),
@@ -35,8 +35,11 @@ class Sample:
 
     id: str
     question: str
-    image: str                 # file name relative to the images folder
-    answers: tuple[str, ...]   # gold answers; empty for test splits without them
+    image: str                 # file name relative to the images folder ("" when the question has none)
+    answers: tuple[str, ...]   # gold answers (a letter for multiple choice); empty for test splits without them
+    options: tuple[str, ...] = ()                       # multiple choice: the options as asked, lettered A, B, ...
+    groups: Mapping[str, str] = field(default_factory=dict)  # what the metric groups by: split, category, figure...
+    inline_image: str | None = None                     # base64 image held in the annotations (MMBench's TSV)
 
 
 _load_json = read_json_or_lines  # a JSON document, or the records of a JSON Lines file
@@ -66,7 +69,7 @@ def _sample(dataset: str, record: dict, index: int) -> Sample:
 
 
 def read_annotations(path: Path, dataset: str) -> list[Sample]:
-    """The questions of an official annotation file of `dataset` (one of DATASET_METRICS)."""
+    """The questions of an official annotation file of `dataset` (docvqa, infovqa, chartqa, textvqa)."""
     if dataset not in _FORMATS:
         raise UsageError(f"dataset {dataset!r}: choose {', '.join(_FORMATS)}")
     records = _records(_load_json(path), path)
