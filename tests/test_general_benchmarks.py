@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -279,3 +280,43 @@ def test_run_pope_yes_no(tiny_llava, tmp_path):
     record, read = _run_and_rescore(tiny_llava, "pope", folder / "coco_pope_random.json", tmp_path / "p.jsonl",
                                     "--images", tmp_path / "val2014")
     assert list(read.answers) == ["random/1"] and set(record["per_split"]) == {"random"}
+
+
+# -- the run loops with a scripted reader ------------------------------------------------------
+class ScriptedReader:
+    """Picks option C by likelihood, answers "Yes" when asked; records what it was shown."""
+
+    def __init__(self):
+        self.shown = []
+
+    def choose(self, image, question, options, *, max_slices=None):
+        self.shown.append((image, question, options))
+        return 2, [-3.0, -2.0, -0.5][: len(options)]
+
+    def ask(self, image, question, *, max_slices=None, max_new_tokens=32):
+        self.shown.append((image, question))
+        return SimpleNamespace(answer="Yes", score=-0.1)
+
+
+def test_run_loops_decode_inline_images_and_report_questions_without_one(tmp_path):
+    from docread.bench.runner import prediction_log, run_likelihood, run_open
+
+    mmbench = DATASETS["mmbench"].read(mmbench_tsv(tmp_path))[:3]
+    broken = mmbench[0].__class__("9@0", "q", "", ("A",), ("x", "y"), {"question": "9", "round": "0"},
+                                  inline_image="not base64 at all")
+    reader = ScriptedReader()
+    with prediction_log(tmp_path / "mc.jsonl") as log:
+        records = list(run_likelihood(reader, None, [*mmbench, broken], log,
+                                      prompt=lambda s: prompt(DATASETS["mmbench"], s)))
+    assert [r.get("prediction") for r in records] == ["C", "C", "C", None]
+    assert records[3]["error"]["code"] == "unreadable" and "9@0" in records[3]["error"]["message"]
+    assert isinstance(reader.shown[0][0], Image.Image) and reader.shown[0][2] == ["A", "B", "C"]
+    assert reader.shown[1][1].startswith("What color?\nA. blue\nB. green\nC. red\n")
+
+    hallusion = DATASETS["hallusionbench"].read(hallusion_file(tmp_path))
+    _png(tmp_path / "hb" / "VS" / "chart" / "0_1.png")
+    with prediction_log(tmp_path / "hb.jsonl") as log:
+        records = list(run_open(reader, tmp_path / "hb", hallusion[4:], log,
+                                prompt=lambda s: prompt(DATASETS["hallusionbench"], s)))
+    assert records[0]["error"]["code"] == "no_image" and records[1]["prediction"] == "Yes"
+    assert reader.shown[-1][1].endswith("?\nAnswer the question using a single word or phrase.")
