@@ -320,3 +320,11 @@ def test_run_loops_decode_inline_images_and_report_questions_without_one(tmp_pat
                                 prompt=lambda s: prompt(DATASETS["hallusionbench"], s)))
     assert records[0]["error"]["code"] == "no_image" and records[1]["prediction"] == "Yes"
     assert reader.shown[-1][1].endswith("?\nAnswer the question using a single word or phrase.")
+
+
+def test_bench_run_says_which_images_folder_a_dataset_needs(tmp_path):
+    run = docread("bench", "run", "--dataset", "ai2d", "--annotations", ai2d_folder(tmp_path), "-o", tmp_path / "p")
+    assert run.returncode == 2 and run.stderr.startswith("error: --images: ai2d needs") and "ai2d/images" in run.stderr
+    run = docread("bench", "run", "--dataset", "mmbench", "--annotations", tmp_path / "x.tsv", "-o", tmp_path / "p",
+                  "--mc", "vote")
+    assert run.returncode == 2 and "generate, likelihood" in run.stderr

@@ -298,8 +298,10 @@ def run_command(
     if mc not in MC_MODES:
         raise UsageError(f"--mc {mc!r}: choose {', '.join(MC_MODES)}")
     check_choices(quant)
-    if not benchmark.inline_images and (images is None or not images.is_dir()):
-        raise UsageError(f"--images {images or ''}: {dataset} needs the folder holding its images")
+    if not benchmark.inline_images and images is None:
+        raise UsageError(f"--images: {dataset} needs the folder holding its images ({benchmark.files})")
+    if images is not None and not images.is_dir():
+        raise UsageError(f"--images {images}: not a folder")
     err = stderr_console()
     samples = _first_questions(benchmark.read(annotations), limit)
     ask = partial(prompt, benchmark)
