@@ -157,17 +157,25 @@ def _replace_locked(target: Path, fd: int, content: bytes) -> int:
 
 
 def read_json_or_lines(path: Path):
-    """A JSON document, or the list of objects of a JSON Lines file."""
+    """A JSON document, or the list of objects of a JSON Lines file.
+
+    Decided by content, so that a JSON Lines file of a single line (which is also one JSON
+    document) reads as the records it holds: a top-level object with "data" is a container
+    and is returned as it is; any other top-level object is one record, returned as [record].
+    A UTF-8 byte-order mark (Windows editors write one) is ignored.
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DocreadError("not_found", f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DocreadError("unreadable", f"cannot read {path}: {e}") from None
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError:
         pass
+    else:
+        return [data] if isinstance(data, dict) and "data" not in data else data
     records = []
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():

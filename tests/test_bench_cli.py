@@ -54,7 +54,7 @@ def test_entitygrid_score_reports_json_table_heatmap_and_bad_predictions(tmp_pat
     read = read_predictions(pred)
     assert record == score(questions, read.answers, unreadable=read.malformed).to_json()
     assert (record["n"], record["missing"], record["malformed"]) == (12, 1, 2)
-    assert "1 questions without a prediction, 2 malformed" in run.stderr
+    assert "1 question without a prediction, 2 malformed predictions: counted wrong" in run.stderr
     assert Image.open(tmp_path / "h.png").format == "PNG"
 
     run = docread("bench", "entitygrid", "score", tmp_path / "eg", pred)

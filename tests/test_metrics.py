@@ -24,14 +24,17 @@ def test_levenshtein_is_a_metric(a, b, c):
     assert (levenshtein(a, b) == 0) == (a == b)
 
 
-# -- ANLS (DocVQA / InfographicVQA / ST-VQA): s = 1 - NL if NL < 0.5 else 0, best over gold answers
+# -- ANLS (DocVQA / InfographicVQA / ST-VQA): s = 1 - NL unless that is below 0.5, best over gold answers
 @pytest.mark.parametrize("prediction, answers, expected", [
     ("1,234.56", ["1,234.56"], 1.0),
     ("  The   Total ", ["the total"], 1.0),            # lower-cased, stripped, whitespace collapsed
     ("0123456788", ["0123456789"], 0.9),               # one OCR slip in ten characters
     ("abcxy", ["abcde"], 0.6),                         # NL = 2/5 = 0.4 < 0.5: partly right
-    ("ac", ["ab"], 0.0),                               # NL = 0.5 exactly: not < tau, so 0
-    ("abcd", ["abcdefgh"], 0.0),                       # NL = 4/8 = 0.5: 0
+    ("ac", ["ab"], 0.5),                               # NL = 0.5 exactly: 1 - NL = tau is kept
+    ("12", ["13"], 0.5),                               # the case: 0.5, not 0
+    ("abcd", ["abcdefgh"], 0.5),                       # NL = 4/8 = 0.5: kept
+    ("abc", ["abcdefgh"], 0.0),                        # NL = 5/8: 1 - NL = 0.375 < 0.5
+    ("abcdx ", ["abcd"], 1 - 1 / 6),                   # distance 1 (stripped), over the raw length 6
     ("abcde", ["abcdefgh"], 1 - 3 / 8),                # NL = 3/8
     ("london", ["paris", "London "], 1.0),             # best over the gold answers
     ("", ["answer"], 0.0),                             # empty prediction
@@ -102,7 +105,8 @@ def test_evaluate_counts_missing_as_zero_and_reports_extras():
     result = evaluate("exact", gold, {"1": "a", "2": "B", "3": "x", "9": "z"}, malformed=2)
     assert result.score == pytest.approx(2 / 4)
     assert (result.n, result.missing, result.malformed, result.extra) == (4, 1, 2, 1)
-    assert evaluate("anls", gold, {"1": "a", "2": "b", "3": "c", "4": "dd"}).score == pytest.approx(3 / 4)
+    # "dd" against "d": NL = 1/2, so 1 - NL = 0.5 = tau is kept: (1 + 1 + 1 + 0.5) / 4
+    assert evaluate("anls", gold, {"1": "a", "2": "b", "3": "c", "4": "dd"}).score == pytest.approx(3.5 / 4)
     with pytest.raises(ValueError, match="anls"):
         evaluate("bleu", gold, {})
 

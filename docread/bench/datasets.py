@@ -13,13 +13,13 @@ official result lists [{"questionId" | "question_id", "answer"}]. Ids are compar
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from docread.errors import DocreadError, UsageError
 from docread.records import read_json_or_lines
 
-DATASET_METRICS = {"docvqa": "anls", "infovqa": "anls", "chartqa": "relaxed", "textvqa": "vqa"}
 _FORMATS = {  # keys each record of a dataset must have, for one clear error when they are missing
     "docvqa": ("questionId", "question", "image"),
     "infovqa": ("questionId", "question"),
@@ -35,8 +35,11 @@ class Sample:
 
     id: str
     question: str
-    image: str                 # file name relative to the images folder
-    answers: tuple[str, ...]   # gold answers; empty for test splits without them
+    image: str                 # file name relative to the images folder ("" when the question has none)
+    answers: tuple[str, ...]   # gold answers (a letter for multiple choice); empty for test splits without them
+    options: tuple[str, ...] = ()                       # multiple choice: the options as asked, lettered A, B, ...
+    groups: Mapping[str, str] = field(default_factory=dict)  # what the metric groups by: split, category, figure...
+    inline_image: str | None = None                     # base64 image held in the annotations (MMBench's TSV)
 
 
 _load_json = read_json_or_lines  # a JSON document, or the records of a JSON Lines file
@@ -66,7 +69,7 @@ def _sample(dataset: str, record: dict, index: int) -> Sample:
 
 
 def read_annotations(path: Path, dataset: str) -> list[Sample]:
-    """The questions of an official annotation file of `dataset` (one of DATASET_METRICS)."""
+    """The questions of an official annotation file of `dataset` (docvqa, infovqa, chartqa, textvqa)."""
     if dataset not in _FORMATS:
         raise UsageError(f"dataset {dataset!r}: choose {', '.join(_FORMATS)}")
     records = _records(_load_json(path), path)
@@ -101,6 +104,18 @@ def read_gold(path: Path) -> dict[str, tuple[str, ...]]:
     return gold
 
 
+def _whole_document(text: str) -> list | None:
+    """The records when the whole file is one JSON document (a result list, {"data": [...]}, or
+    one record: a JSON Lines file of one line); None when it is JSON Lines of several lines."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(data, dict):
+        return data["data"] if isinstance(data.get("data"), list) else [data]
+    return data if isinstance(data, list) else [data]
+
+
 @dataclass(frozen=True)
 class Predictions:
     """Predictions by question id, and how many records could not be read."""
@@ -115,20 +130,17 @@ def read_predictions(path: Path) -> Predictions:
     Unreadable lines (a run killed mid-write, a record without id or text) are counted, not fatal.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is no malformed line
     except FileNotFoundError:
         raise DocreadError("not_found", f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DocreadError("unreadable", f"cannot read {path}: {e}") from None
-    text = "\n".join(lines).strip()
-    if text.startswith("["):  # an official result list, one JSON document
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DocreadError("bad_json", f"{path}: not a JSON list ({e.msg})") from None
-    else:
+    records = _whole_document(text)
+    if records is None and text.lstrip().startswith("["):
+        raise DocreadError("bad_json", f"{path}: starts like a JSON list of results but is not valid JSON")
+    if records is None:
         records = []
-        for line in lines:
+        for line in text.splitlines():
             if line.strip():
                 try:
                     records.append(json.loads(line))

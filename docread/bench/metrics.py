@@ -1,8 +1,9 @@
 """The document-QA metrics, each as its benchmark's official evaluation defines it.
 
 - `anls`: Average Normalized Levenshtein Similarity, tau = 0.5 (DocVQA, InfographicVQA,
-  ST-VQA; Biten et al. 2019): per question the best over gold answers of 1 - NL when
-  NL < tau, else 0; strings lower-cased, stripped and whitespace-collapsed.
+  ST-VQA; Biten et al. 2019), exactly as the RRC evaluation script: per question the best
+  over gold answers of 1 - NL, kept when it is at least tau, else 0; the edit distance is
+  between the strings lower-cased, stripped and whitespace-collapsed.
 - `relaxed`: ChartQA's relaxed accuracy (pix2struct's `relaxed_correctness`): numbers
   (a trailing "%" divides by 100) within 5% of a non-zero gold number are right;
   everything else must match exactly, ignoring case.
@@ -19,7 +20,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Callable, Mapping, Sequence
 
-ANLS_THRESHOLD = 0.5          # tau: answers further than this (normalised) are wrong, not partly right
+ANLS_THRESHOLD = 0.5          # tau: answers less similar than this are wrong, not partly right
 RELAXED_TOLERANCE = 0.05      # ChartQA: 5% relative error allowed on numbers
 VQA_HUMANS_FOR_FULL = 3       # VQA: an answer three annotators gave is fully right
 
@@ -42,15 +43,21 @@ def levenshtein(a: str, b: str) -> int:
 
 
 def anls(prediction: str, answers: Sequence[str], threshold: float = ANLS_THRESHOLD) -> float:
-    """Best normalised Levenshtein similarity to any gold answer, 0 below the threshold."""
-    best = 0.0
+    """1 - NL against the closest gold answer, or 0 when that is below `threshold`.
+
+    As the RRC DocVQA/InfographicVQA scorer computes it: the distance is taken between the
+    normalised strings, but divided by the longer *raw* string (`len(s.upper())`), and a
+    similarity of exactly `threshold` is kept ("12" against "13" scores 0.5).
+    """
+    if not answers:
+        return 0.0
     pred = _collapse(prediction)
+    distances = []
     for answer in answers:
-        gold = _collapse(answer)
-        longest = max(len(pred), len(gold))
-        distance = levenshtein(pred, gold) / longest if longest else 0.0  # two empty strings are equal
-        best = max(best, 1.0 - distance if distance < threshold else 0.0)
-    return best
+        length = max(len(answer.upper()), len(prediction.upper()))  # the official script's denominator
+        distances.append(levenshtein(_collapse(answer), pred) / length if length else 0.0)
+    similarity = 1 - min(distances)
+    return similarity if similarity >= threshold else 0.0
 
 
 def _to_float(text: str) -> float | None:
@@ -63,8 +70,13 @@ def _to_float(text: str) -> float | None:
 
 
 def relaxed_correct(prediction: str, answer: str, tolerance: float = RELAXED_TOLERANCE) -> bool:
-    """ChartQA: within `tolerance` relative error when both are numbers and the gold one is not 0."""
-    prediction, answer = prediction.strip(), answer.strip()
+    """pix2struct's `relaxed_correctness(target=answer, prediction)`, the prediction stripped.
+
+    Within `tolerance` relative error when both parse as numbers and the gold one is not 0;
+    otherwise equal ignoring case. Only the generated text is stripped (as the ChartQA
+    evaluations of Qwen-VL/InternVL do before calling it); the gold label is used as it is.
+    """
+    prediction = prediction.strip()
     pred_value, gold_value = _to_float(prediction), _to_float(answer)
     if pred_value is not None and gold_value:  # a gold 0 (or 0%) must match as text, as in the official code
         return abs(pred_value - gold_value) / abs(gold_value) <= tolerance
@@ -110,7 +122,8 @@ _ARTICLES = {"a", "an", "the"}
 _PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
                 "?", "!")
 _PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")   # (sic) the official pattern: drops periods not before a digit
-_DIGIT_COMMA = re.compile(r"(?<=\d)(\,)+(?=\d)")
+_PERIOD_COUNT = 32   # (sic) EvalAI passes re.UNICODE (= 32) as sub()'s count: at most 32 periods go
+_DIGIT_COMMA = re.compile(r"(\d)(\,)(\d)")
 
 
 def vqa_normalize(answer: str) -> str:
@@ -121,7 +134,7 @@ def vqa_normalize(answer: str) -> str:
     for mark in _PUNCTUATION:  # glued marks ("t-shirt") become spaces, spaced ones vanish
         spaced = f"{mark} " in original or f" {mark}" in original or _DIGIT_COMMA.search(original) is not None
         text = text.replace(mark, "" if spaced else " ")
-    text = _PERIOD.sub("", text)
+    text = _PERIOD.sub("", text, count=_PERIOD_COUNT)
     words = [_NUMBERS.get(word, word) for word in text.split()]
     words = [_CONTRACTIONS.get(word, word) for word in words if word not in _ARTICLES]
     return " ".join(words)

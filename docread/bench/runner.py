@@ -9,17 +9,19 @@ generators of records: the CLI renders progress, nothing here prints.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from docread.bench.datasets import Sample
 from docread.bench.entitygrid import LETTERS, Question, prompt
+from docread.bench.registry import SHORT_ANSWER
 from docread.errors import DocreadError
 from docread.records import JsonLinesLog
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from docread.reader import DocReader
 
-SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's prompt for short-answer VQA
 DEFAULT_MAX_NEW_TOKENS = 32  # benchmark answers are a few words
 
 
@@ -52,16 +54,60 @@ def image_path(images: Path, sample: Sample) -> Path:
     raise DocreadError("not_found", f"question {sample.id}: image {sample.image} not found under {images}")
 
 
-def run_open(reader: "DocReader", images: Path, samples: Sequence[Sample], log: JsonLinesLog, *,
-             max_slices: int | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Iterator[dict]:
-    """Ask each question for a short answer; yield {id, prediction, score} or {id, error}."""
+def sample_image(images: Path | None, sample: Sample) -> "str | Image.Image":
+    """The image to ask about: a file under `images`, or the one the annotations hold (MMBench)."""
+    if sample.inline_image is not None:
+        import base64
+        import io
+
+        from PIL import Image
+
+        try:  # the one place where user data meets the image decoder
+            return Image.open(io.BytesIO(base64.b64decode(sample.inline_image))).convert("RGB")
+        except Exception as e:  # noqa: BLE001 - any decoder failure is this question's error
+            raise DocreadError("unreadable", f"question {sample.id}: its base64 image cannot be read ({e})") from None
+    if not sample.image:  # e.g. HallusionBench's visual_input 0: asked without an image
+        raise DocreadError("no_image", f"question {sample.id} has no image; docread asks about images only")
+    if images is None:
+        raise DocreadError("not_found", f"question {sample.id}: image {sample.image} needs --images")
+    return str(image_path(images, sample))
+
+
+def short_answer(sample: Sample) -> str:
+    return f"{sample.question}\n{SHORT_ANSWER}"
+
+
+def run_open(reader: "DocReader", images: Path | None, samples: Sequence[Sample], log: JsonLinesLog, *,
+             max_slices: int | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+             prompt: Callable[[Sample], str] = short_answer) -> Iterator[dict]:
+    """Ask each question (LLaVA's short-answer prompt unless `prompt` says otherwise) and generate;
+    yield {id, prediction, score} or {id, error}."""
     for sample in samples:
         try:
-            answer = reader.ask(str(image_path(images, sample)), f"{sample.question}\n{SHORT_ANSWER}",
-                                max_slices=max_slices, max_new_tokens=max_new_tokens)
+            answer = reader.ask(sample_image(images, sample), prompt(sample), max_slices=max_slices,
+                                max_new_tokens=max_new_tokens)
         except DocreadError as e:
             yield {"id": sample.id, "error": e.to_json()}
             continue
         record = {"id": sample.id, "prediction": answer.answer, "score": answer.score}
+        log.write(record)
+        yield record
+
+
+def run_likelihood(reader: "DocReader", images: Path | None, samples: Sequence[Sample], log: JsonLinesLog, *,
+                   prompt: Callable[[Sample], str], max_slices: int | None = None) -> Iterator[dict]:
+    """Multiple choice by option likelihood: the letter whose continuation of the prompt the model
+    finds likeliest (`DocReader.choose`), as the EntityGrid runner does; yield {id, prediction, scores}."""
+    from docread.bench.choice import LETTERS as OPTION_LETTERS
+
+    for sample in samples:
+        letters = list(OPTION_LETTERS[: len(sample.options)])
+        try:
+            index, scores = reader.choose(sample_image(images, sample), prompt(sample), letters,
+                                          max_slices=max_slices)
+        except DocreadError as e:
+            yield {"id": sample.id, "error": e.to_json()}
+            continue
+        record = {"id": sample.id, "prediction": letters[index], "scores": [round(float(s), 4) for s in scores]}
         log.write(record)
         yield record

@@ -10,6 +10,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 from rich.markup import escape
 
+from docread.bench.registry import NAMES as _NAMES  # pure Python tables: cheap at start-up
 from docread.cli.options import (Adapter, Device, Json, MaxNewTokens, MaxSlices, Model, Offline, Quant, check_choices,
                                   load_reader, stderr_console)
 from docread.errors import EXIT_FAILED, EXIT_OK, UsageError
@@ -114,6 +115,11 @@ def entitygrid_run(
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 question', '2 questions'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
@@ -156,9 +162,11 @@ def entitygrid_score(
     result = score(questions, read.answers, unreadable=read.malformed)
     if heatmap is not None:
         render_heatmap(result, heatmap, title=f"EntityGrid-QA · {predictions.name}")
-    if result.missing or result.malformed:
-        stderr_console().print(f"[yellow]{result.missing} questions without a prediction, {result.malformed} "
-                               f"malformed predictions: counted wrong[/]")
+    problems = [text for count, text in ((result.missing, _count(result.missing, "question") + " without a prediction"),
+                                          (result.malformed, _count(result.malformed, "malformed prediction")))
+                if count]
+    if problems:
+        stderr_console().print(f"[yellow]{', '.join(problems)}: counted wrong[/]")
     if json_out:
         sys.stdout.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
     else:
@@ -169,40 +177,105 @@ def entitygrid_score(
 
 
 # -- standard metrics and public benchmarks ---------------------------------------------------
-def _render_metric(result, json_out: bool, **extra) -> None:
+_HEADLINE = ("metric", "score", "n", "missing", "malformed", "extra", "dataset", "predictions", "failed")
+
+
+def _figure(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _render_result(result: dict, json_out: bool, **extra) -> None:
+    """One line with the headline score and the counts, then the benchmark's breakdown, if any."""
     if json_out:
-        sys.stdout.write(json.dumps({**extra, **result.to_json()}, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps({**extra, **result}, ensure_ascii=False) + "\n")
         return
-    value = "n/a" if result.score is None else f"{result.score:.4f}"
     where = f"{extra['dataset']} " if extra.get("dataset") else ""
-    sys.stdout.write(f"{where}{result.metric} {value} over {result.n} questions "
-                     f"({result.missing} missing, {result.malformed} malformed)\n")
+    headline = (f"{where}{result['metric']} {_figure(result['score'])} over {_count(result['n'], 'question')} "
+                f"({result['missing']} missing, {result['malformed']} malformed)")
+    lines = [headline]
+    for key, value in result.items():
+        if key in _HEADLINE:
+            continue
+        if isinstance(value, dict):  # per split / per category
+            for name, figures in value.items():
+                shown = " · ".join(f"{k} {_figure(v)}" for k, v in figures.items()) \
+                    if isinstance(figures, dict) else _figure(figures)
+                lines.append(f"  {key.removeprefix('per_')} {name}: {shown}")
+        else:
+            lines.append(f"  {key} {_figure(value)}")
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
-@app.command("score", epilog="Example: docread bench score --metric anls val_v1.0.json predictions.jsonl")
+def _check_dataset(dataset: str):
+    from docread.bench.registry import DATASETS
+
+    if dataset not in DATASETS:
+        raise UsageError(f"--dataset {dataset!r}: choose {', '.join(DATASETS)}")
+    return DATASETS[dataset]
+
+
+@app.command("score", epilog="Examples: docread bench score --metric anls val_v1.0.json predictions.jsonl; "
+                             "docread bench score --dataset pope coco/ pope-pred.jsonl")
 def score_command(
-    gold: Annotated[Path, typer.Argument(help="Gold answers: an official annotation file or JSON Lines {id, answers}.")],
+    gold: Annotated[Path, typer.Argument(help="Gold answers: an official annotation file or JSON Lines {id, answers}; "
+                                              "with --dataset, that benchmark's release file.")],
     predictions: Annotated[Path, typer.Argument(help="JSON Lines {id, prediction} or an official result list.")],
-    metric: Annotated[str, typer.Option("--metric", help="anls | relaxed | vqa | exact.")],
+    metric: Annotated[Optional[str], typer.Option("--metric", help="anls | relaxed | vqa | exact.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help=f"{_NAMES}: score as that benchmark does "
+                                                   "(its metric, its answer parsing, its breakdown).")] = None,
     json_out: Json = False,
 ):
-    """Score predictions with ANLS, ChartQA relaxed accuracy, VQA accuracy or exact match."""
+    """Score predictions with a metric (ANLS, relaxed accuracy, VQA accuracy, exact match) or as a benchmark."""
     from docread.bench.datasets import read_gold, read_predictions
     from docread.bench.metrics import METRICS, evaluate
 
-    if metric not in METRICS:
+    if (metric is None) == (dataset is None):
+        raise UsageError("give either --metric (any gold file) or --dataset (a benchmark's release file)")
+    if metric is not None and metric not in METRICS:
         raise UsageError(f"--metric {metric!r}: choose {', '.join(METRICS)}")
+    benchmark = _check_dataset(dataset) if dataset is not None else None
     read = read_predictions(predictions)
-    _render_metric(evaluate(metric, read_gold(gold), read.answers, malformed=read.malformed), json_out)
+    if benchmark is None:
+        _render_result(evaluate(metric, read_gold(gold), read.answers, malformed=read.malformed).to_json(), json_out)
+        return
+    from docread.bench.registry import score
+
+    samples = [s for s in benchmark.read(gold) if s.answers]
+    if not samples:
+        raise UsageError(f"{gold} has no gold answers (a test split?): nothing to score")
+    _render_result(score(dataset, samples, read.answers, malformed=read.malformed), json_out, dataset=dataset)
+
+
+def _first_questions(samples: list, limit: int | None) -> list:
+    """The samples of the first `limit` questions: all rotations of an MMBench question count as one."""
+    if limit is None:
+        return samples
+    kept: list = []
+    seen: set[str] = set()
+    for sample in samples:
+        question = sample.groups.get("question", sample.id)
+        if question not in seen and len(seen) == limit:
+            break
+        seen.add(question)
+        kept.append(sample)
+    return kept
+
+
+MC_MODES = ("generate", "likelihood")
 
 
 @app.command("run", epilog="Example: docread bench run --dataset docvqa --annotations val_v1.0.json "
                            "--images docvqa/ -o docvqa-pred.jsonl")
 def run_command(
-    dataset: Annotated[str, typer.Option("--dataset", help="docvqa | infovqa | chartqa | textvqa.")],
-    annotations: Annotated[Path, typer.Option("--annotations", help="The dataset's official annotation file.")],
-    images: Annotated[Path, typer.Option("--images", help="Folder holding the dataset's images.")],
+    dataset: Annotated[str, typer.Option("--dataset", help=f"{_NAMES}.")],
+    annotations: Annotated[Path, typer.Option("--annotations", help="The benchmark's released annotation file "
+                                              "(see the README for which file of each release).")],
     output: Output,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Folder holding the dataset's images "
+                                                   "(not for mmbench: its TSV holds them).")] = None,
+    mc: Annotated[str, typer.Option("--mc", help="Multiple choice (ai2d, scienceqa, mmbench): generate = LLaVA's "
+                                    "letter prompt, the letter parsed as LLaVA's eval scripts do; likelihood = the "
+                                    "option letter the model finds likeliest. generate | likelihood.")] = "generate",
     model: Model = None,
     adapter: Adapter = None,
     device: Device = "auto",
@@ -214,27 +287,38 @@ def run_command(
     offline: Offline = False,
     json_out: Json = False,
 ):
-    """Answer a public benchmark's questions, then score them with its metric."""
-    from docread.bench.datasets import DATASET_METRICS, read_annotations, read_predictions
-    from docread.bench.metrics import evaluate
-    from docread.bench.runner import run_open
+    """Answer a public benchmark's questions with LLaVA's prompts, then score them as the benchmark does."""
+    from functools import partial
 
-    if dataset not in DATASET_METRICS:
-        raise UsageError(f"--dataset {dataset!r}: choose {', '.join(DATASET_METRICS)}")
+    from docread.bench.datasets import read_predictions
+    from docread.bench.registry import CHOICE, prompt, score
+    from docread.bench.runner import run_likelihood, run_open
+
+    benchmark = _check_dataset(dataset)
+    if mc not in MC_MODES:
+        raise UsageError(f"--mc {mc!r}: choose {', '.join(MC_MODES)}")
     check_choices(quant)
-    if not images.is_dir():
+    if not benchmark.inline_images and images is None:
+        raise UsageError(f"--images: {dataset} needs the folder holding its images ({benchmark.files})")
+    if images is not None and not images.is_dir():
         raise UsageError(f"--images {images}: not a folder")
     err = stderr_console()
-    samples = read_annotations(annotations, dataset)[:limit]
-    failed = _answer_pending(samples, output, resume, err, lambda: load_reader(model, adapter, device, quant, offline, err),
-                             lambda reader, pending, log: run_open(reader, images, pending, log, max_slices=max_slices,
-                                                                   max_new_tokens=max_new_tokens))
-    gold = {s.id: s.answers for s in samples if s.answers}
-    if not gold:
+    samples = _first_questions(benchmark.read(annotations), limit)
+    ask = partial(prompt, benchmark)
+    def run(reader, pending, log):
+        if benchmark.kind == CHOICE and mc == "likelihood":
+            return run_likelihood(reader, images, pending, log, prompt=ask, max_slices=max_slices)
+        return run_open(reader, images, pending, log, prompt=ask, max_slices=max_slices, max_new_tokens=max_new_tokens)
+
+    failed = _answer_pending(samples, output, resume, err,
+                             lambda: load_reader(model, adapter, device, quant, offline, err), run)
+    scored = [s for s in samples if s.answers]
+    if not scored:
         err.print(f"{annotations} has no gold answers (a test split?): predictions written to {output}, not scored")
     else:
         read = read_predictions(output)
-        answers = {key: value for key, value in read.answers.items() if key in gold}
-        result = evaluate(DATASET_METRICS[dataset], gold, answers, malformed=read.malformed)
-        _render_metric(result, json_out, dataset=dataset, predictions=str(output), failed=failed)
+        ids = {s.id for s in scored}
+        answers = {key: value for key, value in read.answers.items() if key in ids}
+        _render_result(score(dataset, scored, answers, malformed=read.malformed), json_out, dataset=dataset,
+                       predictions=str(output), failed=failed)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)

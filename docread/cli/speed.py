@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Annotated, Optional
+from contextlib import contextmanager
+from typing import Annotated, Iterator, Optional
 
 import typer
 
@@ -55,11 +57,31 @@ def speed(
                            max_new_tokens=max_new_tokens, max_slices=max_slices, dpi=dpi, threads=threads,
                            device=device, quant=quant)
     err = stderr_console()
-    result = run_speed(options, log=lambda message: err.print(f"[dim]{message}…[/]"))
+    with stdout_to_stderr():
+        result = run_speed(options, log=lambda message: err.print(f"[dim]{message}…[/]"))
     if json_out:
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
     else:
         render_table(result)
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Point file descriptor 1 at stderr while the benchmark runs, so stdout carries only the result.
+
+    Native code writes to fd 1 behind Python's back: the tokenizers BPE trainer that builds the
+    synthetic model's tokenizer prints its progress there (three blank lines when not on a
+    terminal), which broke `--json | jq`. Redirecting the descriptor catches any such library.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def render_table(result: dict) -> None:
