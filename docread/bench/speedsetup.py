@@ -80,7 +80,7 @@ class BenchModel:
 def load_model(model: str | None, synthetic: str | None, *, device: str, quant: str, workdir: Path) -> BenchModel:
     """The model a run measures; the tiny checkpoint is written under `workdir`."""
     import docread
-    from docread.synthetic import build_tiny_llava
+    from docread.testing import build_tiny_llava
 
     if model is not None and synthetic is not None:
         raise UsageError("--model and --synthetic exclude each other: choose one")
@@ -104,7 +104,7 @@ def build_reader(*, device: str = "auto", quant: str = "auto", vision: dict | No
     memory as `docread.load` would wrap a checkpoint. quant: auto (4-bit on CUDA) | none | 4bit."""
     import torch
 
-    from docread.synthetic import build_tokenizer
+    from docread.testing import build_tokenizer
     from docread.weights import compute_dtype, resolve_device, resolve_quant
 
     torch_device = resolve_device(device)
