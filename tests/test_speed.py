@@ -157,7 +157,8 @@ def test_compiled_fast_decode_matches_plain_on_cuda(tiny_llava_next):
 def test_in_memory_builder_quantizes_only_the_llm_and_runs_both_sides():
     import bitsandbytes as bnb
 
-    from docread.bench.speedsetup import baseline_processor, build_reader
+    from docread.bench.speedsetup import baseline_processor
+    from docread.testing import build_reader
 
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4, image_size=336,
                   patch_size=42, projection_dim=32)
