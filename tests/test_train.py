@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import docread
-from docread.traindata import IGNORE, Example, encode, read_examples
+from docread.train.data import IGNORE, Example, encode, read_examples
 from docread.train import TrainConfig, start, steps, train
 
 QUESTIONS = ["What is written here?", "What is the total?", "Describe the chart.", "When is it due?"]

@@ -14,7 +14,7 @@ import typer
 
 from docread.cli.options import Adapter, Device, MaxSlices, Model, Quant, stderr_console
 from docread.errors import UsageError
-from docread.trainconfig import LOG_EVERY, LORA_ALPHA, LORA_DROPOUT, LORA_R, REST_LR, SAVE_EVERY, WARMUP
+from docread.train.config import LOG_EVERY, LORA_ALPHA, LORA_DROPOUT, LORA_R, REST_LR, SAVE_EVERY, WARMUP
 
 app = typer.Typer()
 
@@ -72,13 +72,13 @@ def train(
 ):
     """Train HiRes-LLaVA's parts on conversations about images; writes an adapter for --adapter."""
     from docread.presets import DEFAULT_MODEL
-    from docread.trainconfig import TrainConfig
+    from docread.train.config import TrainConfig
 
     if stage is None and not full:
         raise UsageError("--stage: choose 1 (sampler + projector) or 2 (SRA + sampler + separators + LoRA)")
     if quant not in ("auto", "none", "8bit", "4bit"):
         raise UsageError(f"--quant {quant!r}: choose auto, none, 8bit or 4bit")
-    from docread.bench.entitygrid import TASKS
+    from docread.formats.entitygrid import TASKS
 
     chosen = tuple(t.strip() for t in tasks.split(",")) if tasks else None
     if chosen and set(chosen) - set(TASKS):
@@ -99,7 +99,7 @@ def _render(config) -> None:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from docread.train import Evaluated, Saved, Step, train
+    from docread.train.loop import Evaluated, Saved, Step, train
 
     err = stderr_console()
     progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),

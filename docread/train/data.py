@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from docread.errors import DocreadError, UsageError
+from docread.prompt import SHORT_ANSWER
 from docread.processor import Budget, PromptTemplate, expand_image_token, page_pixels, plan_page, prompt_ids
+from docread.formats.entitygrid import LETTERS, Question, prompt
 from docread.records import read_json_or_lines
 
 if TYPE_CHECKING:
@@ -25,7 +27,6 @@ IGNORE = -100                                  # label of tokens the loss skips 
 ROLES = ("human", "gpt")                       # LLaVA turn order: a question, then its answer
 IMAGE_MARKER = "<image>"
 ENTITYGRID_KEYS = {"task", "question", "options", "answer", "cells"}  # a questions.jsonl record
-SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's short-answer instruction
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,6 @@ def _llava_example(record: dict, index: int, images: Path, path: Path) -> Exampl
 
 
 def _entitygrid_example(record: dict, images: Path, open_ended: float, seed: int) -> Example:
-    from docread.bench.entitygrid import LETTERS, Question, prompt
-
     question = Question.from_json(record)
     if question.task == "recognition" and random.Random(f"{seed}:{question.id}").random() < open_ended:
         name = question.options[LETTERS.index(question.answer)]  # open-ended: the entity's own name

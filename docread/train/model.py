@@ -1,4 +1,4 @@
-"""What a training run holds: the model made trainable per stage, its optimizer, data and loss.
+"""What a training run holds: the model made trainable per stage, its optimizer, schedule, data and loss.
 
 `prepare` loads the base through `docread.load` (4-bit on CUDA), attaches LoRA for stage 2,
 marks exactly the stage's parameters trainable (kept in fp32; the frozen rest stays as
@@ -8,6 +8,7 @@ data-parallel. `evaluate` gives the held-out loss and multiple-choice accuracy.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +19,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from docread.errors import UsageError
-from docread.traindata import IGNORE, Batch, Collator, Example, choice_tokens, read_examples
+from docread.train.data import IGNORE, Batch, Collator, Example, choice_tokens, read_examples
 
 if TYPE_CHECKING:
-    from docread.train import TrainConfig
+    from docread.train.config import TrainConfig
 
 ADAM_BETAS = (0.9, 0.999)
 EVAL_BATCH = 16                       # held-out examples per forward pass (no gradients kept)
 NamedParams = list[tuple[str, nn.Parameter]]
+
+
+def schedule(total: int, warmup: float):
+    """Learning-rate factor of step s (0-based): linear warm-up over ceil(warmup * total) steps,
+    then cosine to zero. Warm-up starts at 1/w, not 0, so no step is wasted."""
+    ramp = math.ceil(warmup * total)
+
+    def factor(s: int) -> float:
+        if s < ramp:
+            return (s + 1) / ramp
+        return 0.5 * (1 + math.cos(math.pi * (s - ramp) / max(1, total - ramp)))
+
+    return factor
 
 
 class Trainee(nn.Module):
@@ -184,7 +198,6 @@ def prepare(config: "TrainConfig", accelerator) -> Run:
     """Load the base, make the stage's parameters trainable, and build optimizer, schedule and data."""
     import docread
     from docread.adapterfile import adapter_contents
-    from docread.train import schedule
 
     examples = read_examples(config.data, config.images, open_ended=config.open_ended, tasks=config.tasks,
                              seed=config.seed)  # before the model: bad data fails in a second
