@@ -1,5 +1,5 @@
 """EntityGrid-QA: deterministic generation, answers that follow the cell geometry, entities that the
-tile borders really cut, balance, and scores equal to a hand computation of method.md's definition."""
+tile borders really cut, balance, and scores equal to a hand computation of docs/method.md#entitygrid's definition."""
 
 import hashlib
 import random
@@ -193,7 +193,7 @@ def test_score_equals_a_hand_computation():
 
 
 def _reference_cell_accuracy(questions, right) -> dict[str, float]:
-    """method.md's a_i, written out the long way."""
+    """docs/method.md#entitygrid's a_i, written out the long way."""
     out = {}
     for cell in range(1, 10):
         task_means = []
