@@ -10,14 +10,15 @@ with; labels are -100 everywhere but on the assistant's tokens and their end-of-
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError, UsageError
-from docread.prompt import SHORT_ANSWER
-from docread.processor import Budget, PromptTemplate, expand_image_token, page_pixels, plan_page, prompt_ids
 from docread.formats.entitygrid import LETTERS, Question, prompt
+from docread.processor import Budget, PromptTemplate, expand_image_token, page_pixels, plan_page, prompt_ids
+from docread.prompt import SHORT_ANSWER
 from docread.records import read_json_or_lines
 
 if TYPE_CHECKING:
@@ -53,11 +54,11 @@ class Batch:
     """A padded batch; views of all its images stacked, image after image."""
 
     ids: list[str]                             # example ids, in batch order
-    pixels: "torch.Tensor"                     # (V, 3, S, S) float32: per image its global view, then its tiles
+    pixels: torch.Tensor                     # (V, 3, S, S) float32: per image its global view, then its tiles
     grids: list[tuple[int, int]]               # (rows, cols) per image with pixels, in order
-    input_ids: "torch.Tensor"                  # (B, T) long, right-padded, image placeholders expanded
-    attention_mask: "torch.Tensor"             # (B, T) long, 0 on padding
-    labels: "torch.Tensor"                     # (B, T) long, IGNORE where no loss is taken
+    input_ids: torch.Tensor                  # (B, T) long, right-padded, image placeholders expanded
+    attention_mask: torch.Tensor             # (B, T) long, 0 on padding
+    labels: torch.Tensor                     # (B, T) long, IGNORE where no loss is taken
     answer_starts: list[int]                   # per example, position of its first answer token in input_ids
 
     @property
@@ -65,7 +66,7 @@ class Batch:
         """Tokens the loss is taken on (each predicted from the position before it)."""
         return int((self.labels[:, 1:] != IGNORE).sum())
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         return Batch(self.ids, self.pixels.to(device), self.grids, self.input_ids.to(device),
                      self.attention_mask.to(device), self.labels.to(device), self.answer_starts)
 
@@ -158,7 +159,8 @@ def continuation(tokenizer, text: str, prompt: list[int], answer: str, *, specia
     return tokenizer(answer, add_special_tokens=False).input_ids
 
 
-def _first_turn(tokenizer, template: PromptTemplate, question: str, image_token_id: int | None) -> tuple[str, list[int]]:
+def _first_turn(tokenizer, template: PromptTemplate, question: str,
+                image_token_id: int | None) -> tuple[str, list[int]]:
     if image_token_id is None:
         text = follow_up(template).replace("{question}", question)
         return text, tokenizer(text).input_ids

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
 
+from docread.adapterfile import ADAPTER_FILE as FINAL  # OUT/adapter.safetensors (+ peft's LoRA files)
 from docread.errors import UsageError
 from docread.train import checkpoint
 from docread.train.config import TrainConfig
@@ -27,7 +28,6 @@ MAX_GRAD_NORM = 1.0                  # LLaVA's (the HF Trainer default)
 LOG_FILE = "log.jsonl"               # OUT/log.jsonl: one JSON object per logged step or evaluation
 CONFIG_FILE = "train_config.json"    # OUT/train_config.json: the options a --resume must repeat
 EVAL_FILE = "eval-predictions.jsonl" # OUT/eval-predictions.jsonl: {id, prediction, scores} of the last evaluation
-FINAL = "adapter.safetensors"        # OUT/adapter.safetensors: what `docread ask --adapter OUT` loads
 RUN_NEUTRAL = ("resume", "save_every", "log_every", "eval", "eval_every")  # options a resumed run may change
 
 
@@ -222,4 +222,4 @@ def _loop(run: Run, log) -> Iterator[Step | Evaluated | Saved]:
             if main:
                 yield Saved(done, folder)
     if main and first_step < run.total:
-        yield Saved(run.total, run.save_adapter(Path(config.output) / FINAL))
+        yield Saved(run.total, run.save_adapter(Path(config.output)))  # writes OUT/FINAL

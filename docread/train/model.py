@@ -9,10 +9,11 @@ data-parallel. `evaluate` gives the held-out loss and multiple-choice accuracy.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -91,7 +92,7 @@ class Order:
 class Run:
     """A prepared run: model, optimizer, schedule and data, on this process."""
 
-    config: "TrainConfig"
+    config: TrainConfig
     accelerator: object
     reader: object                    # the DocReader the base was loaded as
     trainee: Trainee
@@ -143,10 +144,10 @@ class Run:
         note = {"stage": config.stage, "full": config.full, "base": config.model, "global_view": config.global_view,
                 "step": self.step, "examples": len(self.examples)}
         return save_adapter(path, self.parts, self.llava, lora_config=self.lora_config,
-                            base_parameters=self.base_names, training=note)
+                            base_parameters=self.base_names, training=note, base_model=self.reader.preset.base)
 
 
-def _groups(config: "TrainConfig", llava: nn.Module, parts: nn.Module) -> list[tuple[NamedParams, float]]:
+def _groups(config: TrainConfig, llava: nn.Module, parts: nn.Module) -> list[tuple[NamedParams, float]]:
     """The stage's trainable parameters, by learning rate (the main one first)."""
     hires = [(f"hires.{n}", p) for n, p in parts.named_parameters() if config.sra or not n.startswith("adapters.")]
     lora = [(f"lora.{n}", p) for n, p in llava.named_parameters() if "lora_" in n]
@@ -160,7 +161,7 @@ def _groups(config: "TrainConfig", llava: nn.Module, parts: nn.Module) -> list[t
     return [(lora, config.main_lr), (hires, config.lr_rest)]
 
 
-def _device_and_precision(config: "TrainConfig", accelerator) -> tuple[torch.device, torch.dtype | None]:
+def _device_and_precision(config: TrainConfig, accelerator) -> tuple[torch.device, torch.dtype | None]:
     from docread.weights import resolve_device
 
     if accelerator.num_processes > 1:
@@ -176,11 +177,12 @@ def _device_and_precision(config: "TrainConfig", accelerator) -> tuple[torch.dev
             raise UsageError("--precision fp32 on CUDA: docread trains with bf16 autocast on GPUs (fp32 weights "
                              "for what it trains); use --precision auto")
         if not torch.cuda.is_bf16_supported():
-            raise UsageError("training on this GPU needs bf16 (NVIDIA Ampere or newer); use --device cpu for tiny models")
+            raise UsageError("training on this GPU needs bf16 (NVIDIA Ampere or newer); "
+                             "use --device cpu for tiny models")
     return device, (torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else None)
 
 
-def _lora(config: "TrainConfig", llava: nn.Module) -> dict | None:
+def _lora(config: TrainConfig, llava: nn.Module) -> dict | None:
     """Stage 2's LoRA: the one the start adapter brought, else a new one."""
     import json
 
@@ -194,7 +196,7 @@ def _lora(config: "TrainConfig", llava: nn.Module) -> dict | None:
     return attach_lora(llava, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
 
 
-def prepare(config: "TrainConfig", accelerator) -> Run:
+def prepare(config: TrainConfig, accelerator) -> Run:
     """Load the base, make the stage's parameters trainable, and build optimizer, schedule and data."""
     import docread
     from docread.adapterfile import adapter_contents
@@ -237,7 +239,7 @@ def prepare(config: "TrainConfig", accelerator) -> Run:
                total=total, global_batch=global_batch, autocast_dtype=autocast_dtype)
 
 
-def _collator(reader, config: "TrainConfig") -> Collator:
+def _collator(reader, config: TrainConfig) -> Collator:
     base, preset, tokenizer = reader.base, reader.preset, reader.base.tokenizer
     eos = reader.eos_token_ids[0]
     return Collator(tokenizer=tokenizer, template=reader.template, image_token_id=base.image_token_id, eos_id=eos,
