@@ -71,8 +71,9 @@ def llava_config(kind: str, tokenizer, vision: dict, text: dict, vocab_size: int
     side = vision["image_size"]
     text_config = tf.LlamaConfig(vocab_size=vocab_size or len(tokenizer), bos_token_id=ids["<s>"],
                                  eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"], **text)
-    common = dict(vision_config=tf.CLIPVisionConfig(**vision), text_config=text_config, image_token_index=ids["<image>"],
-                  vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu")
+    common = dict(vision_config=tf.CLIPVisionConfig(**vision), text_config=text_config,
+                  image_token_index=ids["<image>"], vision_feature_layer=-2,
+                  vision_feature_select_strategy="default", projector_hidden_act="gelu")
     if kind == "llava":
         return tf.LlavaConfig(**common)
     if kind == "llava_next":
@@ -114,7 +115,7 @@ def build_tiny_llava(path: Path, kind: str = "llava", seed: int = 0, *, vision: 
 
 
 def build_reader(*, device: str = "auto", quant: str = "auto", vision: dict | None = None, text: dict | None = None,
-                 vocab_size: int = REAL_VOCAB, seed: int = 0) -> "DocReader":
+                 vocab_size: int = REAL_VOCAB, seed: int = 0) -> DocReader:
     """A DocReader around random weights in the real shapes (or `vision`/`text` overrides), built in
     memory as `docread.load` would wrap a checkpoint. quant: auto (4-bit on CUDA) | none | 4bit."""
     import torch
@@ -134,7 +135,7 @@ def build_reader(*, device: str = "auto", quant: str = "auto", vision: dict | No
     return wrap_reader(model, tokenizer, device=torch_device, dtype=dtype, quant=mode, name="synthetic-real")
 
 
-def _build_llava_next(config, device: "torch.device", dtype: "torch.dtype", *, quantize: bool):
+def _build_llava_next(config, device: torch.device, dtype: torch.dtype, *, quantize: bool):
     """Random LlavaNextForConditionalGeneration on `device`; the LLM's decoder layers are made one at a
     time and (4-bit) quantized at once, so the full-precision 7B never exists (peak: one layer)."""
     import torch
@@ -188,7 +189,7 @@ def quantize_linears(module, dtype) -> None:
         setattr(module, name, linear)
 
 
-def wrap_reader(model, tokenizer, *, device, dtype, quant: str, name: str) -> "DocReader":
+def wrap_reader(model, tokenizer, *, device, dtype, quant: str, name: str) -> DocReader:
     """A DocReader around an in-memory llava-hf model, wired by `docread.api.assemble` as `load` wires one."""
     from docread.api import assemble
     from docread.presets import resolve_preset

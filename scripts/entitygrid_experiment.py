@@ -1,9 +1,9 @@
 """Does `docread train` learn, and what does the SliceRestore Adapter do for cut entities?
 
 A research driver: not part of CI nor of the package. On a CPU, trains a ~0.6M-parameter llava-hf
-model from scratch (`--full`) on generated EntityGrid-QA (S=56: a 112x112 canvas cut into 2x2 tiles), on recognition alone, half
-of it asked open-ended (the entity's name as the answer), then scores the held-out questions two
-ways, both 4-way multiple choice (chance 25%):
+model from scratch (`--full`) on generated EntityGrid-QA (S=56: a 112x112 canvas cut into 2x2 tiles),
+on recognition alone, half of it asked open-ended (the entity's name as the answer), then scores the
+held-out questions two ways, both 4-way multiple choice (chance 25%):
   names    the likeliest of the 4 option names after the open-ended question (`DocReader.choose`)
   letters  the benchmark's own prompt, the likeliest option letter (`docread bench entitygrid run`)
 Variants, all at the same step budget:
@@ -71,7 +71,7 @@ def command(model: Path, train: Path, test: Path, run: Path, steps: int, seed: i
 
 
 def _center_edge(result, task: str) -> dict:
-    """docs/method.md#entitygrid's accuracy_center / accuracy_edge / discrepancy, a_i being the task's accuracy at cell i."""
+    """accuracy_center / accuracy_edge / discrepancy (docs/method.md#entitygrid), a_i: the task's accuracy at cell i."""
     from docread.formats.entitygrid import CENTER_CELLS, EDGE_CELLS
 
     cells = result.per_task_cell[task]
@@ -102,7 +102,8 @@ def scores(model: Path, test: Path, run: Path, global_view: bool) -> dict:
 
     questions = read_questions(test)
     recognition = [q for q in questions if q.task == "recognition"]
-    letters = {r["id"]: r["prediction"] for r in map(json.loads, (run / "eval-predictions.jsonl").read_text().splitlines())}
+    lines = (run / "eval-predictions.jsonl").read_text().splitlines()
+    letters = {r["id"]: r["prediction"] for r in map(json.loads, lines)}
     by_letter = score(questions, letters)
     by_name = score(recognition, name_predictions(model, run, test, global_view))
     return {"names": _center_edge(by_name, "recognition"), "letters": _center_edge(by_letter, "recognition"),

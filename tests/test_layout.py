@@ -27,7 +27,7 @@ MODULES = _modules()
 
 
 def _resolve(name: str) -> str | None:
-    """The deepest docread module a dotted name lies in (`docread.train.config.TrainConfig` -> `docread.train.config`)."""
+    """The deepest docread module a dotted name lies in (`docread.train.config.TrainConfig`: `docread.train.config`)."""
     while name and name not in MODULES:
         name = name.rpartition(".")[0]
     return name or None
@@ -141,3 +141,13 @@ def test_every_method_anchor_the_code_cites_exists():
             cited.setdefault(name, path.name)
     assert cited, "the code cites docs/method.md"
     assert not {k: v for k, v in cited.items() if k not in anchors}, sorted(anchors)
+
+
+def test_pyproject_lists_every_package_of_the_source_tree():
+    """A non-editable install ships only the listed packages: a new subpackage must be added there."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    packages = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert set(config["packages"]) - {"docread._presets"} == packages
+    assert config["package-dir"]["docread._presets"] == "models"

@@ -13,15 +13,28 @@ import json
 import math
 import random
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 from docread.bench.draw import ENTITIES, SHAPE_COLOURS, Entity, draw_entity
 from docread.errors import DocreadError
+
 # The question format lives in docread.formats (training reads it too); re-exported for bench's callers.
-from docread.formats.entitygrid import (CELLS, CENTER_CELLS, EDGE_CELLS, GRID, IMAGES_DIR, LETTERS,  # noqa: F401
-                                        QUESTIONS_FILE, TASKS, Question, prompt, read_questions)
+from docread.formats.entitygrid import (  # noqa: F401
+    CELLS,
+    CENTER_CELLS,
+    EDGE_CELLS,
+    GRID,
+    IMAGES_DIR,
+    LETTERS,
+    QUESTIONS_FILE,
+    TASKS,
+    Question,
+    prompt,
+    read_questions,
+)
 
 DEFAULT_SIZE = 336                      # S: the encoder's input side, so the canvas is 2S x 2S
 DEFAULT_N = 1080                        # 3 tasks x 9 cells x 4 answer letters x 10

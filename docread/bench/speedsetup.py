@@ -56,7 +56,7 @@ def questions(count: int) -> list[str]:
 class BenchModel:
     """One LLaVA-1.6 model: docread's reader around it, and its name in the report."""
 
-    reader: "DocReader"
+    reader: DocReader
     name: str
 
     @property
@@ -87,7 +87,7 @@ def load_model(model: str | None, synthetic: str | None, *, device: str, quant: 
 
 
 # -- the baseline's processor -------------------------------------------------------------------------
-def baseline_processor(reader: "DocReader"):
+def baseline_processor(reader: DocReader):
     """transformers' LlavaNextProcessor over the Pillow-backend LlavaNextImageProcessorPil, configured as
     llava-hf/llava-v1.6-vicuna-7b-hf's (its default grid), with the model's own normalisation."""
     from transformers import LlavaNextImageProcessorPil, LlavaNextProcessor

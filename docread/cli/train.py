@@ -19,7 +19,8 @@ from docread.train.config import LOG_EVERY, LORA_ALPHA, LORA_DROPOUT, LORA_R, RE
 app = typer.Typer()
 
 # -- options of `train` ---------------------------------------------------------------------------
-Data = Annotated[Path, typer.Option("--data", help="LLaVA conversations (.json / .jsonl) or an EntityGrid questions.jsonl.")]
+Data = Annotated[Path, typer.Option(
+    "--data", help="LLaVA conversations (.json / .jsonl) or an EntityGrid questions.jsonl.")]
 Output = Annotated[Path, typer.Option("--output", "-o", help="Folder for the adapter, checkpoints and log.jsonl.")]
 Stage = Annotated[Optional[int], typer.Option(
     "--stage", help="1: sampler + projector (lr 1e-3). 2: SRA + sampler + separators + LoRA (lr 2e-4 / 2e-5).")]
@@ -43,11 +44,13 @@ GlobalView = Annotated[bool, typer.Option(
     "--global-view/--no-global-view", help="--no-global-view: tiles alone (the fragmentation ablation).")]
 OpenEnded = Annotated[float, typer.Option(
     "--open-ended", min=0.0, max=1.0, help="EntityGrid: share of recognition items asked for the name, not a letter.")]
-Tasks = Annotated[Optional[str], typer.Option("--tasks", help="EntityGrid: tasks to train on, e.g. recognition,counting.")]
+Tasks = Annotated[Optional[str], typer.Option(
+    "--tasks", help="EntityGrid: tasks to train on, e.g. recognition,counting.")]
 Eval = Annotated[Optional[Path], typer.Option(
     "--eval", help="Held-out examples: loss, and the accuracy of multiple-choice items.")]
 EvalEvery = Annotated[int, typer.Option("--eval-every", min=0, help="Steps between evaluations (0: at the end).")]
-SaveEvery = Annotated[int, typer.Option("--save-every", min=0, help="Steps between checkpoints (one at the end always).")]
+SaveEvery = Annotated[int, typer.Option(
+    "--save-every", min=0, help="Steps between checkpoints (one at the end always).")]
 LogEvery = Annotated[int, typer.Option("--log-every", min=1, help="Steps between log.jsonl lines.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")]
 TrainSeed = Annotated[int, typer.Option("--seed", help="New modules' and LoRA's initialisation, data order, dropout.")]
