@@ -1,10 +1,8 @@
 """EntityGrid-QA (docs/method.md#entitygrid): synthetic multiple-choice questions about cut entities.
 
-A 2S x 2S canvas holds an invisible 3 x 3 grid (cells 1-9, row-major). Slicing it at S
-gives 2 x 2 tiles whose borders run through the middle of cells 2, 4, 5, 6 and 8 (edge
-cells) and miss 1, 3, 7 and 9 (center cells). `generate` writes images and
-questions.jsonl (its format: `docread.formats.entitygrid`); `score` computes the per-cell
-accuracies and the center-edge discrepancy as docs/method.md#entitygrid defines them.
+A 2S x 2S canvas holds an invisible 3 x 3 grid; slicing it at S cuts cells 2, 4, 5, 6, 8 (edge) and not 1, 3, 7, 9
+(center). `generate` writes images and questions.jsonl (format: `docread.formats.entitygrid`); `score` computes
+the per-cell accuracies and the center-edge discrepancy. Same seed, same bytes.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Training checkpoints without pickle: what `docread train --resume` needs to continue bit for bit.
 
-A checkpoint folder holds the adapter (adapter.safetensors and LoRA in peft's files), the
-AdamW moments (optimizer.safetensors) with its hyper-parameters (optimizer.json), the
-learning-rate schedule and the step (trainer_state.json), and each process's torch RNG
-states (rng-<rank>.safetensors; an RNG state is a uint8 tensor). It is written to a
-temporary folder and renamed into place, so a run killed mid-save keeps its last one.
+A folder holds the adapter (adapter.safetensors, LoRA in peft's files), the AdamW moments (optimizer.safetensors,
+optimizer.json), the schedule and step (trainer_state.json) and each process's RNG states (rng-<rank>.safetensors),
+written to a temporary folder and renamed into place, so a run killed mid-save keeps its last one.
 """
 
 from __future__ import annotations

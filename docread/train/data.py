@@ -1,10 +1,8 @@
 """Training data for `docread train`: conversations in, padded model-ready batches out.
 
-Reads the LLaVA conversation format (`id`, `image`, `conversations` of `from: human|gpt`
-turns, an `<image>` marker; JSON or JSON Lines) and EntityGrid `questions.jsonl` directly.
-A prompt is tokenised exactly as inference tokenises it (`prompt_ids`), an answer as the
-continuation of its prompt text, so the model is trained on the tokens it will be asked
-with; labels are -100 everywhere but on the assistant's tokens and their end-of-turn token.
+Reads LLaVA conversations (JSON or JSON Lines, `<image>` marker) and EntityGrid `questions.jsonl`. Prompts are
+tokenised exactly as inference tokenises them, answers as their continuation, so the model trains on the tokens
+it will be asked with; labels are -100 everywhere but on the answers and their end-of-turn token.
 """
 
 from __future__ import annotations

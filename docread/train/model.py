@@ -1,8 +1,7 @@
 """What a training run holds: the model made trainable per stage, its optimizer, schedule, data and loss.
 
-`prepare` loads the base through `docread.load` (4-bit on CUDA), attaches LoRA for stage 2,
-marks exactly the stage's parameters trainable (kept in fp32; the frozen rest stays as
-loaded), and wraps everything in one `Trainee` module, so `accelerate` can make it
+`prepare` loads the base through `docread.load` (4-bit on CUDA), attaches LoRA for stage 2, makes exactly the
+stage's parameters trainable (in fp32) and wraps all in one `Trainee` module that `accelerate` can make
 data-parallel. `evaluate` gives the held-out loss and multiple-choice accuracy.
 """
 
