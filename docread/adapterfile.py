@@ -1,19 +1,18 @@
-"""Adapter files: the trained HiRes parts (SRA, SMS, separators, LoRA) in one safetensors file.
+"""Adapter files: the trained HiRes parts (SRA, SMS, separators), base weights and LoRA, safetensors only.
 
-Layout: tensors `hires.<name>` (HiResModules' state dict), `lora.<name>` (LoRA weights,
-named as in the llava-hf model) and `base.<name>` (base-model weights that training
-changed: the projector after stage 1, every weight after `docread train --full`);
-metadata `format`, `version`, `hires_config`, `lora_config` and `training` as JSON
-strings. Safetensors only: loading never runs code. A `--full` adapter replaces the
-whole base, so it needs that base's config and tokenizer (`--model`) and `--quant none`.
+adapter.safetensors holds `hires.<name>` (HiResModules' state dict) and `base.<name>` (base weights training
+changed: the projector after stage 1, all after `--full`), with JSON metadata. An adapter folder keeps LoRA
+in peft's own layout beside it (adapter_config.json + adapter_model.safetensors), which peft and hub tools
+read; a single .safetensors file, and folders saved before, hold it inside as `lora.<name>`.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable
 
 from docread.errors import DocreadError
 
@@ -21,6 +20,10 @@ ADAPTER_FILE = "adapter.safetensors"  # the file inside an adapter folder
 FORMAT = "docread-adapter"
 VERSION = 1
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLaMA linears
+PEFT_CONFIG = "adapter_config.json"          # peft's file names: PeftModel.from_pretrained(llava, folder) reads them
+PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."            # peft names weights from the PeftModel that wraps the llava-hf model
+PEFT_ADAPTER_NAME = "default"                # the adapter name peft drops from saved names and adds back on load
 
 
 def attach_lora(llava, *, r: int = 128, alpha: int = 256, dropout: float = 0.0,
@@ -38,20 +41,23 @@ def lora_parameters(llava) -> dict:
 
 
 def save_adapter(path: Path, modules, llava=None, *, lora_config: dict | None = None,
-                 base_parameters: Iterable[str] = (), training: dict | None = None) -> Path:
-    """Write `modules` (and the LoRA weights of `llava`, if any) to path; a folder gets adapter.safetensors.
+                 base_parameters: Iterable[str] = (), training: dict | None = None,
+                 base_model: str | None = None) -> Path:
+    """Write `modules` (and the LoRA weights of `llava`, if any) to path; returns the adapter.safetensors written.
 
-    `base_parameters` names llava parameters to store too (the trained projector, or all of
-    them for a `--full` run); `training` is a JSON-able note of how the adapter was made."""
+    A folder gets adapter.safetensors and, with LoRA, peft's two files; a `.safetensors` path gets one file
+    holding everything. `base_parameters` names llava parameters to store too (the trained projector, or all
+    of them for a `--full` run); `training` is a JSON-able note of how the adapter was made; `base_model` the
+    checkpoint peft's config names as the base (a hub id or folder)."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    if path.suffix != ".safetensors":
+    folder = path.suffix != ".safetensors"
+    if folder:
         path.mkdir(parents=True, exist_ok=True)
         path = path / ADAPTER_FILE
     tensors = {f"hires.{k}": v.detach().cpu().contiguous() for k, v in modules.state_dict().items()}
-    lora = lora_parameters(llava) if llava is not None else {}
-    tensors.update({f"lora.{k}": v.detach().cpu().contiguous() for k, v in lora.items()})
+    lora = {k: v.detach().cpu().contiguous() for k, v in (lora_parameters(llava) if llava is not None else {}).items()}
     named = dict(llava.named_parameters()) if llava is not None else {}
     for name in base_parameters:
         if name not in named or "lora_" in name:
@@ -60,20 +66,70 @@ def save_adapter(path: Path, modules, llava=None, *, lora_config: dict | None = 
     metadata = {"format": FORMAT, "version": str(VERSION), "hires_config": json.dumps(asdict(modules.config))}
     if lora:
         metadata["lora_config"] = json.dumps(lora_config or {})
+        if folder:
+            metadata["lora_file"] = PEFT_WEIGHTS
+            _save_peft(path.parent, lora, lora_config or {}, base_model)
+        else:
+            tensors.update({f"lora.{k}": v for k, v in lora.items()})
     if training:
         metadata["training"] = json.dumps(training)
     save_file(tensors, str(path), metadata=metadata)
     return path
 
 
+def peft_name(name: str) -> str:
+    """A LoRA parameter's llava-hf name -> peft's saved name: `base_model.model.` + name, adapter name dropped."""
+    return PEFT_PREFIX + re.sub(rf"\.(lora_[AB])\.{PEFT_ADAPTER_NAME}\.", r".\1.", name)
+
+
+def docread_name(name: str) -> str:
+    """Inverse of peft_name."""
+    return re.sub(r"\.(lora_[AB])\.", rf".\1.{PEFT_ADAPTER_NAME}.", name.removeprefix(PEFT_PREFIX))
+
+
+def _save_peft(folder: Path, lora: dict, config: dict, base_model: str | None) -> None:
+    """LoRA as peft's save_pretrained writes it, targeting the language model's linears only (CLIP has q_proj too)."""
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    targets = "|".join(config.get("target_modules", LORA_TARGETS))
+    peft_config = LoraConfig(r=config.get("r", 128), lora_alpha=config.get("lora_alpha", 256),
+                             lora_dropout=config.get("lora_dropout", 0.0),
+                             target_modules=rf".*language_model\..*\.({targets})", base_model_name_or_path=base_model)
+    peft_config.save_pretrained(str(folder))
+    save_file({peft_name(k): v for k, v in lora.items()}, str(folder / PEFT_WEIGHTS), metadata={"format": "pt"})
+
+
+def read_adapter(path: Path) -> tuple[dict[str, str], dict]:
+    """An adapter's metadata and all its tensors, LoRA as `lora.<llava-hf name>` whichever layout holds it."""
+    from safetensors import SafetensorError, safe_open
+
+    path = _adapter_path(Path(path))
+    tensors = {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors.update({k: f.get_tensor(k) for k in f.keys()})
+        if "lora_file" in metadata:
+            with safe_open(str(path.parent / metadata["lora_file"]), framework="pt") as f:
+                tensors.update({f"lora.{docread_name(k)}": f.get_tensor(k) for k in f.keys()})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DocreadError("corrupt", f"adapter {path} cannot be read ({e}): re-save or re-download it") from None
+    return metadata, tensors
+
+
 def adapter_contents(path: Path) -> tuple[dict[str, str], list[str]]:
-    """An adapter file's metadata and tensor names, without reading any tensor."""
+    """An adapter's metadata and tensor names (LoRA's as in read_adapter), without reading any tensor."""
     from safetensors import SafetensorError, safe_open
 
     path = _adapter_path(Path(path))
     try:
         with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {}), list(f.keys())
+            metadata, names = dict(f.metadata() or {}), list(f.keys())
+        if "lora_file" in metadata:
+            with safe_open(str(path.parent / metadata["lora_file"]), framework="pt") as f:
+                names += [f"lora.{docread_name(k)}" for k in f.keys()]
+        return metadata, names
     except (SafetensorError, OSError, ValueError) as e:
         raise DocreadError("corrupt", f"adapter {path} cannot be read ({e}): re-save or re-download it") from None
 
@@ -82,9 +138,11 @@ def _adapter_path(path: Path) -> Path:
     if path.is_dir():
         path = path / ADAPTER_FILE
     if not path.is_file():
-        raise DocreadError("adapter_missing", f"no adapter at {path}: pass a .safetensors file or a folder with {ADAPTER_FILE}")
+        raise DocreadError("adapter_missing",
+                           f"no adapter at {path}: pass a .safetensors file or a folder with {ADAPTER_FILE}")
     if path.suffix != ".safetensors":
-        raise DocreadError("unsafe_weights", f"{path} is not a .safetensors file: docread loads adapters from safetensors only")
+        raise DocreadError("unsafe_weights",
+                           f"{path} is not a .safetensors file: docread loads adapters from safetensors only")
     return path
 
 
@@ -106,15 +164,8 @@ def trained_with_global_view(path: Path) -> bool:
 
 def load_adapter(path: Path, modules, llava) -> None:
     """Load an adapter into `modules` (and LoRA into `llava`), checking it fits this base."""
-    from safetensors import SafetensorError, safe_open
-
     path = _adapter_path(Path(path))
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise DocreadError("corrupt", f"adapter {path} cannot be read ({e}): re-save or re-download it") from None
+    metadata, tensors = read_adapter(path)
     if metadata.get("format") != FORMAT:
         raise DocreadError("bad_adapter", f"{path} is not a docread adapter (no '{FORMAT}' metadata)")
     saved = json.loads(metadata["hires_config"])
@@ -123,7 +174,8 @@ def load_adapter(path: Path, modules, llava) -> None:
                and saved.get(k) != v}
     if differs:
         detail = ", ".join(f"{k} {a} vs model {b}" for k, (a, b) in differs.items())
-        raise DocreadError("bad_adapter", f"adapter {path} was trained for another base ({detail}): use its base --model")
+        raise DocreadError("bad_adapter",
+                           f"adapter {path} was trained for another base ({detail}): use its base --model")
     trained_global = saved.get("global_view", True)
     if trained_global != mine.get("global_view", True):
         raise DocreadError("bad_adapter", f"adapter {path} was trained {'with' if trained_global else 'without'} the "
@@ -132,7 +184,8 @@ def load_adapter(path: Path, modules, llava) -> None:
     try:
         modules.load_state_dict(hires, strict=True)
     except RuntimeError as e:
-        raise DocreadError("bad_adapter", f"adapter {path} does not match this model's modules: {str(e).splitlines()[0]}") from None
+        raise DocreadError("bad_adapter",
+                           f"adapter {path} does not match this model's modules: {str(e).splitlines()[0]}") from None
     _load_base_weights(path, llava, {k[len("base."):]: v for k, v in tensors.items() if k.startswith("base.")})
     lora = {k[len("lora."):]: v for k, v in tensors.items() if k.startswith("lora.")}
     if lora:
@@ -142,7 +195,8 @@ def load_adapter(path: Path, modules, llava) -> None:
         params = lora_parameters(llava)
         missing = sorted(set(params) - set(lora))
         if missing or set(lora) - set(params):
-            raise DocreadError("bad_adapter", f"adapter {path}: LoRA weights do not match this model ({len(missing)} missing)")
+            raise DocreadError("bad_adapter",
+                               f"adapter {path}: LoRA weights do not match this model ({len(missing)} missing)")
         import torch
 
         with torch.no_grad():

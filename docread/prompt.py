@@ -17,6 +17,7 @@ TASKS = {
     "ocr": "Transcribe all the text on this page, line by line, exactly as written.{question}",
 }
 OCR_QUESTION = ""  # `docread ocr` asks the ocr task with no extra words
+SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's short-answer instruction
 MULTIPLE_CHOICE = "{question}\n{options}\nAnswer with the option's letter from the given choices directly."
 
 

@@ -1,6 +1,6 @@
 """Dynamic slicing: a page's tile grid, its global view, and its visual-token count.
 
-Pure functions of sizes (method.md, "Dynamic slicing"). The grid is chosen from the
+Pure functions of sizes (docs/method.md#slicing). The grid is chosen from the
 page's nominal size before anything is rendered, so a PDF page is rasterised once, at
 exactly the scale its grid needs; `page_views` then cuts the rendered page into the
 global view and the row-major S x S tiles.
@@ -55,7 +55,7 @@ class SlicePlan:
 
 @dataclass(frozen=True)
 class TokenCount:
-    """Visual-token accounting for one page (method.md, "Layout")."""
+    """Visual-token accounting for one page (docs/method.md#layout)."""
 
     global_tokens: int    # the global view, uncompressed: (S/patch)^2 = 576; 0 when it is left out
     tokens_per_tile: int  # one tile after the sampler's k x k pooling: (S/patch/k)^2 = 144
@@ -91,7 +91,7 @@ def _content_scale(width: int, height: int, rows: int, cols: int, size: int) -> 
 
 
 def choose_grid(width: int, height: int, *, size: int = DEFAULT_SIZE, max_slices: int = DEFAULT_MAX_SLICES) -> tuple[int, int]:
-    """(rows, cols) for a width x height page, by method.md's rule.
+    """(rows, cols) for a width x height page, by the rule of docs/method.md#slicing.
 
     m = ceil(H/S), n = ceil(W/S); both doubled when 4*m*n < N (strict, so a 2S x 2S
     page stays 2 x 2 at N = 16). When m*n > N, among grids with at most N tiles take

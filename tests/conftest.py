@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from docread.synthetic import build_tiny_llava  # noqa: E402
+from docread.testing import build_tiny_llava  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,5 +1,5 @@
 """EntityGrid-QA: deterministic generation, answers that follow the cell geometry, entities that the
-tile borders really cut, balance, and scores equal to a hand computation of method.md's definition."""
+tile borders really cut, balance, and scores equal to a hand computation of docs/method.md#entitygrid's definition."""
 
 import hashlib
 import random
@@ -12,9 +12,25 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from docread.bench.draw import ENTITIES
-from docread.bench.entitygrid import (BORDER_RGB, CENTER_CELLS, EDGE_CELLS, HEAT_CELL, HEAT_MARGIN, HEAT_TOP, LETTERS,
-                                      TASKS, VIRIDIS, Question, generate, parse_letter, prompt, read_questions,
-                                      relation, render_heatmap, score)
+from docread.bench.entitygrid import (
+    BORDER_RGB,
+    CENTER_CELLS,
+    EDGE_CELLS,
+    HEAT_CELL,
+    HEAT_MARGIN,
+    HEAT_TOP,
+    LETTERS,
+    TASKS,
+    VIRIDIS,
+    Question,
+    generate,
+    parse_letter,
+    prompt,
+    read_questions,
+    relation,
+    render_heatmap,
+    score,
+)
 from docread.slicing import plan_slices
 
 
@@ -95,7 +111,7 @@ def test_relation_golden_table():
 
 
 def test_edge_entities_are_cut_by_a_tile_border_and_center_ones_are_not(bench336, bench56):
-    for (folder, questions), size in ((bench336, 336), (bench56, 56)):
+    for (_, questions), size in ((bench336, 336), (bench56, 56)):
         for q in questions:
             for e in q.entities:
                 x0, y0, x1, y1 = e["box"]
@@ -113,7 +129,8 @@ def test_ink_of_an_edge_entity_lies_on_both_sides_of_the_border(bench336):
     for q in questions:
         if q.task == "recognition" and q.cells[0] in (2, 4):
             ink = Image.open(folder / q.image).convert("L").point(lambda v: 255 if v < 200 else 0)
-            halves = ((0, 0, 336, 672), (336, 0, 672, 672)) if q.cells[0] == 2 else ((0, 0, 672, 336), (0, 336, 672, 672))
+            halves = ((0, 0, 336, 672), (336, 0, 672, 672)) if q.cells[0] == 2 else \
+                ((0, 0, 672, 336), (0, 336, 672, 672))
             assert all(ink.crop(box).getbbox() is not None for box in halves), q.id
             checked += 1
     assert checked
@@ -193,7 +210,7 @@ def test_score_equals_a_hand_computation():
 
 
 def _reference_cell_accuracy(questions, right) -> dict[str, float]:
-    """method.md's a_i, written out the long way."""
+    """docs/method.md#entitygrid's a_i, written out the long way."""
     out = {}
     for cell in range(1, 10):
         task_means = []

@@ -1,4 +1,4 @@
-"""The slicing rule (method.md), token accounting, and tile cutting."""
+"""The slicing rule (docs/method.md#slicing), token accounting, and tile cutting."""
 
 import math
 

@@ -109,7 +109,8 @@ def test_fast_decode_matches_plain_decode_on_an_encoded_page(reader):
 def test_fast_decode_without_a_cache_and_when_sampling(reader):
     from docread import fastdecode
 
-    embeds = torch.randn(1, 40, reader.hires.language_model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    width = reader.hires.language_model.config.hidden_size
+    embeds = torch.randn(1, 40, width, generator=torch.Generator().manual_seed(0))
     for kwargs in ({}, {"temperature": 1.0, "seed": 7}):
         plain, _ = run(decode_tokens, reader, embeds, max_new_tokens=12, **kwargs)
         fast, _ = run(fastdecode.decode_tokens, reader, embeds, max_new_tokens=12, **kwargs)
@@ -149,7 +150,8 @@ def test_compiled_fast_decode_matches_plain_on_cuda(tiny_llava_next):
         crop_cache(encoded.cache, encoded.prefix_len)
         decoder = FastDecoder(cuda.hires.language_model, cuda.hires.lm_head, compile=True)
         for _ in range(3):  # compile, record the CUDA graph, replay it
-            fast = [t for t, _ in decoder.decode_tokens(embeds, max_new_tokens=16, eos_token_ids=[], cache=encoded.cache)]
+            fast = [t for t, _ in decoder.decode_tokens(embeds, max_new_tokens=16, eos_token_ids=[],
+                                                        cache=encoded.cache)]
             assert fast == plain
 
 
@@ -157,11 +159,13 @@ def test_compiled_fast_decode_matches_plain_on_cuda(tiny_llava_next):
 def test_in_memory_builder_quantizes_only_the_llm_and_runs_both_sides():
     import bitsandbytes as bnb
 
-    from docread.bench.speedsetup import baseline_processor, build_reader
+    from docread.bench.speedsetup import baseline_processor
+    from docread.testing import build_reader
 
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4, image_size=336,
                   patch_size=42, projection_dim=32)
-    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4)
+    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                num_key_value_heads=4)
     reader = build_reader(device="cpu", quant="4bit", vision=vision, text=text, vocab_size=512)
     language_model = reader.hires.language_model
     assert len(language_model.layers) == language_model.config.num_hidden_layers == 3

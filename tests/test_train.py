@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 
 import docread
-from docread.traindata import IGNORE, Example, encode, read_examples
+from docread.adapterfile import read_adapter
 from docread.train import TrainConfig, start, steps, train
+from docread.train.data import IGNORE, Example, encode, read_examples
 
 QUESTIONS = ["What is written here?", "What is the total?", "Describe the chart.", "When is it due?"]
 ANSWERS = ["twelve apples", "the total is 42", "a red invoice", "net 30 days"]
@@ -132,7 +133,8 @@ def logits_of(reader, collate_batch):
     with torch.no_grad():
         sequences = hires.image_embeddings(collate_batch.pixels, collate_batch.grids)
         embeds = hires.embed_prompt(collate_batch.input_ids, sequences)
-        hidden = hires.language_model(inputs_embeds=embeds, attention_mask=collate_batch.attention_mask).last_hidden_state
+        hidden = hires.language_model(inputs_embeds=embeds,
+                                      attention_mask=collate_batch.attention_mask).last_hidden_state
         return hires.lm_head(hidden)
 
 
@@ -165,6 +167,8 @@ def test_resume_continues_bit_for_bit(tiny_llava, data, tmp_path):
 
     a, b = (load_file(str(tmp_path / d / "adapter.safetensors")) for d in ("whole", "cut"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a, b = (read_adapter(tmp_path / d)[1] for d in ("whole", "cut"))  # LoRA too, from peft's file
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(docread.DocreadError, match="--resume"):
         list(train(cut))  # the folder holds a run: refusing beats overwriting it
 
@@ -191,6 +195,8 @@ def test_activation_checkpointing_changes_nothing_but_memory(tiny_llava, data, t
         list(train(config(tiny_llava, data, tmp_path / name, checkpointing=on, max_steps=2)))
     a, b = (load_file(str(tmp_path / d / "adapter.safetensors")) for d in ("plain", "checkpointed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    a, b = (read_adapter(tmp_path / d)[1] for d in ("plain", "checkpointed"))  # LoRA too, from peft's file
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert losses(tmp_path / "plain") == losses(tmp_path / "checkpointed")
 
 
@@ -239,6 +245,8 @@ def test_two_processes_train_as_one_with_gradient_accumulation(tiny_llava, data,
     assert two.returncode == 0, two.stderr[-2000:]
     assert (tmp_path / "two" / "checkpoint" / "rng-1.safetensors").is_file()  # each process's RNG is kept
     a, b = (load_file(str(d / "adapter.safetensors")) for d in (tmp_path / "two", one))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a, b = (read_adapter(d)[1] for d in (tmp_path / "two", one))  # LoRA too, from peft's file
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert losses(tmp_path / "two") == losses(one)
 

@@ -9,8 +9,8 @@ in pixels, so entities scale with the cell; text uses Pillow's bundled font only
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from PIL import ImageDraw, ImageFont
 

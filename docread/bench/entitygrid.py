@@ -1,10 +1,8 @@
-"""EntityGrid-QA (method.md): synthetic multiple-choice questions about entities that tile borders cut.
+"""EntityGrid-QA (docs/method.md#entitygrid): synthetic multiple-choice questions about cut entities.
 
-A 2S x 2S canvas holds an invisible 3 x 3 grid (cells 1-9, row-major). Slicing it at S
-gives 2 x 2 tiles whose borders run through the middle of cells 2, 4, 5, 6 and 8 (edge
-cells) and miss 1, 3, 7 and 9 (center cells). `generate` writes images and
-questions.jsonl; `score` computes the per-cell accuracies and the center-edge
-discrepancy exactly as method.md defines them. Same seed, same bytes.
+A 2S x 2S canvas holds an invisible 3 x 3 grid; slicing it at S cuts cells 2, 4, 5, 6, 8 (edge) and not 1, 3, 7, 9
+(center). `generate` writes images and questions.jsonl (format: `docread.formats.entitygrid`); `score` computes
+the per-cell accuracies and the center-edge discrepancy. Same seed, same bytes.
 """
 
 from __future__ import annotations
@@ -13,20 +11,29 @@ import json
 import math
 import random
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 from docread.bench.draw import ENTITIES, SHAPE_COLOURS, Entity, draw_entity
 from docread.errors import DocreadError
-from docread.prompt import multiple_choice
 
-TASKS = ("recognition", "position", "counting")
-LETTERS = ("A", "B", "C", "D")
-GRID = 3                                # 3 x 3 cells
-CELLS = tuple(range(1, GRID * GRID + 1))
-CENTER_CELLS = (1, 3, 7, 9)             # inside one tile each
-EDGE_CELLS = (2, 4, 5, 6, 8)            # cut by one tile border (5: by both)
+# The question format lives in docread.formats (training reads it too); re-exported for bench's callers.
+from docread.formats.entitygrid import (  # noqa: F401
+    CELLS,
+    CENTER_CELLS,
+    EDGE_CELLS,
+    GRID,
+    IMAGES_DIR,
+    LETTERS,
+    QUESTIONS_FILE,
+    TASKS,
+    Question,
+    prompt,
+    read_questions,
+)
+
 DEFAULT_SIZE = 336                      # S: the encoder's input side, so the canvas is 2S x 2S
 DEFAULT_N = 1080                        # 3 tasks x 9 cells x 4 answer letters x 10
 ENTITY_FILL = 0.85                      # an entity's box side, as a fraction of the cell side
@@ -34,47 +41,12 @@ JITTER = 0.025                          # max offset from the cell centre (cell 
                                         # thinnest word's height, so edge entities are always cut
 MAX_COUNT = 4                           # counting places 1..4 copies; options are 1..4
 SUPERSAMPLE_SIDE = 1344                 # draw at least this large, then box-downsample: smooth at any S
-QUESTIONS_FILE = "questions.jsonl"
-IMAGES_DIR = "images"
 # Relations clockwise, so DIRECTIONS[i] and DIRECTIONS[i + 4] are opposites.
 DIRECTIONS = ("above", "upper right", "right", "lower right", "below", "lower left", "left", "upper left")
 _DIRECTION_OF = {(-1, 0): "above", (-1, 1): "upper right", (0, 1): "right", (1, 1): "lower right",
                  (1, 0): "below", (1, -1): "lower left", (0, -1): "left", (-1, -1): "upper left"}  # (d_row, d_col)
 _RECOGNITION_QUESTIONS = {"word": "What is written in the image?", "number": "What is written in the image?",
                           "shape": "What shape is in the image?", "object": "What is the object in the image?"}
-
-
-@dataclass(frozen=True)
-class Question:
-    """One line of questions.jsonl."""
-
-    id: str
-    image: str                      # path relative to the benchmark folder
-    task: str                       # one of TASKS
-    question: str
-    options: tuple[str, ...]        # 4 option texts, for letters A-D
-    answer: str                     # the right letter
-    cells: tuple[int, ...]          # cells of the entities asked about, in the order the question names them
-    entities: tuple[dict, ...] = () # everything drawn: name, kind, cell, box [x0, y0, x1, y1] in pixels
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, record: dict) -> "Question":
-        question = cls(id=str(record["id"]), image=record["image"], task=record["task"],
-                       question=record["question"], options=tuple(record["options"]), answer=record["answer"],
-                       cells=tuple(int(c) for c in record["cells"]), entities=tuple(record.get("entities", ())))
-        if question.task not in TASKS or question.answer not in LETTERS[:len(question.options)]:
-            raise ValueError(f"task {question.task!r} / answer {question.answer!r} out of range")
-        if not question.cells or not set(question.cells) <= set(CELLS):
-            raise ValueError(f"cells {list(question.cells)} must be among 1-9")
-        return question
-
-
-def prompt(question: Question) -> str:
-    """The LLaVA multiple-choice prompt: question, lettered options, instruction."""
-    return multiple_choice(question.question, list(question.options), "".join(LETTERS))
 
 
 def relation(cell_a: int, cell_b: int) -> str:
@@ -226,23 +198,6 @@ def _make(index: int, states: dict[str, _TaskState], draw_rng: random.Random, si
     return question, image
 
 
-def read_questions(directory: Path) -> list[Question]:
-    """The questions of a generated benchmark folder."""
-    path = Path(directory) / QUESTIONS_FILE
-    if not path.is_file():
-        raise DocreadError("not_found", f"{path} not found; create the benchmark with "
-                           f"`docread bench entitygrid generate --out {directory}`")
-    questions = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            questions.append(Question.from_json(json.loads(line)))
-        except (ValueError, KeyError, TypeError) as e:
-            raise DocreadError("bad_questions", f"{path} line {number}: {e}; regenerate the benchmark") from None
-    return questions
-
-
 # -- scoring --------------------------------------------------------------------------------
 def parse_letter(prediction: object) -> str | None:
     """'B', 'b', 'B.', '(B)', 'B. circle' -> 'B'; anything else -> None (malformed)."""
@@ -280,7 +235,7 @@ class GridScore:
 
 
 def score(questions: Sequence[Question], predictions: Mapping[str, object], *, unreadable: int = 0) -> GridScore:
-    """Score raw predictions (id -> letter text) by method.md's definition."""
+    """Score raw predictions (id -> letter text) as docs/method.md#entitygrid defines it."""
     right: dict[str, bool] = {}
     malformed = unreadable
     for q in questions:
@@ -303,7 +258,6 @@ def score(questions: Sequence[Question], predictions: Mapping[str, object], *, u
         per_task_cell=per_task_cell, n=len(questions), correct=sum(right.values()),
         missing=sum(q.id not in predictions for q in questions), malformed=malformed,
         extra=sum(i not in ids for i in predictions))
-
 
 
 # -- heat map -------------------------------------------------------------------------------

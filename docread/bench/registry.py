@@ -13,11 +13,10 @@ from typing import Callable, Mapping, Sequence
 from docread.bench import choice, general
 from docread.bench.datasets import Sample, read_annotations
 from docread.bench.metrics import evaluate
-from docread.prompt import multiple_choice
+from docread.prompt import SHORT_ANSWER, multiple_choice
 
-# LLaVA-1.5's evaluation prompts (scripts/v1_5/eval/*.sh, llava/eval/model_vqa*.py)
-SHORT_ANSWER = "Answer the question using a single word or phrase."  # short-answer VQA, POPE
-# multiple choice: docread.prompt.MULTIPLE_CHOICE, "...Answer with the option's letter from the given choices directly."
+# LLaVA-1.5's evaluation prompts (scripts/v1_5/eval/*.sh, llava/eval/model_vqa*.py): docread.prompt.SHORT_ANSWER
+# for short-answer VQA and POPE; docread.prompt.MULTIPLE_CHOICE ("...Answer with the option's letter ...").
 
 OPEN, CHOICE, YES_NO = "open", "choice", "yesno"  # how a benchmark's questions are asked and answered
 Scorer = Callable[[Sequence[Sample], Mapping[str, str]], dict]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from docread.bench.datasets import Sample
 from docread.bench.entitygrid import LETTERS, Question, prompt
-from docread.bench.registry import SHORT_ANSWER
+from docread.prompt import SHORT_ANSWER
 from docread.errors import DocreadError
 from docread.records import JsonLinesLog
 

@@ -16,15 +16,22 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from docread.bench.speedsetup import SYNTHETIC, BenchModel, baseline_content_size, baseline_processor, load_model, \
-    questions as make_questions, write_pages
+from docread.bench.speedsetup import (
+    SYNTHETIC,
+    BenchModel,
+    baseline_content_size,
+    baseline_processor,
+    load_model,
+    write_pages,
+)
+from docread.bench.speedsetup import questions as make_questions
 from docread.errors import UsageError
 
 STAGES = ("render", "slice_normalise", "vision", "vision_sra", "vision_sampler", "prefill", "ttft", "followup_ttft")

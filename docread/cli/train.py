@@ -14,12 +14,13 @@ import typer
 
 from docread.cli.options import Adapter, Device, MaxSlices, Model, Quant, stderr_console
 from docread.errors import UsageError
-from docread.trainconfig import LOG_EVERY, LORA_ALPHA, LORA_DROPOUT, LORA_R, REST_LR, SAVE_EVERY, WARMUP
+from docread.train.config import LOG_EVERY, LORA_ALPHA, LORA_DROPOUT, LORA_R, REST_LR, SAVE_EVERY, WARMUP
 
 app = typer.Typer()
 
 # -- options of `train` ---------------------------------------------------------------------------
-Data = Annotated[Path, typer.Option("--data", help="LLaVA conversations (.json / .jsonl) or an EntityGrid questions.jsonl.")]
+Data = Annotated[Path, typer.Option(
+    "--data", help="LLaVA conversations (.json / .jsonl) or an EntityGrid questions.jsonl.")]
 Output = Annotated[Path, typer.Option("--output", "-o", help="Folder for the adapter, checkpoints and log.jsonl.")]
 Stage = Annotated[Optional[int], typer.Option(
     "--stage", help="1: sampler + projector (lr 1e-3). 2: SRA + sampler + separators + LoRA (lr 2e-4 / 2e-5).")]
@@ -43,11 +44,13 @@ GlobalView = Annotated[bool, typer.Option(
     "--global-view/--no-global-view", help="--no-global-view: tiles alone (the fragmentation ablation).")]
 OpenEnded = Annotated[float, typer.Option(
     "--open-ended", min=0.0, max=1.0, help="EntityGrid: share of recognition items asked for the name, not a letter.")]
-Tasks = Annotated[Optional[str], typer.Option("--tasks", help="EntityGrid: tasks to train on, e.g. recognition,counting.")]
+Tasks = Annotated[Optional[str], typer.Option(
+    "--tasks", help="EntityGrid: tasks to train on, e.g. recognition,counting.")]
 Eval = Annotated[Optional[Path], typer.Option(
     "--eval", help="Held-out examples: loss, and the accuracy of multiple-choice items.")]
 EvalEvery = Annotated[int, typer.Option("--eval-every", min=0, help="Steps between evaluations (0: at the end).")]
-SaveEvery = Annotated[int, typer.Option("--save-every", min=0, help="Steps between checkpoints (one at the end always).")]
+SaveEvery = Annotated[int, typer.Option(
+    "--save-every", min=0, help="Steps between checkpoints (one at the end always).")]
 LogEvery = Annotated[int, typer.Option("--log-every", min=1, help="Steps between log.jsonl lines.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")]
 TrainSeed = Annotated[int, typer.Option("--seed", help="New modules' and LoRA's initialisation, data order, dropout.")]
@@ -72,13 +75,13 @@ def train(
 ):
     """Train HiRes-LLaVA's parts on conversations about images; writes an adapter for --adapter."""
     from docread.presets import DEFAULT_MODEL
-    from docread.trainconfig import TrainConfig
+    from docread.train.config import TrainConfig
 
     if stage is None and not full:
         raise UsageError("--stage: choose 1 (sampler + projector) or 2 (SRA + sampler + separators + LoRA)")
     if quant not in ("auto", "none", "8bit", "4bit"):
         raise UsageError(f"--quant {quant!r}: choose auto, none, 8bit or 4bit")
-    from docread.bench.entitygrid import TASKS
+    from docread.formats.entitygrid import TASKS
 
     chosen = tuple(t.strip() for t in tasks.split(",")) if tasks else None
     if chosen and set(chosen) - set(TASKS):
@@ -99,7 +102,7 @@ def _render(config) -> None:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from docread.train import Evaluated, Saved, Step, train
+    from docread.train.loop import Evaluated, Saved, Step, train
 
     err = stderr_console()
     progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),

@@ -2,7 +2,7 @@
 
 The tiles of one image are merged back into one feature map, a local branch (depthwise
 3x3 conv) and a global branch (pool -> multi-head self-attention -> upsample) see across
-the tile borders, and the sum is cut back into tiles (method.md, "SliceRestore Adapter").
+the tile borders, and the sum is cut back into tiles (docs/method.md#slicerestore-adapter).
 It runs as a parallel branch of a CLIP layer's self-attention; its zero-initialised output
 projection makes an untrained adapter an exact identity.
 """

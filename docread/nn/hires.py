@@ -1,5 +1,5 @@
 """HiRes-LLaVA assembly: CLIP with SliceRestore Adapters, the Self-Mining Sampler, the base
-projector and the three separators, laid out as method.md says, then scattered into the prompt.
+projector and the three separators, laid out as docs/method.md#layout says, then scattered into the prompt.
 
 `HiResModules` holds only what docread adds (the trainable parts saved in an adapter
 file); `HiResLlava` wires them around a loaded llava-hf model without owning it, so a

@@ -3,7 +3,7 @@
 Queries are the tile's own average-pooled tokens (so each query sits where its k x k patch
 block sits); they cross-attend over all of the tile's tokens. A residual from the queries
 and a zero-initialised output make an untrained sampler plain average pooling, and k=1 an
-identity (method.md, "Self-Mining Sampler").
+identity (docs/method.md#self-mining-sampler).
 """
 
 from __future__ import annotations

@@ -1,38 +1,33 @@
-"""`docread train`: the two-stage HiRes-LLaVA recipe (method.md, "Training").
+"""The training loop (docs/method.md#training): start or resume a run, take its steps, evaluate, checkpoint.
 
-Stage 1 trains the Self-Mining Sampler and the projector; stage 2 the SliceRestore
-Adapters, the sampler, the separators and LoRA on the LLM's linear layers; `full` trains
-every weight (tiny models from scratch). On CUDA the LLM stays frozen in 4-bit NF4
-(QLoRA) with bf16 autocast and activation checkpointing; on CPU everything is fp32.
-Several processes (`accelerate launch`) train data-parallel. `train()` is a generator of
-events; the CLI renders them. Nothing here prints.
+`train()` is a generator of events (Step, Evaluated, Saved) on the main process; the CLI renders
+them and nothing here prints. Several processes (`accelerate launch`) train data-parallel.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from torch import nn
 
-from docread import trainstate
+from docread.adapterfile import ADAPTER_FILE as FINAL  # OUT/adapter.safetensors (+ peft's LoRA files)
 from docread.errors import UsageError
-from docread.trainconfig import TrainConfig
-from docread.trainmodel import Run, evaluate, prepare
+from docread.train import checkpoint
+from docread.train.config import TrainConfig
+from docread.train.model import Run, evaluate, prepare
 
-__all__ = ["TrainConfig", "Step", "Evaluated", "Saved", "start", "steps", "train"]
+__all__ = ["Step", "Evaluated", "Saved", "start", "steps", "train"]
 
 MAX_GRAD_NORM = 1.0                  # LLaVA's (the HF Trainer default)
 LOG_FILE = "log.jsonl"               # OUT/log.jsonl: one JSON object per logged step or evaluation
 CONFIG_FILE = "train_config.json"    # OUT/train_config.json: the options a --resume must repeat
 EVAL_FILE = "eval-predictions.jsonl" # OUT/eval-predictions.jsonl: {id, prediction, scores} of the last evaluation
-FINAL = "adapter.safetensors"        # OUT/adapter.safetensors: what `docread ask --adapter OUT` loads
 RUN_NEUTRAL = ("resume", "save_every", "log_every", "eval", "eval_every")  # options a resumed run may change
 
 
@@ -64,23 +59,11 @@ class Saved:
     path: Path                # the checkpoint folder, or the final adapter file
 
 
-def schedule(total: int, warmup: float):
-    """Learning-rate factor of step s (0-based): linear warm-up over ceil(warmup * total) steps,
-    then cosine to zero. Warm-up starts at 1/w, not 0, so no step is wasted."""
-    ramp = math.ceil(warmup * total)
-
-    def factor(s: int) -> float:
-        if s < ramp:
-            return (s + 1) / ramp
-        return 0.5 * (1 + math.cos(math.pi * (s - ramp) / max(1, total - ramp)))
-
-    return factor
-
 
 def _check_output(config: TrainConfig) -> dict | None:
     """A fresh run needs an unused OUT; a resumed one its checkpoint and the same options."""
     out = Path(config.output)
-    folder = trainstate.latest(out)
+    folder = checkpoint.latest(out)
     if not config.resume:
         if folder is not None or (out / FINAL).exists():
             raise UsageError(f"{out} already holds a training run: pass --resume to continue it, or choose another -o")
@@ -93,7 +76,7 @@ def _check_output(config: TrainConfig) -> dict | None:
               if k not in RUN_NEUTRAL and saved.get(k, mine[k]) != mine[k]]
     if differ:
         raise UsageError(f"--resume needs the options the run started with: {', '.join(differ)}")
-    return trainstate.load_state(folder)
+    return checkpoint.load_state(folder)
 
 
 def _batch_for(run: Run, step: int, micro: int):
@@ -107,20 +90,20 @@ def _batch_for(run: Run, step: int, micro: int):
 def _save(run: Run, step: int, loop_state: dict) -> Path:
     """Write a checkpoint of `step` (all processes take part; the main one writes the shared files)."""
     accelerator, out = run.accelerator, Path(run.config.output)
-    folder = out / trainstate.PENDING
+    folder = out / checkpoint.PENDING
     if accelerator.is_main_process:
-        trainstate.pending_dir(out)
+        checkpoint.pending_dir(out)
     accelerator.wait_for_everyone()
-    trainstate.save_rng(folder, run.rank, run.device)
+    checkpoint.save_rng(folder, run.rank, run.device)
     if accelerator.is_main_process:
         run.save_adapter(folder)
-        trainstate.save_optimizer(folder, run.optimizer, run.names)
-        trainstate.save_state(folder, {"step": step, "scheduler": run.scheduler.state_dict(), **loop_state})
+        checkpoint.save_optimizer(folder, run.optimizer, run.names)
+        checkpoint.save_state(folder, {"step": step, "scheduler": run.scheduler.state_dict(), **loop_state})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        trainstate.commit(out)
+        checkpoint.commit(out)
     accelerator.wait_for_everyone()
-    return out / trainstate.CHECKPOINT
+    return out / checkpoint.CHECKPOINT
 
 
 def _evaluate(run: Run, step: int, log) -> Evaluated | None:
@@ -163,14 +146,14 @@ def start(config: TrainConfig) -> Run:
             raise UsageError(f"--resume: the run had {resumed['global_batch']} examples per step and "
                              f"{resumed['total']} steps, this one {run.global_batch} and {run.total}: use as many "
                              "processes with the same --batch-size and --grad-accum")
-        folder = trainstate.latest(out)
-        trainstate.restore_weights(folder, run.parts, run.llava)
-        trainstate.load_optimizer(folder, run.optimizer, run.names)
+        folder = checkpoint.latest(out)
+        checkpoint.restore_weights(folder, run.parts, run.llava)
+        checkpoint.load_optimizer(folder, run.optimizer, run.names)
         run.scheduler.load_state_dict(resumed["scheduler"])
-        trainstate.load_rng(folder, run.rank, run.device)
+        checkpoint.load_rng(folder, run.rank, run.device)
         run.step = resumed["step"]
         if accelerator.is_main_process:
-            trainstate.trim_log(out / LOG_FILE, run.step)
+            checkpoint.trim_log(out / LOG_FILE, run.step)
     return run
 
 
@@ -239,4 +222,4 @@ def _loop(run: Run, log) -> Iterator[Step | Evaluated | Saved]:
             if main:
                 yield Saved(done, folder)
     if main and first_step < run.total:
-        yield Saved(run.total, run.save_adapter(Path(config.output) / FINAL))
+        yield Saved(run.total, run.save_adapter(Path(config.output)))  # writes OUT/FINAL

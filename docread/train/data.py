@@ -1,21 +1,22 @@
 """Training data for `docread train`: conversations in, padded model-ready batches out.
 
-Reads the LLaVA conversation format (`id`, `image`, `conversations` of `from: human|gpt`
-turns, an `<image>` marker; JSON or JSON Lines) and EntityGrid `questions.jsonl` directly.
-A prompt is tokenised exactly as inference tokenises it (`prompt_ids`), an answer as the
-continuation of its prompt text, so the model is trained on the tokens it will be asked
-with; labels are -100 everywhere but on the assistant's tokens and their end-of-turn token.
+Reads LLaVA conversations (JSON or JSON Lines, `<image>` marker) and EntityGrid `questions.jsonl`. Prompts are
+tokenised exactly as inference tokenises them, answers as their continuation, so the model trains on the tokens
+it will be asked with; labels are -100 everywhere but on the answers and their end-of-turn token.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError, UsageError
+from docread.formats.entitygrid import LETTERS, Question, prompt
 from docread.processor import Budget, PromptTemplate, expand_image_token, page_pixels, plan_page, prompt_ids
+from docread.prompt import SHORT_ANSWER
 from docread.records import read_json_or_lines
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ IGNORE = -100                                  # label of tokens the loss skips 
 ROLES = ("human", "gpt")                       # LLaVA turn order: a question, then its answer
 IMAGE_MARKER = "<image>"
 ENTITYGRID_KEYS = {"task", "question", "options", "answer", "cells"}  # a questions.jsonl record
-SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's short-answer instruction
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,11 @@ class Batch:
     """A padded batch; views of all its images stacked, image after image."""
 
     ids: list[str]                             # example ids, in batch order
-    pixels: "torch.Tensor"                     # (V, 3, S, S) float32: per image its global view, then its tiles
+    pixels: torch.Tensor                     # (V, 3, S, S) float32: per image its global view, then its tiles
     grids: list[tuple[int, int]]               # (rows, cols) per image with pixels, in order
-    input_ids: "torch.Tensor"                  # (B, T) long, right-padded, image placeholders expanded
-    attention_mask: "torch.Tensor"             # (B, T) long, 0 on padding
-    labels: "torch.Tensor"                     # (B, T) long, IGNORE where no loss is taken
+    input_ids: torch.Tensor                  # (B, T) long, right-padded, image placeholders expanded
+    attention_mask: torch.Tensor             # (B, T) long, 0 on padding
+    labels: torch.Tensor                     # (B, T) long, IGNORE where no loss is taken
     answer_starts: list[int]                   # per example, position of its first answer token in input_ids
 
     @property
@@ -64,7 +64,7 @@ class Batch:
         """Tokens the loss is taken on (each predicted from the position before it)."""
         return int((self.labels[:, 1:] != IGNORE).sum())
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         return Batch(self.ids, self.pixels.to(device), self.grids, self.input_ids.to(device),
                      self.attention_mask.to(device), self.labels.to(device), self.answer_starts)
 
@@ -106,8 +106,6 @@ def _llava_example(record: dict, index: int, images: Path, path: Path) -> Exampl
 
 
 def _entitygrid_example(record: dict, images: Path, open_ended: float, seed: int) -> Example:
-    from docread.bench.entitygrid import LETTERS, Question, prompt
-
     question = Question.from_json(record)
     if question.task == "recognition" and random.Random(f"{seed}:{question.id}").random() < open_ended:
         name = question.options[LETTERS.index(question.answer)]  # open-ended: the entity's own name
@@ -159,7 +157,8 @@ def continuation(tokenizer, text: str, prompt: list[int], answer: str, *, specia
     return tokenizer(answer, add_special_tokens=False).input_ids
 
 
-def _first_turn(tokenizer, template: PromptTemplate, question: str, image_token_id: int | None) -> tuple[str, list[int]]:
+def _first_turn(tokenizer, template: PromptTemplate, question: str,
+                image_token_id: int | None) -> tuple[str, list[int]]:
     if image_token_id is None:
         text = follow_up(template).replace("{question}", question)
         return text, tokenizer(text).input_ids

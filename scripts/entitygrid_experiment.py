@@ -1,9 +1,9 @@
 """Does `docread train` learn, and what does the SliceRestore Adapter do for cut entities?
 
-Not part of CI. On a CPU, trains a ~0.6M-parameter llava-hf model from scratch (`--full`) on
-generated EntityGrid-QA (S=56: a 112x112 canvas cut into 2x2 tiles), on recognition alone, half
-of it asked open-ended (the entity's name as the answer), then scores the held-out questions two
-ways, both 4-way multiple choice (chance 25%):
+A research driver: not part of CI nor of the package. On a CPU, trains a ~0.6M-parameter llava-hf
+model from scratch (`--full`) on generated EntityGrid-QA (S=56: a 112x112 canvas cut into 2x2 tiles),
+on recognition alone, half of it asked open-ended (the entity's name as the answer), then scores the
+held-out questions two ways, both 4-way multiple choice (chance 25%):
   names    the likeliest of the 4 option names after the open-ended question (`DocReader.choose`)
   letters  the benchmark's own prompt, the likeliest option letter (`docread bench entitygrid run`)
 Variants, all at the same step budget:
@@ -12,8 +12,8 @@ Variants, all at the same step budget:
   tiles-nosra  tiles alone, SRA left at its neutral init (an exact identity)
 Every training is a plain `docread train` command (printed), so each row can be rerun alone.
 
-    python -m docread.bench.experiment --out /tmp/egx --steps 2400 --variants main
-    python -m docread.bench.experiment --out /tmp/egx --steps 2400 --variants tiles-sra,tiles-nosra --seeds 0,1,2
+    python scripts/entitygrid_experiment.py --out /tmp/egx --steps 2400 --variants main
+    python scripts/entitygrid_experiment.py --out /tmp/egx --steps 2400 --variants tiles-sra,tiles-nosra --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -41,11 +41,12 @@ VARIANTS = {
 
 def prepare(out: Path, n_train: int, n_test: int) -> tuple[Path, Path, Path]:
     """Train and test sets (different seeds) and the random checkpoint; kept between invocations."""
-    from docread.bench.entitygrid import generate, prompt, read_questions
-    from docread.processor import PromptTemplate
+    from docread.bench.entitygrid import generate
+    from docread.formats.entitygrid import prompt, read_questions
     from docread.presets import LLAVA_PROMPT
-    from docread.synthetic import build_tiny_llava, build_tokenizer
-    from docread.traindata import SHORT_ANSWER
+    from docread.processor import PromptTemplate
+    from docread.prompt import SHORT_ANSWER
+    from docread.testing import build_tiny_llava, build_tokenizer
 
     train, test, model = out / "train", out / "test", out / "model"
     for folder, n, seed in ((train, n_train, 1), (test, n_test, 2)):
@@ -70,8 +71,8 @@ def command(model: Path, train: Path, test: Path, run: Path, steps: int, seed: i
 
 
 def _center_edge(result, task: str) -> dict:
-    """method.md's accuracy_center / accuracy_edge / discrepancy, a_i being the task's accuracy at cell i."""
-    from docread.bench.entitygrid import CENTER_CELLS, EDGE_CELLS
+    """accuracy_center / accuracy_edge / discrepancy (docs/method.md#entitygrid), a_i: the task's accuracy at cell i."""
+    from docread.formats.entitygrid import CENTER_CELLS, EDGE_CELLS
 
     cells = result.per_task_cell[task]
     center = sum(cells[str(c)] for c in CENTER_CELLS) / len(CENTER_CELLS)
@@ -83,8 +84,8 @@ def _center_edge(result, task: str) -> dict:
 def name_predictions(model: Path, run: Path, test: Path, global_view: bool) -> dict[str, str]:
     """Recognition as 4-way choice among the option names, asked as in training's open-ended items."""
     import docread
-    from docread.bench.entitygrid import LETTERS, read_questions
-    from docread.traindata import SHORT_ANSWER
+    from docread.formats.entitygrid import LETTERS, read_questions
+    from docread.prompt import SHORT_ANSWER
 
     reader = docread.load(str(model), adapter=run, device="cpu", quant="none", global_view=global_view)
     predictions = {}
@@ -96,11 +97,13 @@ def name_predictions(model: Path, run: Path, test: Path, global_view: bool) -> d
 
 
 def scores(model: Path, test: Path, run: Path, global_view: bool) -> dict:
-    from docread.bench.entitygrid import read_questions, score
+    from docread.bench.entitygrid import score
+    from docread.formats.entitygrid import read_questions
 
     questions = read_questions(test)
     recognition = [q for q in questions if q.task == "recognition"]
-    letters = {r["id"]: r["prediction"] for r in map(json.loads, (run / "eval-predictions.jsonl").read_text().splitlines())}
+    lines = (run / "eval-predictions.jsonl").read_text().splitlines()
+    letters = {r["id"]: r["prediction"] for r in map(json.loads, lines)}
     by_letter = score(questions, letters)
     by_name = score(recognition, name_predictions(model, run, test, global_view))
     return {"names": _center_edge(by_name, "recognition"), "letters": _center_edge(by_letter, "recognition"),

@@ -1,31 +1,45 @@
-"""What a training run holds: the model made trainable per stage, its optimizer, data and loss.
+"""What a training run holds: the model made trainable per stage, its optimizer, schedule, data and loss.
 
-`prepare` loads the base through `docread.load` (4-bit on CUDA), attaches LoRA for stage 2,
-marks exactly the stage's parameters trainable (kept in fp32; the frozen rest stays as
-loaded), and wraps everything in one `Trainee` module, so `accelerate` can make it
+`prepare` loads the base through `docread.load` (4-bit on CUDA), attaches LoRA for stage 2, makes exactly the
+stage's parameters trainable (in fp32) and wraps all in one `Trainee` module that `accelerate` can make
 data-parallel. `evaluate` gives the held-out loss and multiple-choice accuracy.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from docread.errors import UsageError
-from docread.traindata import IGNORE, Batch, Collator, Example, choice_tokens, read_examples
+from docread.train.data import IGNORE, Batch, Collator, Example, choice_tokens, read_examples
 
 if TYPE_CHECKING:
-    from docread.train import TrainConfig
+    from docread.train.config import TrainConfig
 
 ADAM_BETAS = (0.9, 0.999)
 EVAL_BATCH = 16                       # held-out examples per forward pass (no gradients kept)
 NamedParams = list[tuple[str, nn.Parameter]]
+
+
+def schedule(total: int, warmup: float):
+    """Learning-rate factor of step s (0-based): linear warm-up over ceil(warmup * total) steps,
+    then cosine to zero. Warm-up starts at 1/w, not 0, so no step is wasted."""
+    ramp = math.ceil(warmup * total)
+
+    def factor(s: int) -> float:
+        if s < ramp:
+            return (s + 1) / ramp
+        return 0.5 * (1 + math.cos(math.pi * (s - ramp) / max(1, total - ramp)))
+
+    return factor
 
 
 class Trainee(nn.Module):
@@ -77,7 +91,7 @@ class Order:
 class Run:
     """A prepared run: model, optimizer, schedule and data, on this process."""
 
-    config: "TrainConfig"
+    config: TrainConfig
     accelerator: object
     reader: object                    # the DocReader the base was loaded as
     trainee: Trainee
@@ -129,10 +143,10 @@ class Run:
         note = {"stage": config.stage, "full": config.full, "base": config.model, "global_view": config.global_view,
                 "step": self.step, "examples": len(self.examples)}
         return save_adapter(path, self.parts, self.llava, lora_config=self.lora_config,
-                            base_parameters=self.base_names, training=note)
+                            base_parameters=self.base_names, training=note, base_model=self.reader.preset.base)
 
 
-def _groups(config: "TrainConfig", llava: nn.Module, parts: nn.Module) -> list[tuple[NamedParams, float]]:
+def _groups(config: TrainConfig, llava: nn.Module, parts: nn.Module) -> list[tuple[NamedParams, float]]:
     """The stage's trainable parameters, by learning rate (the main one first)."""
     hires = [(f"hires.{n}", p) for n, p in parts.named_parameters() if config.sra or not n.startswith("adapters.")]
     lora = [(f"lora.{n}", p) for n, p in llava.named_parameters() if "lora_" in n]
@@ -146,7 +160,7 @@ def _groups(config: "TrainConfig", llava: nn.Module, parts: nn.Module) -> list[t
     return [(lora, config.main_lr), (hires, config.lr_rest)]
 
 
-def _device_and_precision(config: "TrainConfig", accelerator) -> tuple[torch.device, torch.dtype | None]:
+def _device_and_precision(config: TrainConfig, accelerator) -> tuple[torch.device, torch.dtype | None]:
     from docread.weights import resolve_device
 
     if accelerator.num_processes > 1:
@@ -162,11 +176,12 @@ def _device_and_precision(config: "TrainConfig", accelerator) -> tuple[torch.dev
             raise UsageError("--precision fp32 on CUDA: docread trains with bf16 autocast on GPUs (fp32 weights "
                              "for what it trains); use --precision auto")
         if not torch.cuda.is_bf16_supported():
-            raise UsageError("training on this GPU needs bf16 (NVIDIA Ampere or newer); use --device cpu for tiny models")
+            raise UsageError("training on this GPU needs bf16 (NVIDIA Ampere or newer); "
+                             "use --device cpu for tiny models")
     return device, (torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else None)
 
 
-def _lora(config: "TrainConfig", llava: nn.Module) -> dict | None:
+def _lora(config: TrainConfig, llava: nn.Module) -> dict | None:
     """Stage 2's LoRA: the one the start adapter brought, else a new one."""
     import json
 
@@ -180,11 +195,10 @@ def _lora(config: "TrainConfig", llava: nn.Module) -> dict | None:
     return attach_lora(llava, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
 
 
-def prepare(config: "TrainConfig", accelerator) -> Run:
+def prepare(config: TrainConfig, accelerator) -> Run:
     """Load the base, make the stage's parameters trainable, and build optimizer, schedule and data."""
     import docread
     from docread.adapterfile import adapter_contents
-    from docread.train import schedule
 
     examples = read_examples(config.data, config.images, open_ended=config.open_ended, tasks=config.tasks,
                              seed=config.seed)  # before the model: bad data fails in a second
@@ -224,7 +238,7 @@ def prepare(config: "TrainConfig", accelerator) -> Run:
                total=total, global_batch=global_batch, autocast_dtype=autocast_dtype)
 
 
-def _collator(reader, config: "TrainConfig") -> Collator:
+def _collator(reader, config: TrainConfig) -> Collator:
     base, preset, tokenizer = reader.base, reader.preset, reader.base.tokenizer
     eos = reader.eos_token_ids[0]
     return Collator(tokenizer=tokenizer, template=reader.template, image_token_id=base.image_token_id, eos_id=eos,

@@ -1,6 +1,6 @@
 """The options of a training run, as one validated dataclass; importing it loads no torch.
 
-Defaults follow method.md's recipe (LLaVA's): stage 1 lr 1e-3; stage 2 lr 2e-4 for LoRA
+Defaults follow docs/method.md#training (LLaVA's): stage 1 lr 1e-3; stage 2 lr 2e-4 for LoRA
 (r 128, alpha 256) and 2e-5 for the rest; 3% warm-up then cosine.
 """
 
@@ -11,11 +11,11 @@ from pathlib import Path
 
 from docread.errors import UsageError
 
-STAGE_LR = {1: 1e-3, 2: 2e-4}        # stage 1: sampler + projector; stage 2: LoRA (method.md)
+STAGE_LR = {1: 1e-3, 2: 2e-4}        # stage 1: sampler + projector; stage 2: LoRA (docs/method.md#training)
 FULL_LR = 1e-3                       # --full: every weight of a tiny model, from scratch
 REST_LR = 2e-5                       # stage 2: SRA, SMS and separators
 WARMUP = 0.03                        # share of the steps the learning rate ramps up over, then cosine to 0
-LORA_R, LORA_ALPHA = 128, 256        # method.md
+LORA_R, LORA_ALPHA = 128, 256        # docs/method.md#training
 LORA_DROPOUT = 0.05                  # LLaVA's
 SAVE_EVERY = 500                     # steps between checkpoints
 LOG_EVERY = 10                       # steps between log lines

@@ -1,10 +1,8 @@
 """Training checkpoints without pickle: what `docread train --resume` needs to continue bit for bit.
 
-A checkpoint folder holds the adapter (adapter.safetensors, the trained weights), the
-AdamW moments (optimizer.safetensors) with its hyper-parameters (optimizer.json), the
-learning-rate schedule and the step (trainer_state.json), and each process's torch RNG
-states (rng-<rank>.safetensors; an RNG state is a uint8 tensor). It is written to a
-temporary folder and renamed into place, so a run killed mid-save keeps its last one.
+A folder holds the adapter (adapter.safetensors, LoRA in peft's files), the AdamW moments (optimizer.safetensors,
+optimizer.json), the schedule and step (trainer_state.json) and each process's RNG states (rng-<rank>.safetensors),
+written to a temporary folder and renamed into place, so a run killed mid-save keeps its last one.
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ def pending_dir(out: Path) -> Path:
     return folder
 
 
-def save_optimizer(folder: Path, optimizer: "torch.optim.Optimizer", names: list[str]) -> None:
+def save_optimizer(folder: Path, optimizer: torch.optim.Optimizer, names: list[str]) -> None:
     """AdamW state as tensors named `state.<index>.<key>` plus JSON groups; `names[i]` is param i's name."""
     from safetensors.torch import save_file
 
@@ -52,7 +50,7 @@ def save_optimizer(folder: Path, optimizer: "torch.optim.Optimizer", names: list
     (folder / OPTIMIZER_JSON).write_text(json.dumps({"param_groups": groups, "names": names}, indent=1))
 
 
-def save_rng(folder: Path, rank: int, device: "torch.device") -> None:
+def save_rng(folder: Path, rank: int, device: torch.device) -> None:
     """This process's torch RNG states: CPU, and its CUDA device's (dropout draws from them)."""
     import torch
     from safetensors.torch import save_file
@@ -95,10 +93,11 @@ def load_state(folder: Path) -> dict:
     try:
         return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        raise DocreadError("corrupt", f"checkpoint {folder} cannot be read ({e}): start again without --resume") from None
+        raise DocreadError("corrupt",
+                           f"checkpoint {folder} cannot be read ({e}): start again without --resume") from None
 
 
-def load_optimizer(folder: Path, optimizer: "torch.optim.Optimizer", names: list[str]) -> None:
+def load_optimizer(folder: Path, optimizer: torch.optim.Optimizer, names: list[str]) -> None:
     from safetensors.torch import load_file
 
     saved = json.loads((folder / OPTIMIZER_JSON).read_text(encoding="utf-8"))
@@ -114,7 +113,7 @@ def load_optimizer(folder: Path, optimizer: "torch.optim.Optimizer", names: list
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
-def load_rng(folder: Path, rank: int, device: "torch.device") -> None:
+def load_rng(folder: Path, rank: int, device: torch.device) -> None:
     import torch
     from safetensors.torch import load_file
 
@@ -127,14 +126,13 @@ def load_rng(folder: Path, rank: int, device: "torch.device") -> None:
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
-def restore_weights(folder: Path, parts: "torch.nn.Module", llava: "torch.nn.Module") -> None:
+def restore_weights(folder: Path, parts: torch.nn.Module, llava: torch.nn.Module) -> None:
     """Copy a checkpoint's adapter back into the running model: HiRes parts, LoRA and base weights."""
     import torch
-    from safetensors.torch import load_file
 
-    from docread.adapterfile import ADAPTER_FILE
+    from docread.adapterfile import read_adapter
 
-    tensors = load_file(str(folder / ADAPTER_FILE))
+    _, tensors = read_adapter(folder)  # LoRA from peft's file beside adapter.safetensors
     parts.load_state_dict({k[len("hires."):]: v for k, v in tensors.items() if k.startswith("hires.")})
     params = dict(llava.named_parameters())
     with torch.no_grad():
