@@ -39,6 +39,9 @@ POINTS_PER_INCH = 72.0
 PDF_MAGIC = b"%PDF-"
 MAGIC_WINDOW = 1024                # the PDF header may follow some junk (PDF 1.7, 7.5.2)
 SINGLE_FRAME_FORMATS = {"GIF", "WEBP", "PNG"}  # animations: the first frame is the page
+IMAGE_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"GIF8": "GIF",
+               b"BM": "BMP"}       # file signatures: a damaged image is "corrupt", not "unsupported"
+MAX_FRAMES = 10_000                # pages read from one multi-frame image (a TIFF's IFD chain may be endless)
 EXIF_ORIENTATION = 0x0112          # values 5-8 turn the image a quarter: width and height swap
 READ_CHUNK = 4 << 20               # bytes per read: checks of size and time between chunks
 PNG_TEXT_CHUNK_MAX = 256 << 10     # one decompressed PNG text chunk (Pillow allows 1 MiB)
@@ -463,8 +466,7 @@ def _open_image(name: str, data: bytearray, limits: Limits) -> Document:
             try:
                 image = Image.open(io.BytesIO(data))
             except UnidentifiedImageError:
-                raise DocreadError("unsupported", f"{name}: not a PDF or an image format Pillow reads "
-                                   f"({_sniff(data)}); convert it to PDF or PNG") from None
+                raise _unidentified(name, data) from None
         document = Document(name, "image", 0, [], limits)
         document._handle = image
         try:
@@ -481,12 +483,12 @@ def _open_image(name: str, data: bytearray, limits: Limits) -> Document:
 
 
 def _frame_pages(document: Document, image) -> list[Page]:
-    """One page per frame (TIFF pages; the first frame of an animation). Frames after the first that
-    cannot be read end the list, with a warning; a damaged first frame fails the file."""
-    with _boundary(document.name, "read the image header"):
-        frames = 1 if image.format in SINGLE_FRAME_FORMATS else getattr(image, "n_frames", 1)
+    """One page per frame (TIFF pages; the first frame of an animation), found by seeking frame
+    after frame rather than by `n_frames`, which fails outright on one damaged frame. A frame after
+    the first that cannot be read ends the list, with a warning; a damaged first frame fails the file."""
+    last = 1 if image.format in SINGLE_FRAME_FORMATS else MAX_FRAMES
     pages: list[Page] = []
-    for number in range(1, frames + 1):
+    for number in range(1, last + 1):
         try:
             with _boundary(f"{document.name} page {number}", "read its header"):
                 try:
@@ -494,13 +496,15 @@ def _frame_pages(document: Document, image) -> list[Page]:
                 except EOFError:
                     if number == 1:
                         raise
-                    break  # n_frames overstated by a damaged file
+                    return pages  # past the last frame
                 pages.append(_frame_page(image, number, document.limits))
         except DocreadError as e:
             if number == 1:
                 raise
             document.warnings.append(f"{e.message}; the pages from {number} on are left out")
-            break
+            return pages
+    if last > 1:
+        document.warnings.append(f"{document.name}: only the first {MAX_FRAMES:,} pages are read")
     return pages
 
 
@@ -548,6 +552,19 @@ def to_rgb(image: "Image.Image") -> "Image.Image":
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def _unidentified(name: str, data: bytes) -> DocreadError:
+    """Pillow found no format: a damaged image when its signature says it is one, else not ours."""
+    head = bytes(data[:16])
+    kind = next((fmt for magic, fmt in IMAGE_MAGIC.items() if head.startswith(magic)), None)
+    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        kind = "WebP"
+    if kind is not None:
+        return DocreadError("corrupt", f"{name}: starts like a {kind} file but Pillow cannot read it; the file is "
+                            "damaged, re-export or re-download it")
+    return DocreadError("unsupported", f"{name}: not a PDF or an image format Pillow reads ({_sniff(data)}); "
+                        "convert it to PDF or PNG")
 
 
 def _sniff(data: bytes) -> str:
