@@ -105,8 +105,13 @@ def build_seeds() -> dict[str, bytes]:
 
 
 # -- mutations ---------------------------------------------------------------------------------
+def _cut(rng: random.Random, data: bytes) -> int:
+    """A point inside data, keeping at least one byte (a mutated file may already be tiny)."""
+    return rng.randrange(1, max(2, len(data)))
+
+
 def truncate(rng: random.Random, data: bytes, others: list[bytes]) -> bytes:
-    return data[: rng.randrange(1, len(data))]
+    return data[: _cut(rng, data)]
 
 
 def flip_bits(rng: random.Random, data: bytes, others: list[bytes]) -> bytes:
@@ -125,7 +130,7 @@ def set_bytes(rng: random.Random, data: bytes, others: list[bytes]) -> bytes:
 
 def splice(rng: random.Random, data: bytes, others: list[bytes]) -> bytes:
     other = rng.choice(others)
-    return data[: rng.randrange(1, len(data))] + other[rng.randrange(len(other)):]
+    return data[: _cut(rng, data)] + other[rng.randrange(len(other)):]
 
 
 MUTATORS = (truncate, flip_bits, set_bytes, splice)
