@@ -198,7 +198,12 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
 # -- documents ---------------------------------------------------------------------------------
 @dataclass
 class Document:
-    """An open input file; use as a context manager. `pages` are the selected pages."""
+    """An open input file; use as a context manager. `pages` are the selected pages.
+
+    Callers show `warnings` (a damaged file MuPDF repaired, pages that cannot be loaded) and record
+    `repaired`; `sha256` identifies the content, stdin included, without reading the path again.
+    A page that failed to load still opens the file: `render` raises that page's error.
+    """
 
     name: str
     kind: str                          # "pdf" or "image"
