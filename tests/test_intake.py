@@ -497,3 +497,25 @@ def test_closed_stdin_and_stdin_hash(monkeypatch):
     code = "from docread.intake import open_document\nprint(open_document('-').sha256)"
     run = subprocess.run([sys.executable, "-c", code], input=image.getvalue(), capture_output=True, timeout=60)
     assert run.stdout.decode().strip() == hashlib.sha256(image.getvalue()).hexdigest(), run.stderr
+
+
+def test_pillow_limits_hold_while_intake_reads(tmp_path, monkeypatch):
+    import zlib
+
+    from PIL import ImageFile, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("note", "x" * (1 << 20), zip=True)  # a 1 MiB zTXt chunk: ~1 KB on disk
+    text = save(Image.new("RGB", (4, 4)), tmp_path / "text.png", pnginfo=info)
+    assert text.stat().st_size < 10_000 and len(zlib.compress(b"x" * (1 << 20))) < 10_000
+    e = error_of(text)
+    assert e.code == "corrupt" and "MAX_TEXT_CHUNK" in e.message
+    assert PngImagePlugin.MAX_TEXT_CHUNK == 1 << 20  # Pillow's own setting is back afterwards
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # someone else's choice: not intake's
+    good = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(good, "PNG", compress_level=0)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
+    assert error_of(cut).code in ("truncated", "corrupt")
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True
