@@ -2,20 +2,27 @@
 
 PDFs go through PyMuPDF, everything else Pillow reads through Pillow. A `Document` lists
 its selected pages with their nominal size (PDF pages at `dpi`, images at their pixel size),
-and renders a page once, at exactly the size its slicing plan asks for. Every problem a
-file can have becomes a `DocreadError` with a stable code and a line saying what to do.
+and renders a page once, at exactly the size its slicing plan asks for. Every problem a file
+can have becomes a `DocreadError` with a stable code and a line saying what to do: each call
+into PyMuPDF or Pillow on user data goes through `_boundary`, and reading is bounded in bytes
+and in time (the time intake itself spends on the file, never the model's).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
-import struct
+import os
+import re
+import select
+import stat
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from docread.errors import DocreadError, UsageError
 
@@ -25,12 +32,20 @@ if TYPE_CHECKING:
 DEFAULT_DPI = 200.0
 DEFAULT_MAX_PIXELS = 178_956_970   # Pillow's own bomb threshold (2 x 89.5 MP), per page
 DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MAX_BYTES = 2 << 30        # 2 GiB: far above any real scan, far below what a pipe of /dev/zero fills
 MAX_ASPECT = 50.0                  # 16 tiles in one column still leave a 1:50 page ~107 px wide
+MAX_EMBEDDED_PIXELS = DEFAULT_MAX_PIXELS * 4  # one image inside a PDF page: MuPDF decodes it whole to render
 POINTS_PER_INCH = 72.0
 PDF_MAGIC = b"%PDF-"
 MAGIC_WINDOW = 1024                # the PDF header may follow some junk (PDF 1.7, 7.5.2)
 SINGLE_FRAME_FORMATS = {"GIF", "WEBP", "PNG"}  # animations: the first frame is the page
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError)  # Pillow on damaged data
+IMAGE_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"GIF8": "GIF",
+               b"BM": "BMP"}       # file signatures: a damaged image is "corrupt", not "unsupported"
+MAX_FRAMES = 10_000                # pages read from one multi-frame image (a TIFF's IFD chain may be endless)
+EXIF_ORIENTATION = 0x0112          # values 5-8 turn the image a quarter: width and height swap
+READ_CHUNK = 4 << 20               # bytes per read: checks of size and time between chunks
+PNG_TEXT_CHUNK_MAX = 256 << 10     # one decompressed PNG text chunk (Pillow allows 1 MiB)
+PNG_TEXT_TOTAL_MAX = 4 << 20       # all of a PNG's text chunks together (Pillow allows 64 MiB)
 
 
 @dataclass(frozen=True)
@@ -38,7 +53,8 @@ class Limits:
     """What one input file may cost."""
 
     max_pixels: int = DEFAULT_MAX_PIXELS  # per page, at its nominal size (PDFs: at --dpi)
-    timeout_s: float = DEFAULT_TIMEOUT_S  # to open and render all its selected pages
+    timeout_s: float = DEFAULT_TIMEOUT_S  # intake's own time on the file: reading, opening, rendering its pages
+    max_bytes: int = DEFAULT_MAX_BYTES    # the file's size, read from disk, a pipe or stdin
 
 
 @dataclass(frozen=True)
@@ -49,27 +65,108 @@ class Page:
     dpi: float | None    # the nominal dpi for PDF pages; None for images
 
 
+# -- the library boundary ----------------------------------------------------------------------
+@contextmanager
+def _boundary(where: str, what: str) -> Iterator[None]:
+    """The one place a PyMuPDF or Pillow failure on user data becomes that input's DocreadError.
+
+    Damaged files raise anything (MuPDF's own error classes, Pillow's KeyError or TypeError on a
+    TIFF with missing tags, MemoryError on a buffer too large to allocate), so any Exception counts;
+    KeyboardInterrupt and SystemExit are BaseExceptions and pass, as does a DocreadError raised inside.
+    """
+    try:
+        yield
+    except DocreadError:
+        raise
+    except Exception as e:  # noqa: BLE001  the library boundary (style habit 10)
+        raise _library_error(where, what, e) from None
+
+
+def _library_error(where: str, what: str, error: Exception) -> DocreadError:
+    if isinstance(error, MemoryError) or type(error).__name__ == "DecompressionBombError":
+        return DocreadError("too_large", f"{where}: too large to {what} ({_short(error)}); downscale or split it")
+    code = "truncated" if isinstance(error, EOFError) or "truncated" in str(error).lower() else "corrupt"
+    return DocreadError(code, f"{where}: cannot {what}, the data is damaged ({_short(error)}); "
+                        "re-export or re-download it")
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:160] if text and text[0] else type(error).__name__
+
+
+class _Clock:
+    """The time intake spends on one file, counted only inside intake calls: the model's work
+    between two renders never uses up a file's --timeout."""
+
+    def __init__(self, limit_s: float, name: str):
+        self.limit_s, self.name, self.spent, self._since = limit_s, name, 0.0, None
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        self.check()
+        self._since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.spent += time.monotonic() - self._since
+            self._since = None
+
+    def left(self) -> float:
+        current = 0.0 if self._since is None else time.monotonic() - self._since
+        return self.limit_s - self.spent - current
+
+    def check(self) -> None:
+        if self.left() < 0:
+            raise DocreadError("timeout", f"{self.name}: took longer than {self.limit_s:g} s to read; "
+                               "raise --timeout, or split the file")
+
+
 # -- page selection ----------------------------------------------------------------------------
-def parse_pages(spec: str | None, count: int) -> list[int]:
-    """1-based page numbers for `--pages` like "1,3-5,-1" ("-1" = last, "4-" = 4 to the end)."""
+_PART = re.compile(r"(?P<back>-\d+)|(?P<first>\d+)(?:(?P<dash>-)(?P<last>\d*))?")
+
+
+def _page_ranges(spec: str) -> list[tuple[str, int, int | None]]:
+    """`--pages` as (part, first, last) ranges; first < 0 counts from the end, last None = to the end."""
+    ranges = []
+    for part in (p.strip() for p in spec.split(",")):
+        match = _PART.fullmatch(part)
+        if match is None:
+            raise UsageError(f"--pages {spec!r}: {part!r} is not a page; use numbers and ranges like 1,3-5,-1")
+        if match["back"]:
+            ranges.append((part, int(part), int(part)))
+            continue
+        first = int(match["first"])
+        last = first if not match["dash"] else int(match["last"]) if match["last"] else None
+        if last is not None and last < first:
+            raise UsageError(f"--pages {spec!r}: the range {part!r} is reversed; write it as {last}-{first}")
+        ranges.append((part, first, last))
+    return ranges
+
+
+def validate_pages_spec(spec: str | None) -> None:
+    """Check `--pages` syntax before any file or model is opened (UsageError, exit 2)."""
+    if spec is not None and spec.strip() not in ("", "all"):
+        _page_ranges(spec)
+
+
+def parse_pages(spec: str | None, count: int, *, name: str | None = None) -> list[int]:
+    """1-based page numbers for `--pages` like "1,3-5,-1" ("-1" = last, "4-" = 4 to the end).
+
+    Bad syntax is a UsageError; pages the file lacks are its `bad_pages` error (checked before any
+    range is expanded, so "1-99999999999" costs nothing)."""
     if spec is None or spec.strip() in ("", "all"):
         return list(range(1, count + 1))
-    chosen: list[int] = []
-    for part in (p.strip() for p in spec.split(",")):
-        try:
-            if part.startswith("-"):
-                numbers = [count + 1 + int(part)] if int(part) < 0 else []
-            elif "-" in part:
-                first, last = part.split("-", 1)
-                numbers = list(range(int(first), (int(last) if last else count) + 1))
-            else:
-                numbers = [int(part)]
-        except ValueError:
-            raise UsageError(f"--pages {spec!r}: use page numbers and ranges like 1,3-5,-1") from None
-        if not numbers or any(not 1 <= n <= count for n in numbers):
-            raise DocreadError("bad_pages", f"--pages {spec!r}: {part!r} is outside pages 1-{count}")
-        chosen += [n for n in numbers if n not in chosen]
-    return chosen
+    chosen: dict[int, None] = {}  # ordered, without repeats
+    for part, first, last in _page_ranges(spec):
+        if first < 0:
+            first = last = count + 1 + first
+        last = count if last is None else last
+        if not 1 <= first <= last <= count:
+            raise DocreadError("bad_pages", f"--pages {part}: {name or 'the file'} has {count} "
+                               f"page{'s' if count != 1 else ''} (1-{count})")
+        chosen.update(dict.fromkeys(range(first, last + 1)))
+    return list(chosen)
 
 
 # -- finding files -----------------------------------------------------------------------------
@@ -101,15 +198,24 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
 # -- documents ---------------------------------------------------------------------------------
 @dataclass
 class Document:
-    """An open input file; use as a context manager. `pages` are the selected pages."""
+    """An open input file; use as a context manager. `pages` are the selected pages.
+
+    Callers show `warnings` (a damaged file MuPDF repaired, pages that cannot be loaded) and record
+    `repaired`; `sha256` identifies the content, stdin included, without reading the path again.
+    A page that failed to load still opens the file: `render` raises that page's error.
+    """
 
     name: str
     kind: str                          # "pdf" or "image"
     page_count: int
     pages: list[Page]
     limits: Limits
+    sha256: str = ""                   # hex sha256 of the bytes read (stdin included): the file's identity
+    repaired: bool = False             # MuPDF had to repair a damaged PDF: pages may be blank or missing
+    warnings: list[str] = field(default_factory=list)  # one line each, for callers to show; empty when clean
     _handle: object = field(repr=False, default=None)  # pymupdf.Document or PIL.Image.Image
-    _deadline: float = field(repr=False, default=0.0)
+    _clock: _Clock = field(repr=False, default_factory=lambda: _Clock(DEFAULT_TIMEOUT_S, ""))
+    _page_errors: dict[int, DocreadError] = field(repr=False, default_factory=dict)  # pages that failed to load
 
     def __enter__(self) -> "Document":
         return self
@@ -123,62 +229,109 @@ class Document:
         self._handle = None
 
     def check_time(self) -> None:
-        if time.monotonic() > self._deadline:
-            raise DocreadError("timeout", f"{self.name}: took longer than {self.limits.timeout_s:g} s to read; "
-                               "raise --timeout, or split the file")
+        self._clock.check()
 
     def render(self, page: Page, width: int, height: int) -> "Image.Image":
         """The page as an RGB image of exactly width x height (its aspect is the caller's plan)."""
-        self.check_time()
-        image = _render_pdf(self._handle, page, width, height) if self.kind == "pdf" else \
-            _render_frame(self._handle, page, width, height, self.name)
+        with self._clock.running():
+            image = _render_pdf(self, page, width, height) if self.kind == "pdf" else \
+                _render_frame(self._handle, page, width, height, self.name)
         self.check_time()
         return image
+
+    def _note_repair(self) -> bool:
+        """Whether MuPDF repaired the file (it may do so late, on loading a page); warns once."""
+        if not self.repaired and self.kind == "pdf":
+            with _boundary(self.name, "check the PDF"):
+                self.repaired = bool(self._handle.is_repaired)
+            if self.repaired:
+                self.warnings.append(f"{self.name}: the file was damaged and repaired by MuPDF; "
+                                     "some pages may be missing or blank")
+        return self.repaired
 
 
 def open_document(path: str, *, pages: str | None = None, password: str | None = None,
                   dpi: float = DEFAULT_DPI, limits: Limits | None = None) -> Document:
     """Open a PDF or image file (`-` = stdin) and select its pages."""
     limits = limits or Limits()
-    deadline = time.monotonic() + limits.timeout_s
-    name, data = _read(path)
-    head = data[:MAGIC_WINDOW]
-    if PDF_MAGIC in head:
-        document = _open_pdf(name, data, password, dpi, limits)
-    else:
-        document = _open_image(name, data, limits)
-    document._deadline = deadline
-    try:
-        selected = parse_pages(pages, document.page_count)
-        document.pages = [_check_page(name, document.pages[n - 1], limits) for n in selected]
-        document.check_time()
-    except DocreadError:
-        document.close()
-        raise
+    validate_pages_spec(pages)
+    clock = _Clock(limits.timeout_s, path)
+    with clock.running():
+        data = _read(path, limits, clock)
+        document = _open_pdf(path, data, password, dpi, limits) if PDF_MAGIC in data[:MAGIC_WINDOW] \
+            else _open_image(path, data, limits)
+        document.sha256, document._clock = hashlib.sha256(data).hexdigest(), clock
+        try:
+            selected = parse_pages(pages, document.page_count, name=path)
+            document.pages = [_check_page(path, document.pages[n - 1], limits) for n in selected]
+            document._note_repair()
+            clock.check()
+        except DocreadError:
+            document.close()
+            raise
     return document
 
 
-def _read(path: str) -> tuple[str, bytes]:
-    if path == "-":
-        data = sys.stdin.buffer.read()
-        name = "-"
-    else:
-        p = Path(path)
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise DocreadError("not_found", f"{path}: no such file; check the path") from None
-        except IsADirectoryError:
-            raise DocreadError("unreadable", f"{path} is a folder: name a file, or use `docread batch` for "
-                               "folders") from None
-        except PermissionError:
-            raise DocreadError("unreadable", f"{path}: permission denied; check the file's permissions") from None
-        except OSError as e:
-            raise DocreadError("unreadable", f"{path}: cannot be read ({e.strerror or e})") from None
-        name = path
+# -- reading bytes -----------------------------------------------------------------------------
+def _read(path: str, limits: Limits, clock: _Clock) -> bytearray:
+    """The whole input, bounded: at most `limits.max_bytes`, and within the clock even from a pipe,
+    a FIFO or a device that never ends or never writes."""
+    fd = _stdin_fd() if path == "-" else _open_fd(path)
+    try:
+        data = _read_fd(path, fd, limits, clock)
+    finally:
+        if path != "-":
+            os.close(fd)
     if not data:
-        raise DocreadError("empty", f"{name}: the file is empty (0 bytes); re-export or re-download it")
-    return name, data
+        raise DocreadError("empty", f"{path}: the file is empty (0 bytes); re-export or re-download it")
+    return data
+
+
+def _stdin_fd() -> int:
+    try:
+        fd = sys.stdin.fileno()  # sys.stdin is None when started with stdin closed (`<&-`)
+        os.fstat(fd)
+    except (AttributeError, ValueError, OSError):
+        raise DocreadError("unreadable", "stdin is closed: pipe a file in or name a path") from None
+    return fd
+
+
+def _open_fd(path: str) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO without a writer must not block open()
+        is_folder = stat.S_ISDIR(os.fstat(fd).st_mode)
+    except FileNotFoundError:
+        raise DocreadError("not_found", f"{path}: no such file; check the path") from None
+    except PermissionError:
+        raise DocreadError("unreadable", f"{path}: permission denied; check the file's permissions") from None
+    except OSError as e:
+        raise DocreadError("unreadable", f"{path}: cannot be read ({e.strerror or e})") from None
+    if is_folder:
+        os.close(fd)
+        raise DocreadError("unreadable", f"{path} is a folder: name a file, or use `docread batch` for folders")
+    return fd
+
+
+def _read_fd(name: str, fd: int, limits: Limits, clock: _Clock) -> bytearray:
+    waits = not stat.S_ISREG(os.fstat(fd).st_mode)  # pipes, FIFOs, ttys, devices may never answer
+    data = bytearray()
+    while True:
+        clock.check()
+        if waits and not select.select([fd], [], [], max(0.0, clock.left()))[0]:
+            clock.check()
+            continue  # woken early: wait the rest
+        try:
+            chunk = os.read(fd, READ_CHUNK)
+        except BlockingIOError:
+            continue
+        except OSError as e:
+            raise DocreadError("unreadable", f"{name}: cannot be read ({e.strerror or e})") from None
+        if not chunk:
+            return data
+        data += chunk
+        if len(data) > limits.max_bytes:
+            raise DocreadError("too_large", f"{name}: over {limits.max_bytes:,} bytes, docread's limit for one "
+                               "input; split or compress it")
 
 
 def _check_page(name: str, page: Page, limits: Limits) -> Page:
@@ -186,8 +339,9 @@ def _check_page(name: str, page: Page, limits: Limits) -> Page:
     if page.width < 1 or page.height < 1:
         raise DocreadError("corrupt", f"{where} has no area ({page.width}x{page.height} px); the file is damaged")
     if page.width * page.height > limits.max_pixels:
+        advice = "lower --dpi" if page.dpi else "downscale it"
         raise DocreadError("too_large", f"{where} is {page.width}x{page.height} px, over the {limits.max_pixels:,} "
-                           "pixel cap: lower --dpi, or raise --max-pixels if you trust the file")
+                           f"pixel cap: {advice}, or raise --max-pixels if you trust the file")
     aspect = max(page.width / page.height, page.height / page.width)
     if aspect > MAX_ASPECT:
         raise DocreadError("extreme_aspect", f"{where} is {page.width}x{page.height} px (aspect 1:{aspect:.0f}); "
@@ -196,54 +350,72 @@ def _check_page(name: str, page: Page, limits: Limits) -> Page:
 
 
 # -- PDFs --------------------------------------------------------------------------------------
-def _open_pdf(name: str, data: bytes, password: str | None, dpi: float, limits: Limits) -> Document:
+def _open_pdf(name: str, data: bytearray, password: str | None, dpi: float, limits: Limits) -> Document:
     import pymupdf
 
     pymupdf.TOOLS.mupdf_display_errors(False)  # damaged files: our one line, not MuPDF's warnings
-    try:
+    with _boundary(name, "open the PDF"):
         doc = pymupdf.open(stream=data, filetype="pdf")
-    except (pymupdf.FileDataError, RuntimeError, ValueError) as e:
-        raise DocreadError("corrupt", f"{name}: damaged PDF ({_short(e)}); re-export or re-download it") from None
-    if doc.needs_pass:
-        if password is None:
-            doc.close()
-            raise DocreadError("encrypted", f"{name} is password-protected: pass --password (or set DOCREAD_PASSWORD)")
-        if not doc.authenticate(password):
-            doc.close()
-            raise DocreadError("wrong_password", f"{name}: the password given does not open it; check --password")
-    if doc.page_count == 0:
-        doc.close()
-        raise DocreadError("no_pages", f"{name}: the PDF has no pages")
-    pages = []
-    for index in range(doc.page_count):
-        try:
-            rect = doc[index].rect
-        except (RuntimeError, ValueError) as e:
-            doc.close()
-            raise DocreadError("corrupt", f"{name} page {index + 1} is damaged ({_short(e)})") from None
-        scale = dpi / POINTS_PER_INCH
-        pages.append(Page(index + 1, max(0, round(rect.width * scale)), max(0, round(rect.height * scale)), dpi))
-    document = Document(name, "pdf", doc.page_count, pages, limits)
+    document = Document(name, "pdf", 0, [], limits)
     document._handle = doc
+    try:
+        with _boundary(name, "open the PDF"):
+            _unlock(doc, name, password)
+            document.page_count = doc.page_count
+        if document.page_count == 0:
+            raise DocreadError("no_pages", f"{name}: the PDF has no pages")
+        document.pages = _pdf_pages(document, dpi)
+    except DocreadError:
+        document.close()
+        raise
     return document
 
 
-def _render_pdf(doc, page: Page, width: int, height: int) -> "Image.Image":
-    import pymupdf
+def _unlock(doc, name: str, password: str | None) -> None:
+    if not doc.needs_pass:
+        return
+    if password is None:
+        raise DocreadError("encrypted", f"{name} is password-protected: pass --password (or set DOCREAD_PASSWORD)")
+    if not doc.authenticate(password):
+        raise DocreadError("wrong_password", f"{name}: the password given does not open it; check --password")
+
+
+def _pdf_pages(document: Document, dpi: float) -> list[Page]:
+    """Each page's nominal size. A page that cannot be loaded keeps its error for `render` (the
+    others still work) and borrows a readable page's size; when none loads, the file fails."""
+    scale = dpi / POINTS_PER_INCH
+    sizes: dict[int, tuple[int, int]] = {}
+    for number in range(1, document.page_count + 1):
+        try:
+            with _boundary(f"{document.name} page {number}", "load the page"):
+                rect = document._handle[number - 1].rect
+            sizes[number] = (max(0, round(rect.width * scale)), max(0, round(rect.height * scale)))
+        except DocreadError as e:
+            document._page_errors[number] = e
+            document.warnings.append(e.message)
+    if not sizes:
+        raise next(iter(document._page_errors.values()))
+    fallback = next(iter(sizes.values()))
+    return [Page(n, *sizes.get(n, fallback), dpi) for n in range(1, document.page_count + 1)]
+
+
+def _render_pdf(document: Document, page: Page, width: int, height: int) -> "Image.Image":
     from PIL import Image
 
+    where = f"{document.name} page {page.number}"
     try:
-        pdf_page = doc[page.number - 1]
-        for image in pdf_page.get_images(full=True):  # (xref, smask, width, height, ...)
-            if image[2] * image[3] > DEFAULT_MAX_PIXELS * 4:
-                raise DocreadError("too_large", f"page {page.number} embeds a {image[2]}x{image[3]} px image, "
-                                   "too large to decode safely")
-        rect = pdf_page.rect
-        matrix = pymupdf.Matrix(width / rect.width, height / rect.height)
-        pixmap = pdf_page.get_pixmap(matrix=matrix, colorspace=pymupdf.csRGB, alpha=False)
-    except (RuntimeError, ValueError) as e:
-        raise DocreadError("corrupt", f"page {page.number} cannot be rendered ({_short(e)})") from None
-    image = Image.frombytes("RGB", (pixmap.width, pixmap.height), pixmap.samples)
+        if page.number in document._page_errors:
+            raise document._page_errors[page.number]
+        with _boundary(where, "render it"):
+            pixmap = _pdf_pixmap(document._handle, page, width, height, where)
+            blank = pixmap.is_unicolor
+            image = Image.frombytes("RGB", (pixmap.width, pixmap.height), pixmap.samples)
+    except DocreadError as e:
+        if e.code in ("corrupt", "truncated") and document._note_repair():
+            raise _damaged_page(where, "unreadable", e) from None
+        raise
+    if blank and document._note_repair():
+        raise _damaged_page(where, "blank")
     if image.size != (width, height):  # MuPDF rounds the pixmap to whole pixels: at most one off
         exact = Image.new("RGB", (width, height), (255, 255, 255))
         exact.paste(image, (0, 0))
@@ -251,71 +423,116 @@ def _render_pdf(doc, page: Page, width: int, height: int) -> "Image.Image":
     return image
 
 
+def _pdf_pixmap(doc, page: Page, width: int, height: int, where: str):
+    import pymupdf
+
+    pdf_page = doc[page.number - 1]
+    for image in pdf_page.get_images(full=True):  # (xref, smask, width, height, ...)
+        if image[2] * image[3] > MAX_EMBEDDED_PIXELS:
+            raise DocreadError("too_large", f"{where} embeds a {image[2]}x{image[3]} px image, "
+                               "too large to decode safely")
+    rect = pdf_page.rect
+    matrix = pymupdf.Matrix(width / rect.width, height / rect.height)
+    return pdf_page.get_pixmap(matrix=matrix, colorspace=pymupdf.csRGB, alpha=False)
+
+
+def _damaged_page(where: str, how: str, cause: DocreadError | None = None) -> DocreadError:
+    detail = f" ({cause.message})" if cause else ""
+    return DocreadError("damaged_page", f"{where}: the file was damaged and repaired by MuPDF, and this page came "
+                        f"out {how}{detail}; re-export or re-download the file")
+
+
 # -- images ------------------------------------------------------------------------------------
-def _open_image(name: str, data: bytes, limits: Limits) -> Document:
-    image = _pil_open(name, data)
-    if image is None:
-        raise DocreadError("unsupported", f"{name}: not a PDF or an image format Pillow reads ({_sniff(data)}); "
-                           "convert it to PDF or PNG")
-    frames = 1 if image.format in SINGLE_FRAME_FORMATS else getattr(image, "n_frames", 1)
-    pages = []
-    try:
-        for index in range(frames):
+@contextmanager
+def _pillow_settings() -> Iterator[None]:
+    """Pillow's global limits while intake reads: our own pixel cap instead of Pillow's (checked per
+    page from the header, before decoding), damaged data never silently padded, PNG text bounded."""
+    from PIL import Image, ImageFile, PngImagePlugin
+
+    saved = (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES, PngImagePlugin.MAX_TEXT_CHUNK,
+             PngImagePlugin.MAX_TEXT_MEMORY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # damaged files: our one line, not Pillow's warnings on stderr
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
+        PngImagePlugin.MAX_TEXT_CHUNK = min(saved[2], PNG_TEXT_CHUNK_MAX)
+        PngImagePlugin.MAX_TEXT_MEMORY = min(saved[3], PNG_TEXT_TOTAL_MAX)
+        try:
+            yield
+        finally:
+            (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES, PngImagePlugin.MAX_TEXT_CHUNK,
+             PngImagePlugin.MAX_TEXT_MEMORY) = saved
+
+
+def _open_image(name: str, data: bytearray, limits: Limits) -> Document:
+    from PIL import Image, UnidentifiedImageError
+
+    with _pillow_settings():
+        with _boundary(name, "open the image"):
             try:
-                image.seek(index)
-            except EOFError:  # n_frames overstated by a damaged file
-                break
-            width, height = _oriented_size(image)
-            pages.append(Page(index + 1, width, height, None))
-        image.seek(0)
-        if pages[0].width * pages[0].height <= limits.max_pixels:
-            image.load()  # decode now: a damaged file fails here, before any model work
-    except DECODE_ERRORS as e:
-        raise _damaged(name, e) from None
-    document = Document(name, "image", len(pages), pages, limits)
-    document._handle = image
+                image = Image.open(io.BytesIO(data))
+            except UnidentifiedImageError:
+                raise _unidentified(name, data) from None
+        document = Document(name, "image", 0, [], limits)
+        document._handle = image
+        try:
+            document.pages = _frame_pages(document, image)
+            document.page_count = len(document.pages)
+            if document.pages[0].width * document.pages[0].height <= limits.max_pixels:
+                with _boundary(f"{name} page 1", "decode it"):
+                    image.seek(0)
+                    image.load()  # decode now: a damaged file fails here, before any model work
+        except DocreadError:
+            document.close()
+            raise
     return document
 
 
-def _pil_open(name: str, data: bytes):
-    from PIL import Image, UnidentifiedImageError
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our own cap, checked per page
+def _frame_pages(document: Document, image) -> list[Page]:
+    """One page per frame (TIFF pages; the first frame of an animation), found by seeking frame
+    after frame rather than by `n_frames`, which fails outright on one damaged frame. A frame after
+    the first that cannot be read ends the list, with a warning; a damaged first frame fails the file."""
+    last = 1 if image.format in SINGLE_FRAME_FORMATS else MAX_FRAMES
+    pages: list[Page] = []
+    for number in range(1, last + 1):
         try:
-            return Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            return None
-        except (OSError, ValueError, SyntaxError) as e:
-            raise DocreadError("corrupt", f"{name}: damaged image ({_short(e)}); re-export it") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
+            with _boundary(f"{document.name} page {number}", "read its header"):
+                try:
+                    image.seek(number - 1)
+                except EOFError:
+                    if number == 1:
+                        raise
+                    return pages  # past the last frame
+                pages.append(_frame_page(image, number, document.limits))
+        except DocreadError as e:
+            if number == 1:
+                raise
+            document.warnings.append(f"{e.message}; the pages from {number} on are left out")
+            return pages
+    if last > 1:
+        document.warnings.append(f"{document.name}: only the first {MAX_FRAMES:,} pages are read")
+    return pages
 
 
-def _oriented_size(image) -> tuple[int, int]:
-    """The size after the EXIF orientation is applied (5-8 swap width and height)."""
-    orientation = image.getexif().get(0x0112, 1)
-    return (image.height, image.width) if orientation in (5, 6, 7, 8) else (image.width, image.height)
+def _frame_page(image, number: int, limits: Limits) -> Page:
+    """The frame's size after EXIF orientation. The pixel cap comes first, from the header alone:
+    reading EXIF may decode the whole frame (PNG), and orientation only swaps width and height."""
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        return Page(number, width, height, None)  # refused by _check_page if selected; never decoded
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    return Page(number, *((height, width) if orientation in (5, 6, 7, 8) else (width, height)), None)
 
 
 def _render_frame(image, page: Page, width: int, height: int, name: str) -> "Image.Image":
     from PIL import Image, ImageOps
 
-    try:
+    with _pillow_settings(), _boundary(f"{name} page {page.number}", "decode it"):
         image.seek(page.number - 1)
         image.load()
         frame = to_rgb(ImageOps.exif_transpose(image))
-    except DECODE_ERRORS as e:
-        raise _damaged(name, e) from None
-    if frame.size != (width, height):
-        frame = frame.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        if frame.size != (width, height):
+            frame = frame.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=3.0)
     return frame
-
-
-def _damaged(name: str, error: BaseException) -> DocreadError:
-    code = "truncated" if "truncated" in str(error) else "corrupt"
-    return DocreadError(code, f"{name}: the image data is damaged ({_short(error)}); re-export it")
 
 
 def to_rgb(image: "Image.Image") -> "Image.Image":
@@ -342,6 +559,19 @@ def to_rgb(image: "Image.Image") -> "Image.Image":
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
+def _unidentified(name: str, data: bytes) -> DocreadError:
+    """Pillow found no format: a damaged image when its signature says it is one, else not ours."""
+    head = bytes(data[:16])
+    kind = next((fmt for magic, fmt in IMAGE_MAGIC.items() if head.startswith(magic)), None)
+    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        kind = "WebP"
+    if kind is not None:
+        return DocreadError("corrupt", f"{name}: starts like a {kind} file but Pillow cannot read it; the file is "
+                            "damaged, re-export or re-download it")
+    return DocreadError("unsupported", f"{name}: not a PDF or an image format Pillow reads ({_sniff(data)}); "
+                        "convert it to PDF or PNG")
+
+
 def _sniff(data: bytes) -> str:
     head = data[:MAGIC_WINDOW].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
@@ -353,8 +583,3 @@ def _sniff(data: bytes) -> str:
         return "it looks like text"
     except UnicodeDecodeError:
         return "unknown binary data"
-
-
-def _short(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:160] if text else type(error).__name__
