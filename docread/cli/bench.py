@@ -70,6 +70,7 @@ def entitygrid_generate(
     n: Annotated[int, typer.Option("--n", min=1, help="Number of questions (tasks take turns).")] = 1080,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, byte-identical output.")] = 0,
     size: Annotated[int, typer.Option("--size", min=24, help="S: canvases are 2S x 2S, so slicing gives 2 x 2 tiles.")] = 336,
+    offline: Offline = False,
 ):
     """Write a synthetic EntityGrid-QA benchmark: images and multiple-choice questions."""
     from docread.bench.entitygrid import generate
@@ -150,6 +151,7 @@ def entitygrid_score(
     predictions: Annotated[Path, typer.Argument(help="The predictions of `run` (JSON Lines {id, prediction}).")],
     json_out: Json = False,
     heatmap: Annotated[Optional[Path], typer.Option("--heatmap", help="Write a 3x3 accuracy heat map (PNG).")] = None,
+    offline: Offline = False,
 ):
     """Accuracy per cell, task, center and edge cells, and their discrepancy."""
     from rich.console import Console
@@ -224,6 +226,7 @@ def score_command(
     dataset: Annotated[Optional[str], typer.Option("--dataset", help=f"{_NAMES}: score as that benchmark does "
                                                    "(its metric, its answer parsing, its breakdown).")] = None,
     json_out: Json = False,
+    offline: Offline = False,
 ):
     """Score predictions with a metric (ANLS, relaxed accuracy, VQA accuracy, exact match) or as a benchmark."""
     from docread.bench.datasets import read_gold, read_predictions

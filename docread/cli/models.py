@@ -15,7 +15,7 @@ Name = Annotated[str, typer.Argument(help="A preset name (see `docread models li
 
 
 @app.command("list", epilog="Example: docread models list --json")
-def list_models(json_out: Json = False):
+def list_models(json_out: Json = False, offline: Offline = False):
     """The presets in models/, their base checkpoints, and whether the weights are cached."""
     from docread.presets import DEFAULT_MODEL, list_presets
     from docread.weights import cached_folder
@@ -54,7 +54,7 @@ def pull(name: Name, offline: Offline = False):
 
 
 @app.command(epilog="Example: ls $(docread models path llava-1.5-7b)")
-def path(name: Name):
+def path(name: Name, offline: Offline = False):
     """Print the local folder holding a preset's weights (exit 1 if they are not here)."""
     from docread.errors import DocreadError
     from docread.presets import resolve_preset

@@ -10,7 +10,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from docread.cli.options import Device, Dpi, Json, MaxSlices, Model, Quant, stderr_console
+from docread.cli.options import Device, Dpi, Json, MaxSlices, Model, Offline, Quant, stderr_console
 
 app = typer.Typer()
 
@@ -49,6 +49,7 @@ def speed(
     device: Device = "auto",
     quant: Quant = "auto",
     json_out: Json = False,
+    offline: Offline = False,
 ):
     """Time docread and transformers' LLaVA-NeXT side by side on the same pages and weights."""
     from docread.bench.speed import SpeedOptions, run_speed

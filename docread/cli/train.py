@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from docread.cli.options import Adapter, Device, MaxSlices, Model, Quant, stderr_console
+from docread.cli.options import Adapter, Device, MaxSlices, Model, Offline, Quant, stderr_console
 from docread.errors import UsageError
 from docread.train.config import LOG_EVERY, LORA_ALPHA, LORA_DROPOUT, LORA_R, REST_LR, SAVE_EVERY, WARMUP
 
@@ -72,6 +72,7 @@ def train(
     eval_every: EvalEvery = 0, save_every: SaveEvery = SAVE_EVERY, log_every: LogEvery = LOG_EVERY,
     resume: Resume = False, seed: TrainSeed = 0, device: Device = "auto",
     quant: Quant = "auto", precision: Precision = "auto", checkpointing: Checkpointing = None,
+    offline: Offline = False,
 ):
     """Train HiRes-LLaVA's parts on conversations about images; writes an adapter for --adapter."""
     from docread.presets import DEFAULT_MODEL
