@@ -11,10 +11,10 @@ import hashlib
 import json
 from typing import Callable, Sequence
 
-from docread.reader import DocReader
-from docread.document import Events, Settings, answer_page, encode_group, open_for_reading
+from docread.document import Events, Settings, answer_page, encode_group, open_for_reading, report_warnings
 from docread.errors import DocreadError
 from docread.intake import Limits
+from docread.reader import DocReader
 from docread.records import JsonLinesLog
 
 VISION_BATCH = 4            # pages of one file through the vision encoder in one pass (~52 views at 16 tiles)
@@ -77,7 +77,7 @@ def run_batch(reader: DocReader, files: Sequence[str], questions: Sequence[str],
                     emit(_error_record(key, file, sha, None, question, e))
             continue
         with document:
-            sha = getattr(document, "sha256", None) or file_sha256(file)
+            sha = document.sha256
             _batch_document(reader, document, questions, sha, fingerprint, sink.done, settings, emit, should_stop,
                             events)
     return failed
@@ -89,7 +89,6 @@ def _batch_document(reader, document, questions, sha, fingerprint, done, setting
     questions on its own KV prefix, freed before the next page's."""
     from docread.prompt import task_question
 
-    repaired = bool(getattr(document, "repaired", False))
     pending = []
     for page in document.pages:
         keyed = {q: record_key(document.name, sha, page.number, q, fingerprint) for q in questions}
@@ -118,10 +117,11 @@ def _batch_document(reader, document, questions, sha, fingerprint, done, setting
                               "score": answer.score, "status": "ok", "error": None, "degraded": result.degraded,
                               "model": answer.model, "rows": answer.rows, "cols": answer.cols,
                               "visual_tokens": answer.visual_tokens, "timing_ms": answer.timing_ms}
-                record["repaired"] = repaired
+                record["repaired"] = document.repaired  # MuPDF may repair a file late, on loading a page
                 emit(record)
                 if should_stop():
                     return
+        report_warnings(document, events)
 
 
 def _error_record(key, file, sha, page, question, error: DocreadError) -> dict:

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-from docread.reader import DEFAULT_MAX_NEW_TOKENS, DocReader, EncodedPage, PageSource
-from docread.results import Answer
 from docread.errors import DocreadError, UsageError
 from docread.intake import DEFAULT_DPI, Document, Limits, open_document
+from docread.reader import DEFAULT_MAX_NEW_TOKENS, DocReader, EncodedPage, PageSource
+from docread.results import Answer
 
 OOM_SLICES = (16, 9, 4, 0)  # tile budgets tried, in turn, when a page does not fit in GPU memory
 MAX_ASK_PAGES = 20          # pages `ask` reads when no --pages is given
@@ -241,9 +241,15 @@ def open_for_reading(file: str, *, pages: str | None = None, password: str | Non
     """Open a file for a read, its warnings (a repaired PDF...) reported through `events`."""
     dpi = (settings or Settings()).dpi
     document = open_document(file, pages=pages, password=password, dpi=dpi, limits=limits)
-    for warning in getattr(document, "warnings", []):
-        (events or Events()).warning(f"{document.name}: {warning}")
+    report_warnings(document, events or Events())
     return document
+
+
+def report_warnings(document: Document, events: Events) -> None:
+    """The document's warnings not reported yet (MuPDF may repair a file late, on loading a page)."""
+    for warning in document.warnings[document.warnings_shown:]:
+        events.warning(warning)
+    document.warnings_shown = len(document.warnings)
 
 
 @contextmanager
@@ -284,8 +290,8 @@ def ask_document(reader: DocReader, source: "str | Document", questions: Sequenc
                     answers[result.question].append(result.answer)
                 else:
                     errors[result.question].append((page.number, result.error))
-        repaired = bool(getattr(document, "repaired", False))
-        return [best_of(document.name, q, answers[q], errors[q], repaired) for q in questions]
+        report_warnings(document, events)
+        return [best_of(document.name, q, answers[q], errors[q], document.repaired) for q in questions]
 
 
 def ocr_document(reader: DocReader, source: "str | Document", *, settings: Settings | None = None, pages: str | None = None,
@@ -303,3 +309,4 @@ def ocr_document(reader: DocReader, source: "str | Document", *, settings: Setti
         for index, page in enumerate(document.pages, start=1):
             events.page(page.number, index, len(document.pages))
             yield from answer_page(reader, document, page, [OCR_QUESTION], settings, events=events, stream=stream)
+            report_warnings(document, events)

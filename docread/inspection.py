@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Iterator
 
 from docread.errors import DocreadError, UsageError
+from docread.limits import DEFAULT_DPI
 from docread.presets import Preset
 from docread.slicing import count_tokens, plan_slices
 
 
 def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None, max_slices: int | None = None,
-                  dpi: float = 200.0, password: str | None = None, limits=None,
+                  dpi: float = DEFAULT_DPI, password: str | None = None, limits=None,
                   preview: Path | None = None) -> Iterator[dict]:
     """One record per page (or one error record per failed file or page), in input order."""
     from docread.intake import Limits, expand_paths, open_document
@@ -36,6 +37,9 @@ def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None,
             if preview is not None:
                 previews.check(len(files), len(document.pages))
             for page in document.pages:
+                if (failed := document.page_error(page)) is not None:
+                    yield {"file": file, "page": page.number, "error": failed.to_json()}
+                    continue
                 plan = plan_slices(page.width, page.height, size=preset.size, max_slices=max_slices)
                 tokens = count_tokens(plan, patch=preset.patch, k=preset.k)
                 record = {
@@ -44,7 +48,7 @@ def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None,
                     "visual_tokens": tokens.visual_tokens, "separator_tokens": tokens.separator_tokens,
                     "image_tokens": tokens.image_tokens, "source_width": page.width, "source_height": page.height,
                     "dpi": round(dpi * plan.width / page.width, 1) if page.dpi else None,
-                    "repaired": bool(getattr(document, "repaired", False)),
+                    "repaired": document.repaired,
                 }
                 if preview is not None:
                     try:

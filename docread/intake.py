@@ -1,4 +1,5 @@
-"""Intake: files -> pages. The only module that opens input files.
+"""Intake: files -> pages. The only module that opens input files (their bytes come through
+`docread.sources`, bounded by `docread.limits`).
 
 PDFs go through PyMuPDF, everything else Pillow reads through Pillow. A `Document` lists
 its selected pages with their nominal size (PDF pages at `dpi`, images at their pixel size),
@@ -12,27 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import re
-import select
-import stat
-import sys
-import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from docread.errors import DocreadError, UsageError
+from docread.errors import DocreadError
+from docread.limits import DEFAULT_DPI, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Clock, Limits
+from docread.sources import expand_paths, parse_pages, read_input, supported_suffixes, validate_pages_spec
 
 if TYPE_CHECKING:
     from PIL import Image
 
-DEFAULT_DPI = 200.0
-DEFAULT_MAX_PIXELS = 178_956_970   # Pillow's own bomb threshold (2 x 89.5 MP), per page
-DEFAULT_TIMEOUT_S = 60.0
-DEFAULT_MAX_BYTES = 2 << 30        # 2 GiB: far above any real scan, far below what a pipe of /dev/zero fills
+__all__ = ["DEFAULT_DPI", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_TIMEOUT_S", "Document", "Limits",
+           "Page", "expand_paths", "open_document", "parse_pages", "supported_suffixes", "to_rgb",
+           "validate_pages_spec"]  # the names callers use, wherever they live
 MAX_ASPECT = 50.0                  # 16 tiles in one column still leave a 1:50 page ~107 px wide
 MAX_EMBEDDED_PIXELS = DEFAULT_MAX_PIXELS * 4  # one image inside a PDF page: MuPDF decodes it whole to render
 POINTS_PER_INCH = 72.0
@@ -43,18 +38,8 @@ IMAGE_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b
                b"BM": "BMP"}       # file signatures: a damaged image is "corrupt", not "unsupported"
 MAX_FRAMES = 10_000                # pages read from one multi-frame image (a TIFF's IFD chain may be endless)
 EXIF_ORIENTATION = 0x0112          # values 5-8 turn the image a quarter: width and height swap
-READ_CHUNK = 4 << 20               # bytes per read: checks of size and time between chunks
 PNG_TEXT_CHUNK_MAX = 256 << 10     # one decompressed PNG text chunk (Pillow allows 1 MiB)
 PNG_TEXT_TOTAL_MAX = 4 << 20       # all of a PNG's text chunks together (Pillow allows 64 MiB)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one input file may cost."""
-
-    max_pixels: int = DEFAULT_MAX_PIXELS  # per page, at its nominal size (PDFs: at --dpi)
-    timeout_s: float = DEFAULT_TIMEOUT_S  # intake's own time on the file: reading, opening, rendering its pages
-    max_bytes: int = DEFAULT_MAX_BYTES    # the file's size, read from disk, a pipe or stdin
 
 
 @dataclass(frozen=True)
@@ -95,106 +80,6 @@ def _short(error: BaseException) -> str:
     return text[0][:160] if text and text[0] else type(error).__name__
 
 
-class _Clock:
-    """The time intake spends on one file, counted only inside intake calls: the model's work
-    between two renders never uses up a file's --timeout."""
-
-    def __init__(self, limit_s: float, name: str):
-        self.limit_s, self.name, self.spent, self._since = limit_s, name, 0.0, None
-
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        self.check()
-        self._since = time.monotonic()
-        try:
-            yield
-        finally:
-            self.spent += time.monotonic() - self._since
-            self._since = None
-
-    def left(self) -> float:
-        current = 0.0 if self._since is None else time.monotonic() - self._since
-        return self.limit_s - self.spent - current
-
-    def check(self) -> None:
-        if self.left() < 0:
-            raise DocreadError("timeout", f"{self.name}: took longer than {self.limit_s:g} s to read; "
-                               "raise --timeout, or split the file")
-
-
-# -- page selection ----------------------------------------------------------------------------
-_PART = re.compile(r"(?P<back>-\d+)|(?P<first>\d+)(?:(?P<dash>-)(?P<last>\d*))?")
-
-
-def _page_ranges(spec: str) -> list[tuple[str, int, int | None]]:
-    """`--pages` as (part, first, last) ranges; first < 0 counts from the end, last None = to the end."""
-    ranges = []
-    for part in (p.strip() for p in spec.split(",")):
-        match = _PART.fullmatch(part)
-        if match is None:
-            raise UsageError(f"--pages {spec!r}: {part!r} is not a page; use numbers and ranges like 1,3-5,-1")
-        if match["back"]:
-            ranges.append((part, int(part), int(part)))
-            continue
-        first = int(match["first"])
-        last = first if not match["dash"] else int(match["last"]) if match["last"] else None
-        if last is not None and last < first:
-            raise UsageError(f"--pages {spec!r}: the range {part!r} is reversed; write it as {last}-{first}")
-        ranges.append((part, first, last))
-    return ranges
-
-
-def validate_pages_spec(spec: str | None) -> None:
-    """Check `--pages` syntax before any file or model is opened (UsageError, exit 2)."""
-    if spec is not None and spec.strip() not in ("", "all"):
-        _page_ranges(spec)
-
-
-def parse_pages(spec: str | None, count: int, *, name: str | None = None) -> list[int]:
-    """1-based page numbers for `--pages` like "1,3-5,-1" ("-1" = last, "4-" = 4 to the end).
-
-    Bad syntax is a UsageError; pages the file lacks are its `bad_pages` error (checked before any
-    range is expanded, so "1-99999999999" costs nothing)."""
-    if spec is None or spec.strip() in ("", "all"):
-        return list(range(1, count + 1))
-    chosen: dict[int, None] = {}  # ordered, without repeats
-    for part, first, last in _page_ranges(spec):
-        if first < 0:
-            first = last = count + 1 + first
-        last = count if last is None else last
-        if not 1 <= first <= last <= count:
-            raise DocreadError("bad_pages", f"--pages {part}: {name or 'the file'} has {count} "
-                               f"page{'s' if count != 1 else ''} (1-{count})")
-        chosen.update(dict.fromkeys(range(first, last + 1)))
-    return list(chosen)
-
-
-# -- finding files -----------------------------------------------------------------------------
-def supported_suffixes() -> set[str]:
-    from PIL import Image
-
-    return {".pdf"} | {s.lower() for s in Image.registered_extensions()}
-
-
-def expand_paths(paths: Iterable[str]) -> list[str]:
-    """Files as given, folders walked recursively (supported files only, sorted), `-` kept."""
-    files: list[str] = []
-    suffixes = None
-    for raw in paths:
-        path = Path(raw)
-        if raw == "-" or not path.is_dir():
-            files.append(raw)
-            continue
-        suffixes = suffixes or supported_suffixes()
-        found = sorted((p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                        and not any(part.startswith(".") for part in p.relative_to(path).parts)),
-                       key=lambda p: p.relative_to(path).as_posix())
-        if not found:
-            raise DocreadError("no_documents", f"{raw}: no PDF or image files in this folder (searched recursively)")
-        files += [str(p) for p in found]
-    return files
-
-
 # -- documents ---------------------------------------------------------------------------------
 @dataclass
 class Document:
@@ -213,8 +98,9 @@ class Document:
     sha256: str = ""                   # hex sha256 of the bytes read (stdin included): the file's identity
     repaired: bool = False             # MuPDF had to repair a damaged PDF: pages may be blank or missing
     warnings: list[str] = field(default_factory=list)  # one line each, for callers to show; empty when clean
+    warnings_shown: int = 0            # how many of `warnings` the caller has shown (more may come on rendering)
     _handle: object = field(repr=False, default=None)  # pymupdf.Document or PIL.Image.Image
-    _clock: _Clock = field(repr=False, default_factory=lambda: _Clock(DEFAULT_TIMEOUT_S, ""))
+    _clock: Clock = field(repr=False, default_factory=lambda: Clock(DEFAULT_TIMEOUT_S, ""))
     _page_errors: dict[int, DocreadError] = field(repr=False, default_factory=dict)  # pages that failed to load
 
     def __enter__(self) -> "Document":
@@ -230,6 +116,11 @@ class Document:
 
     def check_time(self) -> None:
         self._clock.check()
+
+    def page_error(self, page: Page) -> DocreadError | None:
+        """Why a page could not be loaded when the file was opened (None: it loaded); `render`
+        raises the same error. Lets a caller report a bad page without rendering it."""
+        return self._page_errors.get(page.number)
 
     def render(self, page: Page, width: int, height: int) -> "Image.Image":
         """The page as an RGB image of exactly width x height (its aspect is the caller's plan)."""
@@ -255,9 +146,9 @@ def open_document(path: str, *, pages: str | None = None, password: str | None =
     """Open a PDF or image file (`-` = stdin) and select its pages."""
     limits = limits or Limits()
     validate_pages_spec(pages)
-    clock = _Clock(limits.timeout_s, path)
+    clock = Clock(limits.timeout_s, path)
     with clock.running():
-        data = _read(path, limits, clock)
+        data = read_input(path, limits, clock)
         document = _open_pdf(path, data, password, dpi, limits) if PDF_MAGIC in data[:MAGIC_WINDOW] \
             else _open_image(path, data, limits)
         document.sha256, document._clock = hashlib.sha256(data).hexdigest(), clock
@@ -270,68 +161,6 @@ def open_document(path: str, *, pages: str | None = None, password: str | None =
             document.close()
             raise
     return document
-
-
-# -- reading bytes -----------------------------------------------------------------------------
-def _read(path: str, limits: Limits, clock: _Clock) -> bytearray:
-    """The whole input, bounded: at most `limits.max_bytes`, and within the clock even from a pipe,
-    a FIFO or a device that never ends or never writes."""
-    fd = _stdin_fd() if path == "-" else _open_fd(path)
-    try:
-        data = _read_fd(path, fd, limits, clock)
-    finally:
-        if path != "-":
-            os.close(fd)
-    if not data:
-        raise DocreadError("empty", f"{path}: the file is empty (0 bytes); re-export or re-download it")
-    return data
-
-
-def _stdin_fd() -> int:
-    try:
-        fd = sys.stdin.fileno()  # sys.stdin is None when started with stdin closed (`<&-`)
-        os.fstat(fd)
-    except (AttributeError, ValueError, OSError):
-        raise DocreadError("unreadable", "stdin is closed: pipe a file in or name a path") from None
-    return fd
-
-
-def _open_fd(path: str) -> int:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO without a writer must not block open()
-        is_folder = stat.S_ISDIR(os.fstat(fd).st_mode)
-    except FileNotFoundError:
-        raise DocreadError("not_found", f"{path}: no such file; check the path") from None
-    except PermissionError:
-        raise DocreadError("unreadable", f"{path}: permission denied; check the file's permissions") from None
-    except OSError as e:
-        raise DocreadError("unreadable", f"{path}: cannot be read ({e.strerror or e})") from None
-    if is_folder:
-        os.close(fd)
-        raise DocreadError("unreadable", f"{path} is a folder: name a file, or use `docread batch` for folders")
-    return fd
-
-
-def _read_fd(name: str, fd: int, limits: Limits, clock: _Clock) -> bytearray:
-    waits = not stat.S_ISREG(os.fstat(fd).st_mode)  # pipes, FIFOs, ttys, devices may never answer
-    data = bytearray()
-    while True:
-        clock.check()
-        if waits and not select.select([fd], [], [], max(0.0, clock.left()))[0]:
-            clock.check()
-            continue  # woken early: wait the rest
-        try:
-            chunk = os.read(fd, READ_CHUNK)
-        except BlockingIOError:
-            continue
-        except OSError as e:
-            raise DocreadError("unreadable", f"{name}: cannot be read ({e.strerror or e})") from None
-        if not chunk:
-            return data
-        data += chunk
-        if len(data) > limits.max_bytes:
-            raise DocreadError("too_large", f"{name}: over {limits.max_bytes:,} bytes, docread's limit for one "
-                               "input; split or compress it")
 
 
 def _check_page(name: str, page: Page, limits: Limits) -> Page:

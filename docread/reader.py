@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from docread.errors import DocreadError
+from docread.limits import DEFAULT_DPI
 from docread.presets import Preset
 from docread.processor import Budget, PagePlan, PromptTemplate, expand_image_token, page_pixels, plan_page, prompt_ids
 from docread.results import Answer, AnswerStream
@@ -268,7 +269,7 @@ class DocReader:
     # -- files and images ---------------------------------------------------------------------
     @contextmanager
     def open_page(self, source: "str | Path | Image.Image", questions: "str | Sequence[str]", *, page: int = 1,
-                  dpi: float = 200.0, password: str | None = None, max_slices: int | None = None,
+                  dpi: float = DEFAULT_DPI, password: str | None = None, max_slices: int | None = None,
                   max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Iterator[EncodedPage]:
         """One page of a PDF or image file (or a PIL image), encoded for `questions`."""
         from PIL import Image
@@ -287,7 +288,7 @@ class DocReader:
                               questions, file=str(source), page=selected.number, max_slices=max_slices,
                               max_new_tokens=max_new_tokens)
 
-    def stream(self, source: "str | Path | Image.Image", question: str, *, page: int = 1, dpi: float = 200.0,
+    def stream(self, source: "str | Path | Image.Image", question: str, *, page: int = 1, dpi: float = DEFAULT_DPI,
                password: str | None = None, max_slices: int | None = None,
                max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0,
                seed: int | None = None, fast: bool = False) -> AnswerStream:

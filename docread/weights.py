@@ -11,6 +11,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -27,7 +28,18 @@ HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.jinja"]  
 # substrings; "model."-prefixed for transformers 5, which matches from the start of the name.
 NOT_QUANTIZED = ["vision_tower", "multi_modal_projector", "lm_head",
                  "model.vision_tower", "model.multi_modal_projector"]
-QUANT_CHOICES = ("auto", "none", "8bit", "4bit")
+
+
+class Quant(StrEnum):
+    """How the language model's weights are held: `auto` is 4-bit NF4 on CUDA and none on a CPU."""
+
+    auto = "auto"
+    none = "none"
+    int8 = "8bit"
+    nf4 = "4bit"
+
+
+QUANT_CHOICES = tuple(q.value for q in Quant)
 HUB_CONNECT_TIMEOUT_S = 3.0
 SUPPORTED_TYPES = ("llava", "llava_next")
 

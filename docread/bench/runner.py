@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from docread.bench.datasets import Sample
 from docread.bench.entitygrid import LETTERS, Question, prompt
-from docread.prompt import SHORT_ANSWER
 from docread.errors import DocreadError
+from docread.prompt import SHORT_ANSWER
 from docread.records import JsonLinesLog
 
 if TYPE_CHECKING:

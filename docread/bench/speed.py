@@ -33,6 +33,8 @@ from docread.bench.speedsetup import (
 )
 from docread.bench.speedsetup import questions as make_questions
 from docread.errors import UsageError
+from docread.limits import DEFAULT_DPI
+from docread.weights import QUANT_CHOICES
 
 STAGES = ("render", "slice_normalise", "vision", "vision_sra", "vision_sampler", "prefill", "ttft", "followup_ttft")
 TTFT_PARTS = ("render", "slice_normalise", "vision", "prefill")  # time to first token: file to first token
@@ -48,7 +50,7 @@ class SpeedOptions:
     repeats: int = 3                   # timed runs after one warm-up; figures are medians
     max_new_tokens: int = 32           # tokens decoded per answer (EOS ignored)
     max_slices: int | None = None      # docread's tile budget (None: the preset's, 16)
-    dpi: float = 200.0                 # nominal PDF dpi: docread plans at it, the baseline renders at it
+    dpi: float = DEFAULT_DPI                 # nominal PDF dpi: docread plans at it, the baseline renders at it
     threads: int = 1                   # torch CPU threads (0: leave torch's default)
     device: str = "auto"
     quant: str = "auto"
@@ -58,8 +60,8 @@ class SpeedOptions:
             raise UsageError("--model and --synthetic exclude each other: choose one")
         if self.synthetic not in (None, *SYNTHETIC):
             raise UsageError(f"--synthetic {self.synthetic!r}: choose tiny or real")
-        if self.quant not in ("auto", "none", "8bit", "4bit"):
-            raise UsageError(f"--quant {self.quant!r}: choose auto, none, 8bit or 4bit")
+        if self.quant not in QUANT_CHOICES:
+            raise UsageError(f"--quant {self.quant!r}: choose {', '.join(QUANT_CHOICES)}")
         for name, low in (("pages", 1), ("questions", 1), ("repeats", 1), ("max_new_tokens", 2), ("threads", 0)):
             if getattr(self, name) < low:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least {low}")

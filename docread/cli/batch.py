@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import signal
-import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from docread.cli.options import (Adapter, Device, Dpi, Fast, MaxNewTokens, MaxPixels, MaxSlices, Model, Offline, Pages,
-                                 Password, Quant, Quiet, Seed, Task, Temperature, Timeout, check_choices, load_reader,
-                                 make_limits, diagnostics)
+from docread.cli.options import (
+    Adapter,
+    Device,
+    Dpi,
+    Fast,
+    MaxNewTokens,
+    MaxPixels,
+    MaxSlices,
+    Model,
+    Offline,
+    Pages,
+    Password,
+    Quant,
+    Quiet,
+    Seed,
+    Task,
+    Temperature,
+    Timeout,
+    diagnostics,
+    load_reader,
+    make_limits,
+)
 from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
+from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.reader import DEFAULT_MAX_NEW_TOKENS
 
 app = typer.Typer()
 
@@ -55,18 +75,18 @@ def batch(
     pages: Pages = None,
     task: Task = "qa",
     max_slices: MaxSlices = None,
-    dpi: Dpi = 200.0,
+    dpi: Dpi = DEFAULT_DPI,
     password: Password = None,
     quant: Quant = "auto",
     device: Device = "auto",
-    max_new_tokens: MaxNewTokens = 256,
+    max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS,
     temperature: Temperature = 0.0,
     seed: Seed = None,
     fast: Fast = False,
     offline: Offline = False,
     quiet: Quiet = False,
-    max_pixels: MaxPixels = 178_956_970,
-    timeout: Timeout = 60.0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ):
     """Answer every question about every page of every file: one JSON line per (file, page, question).
 
@@ -77,7 +97,6 @@ def batch(
     from docread.document import Settings
     from docread.intake import expand_paths
 
-    check_choices(quant, task)
     questions = read_questions(question_file)
     files = expand_paths(paths)
     err = diagnostics(quiet)
@@ -181,8 +200,15 @@ def _progress(err):
 
     if not err.is_terminal or err.quiet:
         return nullcontext(None)
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class PagesPerMinute(ProgressColumn):

@@ -11,8 +11,18 @@ import typer
 from rich.markup import escape
 
 from docread.bench.registry import NAMES as _NAMES  # pure Python tables: cheap at start-up
-from docread.cli.options import (Adapter, Device, Json, MaxNewTokens, MaxSlices, Model, Offline, Quant, check_choices,
-                                  load_reader, stderr_console)
+from docread.cli.options import (
+    Adapter,
+    Device,
+    Json,
+    MaxNewTokens,
+    MaxSlices,
+    Model,
+    Offline,
+    Quant,
+    load_reader,
+    stderr_console,
+)
 from docread.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 app = typer.Typer(help="Benchmarks: EntityGrid-QA, document-QA metrics, speed.", no_args_is_help=True)
@@ -102,7 +112,6 @@ def entitygrid_run(
     offline: Offline = False,
 ):
     """Ask every question as a multiple-choice prompt; write {id, prediction} lines."""
-    check_choices(quant)
     from docread.bench.entitygrid import read_questions
     from docread.bench.runner import run_entitygrid
 
@@ -300,7 +309,6 @@ def run_command(
     benchmark = _check_dataset(dataset)
     if mc not in MC_MODES:
         raise UsageError(f"--mc {mc!r}: choose {', '.join(MC_MODES)}")
-    check_choices(quant)
     if not benchmark.inline_images and images is None:
         raise UsageError(f"--images: {dataset} needs the folder holding its images ({benchmark.files})")
     if images is not None and not images.is_dir():

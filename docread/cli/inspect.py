@@ -7,10 +7,22 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from docread.cli.options import (Dpi, Json, MaxPixels, MaxSlices, Model, Offline, Pages, Password, Timeout,
-                                 make_limits, diagnostics)
+from docread.cli.options import (
+    Dpi,
+    Json,
+    MaxPixels,
+    MaxSlices,
+    Model,
+    Offline,
+    Pages,
+    Password,
+    Timeout,
+    diagnostics,
+    make_limits,
+)
 from docread.cli.output import write_json
 from docread.errors import EXIT_FAILED, EXIT_OK
+from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 
 app = typer.Typer()
 
@@ -20,15 +32,15 @@ def inspect(
     paths: Annotated[list[str], typer.Argument(help="PDFs, images or folders (walked recursively); - reads stdin.")],
     pages: Pages = None,
     max_slices: MaxSlices = None,
-    dpi: Dpi = 200.0,
+    dpi: Dpi = DEFAULT_DPI,
     model: Model = None,
     password: Password = None,
     json_out: Json = False,
     preview: Annotated[Optional[Path], typer.Option(
         "--preview", help="Write the tile-grid picture: a .png for one page, or a folder.")] = None,
     offline: Offline = False,
-    max_pixels: MaxPixels = 178_956_970,
-    timeout: Timeout = 60.0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ):
     """Show how each page is sliced: size, tile grid, visual tokens. Loads no model. Every file gets a
     record (an error record when it cannot be read); exit 1 if any failed."""

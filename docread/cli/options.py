@@ -8,6 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from docread.prompt import Task as TaskChoice
+from docread.weights import Quant as QuantChoice
+
 
 def _check_pages(value: Optional[str]) -> Optional[str]:
     """A malformed --pages fails at once (exit 2), before any file is read or model loaded."""
@@ -73,7 +76,7 @@ def load_reader(model, adapter, device, quant, offline, err):
 
 # -- model and generation options (ask, ocr, batch, bench) ----------------------------------
 Adapter = Annotated[Optional[Path], typer.Option("--adapter", help="Trained HiRes parts: a .safetensors file or a folder.")]
-Quant = Annotated[str, typer.Option("--quant", help="auto (4-bit NF4 on CUDA, none on CPU) | none | 8bit | 4bit.")]
+Quant = Annotated[QuantChoice, typer.Option("--quant", help="auto = 4-bit NF4 on CUDA, none on a CPU.")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=1, max=4096, help="Longest answer, in tokens.")]
 Temperature = Annotated[float, typer.Option("--temperature", min=0.0, max=5.0, help="0 = greedy (default).")]
@@ -81,18 +84,7 @@ Seed = Annotated[Optional[int], typer.Option("--seed", min=0, max=2**64 - 1,
                  help="Sampling seed (with --temperature > 0).")]  # torch.manual_seed's range
 Offline = Annotated[bool, typer.Option("--offline", callback=_go_offline,
                     help="Never touch the network (as HF_HUB_OFFLINE=1).")]
-Task = Annotated[str, typer.Option("--task", "-t", help="Prompt preset: qa (document QA) | chart | ocr.")]
+Task = Annotated[TaskChoice, typer.Option("--task", "-t", help="Prompt preset: qa (document QA), chart, ocr.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or warnings on stderr; errors still show.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr: grid, tokens, timings.")]
 Fast = Annotated[bool, typer.Option("--fast", help="Compiled decoder with a static KV cache (CUDA; same answers).")]
-
-
-def check_choices(quant: str, task: str = "qa") -> None:
-    """Fail before any work on an option value outside its choices (exit 2)."""
-    from docread.errors import UsageError
-    from docread.prompt import TASKS
-
-    if quant not in ("auto", "none", "8bit", "4bit"):
-        raise UsageError(f"--quant {quant!r}: choose auto, none, 8bit or 4bit")
-    if task not in TASKS:
-        raise UsageError(f"--task {task!r}: choose {', '.join(TASKS)}")

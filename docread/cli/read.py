@@ -7,12 +7,35 @@ from typing import Annotated
 
 import typer
 
-from docread.cli.options import (Adapter, Device, Dpi, Fast, Json, MaxNewTokens, MaxPixels, MaxSlices, Model, Offline,
-                                 Pages, Password, Quant, Quiet, Seed, Task, Temperature, Timeout, Verbose,
-                                 check_choices, load_reader, make_limits, diagnostics)
+from docread.cli.options import (
+    Adapter,
+    Device,
+    Dpi,
+    Fast,
+    Json,
+    MaxNewTokens,
+    MaxPixels,
+    MaxSlices,
+    Model,
+    Offline,
+    Pages,
+    Password,
+    Quant,
+    Quiet,
+    Seed,
+    Task,
+    Temperature,
+    Timeout,
+    Verbose,
+    diagnostics,
+    load_reader,
+    make_limits,
+)
 from docread.cli.output import write_json, write_out
-from docread.document import Events
+from docread.document import OCR_MAX_NEW_TOKENS, Events
 from docread.errors import EXIT_FAILED, EXIT_OK
+from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.reader import DEFAULT_MAX_NEW_TOKENS
 
 app = typer.Typer()
 
@@ -77,11 +100,11 @@ def ask(
     pages: Pages = None,
     task: Task = "qa",
     max_slices: MaxSlices = None,
-    dpi: Dpi = 200.0,
+    dpi: Dpi = DEFAULT_DPI,
     password: Password = None,
     quant: Quant = "auto",
     device: Device = "auto",
-    max_new_tokens: MaxNewTokens = 256,
+    max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS,
     temperature: Temperature = 0.0,
     seed: Seed = None,
     fast: Fast = False,
@@ -89,8 +112,8 @@ def ask(
     json_out: Json = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
-    max_pixels: MaxPixels = 178_956_970,
-    timeout: Timeout = 60.0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ):
     """Answer questions about a PDF or image. The selected pages (the first 20 unless --pages
     names them) are each read once for all questions; the best-scoring page's answer is reported
@@ -98,7 +121,6 @@ def ask(
     reported and the others still answer (exit 1)."""
     from docread.document import Settings, ask_document, open_for_reading, unique_questions
 
-    check_choices(quant, task)
     questions = unique_questions(questions)
     settings = Settings(task=task, max_slices=max_slices, max_new_tokens=max_new_tokens, temperature=temperature,
                         seed=seed, dpi=dpi, fast=fast)
@@ -148,23 +170,22 @@ def ocr(
     adapter: Adapter = None,
     pages: Pages = None,
     max_slices: MaxSlices = None,
-    dpi: Dpi = 200.0,
+    dpi: Dpi = DEFAULT_DPI,
     password: Password = None,
     quant: Quant = "auto",
     device: Device = "auto",
-    max_new_tokens: MaxNewTokens = 1024,
+    max_new_tokens: MaxNewTokens = OCR_MAX_NEW_TOKENS,
     fast: Fast = False,
     offline: Offline = False,
     json_out: Json = False,
     quiet: Quiet = False,
-    max_pixels: MaxPixels = 178_956_970,
-    timeout: Timeout = 60.0,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ):
     """Transcribe the text of each page (streamed on a terminal; --json: one line per page, an error
     record for a page that fails while the others go on)."""
     from docread.document import Settings, ocr_document, open_for_reading
 
-    check_choices(quant, "ocr")
     settings = Settings(task="ocr", max_slices=max_slices, max_new_tokens=max_new_tokens, dpi=dpi, fast=fast)
     err = diagnostics(quiet)
     render = _OcrRender(err, live=not json_out)

@@ -11,6 +11,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from docread.cli.options import Device, Dpi, Json, MaxSlices, Model, Offline, Quant, stderr_console
+from docread.limits import DEFAULT_DPI
 
 app = typer.Typer()
 
@@ -44,7 +45,7 @@ def speed(
     repeats: Repeats = 3,
     max_new_tokens: MaxNewTokens = 32,
     max_slices: MaxSlices = None,
-    dpi: Dpi = 200.0,
+    dpi: Dpi = DEFAULT_DPI,
     threads: Threads = 1,
     device: Device = "auto",
     quant: Quant = "auto",

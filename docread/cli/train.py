@@ -80,8 +80,6 @@ def train(
 
     if stage is None and not full:
         raise UsageError("--stage: choose 1 (sampler + projector) or 2 (SRA + sampler + separators + LoRA)")
-    if quant not in ("auto", "none", "8bit", "4bit"):
-        raise UsageError(f"--quant {quant!r}: choose auto, none, 8bit or 4bit")
     from docread.formats.entitygrid import TASKS
 
     chosen = tuple(t.strip() for t in tasks.split(",")) if tasks else None
