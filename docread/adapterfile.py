@@ -19,6 +19,7 @@ from docread.errors import DocreadError
 ADAPTER_FILE = "adapter.safetensors"  # the file inside an adapter folder
 FORMAT = "docread-adapter"
 VERSION = 1
+LORA_R, LORA_ALPHA = 128, 256        # rank and scale of the LLM's LoRA (docs/method.md#training)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLaMA linears
 PEFT_CONFIG = "adapter_config.json"          # peft's file names: PeftModel.from_pretrained(llava, folder) reads them
 PEFT_WEIGHTS = "adapter_model.safetensors"
@@ -26,7 +27,7 @@ PEFT_PREFIX = "base_model.model."            # peft names weights from the PeftM
 PEFT_ADAPTER_NAME = "default"                # the adapter name peft drops from saved names and adds back on load
 
 
-def attach_lora(llava, *, r: int = 128, alpha: int = 256, dropout: float = 0.0,
+def attach_lora(llava, *, r: int = LORA_R, alpha: int = LORA_ALPHA, dropout: float = 0.0,
                 targets: tuple[str, ...] = LORA_TARGETS) -> dict:
     """Add LoRA (peft) to the language model's linear layers; returns the config as saved."""
     from peft import LoraConfig, inject_adapter_in_model
@@ -93,7 +94,7 @@ def _save_peft(folder: Path, lora: dict, config: dict, base_model: str | None) -
     from safetensors.torch import save_file
 
     targets = "|".join(config.get("target_modules", LORA_TARGETS))
-    peft_config = LoraConfig(r=config.get("r", 128), lora_alpha=config.get("lora_alpha", 256),
+    peft_config = LoraConfig(r=config.get("r", LORA_R), lora_alpha=config.get("lora_alpha", LORA_ALPHA),
                              lora_dropout=config.get("lora_dropout", 0.0),
                              target_modules=rf".*language_model\..*\.({targets})", base_model_name_or_path=base_model)
     peft_config.save_pretrained(str(folder))
@@ -190,7 +191,7 @@ def load_adapter(path: Path, modules, llava) -> None:
     lora = {k[len("lora."):]: v for k, v in tensors.items() if k.startswith("lora.")}
     if lora:
         config = json.loads(metadata.get("lora_config", "{}"))
-        attach_lora(llava, r=config.get("r", 128), alpha=config.get("lora_alpha", 256),
+        attach_lora(llava, r=config.get("r", LORA_R), alpha=config.get("lora_alpha", LORA_ALPHA),
                     targets=tuple(config.get("target_modules", LORA_TARGETS)))
         params = lora_parameters(llava)
         missing = sorted(set(params) - set(lora))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from docread.errors import UsageError
+from docread.weights import CLIP_MEAN, CLIP_STD
 
 if TYPE_CHECKING:
     import torch
@@ -39,8 +40,6 @@ REAL_VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=2
 REAL_TEXT = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5)
 REAL_VOCAB = 32064            # Vicuna's 32000 + LLaVA-1.6's added tokens, padded
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def build_tokenizer(corpus: list[str] | None = None, vocab_size: int = 400):

@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from docread.adapterfile import LORA_ALPHA, LORA_R  # noqa: F401  (re-exported: the CLI shows them)
 from docread.errors import UsageError
 
 STAGE_LR = {1: 1e-3, 2: 2e-4}        # stage 1: sampler + projector; stage 2: LoRA (docs/method.md#training)
 FULL_LR = 1e-3                       # --full: every weight of a tiny model, from scratch
 REST_LR = 2e-5                       # stage 2: SRA, SMS and separators
 WARMUP = 0.03                        # share of the steps the learning rate ramps up over, then cosine to 0
-LORA_R, LORA_ALPHA = 128, 256        # docs/method.md#training
 LORA_DROPOUT = 0.05                  # LLaVA's
 SAVE_EVERY = 500                     # steps between checkpoints
 LOG_EVERY = 10                       # steps between log lines
