@@ -13,8 +13,9 @@ from docread.slicing import count_tokens, plan_slices
 
 def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None, max_slices: int | None = None,
                   dpi: float = DEFAULT_DPI, password: str | None = None, limits=None,
-                  preview: Path | None = None) -> Iterator[dict]:
-    """One record per page (or one error record per failed file or page), in input order."""
+                  preview: Path | None = None, on_warning=lambda message: None) -> Iterator[dict]:
+    """One record per page (or one error record per failed file or page), in input order; a file's
+    warnings (a PDF MuPDF repaired, pages left out) go to `on_warning`."""
     from docread.intake import Limits, expand_paths, open_document
 
     limits = limits or Limits()
@@ -34,6 +35,8 @@ def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None,
             yield {"file": file, "page": None, "error": e.to_json()}
             continue
         with document:
+            for warning in document.warnings:
+                on_warning(warning)
             if preview is not None:
                 previews.check(len(files), len(document.pages))
             for page in document.pages:

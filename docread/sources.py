@@ -94,15 +94,45 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
 def read_input(path: str, limits: Limits, clock: Clock) -> bytearray:
     """The whole input, bounded: at most `limits.max_bytes`, and within the clock even from a pipe,
     a FIFO or a device that never ends or never writes."""
-    fd = _stdin_fd() if path == "-" else _open_fd(path)
-    try:
-        data = _read_fd(path, fd, limits, clock)
-    finally:
-        if path != "-":
-            os.close(fd)
+    if path == "-" and _stdin_is_a_stream():
+        data = _read_stream(path, sys.stdin.buffer, limits, clock)
+    else:
+        fd = _stdin_fd() if path == "-" else _open_fd(path)
+        try:
+            data = _read_fd(path, fd, limits, clock)
+        finally:
+            if path != "-":
+                os.close(fd)
     if not data:
         raise DocreadError("empty", f"{path}: the file is empty (0 bytes); re-export or re-download it")
     return data
+
+
+def _stdin_is_a_stream() -> bool:
+    """stdin replaced by an in-memory stream (a notebook, a test runner): no descriptor to wait on."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        return False
+    try:
+        sys.stdin.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return True
+    return False
+
+
+def _read_stream(name: str, stream, limits: Limits, clock: Clock) -> bytearray:
+    data = bytearray()
+    while chunk := stream.read(READ_CHUNK):
+        clock.check()
+        data += chunk
+        if len(data) > limits.max_bytes:
+            raise _over(name, limits)
+    return data
+
+
+def _over(name: str, limits: Limits) -> DocreadError:
+    return DocreadError("too_large", f"{name}: over {limits.max_bytes:,} bytes, docread's limit for one input; "
+                        "split or compress it")
 
 
 def _stdin_fd() -> int:
@@ -148,5 +178,4 @@ def _read_fd(name: str, fd: int, limits: Limits, clock: Clock) -> bytearray:
             return data
         data += chunk
         if len(data) > limits.max_bytes:
-            raise DocreadError("too_large", f"{name}: over {limits.max_bytes:,} bytes, docread's limit for one "
-                               "input; split or compress it")
+            raise _over(name, limits)

@@ -328,3 +328,50 @@ def test_a_second_ctrl_c_in_batch_keeps_records_and_says_how_to_resume(tiny_llav
                  "--model", str(tiny_llava), "--max-new-tokens", "2", "--max-slices", "2")
     assert result.exit_code == 130 and "--resume" in result.stderr
     assert len(out.read_text().splitlines()) == 1 and json.loads(out.read_text())["status"] == "ok"
+
+
+# -- what else a new user met (findings 4, 16, 19, 21) ---------------------------------------------------
+def test_a_repaired_pdf_is_flagged(tmp_path):
+    whole = pdf(tmp_path / "whole.pdf", pages=4).read_bytes()
+    cut = tmp_path / "cut.pdf"
+    cut.write_bytes(whole[: int(len(whole) * 0.8)])  # the xref table and trailer gone: MuPDF repairs it
+    result = run("inspect", str(cut), "--json")
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert records and all(r.get("repaired") or r["error"]["code"] in ("damaged_page", "corrupt") for r in records)
+    assert "repaired" in result.stderr
+
+
+def test_batch_hashes_stdin_like_a_file(tiny_llava, tmp_path):
+    import hashlib
+
+    data = png(tmp_path / "p.png").read_bytes()
+    questions = tmp_path / "q.txt"
+    questions.write_text("What?\n")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["batch", "-", "-Q", str(questions), "-o", str(out), "--model", str(tiny_llava),
+                                 "--max-new-tokens", "2", "--max-slices", "2"], input=data)
+    assert result.exit_code == 0, result.stderr
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_prompt_longer_than_the_context_says_so_truly():
+    from docread.processor import Budget, plan_page
+
+    with pytest.raises(DocreadError) as raised:
+        plan_page(800, 600, size=336, patch=14, k=2, max_slices=16,
+                  budget=Budget(context=4096, prompt_tokens=20000, max_new_tokens=256))
+    assert "already exceed" in raised.value.message and "-" not in raised.value.message.split("tokens")[0][-8:]
+
+
+def test_the_readme_first_command_reads_a_file_the_repository_ships():
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    install = readme[readme.index("## Install and run"):]
+    match = re.search(r'docread ask (\S+) "', install)
+    assert match, "the install-and-run command names a document"
+    document = Path(__file__).parents[1] / match.group(1)
+    assert document.is_file()
+    result = run("inspect", str(document), "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["page"] == 1

@@ -49,7 +49,8 @@ def inspect(
 
     preset = resolve_preset(model)
     records = inspect_paths(paths, preset=preset, pages=pages, max_slices=max_slices, dpi=dpi, password=password,
-                            limits=make_limits(max_pixels, timeout), preview=preview)
+                            limits=make_limits(max_pixels, timeout), preview=preview,
+                            on_warning=diagnostics().warn)
     if json_out:
         failed = False
         for record in records:
