@@ -397,25 +397,23 @@ def test_truncated_pdf_is_repaired_and_its_blank_pages_say_so(tmp_path):
         assert not whole.repaired and whole.warnings == []
 
 
-def test_timeout_counts_intake_time_only(tmp_path, monkeypatch):
+def test_timeout_counts_intake_time_only(tmp_path):
     import time
-
-    import docread.intake as intake
 
     pdf = make_pdf(tmp_path / "three.pdf", pages=((200, 200),) * 3)
     with open_document(str(pdf), limits=Limits(timeout_s=0.25)) as doc:
         for page in doc.pages:  # the model's time between renders does not count
             doc.render(page, 50, 50)
             time.sleep(0.15)
-    slow = intake._render_pdf
-
-    def slow_render(*args):
-        time.sleep(0.15)
-        return slow(*args)
-
-    monkeypatch.setattr(intake, "_render_pdf", slow_render)
     with open_document(str(pdf), limits=Limits(timeout_s=0.25)) as doc, pytest.raises(DocreadError) as e:
-        for page in doc.pages:  # intake's own time adds up across renders
+        render = doc._renderer
+
+        def slow_render(*args):
+            time.sleep(0.15)
+            return render(*args)
+
+        doc._renderer = slow_render  # intake's own work made slow: it adds up across renders
+        for page in doc.pages:
             doc.render(page, 50, 50)
     assert e.value.code == "timeout" and "--timeout" in e.value.message
 

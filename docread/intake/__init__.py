@@ -1,0 +1,50 @@
+"""Intake: files -> pages. The only package that opens input files (their bytes come through
+`docread.sources`, bounded by `docread.limits`): `base` (Document, Page, the library boundary),
+`pdf` (PyMuPDF), `image` (Pillow).
+
+PDFs go through PyMuPDF, everything else Pillow reads through Pillow. A `Document` lists
+its selected pages with their nominal size (PDF pages at `dpi`, images at their pixel size),
+and renders a page once, at exactly the size its slicing plan asks for. Every problem a file
+can have becomes a `DocreadError` with a stable code and a line saying what to do: each call
+into PyMuPDF or Pillow on user data goes through `_boundary`, and reading is bounded in bytes
+and in time (the time intake itself spends on the file, never the model's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from docread.errors import DocreadError
+from docread.intake.base import MAGIC_WINDOW, PDF_MAGIC, Document, Page, check_page
+from docread.intake.image import open_image, to_rgb
+from docread.intake.pdf import open_pdf
+from docread.limits import DEFAULT_DPI, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Clock, Limits
+from docread.sources import expand_paths, parse_pages, read_input, supported_suffixes, validate_pages_spec
+
+__all__ = ["DEFAULT_DPI", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_TIMEOUT_S", "Document", "Limits",
+           "Page", "expand_paths", "open_document", "parse_pages", "supported_suffixes", "to_rgb",
+           "validate_pages_spec"]  # the names callers use, wherever they live
+
+
+def open_document(path: str, *, pages: str | None = None, password: str | None = None,
+                  dpi: float = DEFAULT_DPI, limits: Limits | None = None) -> Document:
+    """Open a PDF or image file (`-` = stdin) and select its pages."""
+    limits = limits or Limits()
+    validate_pages_spec(pages)
+    clock = Clock(limits.timeout_s, path)
+    with clock.running():
+        data = read_input(path, limits, clock)
+        document = open_pdf(path, data, password, dpi, limits) if PDF_MAGIC in data[:MAGIC_WINDOW] \
+            else open_image(path, data, limits)
+        document.sha256, document._clock = hashlib.sha256(data).hexdigest(), clock
+        try:
+            selected = parse_pages(pages, document.page_count, name=path)
+            document.pages = [check_page(path, document.pages[n - 1], limits) for n in selected]
+            document._note_repair()
+            clock.check()
+        except DocreadError:
+            document.close()
+            raise
+    return document
+
+
