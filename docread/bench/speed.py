@@ -8,16 +8,8 @@ runs a fixed number of tokens (EOS ignored). Returns one dict (the `--json` obje
 from __future__ import annotations
 
 import datetime
-import os
-import platform
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
-from collections import defaultdict
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,13 +24,13 @@ from docread.bench.speedsetup import (
     write_pages,
 )
 from docread.bench.speedsetup import questions as make_questions
+from docread.bench.timing import MIB, Clock, Memory, Samples, environment, measure_startup, module_time
 from docread.errors import UsageError
 from docread.limits import DEFAULT_DPI
 from docread.weights import QUANT_CHOICES
 
 STAGES = ("render", "slice_normalise", "vision", "vision_sra", "vision_sampler", "prefill", "ttft", "followup_ttft")
 TTFT_PARTS = ("render", "slice_normalise", "vision", "prefill")  # time to first token: file to first token
-MIB = 2**20
 
 
 @dataclass(frozen=True)
@@ -65,94 +57,6 @@ class SpeedOptions:
         for name, low in (("pages", 1), ("questions", 1), ("repeats", 1), ("max_new_tokens", 2), ("threads", 0)):
             if getattr(self, name) < low:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least {low}")
-
-
-# -- measuring ----------------------------------------------------------------------------------------
-class Clock:
-    """Wall-clock milliseconds of calls, synchronising CUDA before and after."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def time(self, fn: Callable, *args, **kwargs):
-        self.sync()
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        self.sync()
-        return out, (time.perf_counter() - start) * 1000
-
-
-@contextmanager
-def module_time(clock: Clock, groups: dict[str, list]):
-    """Accumulate, per group name, the milliseconds its modules' forward calls take (hooks, synced)."""
-    totals = dict.fromkeys(groups, 0.0)
-    starts: dict[int, float] = {}
-    handles = []
-    for name, modules in groups.items():
-        for module in modules:
-            def before(mod, args):
-                clock.sync()
-                starts[id(mod)] = time.perf_counter()
-
-            def after(mod, args, output, name=name):
-                clock.sync()
-                totals[name] += (time.perf_counter() - starts.pop(id(mod))) * 1000
-
-            handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
-    try:
-        yield totals
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-class Memory:
-    """Peak memory since `reset()`: CUDA max allocated on GPU, resident set (VmHWM) on CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.kind = "cuda_max_allocated" if device.type == "cuda" else "rss"
-
-    def reset(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-            return
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current RSS
-        except OSError:
-            self.kind = "rss_since_start"  # no reset possible: the process's lifetime peak
-
-    def peak_mb(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / MIB
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-        except OSError:
-            pass
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
-class Samples:
-    """Lists of timings per key; warm-up runs are recorded only when `keep`."""
-
-    def __init__(self):
-        self.values: dict[str, list[float]] = defaultdict(list)
-
-    def add(self, keep: bool, **values: float) -> None:
-        if keep:
-            for key, value in values.items():
-                self.values[key].append(value)
-
-    def median(self, key: str) -> float | None:
-        return round(statistics.median(self.values[key]), 3) if self.values.get(key) else None
 
 
 # -- docread ------------------------------------------------------------------------------------------
@@ -326,55 +230,6 @@ def ratios(docread: dict, baseline: dict) -> dict:
     return {k: round(a / b, 4) if a is not None and b else None for k, (a, b) in pairs.items()}
 
 
-def measure_startup(repeats: int) -> dict:
-    """Median wall time of `docread --help` and of `python -c "import torch"`, as subprocesses."""
-    script = Path(sys.executable).with_name("docread")
-    help_command = [str(script), "--help"] if script.exists() else [sys.executable, "-m", "docread", "--help"]
-    times = {}
-    for key, command in (("docread_help_ms", help_command), ("import_torch_ms", [sys.executable, "-c", "import torch"])):
-        runs = []
-        for _ in range(1 + repeats):
-            start = time.perf_counter()
-            subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-            runs.append((time.perf_counter() - start) * 1000)
-        times[key] = round(statistics.median(runs[1:]), 1)
-    return {**times, "ratio": round(times["docread_help_ms"] / times["import_torch_ms"], 4)}
-
-
-def environment(bench: BenchModel, options: SpeedOptions) -> dict:
-    import transformers
-
-    versions = {"docread": _version("docread"), "python": platform.python_version(), "torch": torch.__version__,
-                "transformers": transformers.__version__, "bitsandbytes": _version("bitsandbytes"),
-                "pymupdf": _version("pymupdf"), "pillow": _version("pillow"), "cuda": torch.version.cuda}
-    device = bench.reader.base.device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-    config = bench.llava.config
-    return {"device": str(device), "device_name": name, "dtype": str(bench.reader.base.dtype).removeprefix("torch."),
-            "quantization": bench.reader.base.quant, "attention": {"vision": config.vision_config._attn_implementation,
-                                                                 "text": config.text_config._attn_implementation}, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "versions": versions}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
-
-
 def run_speed(options: SpeedOptions, log: Callable[[str], None] = lambda message: None) -> dict:
     """Run the whole comparison; the result is the `--json` object."""
     from docread.intake import open_document
@@ -409,7 +264,7 @@ def run_speed(options: SpeedOptions, log: Callable[[str], None] = lambda message
     fast["speedup_vs_plain"] = round(plain / fast["ms_per_token"], 3)
     fast["speedup_vs_baseline"] = round(sides["baseline"]["decode_ms_per_token"] / fast["ms_per_token"], 3)
     return {"benchmark": "speed", "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            **asdict(options), "model": bench.name, **environment(bench, options),
+            **asdict(options), "model": bench.name, **environment(bench),
             "docread": sides["docread"], "baseline": sides["baseline"],
             "ratios": ratios(sides["docread"], sides["baseline"]),
             "intake_speedup": round(sides["baseline"]["intake_ms_per_view"] / sides["docread"]["intake_ms_per_view"], 2),
