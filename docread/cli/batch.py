@@ -186,6 +186,9 @@ def _count_pages(files, pages, password, dpi) -> int:
 
     total = 0
     for file in files:
+        if file == "-":  # stdin can be read once: by the run itself
+            total += 1
+            continue
         try:
             with open_document(file, pages=pages, password=password, dpi=dpi) as document:
                 total += len(document.pages)
