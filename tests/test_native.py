@@ -199,3 +199,26 @@ def test_views_are_checked_and_hires_stays_the_default(setups):
     assert plan.view == "hires"
     answer = reader.ask(random_image(600, 400), QUESTION, max_new_tokens=2)
     assert answer.view == "hires" and answer.image_tokens == plan.tokens.image_tokens
+
+
+def test_several_native_pages_in_one_call_equal_one_at_a_time(setups):
+    from docread.reader import PageSource
+
+    reader = setups["llava_next"].reader
+    images = [random_image(900, 300, seed=5), random_image(300, 300, seed=6)]
+    sources = [PageSource(lambda w, h, im=im: im, *im.size, page=i + 1) for i, im in enumerate(images)]
+    together = reader.encode_pages(sources, QUESTION, view="native")
+    alone = [reader.encode_pages([s], QUESTION, view="native")[0] for s in sources]
+    assert [e.sequence.shape[0] for e in together] == [e.page_plan.tokens.image_tokens for e in alone]
+    assert all(torch.equal(a.sequence, b.sequence) for a, b in zip(together, alone))
+    hires = reader.plan(300, 300, QUESTION)[0]
+    with pytest.raises(ValueError, match="one view"):
+        reader.encode_pages(sources, QUESTION, plans=[together[0].page_plan, hires])
+
+
+def test_native_grid_of_a_model_not_here_says_how_to_get_it():
+    from docread.presets import Preset
+
+    with pytest.raises(DocreadError) as error:
+        native_grid(100, 100, Preset(name="absent", base="nobody/absent-llava"))
+    assert error.value.code == "weights_missing" and "config.json" in error.value.message
