@@ -8,7 +8,7 @@ placeholders as the page's tokens (the model only scatters them and checks the c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 from docread.errors import DocreadError
 from docread.slicing import SlicePlan, TokenCount, count_tokens, page_views, plan_slices
@@ -40,6 +40,7 @@ class PagePlan:
     tokens: TokenCount
     requested_slices: int       # the --max-slices asked for
     max_slices: int             # the budget actually used (smaller when the context forced it)
+    view: ClassVar[str] = "hires"  # docread's view; `docread.native.NativePlan` is the checkpoint's own
 
     @property
     def reduced(self) -> bool:

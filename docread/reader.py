@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from docread.errors import DocreadError
+from docread.errors import DocreadError, UsageError
 from docread.limits import DEFAULT_DPI
+from docread.native import NativePlan, native_embeddings, native_pixels, native_spec, plan_native
 from docread.presets import Preset
 from docread.processor import Budget, PagePlan, PromptTemplate, expand_image_token, page_pixels, plan_page, prompt_ids
 from docread.results import Answer, AnswerStream
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from docread.weights import Base
 
 DEFAULT_MAX_NEW_TOKENS = 256
+VIEWS = ("hires", "native")  # docread's HiRes tiles | the base checkpoint's own image handling (docread.native)
+DEFAULT_VIEW = "hires"
 
 
 @dataclass
@@ -50,7 +53,7 @@ class EncodedPage:
 
     file: str
     page: int
-    page_plan: PagePlan
+    page_plan: PagePlan | NativePlan
     prefix_ids: list[int]            # prompt ids before the image placeholder (<s>USER: )
     sequence: "torch.Tensor"         # (N, D) the page's laid-out image embeddings
     prefix_len: int                  # positions of prefix + image in the cache
@@ -58,6 +61,10 @@ class EncodedPage:
     prefill: Callable[["EncodedPage"], object] = field(repr=False, default=None)
     answered: int = 0                # questions answered so far (the first carries the timing)
     _cache: object = field(repr=False, default=None)
+
+    @property
+    def view(self) -> str:
+        return self.page_plan.view
 
     @property
     def cache(self):
@@ -84,6 +91,7 @@ class DocReader:
         eos = config.text_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_token_ids = [e for e in eos if e is not None] or [base.tokenizer.eos_token_id]
+        self._image_processor = None  # the checkpoint's own, built on the first native page
 
     @property
     def name(self) -> str:
@@ -98,11 +106,17 @@ class DocReader:
 
     # -- planning -----------------------------------------------------------------------------
     def plan(self, width: int, height: int, questions: "str | Sequence[str]", *, max_slices: int | None = None,
-             max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> tuple[PagePlan, list[int]]:
+             max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, view: str = DEFAULT_VIEW,
+             ) -> tuple[PagePlan | NativePlan, list[int]]:
         """The slicing of a width x height page that fits the context with the longest of `questions`,
-        and that question's prompt ids with one image placeholder."""
+        and that question's prompt ids with one image placeholder. `view="native"`: the checkpoint's own
+        AnyRes grid (or single view), `max_slices` ignored; a page too large for the context fails."""
+        check_view(view)
         questions = [questions] if isinstance(questions, str) else list(questions)
         ids = max((self._ids(q) for q in questions), key=len)
+        if view == "native":
+            return plan_native(width, height, native_spec(self.base.model.config), prompt_tokens=len(ids) - 1,
+                               max_new_tokens=max_new_tokens, context=self.context), ids
         budget = Budget(context=self.context, prompt_tokens=len(ids) - 1, max_new_tokens=max_new_tokens)
         requested = self.preset.max_slices if max_slices is None else max_slices
         plan = plan_page(width, height, size=self.preset.size, patch=self.preset.patch, k=self.preset.k,
@@ -113,26 +127,42 @@ class DocReader:
     def encode(self, render: Callable[[int, int], "Image.Image"], width: int, height: int,
                questions: "str | Sequence[str]", *, file: str = "<image>", page: int = 1,
                max_slices: int | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-               page_plan: PagePlan | None = None) -> EncodedPage:
+               page_plan: PagePlan | NativePlan | None = None, view: str = DEFAULT_VIEW) -> EncodedPage:
         """Render, slice and encode one page of nominal size width x height, and prefill its prompt
         prefix. The plan leaves room for the longest of `questions` (or is `page_plan`, when given)."""
         (encoded,) = self.encode_pages([PageSource(render, width, height, file, page)], questions,
                                        max_slices=max_slices, max_new_tokens=max_new_tokens,
-                                       plans=None if page_plan is None else [page_plan])
+                                       plans=None if page_plan is None else [page_plan], view=view)
         encoded.cache  # noqa: B018  prefill now, so timing_ms is complete
         return encoded
 
     def encode_pages(self, sources: Sequence[PageSource], questions: "str | Sequence[str]", *,
                      max_slices: int | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                     plans: Sequence[PagePlan] | None = None) -> list[EncodedPage]:
-        """Several pages' views through the vision encoder in one pass. Each page's prompt prefix is
-        prefilled when first asked (one KV cache alive at a time when pages are answered in turn);
-        `timing_ms["encode"]` is each page's share of the pass."""
+                     plans: Sequence[PagePlan | NativePlan] | None = None,
+                     view: str = DEFAULT_VIEW) -> list[EncodedPage]:
+        """Several pages' views through the vision encoder in one pass (native pages: one pass each).
+        Each page's prompt prefix is prefilled when first asked (one KV cache alive at a time when pages
+        are answered in turn); `timing_ms["encode"]` is each page's share of the pass. `plans`, when
+        given, decide the view; they must all be of one view."""
+        if plans is None:
+            plans = [self.plan(s.width, s.height, questions, max_slices=max_slices, max_new_tokens=max_new_tokens,
+                               view=view)[0] for s in sources]
+        views = {p.view for p in plans}
+        if len(views) > 1:
+            raise ValueError(f"pages of one call are encoded in one view, got {sorted(views)}")
+        encode = self._encode_native if views == {"native"} else self._encode_hires
+        sequences, renders, encode_ms = encode(sources, plans)
+        ids = self._ids(questions if isinstance(questions, str) else questions[0])
+        prefix_ids = ids[: ids.index(self.base.image_token_id)]
+        return [EncodedPage(file=s.file, page=s.page, page_plan=plan, prefix_ids=prefix_ids, sequence=sequence,
+                            prefix_len=len(prefix_ids) + sequence.shape[0], prefill=self._prefill_prefix,
+                            timing_ms={"render": render_ms, "encode": encode_ms})
+                for s, plan, sequence, render_ms in zip(sources, plans, sequences, renders)]
+
+    def _encode_hires(self, sources: Sequence[PageSource], plans: Sequence[PagePlan]):
+        """Every page's views through docread's HiRes path in one batch: (sequences, render ms, encode ms)."""
         import torch
 
-        if plans is None:
-            plans = [self.plan(s.width, s.height, questions, max_slices=max_slices,
-                               max_new_tokens=max_new_tokens)[0] for s in sources]
         renders, pixels = [], []
         for source, plan in zip(sources, plans):
             start = time.perf_counter()
@@ -144,13 +174,34 @@ class DocReader:
             batch = torch.cat(pixels).to(self.base.device, self.base.dtype)  # (sum of views, 3, S, S)
             sequences = self.hires.image_embeddings(batch, [(p.plan.rows, p.plan.cols) for p in plans])
             self._sync()
-        encode_ms = _ms(start) / len(sources)
-        ids = self._ids(questions if isinstance(questions, str) else questions[0])
-        prefix_ids = ids[: ids.index(self.base.image_token_id)]
-        return [EncodedPage(file=s.file, page=s.page, page_plan=plan, prefix_ids=prefix_ids, sequence=sequence,
-                            prefix_len=len(prefix_ids) + sequence.shape[0], prefill=self._prefill_prefix,
-                            timing_ms={"render": render_ms, "encode": encode_ms})
-                for s, plan, sequence, render_ms in zip(sources, plans, sequences, renders)]
+        return sequences, renders, _ms(start) / len(sources)
+
+    def _encode_native(self, sources: Sequence[PageSource], plans: Sequence[NativePlan]):
+        """Each page rendered once at its nominal size, through the checkpoint's own image processor and
+        `get_image_features` (AnyRes tiles differ in number per page, so one pass each)."""
+        import torch
+
+        if self._image_processor is None:
+            from docread.native import image_processor, processor_settings
+
+            folder = self.base.path if self.base.path.is_dir() else None  # in-memory bases have no files
+            self._image_processor = image_processor(self.base.model.config, processor_settings(folder),
+                                                    self.base.image_mean, self.base.image_std)
+        sequences, renders, encode_ms = [], [], 0.0
+        for source, plan in zip(sources, plans):
+            start = time.perf_counter()
+            pixels = native_pixels(source.render(plan.plan.width, plan.plan.height), self._image_processor)
+            renders.append(_ms(start))
+            start = time.perf_counter()
+            with torch.inference_mode():
+                sequence = native_embeddings(self.base.model, pixels, dtype=self.base.dtype)  # (N, D)
+                self._sync()
+            encode_ms += _ms(start)
+            if sequence.shape[0] != plan.tokens.image_tokens:  # the count and the model disagree: a bug
+                raise ValueError(f"{source.file} page {source.page}: planned {plan.tokens.image_tokens} native "
+                                 f"image tokens, the model produced {sequence.shape[0]}")
+            sequences.append(sequence)
+        return sequences, renders, encode_ms / len(sources)
 
     def _prefill_prefix(self, encoded: EncodedPage):
         """A new KV cache holding the prompt up to the end of the page's image."""
@@ -241,6 +292,7 @@ class DocReader:
                 max_slices=encoded.page_plan.max_slices,
                 reduced_from=encoded.page_plan.requested_slices if encoded.page_plan.reduced else None,
                 stopped_by=stats.stopped_by, timing_ms={k: round(v, 2) for k, v in timing.items()},
+                view=encoded.view,
             )
 
         stream._chunks = chunks()
@@ -270,15 +322,15 @@ class DocReader:
     @contextmanager
     def open_page(self, source: "str | Path | Image.Image", questions: "str | Sequence[str]", *, page: int = 1,
                   dpi: float = DEFAULT_DPI, password: str | None = None, max_slices: int | None = None,
-                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Iterator[EncodedPage]:
-        """One page of a PDF or image file (or a PIL image), encoded for `questions`."""
+                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, view: str = DEFAULT_VIEW) -> Iterator[EncodedPage]:
+        """One page of a PDF or image file (or a PIL image), encoded for `questions` in `view`."""
         from PIL import Image
 
         if isinstance(source, Image.Image):
             image = source.convert("RGB")
             render = lambda w, h: image if image.size == (w, h) else image.resize((w, h), Image.Resampling.BICUBIC)  # noqa: E731
             yield self.encode(render, image.width, image.height, questions, max_slices=max_slices,
-                              max_new_tokens=max_new_tokens)
+                              max_new_tokens=max_new_tokens, view=view)
             return
         from docread.intake import open_document
 
@@ -286,15 +338,15 @@ class DocReader:
             selected = document.pages[0]
             yield self.encode(lambda w, h: document.render(selected, w, h), selected.width, selected.height,
                               questions, file=str(source), page=selected.number, max_slices=max_slices,
-                              max_new_tokens=max_new_tokens)
+                              max_new_tokens=max_new_tokens, view=view)
 
     def stream(self, source: "str | Path | Image.Image", question: str, *, page: int = 1, dpi: float = DEFAULT_DPI,
                password: str | None = None, max_slices: int | None = None,
                max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0,
-               seed: int | None = None, fast: bool = False) -> AnswerStream:
+               seed: int | None = None, fast: bool = False, view: str = DEFAULT_VIEW) -> AnswerStream:
         """Answer `question` about one page of a PDF or image file (or a PIL image), streaming."""
         context = self.open_page(source, question, page=page, dpi=dpi, password=password, max_slices=max_slices,
-                                 max_new_tokens=max_new_tokens)
+                                 max_new_tokens=max_new_tokens, view=view)
         encoded = context.__enter__()  # the plan is known (and a bad file fails) before the first chunk
         inner = self.answer(encoded, question, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                             fast=fast)
@@ -316,6 +368,11 @@ class DocReader:
             pass
         assert stream.answer is not None
         return stream.answer
+
+
+def check_view(view: str) -> None:
+    if view not in VIEWS:
+        raise UsageError(f"view {view!r}: choose {' or '.join(VIEWS)}")
 
 
 def _ms(start: float) -> float:

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
+    from docread.native import NativePlan
     from docread.processor import PagePlan
 
 
@@ -30,6 +31,7 @@ class Answer:
     reduced_from: int | None       # the --max-slices asked for, when it had to be reduced
     stopped_by: str                # "eos" or "length"
     timing_ms: dict[str, float] = field(default_factory=dict)  # render, encode, prefill, decode
+    view: str = "hires"            # "hires" (docread's tiles) or "native" (the checkpoint's own image handling)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -38,7 +40,7 @@ class Answer:
 class AnswerStream:
     """Iterate for text chunks; after the loop, `.answer` holds the full Answer."""
 
-    def __init__(self, chunks: Iterator[str], page_plan: PagePlan | None = None):
+    def __init__(self, chunks: Iterator[str], page_plan: PagePlan | NativePlan | None = None):
         self._chunks = chunks
         self.page_plan = page_plan  # known before the first chunk: the CLI reports reductions up front
         self.answer: Answer | None = None
