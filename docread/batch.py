@@ -74,7 +74,7 @@ def run_batch(reader: DocReader, files: Sequence[str], questions: Sequence[str],
             for question in questions:
                 key = record_key(file, sha, None, question, fingerprint)
                 if key not in sink.done:
-                    emit(_error_record(key, file, sha, None, question, e))
+                    emit({**_error_record(key, file, sha, None, question, e), "view": str(settings.view)})
             continue
         with document:
             sha = document.sha256
@@ -118,6 +118,7 @@ def _batch_document(reader, document, questions, sha, fingerprint, done, setting
                               "model": answer.model, "rows": answer.rows, "cols": answer.cols,
                               "visual_tokens": answer.visual_tokens, "timing_ms": answer.timing_ms}
                 record["repaired"] = document.repaired  # MuPDF may repair a file late, on loading a page
+                record["view"] = str(settings.view)
                 emit(record)
                 if should_stop():
                     return

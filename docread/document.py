@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 from docread.errors import DocreadError, UsageError
 from docread.intake import DEFAULT_DPI, Document, Limits, open_document
-from docread.reader import DEFAULT_MAX_NEW_TOKENS, DocReader, EncodedPage, PageSource
+from docread.reader import DEFAULT_MAX_NEW_TOKENS, DEFAULT_VIEW, DocReader, EncodedPage, PageSource
 from docread.results import Answer
 
 OOM_SLICES = (16, 9, 4, 0)  # tile budgets tried, in turn, when a page does not fit in GPU memory
@@ -32,11 +32,12 @@ class Settings:
     seed: int | None = None
     dpi: float = DEFAULT_DPI
     fast: bool = False
+    view: str = DEFAULT_VIEW         # hires | native (the base checkpoint's own image handling)
 
     def fingerprint(self, reader: DocReader) -> dict:
         return {"model": reader.name, "adapter": reader.adapter, "task": self.task, "max_slices": self.max_slices,
                 "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed,
-                "dpi": self.dpi}
+                "dpi": self.dpi, **({"view": str(self.view)} if self.view != DEFAULT_VIEW else {})}
 
 
 class Events:
@@ -92,12 +93,14 @@ def encode_with_fallback(reader: DocReader, document: Document, page, prompts: S
 
     requested = reader.preset.max_slices if settings.max_slices is None else settings.max_slices
     budgets = [requested] + [n for n in OOM_SLICES if n < requested]
+    if settings.view != DEFAULT_VIEW:  # the native view has one shape: nothing to degrade to
+        budgets = budgets[:1]
     if below is not None:
         budgets = [n for n in budgets if n < below]
     for budget in budgets:
         try:
             (encoded,) = reader.encode_pages([page_source(document, page)], prompts, max_slices=budget,
-                                             max_new_tokens=settings.max_new_tokens)
+                                             max_new_tokens=settings.max_new_tokens, view=settings.view)
             encoded.cache  # noqa: B018  prefill now, so an out-of-memory shows here
             return encoded, budget != requested
         except torch.cuda.OutOfMemoryError:
@@ -114,7 +117,8 @@ def encode_group(reader: DocReader, document: Document, pages: Sequence, prompts
 
     try:
         return reader.encode_pages([page_source(document, p) for p in pages], prompts,
-                                   max_slices=settings.max_slices, max_new_tokens=settings.max_new_tokens)
+                                   max_slices=settings.max_slices, max_new_tokens=settings.max_new_tokens,
+                                   view=settings.view)
     except torch.cuda.OutOfMemoryError:
         free_gpu_memory()
         return None

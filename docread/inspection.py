@@ -8,14 +8,16 @@ from typing import Iterator
 from docread.errors import DocreadError, UsageError
 from docread.limits import DEFAULT_DPI
 from docread.presets import Preset
-from docread.slicing import count_tokens, plan_slices
+from docread.slicing import SlicePlan, count_tokens, plan_slices
 
 
 def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None, max_slices: int | None = None,
                   dpi: float = DEFAULT_DPI, password: str | None = None, limits=None,
-                  preview: Path | None = None, on_warning=lambda message: None) -> Iterator[dict]:
+                  preview: Path | None = None, on_warning=lambda message: None,
+                  view: str = "hires") -> Iterator[dict]:
     """One record per page (or one error record per failed file or page), in input order; a file's
-    warnings (a PDF MuPDF repaired, pages left out) go to `on_warning`."""
+    warnings (a PDF MuPDF repaired, pages left out) go to `on_warning`. `view="native"`: the base
+    checkpoint's own grid and token count (its config.json read locally, no model loaded)."""
     from docread.intake import Limits, expand_paths, open_document
 
     limits = limits or Limits()
@@ -25,6 +27,9 @@ def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None,
     except DocreadError as e:
         yield {"file": str(paths[0]) if len(paths) == 1 else None, "page": None, "error": e.to_json()}
         return
+    if view == "native" and preview is not None:
+        raise UsageError("--preview draws docread's tile grid: use it with --view hires")
+    count = _native_counter(preset) if view == "native" else _hires_counter(preset, max_slices)
     previews = _PreviewNames(preview)
     if preview is not None:
         previews.check(len(files), 1)
@@ -43,16 +48,11 @@ def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None,
                 if (failed := document.page_error(page)) is not None:
                     yield {"file": file, "page": page.number, "error": failed.to_json()}
                     continue
-                plan = plan_slices(page.width, page.height, size=preset.size, max_slices=max_slices)
-                tokens = count_tokens(plan, patch=preset.patch, k=preset.k)
-                record = {
-                    "file": file, "page": page.number, "width": plan.width, "height": plan.height,
-                    "rows": plan.rows, "cols": plan.cols, "tiles": plan.tiles,
-                    "visual_tokens": tokens.visual_tokens, "separator_tokens": tokens.separator_tokens,
-                    "image_tokens": tokens.image_tokens, "source_width": page.width, "source_height": page.height,
-                    "dpi": round(dpi * plan.width / page.width, 1) if page.dpi else None,
-                    "repaired": document.repaired,
-                }
+                plan, record = count(page)
+                record = {"file": file, "page": page.number, **record, "source_width": page.width,
+                          "source_height": page.height,
+                          "dpi": round(dpi * plan.width / page.width, 1) if page.dpi else None,
+                          "repaired": document.repaired, "view": view}
                 if preview is not None:
                     try:
                         target = previews.page(file, page.number)
@@ -61,6 +61,35 @@ def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None,
                     except DocreadError as e:
                         record = {"file": file, "page": page.number, "error": e.to_json()}
                 yield record
+
+
+def _hires_counter(preset: Preset, max_slices: int):
+    def count(page):
+        plan = plan_slices(page.width, page.height, size=preset.size, max_slices=max_slices)
+        tokens = count_tokens(plan, patch=preset.patch, k=preset.k)
+        return plan, _fields(plan, tokens)
+
+    return count
+
+
+def _native_counter(preset: Preset):
+    """The checkpoint's own AnyRes grid (or single view), from its config.json alone."""
+    from docread.native import native_spec, native_tokens, read_config
+
+    spec = native_spec(read_config(preset))
+
+    def count(page):
+        rows, cols, tokens = native_tokens(page.width, page.height, spec)
+        plan = SlicePlan(rows=rows, cols=cols, size=spec.size, width=page.width, height=page.height)
+        return plan, _fields(plan, tokens)
+
+    return count
+
+
+def _fields(plan, tokens) -> dict:
+    return {"width": plan.width, "height": plan.height, "rows": plan.rows, "cols": plan.cols, "tiles": plan.tiles,
+            "visual_tokens": tokens.visual_tokens, "separator_tokens": tokens.separator_tokens,
+            "image_tokens": tokens.image_tokens}
 
 
 class _PreviewNames:

@@ -177,8 +177,9 @@ def read_config(where) -> dict:
     name = where.base if isinstance(where, Preset) else str(where)
     folder = cached_folder(name)
     if folder is None or not (folder / "config.json").is_file():
+        pull = f"`docread models pull {where.name}`" if isinstance(where, Preset) else "`docread models pull`"
         raise DocreadError("weights_missing", f"{name}: the native view's grid needs the checkpoint's config.json, "
-                           "and it is not here: download the model first (`hf download`), or pass a local folder")
+                           f"and it is not here: download the model first ({pull}), or pass a local folder")
     return json.loads((folder / "config.json").read_text(encoding="utf-8"))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
@@ -27,8 +28,17 @@ if TYPE_CHECKING:
     from docread.weights import Base
 
 DEFAULT_MAX_NEW_TOKENS = 256
-VIEWS = ("hires", "native")  # docread's HiRes tiles | the base checkpoint's own image handling (docread.native)
-DEFAULT_VIEW = "hires"
+
+
+class View(StrEnum):
+    """How a page becomes image tokens: docread's HiRes tiles, or the base checkpoint's own way."""
+
+    hires = "hires"    # up to 16 tiles + a global view, SRA, sampler, separators (docs/method.md)
+    native = "native"  # exactly LLaVA-NeXT's AnyRes (LLaVA-1.6) or LLaVA-1.5's single view (docread.native)
+
+
+VIEWS = tuple(View)
+DEFAULT_VIEW = View.hires
 
 
 @dataclass

@@ -15,6 +15,7 @@ from docread.bench.datasets import Sample
 from docread.bench.entitygrid import LETTERS, Question, prompt
 from docread.errors import DocreadError
 from docread.prompt import SHORT_ANSWER
+from docread.reader import DEFAULT_VIEW
 from docread.records import JsonLinesLog
 
 if TYPE_CHECKING:
@@ -31,17 +32,18 @@ def prediction_log(path: Path, *, resume: bool = False) -> JsonLinesLog:
 
 
 def run_entitygrid(reader: "DocReader", directory: Path, questions: Sequence[Question], log: JsonLinesLog, *,
-                   max_slices: int | None = None) -> Iterator[dict]:
+                   max_slices: int | None = None, view: str = DEFAULT_VIEW) -> Iterator[dict]:
     """Ask each question as a multiple-choice prompt; yield {id, prediction, scores} or {id, error}."""
     for question in questions:
         letters = list(LETTERS[: len(question.options)])
         try:
             index, scores = reader.choose(str(Path(directory) / question.image), prompt(question), letters,
-                                          max_slices=max_slices)
+                                          max_slices=max_slices, view=view)
         except DocreadError as e:
             yield {"id": question.id, "error": e.to_json()}
             continue
-        record = {"id": question.id, "prediction": letters[index], "scores": [round(float(s), 4) for s in scores]}
+        record = {"id": question.id, "prediction": letters[index], "scores": [round(float(s), 4) for s in scores],
+                  "view": str(view)}
         log.write(record)
         yield record
 
@@ -79,23 +81,24 @@ def short_answer(sample: Sample) -> str:
 
 def run_open(reader: "DocReader", images: Path | None, samples: Sequence[Sample], log: JsonLinesLog, *,
              max_slices: int | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-             prompt: Callable[[Sample], str] = short_answer) -> Iterator[dict]:
+             prompt: Callable[[Sample], str] = short_answer, view: str = DEFAULT_VIEW) -> Iterator[dict]:
     """Ask each question (LLaVA's short-answer prompt unless `prompt` says otherwise) and generate;
     yield {id, prediction, score} or {id, error}."""
     for sample in samples:
         try:
             answer = reader.ask(sample_image(images, sample), prompt(sample), max_slices=max_slices,
-                                max_new_tokens=max_new_tokens)
+                                max_new_tokens=max_new_tokens, view=view)
         except DocreadError as e:
             yield {"id": sample.id, "error": e.to_json()}
             continue
-        record = {"id": sample.id, "prediction": answer.answer, "score": answer.score}
+        record = {"id": sample.id, "prediction": answer.answer, "score": answer.score, "view": str(view)}
         log.write(record)
         yield record
 
 
 def run_likelihood(reader: "DocReader", images: Path | None, samples: Sequence[Sample], log: JsonLinesLog, *,
-                   prompt: Callable[[Sample], str], max_slices: int | None = None) -> Iterator[dict]:
+                   prompt: Callable[[Sample], str], max_slices: int | None = None,
+                   view: str = DEFAULT_VIEW) -> Iterator[dict]:
     """Multiple choice by option likelihood: the letter whose continuation of the prompt the model
     finds likeliest (`DocReader.choose`), as the EntityGrid runner does; yield {id, prediction, scores}."""
     from docread.bench.choice import LETTERS as OPTION_LETTERS
@@ -104,10 +107,11 @@ def run_likelihood(reader: "DocReader", images: Path | None, samples: Sequence[S
         letters = list(OPTION_LETTERS[: len(sample.options)])
         try:
             index, scores = reader.choose(sample_image(images, sample), prompt(sample), letters,
-                                          max_slices=max_slices)
+                                          max_slices=max_slices, view=view)
         except DocreadError as e:
             yield {"id": sample.id, "error": e.to_json()}
             continue
-        record = {"id": sample.id, "prediction": letters[index], "scores": [round(float(s), 4) for s in scores]}
+        record = {"id": sample.id, "prediction": letters[index], "scores": [round(float(s), 4) for s in scores],
+                  "view": str(view)}
         log.write(record)
         yield record

@@ -46,6 +46,7 @@ class SpeedOptions:
     threads: int = 1                   # torch CPU threads (0: leave torch's default)
     device: str = "auto"
     quant: str = "auto"
+    view: str = "hires"                # docread's side: hires tiles, or the checkpoint's own view (no SRA)
 
     def __post_init__(self):
         if self.model is not None and self.synthetic is not None:
@@ -77,6 +78,8 @@ class DocreadSide:
         """Read one page once, from the file to the last answer."""
         from docread.processor import page_pixels
 
+        if self.options.view == "native":
+            return self._run_native(document, page, keep)
         reader, clock, options, asked = self.reader, self.clock, self.options, self.asked
         hires, base = reader.hires, reader.base
         page_plan, _ = reader.plan(page.width, page.height, asked, max_slices=options.max_slices,
@@ -99,6 +102,29 @@ class DocreadSide:
             self.samples.add(keep, followup_ttft=_answer(reader, encoded, question, options.max_new_tokens)
                              .answer.timing_ms["prefill"])
         self._fast(encoded, first.tokens, keep)
+        self.shape = {"grid": f"{plan.rows}x{plan.cols}", "views": 1 + plan.tiles,
+                      "visual_tokens": page_plan.tokens.visual_tokens, "image_tokens": page_plan.tokens.image_tokens,
+                      "prompt_tokens": first.answer.prompt_tokens, "pixels": plan.width * plan.height,
+                      "effective_dpi": round(plan.width / (page.width / page.dpi), 1)}
+
+    def _run_native(self, document, page, keep: bool) -> None:
+        """The checkpoint's own view: rendering, then the processor and the vision tower as one stage
+        (docread calls transformers for both); no SRA or sampler to time."""
+        reader, options, asked = self.reader, self.options, self.asked
+        page_plan, _ = reader.plan(page.width, page.height, asked, max_new_tokens=options.max_new_tokens,
+                                   view="native")
+        encoded = reader.encode(lambda w, h: document.render(page, w, h), page.width, page.height, asked,
+                                page_plan=page_plan, max_new_tokens=options.max_new_tokens, view="native")
+        first = _answer(reader, encoded, asked[0], options.max_new_tokens)
+        self.samples.add(keep, render=encoded.timing_ms["render"], slice_normalise=0.0,
+                         vision=encoded.timing_ms["encode"], vision_sra=0.0, vision_sampler=0.0,
+                         prefill=first.answer.timing_ms["prefill"],
+                         decode_ms_per_token=first.answer.timing_ms["decode"] / (first.answer.generated_tokens - 1))
+        for question in asked[1:]:
+            self.samples.add(keep, followup_ttft=_answer(reader, encoded, question, options.max_new_tokens)
+                             .answer.timing_ms["prefill"])
+        self._fast(encoded, first.tokens, keep)
+        plan = page_plan.plan
         self.shape = {"grid": f"{plan.rows}x{plan.cols}", "views": 1 + plan.tiles,
                       "visual_tokens": page_plan.tokens.visual_tokens, "image_tokens": page_plan.tokens.image_tokens,
                       "prompt_tokens": first.answer.prompt_tokens, "pixels": plan.width * plan.height,

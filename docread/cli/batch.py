@@ -26,6 +26,7 @@ from docread.cli.options import (
     Task,
     Temperature,
     Timeout,
+    View,
     diagnostics,
     load_reader,
     make_limits,
@@ -75,6 +76,7 @@ def batch(
     pages: Pages = None,
     task: Task = "qa",
     max_slices: MaxSlices = None,
+    view: View = "hires",
     dpi: Dpi = DEFAULT_DPI,
     password: Password = None,
     quant: Quant = "auto",
@@ -101,7 +103,7 @@ def batch(
     files = expand_paths(paths)
     err = diagnostics(quiet)
     settings = Settings(task=task, max_slices=max_slices, max_new_tokens=max_new_tokens, temperature=temperature,
-                        seed=seed, dpi=dpi, fast=fast)
+                        seed=seed, dpi=dpi, fast=fast, view=view)
     sink = record_log(output, resume=resume)
     if sink.done or sink.retried:
         err.note(f"resuming: {len(sink.done)} records already in {output}"

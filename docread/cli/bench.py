@@ -20,6 +20,7 @@ from docread.cli.options import (
     Model,
     Offline,
     Quant,
+    View,
     load_reader,
     stderr_console,
 )
@@ -107,6 +108,7 @@ def entitygrid_run(
     device: Device = "auto",
     quant: Quant = "auto",
     max_slices: MaxSlices = None,
+    view: View = "hires",
     limit: Limit = None,
     resume: Resume = False,
     offline: Offline = False,
@@ -119,7 +121,7 @@ def entitygrid_run(
     questions = read_questions(directory)[:limit]
     failed = _answer_pending(questions, output, resume, err, lambda: load_reader(model, adapter, device, quant, offline, err),
                              lambda reader, pending, log: run_entitygrid(reader, directory, pending, log,
-                                                                         max_slices=max_slices))
+                                                                         max_slices=max_slices, view=view))
     err.print(f"{len(questions) - failed} of {len(questions)} questions answered in {output}; "
               f"score them with: docread bench entitygrid score {directory} {output}", soft_wrap=True)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
@@ -293,6 +295,7 @@ def run_command(
     device: Device = "auto",
     quant: Quant = "auto",
     max_slices: MaxSlices = None,
+    view: View = "hires",
     max_new_tokens: MaxNewTokens = 32,
     limit: Limit = None,
     resume: Resume = False,
@@ -318,8 +321,9 @@ def run_command(
     ask = partial(prompt, benchmark)
     def run(reader, pending, log):
         if benchmark.kind == CHOICE and mc == "likelihood":
-            return run_likelihood(reader, images, pending, log, prompt=ask, max_slices=max_slices)
-        return run_open(reader, images, pending, log, prompt=ask, max_slices=max_slices, max_new_tokens=max_new_tokens)
+            return run_likelihood(reader, images, pending, log, prompt=ask, max_slices=max_slices, view=view)
+        return run_open(reader, images, pending, log, prompt=ask, max_slices=max_slices, max_new_tokens=max_new_tokens,
+                        view=view)
 
     failed = _answer_pending(samples, output, resume, err,
                              lambda: load_reader(model, adapter, device, quant, offline, err), run)

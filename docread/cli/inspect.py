@@ -17,6 +17,7 @@ from docread.cli.options import (
     Pages,
     Password,
     Timeout,
+    View,
     diagnostics,
     make_limits,
 )
@@ -32,6 +33,7 @@ def inspect(
     paths: Annotated[list[str], typer.Argument(help="PDFs, images or folders (walked recursively); - reads stdin.")],
     pages: Pages = None,
     max_slices: MaxSlices = None,
+    view: View = "hires",
     dpi: Dpi = DEFAULT_DPI,
     model: Model = None,
     password: Password = None,
@@ -50,14 +52,16 @@ def inspect(
     preset = resolve_preset(model)
     records = inspect_paths(paths, preset=preset, pages=pages, max_slices=max_slices, dpi=dpi, password=password,
                             limits=make_limits(max_pixels, timeout), preview=preview,
-                            on_warning=diagnostics().warn)
+                            on_warning=diagnostics().warn, view=view)
     if json_out:
         failed = False
         for record in records:
             failed |= "error" in record
             write_json(record)
     else:
-        failed = _render_table(records, f"slicing for {preset.name} (S={preset.size}, k={preset.k})")
+        title = f"native view of {preset.name}" if view == "native" else \
+            f"slicing for {preset.name} (S={preset.size}, k={preset.k})"
+        failed = _render_table(records, title)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 

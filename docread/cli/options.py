@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from docread.prompt import Task as TaskChoice
+from docread.reader import View as ViewChoice
 from docread.weights import Quant as QuantChoice
 
 
@@ -87,4 +88,7 @@ Offline = Annotated[bool, typer.Option("--offline", callback=_go_offline,
 Task = Annotated[TaskChoice, typer.Option("--task", "-t", help="Prompt preset: qa (document QA), chart, ocr.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or warnings on stderr; errors still show.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr: grid, tokens, timings.")]
+View = Annotated[ViewChoice, typer.Option(
+    "--view", help="hires = docread's tiles (up to 16 + a global view); native = exactly the base checkpoint's own "
+    "image handling (LLaVA-NeXT's AnyRes, LLaVA-1.5's single view), proven equal to transformers.")]
 Fast = Annotated[bool, typer.Option("--fast", help="Compiled decoder with a static KV cache (CUDA; same answers).")]

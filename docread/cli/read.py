@@ -27,6 +27,7 @@ from docread.cli.options import (
     Temperature,
     Timeout,
     Verbose,
+    View,
     diagnostics,
     load_reader,
     make_limits,
@@ -100,6 +101,7 @@ def ask(
     pages: Pages = None,
     task: Task = "qa",
     max_slices: MaxSlices = None,
+    view: View = "hires",
     dpi: Dpi = DEFAULT_DPI,
     password: Password = None,
     quant: Quant = "auto",
@@ -123,7 +125,7 @@ def ask(
 
     questions = unique_questions(questions)
     settings = Settings(task=task, max_slices=max_slices, max_new_tokens=max_new_tokens, temperature=temperature,
-                        seed=seed, dpi=dpi, fast=fast)
+                        seed=seed, dpi=dpi, fast=fast, view=view)
     err = diagnostics(quiet)
     render = _Render(err, questions, live=not json_out)
     # the file first: a bad one fails before the model loads
@@ -170,6 +172,7 @@ def ocr(
     adapter: Adapter = None,
     pages: Pages = None,
     max_slices: MaxSlices = None,
+    view: View = "hires",
     dpi: Dpi = DEFAULT_DPI,
     password: Password = None,
     quant: Quant = "auto",
@@ -186,7 +189,8 @@ def ocr(
     record for a page that fails while the others go on)."""
     from docread.document import Settings, ocr_document, open_for_reading
 
-    settings = Settings(task="ocr", max_slices=max_slices, max_new_tokens=max_new_tokens, dpi=dpi, fast=fast)
+    settings = Settings(task="ocr", max_slices=max_slices, max_new_tokens=max_new_tokens, dpi=dpi, fast=fast,
+                        view=view)
     err = diagnostics(quiet)
     render = _OcrRender(err, live=not json_out)
     failed = False
@@ -217,4 +221,4 @@ def _ocr_record(file: str, result) -> dict:
         return {"file": file, "page": result.page, "text": None, "status": "error", "error": result.error.to_json()}
     return {"file": file, "page": result.page, "text": answer.answer, "status": "ok", "score": answer.score,
             "model": answer.model, "rows": answer.rows, "cols": answer.cols, "stopped_by": answer.stopped_by,
-            "timing_ms": answer.timing_ms}
+            "timing_ms": answer.timing_ms, "view": answer.view}

@@ -10,7 +10,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from docread.cli.options import Device, Dpi, Json, MaxSlices, Model, Offline, Quant, stderr_console
+from docread.cli.options import Device, Dpi, Json, MaxSlices, Model, Offline, Quant, View, stderr_console
 from docread.limits import DEFAULT_DPI
 
 app = typer.Typer()
@@ -49,6 +49,7 @@ def speed(
     threads: Threads = 1,
     device: Device = "auto",
     quant: Quant = "auto",
+    view: View = "hires",
     json_out: Json = False,
     offline: Offline = False,
 ):
@@ -57,7 +58,7 @@ def speed(
 
     options = SpeedOptions(model=model, synthetic=synthetic, pages=pages, questions=questions, repeats=repeats,
                            max_new_tokens=max_new_tokens, max_slices=max_slices, dpi=dpi, threads=threads,
-                           device=device, quant=quant)
+                           device=device, quant=quant, view=view)
     err = stderr_console()
     with stdout_to_stderr():
         result = run_speed(options, log=lambda message: err.print(f"[dim]{message}…[/]"))
