@@ -68,3 +68,16 @@ def tiny_reader(tiny_llava):
     import docread
 
     return docread.load(str(tiny_llava), device="cpu", quant="none")
+
+
+@pytest.fixture(scope="session")
+def speed_run():
+    """`docread bench speed --synthetic tiny --json` once a session, in a real process: its stdout must be
+    the JSON alone even for what native code writes to file descriptor 1 (tests/test_speed.py checks the
+    figures, tests/test_bench_files.py the stdout)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1")
+    return subprocess.run([sys.executable, "-m", "docread", "bench", "speed", "--synthetic", "tiny", "--pages", "1",
+                           "--questions", "2", "--json"], capture_output=True, text=True, env=env, timeout=300)

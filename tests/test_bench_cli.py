@@ -7,14 +7,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from clikit import docread
 from PIL import Image
 
-from clikit import docread
 from docread.bench.datasets import Sample, read_predictions
 from docread.bench.entitygrid import LETTERS, generate, read_questions, score
 from docread.bench.runner import prediction_log, run_entitygrid, run_open
 from docread.errors import DocreadError, UsageError
-
 
 # `docread bench ...` in-process (clikit: the same entry point as `python -m docread`), each tiny model
 # loaded once.

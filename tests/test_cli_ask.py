@@ -5,9 +5,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from clikit import docread
+from PIL import Image
 
 QUESTION = "What is written here?"
 

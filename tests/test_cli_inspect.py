@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import clikit
 import pymupdf
 from PIL import Image
-
-import clikit
 
 
 def docread(*args):

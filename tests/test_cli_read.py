@@ -10,13 +10,11 @@ import time
 
 import pymupdf
 import pytest
+from clikit import docread as docread_cli
 from PIL import Image
 
-import docread
-from clikit import docread as docread_cli
 from docread.batch import record_log, run_batch
 from docread.document import Settings
-
 
 # The commands run in-process (clikit: the same entry point as `python -m docread`, no interpreter
 # start per command), each tiny model loaded once; only the SIGKILL test needs a real process.

@@ -10,12 +10,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import clikit
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import clikit
 import docread
 from docread.adapterfile import read_adapter
 from docread.train import TrainConfig, start, steps, train
