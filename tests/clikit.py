@@ -4,6 +4,7 @@ no torch import per command; tests that need the process boundary itself still u
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -37,8 +38,13 @@ class _EntryPoint:
 
 def docread(*args, input: str | bytes | None = None, env: dict[str, str] | None = None) -> Run:
     """Run `docread *args`; `env` adds to the environment for the run only (as the subprocess's env did)."""
-    result = CliRunner().invoke(_EntryPoint(), [str(a) for a in args], input=input,
-                                env={"HF_HUB_OFFLINE": "1", "NO_COLOR": "1", **(env or {})})
+    saved = dict(os.environ)  # a command may set variables for its process (--offline, --debug): not for later tests
+    try:
+        result = CliRunner().invoke(_EntryPoint(), [str(a) for a in args], input=input,
+                                    env={"HF_HUB_OFFLINE": "1", "NO_COLOR": "1", **(env or {})})
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         # what the interpreter would print for an uncaught exception: "Traceback ..." checks still see it
