@@ -37,3 +37,47 @@ def tiny_llava(tmp_path_factory):
 def tiny_llava_next(tmp_path_factory):
     """A llava-hf LLaVA-1.6 (llava_next) checkpoint folder."""
     return build_tiny_llava(tmp_path_factory.mktemp("tiny-llava-next"), kind="llava_next", seed=1)
+
+
+_READERS: dict = {}
+
+
+@pytest.fixture
+def reuse_loaded_models(monkeypatch):
+    """In-process CLI runs load each (model, options) once a session: `docread.loading.load` (what the
+    CLI's `load_reader` calls) returns the reader an earlier run loaded with the same arguments. The
+    command still runs every step after the load. Runs with an adapter always load for real."""
+    import docread.loading
+
+    real = docread.loading.load
+
+    def load(model=None, *, adapter=None, device="auto", quant="auto", offline=None, global_view=None):
+        if adapter is not None:
+            return real(model, adapter=adapter, device=device, quant=quant, offline=offline, global_view=global_view)
+        key = (str(model), device, quant, offline, global_view)
+        if key not in _READERS:
+            _READERS[key] = real(model, device=device, quant=quant, offline=offline, global_view=global_view)
+        return _READERS[key]
+
+    monkeypatch.setattr(docread.loading, "load", load)
+
+
+@pytest.fixture(scope="session")
+def tiny_reader(tiny_llava):
+    """One `docread.load(tiny_llava, device="cpu", quant="none")` for the tests that only read with it."""
+    import docread
+
+    return docread.load(str(tiny_llava), device="cpu", quant="none")
+
+
+@pytest.fixture(scope="session")
+def speed_run():
+    """`docread bench speed --synthetic tiny --json` once a session, in a real process: its stdout must be
+    the JSON alone even for what native code writes to file descriptor 1 (tests/test_speed.py checks the
+    figures, tests/test_bench_files.py the stdout)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1")
+    return subprocess.run([sys.executable, "-m", "docread", "bench", "speed", "--synthetic", "tiny", "--pages", "1",
+                           "--questions", "2", "--json"], capture_output=True, text=True, env=env, timeout=300)

@@ -1,15 +1,13 @@
-"""`docread bench` in real subprocesses (generate, score, run on the tiny checkpoint) and the run loops'
+"""`docread bench` in-process (generate, score, run on the tiny checkpoint) and the run loops'
 resume logic with a scripted reader."""
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from clikit import docread
 from PIL import Image
 
 from docread.bench.datasets import Sample, read_predictions
@@ -17,11 +15,9 @@ from docread.bench.entitygrid import LETTERS, generate, read_questions, score
 from docread.bench.runner import prediction_log, run_entitygrid, run_open
 from docread.errors import DocreadError, UsageError
 
-
-def docread(*args, timeout=300):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1")
-    return subprocess.run([sys.executable, "-m", "docread", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+# `docread bench ...` in-process (clikit: the same entry point as `python -m docread`), each tiny model
+# loaded once.
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")
 
 
 def _digest(folder: Path) -> dict[str, str]:

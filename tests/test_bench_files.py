@@ -3,18 +3,12 @@ counts `bench score` reports about them, and `bench speed --json` writing nothin
 
 import json
 import os
-import subprocess
-import sys
+
+from clikit import docread  # in-process: the same entry point as `python -m docread`
 
 from docread.bench.datasets import read_gold, read_predictions
 from docread.cli.speed import stdout_to_stderr
 from docread.records import read_json_or_lines
-
-
-def docread(*args, timeout=300):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1")
-    return subprocess.run([sys.executable, "-m", "docread", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
 
 
 def test_a_one_line_json_lines_file_is_its_record(tmp_path):
@@ -68,9 +62,8 @@ def test_stdout_to_stderr_moves_native_writes(capfd):
     assert out == "result\n" and err == "\n\n"
 
 
-def test_speed_json_stdout_is_exactly_the_json(tmp_path):
-    run = docread("bench", "speed", "--synthetic", "tiny", "--pages", 1, "--questions", 1, "--repeats", 1,
-                  "--max-new-tokens", 2, "--json")
+def test_speed_json_stdout_is_exactly_the_json(speed_run):
+    run = speed_run  # conftest: a real process, shared with tests/test_speed.py; fd 1 writes are the point
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("{") and run.stdout.endswith("}\n") and run.stdout.count("\n") == 1
     assert json.loads(run.stdout)["benchmark"] == "speed"

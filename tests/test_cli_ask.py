@@ -1,22 +1,18 @@
-"""`docread ask` in a real subprocess on the tiny checkpoint: the same tokens as transformers,
+"""`docread ask` on the tiny checkpoint: the same tokens as transformers,
 PDFs end to end, clean one-line errors."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from clikit import docread
 from PIL import Image
 
 QUESTION = "What is written here?"
 
 
-def docread(*args, timeout=300):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1")
-    return subprocess.run([sys.executable, "-m", "docread", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+# In-process (clikit: the same entry point as `python -m docread`), each tiny model loaded once.
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""`docread inspect` and the CLI's start in a real subprocess: JSON Lines, error records, exit
+"""`docread inspect` and the CLI's start: JSON Lines, error records, exit
 codes, previews, and no torch at start-up."""
 
 import json
@@ -7,14 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import clikit
 import pymupdf
 from PIL import Image
 
 
-def docread(*args, stdin=None, timeout=120):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "docread", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout, input=stdin)
+def docread(*args):
+    """In-process (clikit: the same entry point as `python -m docread`); the tests below that need a real
+    process say why."""
+    return clikit.docread(*args, env={"COLUMNS": "200"})
 
 
 def letter_pdf(path, pages=1):
@@ -27,13 +28,16 @@ def letter_pdf(path, pages=1):
 
 def test_help_version_and_inspect_never_import_torch(tmp_path):
     pdf = letter_pdf(tmp_path / "letter.pdf")
+    # fresh interpreters: what a start imports is only visible in a process of its own
     for args in (["--help"], ["inspect", "--help"], ["inspect", str(pdf), "--json"], ["bench", "--help"]):
         code = ("import sys\nfrom docread.cli import app\n"
                 f"try:\n    app({args!r})\nexcept SystemExit:\n    pass\n"
                 "print('torch' in sys.modules, 'transformers' in sys.modules)")
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert run.stdout.strip().splitlines()[-1] == "False False", args
-    version = docread("--version")
+    # `python -m docread` itself, once, in a real process
+    version = subprocess.run([sys.executable, "-m", "docread", "--version"], capture_output=True, text=True,
+                             env=dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1"), timeout=120)
     assert version.returncode == 0 and version.stdout.startswith("docread ")
 
 
@@ -110,6 +114,7 @@ def test_stdin_and_folder(tmp_path):
     assert files == [str(png), str(tmp_path / "docs" / "sub.pdf")]
     assert json.loads(run.stdout.splitlines()[0])["tiles"] == 4  # 2S x 2S: exactly 2x2
     data = png.read_bytes()
+    # a real process: the image's bytes reach `inspect -` through an actual pipe on stdin
     run = subprocess.run([sys.executable, "-m", "docread", "inspect", "-", "--json"], input=data,
                          capture_output=True, timeout=60)
     assert run.returncode == 0 and json.loads(run.stdout)["file"] == "-"
@@ -119,6 +124,8 @@ def test_an_installed_wheel_finds_its_presets(tmp_path):
     """Built and unpacked as pip installs it (no source checkout beside it), docread still knows its
     presets: models/*.toml ship as docread/_presets."""
     import zipfile
+
+    # real processes: pip builds the wheel, and a fresh interpreter imports only the unpacked wheel
 
     root = Path(__file__).resolve().parent.parent
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",

@@ -10,17 +10,15 @@ import time
 
 import pymupdf
 import pytest
+from clikit import docread as docread_cli
 from PIL import Image
 
-import docread
 from docread.batch import record_log, run_batch
 from docread.document import Settings
 
-
-def docread_cli(*args, timeout=300, env=None):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "docread", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+# The commands run in-process (clikit: the same entry point as `python -m docread`, no interpreter
+# start per command), each tiny model loaded once; only the SIGKILL test needs a real process.
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")
 
 
 def make_pdf(path, texts):
@@ -131,6 +129,7 @@ def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path):
         Image.new("RGB", (200, 200), (i * 40, 100, 100)).save(docs / f"p{i}.png")
     questions = write_questions(tmp_path / "q.txt")
     out = tmp_path / "out.jsonl"
+    # a real subprocess: SIGKILL in the middle of a run is the point
     args = [sys.executable, "-m", "docread", "batch", str(docs), "-Q", str(questions), "-o", str(out),
             "--model", str(tiny_llava), "--max-new-tokens", "24", "--max-slices", "4"]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -144,7 +143,7 @@ def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path):
         f.write(b'{"key": "torn", "file": "x')
     before = out.read_text().count("\n")
     assert 3 <= before < 12
-    run = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    run = docread_cli(*args[3:], "--resume")  # the resume itself needs no process of its own: in-process
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]  # every line parses: no torn line
     pairs = [(os.path.basename(r["file"]), r["question"]) for r in records]
@@ -152,12 +151,12 @@ def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path):
     assert sorted(pairs) == sorted((f"p{i}.png", q) for i in range(6) for q in ("What is the total?", "Who signed it?"))
 
 
-def test_oom_on_a_page_retries_with_fewer_tiles(tiny_llava, tmp_path, monkeypatch):
+def test_oom_on_a_page_retries_with_fewer_tiles(tiny_reader, tmp_path, monkeypatch):
     """Simulated CUDA out-of-memory: in the group's vision pass, then per page at 16 and 9 tiles,
     then once more while answering (the prefix prefill); the page ends degraded, not failed."""
     import torch
 
-    reader = docread.load(str(tiny_llava), device="cpu", quant="none")
+    reader = tiny_reader  # its methods are patched for this test only (monkeypatch undoes it)
     real_encode_pages, real_answer = reader.encode_pages, reader.answer
     budgets, answers = [], []
 

@@ -83,8 +83,7 @@ def test_any_bytes_behind_a_magic_number_open_or_fail_cleanly(tmp_path, magic, b
     assert outcomes and set(outcomes) <= fuzzkit.KNOWN_CODES | {"ok"}
 
 
-def test_batch_gives_every_file_records(tiny_llava, seeds, tmp_path):
-    import docread
+def test_batch_gives_every_file_records(tiny_reader, seeds, tmp_path):
     from docread.batch import Settings, record_log, run_batch
 
     files = []
@@ -93,7 +92,7 @@ def test_batch_gives_every_file_records(tiny_llava, seeds, tmp_path):
         files.append(str(tmp_path / name))
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.7\n" + bytes(range(256)))
     files.append(str(tmp_path / "broken.pdf"))
-    reader = docread.load(str(tiny_llava), device="cpu", quant="none")
+    reader = tiny_reader  # conftest: docread.load(tiny_llava, device="cpu", quant="none"), once a session
     out = tmp_path / "out.jsonl"
     sink = record_log(str(out), resume=False)
     failed = run_batch(reader, files, ["What?"], sink, settings=Settings(max_new_tokens=2, max_slices=1, dpi=20),

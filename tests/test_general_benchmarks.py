@@ -4,23 +4,19 @@ release's own format, predictions with known right and wrong answers, scores com
 import base64
 import io
 import json
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
+from clikit import docread
 from PIL import Image
 
 from docread.bench.choice import parse_letter, parse_yes_no
 from docread.bench.datasets import read_predictions
 from docread.bench.registry import DATASETS, prompt, score
 
-
-def docread(*args, timeout=300):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1")
-    return subprocess.run([sys.executable, "-m", "docread", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+# `docread bench ...` in-process (clikit: the same entry point as `python -m docread`), each tiny model
+# loaded once.
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")
 
 
 def _jsonl(path, records):

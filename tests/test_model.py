@@ -20,8 +20,9 @@ def random_image(width, height, seed=0):
 
 
 @pytest.fixture(scope="module")
-def reader(tiny_llava):
-    return docread.load(str(tiny_llava), device="cpu", quant="none")
+def reader(tiny_reader):
+    """conftest's session reader (docread.load(tiny_llava, device="cpu", quant="none")); these tests only read."""
+    return tiny_reader
 
 
 def hf_greedy(path, image, max_new_tokens):

@@ -241,6 +241,7 @@ def _fail_page(monkeypatch, number: int):
     monkeypatch.setattr(Document, "render", render)
 
 
+@pytest.mark.usefixtures("reuse_loaded_models")  # the tiny model loaded once a session
 def test_ask_keeps_the_answers_of_pages_read_before_one_that_fails(tiny_llava, tmp_path, monkeypatch):
     _fail_page(monkeypatch, 2)
     result = run("ask", str(pdf(tmp_path / "d.pdf", pages=2)), "Total?", "Total?  ", "Date?", "--json",
@@ -271,6 +272,7 @@ def test_ask_and_the_python_call_give_the_same_records(tiny_llava, tmp_path):
     assert len(cli[0]["pages"]) == 3
 
 
+@pytest.mark.usefixtures("reuse_loaded_models")  # the tiny model loaded once a session
 def test_batch_quiet_still_shows_errors_and_resume_retries_them(tiny_llava, tmp_path):
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -294,6 +296,7 @@ def test_batch_quiet_still_shows_errors_and_resume_retries_them(tiny_llava, tmp_
     assert len({r["key"] for r in records}) == len(records)
 
 
+@pytest.mark.usefixtures("reuse_loaded_models")  # the tiny model loaded once a session
 def test_batch_to_a_full_disk_is_one_error_line(tiny_llava, tmp_path):
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full here")
@@ -305,6 +308,7 @@ def test_batch_to_a_full_disk_is_one_error_line(tiny_llava, tmp_path):
     assert "Traceback" not in result.stderr and "No space left on device" in result.stderr
 
 
+@pytest.mark.usefixtures("reuse_loaded_models")  # the tiny model loaded once a session
 def test_a_second_ctrl_c_in_batch_keeps_records_and_says_how_to_resume(tiny_llava, tmp_path, monkeypatch):
     import docread.batch
 

@@ -1,11 +1,8 @@
-"""`docread bench speed` in a real subprocess (every key present, figures sane, ratios consistent; no
-timing is ever asserted), the fast decode path against the plain one, and the in-memory model builder."""
+"""`docread bench speed` in a real subprocess (conftest's `speed_run`: every key present, figures sane, ratios
+consistent; no timing is ever asserted), the fast decode path against the plain one, and the in-memory model builder."""
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -26,10 +23,8 @@ TOP_KEYS = {"benchmark", "date", "model", "synthetic", "pages", "questions", "re
 
 
 @pytest.fixture(scope="module")
-def speed_json():
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1")
-    run = subprocess.run([sys.executable, "-m", "docread", "bench", "speed", "--synthetic", "tiny", "--pages", "1",
-                          "--questions", "2", "--json"], capture_output=True, text=True, env=env, timeout=300)
+def speed_json(speed_run):
+    run = speed_run  # conftest: one real `docread bench speed ... --json` process a session
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 

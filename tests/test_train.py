@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import clikit
 import numpy as np
 import pytest
 import torch
@@ -202,6 +203,8 @@ def test_activation_checkpointing_changes_nothing_but_memory(tiny_llava, data, t
 
 # -- command line --------------------------------------------------------------------------------
 def docread_cli(*args, timeout=300):
+    """A real process for `docread train`: its adapter is compared to the bit with the 2-process torchrun
+    run's below, so both train in fresh processes with the same thread settings."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", OMP_NUM_THREADS="1")  # 1 thread: same sums everywhere
     return subprocess.run([sys.executable, "-m", "docread", *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=timeout)
@@ -225,7 +228,7 @@ def test_cli_trains_an_adapter_that_ask_loads(tiny_llava, data, cli_run):
     assert str(out / "adapter.safetensors") in run.stdout and "\x1b[" not in run.stderr
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and all({"step", "loss", "lr"} <= r.keys() for r in records)
-    ask = docread_cli("ask", data.parent / "0.png", QUESTIONS[0], "--model", tiny_llava, "--adapter", out,
+    ask = clikit.docread("ask", data.parent / "0.png", QUESTIONS[0], "--model", tiny_llava, "--adapter", out,
                       "--max-slices", 4, "--max-new-tokens", 3, "--json")
     assert ask.returncode == 0, ask.stderr
     assert json.loads(ask.stdout)["tiles"] == 4
@@ -238,6 +241,7 @@ def test_two_processes_train_as_one_with_gradient_accumulation(tiny_llava, data,
 
     _, one, _ = cli_run
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", OMP_NUM_THREADS="1")
+    # real processes: two ranks under torchrun is the point
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "docread", "train", "--model", str(tiny_llava), "--data", str(data),
                           *map(str, COMMON), "-o", str(tmp_path / "two")],
