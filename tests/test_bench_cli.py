@@ -86,14 +86,14 @@ class ScriptedReader:
     def __init__(self, pick, broken=()):
         self.pick, self.broken, self.asked = pick, set(broken), []
 
-    def choose(self, image, question, options, *, max_slices=None):
+    def choose(self, image, question, options, *, max_slices=None, view="hires"):
         self.asked.append(Path(image).name)
         if Path(image).name in self.broken:
             raise DocreadError("unreadable", f"cannot open {image}")
         index = self.pick(question)
         return index, [0.0 if i == index else -5.0 for i in range(len(options))]
 
-    def ask(self, image, question, *, max_slices=None, max_new_tokens=32):
+    def ask(self, image, question, *, max_slices=None, max_new_tokens=32, view="hires"):
         self.asked.append(image)
         return SimpleNamespace(answer=f"seen {Path(image).name}", score=-0.5)
 
@@ -131,8 +131,8 @@ def test_open_run_finds_images_by_path_or_name_and_reports_missing_ones(tmp_path
     with prediction_log(tmp_path / "p.jsonl") as log:
         records = list(run_open(reader, tmp_path / "img", samples, log))
     assert records[2]["error"]["code"] == "not_found" and "c.png" in records[2]["error"]["message"]
-    assert _lines(tmp_path / "p.jsonl") == [{"id": "1", "prediction": "seen a.png", "score": -0.5},
-                                            {"id": "2", "prediction": "seen b.jpg", "score": -0.5}]
+    assert _lines(tmp_path / "p.jsonl") == [{"id": "1", "prediction": "seen a.png", "score": -0.5, "view": "hires"},
+                                            {"id": "2", "prediction": "seen b.jpg", "score": -0.5, "view": "hires"}]
     assert reader.asked[0].endswith("documents/a.png") and "Answer the question using a single word" not in reader.asked[0]
 
 

@@ -285,11 +285,11 @@ class ScriptedReader:
     def __init__(self):
         self.shown = []
 
-    def choose(self, image, question, options, *, max_slices=None):
+    def choose(self, image, question, options, *, max_slices=None, view="hires"):
         self.shown.append((image, question, options))
         return 2, [-3.0, -2.0, -0.5][: len(options)]
 
-    def ask(self, image, question, *, max_slices=None, max_new_tokens=32):
+    def ask(self, image, question, *, max_slices=None, max_new_tokens=32, view="hires"):
         self.shown.append((image, question))
         return SimpleNamespace(answer="Yes", score=-0.1)
 
