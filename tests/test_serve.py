@@ -236,7 +236,7 @@ def test_eight_clients_four_requests_each_none_lost(url, reader):
 
     images = [image_bytes(10 + n) for n in range(4)]
     expected = []
-    for n, data in enumerate(images):
+    for data in images:
         with open_bytes(data, "x.png") as document:
             (result,) = ask_document(reader, document, [QUESTION], settings=Settings(max_slices=0,
                                                                                      max_new_tokens=TOKENS))

@@ -3,6 +3,7 @@ The app lives in `docread.serve`; this only parses options and runs uvicorn."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Annotated, Optional
 
 import typer
@@ -76,5 +77,22 @@ def serve(
     api = create_app(reader, api_key=api_key, max_queue=max_queue, max_upload_mb=max_upload_mb,
                      cache_pages=cache_pages, limits=make_limits(max_pixels, timeout), request_timeout=request_timeout)
     err.note(f"serving {reader.name} on http://{host}:{port} (OpenAI base URL http://{host}:{port}/v1)")
-    uvicorn.run(api, host=host, port=port, log_level="warning" if quiet else "info",
-                timeout_graceful_shutdown=request_timeout)
+    config = uvicorn.Config(api, host=host, port=port, log_level="warning" if quiet else "info",
+                            timeout_graceful_shutdown=request_timeout)
+    _server_class()(config).run()
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but a SIGTERM/SIGINT that stopped it gracefully is a normal end (exit 0):
+        uvicorn would raise the signal again once stopped."""
+
+        @contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                yield
+                getattr(self, "_captured_signals", []).clear()
+
+    return Server

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from docread.errors import EXIT_FAILED, DocreadError
 from docread.intake import Limits

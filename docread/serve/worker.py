@@ -9,8 +9,9 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from docread.document import Settings, encode_with_fallback
 from docread.errors import DocreadError
