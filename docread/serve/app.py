@@ -24,6 +24,7 @@ from docread.reader import DocReader
 from docread.serve.protocol import (
     ApiError,
     ReadOptions,
+    as_api_error,
     ask_form,
     chat_request,
     from_docread,
@@ -32,7 +33,6 @@ from docread.serve.protocol import (
 from docread.serve.worker import Busy, Job, PageCache, Worker
 
 MiB = 1 << 20
-STATUS = {"too_large": 413, "timeout": 504}  # intake codes whose HTTP status is not 400
 
 
 class _JobEvents(Events):
@@ -137,15 +137,6 @@ async def _ndjson_events(job: Job):
     finally:
         if not done:
             job.cancelled = True
-
-
-def as_api_error(error: Exception) -> ApiError:
-    if isinstance(error, ApiError):
-        return error
-    if isinstance(error, DocreadError):
-        return from_docread(error, status=STATUS.get(error.code, 400))
-    return ApiError(500, f"internal error: {type(error).__name__}: {error}", "internal_error", type="server_error",
-                    exit_code=EXIT_FAILED)
 
 
 def create_app(reader: DocReader, *, api_key: str | None = None, max_queue: int = 32, max_upload_mb: float = 64,

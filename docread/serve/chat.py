@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from docread.document import DocumentAnswer
-from docread.serve.protocol import ApiError
+from docread.serve.protocol import ApiError, as_api_error
 from docread.serve.worker import Job
 
 FINISH = {"eos": "stop", "length": "length"}  # docread's stopped_by -> OpenAI's finish_reason
@@ -19,8 +19,6 @@ def best_answer(results: list[DocumentAnswer]):
     (result,) = results
     if result.best is None:
         page, error = result.errors[0]
-        from docread.serve.app import as_api_error
-
         raise as_api_error(error)
     return result.best
 
@@ -81,8 +79,6 @@ async def chat_stream(job: Job, model: str, include_usage: bool) -> AsyncIterato
                 break
             elif kind == "error":
                 done = True
-                from docread.serve.app import as_api_error
-
                 raise as_api_error(value)
     except ApiError as e:  # after the response started: the error as a last event, as OpenAI sends it
         yield f"data: {json.dumps(e.body(), ensure_ascii=False)}\n\n"

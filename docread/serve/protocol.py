@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from docread.document import Settings
+from docread.errors import EXIT_FAILED, DocreadError
 from docread.limits import DEFAULT_DPI
 from docread.prompt import Task
 from docread.reader import DEFAULT_MAX_NEW_TOKENS, View
@@ -34,6 +35,18 @@ class ApiError(Exception):
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+STATUS = {"too_large": 413, "timeout": 504}  # intake codes whose HTTP status is not 400
+
+
+def as_api_error(error: Exception) -> ApiError:
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, DocreadError):
+        return from_docread(error, status=STATUS.get(error.code, 400))
+    return ApiError(500, f"internal error: {type(error).__name__}: {error}", "internal_error", type="server_error",
+                    exit_code=EXIT_FAILED)
 
 
 def from_docread(error, *, status: int = 400) -> ApiError:
