@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from docread.errors import DocreadError, UsageError
 from docread.intake import DEFAULT_DPI, Document, Limits, open_document
@@ -124,6 +124,11 @@ def encode_group(reader: DocReader, document: Document, pages: Sequence, prompts
         return None
 
 
+# How a page becomes an EncodedPage: `encode_with_fallback`'s signature. A server passes its own to keep
+# encoded pages across requests (the page it returns must survive `release()` if it is to be reused).
+Encode = Callable[[DocReader, Document, object, Sequence[str], Settings], tuple[EncodedPage, bool]]
+
+
 @dataclass
 class PageAnswer:
     """One question on one page: its Answer, or the error that kept the page from answering it."""
@@ -137,7 +142,7 @@ class PageAnswer:
 
 def answer_page(reader: DocReader, document: Document, page, questions: Sequence[str], settings: Settings, *,
                 encoded: EncodedPage | None = None, events: Events | None = None,
-                stream: bool = False) -> Iterator[PageAnswer]:
+                stream: bool = False, encode: Encode | None = None) -> Iterator[PageAnswer]:
     """Answer `questions` about one page, in order, from `encoded` or a fresh encoding. CUDA
     out-of-memory while answering re-encodes the page with fewer tiles; a page that fails yields
     an error for each question it still owed. The page's KV cache is freed at the end."""
@@ -151,7 +156,8 @@ def answer_page(reader: DocReader, document: Document, page, questions: Sequence
     pending = list(questions)
     try:
         if encoded is None:
-            encoded, degraded = encode_with_fallback(reader, document, page, list(prompts.values()), settings)
+            encoded, degraded = (encode or encode_with_fallback)(reader, document, page, list(prompts.values()),
+                                                                 settings)
         _report_reduction(reader, encoded, page, degraded, events)
         while pending:
             question = pending[0]
@@ -269,12 +275,13 @@ def _opened(source: "str | Document", **options) -> Iterator[Document]:
 def ask_document(reader: DocReader, source: "str | Document", questions: Sequence[str], *, settings: Settings | None = None,
                  pages: str | None = None, password: str | None = None, limits: Limits | None = None,
                  max_pages: int | None = MAX_ASK_PAGES, events: Events | None = None,
-                 stream: bool = False) -> list[DocumentAnswer]:
+                 stream: bool = False, encode: Encode | None = None) -> list[DocumentAnswer]:
     """Answer each question about a PDF or image (a path, `-` for stdin, or a Document the caller
     opened, e.g. to fail on a bad file before loading the model): every selected page (the first
     `max_pages` unless `pages` names them) is encoded once and asked every question; each question's
     best-scoring page wins. A page that fails is recorded and the others go on. With `stream`, a
-    single-page read streams each answer through `events`. A file that cannot be opened raises."""
+    single-page read streams each answer through `events`. A file that cannot be opened raises.
+    `encode` replaces `encode_with_fallback` (a server's cache of encoded pages)."""
     settings = settings or Settings()
     events = events or Events()
     questions = unique_questions(questions)
@@ -289,7 +296,7 @@ def ask_document(reader: DocReader, source: "str | Document", questions: Sequenc
         for index, page in enumerate(selected, start=1):
             events.page(page.number, index, len(selected))
             for result in answer_page(reader, document, page, questions, settings, events=events,
-                                      stream=stream and len(selected) == 1):
+                                      stream=stream and len(selected) == 1, encode=encode):
                 if result.answer is not None:
                     answers[result.question].append(result.answer)
                 else:

@@ -92,3 +92,10 @@ View = Annotated[ViewChoice, typer.Option(
     "--view", help="hires = docread's tiles (up to 16 + a global view); native = exactly the base checkpoint's own "
     "image handling (LLaVA-NeXT's AnyRes, LLaVA-1.5's single view), proven equal to transformers.")]
 Fast = Annotated[bool, typer.Option("--fast", help="Compiled decoder with a static KV cache (CUDA; same answers).")]
+
+
+# -- a warm server instead of a local model (ask --server) ----------------------------------------
+Server = Annotated[Optional[str], typer.Option("--server", envvar="DOCREAD_SERVER",
+                   help="URL of a `docread serve` (http://127.0.0.1:8321): the file is uploaded, no model loads here.")]
+ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="DOCREAD_API_KEY",
+                   help="The server's API key (with --server).")]

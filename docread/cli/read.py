@@ -9,6 +9,7 @@ import typer
 
 from docread.cli.options import (
     Adapter,
+    ApiKey,
     Device,
     Dpi,
     Fast,
@@ -23,6 +24,7 @@ from docread.cli.options import (
     Quant,
     Quiet,
     Seed,
+    Server,
     Task,
     Temperature,
     Timeout,
@@ -116,6 +118,8 @@ def ask(
     verbose: Verbose = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
+    server: Server = None,
+    api_key: ApiKey = None,
 ):
     """Answer questions about a PDF or image. The selected pages (the first 20 unless --pages
     names them) are each read once for all questions; the best-scoring page's answer is reported
@@ -128,6 +132,12 @@ def ask(
                         seed=seed, dpi=dpi, fast=fast, view=view)
     err = diagnostics(quiet)
     render = _Render(err, questions, live=not json_out)
+    if server:
+        options = {"pages": pages, "task": task, "max_slices": max_slices, "view": view, "dpi": dpi,
+                   "password": password, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+        records = _ask_server(server, api_key, file, questions, options, render, json_out,
+                              make_limits(max_pixels, timeout))
+        raise typer.Exit(_report(err, questions, records, json_out, verbose))
     # the file first: a bad one fails before the model loads
     with open_for_reading(file, pages=pages, password=password, settings=settings,
                           limits=make_limits(max_pixels, timeout), events=render) as document:
@@ -137,20 +147,62 @@ def ask(
                                    stream=not json_out)
         finally:
             render._stop_spinner()
+    raise typer.Exit(_report(err, questions, [result.to_json() for result in results], json_out, verbose))
+
+
+def _report(err, questions: list[str], records: list[dict], json_out: bool, verbose: bool) -> int:
+    """ask's output once every page is read (ask --json's records, local or from a server); its exit code."""
+    from dataclasses import fields
+
+    from docread.results import Answer
+
     failed = False
-    for result in results:
-        failed |= bool(result.errors)
+    for record in records:
+        failed |= bool(record["errors"])
         if json_out:
-            write_json(result.to_json())
+            write_json(record)
             continue
-        if result.best is None:
+        if record["status"] != "ok":
             continue  # its page errors are already on stderr
-        if len(result.pages) > 1:  # several pages: the best one's answer, once all are read
+        best = Answer(**{f.name: record[f.name] for f in fields(Answer)})
+        if len(record["pages"]) > 1:  # several pages: the best one's answer, once all are read
             if len(questions) > 1:
-                err.heading(result.question)
-            write_out(result.best.answer + "\n")
-        _summary(err, result.best, len(result.pages), verbose)
-    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+                err.heading(record["question"])
+            write_out(best.answer + "\n")
+        _summary(err, best, len(record["pages"]), verbose)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _ask_server(server: str, api_key, file: str, questions: list[str], options: dict, render: _Render,
+                json_out: bool, limits) -> list[dict]:
+    """ask through `docread serve`: the server's events replayed into ask's own renderer, so the output is
+    the local one; returns ask --json's records."""
+    from docread.errors import DocreadError
+    from docread.serve.client import ask_events
+
+    records = []
+    try:
+        for line in ask_events(server, file, questions, options, api_key=api_key, limits=limits):
+            event = line.get("event")
+            if event is None:
+                records.append(line)
+            elif event == "warning":
+                render.warning(line["message"])
+            elif event == "page":
+                render.page(line["number"], line["index"], line["total"])
+            elif event in ("question", "chunk") and json_out:
+                continue  # a local --json read does not stream
+            elif event == "question":
+                render.question(line["question"])
+            elif event == "chunk":
+                render.chunk(line["text"])
+            elif event == "answered":
+                render.answered(None)
+            elif event == "failed":
+                render.failed(line["number"], DocreadError(line["error"]["code"], line["error"]["message"]))
+    finally:
+        render._stop_spinner()
+    return records
 
 
 def _summary(err, answer, pages_read: int, verbose: bool) -> None:

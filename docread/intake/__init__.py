@@ -22,7 +22,7 @@ from docread.limits import DEFAULT_DPI, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, D
 from docread.sources import expand_paths, parse_pages, read_input, supported_suffixes, validate_pages_spec
 
 __all__ = ["DEFAULT_DPI", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_TIMEOUT_S", "Document", "Limits",
-           "Page", "expand_paths", "open_document", "parse_pages", "supported_suffixes", "to_rgb",
+           "Page", "expand_paths", "open_bytes", "open_document", "parse_pages", "supported_suffixes", "to_rgb",
            "validate_pages_spec"]  # the names callers use, wherever they live
 
 
@@ -34,17 +34,35 @@ def open_document(path: str, *, pages: str | None = None, password: str | None =
     clock = Clock(limits.timeout_s, path)
     with clock.running():
         data = read_input(path, limits, clock)
-        document = open_pdf(path, data, password, dpi, limits) if PDF_MAGIC in data[:MAGIC_WINDOW] \
-            else open_image(path, data, limits)
-        document.sha256, document._clock = hashlib.sha256(data).hexdigest(), clock
-        try:
-            selected = parse_pages(pages, document.page_count, name=path)
-            document.pages = [check_page(path, document.pages[n - 1], limits) for n in selected]
-            document._note_repair()
-            clock.check()
-        except DocreadError:
-            document.close()
-            raise
+        return _open_data(path, data, pages, password, dpi, limits, clock)
+
+
+def open_bytes(data: bytes, name: str, *, pages: str | None = None, password: str | None = None,
+               dpi: float = DEFAULT_DPI, limits: Limits | None = None) -> Document:
+    """Open a PDF or image held in memory (an upload) and select its pages; `name` only labels it
+    (records and messages), it is never opened."""
+    limits = limits or Limits()
+    validate_pages_spec(pages)
+    if not data:
+        raise DocreadError("empty", f"{name}: the file is empty (0 bytes); re-export or re-download it")
+    if len(data) > limits.max_bytes:
+        raise DocreadError("too_large", f"{name}: over {limits.max_bytes:,} bytes, the limit for one input")
+    clock = Clock(limits.timeout_s, name)
+    with clock.running():
+        return _open_data(name, bytes(data), pages, password, dpi, limits, clock)
+
+
+def _open_data(path: str, data: bytes, pages: str | None, password: str | None, dpi: float, limits: Limits,
+               clock: Clock) -> Document:
+    document = open_pdf(path, data, password, dpi, limits) if PDF_MAGIC in data[:MAGIC_WINDOW] \
+        else open_image(path, data, limits)
+    document.sha256, document._clock = hashlib.sha256(data).hexdigest(), clock
+    try:
+        selected = parse_pages(pages, document.page_count, name=path)
+        document.pages = [check_page(path, document.pages[n - 1], limits) for n in selected]
+        document._note_repair()
+        clock.check()
+    except DocreadError:
+        document.close()
+        raise
     return document
-
-

@@ -1,0 +1,284 @@
+"""The HTTP face of one warm model: `create_app(reader, ...)` builds a FastAPI app with `/health`,
+`/v1/models`, OpenAI's `/v1/chat/completions` and `/v1/documents/ask` (ask's --json records, one
+line per question). Both answering endpoints are `ask_document` calls run by the one worker."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import math
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from docread.document import DocumentAnswer, Events, ask_document, unique_questions
+from docread.errors import EXIT_FAILED, DocreadError
+from docread.intake import Limits, open_bytes
+from docread.reader import DocReader
+from docread.serve.protocol import (
+    ApiError,
+    ReadOptions,
+    as_api_error,
+    ask_form,
+    chat_request,
+    from_docread,
+    question_and_image,
+)
+from docread.serve.worker import Busy, Job, PageCache, Worker
+
+MiB = 1 << 20
+
+
+class _JobEvents(Events):
+    """A read's events as the request sees them: each piece of answer streamed, its limits checked, and
+    with `forward` every event as a dict (`ask --server` replays them into ask's own renderer)."""
+
+    def __init__(self, job: Job, forward: bool = False):
+        self.job, self.forward = job, forward
+
+    def _event(self, name: str, **values) -> None:
+        if self.forward:
+            self.job.emit("event", {"event": name, **values})
+
+    def warning(self, message: str) -> None:
+        self._event("warning", message=message)
+
+    def page(self, number: int, index: int, total: int) -> None:
+        self.job.check()
+        self._event("page", number=number, index=index, total=total)
+
+    def question(self, question: str) -> None:
+        self._event("question", question=question)
+
+    def chunk(self, text: str) -> None:
+        self.job.check()
+        self.job.emit("chunk", text)
+        self._event("chunk", text=text)
+
+    def answered(self, result) -> None:
+        self._event("answered", question=result.question, page=result.page)
+
+    def failed(self, number: int, error: DocreadError) -> None:
+        self._event("failed", number=number, error=error.to_json())
+
+
+class _Server:
+    def __init__(self, reader: DocReader, *, max_queue: int, max_upload_bytes: int, cache_pages: int,
+                 limits: Limits, request_timeout: float):
+        self.reader, self.limits, self.request_timeout = reader, limits, request_timeout
+        self.max_upload_bytes = max_upload_bytes
+        self.worker = Worker(max_queue)
+        self.cache = PageCache(cache_pages)
+
+    def submit(self, data: bytes, name: str, questions: list[str], options: ReadOptions,
+               forward: bool = False) -> Job:
+        """Queue a read of uploaded bytes; the document is opened on the worker (PyMuPDF is not
+        thread-safe), which emits "opened", then "chunk"s, then "done" with the answers or "error"."""
+        if len(data) > self.max_upload_bytes:
+            raise ApiError(413, f"{name}: {len(data):,} bytes, over the server's --max-upload-mb "
+                           f"({self.max_upload_bytes // MiB} MiB)", "too_large", exit_code=EXIT_FAILED)
+
+        def run(job: Job) -> list[DocumentAnswer]:
+            with open_bytes(data, name, pages=options.pages, password=options.password, dpi=options.dpi,
+                            limits=self.limits) as document:
+                job.emit("opened")
+                return ask_document(self.reader, document, questions, settings=options.settings(),
+                                    pages=options.pages, events=_JobEvents(job, forward), stream=True,
+                                    encode=self.cache.encode)
+
+        job = Job(run, asyncio.get_running_loop(), time.monotonic() + self.request_timeout)
+        try:
+            self.worker.submit(job)
+        except Busy as e:
+            retry = max(1, math.ceil(self.worker.mean_s * (self.worker.waiting + 1)))
+            raise ApiError(503, f"the server is busy: {e}; retry in {retry} s", "queue_full", type="server_error",
+                           exit_code=EXIT_FAILED, headers={"Retry-After": str(retry)}) from None
+        return job
+
+    async def until_opened(self, job: Job) -> None:
+        """Wait for the worker to open the file: a bad one fails here, before any response starts."""
+        kind, value = await job.next()
+        if kind == "error":
+            raise as_api_error(value)
+
+    async def answers(self, job: Job) -> list[DocumentAnswer]:
+        while True:
+            kind, value = await job.next()
+            if kind == "done":
+                return value
+            if kind == "error":
+                raise as_api_error(value)
+
+
+async def _ndjson_events(job: Job):
+    """The read's events as {"event": ...} lines as they happen, then ask --json's records (or an
+    {"error": ...} line)."""
+    done = False
+    try:
+        while True:
+            kind, value = await job.next()
+            if kind == "event":
+                yield json.dumps(value, ensure_ascii=False) + "\n"
+            elif kind == "done":
+                done = True
+                for result in value:
+                    yield json.dumps(result.to_json(), ensure_ascii=False) + "\n"
+                return
+            elif kind == "error":
+                done = True
+                yield json.dumps(as_api_error(value).body(), ensure_ascii=False) + "\n"
+                return
+    finally:
+        if not done:
+            job.cancelled = True
+
+
+def create_app(reader: DocReader, *, api_key: str | None = None, max_queue: int = 32, max_upload_mb: float = 64,
+               cache_pages: int = 8, limits: Limits | None = None, request_timeout: float = 600.0) -> FastAPI:
+    """A FastAPI app answering with `reader`, one request at a time, at most `max_queue` waiting.
+    `api_key`: every /v1 request needs `Authorization: Bearer <api_key>`."""
+    from contextlib import asynccontextmanager
+
+    server = _Server(reader, max_queue=max_queue, max_upload_bytes=int(max_upload_mb * MiB),
+                     cache_pages=cache_pages, limits=limits or Limits(), request_timeout=request_timeout)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        server.worker.start()
+        yield
+        await asyncio.to_thread(server.worker.stop)
+
+    app = FastAPI(title="docread", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.server = server
+    # a base64 data: URL is 4/3 of its bytes, plus the JSON around it
+    app.add_middleware(_Guard, api_key=api_key, max_body=math.ceil(server.max_upload_bytes * 4 / 3) + MiB)
+    _handlers(app)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": reader.name, "waiting": server.worker.waiting,
+                "running": server.worker.running, "served": server.worker.served,
+                "cache": {"pages": len(server.cache), "hits": server.cache.hits, "misses": server.cache.misses}}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": reader.name, "object": "model", "created": 0,
+                                            "owned_by": "docread"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        from docread.serve.chat import chat_response, chat_stream
+
+        try:
+            body = json.loads(await request.body())
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError both
+            raise ApiError(400, "the request body is not valid JSON", "invalid_json") from None
+        chat = chat_request(body)
+        question, data, media = question_and_image(chat)
+        job = server.submit(data, "image", [question], chat.options())
+        await server.until_opened(job)
+        if chat.stream:
+            include_usage = bool((chat.stream_options or {}).get("include_usage"))
+            return StreamingResponse(chat_stream(job, reader.name, include_usage), media_type="text/event-stream")
+        return chat_response(await server.answers(job), reader.name)
+
+    @app.post("/v1/documents/ask")
+    async def documents_ask(request: Request):
+        try:
+            form = await request.form(max_files=1, max_fields=100)
+        except Exception as e:  # noqa: BLE001  python-multipart on a malformed body: that body's error
+            raise ApiError(400, f"the body is not a valid multipart form: {e}", "invalid_form") from None
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "file: upload the document as a file part (files on the server are never read)",
+                           "no_file", param="file")
+        fields = [(k, v) for k, v in form.multi_items() if k != "file"]
+        events = any(k == "events" and v in ("1", "true") for k, v in fields)  # ask --server's live view
+        options = ask_form([(k, v) for k, v in fields if k != "events"])
+        try:
+            questions = unique_questions(options.question)
+        except DocreadError as e:
+            raise from_docread(e) from None
+        data = await upload.read(server.max_upload_bytes + 1)
+        job = server.submit(data, upload.filename or "upload", questions, options, forward=events)
+        await server.until_opened(job)
+        if events:
+            return StreamingResponse(_ndjson_events(job), media_type="application/x-ndjson")
+        results = await server.answers(job)
+        lines = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in results)
+        return Response(lines, media_type="application/x-ndjson")
+
+    return app
+
+
+def _handlers(app: FastAPI) -> None:
+    """Every failure in OpenAI's error shape, bad input as 4xx: never a bare 500 page for a client's mistake."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError):
+        return error_response(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError):
+        return error_response(ApiError(400, str(e.errors()[:1]), "invalid_value"))
+
+    @app.exception_handler(HTTPException)
+    async def http(request: Request, e: HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+        return error_response(ApiError(e.status_code, str(e.detail), code))
+
+
+def error_response(e: ApiError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status, headers={**e.headers, "X-Docread-Exit-Code": str(e.exit_code)})
+
+
+class _Guard:
+    """ASGI middleware in front of every route: the API key (constant-time compare) on /v1, and the body
+    size (Content-Length at once; a chunked body counted as it arrives), before any parsing."""
+
+    def __init__(self, app, *, api_key: str | None, max_body: int):
+        self.app, self.max_body = app, max_body
+        self.key = f"Bearer {api_key}".encode() if api_key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.key is not None and scope["path"].startswith("/v1"):
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.key):
+                error = ApiError(401, "missing or wrong API key: send Authorization: Bearer <key>", "invalid_api_key",
+                                 exit_code=EXIT_FAILED, headers={"WWW-Authenticate": "Bearer"})
+                return await error_response(error)(scope, receive, send)
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return await error_response(self._too_large())(scope, receive, send)
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            body, more = [], True
+            size = 0
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                body.append(message.get("body", b""))
+                size += len(body[-1])
+                if size > self.max_body:
+                    return await error_response(self._too_large())(scope, receive, send)
+                more = message.get("more_body", False)
+            replay: list[dict[str, Any]] = [{"type": "http.request", "body": b"".join(body), "more_body": False}]
+
+            async def receive_replayed():
+                return replay.pop() if replay else await receive()
+
+            return await self.app(scope, receive_replayed, send)
+        return await self.app(scope, receive, send)
+
+    def _too_large(self) -> ApiError:
+        return ApiError(413, f"the request body is over the server's limit ({self.max_body:,} bytes); "
+                        "see --max-upload-mb", "too_large", exit_code=EXIT_FAILED)

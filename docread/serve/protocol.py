@@ -1,0 +1,195 @@
+"""What the server accepts and answers: OpenAI chat-completion requests (text and `data:` image parts),
+`/v1/documents/ask`'s form fields (ask's options by their names), and OpenAI's error shape. Nothing here
+touches the model; every bad value becomes an `ApiError` naming it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from docread.document import Settings
+from docread.errors import EXIT_FAILED, DocreadError
+from docread.limits import DEFAULT_DPI
+from docread.prompt import Task
+from docread.reader import DEFAULT_MAX_NEW_TOKENS, View
+
+MAX_QUESTIONS = 32  # questions one /v1/documents/ask request may ask
+DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,",
+                      re.ASCII)
+MEDIA_TYPES = {"image/png", "image/jpeg", "image/jpg", "image/webp", "image/tiff", "application/pdf",
+               "application/octet-stream"}
+
+
+class ApiError(Exception):
+    """A request's failure as OpenAI reports it: HTTP status and {"error": {message, type, param, code}}."""
+
+    def __init__(self, status: int, message: str, code: str, *, param: str | None = None,
+                 type: str = "invalid_request_error", exit_code: int = 2, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param, self.type = status, message, code, param, type
+        self.exit_code, self.headers = exit_code, headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+STATUS = {"too_large": 413, "timeout": 504}  # intake codes whose HTTP status is not 400
+
+
+def as_api_error(error: Exception) -> ApiError:
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, DocreadError):
+        return from_docread(error, status=STATUS.get(error.code, 400))
+    return ApiError(500, f"internal error: {type(error).__name__}: {error}", "internal_error", type="server_error",
+                    exit_code=EXIT_FAILED)
+
+
+def from_docread(error, *, status: int = 400) -> ApiError:
+    """A DocreadError (bad file, bad pages, ...) as a client error carrying its code and exit code."""
+    return ApiError(status, error.message, error.code, exit_code=error.exit_code)
+
+
+def from_validation(error: ValidationError) -> ApiError:
+    first = error.errors()[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    return ApiError(400, f"{param}: {first['msg']}" if param else first["msg"], "invalid_value", param=param)
+
+
+# -- options shared by both endpoints ---------------------------------------------------------------
+class ReadOptions(BaseModel):
+    """ask's options (same names, bounds and defaults as its command-line flags)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pages: str | None = Field(None, max_length=200)
+    task: Task = Task.qa
+    max_slices: int | None = Field(None, ge=0, le=64)
+    view: View = View.hires
+    dpi: float = Field(DEFAULT_DPI, ge=10, le=1200)
+    password: str | None = Field(None, max_length=1000)
+    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=5.0)
+    seed: int | None = Field(None, ge=0, le=2**64 - 1)
+
+    def settings(self, fast: bool = False) -> Settings:
+        return Settings(task=str(self.task), max_slices=self.max_slices, max_new_tokens=self.max_new_tokens,
+                        temperature=self.temperature, seed=self.seed, dpi=self.dpi, fast=fast, view=self.view)
+
+
+class AskForm(ReadOptions):
+    """/v1/documents/ask's fields besides the file: one or more `question`s and ask's options."""
+
+    question: list[str] = Field(min_length=1, max_length=MAX_QUESTIONS)
+
+
+def ask_form(fields: list[tuple[str, Any]]) -> AskForm:
+    """Multipart fields (a repeated `question`, the rest once each) as a validated AskForm."""
+    values: dict[str, Any] = {"question": []}
+    for name, value in fields:
+        if not isinstance(value, str):
+            raise ApiError(400, f"{name}: only `file` may be a file upload", "invalid_value", param=name)
+        if name == "question":
+            values["question"].append(value)
+        elif name in values:
+            raise ApiError(400, f"{name}: given twice", "invalid_value", param=name)
+        else:
+            values[name] = value
+    try:
+        return AskForm.model_validate(values)
+    except ValidationError as e:
+        raise from_validation(e) from None
+
+
+# -- chat completions ------------------------------------------------------------------------------
+class ImageUrl(BaseModel):
+    url: str
+    detail: str | None = None
+
+
+class Part(BaseModel):
+    type: Literal["text", "image_url"]
+    text: str | None = None
+    image_url: ImageUrl | None = None
+
+
+class Message(BaseModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[Part] | None = None
+
+
+class ChatRequest(BaseModel):
+    """The OpenAI fields docread reads (others an SDK sends are ignored); `docread` carries ask's
+    options that OpenAI has no field for (pages, max_slices, view, task, dpi, password)."""
+
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
+    temperature: float | None = Field(None, ge=0.0, le=5.0)
+    seed: int | None = Field(None, ge=0, le=2**64 - 1)
+    n: int = Field(1, ge=1, le=1)
+    stream_options: dict | None = None
+    docread: ReadOptions | None = None
+
+    def options(self) -> ReadOptions:
+        base = self.docread or ReadOptions()
+        given = {"max_new_tokens": self.max_completion_tokens or self.max_tokens, "temperature": self.temperature,
+                 "seed": self.seed}
+        return base.model_copy(update={k: v for k, v in given.items() if v is not None})
+
+
+def chat_request(body: Any) -> ChatRequest:
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", "invalid_json")
+    try:
+        return ChatRequest.model_validate(body)
+    except ValidationError as e:
+        raise from_validation(e) from None
+
+
+def question_and_image(request: ChatRequest) -> tuple[str, bytes, str]:
+    """The last user message's text (the question) and the one image or PDF of the conversation, decoded,
+    with its media type. Only `data:` URLs: a remote URL is never fetched, a path never opened."""
+    images = [part.image_url.url for m in request.messages if isinstance(m.content, list) for part in m.content
+              if part.type == "image_url" and part.image_url is not None]
+    if len(images) != 1:
+        raise ApiError(400, f"send exactly one image_url part (a data: URL), got {len(images)}", "image_count",
+                       param="messages")
+    users = [m for m in request.messages if m.role == "user"]
+    if not users:
+        raise ApiError(400, "no user message: ask a question", "no_questions", param="messages")
+    content = users[-1].content
+    parts = [content] if isinstance(content, str) else [p.text or "" for p in content or [] if p.type == "text"]
+    question = " ".join(" ".join(parts).split())
+    if not question:
+        raise ApiError(400, "the last user message has no text: ask a question", "no_questions", param="messages")
+    data, media = decode_data_url(images[0])
+    return question, data, media
+
+
+def decode_data_url(url: str) -> tuple[bytes, str]:
+    scheme = url.split(":", 1)[0].lower() if ":" in url[:12] else ""
+    if scheme in ("http", "https"):
+        raise ApiError(400, "remote image URLs are not fetched: send the image inline as a data: URL "
+                       "(data:image/png;base64,...)", "remote_url_refused", param="image_url.url")
+    match = DATA_URL.match(url)
+    if scheme != "data" or match is None:
+        raise ApiError(400, "image_url.url must be a data: URL (data:image/png;base64,...); files on the server "
+                       "are never read", "not_a_data_url", param="image_url.url")
+    media = (match["type"] or "application/octet-stream").lower()
+    if media not in MEDIA_TYPES:
+        raise ApiError(400, f"data: URL of type {media}: send PNG, JPEG, WebP, TIFF or PDF", "unsupported_media_type",
+                       param="image_url.url")
+    if not match["b64"]:
+        raise ApiError(400, "the data: URL must be base64-encoded (;base64,)", "not_base64", param="image_url.url")
+    try:
+        return base64.b64decode(url[match.end():], validate=True), media
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "the data: URL's payload is not valid base64", "not_base64",
+                       param="image_url.url") from None

@@ -1,0 +1,148 @@
+"""One model, one worker: requests wait in a bounded FIFO queue and run one at a time on a thread of
+their own (the event loop stays free to accept, refuse and stream); pages stay encoded across requests
+in a bounded LRU cache, so a second question about a page pays only its decode."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from docread.document import Settings, encode_with_fallback
+from docread.errors import DocreadError
+from docread.reader import DocReader, EncodedPage
+
+
+class Busy(Exception):
+    """The queue is full: the client should retry later (503 + Retry-After)."""
+
+
+class Cancelled(DocreadError):
+    def __init__(self, why: str):
+        super().__init__("cancelled", why)
+
+
+class Job:
+    """One request's work: `run(job)` executes on the worker thread; what it `emit`s reaches the request's
+    coroutine, in order, through `next()`."""
+
+    def __init__(self, run: Callable[[Job], Any], loop: asyncio.AbstractEventLoop, deadline: float):
+        self.run, self.loop, self.deadline = run, loop, deadline
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.cancelled = False  # the client left: stop at the next token
+
+    def emit(self, kind: str, value: Any = None) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+
+    def check(self) -> None:
+        """Raise when the request should stop: the client left, or its time is up."""
+        if self.cancelled:
+            raise Cancelled("the client closed the connection")
+        if time.monotonic() > self.deadline:
+            raise DocreadError("timeout", "the request took longer than the server's --request-timeout")
+
+    async def next(self) -> tuple[str, Any]:
+        return await self.events.get()
+
+
+class Worker:
+    """A thread that runs jobs in arrival order; at most `max_queue` wait behind the one running."""
+
+    def __init__(self, max_queue: int):
+        self.max_queue = max_queue
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self.waiting = 0
+        self.running = False
+        self.served = 0
+        self.mean_s = 1.0  # running mean of a request's time on the worker (Retry-After's estimate)
+        self._thread = threading.Thread(target=self._loop, name="docread-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Let the jobs already queued finish, then end the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self.waiting >= self.max_queue:
+                raise Busy(f"{self.waiting} requests are already waiting (--max-queue {self.max_queue})")
+            self.waiting += 1
+        self._queue.put(job)
+
+    def _loop(self) -> None:
+        while (job := self._queue.get()) is not None:
+            with self._lock:
+                self.waiting -= 1
+                self.running = True
+            start = time.monotonic()
+            try:
+                job.check()
+                job.emit("done", job.run(job))
+            except DocreadError as e:
+                job.emit("error", e)
+            except Exception as e:  # noqa: BLE001  a bug must not kill the one worker: the request gets a 500
+                job.emit("error", e)
+            finally:
+                with self._lock:
+                    self.running = False
+                    self.served += 1
+                    self.mean_s = 0.8 * self.mean_s + 0.2 * (time.monotonic() - start)
+
+
+@dataclass
+class _KeptPage(EncodedPage):
+    """An EncodedPage the cache owns: `release()` after a request keeps it; eviction frees it."""
+
+    def release(self) -> None:
+        pass
+
+    def evict(self) -> None:
+        self._cache = None
+
+
+class PageCache:
+    """Encoded pages (their image embeddings and prefilled prompt prefix) by content sha256, page, view,
+    settings and plan; least recently used first out beyond `capacity` (0 = no cache)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._pages: OrderedDict[tuple, _KeptPage] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    def encode(self, reader: DocReader, document, page, prompts: Sequence[str],
+               settings: Settings) -> tuple[EncodedPage, bool]:
+        """`docread.document.Encode`: the cached page when one fits these prompts, else a fresh one kept."""
+        if self.capacity <= 0:
+            return encode_with_fallback(reader, document, page, prompts, settings)
+        plan, _ = reader.plan(page.width, page.height, prompts, max_slices=settings.max_slices,
+                              max_new_tokens=settings.max_new_tokens, view=settings.view)
+        # the plan leaves room for the longest prompt: a page planned for shorter ones is not reused
+        key = (document.sha256, page.number, page.width, page.height, str(settings.view), settings.dpi,
+               settings.max_slices, plan.max_slices, getattr(plan, "plan", None) and repr(plan.plan))
+        kept = self._pages.get(key)
+        if kept is not None:
+            self.hits += 1
+            self._pages.move_to_end(key)
+            # this request's file name on the answers; the embeddings and prefilled prefix are shared, paid
+            return replace(kept, file=document.name, answered=max(1, kept.answered)), False
+        self.misses += 1
+        encoded, degraded = encode_with_fallback(reader, document, page, prompts, settings)
+        if degraded:  # fewer tiles than asked to fit memory: not what the key says
+            return encoded, degraded
+        kept = _KeptPage(**{f.name: getattr(encoded, f.name) for f in fields(EncodedPage)})
+        self._pages[key] = kept
+        while len(self._pages) > self.capacity:
+            self._pages.popitem(last=False)[1].evict()
+        return kept, False
