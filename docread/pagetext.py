@@ -6,9 +6,10 @@ rotation applied; for images, 1 point = 1 pixel), and in pixels of the page rend
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError
 from docread.intake.base import boundary
@@ -58,7 +59,7 @@ class PageText:
         return [round(v * self.scale, 1) for v in box]
 
 
-def page_text(document: "Document", page: "Page", mode: str = TextMode.auto) -> PageText:
+def page_text(document: Document, page: Page, mode: str = TextMode.auto) -> PageText:
     """The words of `page` (see the module doc). A failure inside PyMuPDF or rapidocr on this page's
     data is that page's DocreadError; OCR asked for without the extra is a `missing_extra` error."""
     mode = TextMode(mode)

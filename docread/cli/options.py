@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from docread.pagetext import TextMode as TextChoice
 from docread.prompt import Task as TaskChoice
 from docread.reader import View as ViewChoice
 from docread.weights import Quant as QuantChoice
@@ -92,3 +93,9 @@ View = Annotated[ViewChoice, typer.Option(
     "--view", help="hires = docread's tiles (up to 16 + a global view); native = exactly the base checkpoint's own "
     "image handling (LLaVA-NeXT's AnyRes, LLaVA-1.5's single view), proven equal to transformers.")]
 Fast = Annotated[bool, typer.Option("--fast", help="Compiled decoder with a static KV cache (CUDA; same answers).")]
+
+
+# -- page text (evidence, locate, --pages auto) ------------------------------------------------
+TextOption = Annotated[TextChoice, typer.Option(
+    "--text", help="Page text for evidence and locate: auto = the PDF's text layer, else OCR when the ocr extra is "
+    "installed; layer; ocr; off.")]
