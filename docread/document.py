@@ -33,6 +33,7 @@ class Settings:
     dpi: float = DEFAULT_DPI
     fast: bool = False
     view: str = DEFAULT_VIEW         # hires | native (the base checkpoint's own image handling)
+    text: str = "auto"               # page text for evidence: auto | layer | ocr | off (docread.pagetext.TextMode)
 
     def fingerprint(self, reader: DocReader) -> dict:
         return {"model": reader.name, "adapter": reader.adapter, "task": self.task, "max_slices": self.max_slices,
@@ -225,11 +226,20 @@ class DocumentAnswer:
         else:
             first = self.errors[0][1]
             record = {"file": self.file, "question": self.question, "page": None, "answer": None, "score": None,
-                      "status": "error", "error": first.to_json()}
+                      "status": "error", "error": first.to_json(), "evidence": [], "grounded": False}
         record["pages"] = [{"page": a.page, "answer": a.answer, "score": a.score} for a in self.pages]
         record["errors"] = [{"page": page, **error.to_json()} for page, error in self.errors]
         record["repaired"] = self.repaired
         return record
+
+    @property
+    def evidence(self) -> list[dict]:
+        """Where the best answer occurs in its page's text (empty without an answer or page text)."""
+        return self.best.evidence if self.best is not None else []
+
+    @property
+    def grounded(self) -> bool:
+        return self.best is not None and self.best.grounded
 
 
 def best_of(file: str, question: str, answers: Sequence[Answer],
@@ -295,7 +305,23 @@ def ask_document(reader: DocReader, source: "str | Document", questions: Sequenc
                 else:
                     errors[result.question].append((page.number, result.error))
         report_warnings(document, events)
-        return [best_of(document.name, q, answers[q], errors[q], document.repaired) for q in questions]
+        results = [best_of(document.name, q, answers[q], errors[q], document.repaired) for q in questions]
+        attach_evidence(document, selected, results, settings, events)
+        return results
+
+
+def attach_evidence(document: Document, pages: Sequence, results: Sequence[DocumentAnswer], settings: Settings,
+                    events: Events) -> None:
+    """Each best answer's `evidence` and `grounded`, from its page's text (read once per page)."""
+    from docread.evidence import PageTexts, evidence_fields
+
+    texts = PageTexts(document, settings.text)
+    by_number = {page.number: page for page in pages}
+    for result in results:
+        if result.best is not None:
+            fields = evidence_fields(texts, by_number[result.best.page], result.best.answer,
+                                     on_error=lambda e: events.warning(f"no evidence: {e.message}"))
+            result.best.evidence, result.best.grounded = fields["evidence"], fields["grounded"]
 
 
 def ocr_document(reader: DocReader, source: "str | Document", *, settings: Settings | None = None, pages: str | None = None,

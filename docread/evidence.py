@@ -120,3 +120,19 @@ def draw_highlight(image: Image.Image, found: Sequence[dict], grid=None) -> Imag
             draw.rectangle((x0 - 2, y0 - 2, x1 + 2, y1 + 2), fill=EVIDENCE_RGB + (60,), outline=EVIDENCE_RGB + (255,),
                            width=3)
     return Image.alpha_composite(page, overlay).convert("RGB")
+
+
+def highlight_answer(document: Document, answer, size: int | None = None) -> Image.Image:
+    """The answer's page rendered at its nominal size with the answer's evidence boxed and, when the
+    tile size `size` is given and the answer was read in the hires view, its tile grid."""
+    from docread.slicing import plan_slices
+
+    page = next(p for p in document.pages if p.number == answer.page)
+    image = document.render(page, page.width, page.height)
+    grid = []
+    if size and answer.view == "hires" and answer.tiles:
+        plan = plan_slices(page.width, page.height, size=size, max_slices=answer.max_slices)
+        if (plan.rows, plan.cols) == (answer.rows, answer.cols):
+            f = page.width / plan.width  # the plan renders the page at plan.width; the picture at page.width
+            grid = [tuple(round(v * f) for v in box) for box in plan.boxes()]
+    return draw_highlight(image, answer.evidence, grid)

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -25,6 +26,7 @@ from docread.cli.options import (
     Seed,
     Task,
     Temperature,
+    TextOption,
     Timeout,
     Verbose,
     View,
@@ -102,6 +104,10 @@ def ask(
     task: Task = "qa",
     max_slices: MaxSlices = None,
     view: View = "hires",
+    text: TextOption = "auto",
+    highlight: Annotated[Optional[Path], typer.Option(
+        "--highlight", help="Write the best answer's page as a .png with its evidence boxed and the tile grid "
+        "faintly (the first question's, when several are asked).")] = None,
     dpi: Dpi = DEFAULT_DPI,
     password: Password = None,
     quant: Quant = "auto",
@@ -125,7 +131,7 @@ def ask(
 
     questions = unique_questions(questions)
     settings = Settings(task=task, max_slices=max_slices, max_new_tokens=max_new_tokens, temperature=temperature,
-                        seed=seed, dpi=dpi, fast=fast, view=view)
+                        seed=seed, dpi=dpi, fast=fast, view=view, text=text)
     err = diagnostics(quiet)
     render = _Render(err, questions, live=not json_out)
     # the file first: a bad one fails before the model loads
@@ -137,6 +143,8 @@ def ask(
                                    stream=not json_out)
         finally:
             render._stop_spinner()
+        if highlight is not None:
+            _write_highlight(document, results, highlight, reader, err)
     failed = False
     for result in results:
         failed |= bool(result.errors)
@@ -153,11 +161,23 @@ def ask(
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
+def _write_highlight(document, results, path: Path, reader, err) -> None:
+    from docread.evidence import highlight_answer
+
+    answered = next((r.best for r in results if r.best is not None), None)
+    if answered is None:
+        err.warn(f"--highlight: no answer to highlight; {path} not written")
+        return
+    highlight_answer(document, answered, reader.preset.size).save(path, format="PNG")
+    err.note(f"highlight: page {answered.page}, {len(answered.evidence)} evidence box(es) -> {path}")
+
+
 def _summary(err, answer, pages_read: int, verbose: bool) -> None:
     score = "n/a" if answer.score is None else f"{answer.score:.3f}"
     of = f" (best of {pages_read})" if pages_read > 1 else ""
+    found = f"found on the page ({answer.evidence[0]['match']})" if answer.grounded else "not found in the page text"
     line = (f"page {answer.page}{of} · score {score} · {answer.rows}x{answer.cols} tiles · "
-            f"{answer.visual_tokens} visual tokens")
+            f"{answer.visual_tokens} visual tokens · {found}")
     if verbose:
         timing = " ".join(f"{k} {v:.0f}ms" for k, v in answer.timing_ms.items())
         line += f" · {answer.generated_tokens} tokens · {timing}"
