@@ -87,9 +87,8 @@ def _batch_document(reader, document, questions, sha, fingerprint, done, setting
                     events) -> None:
     """The document's pages in groups of VISION_BATCH: one vision pass a group, then each page's
     questions on its own KV prefix, freed before the next page's."""
-    from docread.prompt import task_question
-
     from docread.evidence import PageTexts, evidence_fields
+    from docread.prompt import task_question
 
     texts = PageTexts(document, settings.text)
     pending = []
