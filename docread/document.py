@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from docread.errors import DocreadError, UsageError
+from docread.ranking import AUTO, DEFAULT_TOP_PAGES, choose_pages
 from docread.intake import DEFAULT_DPI, Document, Limits, open_document
 from docread.reader import DEFAULT_MAX_NEW_TOKENS, DEFAULT_VIEW, DocReader, EncodedPage, PageSource
 from docread.results import Answer
@@ -217,6 +218,11 @@ class DocumentAnswer:
     pages: list[Answer] = field(default_factory=list)
     errors: list[tuple[int | None, DocreadError]] = field(default_factory=list)
     repaired: bool = False
+    page_selection: list[dict] = field(default_factory=list)  # the pages this question read, and why
+
+    @property
+    def pages_read(self) -> list[int]:
+        return [pick["page"] for pick in self.page_selection]
 
     def to_json(self) -> dict:
         if self.best is not None:
@@ -230,6 +236,7 @@ class DocumentAnswer:
         record["pages"] = [{"page": a.page, "answer": a.answer, "score": a.score} for a in self.pages]
         record["errors"] = [{"page": page, **error.to_json()} for page, error in self.errors]
         record["repaired"] = self.repaired
+        record["pages_read"], record["page_selection"] = self.pages_read, self.page_selection
         return record
 
     @property
@@ -279,26 +286,28 @@ def _opened(source: "str | Document", **options) -> Iterator[Document]:
 def ask_document(reader: DocReader, source: "str | Document", questions: Sequence[str], *, settings: Settings | None = None,
                  pages: str | None = None, password: str | None = None, limits: Limits | None = None,
                  max_pages: int | None = MAX_ASK_PAGES, events: Events | None = None,
-                 stream: bool = False) -> list[DocumentAnswer]:
+                 stream: bool = False, top_pages: int = DEFAULT_TOP_PAGES) -> list[DocumentAnswer]:
     """Answer each question about a PDF or image (a path, `-` for stdin, or a Document the caller
     opened, e.g. to fail on a bad file before loading the model): every selected page (the first
-    `max_pages` unless `pages` names them) is encoded once and asked every question; each question's
-    best-scoring page wins. A page that fails is recorded and the others go on. With `stream`, a
+    `max_pages` unless `pages` names them; `pages="auto"`: each question's `top_pages` by BM25 of the
+    question against the page text, see `docread.ranking`) is encoded once and asked its questions; each
+    question's best-scoring page wins. A page that fails is recorded and the others go on. With `stream`, a
     single-page read streams each answer through `events`. A file that cannot be opened raises."""
     settings = settings or Settings()
     events = events or Events()
     questions = unique_questions(questions)
-    with _opened(source, pages=pages, password=password, settings=settings, limits=limits,
-                 events=events) as document:
-        selected = document.pages
-        if pages is None and max_pages is not None and len(selected) > max_pages:
-            events.warning(f"reading the first {max_pages} of {len(selected)} pages; choose others with --pages")
-            selected = selected[:max_pages]
+    with _opened(source, pages=None if pages == AUTO else pages, password=password, settings=settings,
+                 limits=limits, events=events) as document:
+        picks = choose_pages(document, questions, pages=pages, max_pages=max_pages, top=top_pages,
+                             text=settings.text, warn=events.warning)
+        wanted = {q: {pick.page for pick in picks[q]} for q in questions}
+        selected = [p for p in document.pages if any(p.number in w for w in wanted.values())]
         answers: dict[str, list[Answer]] = {q: [] for q in questions}
         errors: dict[str, list] = {q: [] for q in questions}
         for index, page in enumerate(selected, start=1):
             events.page(page.number, index, len(selected))
-            for result in answer_page(reader, document, page, questions, settings, events=events,
+            asked = [q for q in questions if page.number in wanted[q]]
+            for result in answer_page(reader, document, page, asked, settings, events=events,
                                       stream=stream and len(selected) == 1):
                 if result.answer is not None:
                     answers[result.question].append(result.answer)
@@ -306,6 +315,8 @@ def ask_document(reader: DocReader, source: "str | Document", questions: Sequenc
                     errors[result.question].append((page.number, result.error))
         report_warnings(document, events)
         results = [best_of(document.name, q, answers[q], errors[q], document.repaired) for q in questions]
+        for result in results:
+            result.page_selection = [pick.to_json() for pick in picks[result.question]]
         attach_evidence(document, selected, results, settings, events)
         return results
 

@@ -99,3 +99,17 @@ Fast = Annotated[bool, typer.Option("--fast", help="Compiled decoder with a stat
 TextOption = Annotated[TextChoice, typer.Option(
     "--text", help="Page text for evidence and locate: auto = the PDF's text layer, else OCR when the ocr extra is "
     "installed; layer; ocr; off.")]
+
+
+def _check_ask_pages(value: Optional[str]) -> Optional[str]:
+    """--pages as `ask` takes it: a page list, or `auto` (ranked by the question)."""
+    from docread.ranking import AUTO
+
+    return value if value == AUTO else _check_pages(value)
+
+
+AskPages = Annotated[Optional[str], typer.Option("--pages", "-p", callback=_check_ask_pages,
+                     help="Pages to read: 1,3-5,-1 (1-based; -1 = last), or auto: the --top-pages pages whose text "
+                     "best matches each question (BM25; pages without text are read as without --pages).")]
+TopPages = Annotated[int, typer.Option("--top-pages", min=1, max=100,
+                     help="Pages read per question with --pages auto.")]

@@ -10,6 +10,7 @@ import typer
 
 from docread.cli.options import (
     Adapter,
+    AskPages,
     Device,
     Dpi,
     Fast,
@@ -28,6 +29,7 @@ from docread.cli.options import (
     Temperature,
     TextOption,
     Timeout,
+    TopPages,
     Verbose,
     View,
     diagnostics,
@@ -38,6 +40,7 @@ from docread.cli.output import write_json, write_out
 from docread.document import OCR_MAX_NEW_TOKENS, Events
 from docread.errors import EXIT_FAILED, EXIT_OK
 from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.ranking import DEFAULT_TOP_PAGES
 from docread.reader import DEFAULT_MAX_NEW_TOKENS
 
 app = typer.Typer()
@@ -100,7 +103,8 @@ def ask(
         metavar="QUESTION...", help="One or more questions about the document (a repeated question is asked once).")],
     model: Model = None,
     adapter: Adapter = None,
-    pages: Pages = None,
+    pages: AskPages = None,
+    top_pages: TopPages = DEFAULT_TOP_PAGES,
     task: Task = "qa",
     max_slices: MaxSlices = None,
     view: View = "hires",
@@ -135,12 +139,12 @@ def ask(
     err = diagnostics(quiet)
     render = _Render(err, questions, live=not json_out)
     # the file first: a bad one fails before the model loads
-    with open_for_reading(file, pages=pages, password=password, settings=settings,
+    with open_for_reading(file, pages=None if pages == "auto" else pages, password=password, settings=settings,
                           limits=make_limits(max_pixels, timeout), events=render) as document:
         reader = load_reader(model, adapter, device, quant, offline, err)
         try:
             results = ask_document(reader, document, questions, settings=settings, pages=pages, events=render,
-                                   stream=not json_out)
+                                   stream=not json_out, top_pages=top_pages)
         finally:
             render._stop_spinner()
         if highlight is not None:
