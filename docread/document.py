@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from docread.errors import DocreadError, UsageError
+from docread.evidence import PageTexts
 from docread.ranking import AUTO, DEFAULT_TOP_PAGES, choose_pages
 from docread.intake import DEFAULT_DPI, Document, Limits, open_document
 from docread.reader import DEFAULT_MAX_NEW_TOKENS, DEFAULT_VIEW, DocReader, EncodedPage, PageSource
 from docread.results import Answer
+from docread.textprompt import DEFAULT_TEXT_TOKENS, Reference, with_reference
 
 OOM_SLICES = (16, 9, 4, 0)  # tile budgets tried, in turn, when a page does not fit in GPU memory
 MAX_ASK_PAGES = 20          # pages `ask` reads when no --pages is given
@@ -35,11 +37,15 @@ class Settings:
     fast: bool = False
     view: str = DEFAULT_VIEW         # hires | native (the base checkpoint's own image handling)
     text: str = "auto"               # page text for evidence: auto | layer | ocr | off (docread.pagetext.TextMode)
+    text_prompt: str = "auto"        # page text in the prompt: auto | on | off (docread.textprompt.TextPrompt)
+    text_tokens: int = DEFAULT_TEXT_TOKENS  # most tokens of page text in a prompt
 
     def fingerprint(self, reader: DocReader) -> dict:
         return {"model": reader.name, "adapter": reader.adapter, "task": self.task, "max_slices": self.max_slices,
                 "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed,
-                "dpi": self.dpi, **({"view": str(self.view)} if self.view != DEFAULT_VIEW else {})}
+                "dpi": self.dpi, **({"view": str(self.view)} if self.view != DEFAULT_VIEW else {}),
+                **({"text_prompt": str(self.text_prompt), "text_tokens": self.text_tokens}
+                   if (self.text_prompt, self.text_tokens) != ("auto", DEFAULT_TEXT_TOKENS) else {})}
 
 
 class Events:
@@ -139,16 +145,17 @@ class PageAnswer:
 
 def answer_page(reader: DocReader, document: Document, page, questions: Sequence[str], settings: Settings, *,
                 encoded: EncodedPage | None = None, events: Events | None = None,
-                stream: bool = False) -> Iterator[PageAnswer]:
+                stream: bool = False, reference: Reference | None = None) -> Iterator[PageAnswer]:
     """Answer `questions` about one page, in order, from `encoded` or a fresh encoding. CUDA
     out-of-memory while answering re-encodes the page with fewer tiles; a page that fails yields
-    an error for each question it still owed. The page's KV cache is freed at the end."""
+    an error for each question it still owed. The page's KV cache is freed at the end. `reference`:
+    page text put before each question (the plan counts it), see `docread.textprompt`."""
     import torch
 
     from docread.prompt import task_question
 
     events = events or Events()
-    prompts = {q: task_question(settings.task, q) for q in questions}
+    prompts = {q: with_reference(task_question(settings.task, q), reference) for q in questions}
     degraded = False
     pending = list(questions)
     try:
@@ -174,6 +181,7 @@ def answer_page(reader: DocReader, document: Document, page, questions: Sequence
                 continue
             pending.pop(0)
             answer.question = question
+            answer.text_prompt = None if reference is None else reference.to_json()
             yield _done(events, PageAnswer(question, page.number, answer, None, degraded))
     except DocreadError as e:  # the page failed: the questions it still owed get its error
         events.failed(page.number, e)
@@ -304,11 +312,13 @@ def ask_document(reader: DocReader, source: "str | Document", questions: Sequenc
         selected = [p for p in document.pages if any(p.number in w for w in wanted.values())]
         answers: dict[str, list[Answer]] = {q: [] for q in questions}
         errors: dict[str, list] = {q: [] for q in questions}
+        texts = PageTexts(document, settings.text)
         for index, page in enumerate(selected, start=1):
             events.page(page.number, index, len(selected))
             asked = [q for q in questions if page.number in wanted[q]]
             for result in answer_page(reader, document, page, asked, settings, events=events,
-                                      stream=stream and len(selected) == 1):
+                                      stream=stream and len(selected) == 1,
+                                      reference=page_reference(reader, document, texts, page, settings, events)):
                 if result.answer is not None:
                     answers[result.question].append(result.answer)
                 else:
@@ -317,16 +327,32 @@ def ask_document(reader: DocReader, source: "str | Document", questions: Sequenc
         results = [best_of(document.name, q, answers[q], errors[q], document.repaired) for q in questions]
         for result in results:
             result.page_selection = [pick.to_json() for pick in picks[result.question]]
-        attach_evidence(document, selected, results, settings, events)
+        attach_evidence(texts, selected, results, events)
         return results
 
 
-def attach_evidence(document: Document, pages: Sequence, results: Sequence[DocumentAnswer], settings: Settings,
-                    events: Events) -> None:
-    """Each best answer's `evidence` and `grounded`, from its page's text (read once per page)."""
-    from docread.evidence import PageTexts, evidence_fields
+def page_reference(reader: DocReader, document: Document, texts: PageTexts, page, settings: Settings,
+                   events: Events) -> Reference | None:
+    """The page text for this page's prompts under --text-prompt (None: the image alone)."""
+    from docread.textprompt import TextPrompt, reference, wanted
 
-    texts = PageTexts(document, settings.text)
+    mode = TextPrompt(settings.text_prompt)
+    if mode == TextPrompt.off or (mode == TextPrompt.auto and (document.kind != "pdf" or settings.view != "hires")):
+        return None  # decided without reading the page's text (no OCR just to find out)
+    try:
+        text = texts.get(page)
+    except DocreadError as e:
+        events.warning(f"page {page.number}: no page text for the prompt: {e.message}")
+        return None
+    if not wanted(mode, text.source, settings.view):
+        return None
+    return reference(reader.base.tokenizer, text.text, text.source, settings.text_tokens)
+
+
+def attach_evidence(texts: PageTexts, pages: Sequence, results: Sequence[DocumentAnswer], events: Events) -> None:
+    """Each best answer's `evidence` and `grounded`, from its page's text (read once per page)."""
+    from docread.evidence import evidence_fields
+
     by_number = {page.number: page for page in pages}
     for result in results:
         if result.best is not None:

@@ -83,11 +83,11 @@ def test_ask_document_attaches_evidence_to_the_best_answer(invoice, monkeypatch)
         yield PageAnswer(questions[0], page.number, result)
 
     monkeypatch.setattr(document_module, "answer_page", fake_answer_page)
-    (result,) = ask_document(None, str(invoice), [QUESTION])
+    (result,) = ask_document(None, str(invoice), [QUESTION], settings=Settings(text_prompt="off"))
     assert result.best.page == 2 and result.grounded and result.evidence[0]["match"] == "exact"
     record = result.to_json()
     assert record["grounded"] is True and record["evidence"][0]["bbox_px"] == result.evidence[0]["bbox_px"]
-    (off,) = ask_document(None, str(invoice), [QUESTION], settings=Settings(text="off"))
+    (off,) = ask_document(None, str(invoice), [QUESTION], settings=Settings(text="off", text_prompt="off"))
     assert off.to_json()["evidence"] == [] and off.grounded is False
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import docread.document as document_module
 from docread.cli import app
-from docread.document import PageAnswer, ask_document
+from docread.document import PageAnswer, Settings, ask_document
 from docread.intake import open_document
 from docread.ranking import choose_pages, pick_pages
 from docread.results import Answer
@@ -24,6 +24,7 @@ FACTS = {
     29: ("Warranty period: 24 months from the date of delivery.", "How long is the warranty period?"),
     3: ("Our support hotline can be reached at +49 30 1234567.", "What is the phone number of the support hotline?"),
 }
+OFF = Settings(text_prompt="off")  # no model here: no tokenizer to count page text with
 FILLER = ("quarterly report revenue growth marketing strategy team meeting agenda customer feedback product "
           "roadmap budget review office schedule training session project milestone supplier audit policy "
           "update amount signed located period").split()
@@ -81,7 +82,7 @@ def test_ask_document_reads_only_the_picked_pages_and_says_why(report, monkeypat
 
     monkeypatch.setattr(document_module, "answer_page", fake_answer_page)
     questions = [FACTS[7][1], FACTS[23][1]]
-    results = ask_document(None, str(report), questions, pages="auto", top_pages=2)
+    results = ask_document(None, str(report), questions, pages="auto", top_pages=2, settings=OFF)
     for result, number in zip(results, (7, 23)):
         record = result.to_json()
         assert number in record["pages_read"] and len(record["pages_read"]) <= 2
@@ -90,7 +91,7 @@ def test_ask_document_reads_only_the_picked_pages_and_says_why(report, monkeypat
     asked = {n: set(qs) for n, qs in read}
     assert set(asked) == set(results[0].pages_read) | set(results[1].pages_read)
     assert all(questions[0] in asked[n] for n in results[0].pages_read)
-    plain = ask_document(None, str(report), questions[:1], pages="1-2")[0].to_json()
+    plain = ask_document(None, str(report), questions[:1], pages="1-2", settings=OFF)[0].to_json()
     assert plain["pages_read"] == [1, 2] and plain["page_selection"][0] == {"page": 1, "why": "given"}
 
 

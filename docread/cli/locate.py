@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from docread.cli.options import MaxPixels, Pages, Password, Quiet, TextOption, Timeout, diagnostics, make_limits
+from docread.cli.options import (
+    MaxPixels,
+    Offline,
+    Pages,
+    Password,
+    Quiet,
+    TextOption,
+    Timeout,
+    diagnostics,
+    make_limits,
+)
 from docread.cli.output import write_json, write_out
 from docread.errors import EXIT_FAILED, EXIT_OK
 from docread.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
@@ -25,6 +35,7 @@ def locate(
     password: Password = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON line per occurrence on stdout.")] = False,
     quiet: Quiet = False,
+    offline: Offline = False,  # nothing here touches the network; accepted as everywhere
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
 ):

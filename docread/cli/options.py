@@ -11,6 +11,7 @@ import typer
 from docread.pagetext import TextMode as TextChoice
 from docread.prompt import Task as TaskChoice
 from docread.reader import View as ViewChoice
+from docread.textprompt import TextPrompt as TextPromptChoice
 from docread.weights import Quant as QuantChoice
 
 
@@ -113,3 +114,8 @@ AskPages = Annotated[Optional[str], typer.Option("--pages", "-p", callback=_chec
                      "best matches each question (BM25; pages without text are read as without --pages).")]
 TopPages = Annotated[int, typer.Option("--top-pages", min=1, max=100,
                      help="Pages read per question with --pages auto.")]
+TextPromptOption = Annotated[TextPromptChoice, typer.Option(
+    "--text-prompt", help="Give the model the page's text after the image: auto = a PDF's own text layer in the "
+    "hires view; on = any page text (layer or OCR), any view; off = the image alone.")]
+TextTokens = Annotated[int, typer.Option("--text-tokens", min=1, max=8192,
+                       help="Most tokens of page text in a prompt (a longer text is cut, and records say so).")]

@@ -28,6 +28,8 @@ from docread.cli.options import (
     Task,
     Temperature,
     TextOption,
+    TextPromptOption,
+    TextTokens,
     Timeout,
     TopPages,
     Verbose,
@@ -41,6 +43,7 @@ from docread.document import OCR_MAX_NEW_TOKENS, Events
 from docread.errors import EXIT_FAILED, EXIT_OK
 from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 from docread.ranking import DEFAULT_TOP_PAGES
+from docread.textprompt import DEFAULT_TEXT_TOKENS
 from docread.reader import DEFAULT_MAX_NEW_TOKENS
 
 app = typer.Typer()
@@ -109,6 +112,8 @@ def ask(
     max_slices: MaxSlices = None,
     view: View = "hires",
     text: TextOption = "auto",
+    text_prompt: TextPromptOption = "auto",
+    text_tokens: TextTokens = DEFAULT_TEXT_TOKENS,
     highlight: Annotated[Optional[Path], typer.Option(
         "--highlight", help="Write the best answer's page as a .png with its evidence boxed and the tile grid "
         "faintly (the first question's, when several are asked).")] = None,
@@ -135,7 +140,8 @@ def ask(
 
     questions = unique_questions(questions)
     settings = Settings(task=task, max_slices=max_slices, max_new_tokens=max_new_tokens, temperature=temperature,
-                        seed=seed, dpi=dpi, fast=fast, view=view, text=text)
+                        seed=seed, dpi=dpi, fast=fast, view=view, text=text, text_prompt=text_prompt,
+                        text_tokens=text_tokens)
     err = diagnostics(quiet)
     render = _Render(err, questions, live=not json_out)
     # the file first: a bad one fails before the model loads
