@@ -13,8 +13,8 @@ from typing import Iterator, Sequence
 
 from docread.errors import DocreadError, UsageError
 from docread.evidence import PageTexts
-from docread.ranking import AUTO, DEFAULT_TOP_PAGES, choose_pages
 from docread.intake import DEFAULT_DPI, Document, Limits, open_document
+from docread.ranking import AUTO, DEFAULT_TOP_PAGES, choose_pages
 from docread.reader import DEFAULT_MAX_NEW_TOKENS, DEFAULT_VIEW, DocReader, EncodedPage, PageSource
 from docread.results import Answer
 from docread.textprompt import DEFAULT_TEXT_TOKENS, Reference, with_reference
