@@ -101,13 +101,14 @@ def _root(
         os.environ["DOCREAD_DEBUG"] = "1"
 
 
-from docread.cli import batch, bench, inspect, locate, models, read, speed, train  # noqa: E402  (command modules register on import)
+from docread.cli import batch, bench, extract, inspect, locate, models, read, speed, train  # noqa: E402  (command modules register on import)
 
 bench.app.add_typer(speed.app)
 app.add_typer(inspect.app)
 app.add_typer(read.app)
 app.add_typer(batch.app)
 app.add_typer(locate.app)
+app.add_typer(extract.app)
 app.add_typer(models.app, name="models")
 app.add_typer(train.app)
 app.add_typer(bench.app, name="bench")
