@@ -36,7 +36,8 @@ def test_typed_parsing(raw, kind, value):
 
 
 @pytest.mark.parametrize("raw, kind, why", [
-    ("about 3 or 4", "number", "several numbers"), ("n/a", "number", "no number"), ("12.5", "integer", "not an integer"),
+    ("about 3 or 4", "number", "several numbers"), ("n/a", "number", "no number"),
+    ("12.5", "integer", "not an integer"),
     ("03/04/2024", "date", "ambiguous date"), ("31.02.2024", "date", "not a valid date"), ("soon", "date", "no date"),
     ("maybe", "boolean", "not a yes/no"), ("", "string", "empty answer"),
 ])
