@@ -84,14 +84,18 @@ def locate_document(source: str | Document, queries: Sequence[str], *, pages: st
                     text: str = TextMode.auto) -> Iterator[Located]:
     """Every occurrence of each query in the selected pages of a file, page by page. A page whose text
     cannot be read yields its error and the others go on; a file that cannot be opened raises."""
-    from docread.document import _opened
+    from contextlib import nullcontext
+
+    from docread.intake import Document, open_document
 
     queries = list(dict.fromkeys(" ".join(q.split()) for q in queries if q.strip()))
     if not queries:
         raise UsageError("no text given: name at least one non-empty text to locate", code="no_texts")
     if TextMode(text) == TextMode.off:
         raise UsageError("--text off leaves nothing to search: use auto, layer or ocr", code="text_off")
-    with _opened(source, pages=pages, password=password, limits=limits) as document:
+    opened = nullcontext(source) if isinstance(source, Document) else \
+        open_document(source, pages=pages, password=password, limits=limits)
+    with opened as document:
         texts = PageTexts(document, text)
         for page in document.pages:
             try:
