@@ -87,8 +87,10 @@ def _batch_document(reader, document, questions, sha, fingerprint, done, setting
                     events) -> None:
     """The document's pages in groups of VISION_BATCH: one vision pass a group, then each page's
     questions on its own KV prefix, freed before the next page's."""
+    from docread.evidence import PageTexts, evidence_fields
     from docread.prompt import task_question
 
+    texts = PageTexts(document, settings.text)
     pending = []
     for page in document.pages:
         keyed = {q: record_key(document.name, sha, page.number, q, fingerprint) for q in questions}
@@ -116,7 +118,9 @@ def _batch_document(reader, document, questions, sha, fingerprint, done, setting
                               "page": page.number, "question": result.question, "answer": answer.answer,
                               "score": answer.score, "status": "ok", "error": None, "degraded": result.degraded,
                               "model": answer.model, "rows": answer.rows, "cols": answer.cols,
-                              "visual_tokens": answer.visual_tokens, "timing_ms": answer.timing_ms}
+                              "visual_tokens": answer.visual_tokens, "timing_ms": answer.timing_ms,
+                              **evidence_fields(texts, page, answer.answer,
+                                                on_error=lambda e: events.warning(f"no evidence: {e.message}"))}
                 record["repaired"] = document.repaired  # MuPDF may repair a file late, on loading a page
                 record["view"] = str(settings.view)
                 emit(record)
@@ -128,4 +132,4 @@ def _batch_document(reader, document, questions, sha, fingerprint, done, setting
 def _error_record(key, file, sha, page, question, error: DocreadError) -> dict:
     return {"key": key, "file": file, "sha256": sha, "page": page, "question": question, "answer": None,
             "score": None, "status": "error", "error": error.to_json(), "degraded": False, "model": None,
-            "rows": None, "cols": None, "visual_tokens": None, "timing_ms": {}}
+            "rows": None, "cols": None, "visual_tokens": None, "timing_ms": {}, "evidence": [], "grounded": False}

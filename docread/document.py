@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 from docread.errors import DocreadError, UsageError
+from docread.evidence import PageTexts
 from docread.intake import DEFAULT_DPI, Document, Limits, open_document
+from docread.ranking import AUTO, DEFAULT_TOP_PAGES, choose_pages
 from docread.reader import DEFAULT_MAX_NEW_TOKENS, DEFAULT_VIEW, DocReader, EncodedPage, PageSource
 from docread.results import Answer
+from docread.textprompt import DEFAULT_TEXT_TOKENS, Reference, with_reference
 
 OOM_SLICES = (16, 9, 4, 0)  # tile budgets tried, in turn, when a page does not fit in GPU memory
 MAX_ASK_PAGES = 20          # pages `ask` reads when no --pages is given
@@ -33,11 +36,16 @@ class Settings:
     dpi: float = DEFAULT_DPI
     fast: bool = False
     view: str = DEFAULT_VIEW         # hires | native (the base checkpoint's own image handling)
+    text: str = "auto"               # page text for evidence: auto | layer | ocr | off (docread.pagetext.TextMode)
+    text_prompt: str = "auto"        # page text in the prompt: auto | on | off (docread.textprompt.TextPrompt)
+    text_tokens: int = DEFAULT_TEXT_TOKENS  # most tokens of page text in a prompt
 
     def fingerprint(self, reader: DocReader) -> dict:
         return {"model": reader.name, "adapter": reader.adapter, "task": self.task, "max_slices": self.max_slices,
                 "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed,
-                "dpi": self.dpi, **({"view": str(self.view)} if self.view != DEFAULT_VIEW else {})}
+                "dpi": self.dpi, **({"view": str(self.view)} if self.view != DEFAULT_VIEW else {}),
+                **({"text_prompt": str(self.text_prompt), "text_tokens": self.text_tokens}
+                   if (self.text_prompt, self.text_tokens) != ("auto", DEFAULT_TEXT_TOKENS) else {})}
 
 
 class Events:
@@ -142,16 +150,18 @@ class PageAnswer:
 
 def answer_page(reader: DocReader, document: Document, page, questions: Sequence[str], settings: Settings, *,
                 encoded: EncodedPage | None = None, events: Events | None = None,
-                stream: bool = False, encode: Encode | None = None) -> Iterator[PageAnswer]:
+                stream: bool = False, reference: Reference | None = None,
+                encode: Encode | None = None) -> Iterator[PageAnswer]:
     """Answer `questions` about one page, in order, from `encoded` or a fresh encoding. CUDA
     out-of-memory while answering re-encodes the page with fewer tiles; a page that fails yields
-    an error for each question it still owed. The page's KV cache is freed at the end."""
+    an error for each question it still owed. The page's KV cache is freed at the end. `reference`:
+    page text put before each question (the plan counts it), see `docread.textprompt`."""
     import torch
 
     from docread.prompt import task_question
 
     events = events or Events()
-    prompts = {q: task_question(settings.task, q) for q in questions}
+    prompts = {q: with_reference(task_question(settings.task, q), reference) for q in questions}
     degraded = False
     pending = list(questions)
     try:
@@ -178,6 +188,7 @@ def answer_page(reader: DocReader, document: Document, page, questions: Sequence
                 continue
             pending.pop(0)
             answer.question = question
+            answer.text_prompt = None if reference is None else reference.to_json()
             yield _done(events, PageAnswer(question, page.number, answer, None, degraded))
     except DocreadError as e:  # the page failed: the questions it still owed get its error
         events.failed(page.number, e)
@@ -222,6 +233,11 @@ class DocumentAnswer:
     pages: list[Answer] = field(default_factory=list)
     errors: list[tuple[int | None, DocreadError]] = field(default_factory=list)
     repaired: bool = False
+    page_selection: list[dict] = field(default_factory=list)  # the pages this question read, and why
+
+    @property
+    def pages_read(self) -> list[int]:
+        return [pick["page"] for pick in self.page_selection]
 
     def to_json(self) -> dict:
         if self.best is not None:
@@ -231,11 +247,21 @@ class DocumentAnswer:
         else:
             first = self.errors[0][1]
             record = {"file": self.file, "question": self.question, "page": None, "answer": None, "score": None,
-                      "status": "error", "error": first.to_json()}
+                      "status": "error", "error": first.to_json(), "evidence": [], "grounded": False}
         record["pages"] = [{"page": a.page, "answer": a.answer, "score": a.score} for a in self.pages]
         record["errors"] = [{"page": page, **error.to_json()} for page, error in self.errors]
         record["repaired"] = self.repaired
+        record["pages_read"], record["page_selection"] = self.pages_read, self.page_selection
         return record
+
+    @property
+    def evidence(self) -> list[dict]:
+        """Where the best answer occurs in its page's text (empty without an answer or page text)."""
+        return self.best.evidence if self.best is not None else []
+
+    @property
+    def grounded(self) -> bool:
+        return self.best is not None and self.best.grounded
 
 
 def best_of(file: str, question: str, answers: Sequence[Answer],
@@ -275,34 +301,73 @@ def _opened(source: "str | Document", **options) -> Iterator[Document]:
 def ask_document(reader: DocReader, source: "str | Document", questions: Sequence[str], *, settings: Settings | None = None,
                  pages: str | None = None, password: str | None = None, limits: Limits | None = None,
                  max_pages: int | None = MAX_ASK_PAGES, events: Events | None = None,
-                 stream: bool = False, encode: Encode | None = None) -> list[DocumentAnswer]:
+                 stream: bool = False, top_pages: int = DEFAULT_TOP_PAGES,
+                 encode: Encode | None = None) -> list[DocumentAnswer]:
     """Answer each question about a PDF or image (a path, `-` for stdin, or a Document the caller
     opened, e.g. to fail on a bad file before loading the model): every selected page (the first
-    `max_pages` unless `pages` names them) is encoded once and asked every question; each question's
-    best-scoring page wins. A page that fails is recorded and the others go on. With `stream`, a
+    `max_pages` unless `pages` names them; `pages="auto"`: each question's `top_pages` by BM25 of the
+    question against the page text, see `docread.ranking`) is encoded once and asked its questions; each
+    question's best-scoring page wins. A page that fails is recorded and the others go on. With `stream`, a
     single-page read streams each answer through `events`. A file that cannot be opened raises.
     `encode` replaces `encode_with_fallback` (a server's cache of encoded pages)."""
     settings = settings or Settings()
     events = events or Events()
     questions = unique_questions(questions)
-    with _opened(source, pages=pages, password=password, settings=settings, limits=limits,
-                 events=events) as document:
-        selected = document.pages
-        if pages is None and max_pages is not None and len(selected) > max_pages:
-            events.warning(f"reading the first {max_pages} of {len(selected)} pages; choose others with --pages")
-            selected = selected[:max_pages]
+    with _opened(source, pages=None if pages == AUTO else pages, password=password, settings=settings,
+                 limits=limits, events=events) as document:
+        picks = choose_pages(document, questions, pages=pages, max_pages=max_pages, top=top_pages,
+                             text=settings.text, warn=events.warning)
+        wanted = {q: {pick.page for pick in picks[q]} for q in questions}
+        selected = [p for p in document.pages if any(p.number in w for w in wanted.values())]
         answers: dict[str, list[Answer]] = {q: [] for q in questions}
         errors: dict[str, list] = {q: [] for q in questions}
+        texts = PageTexts(document, settings.text)
         for index, page in enumerate(selected, start=1):
             events.page(page.number, index, len(selected))
-            for result in answer_page(reader, document, page, questions, settings, events=events,
-                                      stream=stream and len(selected) == 1, encode=encode):
+            asked = [q for q in questions if page.number in wanted[q]]
+            for result in answer_page(reader, document, page, asked, settings, events=events,
+                                      stream=stream and len(selected) == 1, encode=encode,
+                                      reference=page_reference(reader, document, texts, page, settings, events)):
                 if result.answer is not None:
                     answers[result.question].append(result.answer)
                 else:
                     errors[result.question].append((page.number, result.error))
         report_warnings(document, events)
-        return [best_of(document.name, q, answers[q], errors[q], document.repaired) for q in questions]
+        results = [best_of(document.name, q, answers[q], errors[q], document.repaired) for q in questions]
+        for result in results:
+            result.page_selection = [pick.to_json() for pick in picks[result.question]]
+        attach_evidence(texts, selected, results, events)
+        return results
+
+
+def page_reference(reader: DocReader, document: Document, texts: PageTexts, page, settings: Settings,
+                   events: Events) -> Reference | None:
+    """The page text for this page's prompts under --text-prompt (None: the image alone)."""
+    from docread.textprompt import TextPrompt, reference, wanted
+
+    mode = TextPrompt(settings.text_prompt)
+    if mode == TextPrompt.off or (mode == TextPrompt.auto and (document.kind != "pdf" or settings.view != "hires")):
+        return None  # decided without reading the page's text (no OCR just to find out)
+    try:
+        text = texts.get(page)
+    except DocreadError as e:
+        events.warning(f"page {page.number}: no page text for the prompt: {e.message}")
+        return None
+    if not wanted(mode, text.source, settings.view):
+        return None
+    return reference(reader.base.tokenizer, text.text, text.source, settings.text_tokens)
+
+
+def attach_evidence(texts: PageTexts, pages: Sequence, results: Sequence[DocumentAnswer], events: Events) -> None:
+    """Each best answer's `evidence` and `grounded`, from its page's text (read once per page)."""
+    from docread.evidence import evidence_fields
+
+    by_number = {page.number: page for page in pages}
+    for result in results:
+        if result.best is not None:
+            fields = evidence_fields(texts, by_number[result.best.page], result.best.answer,
+                                     on_error=lambda e: events.warning(f"no evidence: {e.message}"))
+            result.best.evidence, result.best.grounded = fields["evidence"], fields["grounded"]
 
 
 def ocr_document(reader: DocReader, source: "str | Document", *, settings: Settings | None = None, pages: str | None = None,

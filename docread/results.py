@@ -32,6 +32,9 @@ class Answer:
     stopped_by: str                # "eos" or "length"
     timing_ms: dict[str, float] = field(default_factory=dict)  # render, encode, prefill, decode
     view: str = "hires"            # "hires" (docread's tiles) or "native" (the checkpoint's own image handling)
+    evidence: list[dict] = field(default_factory=list)  # where the answer occurs in the page's text (docread.evidence)
+    grounded: bool = False         # the answer was found in the page's text (False when the page has none)
+    text_prompt: dict | None = None  # page text given to the model ({source, tokens, cut}); None: image alone
 
     def to_json(self) -> dict:
         return asdict(self)

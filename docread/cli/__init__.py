@@ -101,12 +101,16 @@ def _root(
         os.environ["DOCREAD_DEBUG"] = "1"
 
 
-from docread.cli import batch, bench, inspect, models, read, serve, speed, train  # noqa: E402  (command modules register on import)
+from docread.cli import (  # noqa: E402  (command modules register on import)
+    batch, bench, extract, inspect, locate, models, read, serve, speed, train,
+)
 
 bench.app.add_typer(speed.app)
 app.add_typer(inspect.app)
 app.add_typer(read.app)
 app.add_typer(batch.app)
+app.add_typer(locate.app)
+app.add_typer(extract.app)
 app.add_typer(serve.app)
 app.add_typer(models.app, name="models")
 app.add_typer(train.app)

@@ -8,8 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from docread.pagetext import TextMode as TextChoice
 from docread.prompt import Task as TaskChoice
 from docread.reader import View as ViewChoice
+from docread.textprompt import TextPrompt as TextPromptChoice
 from docread.weights import Quant as QuantChoice
 
 
@@ -99,3 +101,28 @@ Server = Annotated[Optional[str], typer.Option("--server", envvar="DOCREAD_SERVE
                    help="URL of a `docread serve` (http://127.0.0.1:8321): the file is uploaded, no model loads here.")]
 ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="DOCREAD_API_KEY",
                    help="The server's API key (with --server).")]
+
+
+# -- page text (evidence, locate, --pages auto) ------------------------------------------------
+TextOption = Annotated[TextChoice, typer.Option(
+    "--text", help="Page text for evidence and locate: auto = the PDF's text layer, else OCR when the ocr extra is "
+    "installed; layer; ocr; off.")]
+
+
+def _check_ask_pages(value: Optional[str]) -> Optional[str]:
+    """--pages as `ask` takes it: a page list, or `auto` (ranked by the question)."""
+    from docread.ranking import AUTO
+
+    return value if value == AUTO else _check_pages(value)
+
+
+AskPages = Annotated[Optional[str], typer.Option("--pages", "-p", callback=_check_ask_pages,
+                     help="Pages to read: 1,3-5,-1 (1-based; -1 = last), or auto: the --top-pages pages whose text "
+                     "best matches each question (BM25; pages without text are read as without --pages).")]
+TopPages = Annotated[int, typer.Option("--top-pages", min=1, max=100,
+                     help="Pages read per question with --pages auto.")]
+TextPromptOption = Annotated[TextPromptChoice, typer.Option(
+    "--text-prompt", help="Give the model the page's text after the image: auto = a PDF's own text layer in the "
+    "hires view; on = any page text (layer or OCR), any view; off = the image alone.")]
+TextTokens = Annotated[int, typer.Option("--text-tokens", min=1, max=8192,
+                       help="Most tokens of page text in a prompt (a longer text is cut, and records say so).")]

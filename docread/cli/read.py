@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 from docread.cli.options import (
     Adapter,
     ApiKey,
+    AskPages,
     Device,
     Dpi,
     Fast,
@@ -27,7 +29,11 @@ from docread.cli.options import (
     Server,
     Task,
     Temperature,
+    TextOption,
+    TextPromptOption,
+    TextTokens,
     Timeout,
+    TopPages,
     Verbose,
     View,
     diagnostics,
@@ -38,7 +44,9 @@ from docread.cli.output import write_json, write_out
 from docread.document import OCR_MAX_NEW_TOKENS, Events
 from docread.errors import EXIT_FAILED, EXIT_OK
 from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.ranking import DEFAULT_TOP_PAGES
 from docread.reader import DEFAULT_MAX_NEW_TOKENS
+from docread.textprompt import DEFAULT_TEXT_TOKENS
 
 app = typer.Typer()
 
@@ -100,10 +108,17 @@ def ask(
         metavar="QUESTION...", help="One or more questions about the document (a repeated question is asked once).")],
     model: Model = None,
     adapter: Adapter = None,
-    pages: Pages = None,
+    pages: AskPages = None,
+    top_pages: TopPages = DEFAULT_TOP_PAGES,
     task: Task = "qa",
     max_slices: MaxSlices = None,
     view: View = "hires",
+    text: TextOption = "auto",
+    text_prompt: TextPromptOption = "auto",
+    text_tokens: TextTokens = DEFAULT_TEXT_TOKENS,
+    highlight: Annotated[Optional[Path], typer.Option(
+        "--highlight", help="Write the best answer's page as a .png with its evidence boxed and the tile grid "
+        "faintly (the first question's, when several are asked).")] = None,
     dpi: Dpi = DEFAULT_DPI,
     password: Password = None,
     quant: Quant = "auto",
@@ -129,7 +144,8 @@ def ask(
 
     questions = unique_questions(questions)
     settings = Settings(task=task, max_slices=max_slices, max_new_tokens=max_new_tokens, temperature=temperature,
-                        seed=seed, dpi=dpi, fast=fast, view=view)
+                        seed=seed, dpi=dpi, fast=fast, view=view, text=text, text_prompt=text_prompt,
+                        text_tokens=text_tokens)
     err = diagnostics(quiet)
     render = _Render(err, questions, live=not json_out)
     if server:
@@ -139,14 +155,16 @@ def ask(
                               make_limits(max_pixels, timeout))
         raise typer.Exit(_report(err, questions, records, json_out, verbose))
     # the file first: a bad one fails before the model loads
-    with open_for_reading(file, pages=pages, password=password, settings=settings,
+    with open_for_reading(file, pages=None if pages == "auto" else pages, password=password, settings=settings,
                           limits=make_limits(max_pixels, timeout), events=render) as document:
         reader = load_reader(model, adapter, device, quant, offline, err)
         try:
             results = ask_document(reader, document, questions, settings=settings, pages=pages, events=render,
-                                   stream=not json_out)
+                                   stream=not json_out, top_pages=top_pages)
         finally:
             render._stop_spinner()
+        if highlight is not None:
+            _write_highlight(document, results, highlight, reader, err)
     raise typer.Exit(_report(err, questions, [result.to_json() for result in results], json_out, verbose))
 
 
@@ -205,11 +223,23 @@ def _ask_server(server: str, api_key, file: str, questions: list[str], options: 
     return records
 
 
+def _write_highlight(document, results, path: Path, reader, err) -> None:
+    from docread.evidence import highlight_answer
+
+    answered = next((r.best for r in results if r.best is not None), None)
+    if answered is None:
+        err.warn(f"--highlight: no answer to highlight; {path} not written")
+        return
+    highlight_answer(document, answered, reader.preset.size).save(path, format="PNG")
+    err.note(f"highlight: page {answered.page}, {len(answered.evidence)} evidence box(es) -> {path}")
+
+
 def _summary(err, answer, pages_read: int, verbose: bool) -> None:
     score = "n/a" if answer.score is None else f"{answer.score:.3f}"
     of = f" (best of {pages_read})" if pages_read > 1 else ""
+    found = f"found on the page ({answer.evidence[0]['match']})" if answer.grounded else "not found in the page text"
     line = (f"page {answer.page}{of} · score {score} · {answer.rows}x{answer.cols} tiles · "
-            f"{answer.visual_tokens} visual tokens")
+            f"{answer.visual_tokens} visual tokens · {found}")
     if verbose:
         timing = " ".join(f"{k} {v:.0f}ms" for k, v in answer.timing_ms.items())
         line += f" · {answer.generated_tokens} tokens · {timing}"

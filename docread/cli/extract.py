@@ -1,0 +1,100 @@
+"""`docread extract FILE... --field NAME[:TYPE] | --schema S.json`: typed fields, one JSON object per
+document, a thin loop over `docread.extract.extract_document`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from docread.cli.options import (
+    Adapter,
+    Device,
+    Dpi,
+    MaxNewTokens,
+    MaxPixels,
+    MaxSlices,
+    Model,
+    Offline,
+    Pages,
+    Password,
+    Quant,
+    Quiet,
+    TextOption,
+    Timeout,
+    View,
+    diagnostics,
+    load_reader,
+    make_limits,
+)
+from docread.cli.output import write_json
+from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
+from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.reader import DEFAULT_MAX_NEW_TOKENS
+
+app = typer.Typer()
+
+
+@app.command(epilog='Examples:\n\n  docread extract invoice.pdf --field total:number --field due_date:date\n\n'
+                    '  docread extract invoices/*.pdf --schema invoice.schema.json -o fields.jsonl')
+def extract(
+    files: Annotated[list[str], typer.Argument(metavar="FILE...", help="PDFs or images.")],
+    field: Annotated[Optional[list[str]], typer.Option(
+        "--field", "-f", help="NAME[:TYPE], TYPE one of string, number, integer, date, boolean; repeatable.")] = None,
+    schema: Annotated[Optional[Path], typer.Option(
+        "--schema", help="A JSON Schema object: one field per property, its description as the question; "
+        "the values are validated against it.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON Lines file (default: stdout).")] = None,
+    model: Model = None,
+    adapter: Adapter = None,
+    pages: Pages = None,
+    max_slices: MaxSlices = None,
+    view: View = "hires",
+    text: TextOption = "auto",
+    dpi: Dpi = DEFAULT_DPI,
+    password: Password = None,
+    quant: Quant = "auto",
+    device: Device = "auto",
+    max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS,
+    offline: Offline = False,
+    quiet: Quiet = False,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
+):
+    """Typed fields out of each document: one JSON object per file, {"file", "fields": {NAME: {"value",
+    "raw", "page", "score", "evidence", "error"}}}. An answer that does not parse as its type gives
+    value null and an error (exit 1); a file that cannot be read is an error line and the others go on."""
+    import json
+
+    from docread.document import Settings
+    from docread.extract import extract_document, field_spec, load_schema, schema_fields
+
+    if bool(field) == bool(schema):
+        raise UsageError("give --field NAME[:TYPE] (repeatable) or --schema SCHEMA.json, one of the two")
+    loaded = load_schema(schema) if schema else None
+    fields = schema_fields(loaded) if loaded else [field_spec(f) for f in field]
+    settings = Settings(max_slices=max_slices, max_new_tokens=max_new_tokens, dpi=dpi, view=view, text=text)
+    err = diagnostics(quiet)
+    reader = load_reader(model, adapter, device, quant, offline, err)
+    failed = False
+    sink = open(output, "w", encoding="utf-8") if output else None
+    try:
+        for file in files:
+            try:
+                record = extract_document(reader, file, fields, schema=loaded, settings=settings, pages=pages,
+                                          password=password, limits=make_limits(max_pixels, timeout))
+            except DocreadError as e:
+                failed = True
+                err.error(e.message)
+                continue
+            failed |= any(f["error"] for f in record["fields"].values())
+            if sink is None:
+                write_json(record)
+            else:
+                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                sink.flush()
+    finally:
+        if sink is not None:
+            sink.close()
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)

@@ -1,0 +1,70 @@
+"""`docread locate FILE TEXT...`: where each text occurs, a thin loop over
+`docread.evidence.locate_document`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from docread.cli.options import (
+    MaxPixels,
+    Offline,
+    Pages,
+    Password,
+    Quiet,
+    TextOption,
+    Timeout,
+    diagnostics,
+    make_limits,
+)
+from docread.cli.output import write_json, write_out
+from docread.errors import EXIT_FAILED, EXIT_OK
+from docread.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+
+app = typer.Typer()
+
+
+@app.command(epilog='Examples:\n\n  docread locate invoice.pdf "Total amount" 1234.56\n\n'
+                    '  docread locate scan.png "ACME GmbH" --text ocr --json')
+def locate(
+    file: Annotated[str, typer.Argument(help="A PDF or image; - reads stdin.")],
+    texts: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Texts to find (words, numbers, dates).")],
+    pages: Pages = None,
+    text: TextOption = "auto",
+    password: Password = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON line per occurrence on stdout.")] = False,
+    quiet: Quiet = False,
+    offline: Offline = False,  # nothing here touches the network; accepted as everywhere
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
+):
+    """Where each text occurs: every page, every box (PDF points and rendered pixels), and how it matched
+    (exact, normalized: case, spacing, currency, number and date formats; fuzzy: OCR noise). Page text
+    comes from the PDF's text layer, else OCR (the ocr extra). Exit 1 when a text is found nowhere."""
+    from docread.evidence import locate_document
+
+    err = diagnostics(quiet)
+    seen: dict[str, int] = {}
+    failed = False
+    for located in locate_document(file, texts, pages=pages, password=password, text=text,
+                                   limits=make_limits(max_pixels, timeout)):
+        if located.error is not None:
+            failed = True
+            err.error(located.error.message)
+            continue
+        if located.source == "none":
+            err.warn(f"page {located.page}: no text layer and no OCR; nothing to search")
+        for query, occurrences in located.found.items():
+            seen[query] = seen.get(query, 0) + len(occurrences)
+            for o in occurrences:
+                if json_out:
+                    write_json({"file": file, "query": query, "page": o["page"], "text": o["text"],
+                                "bbox": o["bbox"], "bbox_px": o["bbox_px"], "match": o["match"], "lines": o["lines"]})
+                else:
+                    box = ", ".join(f"{v:.1f}" for v in o["bbox"])
+                    write_out(f"{query}\tpage {o['page']}\t{o['match']}\t{o['text']}\t[{box}]\n")
+    missing = [q for q, n in seen.items() if n == 0]
+    for query in missing:
+        err.warn(f"not found: {query}")
+    raise typer.Exit(EXIT_FAILED if failed or missing else EXIT_OK)

@@ -1,0 +1,142 @@
+"""Where answers and texts come from on the page: `locate_document` (every occurrence of some texts
+in a file, the `locate` command), `evidence` (where an answer occurs in its page's text) and
+`draw_highlight` (the page with its evidence boxes and, faintly, its tile grid)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from docread.errors import DocreadError, UsageError
+from docread.match import find
+from docread.pagetext import PageText, TextMode, page_text
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from docread.intake import Document, Limits, Page
+
+EVIDENCE_RGB = (255, 170, 0)     # evidence boxes: orange, drawn over a translucent fill
+GRID_RGBA = (220, 30, 30, 70)    # the tile grid, faint: where the model's tiles cut the page
+
+
+class PageTexts:
+    """Each page's text, read once per document (evidence, ranking and prompts share it). A page whose
+    text cannot be read keeps its error; `get` raises it."""
+
+    def __init__(self, document: Document, mode: str = TextMode.auto):
+        self.document, self.mode = document, TextMode(mode)
+        self._texts: dict[int, PageText | DocreadError] = {}
+
+    def get(self, page: Page) -> PageText:
+        if page.number not in self._texts:
+            if self.mode == TextMode.off:
+                self._texts[page.number] = PageText(page.number, "none", page.width, page.height)
+            else:
+                try:
+                    self._texts[page.number] = page_text(self.document, page, self.mode)
+                except DocreadError as e:
+                    self._texts[page.number] = e
+        found = self._texts[page.number]
+        if isinstance(found, DocreadError):
+            raise found
+        return found
+
+
+# -- evidence for an answer ------------------------------------------------------------------------
+def evidence(text: PageText | None, answer: str | None) -> list[dict]:
+    """Where `answer` occurs in the page's text: `[{page, text, bbox, bbox_px, match, lines}]`, empty when
+    the page has no text or the answer is not on it."""
+    if text is None or not text.words or not answer or not answer.strip():
+        return []
+    candidate = answer.strip().strip(".")
+    return [o.to_json(text) for o in find(text, candidate)]
+
+
+def evidence_fields(texts: PageTexts | None, page: Page, answer: str | None, on_error=None) -> dict:
+    """`{"evidence": [...], "grounded": bool}` for a record; a page whose text fails gives none (its
+    error goes to `on_error`)."""
+    text = None
+    if texts is not None:
+        try:
+            text = texts.get(page)
+        except DocreadError as e:
+            if on_error is not None:
+                on_error(e)
+    found = evidence(text, answer)
+    return {"evidence": found, "grounded": bool(found)}
+
+
+# -- locate ------------------------------------------------------------------------------------------
+@dataclass
+class Located:
+    """One page's result for `locate`: each query's occurrences there, or the page's error."""
+
+    page: int
+    source: str                                        # layer | ocr | none
+    found: dict[str, list[dict]] = field(default_factory=dict)
+    error: DocreadError | None = None
+
+
+def locate_document(source: str | Document, queries: Sequence[str], *, pages: str | None = None,
+                    password: str | None = None, limits: Limits | None = None,
+                    text: str = TextMode.auto) -> Iterator[Located]:
+    """Every occurrence of each query in the selected pages of a file, page by page. A page whose text
+    cannot be read yields its error and the others go on; a file that cannot be opened raises."""
+    from contextlib import nullcontext
+
+    from docread.intake import Document, open_document
+
+    queries = list(dict.fromkeys(" ".join(q.split()) for q in queries if q.strip()))
+    if not queries:
+        raise UsageError("no text given: name at least one non-empty text to locate", code="no_texts")
+    if TextMode(text) == TextMode.off:
+        raise UsageError("--text off leaves nothing to search: use auto, layer or ocr", code="text_off")
+    opened = nullcontext(source) if isinstance(source, Document) else \
+        open_document(source, pages=pages, password=password, limits=limits)
+    with opened as document:
+        texts = PageTexts(document, text)
+        for page in document.pages:
+            try:
+                page_words = texts.get(page)
+            except DocreadError as e:
+                yield Located(page.number, "none", {}, e)
+                continue
+            yield Located(page.number, page_words.source,
+                          {q: [o.to_json(page_words) for o in find(page_words, q)] for q in queries})
+
+
+# -- highlight ---------------------------------------------------------------------------------------
+def draw_highlight(image: Image.Image, found: Sequence[dict], grid=None) -> Image.Image:
+    """The rendered page with each evidence line boxed, and the tile grid (`grid`: the tile boxes in the
+    image's pixels) drawn faintly underneath."""
+    from PIL import Image, ImageDraw
+
+    page = image.convert("RGBA")
+    overlay = Image.new("RGBA", page.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    for box in grid or []:
+        draw.rectangle(tuple(box[:2]) + (box[2] - 1, box[3] - 1), outline=GRID_RGBA, width=2)
+    for item in found:
+        for line in item.get("lines") or [item]:
+            x0, y0, x1, y1 = line["bbox_px"]
+            draw.rectangle((x0 - 2, y0 - 2, x1 + 2, y1 + 2), fill=EVIDENCE_RGB + (60,), outline=EVIDENCE_RGB + (255,),
+                           width=3)
+    return Image.alpha_composite(page, overlay).convert("RGB")
+
+
+def highlight_answer(document: Document, answer, size: int | None = None) -> Image.Image:
+    """The answer's page rendered at its nominal size with the answer's evidence boxed and, when the
+    tile size `size` is given and the answer was read in the hires view, its tile grid."""
+    from docread.slicing import plan_slices
+
+    page = next(p for p in document.pages if p.number == answer.page)
+    image = document.render(page, page.width, page.height)
+    grid = []
+    if size and answer.view == "hires" and answer.tiles:
+        plan = plan_slices(page.width, page.height, size=size, max_slices=answer.max_slices)
+        if (plan.rows, plan.cols) == (answer.rows, answer.cols):
+            f = page.width / plan.width  # the plan renders the page at plan.width; the picture at page.width
+            grid = [tuple(round(v * f) for v in box) for box in plan.boxes()]
+    return draw_highlight(image, answer.evidence, grid)

@@ -1,0 +1,175 @@
+"""`extract`: named, typed fields out of a document, one question each. `extract_document` asks them all
+(one `ask_document` call), parses each best answer to its type (an answer that does not parse gives
+`value: null` and an `error`), attaches the answer's evidence, and checks the values against a JSON
+Schema when the fields came from one."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from docread.errors import UsageError
+from docread.match import _DATE_DMY_WORDS, _DATE_MDY_WORDS, _DATE_NUMERIC, _dates, number_readings
+
+_NUMBER_IN_TEXT = re.compile(r"\(?[+-]?\d{1,3}(?: \d{3})+(?:[.,]\d+)?\)?"  # 1 234,50: spaces between thousands
+                             r"|\(?[+-]?\d[\d.,'’\u202f\u00a0]*\d\)?|\(?[+-]?\d\)?")
+_ISO = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+TRUE_WORDS = {"yes", "y", "true", "1", "ja", "oui", "si", "sí", "checked", "x"}
+FALSE_WORDS = {"no", "n", "false", "0", "nein", "non", "unchecked", "none"}
+
+
+class FieldType(StrEnum):
+    string = "string"
+    number = "number"
+    integer = "integer"
+    date = "date"          # ISO 8601 out: YYYY-MM-DD
+    boolean = "boolean"
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: FieldType
+    question: str
+
+
+def field_spec(spec: str) -> Field:
+    """`NAME[:TYPE]` (string by default), asked as "What is the NAME?" (underscores as spaces)."""
+    name, _, kind = spec.partition(":")
+    name = name.strip()
+    if not name:
+        raise UsageError(f"--field {spec!r}: give a name, as NAME or NAME:TYPE")
+    try:
+        kind = FieldType(kind.strip() or "string")
+    except ValueError:
+        raise UsageError(f"--field {spec!r}: type {kind!r} is not one of {', '.join(FieldType)}") from None
+    return Field(name, kind, f"What is the {name.replace('_', ' ')}?")
+
+
+def schema_fields(schema: dict) -> list[Field]:
+    """Fields of a JSON Schema object: its properties, typed from `type` (and `format: date`), asked
+    by their `description` when they have one."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict) or not props:
+        raise UsageError("--schema: the schema needs an object with \"properties\" (one per field)")
+    fields = []
+    for name, prop in props.items():
+        kinds = prop.get("type", "string")
+        kinds = [k for k in (kinds if isinstance(kinds, list) else [kinds]) if k != "null"] or ["string"]
+        kind = "date" if prop.get("format") == "date" else kinds[0]
+        if kind not in FieldType.__members__:
+            raise UsageError(f"--schema: property {name!r} has type {kind!r}; use one of {', '.join(FieldType)}")
+        question = prop.get("description") or f"What is the {name.replace('_', ' ')}?"
+        fields.append(Field(name, FieldType(kind), question))
+    return fields
+
+
+def load_schema(path: Path) -> dict:
+    try:
+        schema = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--schema {path}: cannot read it as JSON ({e})") from None
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as e:
+        raise UsageError(f"--schema {path}: not a valid JSON Schema ({e.message})") from None
+    return schema
+
+
+# -- typed parsing -----------------------------------------------------------------------------------
+def parse_value(raw: str | None, kind: str) -> tuple[Any, str | None]:
+    """`raw` as `kind`: (value, None), or (None, why it does not parse)."""
+    text = (raw or "").strip()
+    if not text:
+        return None, "empty answer"
+    kind = FieldType(kind)
+    if kind == FieldType.string:
+        return text, None
+    if kind in (FieldType.number, FieldType.integer):
+        return _parse_number(text, integer=kind == FieldType.integer)
+    if kind == FieldType.date:
+        return _parse_date(text)
+    word = text.casefold().strip(".!")
+    if word in TRUE_WORDS or word.split()[0].strip(",.") in TRUE_WORDS:
+        return True, None
+    if word in FALSE_WORDS or word.split()[0].strip(",.") in FALSE_WORDS:
+        return False, None
+    return None, f"not a yes/no answer: {text[:60]!r}"
+
+
+def _parse_number(text: str, *, integer: bool) -> tuple[Any, str | None]:
+    found = [m.group() for m in _NUMBER_IN_TEXT.finditer(text)]
+    if not found:
+        return None, f"no number in {text[:60]!r}"
+    if len(found) > 1:
+        return None, f"several numbers in {text[:60]!r}: {', '.join(found[:4])}"
+    token = found[0]
+    negative = token.startswith("(") and token.endswith(")")  # accounting: (12.50) is -12.50
+    readings = number_readings(token.strip("()").replace(" ", ""))
+    if not readings:
+        return None, f"not a number: {token!r}"
+    value = float(readings[0]) * (-1 if negative else 1)  # "1,234": thousands, as invoices write it
+    if integer:
+        if value != int(value):
+            return None, f"not an integer: {token!r}"
+        return int(value), None
+    return value, None
+
+
+def _parse_date(text: str) -> tuple[Any, str | None]:
+    if not any(p.search(text.casefold()) for p in (_DATE_NUMERIC, _DATE_DMY_WORDS, _DATE_MDY_WORDS)):
+        return None, f"no date in {text[:60]!r}"
+    readings = sorted({m for v in _dates(text.casefold()) for m in _ISO.findall(v)})
+    if not readings:
+        return None, f"not a valid date: {text[:60]!r}"
+    if len(readings) > 1:
+        return None, f"ambiguous date {text[:40]!r}: {' or '.join(readings)}"
+    return readings[0], None
+
+
+# -- a document ---------------------------------------------------------------------------------------
+def extract_document(reader, source, fields: Sequence[Field], *, schema: dict | None = None, settings=None,
+                     pages: str | None = None, password: str | None = None, limits=None, events=None) -> dict:
+    """`{"file", "fields": {NAME: {value, raw, page, score, evidence, error}}}` for one document. A file
+    that cannot be opened raises; a page that fails leaves its fields to the other pages."""
+    from docread.document import ask_document
+
+    results = ask_document(reader, source, [f.question for f in fields], settings=settings, pages=pages,
+                           password=password, limits=limits, events=events)
+    by_question = {r.question: r for r in results}
+    out = {}
+    for f in fields:
+        result = by_question[" ".join(f.question.split())]
+        best = result.best
+        if best is None:
+            error = result.errors[0][1].message if result.errors else "no answer"
+            out[f.name] = {"value": None, "raw": None, "page": None, "score": None, "evidence": [], "error": error}
+            continue
+        value, error = parse_value(best.answer, f.type)
+        out[f.name] = {"value": value, "raw": best.answer, "page": best.page, "score": best.score,
+                       "evidence": best.evidence, "error": error}
+    file = results[0].file if results else str(source)
+    if schema is not None:
+        check_against(schema, out)
+    return {"file": file, "fields": out}
+
+
+def check_against(schema: dict, fields: dict) -> None:
+    """Validate the parsed values (nulls aside: they already carry their error) with jsonschema; a value
+    that breaks the schema becomes null with the validator's message as its error."""
+    from jsonschema import Draft202012Validator
+
+    values = {name: f["value"] for name, f in fields.items() if f["value"] is not None}
+    for error in Draft202012Validator(schema).iter_errors(values):
+        name = error.path[0] if error.path else None
+        if name in fields:
+            fields[name]["value"] = None
+            fields[name]["error"] = f"schema: {error.message}"

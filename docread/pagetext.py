@@ -1,0 +1,193 @@
+"""A page's words with their boxes: from a PDF's own text layer, else by OCR (rapidocr, the `ocr`
+extra), else none. Boxes are in PDF points, top-left origin, relative to the page as shown (CropBox,
+rotation applied; for images, 1 point = 1 pixel), and in pixels of the page rendered at its dpi.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from docread.errors import DocreadError
+from docread.intake.base import boundary
+
+if TYPE_CHECKING:
+    from docread.intake import Document, Page
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+OCR_MISSING = 'OCR needs the ocr extra: pip install "docread[ocr]"'
+OCR_MIN_SCORE = 0.5          # rapidocr line confidence below which a line is dropped as noise
+
+
+class TextMode(StrEnum):
+    auto = "auto"      # the text layer when the page has one, else OCR when installed, else none
+    layer = "layer"    # the PDF's text layer only
+    ocr = "ocr"        # OCR always (an error when the extra is missing)
+    off = "off"        # no page text
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    bbox: Box                 # PDF points on the page as shown (pixels for images)
+    line: int                 # index of the word's line on the page, in reading order
+
+
+@dataclass
+class PageText:
+    """The words of one page in reading order and how they were found."""
+
+    page: int
+    source: str                            # layer | ocr | none
+    width: float                           # the page as shown, in points (pixels for images)
+    height: float
+    scale: float = 1.0                     # rendered pixels per point (the page's dpi / 72)
+    words: list[Word] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        lines: dict[int, list[str]] = {}
+        for word in self.words:
+            lines.setdefault(word.line, []).append(word.text)
+        return "\n".join(" ".join(ws) for ws in lines.values())
+
+    def px(self, box: Box) -> list[float]:
+        """A box in points as pixels of the rendered page."""
+        return [round(v * self.scale, 1) for v in box]
+
+
+def page_text(document: Document, page: Page, mode: str = TextMode.auto) -> PageText:
+    """The words of `page` (see the module doc). A failure inside PyMuPDF or rapidocr on this page's
+    data is that page's DocreadError; OCR asked for without the extra is a `missing_extra` error."""
+    mode = TextMode(mode)
+    where = f"{document.name} page {page.number}"
+    if document.kind == "pdf":
+        with boundary(where, "read its text"):
+            pdf_page = document._handle[page.number - 1]
+            width, height = pdf_page.rect.width, pdf_page.rect.height
+        text = PageText(page.number, "none", width, height, page.width / width if width else 1.0)
+        if mode in (TextMode.auto, TextMode.layer):
+            with boundary(where, "read its text"):
+                text.words = layer_words(pdf_page)
+            if text.words:
+                text.source = "layer"
+                return text
+    else:
+        text = PageText(page.number, "none", page.width, page.height, 1.0)
+    if mode == TextMode.ocr or (mode == TextMode.auto and ocr_available()):
+        image = document.render(page, page.width, page.height)
+        text.words = [Word(w.text, tuple(v / text.scale for v in w.bbox), w.line) for w in ocr_words(image, where)]
+        text.source = "ocr"
+    return text
+
+
+# -- the text layer -------------------------------------------------------------------------------
+def layer_words(pdf_page) -> list[Word]:
+    """Words of a PyMuPDF page in reading order (block, line, word), boxes on the page as shown:
+    MuPDF gives them unrotated, relative to the CropBox; `rotation_matrix` turns them as displayed."""
+    import pymupdf
+
+    raw = sorted(pdf_page.get_text("words"), key=lambda w: (w[5], w[6], w[7]))
+    matrix = pdf_page.rotation_matrix
+    lines: dict[tuple[int, int], list[tuple[str, Box]]] = {}
+    for x0, y0, x1, y1, text, block, line, _ in raw:
+        rect = pymupdf.Rect(x0, y0, x1, y1) * matrix
+        lines.setdefault((block, line), []).append((text, (rect.x0, rect.y0, rect.x1, rect.y1)))
+    words = []
+    for index, line_words in enumerate(lines.values()):
+        words += [Word(t, _round(b), index) for t, b in logical_order(line_words)]
+    return words
+
+
+def is_rtl(text: str) -> bool:
+    """Whether most strong characters of `text` are right-to-left (Hebrew, Arabic...)."""
+    rtl = ltr = 0
+    for ch in text:
+        kind = unicodedata.bidirectional(ch)
+        rtl += kind in ("R", "AL")
+        ltr += kind == "L"
+    return rtl > ltr
+
+
+def logical_order(line: Sequence[tuple[str, Box]]) -> list[tuple[str, Box]]:
+    """A line's words in reading order: right to left when the line is right-to-left text (MuPDF and
+    OCR may list them left to right, as they sit on the page)."""
+    if not is_rtl(" ".join(t for t, _ in line)):
+        return list(line)
+    return sorted(line, key=lambda w: -w[1][2])
+
+
+def _round(box: Box) -> Box:
+    return tuple(round(v, 2) for v in box)
+
+
+# -- OCR ------------------------------------------------------------------------------------------
+_engine = None
+
+
+def ocr_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("rapidocr_onnxruntime") is not None
+
+
+def _ocr_engine():
+    global _engine
+    if _engine is None:
+        if not ocr_available():
+            raise DocreadError("missing_extra", OCR_MISSING)
+        from rapidocr_onnxruntime import RapidOCR
+
+        _engine = RapidOCR()
+    return _engine
+
+
+def ocr_words(image, where: str) -> list[Word]:
+    """Words of an RGB image by rapidocr (PP-OCRv4), boxes in the image's pixels, lines top to bottom."""
+    import numpy as np
+
+    engine = _ocr_engine()
+    with boundary(where, "OCR it"):
+        result, _ = engine(np.asarray(image.convert("RGB")), return_word_box=True)
+    lines = []
+    for item in result or []:
+        quad, text, score = item[0], item[1], item[2]
+        if score < OCR_MIN_SCORE or not text.strip():
+            continue
+        xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+        line_box = (min(xs), min(ys), max(xs), max(ys))
+        chars = item[3] if len(item) > 4 and len(item[3]) == len(item[4]) else None
+        lines.append((line_box, _split_line(text, line_box, chars, item[4] if chars else None)))
+    lines.sort(key=lambda entry: (entry[0][1] + entry[0][3]) / 2)
+    words = []
+    for index, (_, line_words) in enumerate(lines):
+        words += [Word(t, _round(b), index) for t, b in logical_order(line_words)]
+    return words
+
+
+def _split_line(text: str, box: Box, char_boxes, chars) -> list[tuple[str, Box]]:
+    """A recognised line cut into words: by rapidocr's character boxes when it gave them, else by
+    sharing the line's width in proportion to the characters."""
+    if char_boxes is not None:
+        words, current, boxes = [], "", []
+        for ch, quad in list(zip(chars, char_boxes)) + [(" ", None)]:
+            if ch.strip():
+                current += ch
+                boxes.append(quad)
+            elif current:
+                xs = [p[0] for q in boxes for p in q]
+                words.append((current, (min(xs), box[1], max(xs), box[3])))
+                current, boxes = "", []
+        if words:
+            return words
+    words, x0, width = [], box[0], box[2] - box[0]
+    per_char = width / max(1, len(text))
+    position = 0
+    for token in text.split(" "):
+        if token:
+            words.append((token, (x0 + position * per_char, box[1], x0 + (position + len(token)) * per_char, box[3])))
+        position += len(token) + 1
+    return words
