@@ -99,7 +99,7 @@ def test_a_reader_that_dies_is_restarted_and_nothing_is_written_twice(tiny_llava
     files = [str(folder / name) for name in ("a.pdf", "b.png", "d.pdf")]
     with record_log(str(out), resume=False) as sink:
         failed = run_batch_ray(files, QUESTIONS, sink, settings=Settings(max_new_tokens=3, max_slices=1),
-                               model=str(tiny_llava), device="cpu", quant="none", workers=2)
+                               model=str(tiny_llava), device="cpu", quant="none", workers=1)
     assert cluster.exists()  # a reader did die
     records = records_of(out)
     assert failed == 0 and len(records) == len({r["key"] for r in records}) == (5 + 1 + 1) * 2
@@ -153,3 +153,10 @@ def test_missing_ray_is_one_clear_line(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         "error: --engine ray needs Ray Data: pip install 'docread[ray]' (or 'ray[data]>=2.9')"]
+
+
+def test_ray_options_need_the_ray_engine(tmp_path):
+    result = CliRunner().invoke(app, ["batch", str(tmp_path), "-Q", str(questions_file(tmp_path)),
+                                      "-o", str(tmp_path / "out.jsonl"), "--workers", "2"])
+    assert result.exit_code == 2 and "need --engine ray" in result.stderr
+    assert not (tmp_path / "out.jsonl").exists()

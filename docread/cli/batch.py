@@ -71,7 +71,8 @@ def read_questions(path: Path) -> list[str]:
 
 
 @app.command(epilog="Examples:\n\n  docread batch scans/ --question-file q.txt -o answers.jsonl\n\n"
-                    "  docread batch scans/ -Q q.txt -o answers.jsonl --resume   # after an interruption")
+                    "  docread batch scans/ -Q q.txt -o answers.jsonl --resume   # after an interruption\n\n"
+                    "  docread batch scans/ -Q q.txt -o answers.jsonl --engine ray --workers 8 --gpus-per-worker 1")
 def batch(
     paths: Annotated[list[str], typer.Argument(help="PDFs, images or folders (walked recursively).")],
     question_file: Annotated[Path, typer.Option(
@@ -117,17 +118,17 @@ def batch(
     from docread.document import Settings
     from docread.intake import expand_paths
 
-    questions = read_questions(question_file)
-    files = expand_paths(paths)
-    err = diagnostics(quiet)
-    settings = Settings(task=task, max_slices=max_slices, max_new_tokens=max_new_tokens, temperature=temperature,
-                        seed=seed, dpi=dpi, fast=fast, view=view)
     if engine is Engine.ray:
         from docread.rayengine import require_ray
 
         require_ray()
     elif ray_address is not None or workers != 1 or gpus_per_worker:
         raise UsageError("--ray-address, --workers and --gpus-per-worker need --engine ray")
+    questions = read_questions(question_file)
+    files = expand_paths(paths)
+    err = diagnostics(quiet)
+    settings = Settings(task=task, max_slices=max_slices, max_new_tokens=max_new_tokens, temperature=temperature,
+                        seed=seed, dpi=dpi, fast=fast, view=view)
     sink = record_log(output, resume=resume)
     if sink.done or sink.retried:
         err.note(f"resuming: {len(sink.done)} records already in {output}"
