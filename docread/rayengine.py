@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -95,6 +96,7 @@ def run_batch_ray(files: Sequence[str], questions: Sequence[str], sink: JsonLine
         return failed
     started = _connect(ray, address, workers)
     try:
+        _check_resources(ray, workers, gpus_per_worker)
         for row in _pipeline(ray, groups, workers, gpus_per_worker, {
                 "model": model, "adapter": adapter, "device": device, "quant": quant, "offline": offline,
                 "questions": list(questions), "settings": settings, "password": password, "limits": limits}):
@@ -102,8 +104,10 @@ def run_batch_ray(files: Sequence[str], questions: Sequence[str], sink: JsonLine
             if should_stop():
                 break
     except ray.exceptions.RayError as e:
-        raise DocreadError("ray_failed", f"the Ray run failed ({type(e).__name__}: {_first_line(e)}); the records "
-                           "written so far are kept: fix the cause and rerun with --resume") from None
+        cause = _reader_failure(e)
+        why = f"a reader could not start: {cause}" if cause else f"{type(e).__name__}: {_first_line(e)}"
+        raise DocreadError("ray_failed", f"the Ray run failed ({why}); the records written so far are kept: fix "
+                           "the cause and rerun with --resume") from None
     finally:
         if started:
             ray.shutdown()
@@ -117,10 +121,45 @@ def _connect(ray, address: str | None, workers: int) -> bool:
     logging.getLogger("ray").setLevel(logging.ERROR)
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     if address:
-        ray.init(address=address, **options)
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as e:
+            raise DocreadError("ray_unreachable", f"--ray-address {address}: no Ray cluster there "
+                               f"({_first_line(e)}); start one with `ray start --head`, or leave --ray-address out "
+                               "for a local Ray") from None
     else:
         ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1), **options)  # never a stray cluster
     return True
+
+
+def _check_resources(ray, workers: int, gpus_per_worker: float) -> None:
+    """Fail at once, not wait forever, when the cluster cannot hold the readers asked for."""
+    have = ray.cluster_resources()
+    gpus, cpus = have.get("GPU", 0.0), have.get("CPU", 0.0)
+    if gpus_per_worker and workers * gpus_per_worker > gpus:
+        raise UsageError(f"--workers {workers} --gpus-per-worker {gpus_per_worker:g} needs "
+                         f"{workers * gpus_per_worker:g} GPUs; the Ray cluster has {gpus:g}: ask for fewer")
+    if workers > cpus:
+        raise UsageError(f"--workers {workers} needs {workers} CPUs (one per reader); the Ray cluster has "
+                         f"{cpus:g}: ask for fewer")
+
+
+class ReaderFailed(Exception):
+    """A reader's model did not load (DocreadError, with keyword arguments, does not cross processes)."""
+
+
+def _reader_failure(error: BaseException) -> str | None:
+    """The message of the ReaderFailed behind a Ray error, if one is."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ReaderFailed):
+            return str(error)
+        found = re.search(rf"{ReaderFailed.__name__}: (.+)", str(error))  # an actor's death carries it as text
+        if found:
+            return found.group(1).strip()
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return None
 
 
 def _pipeline(ray, groups: list[str], workers: int, gpus_per_worker: float, reader_options: dict):
@@ -143,7 +182,10 @@ class _GroupReader:
     def __init__(self, *, model, adapter, device, quant, offline, questions, settings, password, limits):
         from docread.loading import load
 
-        self.reader = load(model, adapter=adapter, device=device, quant=quant, offline=offline)
+        try:
+            self.reader = load(model, adapter=adapter, device=device, quant=quant, offline=offline)
+        except DocreadError as e:
+            raise ReaderFailed(e.message) from None
         self.questions, self.settings, self.password, self.limits = questions, settings, password, limits
 
     def __call__(self, batch: dict) -> dict:

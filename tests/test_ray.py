@@ -160,3 +160,11 @@ def test_ray_options_need_the_ray_engine(tmp_path):
                                       "-o", str(tmp_path / "out.jsonl"), "--workers", "2"])
     assert result.exit_code == 2 and "need --engine ray" in result.stderr
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_more_readers_than_the_cluster_holds_fail_at_once(tiny_llava, folder, tmp_path, cluster):
+    from docread.errors import UsageError
+
+    with record_log(str(tmp_path / "out.jsonl"), resume=False) as sink, pytest.raises(UsageError, match="has 0"):
+        run_batch_ray([str(folder / "b.png")], QUESTIONS, sink, settings=Settings(), model=str(tiny_llava),
+                      workers=2, gpus_per_worker=1)
