@@ -8,10 +8,12 @@ whole and deduplicated by key, in completion order (a group at a time). Nothing 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -94,12 +96,19 @@ def run_batch_ray(files: Sequence[str], questions: Sequence[str], sink: JsonLine
                                                    for page, todo, keyed in group]}))
     if not groups or should_stop():
         return failed
+    with contextlib.redirect_stdout(sys.stderr):  # Ray prints its workers' errors to stdout, where `-o -` writes
+        _run(ray, groups, emit, should_stop, address, workers, gpus_per_worker, {
+            "model": model, "adapter": adapter, "device": device, "quant": quant, "offline": offline,
+            "questions": list(questions), "settings": settings, "password": password, "limits": limits})
+    return failed
+
+
+def _run(ray, groups, emit, should_stop, address, workers, gpus_per_worker, reader_options) -> None:
+    """The readers on the cluster; each record they return through `emit`, as it arrives."""
     started = _connect(ray, address, workers)
     try:
         _check_resources(ray, workers, gpus_per_worker)
-        for row in _pipeline(ray, groups, workers, gpus_per_worker, {
-                "model": model, "adapter": adapter, "device": device, "quant": quant, "offline": offline,
-                "questions": list(questions), "settings": settings, "password": password, "limits": limits}):
+        for row in _pipeline(ray, groups, workers, gpus_per_worker, reader_options):
             emit(json.loads(row["record"]))
             if should_stop():
                 break
@@ -111,7 +120,6 @@ def run_batch_ray(files: Sequence[str], questions: Sequence[str], sink: JsonLine
     finally:
         if started:
             ray.shutdown()
-    return failed
 
 
 def _connect(ray, address: str | None, workers: int) -> bool:

@@ -96,15 +96,15 @@ def test_ray_engine_writes_the_local_records(tiny_llava, folder, tmp_path, clust
 def test_a_reader_that_dies_is_restarted_and_nothing_is_written_twice(tiny_llava, folder, tmp_path, cluster):
     cluster.unlink()  # armed: the first reader to take a group exits at once
     out = tmp_path / "out.jsonl"
-    files = [str(folder / name) for name in ("a.pdf", "b.png", "d.pdf")]
+    files = [str(folder / name) for name in ("a.pdf", "b.png", "c.pdf", "d.pdf")]
     with record_log(str(out), resume=False) as sink:
         failed = run_batch_ray(files, QUESTIONS, sink, settings=Settings(max_new_tokens=3, max_slices=1),
                                model=str(tiny_llava), device="cpu", quant="none", workers=1)
     assert cluster.exists()  # a reader did die
     records = records_of(out)
-    assert failed == 0 and len(records) == len({r["key"] for r in records}) == (5 + 1 + 1) * 2
+    assert failed == 2 and len(records) == len({r["key"] for r in records}) == (5 + 1 + 1 + 1) * 2
     assert {(os.path.basename(r["file"]), r["page"]) for r in records} == \
-        {("a.pdf", p) for p in range(1, 6)} | {("b.png", 1), ("d.pdf", 1)}
+        {("a.pdf", p) for p in range(1, 6)} | {("b.png", 1), ("c.pdf", None), ("d.pdf", 1)}
 
 
 def test_driver_killed_then_resumed_has_every_record_once(tiny_llava, tmp_path, cluster, monkeypatch):
