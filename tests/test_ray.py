@@ -168,3 +168,17 @@ def test_more_readers_than_the_cluster_holds_fail_at_once(tiny_llava, folder, tm
     with record_log(str(tmp_path / "out.jsonl"), resume=False) as sink, pytest.raises(UsageError, match="has 0"):
         run_batch_ray([str(folder / "b.png")], QUESTIONS, sink, settings=Settings(), model=str(tiny_llava),
                       workers=2, gpus_per_worker=1)
+
+
+def test_a_group_whose_file_changed_or_vanished_is_error_records(folder, tmp_path):
+    """In a reader, before any model call: a file edited since the driver hashed it, or gone."""
+    from docread.rayengine import answer_owed
+
+    owed = [[1, {"What?": "k1", "Who?": "k2"}], [2, {"Who?": "k3"}]]
+    changed = answer_owed(None, {"file": str(folder / "a.pdf"), "sha256": "0" * 64, "owed": owed}, ["What?", "Who?"],
+                          Settings())
+    gone = answer_owed(None, {"file": str(tmp_path / "gone.pdf"), "sha256": "0" * 64, "owed": owed}, ["What?"],
+                       Settings())
+    assert [(r["key"], r["page"], r["status"], r["error"]["code"]) for r in changed] == \
+        [("k1", 1, "error", "changed"), ("k2", 1, "error", "changed"), ("k3", 2, "error", "changed")]
+    assert {r["error"]["code"] for r in gone} == {"not_found"} and len(gone) == 3
