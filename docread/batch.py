@@ -70,11 +70,8 @@ def run_batch(reader: DocReader, files: Sequence[str], questions: Sequence[str],
             document = open_for_reading(file, pages=pages, password=password, settings=settings, limits=limits,
                                         events=events)
         except DocreadError as e:
-            sha = file_sha256(file)
-            for question in questions:
-                key = record_key(file, sha, None, question, fingerprint)
-                if key not in sink.done:
-                    emit({**_error_record(key, file, sha, None, question, e), "view": str(settings.view)})
+            for record in unopened_records(file, questions, fingerprint, sink.done, e, settings):
+                emit(record)
             continue
         with document:
             sha = document.sha256
@@ -83,53 +80,79 @@ def run_batch(reader: DocReader, files: Sequence[str], questions: Sequence[str],
     return failed
 
 
+def unopened_records(file, questions, fingerprint, done, error: DocreadError, settings: Settings) -> list[dict]:
+    """A file that cannot be opened: one error record (page None) per question not in `done`."""
+    sha = file_sha256(file)
+    keyed = {q: record_key(file, sha, None, q, fingerprint) for q in questions}
+    return [{**error_record(keyed[q], file, sha, None, q, error), "view": str(settings.view)}
+            for q in questions if keyed[q] not in done]
+
+
 def _batch_document(reader, document, questions, sha, fingerprint, done, settings, emit, should_stop,
                     events) -> None:
     """The document's pages in groups of VISION_BATCH: one vision pass a group, then each page's
     questions on its own KV prefix, freed before the next page's."""
-    from docread.evidence import PageTexts, evidence_fields
-    from docread.prompt import task_question
+    for group in vision_groups(owed_pages(document, questions, sha, fingerprint, done)):
+        if should_stop() or not answer_group(reader, document, group, questions, sha, settings, emit, should_stop,
+                                             events):
+            return
+        report_warnings(document, events)
 
-    texts = PageTexts(document, settings.text)
-    pending = []
+
+def owed_pages(document, questions, sha, fingerprint, done) -> list[tuple]:
+    """(page, questions still owed, {question: key}) for each page with a record not in `done`."""
+    owed = []
     for page in document.pages:
         keyed = {q: record_key(document.name, sha, page.number, q, fingerprint) for q in questions}
         todo = [q for q in questions if keyed[q] not in done]
         if todo:
-            pending.append((page, todo, keyed))
+            owed.append((page, todo, keyed))
+    return owed
+
+
+def vision_groups(owed: Sequence) -> list[Sequence]:
+    """The owed pages in runs of VISION_BATCH, one vision pass each (the Ray engine groups the same way,
+    so both engines encode, and answer, identically)."""
+    return [owed[start : start + VISION_BATCH] for start in range(0, len(owed), VISION_BATCH)]
+
+
+def answer_group(reader, document, group, questions, sha, settings, emit, should_stop, events) -> bool:
+    """One vision pass over the group's pages, then every owed question of each page, one record each
+    through `emit`; False when `should_stop` ended it early. `questions` (all of the run's) shape the
+    encoding, as in the local batch."""
+    from docread.evidence import PageTexts, evidence_fields
+    from docread.prompt import task_question
+
+    texts = PageTexts(document, settings.text)
     prompts = [task_question(settings.task, q) for q in questions]
-    for start in range(0, len(pending), VISION_BATCH):
-        group = pending[start : start + VISION_BATCH]
-        if should_stop():
-            return
-        try:
-            encoded = encode_group(reader, document, [page for page, _, _ in group], prompts, settings)
-        except DocreadError:  # a page of the group failed to render: each page alone finds out which
-            encoded = None
-        for index, (page, todo, keyed) in enumerate(group):
-            for result in answer_page(reader, document, page, todo, settings, events=events,
-                                      encoded=encoded[index] if encoded is not None else None):
-                if result.answer is None:
-                    record = _error_record(keyed[result.question], document.name, sha, page.number,
-                                           result.question, result.error)
-                else:
-                    answer = result.answer
-                    record = {"key": keyed[result.question], "file": document.name, "sha256": sha,
-                              "page": page.number, "question": result.question, "answer": answer.answer,
-                              "score": answer.score, "status": "ok", "error": None, "degraded": result.degraded,
-                              "model": answer.model, "rows": answer.rows, "cols": answer.cols,
-                              "visual_tokens": answer.visual_tokens, "timing_ms": answer.timing_ms,
-                              **evidence_fields(texts, page, answer.answer,
-                                                on_error=lambda e: events.warning(f"no evidence: {e.message}"))}
-                record["repaired"] = document.repaired  # MuPDF may repair a file late, on loading a page
-                record["view"] = str(settings.view)
-                emit(record)
-                if should_stop():
-                    return
-        report_warnings(document, events)
+    try:
+        encoded = encode_group(reader, document, [page for page, _, _ in group], prompts, settings)
+    except DocreadError:  # a page of the group failed to render: each page alone finds out which
+        encoded = None
+    for index, (page, todo, keyed) in enumerate(group):
+        for result in answer_page(reader, document, page, todo, settings, events=events,
+                                  encoded=encoded[index] if encoded is not None else None):
+            if result.answer is None:
+                record = error_record(keyed[result.question], document.name, sha, page.number,
+                                      result.question, result.error)
+            else:
+                answer = result.answer
+                record = {"key": keyed[result.question], "file": document.name, "sha256": sha,
+                          "page": page.number, "question": result.question, "answer": answer.answer,
+                          "score": answer.score, "status": "ok", "error": None, "degraded": result.degraded,
+                          "model": answer.model, "rows": answer.rows, "cols": answer.cols,
+                          "visual_tokens": answer.visual_tokens, "timing_ms": answer.timing_ms,
+                          **evidence_fields(texts, page, answer.answer,
+                                            on_error=lambda e: events.warning(f"no evidence: {e.message}"))}
+            record["repaired"] = document.repaired  # MuPDF may repair a file late, on loading a page
+            record["view"] = str(settings.view)
+            emit(record)
+            if should_stop():
+                return False
+    return True
 
 
-def _error_record(key, file, sha, page, question, error: DocreadError) -> dict:
+def error_record(key, file, sha, page, question, error: DocreadError) -> dict:
     return {"key": key, "file": file, "sha256": sha, "page": page, "question": question, "answer": None,
             "score": None, "status": "error", "error": error.to_json(), "degraded": False, "model": None,
             "rows": None, "cols": None, "visual_tokens": None, "timing_ms": {}, "evidence": [], "grounded": False}

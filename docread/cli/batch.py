@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import signal
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -41,6 +42,13 @@ app = typer.Typer()
 MAX_QUESTION_FILE = 16 * 1024 * 1024  # bytes: a question file is text, never a data dump
 
 
+class Engine(StrEnum):
+    """Where `batch` runs."""
+
+    local = "local"  # this process, one model
+    ray = "ray"      # a Ray cluster: an actor pool of readers (docread.rayengine)
+
+
 def read_questions(path: Path) -> list[str]:
     """One question per line; blank lines and `#` comments skipped, a UTF-8 BOM ignored, a repeated
     question asked once."""
@@ -63,7 +71,8 @@ def read_questions(path: Path) -> list[str]:
 
 
 @app.command(epilog="Examples:\n\n  docread batch scans/ --question-file q.txt -o answers.jsonl\n\n"
-                    "  docread batch scans/ -Q q.txt -o answers.jsonl --resume   # after an interruption")
+                    "  docread batch scans/ -Q q.txt -o answers.jsonl --resume   # after an interruption\n\n"
+                    "  docread batch scans/ -Q q.txt -o answers.jsonl --engine ray --workers 8 --gpus-per-worker 1")
 def batch(
     paths: Annotated[list[str], typer.Argument(help="PDFs, images or folders (walked recursively).")],
     question_file: Annotated[Path, typer.Option(
@@ -89,6 +98,16 @@ def batch(
     quiet: Quiet = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
+    engine: Annotated[Engine, typer.Option(
+        "--engine", help="local = this process; ray = a Ray cluster, one model per worker: records arrive in "
+        "completion order (up to 4 pages of a file at a time), each (file, page, question) exactly once.")
+    ] = Engine.local,
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="With --engine ray: join this cluster (auto = the one `ray start` runs here); "
+        "default: start a local Ray.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="With --engine ray: reader actors.")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(
+        "--gpus-per-worker", min=0.0, help="With --engine ray: GPUs per reader (0 = CPU readers).")] = 0.0,
 ):
     """Answer every question about every page of every file: one JSON line per (file, page, question).
 
@@ -99,6 +118,12 @@ def batch(
     from docread.document import Settings
     from docread.intake import expand_paths
 
+    if engine is Engine.ray:
+        from docread.rayengine import require_ray
+
+        require_ray()
+    elif ray_address is not None or workers != 1 or gpus_per_worker:
+        raise UsageError("--ray-address, --workers and --gpus-per-worker need --engine ray")
     questions = read_questions(question_file)
     files = expand_paths(paths)
     err = diagnostics(quiet)
@@ -112,11 +137,22 @@ def batch(
     stop = _StopAfterRecord(err)
     interrupted = False
     try:
-        reader = load_reader(model, adapter, device, quant, offline, err)
-        with _progress(err) as progress:
-            on_record = _Reporter(err, progress, files, pages, password, dpi, counts)
-            run_batch(reader, files, questions, sink, settings=settings, pages=pages, password=password,
-                      limits=make_limits(max_pixels, timeout), on_record=on_record, should_stop=stop.requested)
+        if engine is Engine.ray:
+            from docread.rayengine import run_batch_ray
+
+            with _progress(err) as progress:
+                on_record = _Reporter(err, progress, files, pages, password, dpi, counts)
+                run_batch_ray(files, questions, sink, settings=settings, model=model, adapter=adapter, device=device,
+                              quant=quant, offline=offline or None, pages=pages, password=password,
+                              limits=make_limits(max_pixels, timeout), workers=workers,
+                              gpus_per_worker=gpus_per_worker, address=ray_address, on_record=on_record,
+                              should_stop=stop.requested)
+        else:
+            reader = load_reader(model, adapter, device, quant, offline, err)
+            with _progress(err) as progress:
+                on_record = _Reporter(err, progress, files, pages, password, dpi, counts)
+                run_batch(reader, files, questions, sink, settings=settings, pages=pages, password=password,
+                          limits=make_limits(max_pixels, timeout), on_record=on_record, should_stop=stop.requested)
     except KeyboardInterrupt:  # the second Ctrl-C: every record written so far is complete
         interrupted = True
     finally:

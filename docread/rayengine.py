@@ -1,0 +1,246 @@
+"""`docread batch --engine ray`: the batch of `docread.batch` spread over a Ray cluster with Ray Data.
+
+The driver lists the work still owed, as the local batch would (keys, resume, files that cannot be
+opened), in groups of up to VISION_BATCH pages of one file; a pool of reader actors (the model loaded
+once per actor) answers each group exactly as `run_batch` does; the driver alone writes the records,
+whole and deduplicated by key, in completion order (a group at a time). Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from docread.batch import answer_group, error_record, owed_pages, unopened_records, vision_groups
+from docread.document import Events, Settings, open_for_reading
+from docread.errors import DocreadError, UsageError
+from docread.intake import Limits
+from docread.records import JsonLinesLog
+
+FAIL_ONCE_ENV = "DOCREAD_RAY_TEST_FAIL_ONCE"  # tests: the first reader to take a group exits, as if killed
+
+
+def require_ray():
+    """The `ray` module, or one line saying how to install it."""
+    # Quiet unless the user asks otherwise: Ray Data's INFO lines and the driver's core-worker notices
+    # (read once, at import and at ray.init) would bury the progress bar and the error lines.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    try:
+        import ray
+        import ray.data  # noqa: F401  the extra installs both; plain `ray` lacks Data's dependencies
+    except ImportError:
+        raise UsageError("--engine ray needs Ray Data: pip install 'docread[ray]' (or 'ray[data]>=2.9')",
+                         code="missing_dependency") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class _ModelName:
+    """What `Settings.fingerprint` reads of a reader, known on the driver without loading the model."""
+
+    name: str
+    adapter: str | None
+
+
+def model_identity(model: str | None, adapter) -> _ModelName:
+    from docread.presets import resolve_preset
+
+    return _ModelName(resolve_preset(model).name, str(adapter) if adapter else None)
+
+
+def run_batch_ray(files: Sequence[str], questions: Sequence[str], sink: JsonLinesLog, *, settings: Settings,
+                  model: str | None = None, adapter=None, device: str = "auto", quant: str = "auto",
+                  offline: bool | None = None, pages: str | None = None, password: str | None = None,
+                  limits: Limits | None = None, workers: int = 1, gpus_per_worker: float = 0.0,
+                  address: str | None = None, on_record: Callable[[dict], None] = lambda r: None,
+                  should_stop: Callable[[], bool] = lambda: False) -> int:
+    """`docread.batch.run_batch` on Ray: one record per (file, page, question) not already in `sink`,
+    from `workers` reader actors with `gpus_per_worker` GPUs each (0: CPU actors); returns how many
+    failed. `address` joins a running cluster ("auto", or HOST:PORT); without it a local Ray starts
+    and stops with the run. Input paths must be readable at the same path on every node."""
+    if "-" in files:
+        raise UsageError("--engine ray reads files by path on its workers: stdin (-) needs --engine local")
+    ray = require_ray()
+    fingerprint = settings.fingerprint(model_identity(model, adapter))
+    failed = 0
+
+    def emit(record: dict) -> None:
+        nonlocal failed
+        if record["key"] in sink.done:  # a group redone after its reader died: written once already
+            return
+        failed += record["status"] == "error"
+        sink.write(record)
+        on_record(record)
+
+    groups = []
+    for file in files:
+        if should_stop():
+            return failed
+        try:
+            document = open_for_reading(file, pages=pages, password=password, settings=settings, limits=limits)
+        except DocreadError as e:
+            for record in unopened_records(file, questions, fingerprint, sink.done, e, settings):
+                emit(record)
+            continue
+        with document:
+            for group in vision_groups(owed_pages(document, questions, document.sha256, fingerprint, sink.done)):
+                groups.append(json.dumps({"file": file, "sha256": document.sha256,
+                                          "owed": [[page.number, {q: keyed[q] for q in todo}]
+                                                   for page, todo, keyed in group]}))
+    if not groups or should_stop():
+        return failed
+    with contextlib.redirect_stdout(sys.stderr):  # Ray prints its workers' errors to stdout, where `-o -` writes
+        _run(ray, groups, emit, should_stop, address, workers, gpus_per_worker, {
+            "model": model, "adapter": adapter, "device": device, "quant": quant, "offline": offline,
+            "questions": list(questions), "settings": settings, "password": password, "limits": limits})
+    return failed
+
+
+def _run(ray, groups, emit, should_stop, address, workers, gpus_per_worker, reader_options) -> None:
+    """The readers on the cluster; each record they return through `emit`, as it arrives."""
+    started = _connect(ray, address, workers)
+    try:
+        _check_resources(ray, workers, gpus_per_worker)
+        for row in _pipeline(ray, groups, workers, gpus_per_worker, reader_options):
+            emit(json.loads(row["record"]))
+            if should_stop():
+                break
+    except ray.exceptions.RayError as e:
+        cause = _reader_failure(e)
+        why = f"a reader could not start: {cause}" if cause else f"{type(e).__name__}: {_first_line(e)}"
+        raise DocreadError("ray_failed", f"the Ray run failed ({why}); the records written so far are kept: fix "
+                           "the cause and rerun with --resume") from None
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _connect(ray, address: str | None, workers: int) -> bool:
+    """Join the cluster at `address`, or start a local one, quietly; True when started here."""
+    if ray.is_initialized():
+        return False
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+    if address:
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as e:
+            raise DocreadError("ray_unreachable", f"--ray-address {address}: no Ray cluster there "
+                               f"({_first_line(e)}); start one with `ray start --head`, or leave --ray-address out "
+                               "for a local Ray") from None
+    else:
+        ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1), **options)  # never a stray cluster
+    return True
+
+
+def _check_resources(ray, workers: int, gpus_per_worker: float) -> None:
+    """Fail at once, not wait forever, when the cluster cannot hold the readers asked for."""
+    have = ray.cluster_resources()
+    gpus, cpus = have.get("GPU", 0.0), have.get("CPU", 0.0)
+    if gpus_per_worker and workers * gpus_per_worker > gpus:
+        raise UsageError(f"--workers {workers} --gpus-per-worker {gpus_per_worker:g} needs "
+                         f"{workers * gpus_per_worker:g} GPUs; the Ray cluster has {gpus:g}: ask for fewer")
+    if workers > cpus:
+        raise UsageError(f"--workers {workers} needs {workers} CPUs (one per reader); the Ray cluster has "
+                         f"{cpus:g}: ask for fewer")
+
+
+class ReaderFailed(Exception):
+    """A reader's model did not load (DocreadError, with keyword arguments, does not cross processes)."""
+
+
+def _reader_failure(error: BaseException) -> str | None:
+    """The message of the ReaderFailed behind a Ray error, if one is."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ReaderFailed):
+            return str(error)
+        found = re.search(rf"{ReaderFailed.__name__}: (.+)", str(error))  # an actor's death carries it as text
+        if found:
+            return found.group(1).strip()
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return None
+
+
+def _pipeline(ray, groups: list[str], workers: int, gpus_per_worker: float, reader_options: dict):
+    """Groups in, one row per record out, streamed as the readers finish them."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    dataset = ray.data.from_items([{"group": g} for g in groups], override_num_blocks=len(groups))
+    # Ray Data restarts a reader actor that dies and retries the groups it held (max_restarts and
+    # max_task_retries default to -1 for actor pools); the driver drops any record it already wrote.
+    dataset = dataset.map_batches(_GroupReader, fn_constructor_kwargs=reader_options, batch_size=1,
+                                  compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
+                                  num_gpus=gpus_per_worker or None)
+    return dataset.iter_rows()
+
+
+class _GroupReader:
+    """A Ray actor: the model loaded once, then each group of pages answered as the local batch does."""
+
+    def __init__(self, *, model, adapter, device, quant, offline, questions, settings, password, limits):
+        from docread.loading import load
+
+        try:
+            self.reader = load(model, adapter=adapter, device=device, quant=quant, offline=offline)
+        except DocreadError as e:
+            raise ReaderFailed(e.message) from None
+        self.questions, self.settings, self.password, self.limits = questions, settings, password, limits
+
+    def __call__(self, batch: dict) -> dict:
+        _fail_once_for_tests()
+        records = []
+        for group in batch["group"]:
+            records.extend(answer_owed(self.reader, json.loads(group), self.questions, self.settings,
+                                       password=self.password, limits=self.limits))
+        return {"record": [json.dumps(r, ensure_ascii=False) for r in records]}
+
+
+def answer_owed(reader, group: dict, questions: Sequence[str], settings: Settings, *, password: str | None = None,
+                limits: Limits | None = None) -> list[dict]:
+    """The records of one group: its pages through one vision pass, each page's owed questions answered.
+    Any failure becomes that group's error records: a bad page never fails the job."""
+    file, sha = group["file"], group["sha256"]
+    owed = {page: keyed for page, keyed in group["owed"]}
+    records: list[dict] = []
+    try:
+        with open_for_reading(file, pages=",".join(map(str, owed)), password=password, settings=settings,
+                              limits=limits) as document:
+            if document.sha256 != sha:
+                raise DocreadError("changed", f"{file} changed while the batch ran: rerun with --resume")
+            work = [(page, list(owed[page.number]), owed[page.number]) for page in document.pages]
+            answer_group(reader, document, work, questions, sha, settings, records.append, lambda: False, Events())
+    except Exception as e:  # noqa: BLE001  one group's failure (a file gone, a library error) is its records
+        error = e if isinstance(e, DocreadError) else DocreadError("internal", f"{file}: {type(e).__name__}: {e}")
+        written = {r["key"] for r in records}
+        records += [{**error_record(key, file, sha, page, question, error), "view": str(settings.view)}
+                    for page, keyed in owed.items() for question, key in keyed.items() if key not in written]
+    return records
+
+
+def _fail_once_for_tests() -> None:
+    """With FAIL_ONCE_ENV naming a file that does not exist yet: create it and die at once."""
+    marker = os.environ.get(FAIL_ONCE_ENV)
+    if not marker:
+        return
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os._exit(1)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:200]
+
+
+__all__ = ["answer_owed", "require_ray", "run_batch_ray"]

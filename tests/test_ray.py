@@ -1,0 +1,184 @@
+"""`docread batch --engine ray` on a local two-CPU Ray with the tiny checkpoint: the same records as the
+local engine, a driver killed and resumed, a reader actor that dies, and a missing Ray."""
+
+import builtins
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pymupdf
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import docread
+from docread.batch import record_log, run_batch
+from docread.cli import app
+from docread.document import Settings
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+
+from docread.rayengine import FAIL_ONCE_ENV, run_batch_ray  # noqa: E402
+
+QUESTIONS = ["What is the total?", "Who signed it?"]
+OPTIONS = ["--max-new-tokens", "3", "--max-slices", "1"]
+
+
+def make_pdf(path, texts):
+    doc = pymupdf.open()
+    for text in texts:
+        doc.new_page(width=300, height=300).insert_text((30, 60), text, fontsize=18)
+    doc.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Two small PDFs (6 pages: two vision groups), an image and a corrupt file."""
+    root = tmp_path_factory.mktemp("docs")
+    make_pdf(root / "a.pdf", [f"line {i}: {i * 7}" for i in range(5)])
+    make_pdf(root / "d.pdf", ["total: 12.50"])
+    Image.new("RGB", (300, 200), (250, 250, 250)).save(root / "b.png")
+    (root / "c.pdf").write_bytes(b"%PDF-1.7\n" + b"\x00garbage" * 50)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One local Ray for the in-process tests; its workers inherit FAIL_ONCE_ENV, disarmed (the marker
+    exists) until a test removes the marker."""
+    marker = tmp_path_factory.mktemp("ray") / "died"
+    marker.touch()
+    os.environ[FAIL_ONCE_ENV] = str(marker)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield marker
+    ray.shutdown()
+    del os.environ[FAIL_ONCE_ENV]
+
+
+def questions_file(tmp_path):
+    path = tmp_path / "q.txt"
+    path.write_text("\n".join(QUESTIONS) + "\n")
+    return path
+
+
+def records_of(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def without_timing(records):
+    return {r["key"]: {k: v for k, v in r.items() if k != "timing_ms"} for r in records}
+
+
+def test_ray_engine_writes_the_local_records(tiny_llava, folder, tmp_path, cluster, monkeypatch):
+    """Greedy answers (and scores) equal the local engine's: each group of pages is encoded as locally."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    files = [str(folder / name) for name in ("a.pdf", "b.png", "c.pdf", "d.pdf")]
+    local_out = tmp_path / "local.jsonl"
+    reader = docread.load(str(tiny_llava), device="cpu", quant="none")
+    with record_log(str(local_out), resume=False) as sink:
+        run_batch(reader, files, QUESTIONS, sink, settings=Settings(max_new_tokens=3, max_slices=1))
+    ray_out = tmp_path / "ray.jsonl"
+    result = CliRunner().invoke(app, ["batch", str(folder), "-Q", str(questions_file(tmp_path)), "-o", str(ray_out),
+                                      "--model", str(tiny_llava), *OPTIONS, "--engine", "ray", "--workers", "2"])
+    assert result.exit_code == 1, result.output  # the corrupt file: error records, the job went on
+    local, remote = without_timing(records_of(local_out)), without_timing(records_of(ray_out))
+    assert len(local) == (5 + 1 + 1 + 1) * 2 and local == remote
+    corrupt = [r for r in remote.values() if r["file"].endswith("c.pdf")]
+    assert [r["status"] for r in corrupt] == ["error", "error"] and corrupt[0]["error"]["code"] == "corrupt"
+    assert "14 answers, 2 errors" in result.stderr and result.stdout == ""  # Ray's own prints go to stderr
+
+
+def test_a_reader_that_dies_is_restarted_and_nothing_is_written_twice(tiny_llava, folder, tmp_path, cluster):
+    cluster.unlink()  # armed: the first reader to take a group exits at once
+    out = tmp_path / "out.jsonl"
+    files = [str(folder / name) for name in ("a.pdf", "b.png", "c.pdf", "d.pdf")]
+    with record_log(str(out), resume=False) as sink:
+        failed = run_batch_ray(files, QUESTIONS, sink, settings=Settings(max_new_tokens=3, max_slices=1),
+                               model=str(tiny_llava), device="cpu", quant="none", workers=1)
+    assert cluster.exists()  # a reader did die
+    records = records_of(out)
+    assert failed == 2 and len(records) == len({r["key"] for r in records}) == (5 + 1 + 1 + 1) * 2
+    assert {(os.path.basename(r["file"]), r["page"]) for r in records} == \
+        {("a.pdf", p) for p in range(1, 6)} | {("b.png", 1), ("c.pdf", None), ("d.pdf", 1)}
+
+
+def test_driver_killed_then_resumed_has_every_record_once(tiny_llava, tmp_path, cluster, monkeypatch):
+    """A real driver process, SIGKILLed once its first record is written (and a torn line added), then
+    `--resume` on Ray: every record exactly once, every line whole."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(6):
+        Image.new("RGB", (200, 200), (i * 40, 100, 100)).save(docs / f"p{i}.png")
+    questions, out = questions_file(tmp_path), tmp_path / "out.jsonl"
+    args = ["batch", str(docs), "-Q", str(questions), "-o", str(out), "--model", str(tiny_llava),
+            "--max-new-tokens", "24", "--max-slices", "2", "--engine", "ray", "--workers", "1"]
+    env = {k: v for k, v in os.environ.items() if k != FAIL_ONCE_ENV}
+    proc = subprocess.Popen([sys.executable, "-m", "docread", *args], env=dict(env, HF_HUB_OFFLINE="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 1):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # the driver alone, as a crash would
+    proc.wait()
+    os.killpg(proc.pid, signal.SIGKILL)  # then what is left of the local Ray it started
+    with open(out, "ab") as f:  # as if killed in the middle of writing a line
+        f.write(b'{"key": "torn", "file": "x')
+    assert 1 <= out.read_text().count("\n") < 12
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = CliRunner().invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    records = records_of(out)  # every line parses: no torn line
+    pairs = [(os.path.basename(r["file"]), r["question"]) for r in records]
+    assert len(pairs) == len(set(pairs)) == 12
+    assert set(pairs) == {(f"p{i}.png", q) for i in range(6) for q in QUESTIONS}
+
+
+def test_missing_ray_is_one_clear_line(tmp_path, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    Image.new("RGB", (50, 50)).save(tmp_path / "p.png")
+    result = CliRunner().invoke(app, ["batch", str(tmp_path / "p.png"), "-Q", str(questions_file(tmp_path)),
+                                      "-o", str(tmp_path / "out.jsonl"), "--engine", "ray"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --engine ray needs Ray Data: pip install 'docread[ray]' (or 'ray[data]>=2.9')"]
+
+
+def test_ray_options_need_the_ray_engine(tmp_path):
+    result = CliRunner().invoke(app, ["batch", str(tmp_path), "-Q", str(questions_file(tmp_path)),
+                                      "-o", str(tmp_path / "out.jsonl"), "--workers", "2"])
+    assert result.exit_code == 2 and "need --engine ray" in result.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_more_readers_than_the_cluster_holds_fail_at_once(tiny_llava, folder, tmp_path, cluster):
+    from docread.errors import UsageError
+
+    with record_log(str(tmp_path / "out.jsonl"), resume=False) as sink, pytest.raises(UsageError, match="has 0"):
+        run_batch_ray([str(folder / "b.png")], QUESTIONS, sink, settings=Settings(), model=str(tiny_llava),
+                      workers=2, gpus_per_worker=1)
+
+
+def test_a_group_whose_file_changed_or_vanished_is_error_records(folder, tmp_path):
+    """In a reader, before any model call: a file edited since the driver hashed it, or gone."""
+    from docread.rayengine import answer_owed
+
+    owed = [[1, {"What?": "k1", "Who?": "k2"}], [2, {"Who?": "k3"}]]
+    changed = answer_owed(None, {"file": str(folder / "a.pdf"), "sha256": "0" * 64, "owed": owed}, ["What?", "Who?"],
+                          Settings())
+    gone = answer_owed(None, {"file": str(tmp_path / "gone.pdf"), "sha256": "0" * 64, "owed": owed}, ["What?"],
+                       Settings())
+    assert [(r["key"], r["page"], r["status"], r["error"]["code"]) for r in changed] == \
+        [("k1", 1, "error", "changed"), ("k2", 1, "error", "changed"), ("k3", 2, "error", "changed")]
+    assert {r["error"]["code"] for r in gone} == {"not_found"} and len(gone) == 3
