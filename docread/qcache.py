@@ -80,14 +80,11 @@ def base_revision(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def key_inputs(folder: Path, mode: str, dtype) -> dict:
+def key_inputs(folder: Path, mode: str, dtype, skip_modules: list[str]) -> dict:
     """Everything an entry depends on; its sha256 is the key."""
-    from docread import __version__
-    from docread.weights import NOT_QUANTIZED
-
     return {"format": FORMAT, "revision": base_revision(folder), "mode": mode, "quant_type": "nf4",
             "double_quant": True, "compute_dtype": str(dtype).removeprefix("torch."),
-            "skip_modules": list(NOT_QUANTIZED), "docread": __version__,
+            "skip_modules": list(skip_modules), "docread": _version("docread"),
             "transformers": _version("transformers"), "bitsandbytes": _version("bitsandbytes")}
 
 

@@ -248,7 +248,7 @@ def _load_model(folder: Path, model_type: str, device: "torch.device", mode: str
     use_cache = mode in qcache.CACHED_MODES and qcache.switch() != "off"
     report["qcache"] = "off" if mode in qcache.CACHED_MODES else "n/a"
     if use_cache:
-        inputs = qcache.key_inputs(folder, mode, dtype)
+        inputs = qcache.key_inputs(folder, mode, dtype, NOT_QUANTIZED)
         key = qcache.make_key(inputs)
         entry, why = qcache.lookup(name or folder.name, key, mode)
         if qcache.switch() == "refresh":
