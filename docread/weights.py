@@ -251,7 +251,7 @@ def _load_model(folder: Path, model_type: str, device: "torch.device", mode: str
         inputs = qcache.key_inputs(folder, mode, dtype, NOT_QUANTIZED)
         key = qcache.make_key(inputs)
         entry, why = qcache.lookup(name or folder.name, key, mode)
-        if qcache.switch() == "refresh":
+        if why is None and qcache.switch() == "refresh":
             why = "refresh asked"
         report.update(qcache_path=str(entry), qcache_key=key[:qcache.KEY_CHARS])
         if why is None:

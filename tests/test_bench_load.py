@@ -24,7 +24,7 @@ def test_bench_load_reports_every_phase_and_uses_the_quantized_copy(tiny_llava, 
     result = json.loads(run.stdout)
     assert result["benchmark"] == "load" and result["device"] == "cpu" and result["quant"] == "4bit"
     first, cached = result["runs"]
-    assert (first["run"], first["qcache"], cached["run"], cached["qcache"]) == ("first", "rebuilt", "cached", "hit")
+    assert (first["run"], first["qcache"], cached["run"], cached["qcache"]) == ("first", "written", "cached", "hit")
     for figures in (first, cached):
         for key in PHASES:
             assert isinstance(figures[key], float) and math.isfinite(figures[key]) and figures[key] >= 0, key

@@ -85,10 +85,12 @@ def test_a_changed_base_gets_a_new_key(tiny_llava_next, tmp_path):
     assert qcache.base_revision(copy) != before
 
 
-def test_switch_off_neither_reads_nor_writes(tiny_llava_next, cache, monkeypatch):
+def test_switch_off_neither_reads_nor_writes_and_refresh_rebuilds(tiny_llava_next, cache, monkeypatch):
     monkeypatch.setenv(qcache.CACHE_SWITCH_ENV, "off")
     report, _, _ = load_and_ask(tiny_llava_next)
     assert report["qcache"] == "off" and not cache.exists()
+    monkeypatch.setenv(qcache.CACHE_SWITCH_ENV, "refresh")
+    assert [load_and_ask(tiny_llava_next)[0]["qcache"] for _ in range(2)] == ["written", "rebuilt"]
 
 
 def test_unquantized_loads_do_not_use_the_cache(tiny_llava_next, cache):
