@@ -3,14 +3,16 @@
 A child process (`python -m docread.bench.load --child ...`) times, from the moment its parent started
 it: the interpreter's start, `import torch`, `import transformers`, reading the weights, quantizing them
 (time inside bitsandbytes' quantize_4bit), moving them to the device, writing docread's quantized copy,
-the rest of `docread.load` (tokenizer, docread's modules wired around the base), and the first token of a 1-token answer on a small synthetic page. The parent runs it twice: first
-(the quantized copy rebuilt, as on a first load) and again (read from that copy). Returns one dict.
+the rest of `docread.load` (tokenizer, docread's modules wired around the base), and the first token of
+a 1-token answer on a small synthetic page. The parent runs it `runs` times: first with the quantized
+copy rebuilt (as on a first load), then reading that copy. Returns one dict (the `--json` object).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -33,23 +35,21 @@ def run_load_bench(model: str, *, device: str = "auto", quant: str = "auto", run
         log(f"run {number + 1} of {runs} ({what}): loading {model} in a fresh process")
         results.append({"run": what, **_child(model, device, quant, refresh=number == 0)})
     first, last = results[0], results[-1]
+    cached = results[1:]
+    ready = statistics.median(r["ready_s"] for r in cached) if cached else None  # several: the median
+    total = statistics.median(r["total_s"] for r in cached) if cached else None
     return {"benchmark": "load", "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "model": model, "device": last.get("device"), "quant": last.get("quant"),
             "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                         "device_name": last.get("device_name")},
             "versions": last.get("versions"), "runs": results,
-            "cached_vs_first": _ratio(last.get("ready_s"), first.get("ready_s")) if runs > 1 else None,
-            "cached_vs_first_without_save": _ratio(last.get("ready_s"),
-                                                   _minus(first.get("ready_s"), first.get("save_s")))
-            if runs > 1 else None}
+            "cached_vs_first": _ratio(ready, first["ready_s"]),
+            "cached_vs_first_without_save": _ratio(ready, first["ready_s"] - first["save_s"]),
+            "cached_vs_first_to_first_token": _ratio(total, first["total_s"])}
 
 
-def _ratio(a, b):
+def _ratio(a: float | None, b: float) -> float | None:
     return round(a / b, 3) if a is not None and b else None
-
-
-def _minus(a, b):
-    return None if a is None else a - (b or 0.0)
 
 
 def _child(model: str, device: str, quant: str, *, refresh: bool) -> dict:

@@ -377,5 +377,6 @@ def load_command(
     table.add_row("quantized copy", *(str(r.get("qcache")) for r in result["runs"]))
     Console(highlight=False).print(table)
     if result["cached_vs_first"] is not None:
-        sys.stdout.write(f"ready: cached load {result['cached_vs_first']:.2f}x the first load's time "
-                         f"({result['cached_vs_first_without_save']:.2f}x without writing the copy)\n")
+        sys.stdout.write(f"cached load / first load: {result['cached_vs_first']:.2f}x to ready "
+                         f"({result['cached_vs_first_without_save']:.2f}x without writing the copy), "
+                         f"{result['cached_vs_first_to_first_token']:.2f}x to the first token\n")
