@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -169,12 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     if not facts["cuda"]:
         check.say("dry run: no CUDA GPU here; every CUDA step is skipped, the report says \"cuda\": false")
     work = Path(tempfile.mkdtemp(prefix="docread-gpu-check-"))
+    quant = "4bit" if importlib.util.find_spec("bitsandbytes") else "none"
+    if quant == "none":
+        check.say("bitsandbytes is not installed (no wheel in .whl/?): the real-shape steps run unquantized (bf16)")
     check.run("docread_without_pymupdf", [PY, "-c", NO_PYMUPDF, str(work / "page.png")], 120, needs_cuda=False,
               numbers=lambda parsed, _: parsed)
     check.run("pytest_cuda", [PY, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:warnings", "-p", "no:cacheprovider",
                               "tests/test_gpu.py", "tests/test_speed.py"], 180, numbers=pytest_numbers)
     speed = [PY, "-m", "docread", "bench", "speed", "--synthetic", "real", "--pages", "1", "--questions", "2",
-             "--repeats", "2", "--json"]
+             "--repeats", "2", "--quant", quant, "--json"]
     check.run("bench_speed_real", speed, 150, numbers=speed_numbers)
     helps = subprocess.run([PY, "-m", "docread", "bench", "speed", "--help"], capture_output=True,
                            text=True).stdout if facts["cuda"] else ""
@@ -183,20 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         check.skip("bench_speed_real_fast", "`bench speed` has no --fast: its report already times the fast "
                    "decoder beside the plain one (fast_ms_per_token, fast_same_tokens above)")
-    check.run("train_stage2_real", [PY, "scripts/gpu_train_real.py", "--steps", "2"], 180,
+    check.run("train_stage2_real", [PY, "scripts/gpu_train_real.py", "--steps", "2", "--quant", quant], 180,
               numbers=lambda parsed, _: {k: parsed[k] for k in ("s_per_step", "step_s", "peak_mb", "model_mb",
                                                                 "build_s", "losses", "trainable_params")})
     tiny = work / "tiny-llava-next"
     if facts["cuda"]:
         subprocess.run([PY, "-c", "import sys; from docread.testing import build_tiny_llava; "
                         "build_tiny_llava(sys.argv[1], kind='llava_next', seed=0)", str(tiny)], capture_output=True)
-    check.run("bench_load_tiny_4bit", [PY, "-m", "docread", "bench", "load", "--model", str(tiny), "--device", "cuda",
-                                       "--quant", "4bit", "--json"], 120, numbers=load_numbers)
+    load = [PY, "-m", "docread", "bench", "load", "--model", str(tiny), "--device", "cuda", "--quant", quant, "--json"]
+    check.run(f"bench_load_tiny_{quant}", load, 120, numbers=load_numbers)
     failed = [s["name"] for s in check.steps if s["status"] in ("failed", "timeout")]
     report = {"check": "gpu", "issue": 16, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               **facts, "dry_run": not facts["cuda"], "host": platform.node(), "cpu_count": os.cpu_count(),
               "install": os.environ.get("GPU_CHECK_INSTALL_NOTE", "not installed by .ci/gpu"),
-              "versions": versions(), "seconds": round(time.time() - started, 1), "failed": failed,
+              "quant": quant, "versions": versions(), "seconds": round(time.time() - started, 1), "failed": failed,
               "steps": check.steps}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -33,7 +33,8 @@ def write_data(folder: Path, count: int = 4) -> Path:
     return folder / "train.json"
 
 
-def measure(steps: int, shapes: str, device: str, batch_size: int, max_slices: int | None) -> dict:
+def measure(steps: int, shapes: str, device: str, batch_size: int, max_slices: int | None,
+            quant: str = "4bit") -> dict:
     import torch
 
     import docread
@@ -44,14 +45,14 @@ def measure(steps: int, shapes: str, device: str, batch_size: int, max_slices: i
     cuda = device.startswith("cuda")
     overrides = {} if shapes == "real" else dict(vision=VISION, text=TEXT, vocab_size=512)
     start_s = time.perf_counter()
-    reader = build_reader(device=device, quant="4bit", **overrides)
+    reader = build_reader(device=device, quant=quant, **overrides)
     build_s = time.perf_counter() - start_s
     model_mb = torch.cuda.memory_allocated() / 2**20 if cuda else None
     docread.load = lambda *args, **kwargs: reader  # train's prepare() loads through docread.load: the in-memory model
     with tempfile.TemporaryDirectory(prefix="docread-train-real-") as folder:
         data = write_data(Path(folder))
         config = TrainConfig(model=reader.name, data=data, output=Path(folder) / "out", stage=2, max_steps=steps,
-                             batch_size=batch_size, max_slices=max_slices, device=device, quant="4bit", log_every=1)
+                             batch_size=batch_size, max_slices=max_slices, device=device, quant=quant, log_every=1)
         run = start(config)
         if cuda:
             torch.cuda.synchronize()
@@ -66,7 +67,8 @@ def measure(steps: int, shapes: str, device: str, batch_size: int, max_slices: i
                 losses.append(event.loss)
                 last = now
     timed = times[1:] or times  # the first step also warms up kernels and allocator
-    return {"script": "gpu_train_real", "shapes": shapes, "device": device, "stage": 2, "steps": steps,
+    return {"script": "gpu_train_real", "shapes": shapes, "device": device, "quant": quant, "stage": 2,
+            "steps": steps,
             "batch_size": batch_size, "max_slices": max_slices, "build_s": round(build_s, 2), "step_s": times,
             "s_per_step": round(sum(timed) / len(timed), 3), "losses": losses,
             "model_mb": round(model_mb, 1) if model_mb is not None else None,
@@ -82,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--max-slices", type=int, default=None, help="tile budget (default: the model's, 16)")
+    parser.add_argument("--quant", choices=("4bit", "none"), default="4bit", help="the LLM's weights (none: bf16 LoRA)")
     args = parser.parse_args(argv)
-    result = measure(args.steps, args.shapes, args.device, args.batch_size, args.max_slices)
+    result = measure(args.steps, args.shapes, args.device, args.batch_size, args.max_slices, args.quant)
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 
