@@ -230,8 +230,8 @@ def _entry_base(base: str, folder: Path) -> str:
 
 def _load_model(folder: Path, model_type: str, device: "torch.device", mode: str, dtype: "torch.dtype", *,
                 name: str = "", report: dict | None = None):
-    """The model, 4-bit ones through docread's quantized cache (`docread.qcache`): read from a verified
-    entry, else loaded, quantized and saved there. `report` gets what happened and how long each step took."""
+    """The model, 4-bit ones through docread's quantized cache (`docread.qcache`). `report` gets what
+    happened and how long each step took."""
     import transformers
 
     from docread import qcache
@@ -245,41 +245,50 @@ def _load_model(folder: Path, model_type: str, device: "torch.device", mode: str
     kwargs = dict(dtype=dtype, use_safetensors=True, local_files_only=True)
     if mode != "none":
         kwargs["device_map"] = {"": device}  # placed while loading: a quantized model is never .to()'d
-    use_cache = mode in qcache.CACHED_MODES and qcache.switch() != "off"
+    if mode in qcache.CACHED_MODES and qcache.switch() != "off":
+        model = _load_through_cache(cls, folder, kwargs, mode, dtype, name or folder.name, report)
+        return model.eval().requires_grad_(False)
     report["qcache"] = "off" if mode in qcache.CACHED_MODES else "n/a"
-    if use_cache:
-        inputs = qcache.key_inputs(folder, mode, dtype, NOT_QUANTIZED)
-        key = qcache.make_key(inputs)
-        entry, why = qcache.lookup(name or folder.name, key, mode)
-        if why is None and qcache.switch() == "refresh":
-            why = "refresh asked"
-        report.update(qcache_path=str(entry), qcache_key=key[:qcache.KEY_CHARS])
-        if why is None:
-            try:
-                model = _from_pretrained(cls, entry, kwargs, mode, report)  # config.json holds the quant settings
-                report["qcache"] = "hit"
-                qcache.log.info("read the quantized copy %s", entry)
-                return model.eval().requires_grad_(False)
-            except DocreadError as e:
-                why = e.message
-        if why != "absent":
-            qcache.log.warning("rebuilding the quantized copy %s: %s", entry, why)
-    model = _from_pretrained(cls, folder, {**kwargs, **({"quantization_config": quantization_config(mode, dtype)}
-                                                       if mode != "none" else {})}, mode, report)
-    if use_cache:
-        start = time.perf_counter()
-        try:  # before any forward pass: on CPU bitsandbytes repacks weights at the first one
-            qcache.save(model, entry, key=key, inputs=inputs, base=name or folder.name)
-            report["qcache"] = "written" if why == "absent" else "rebuilt"
-        except OSError as e:  # a read-only or full cache costs speed, never the answer
-            report["qcache"] = f"unwritable: {_first_line(e)}"
-            qcache.log.warning("cannot write the quantized copy %s: %s", entry, _first_line(e))
-        report["save_s"] = round(time.perf_counter() - start, 4)
+    quantized = {"quantization_config": quantization_config(mode, dtype)} if mode != "none" else {}
+    model = _from_pretrained(cls, folder, {**kwargs, **quantized}, mode, report)
     if mode == "none":
         start = time.perf_counter()
         model = model.to(device)
         report["to_device_s"] = round(time.perf_counter() - start, 4)
     return model.eval().requires_grad_(False)
+
+
+def _load_through_cache(cls, folder: Path, kwargs: dict, mode: str, dtype: torch.dtype, name: str, report: dict):
+    """Read the verified quantized copy of `folder`; else load and quantize the base, and save the copy."""
+    from docread import qcache
+
+    inputs = qcache.key_inputs(folder, mode, dtype, NOT_QUANTIZED)
+    key = qcache.make_key(inputs)
+    entry, why = qcache.lookup(name, key, mode)
+    if why is None and qcache.switch() == "refresh":
+        why = "refresh asked"
+    report.update(qcache_path=str(entry), qcache_key=key[:qcache.KEY_CHARS])
+    if why is None:
+        try:
+            model = _from_pretrained(cls, entry, kwargs, mode, report)  # its config.json holds the quant settings
+            report["qcache"] = "hit"
+            qcache.log.info("read the quantized copy %s", entry)
+            return model
+        except DocreadError as e:
+            why = e.message
+    if why != "absent":
+        qcache.log.warning("rebuilding the quantized copy %s: %s", entry, why)
+    model = _from_pretrained(cls, folder, {**kwargs, "quantization_config": quantization_config(mode, dtype)},
+                             mode, report)
+    start = time.perf_counter()
+    try:  # before any forward pass: on CPU bitsandbytes repacks weights at the first one
+        qcache.save(model, entry, key=key, inputs=inputs, base=name)
+        report["qcache"] = "written" if why == "absent" else "rebuilt"
+    except OSError as e:  # a read-only or full cache costs speed, never the answer
+        report["qcache"] = f"unwritable: {_first_line(e)}"
+        qcache.log.warning("cannot write the quantized copy %s: %s", entry, _first_line(e))
+    report["save_s"] = round(time.perf_counter() - start, 4)
+    return model
 
 
 def _from_pretrained(cls, folder: Path, kwargs: dict, mode: str, report: dict):
