@@ -1,10 +1,14 @@
 """On a CUDA GPU (skipped without one; `.ci/gpu` runs them): 4-bit answers against the CPU, the fast decoder
 against the plain one, the out-of-memory fallback triggered for real, four pages encoded in one pass, and
-three QLoRA steps. Tiny checkpoints throughout, but for the fallback, which needs CLIP-L-sized activations."""
+three QLoRA steps. Tiny checkpoints throughout, but for the fallback, which needs CLIP-L-sized activations.
+Without CUDA: `.ci/gpu`'s dry run, which also checks that docread reads images without PyMuPDF."""
 
 import importlib.util
 import json
+import os
+import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +16,7 @@ from PIL import Image
 
 import docread
 
-pytestmark = pytest.mark.cuda
+ROOT = Path(__file__).parents[1]
 QUESTION = "What is written here?"
 TOKENS = 12
 LOGPROB_TOL = 0.1    # nats, on an answer's mean token log-prob: bf16 compute against fp32 (or CPU's bf16 kernel)
@@ -30,12 +34,35 @@ def greedy(reader, image, **options):
     return stream.tokens, stream.answer.score
 
 
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(has_cuda(), reason="on a GPU .ci/gpu runs for real, not as a dry run")
+def test_gpu_check_dry_run_skips_every_cuda_step_and_reads_images_without_pymupdf(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path), NO_COLOR="1")
+    run = subprocess.run(["bash", str(ROOT / ".ci" / "gpu")], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / "gpu-report.json").read_text())
+    assert report["cuda"] is False and report["dry_run"] is True and report["failed"] == []
+    steps = {step["name"]: step for step in report["steps"]}
+    assert steps["docread_without_pymupdf"]["status"] == "ok"
+    assert steps["docread_without_pymupdf"]["numbers"]["pymupdf_imported"] is False
+    skipped = [step for step in report["steps"] if step["status"] == "skipped"]
+    assert len(skipped) == len(steps) - 1 and all("no CUDA" in step["reason"] for step in skipped)
+    assert all(f"{step['name']}: skipped" in run.stdout + run.stderr for step in skipped)  # one line each
+    assert (tmp_path / "gpu-check.log").is_file()
+
+
 @pytest.fixture(scope="module")
 def readers(tiny_llava_next):
     load = lambda device, quant: docread.load(str(tiny_llava_next), device=device, quant=quant)  # noqa: E731
     return {(d, q): load(d, q) for d in ("cpu", "cuda") for q in QUANTS}
 
 
+@pytest.mark.cuda
 def test_cuda_answers_match_the_cpu(readers):
     """Unquantized: CUDA (bf16) gives CPU fp32's greedy tokens. 4-bit: both devices hold the same NF4 weights
     (quantizing changes them, so fp32 is no reference there), and give the same tokens."""
@@ -48,6 +75,7 @@ def test_cuda_answers_match_the_cpu(readers):
     assert readers["cuda", QUANTS[-1]].base.device.type == "cuda"
 
 
+@pytest.mark.cuda
 def test_fast_decoder_gives_the_plain_decoders_tokens_on_cuda(readers):
     for quant in QUANTS:
         reader = readers["cuda", quant]
@@ -55,6 +83,7 @@ def test_fast_decoder_gives_the_plain_decoders_tokens_on_cuda(readers):
             assert greedy(reader, noise(seed), fast=True)[0] == greedy(reader, noise(seed))[0], (quant, seed)
 
 
+@pytest.mark.cuda
 def test_four_pages_encoded_in_one_pass_answer_as_one_at_a_time(readers, tmp_path):
     from docread.document import Settings, encode_group
     from docread.intake import open_document
@@ -76,6 +105,7 @@ def test_four_pages_encoded_in_one_pass_answer_as_one_at_a_time(readers, tmp_pat
             assert stream.answer.score == pytest.approx(score, abs=LOGPROB_TOL)
 
 
+@pytest.mark.cuda
 def test_out_of_memory_falls_back_to_fewer_tiles_for_real(tmp_path):
     """Cap this process's GPU memory between what a page needs at 0 and at 16 tiles: the page is answered,
     degraded, instead of failing."""
@@ -119,6 +149,7 @@ def test_out_of_memory_falls_back_to_fewer_tiles_for_real(tmp_path):
             torch.cuda.empty_cache()
 
 
+@pytest.mark.cuda
 @needs_bnb
 def test_three_qlora_steps_on_cuda(tiny_llava, tmp_path):
     import bitsandbytes as bnb
