@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                         "build_tiny_llava(sys.argv[1], kind='llava_next', seed=0)", str(tiny)], capture_output=True)
     load = [PY, "-m", "docread", "bench", "load", "--model", str(tiny), "--device", "cuda", "--quant", quant, "--json"]
     check.run(f"bench_load_tiny_{quant}", load, 120, numbers=load_numbers)
+    shutil.rmtree(work, ignore_errors=True)
     failed = [s["name"] for s in check.steps if s["status"] in ("failed", "timeout")]
     report = {"check": "gpu", "issue": 16, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               **facts, "dry_run": not facts["cuda"], "host": platform.node(), "cpu_count": os.cpu_count(),
