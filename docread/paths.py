@@ -15,10 +15,13 @@ CACHE_ENV = "DOCREAD_CACHE"   # overrides the platform's location (~/.cache/docr
 
 def cache_dir(*parts: str, create: bool = False) -> Path:
     """docread's cache folder, or `parts` below it; made (with parents) when `create`."""
-    from platformdirs import user_cache_dir
-
     override = os.environ.get(CACHE_ENV, "").strip()
-    root = Path(override).expanduser() if override else Path(user_cache_dir(APP_NAME, appauthor=False))
+    if override:
+        root = Path(override).expanduser()
+    else:  # imported only here: with $DOCREAD_CACHE set, platformdirs need not be installed
+        from platformdirs import user_cache_dir
+
+        root = Path(user_cache_dir(APP_NAME, appauthor=False))
     path = root.joinpath(*parts)
     if create:
         path.mkdir(parents=True, exist_ok=True)

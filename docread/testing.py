@@ -2,7 +2,9 @@
 
 `build_tiny_llava` writes a toy checkpoint folder in the file layout and classes of llava-hf's
 LLaVA-1.5 / 1.6 (CLIP width 32, 336 px at patch 42 -> 64 tokens a view; LLaMA width 64);
-`build_reader` builds random weights in the real LLaVA-1.6 shapes in memory, the LLM 4-bit layer by layer.
+`build_reader` builds random weights in the real LLaVA-1.6 shapes in memory, the LLM 4-bit layer by layer;
+`write_real_llava` writes them to disk as a llava-hf checkpoint (fp16 safetensors, ~14 GB), for `docread bench
+load`: `python -m docread.testing write-real DIR`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ REAL_VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=2
 REAL_TEXT = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5)
 REAL_VOCAB = 32064            # Vicuna's 32000 + LLaVA-1.6's added tokens, padded
+SHARD_BYTES = 2 << 30         # safetensors shard size of the written real-shape checkpoint (hub's ~5 GB is coarser)
+HUB_NAMES = (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
+             ("model.vision_tower.", "vision_tower."), ("model.multi_modal_projector.", "multi_modal_projector."),
+             ("model.image_newline", "image_newline"))  # transformers 5's module names -> llava-hf's file names
 
 
 def build_tokenizer(corpus: list[str] | None = None, vocab_size: int = 400):
@@ -96,6 +102,13 @@ def build_tiny_llava(path: Path, kind: str = "llava", seed: int = 0, *, vision: 
     torch.manual_seed(seed)
     model = cls(config).eval()
     model.save_pretrained(path)
+    _save_processor_files(path, kind, tokenizer, vision)
+    return path
+
+
+def _save_processor_files(path: Path, kind: str, tokenizer, vision: dict) -> None:
+    import transformers as tf
+
     side = vision["image_size"]
     image_processor = tf.CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
                                                image_mean=IMAGE_MEAN, image_std=IMAGE_STD)
@@ -107,7 +120,78 @@ def build_tiny_llava(path: Path, kind: str = "llava", seed: int = 0, *, vision: 
     else:
         tokenizer.save_pretrained(path)
         image_processor.save_pretrained(path)
+
+
+# -- the real shapes, on disk ------------------------------------------------------------------------
+def write_real_llava(path: Path, kind: str = "llava_next", seed: int = 0, *, vision: dict | None = None,
+                     text: dict | None = None, vocab_size: int = REAL_VOCAB, shard_bytes: int = SHARD_BYTES,
+                     log=lambda message: None) -> Path:
+    """Write a random llava-hf checkpoint in the real CLIP-L/14-336 + Vicuna-7B shapes (or overrides): fp16
+    safetensors in shards with their index, the hub's tensor names, config, tokenizer and processor files.
+    Tensors are made one at a time (peak memory: one shard); norms are ones, biases zeros, the rest N(0, 0.02)."""
+    import torch
+    import transformers as tf
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    vision = {**REAL_VISION, **(vision or {})}
+    config = llava_config(kind, tokenizer, vision, {**REAL_TEXT, **(text or {})}, vocab_size)
+    config.dtype = torch.float16
+    cls = tf.LlavaForConditionalGeneration if kind == "llava" else tf.LlavaNextForConditionalGeneration
+    with torch.device("meta"):
+        shapes = {name: tuple(t.shape) for name, t in cls(config).state_dict().items()}
+    generator = torch.Generator().manual_seed(seed)
+    shards: list[list[str]] = []      # tensor names of each written shard
+    current: dict[str, torch.Tensor] = {}
+    for name, shape in shapes.items():
+        tensor = torch.empty(shape, dtype=torch.float16)
+        if name.endswith("bias"):
+            tensor.zero_()
+        elif "norm" in name and len(shape) == 1:
+            tensor.fill_(1.0)
+        else:
+            tensor.normal_(0.0, 0.02, generator=generator)
+        if current and sum(t.nbytes for t in current.values()) + tensor.nbytes > shard_bytes:
+            shards.append(_write_shard(path, current, len(shards) + 1, save_file, log))
+            current = {}
+        current[_hub_name(name)] = tensor
+    shards.append(_write_shard(path, current, len(shards) + 1, save_file, log))
+    _name_shards(path, shards)
+    config.save_pretrained(path)
+    _save_processor_files(path, kind, tokenizer, vision)
     return path
+
+
+def _hub_name(name: str) -> str:
+    for new, old in HUB_NAMES:
+        if name.startswith(new):
+            return old + name[len(new):]
+    return name
+
+
+def _write_shard(path: Path, tensors: dict, number: int, save_file, log) -> list[str]:
+    save_file(tensors, str(path / f"part-{number:05d}.safetensors"), metadata={"format": "pt"})
+    log(f"wrote shard {number} ({sum(t.nbytes for t in tensors.values()) / 2**30:.2f} GiB)")
+    return list(tensors)
+
+
+def _name_shards(path: Path, shards: list[list[str]]) -> None:
+    """The parts renamed as save_pretrained names them: model.safetensors, or model-0000N-of-0000M plus an index."""
+    import json
+
+    if len(shards) == 1:
+        (path / "part-00001.safetensors").rename(path / "model.safetensors")
+        return
+    weight_map, total = {}, 0
+    for number, names in enumerate(shards, 1):
+        final = path / f"model-{number:05d}-of-{len(shards):05d}.safetensors"
+        (path / f"part-{number:05d}.safetensors").rename(final)
+        total += final.stat().st_size
+        weight_map.update(dict.fromkeys(names, final.name))
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
 
 
 # -- the real shapes, in memory ----------------------------------------------------------------------
@@ -199,3 +283,25 @@ def wrap_reader(model, tokenizer, *, device, dtype, quant: str, name: str) -> Do
                 image_token_id=int(model.config.image_token_id), device=device, dtype=dtype, quant=quant,
                 path=Path(name))
     return assemble(preset, base)
+
+
+def _main(argv: list[str] | None = None) -> None:
+    """`python -m docread.testing write-real DIR [--kind llava_next|llava]`: the real-shape checkpoint on disk."""
+    import argparse
+    import sys
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m docread.testing")
+    commands = parser.add_subparsers(dest="command", required=True)
+    real = commands.add_parser("write-real", help="write a random Vicuna-7B + CLIP-L llava-hf checkpoint (~14 GB)")
+    real.add_argument("folder", type=Path)
+    real.add_argument("--kind", choices=("llava_next", "llava"), default="llava_next")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    write_real_llava(args.folder, kind=args.kind, log=lambda m: print(m, file=sys.stderr, flush=True))
+    size = sum(f.stat().st_size for f in args.folder.iterdir())
+    print(f"wrote {args.folder} ({size / 2**30:.1f} GiB) in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    _main()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,6 +58,7 @@ class Base:
     dtype: "torch.dtype"                     # compute dtype of the unquantized parts
     quant: str                               # "none", "8bit" or "4bit" (auto resolved)
     path: Path                               # the local folder it was read from
+    load_report: dict = field(default_factory=dict)  # how it was loaded: seconds per step, qcache hit/written
 
 
 # -- where the files are -------------------------------------------------------------------------
@@ -210,28 +212,87 @@ def load_base(base: str, *, device: str = "auto", quant: str = "auto", offline: 
     torch_device = resolve_device(device)
     mode = resolve_quant(quant, torch_device)
     dtype = compute_dtype(torch_device)
-    model = _load_model(folder, model_type, torch_device, mode, dtype)
+    report: dict = {}
+    model = _load_model(folder, model_type, torch_device, mode, dtype, name=_entry_base(base, folder), report=report)
     tokenizer = _load_tokenizer(folder)
     mean, std = _image_statistics(folder)
     image_token_id = getattr(model.config, "image_token_id", None)
     if image_token_id is None:
         image_token_id = getattr(model.config, "image_token_index")
     return Base(model=model, tokenizer=tokenizer, image_mean=mean, image_std=std, image_token_id=int(image_token_id),
-                device=torch_device, dtype=dtype, quant=mode, path=folder)
+                device=torch_device, dtype=dtype, quant=mode, path=folder, load_report=report)
 
 
-def _load_model(folder: Path, model_type: str, device: "torch.device", mode: str, dtype: "torch.dtype"):
+def _entry_base(base: str, folder: Path) -> str:
+    """The name a quantized copy is filed under: the hub id, or a local folder's own name."""
+    return folder.resolve().name if Path(base).expanduser().is_dir() else base
+
+
+def _load_model(folder: Path, model_type: str, device: "torch.device", mode: str, dtype: "torch.dtype", *,
+                name: str = "", report: dict | None = None):
+    """The model, 4-bit ones through docread's quantized cache (`docread.qcache`). `report` gets what
+    happened and how long each step took."""
     import transformers
+
+    from docread import qcache
 
     transformers.utils.logging.disable_progress_bar()  # stderr is docread's: no loader bars or notices
     transformers.utils.logging.set_verbosity_error()
 
     cls = {"llava": transformers.LlavaForConditionalGeneration,
            "llava_next": transformers.LlavaNextForConditionalGeneration}[model_type]
+    report = {} if report is None else report
     kwargs = dict(dtype=dtype, use_safetensors=True, local_files_only=True)
     if mode != "none":
-        kwargs["quantization_config"] = quantization_config(mode, dtype)
         kwargs["device_map"] = {"": device}  # placed while loading: a quantized model is never .to()'d
+    if mode in qcache.CACHED_MODES and qcache.switch() != "off":
+        model = _load_through_cache(cls, folder, kwargs, mode, dtype, name or folder.name, report)
+        return model.eval().requires_grad_(False)
+    report["qcache"] = "off" if mode in qcache.CACHED_MODES else "n/a"
+    quantized = {"quantization_config": quantization_config(mode, dtype)} if mode != "none" else {}
+    model = _from_pretrained(cls, folder, {**kwargs, **quantized}, mode, report)
+    if mode == "none":
+        start = time.perf_counter()
+        model = model.to(device)
+        report["to_device_s"] = round(time.perf_counter() - start, 4)
+    return model.eval().requires_grad_(False)
+
+
+def _load_through_cache(cls, folder: Path, kwargs: dict, mode: str, dtype: torch.dtype, name: str, report: dict):
+    """Read the verified quantized copy of `folder`; else load and quantize the base, and save the copy."""
+    from docread import qcache
+
+    inputs = qcache.key_inputs(folder, mode, dtype, NOT_QUANTIZED)
+    key = qcache.make_key(inputs)
+    entry, why = qcache.lookup(name, key, mode)
+    if why is None and qcache.switch() == "refresh":
+        why = "refresh asked"
+    report.update(qcache_path=str(entry), qcache_key=key[:qcache.KEY_CHARS])
+    if why is None:
+        try:
+            model = _from_pretrained(cls, entry, kwargs, mode, report)  # its config.json holds the quant settings
+            report["qcache"] = "hit"
+            qcache.log.info("read the quantized copy %s", entry)
+            return model
+        except DocreadError as e:
+            why = e.message
+    if why != "absent":
+        qcache.log.warning("rebuilding the quantized copy %s: %s", entry, why)
+    model = _from_pretrained(cls, folder, {**kwargs, "quantization_config": quantization_config(mode, dtype)},
+                             mode, report)
+    start = time.perf_counter()
+    try:  # before any forward pass: on CPU bitsandbytes repacks weights at the first one
+        qcache.save(model, entry, key=key, inputs=inputs, base=name)
+        report["qcache"] = "written" if why == "absent" else "rebuilt"
+    except OSError as e:  # a read-only or full cache costs speed, never the answer
+        report["qcache"] = f"unwritable: {_first_line(e)}"
+        qcache.log.warning("cannot write the quantized copy %s: %s", entry, _first_line(e))
+    report["save_s"] = round(time.perf_counter() - start, 4)
+    return model
+
+
+def _from_pretrained(cls, folder: Path, kwargs: dict, mode: str, report: dict):
+    start = time.perf_counter()
     try:
         model = cls.from_pretrained(folder, **kwargs)
     except ImportError as e:  # bitsandbytes / accelerate missing or too old
@@ -239,9 +300,8 @@ def _load_model(folder: Path, model_type: str, device: "torch.device", mode: str
                            "or run with --quant none") from None
     except (OSError, ValueError) as e:
         raise DocreadError("corrupt", f"cannot load the weights in {folder}: {_first_line(e)}") from None
-    if mode == "none":
-        model = model.to(device)
-    return model.eval().requires_grad_(False)
+    report["from_pretrained_s"] = round(time.perf_counter() - start, 4)
+    return model
 
 
 def quantization_config(mode: str, dtype: "torch.dtype"):

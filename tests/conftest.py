@@ -7,6 +7,7 @@ import tempfile
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="docread-hf-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DOCREAD_CACHE", tempfile.mkdtemp(prefix="docread-cache-"))  # quantized copies: not the user's
 
 import pytest  # noqa: E402
 

@@ -105,7 +105,7 @@ class DocreadSide:
         self.shape = {"grid": f"{plan.rows}x{plan.cols}", "views": 1 + plan.tiles,
                       "visual_tokens": page_plan.tokens.visual_tokens, "image_tokens": page_plan.tokens.image_tokens,
                       "prompt_tokens": first.answer.prompt_tokens, "pixels": plan.width * plan.height,
-                      "effective_dpi": round(plan.width / (page.width / page.dpi), 1)}
+                      "effective_dpi": round(plan.width / (page.width / _dpi(page, self.options)), 1)}
 
     def _run_native(self, document, page, keep: bool) -> None:
         """The checkpoint's own view: rendering, then the processor and the vision tower as one stage
@@ -128,7 +128,7 @@ class DocreadSide:
         self.shape = {"grid": f"{plan.rows}x{plan.cols}", "views": 1 + plan.tiles,
                       "visual_tokens": page_plan.tokens.visual_tokens, "image_tokens": page_plan.tokens.image_tokens,
                       "prompt_tokens": first.answer.prompt_tokens, "pixels": plan.width * plan.height,
-                      "effective_dpi": round(plan.width / (page.width / page.dpi), 1)}
+                      "effective_dpi": round(plan.width / (page.width / _dpi(page, self.options)), 1)}
 
     def _fast(self, encoded, plain_tokens: list[int], keep: bool) -> None:
         """The first question again through docread.fastdecode, as `--fast` runs it."""
@@ -202,7 +202,7 @@ class BaselineSide:
         self.shape = {"grid": f"{rows}x{cols}", "views": int(first["pixel_values"].shape[1]),
                       "visual_tokens": int(visual.shape[0]), "image_tokens": int(visual.shape[0]),
                       "prompt_tokens": int(first["input_ids"].shape[1]), "pixels": width * height,
-                      "effective_dpi": round(width / (page.width / page.dpi), 1)}
+                      "effective_dpi": round(width / (page.width / _dpi(page, self.options)), 1)}
 
     def retained_bytes(self) -> int:
         return 0  # generate's caches die with each call
@@ -256,6 +256,11 @@ def ratios(docread: dict, baseline: dict) -> dict:
     return {k: round(a / b, 4) if a is not None and b else None for k, (a, b) in pairs.items()}
 
 
+def _dpi(page, options: SpeedOptions) -> float:
+    """A PDF page's nominal dpi; image pages (written when PyMuPDF is absent) are drawn at --dpi."""
+    return page.dpi or options.dpi
+
+
 def run_speed(options: SpeedOptions, log: Callable[[str], None] = lambda message: None) -> dict:
     """Run the whole comparison; the result is the `--json` object."""
     from docread.intake import open_document
@@ -269,7 +274,7 @@ def run_speed(options: SpeedOptions, log: Callable[[str], None] = lambda message
                            workdir=Path(workdir))
         bench.reader.eos_token_ids = []  # random weights stop anywhere: every answer decodes max_new_tokens
         clock, memory = Clock(bench.reader.base.device), Memory(bench.reader.base.device)
-        pdf = write_pages(Path(workdir) / "pages.pdf", options.pages)
+        pdf = write_pages(Path(workdir) / "pages.pdf", options.pages, dpi=options.dpi)
         sides = {"docread": DocreadSide(bench, asked, options, clock), "baseline": BaselineSide(bench, asked, options, clock)}
         peaks = dict.fromkeys(sides, 0.0)
         with open_document(str(pdf), dpi=options.dpi) as document:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from docread.errors import UsageError
+from docread.limits import DEFAULT_DPI
 
 if TYPE_CHECKING:
     from docread.reader import DocReader
@@ -23,25 +24,55 @@ WORDS = ("invoice total amount due date net payable account order item quantity 
 
 
 # -- pages ------------------------------------------------------------------------------------------
-def write_pages(path: Path, count: int, seed: int = 0) -> Path:
-    """A PDF of `count` letter pages of text (a heading and ~50 lines), so intake renders real glyphs."""
+def write_pages(path: Path, count: int, seed: int = 0, *, dpi: float = DEFAULT_DPI) -> Path:
+    """A PDF of `count` letter pages of text (a heading and ~50 lines), so intake renders real glyphs.
+    Without PyMuPDF (its wheel is too big to carry to the GPU check), the same lines drawn by Pillow into a
+    multi-page TIFF at `dpi`, returned instead: intake's render stage then decodes an image."""
+    try:
+        import pymupdf
+    except ImportError:
+        return _write_image_pages(path.with_suffix(".tiff"), count, seed, dpi)
+    document = pymupdf.open()
+    for lines in _page_lines(count, seed):
+        page = document.new_page(width=LETTER_PT[0], height=LETTER_PT[1])
+        for y, size, text in lines:
+            page.insert_text((MARGIN_PT, y), text, fontsize=size)
+    document.save(str(path))
+    document.close()
+    return path
+
+
+def _page_lines(count: int, seed: int) -> list[list[tuple[float, int, str]]]:
+    """Each page's lines: (baseline y in points, font size, text)."""
     import random
 
-    import pymupdf
-
     rng = random.Random(seed)
-    document = pymupdf.open()
+    pages = []
     for number in range(1, count + 1):
-        page = document.new_page(width=LETTER_PT[0], height=LETTER_PT[1])
         y, size = MARGIN_PT + FONT_SIZES[0], FONT_SIZES[0]
-        page.insert_text((MARGIN_PT, y), f"Statement {number:04d} - page {number} of {count}", fontsize=size)
+        lines = [(y, size, f"Statement {number:04d} - page {number} of {count}")]
         while y < LETTER_PT[1] - MARGIN_PT - 2 * size:
             size = rng.choice(FONT_SIZES[1:])
             y += 1.6 * size
             words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9)))
-            page.insert_text((MARGIN_PT, y), f"{words} {rng.randint(1, 99999) / 100:,.2f}", fontsize=size)
-    document.save(str(path))
-    document.close()
+            lines.append((y, size, f"{words} {rng.randint(1, 99999) / 100:,.2f}"))
+        pages.append(lines)
+    return pages
+
+
+def _write_image_pages(path: Path, count: int, seed: int, dpi: float) -> Path:
+    from PIL import Image, ImageDraw, ImageFont
+
+    scale = dpi / 72  # pixels per point
+    images = []
+    for lines in _page_lines(count, seed):
+        image = Image.new("RGB", (round(LETTER_PT[0] * scale), round(LETTER_PT[1] * scale)), "white")
+        draw = ImageDraw.Draw(image)
+        for y, size, text in lines:
+            font = ImageFont.load_default(size=size * scale)
+            draw.text((MARGIN_PT * scale, y * scale), text, fill="black", font=font, anchor="ls")
+        images.append(image)
+    images[0].save(path, save_all=True, append_images=images[1:], compression="tiff_deflate")
     return path
 
 

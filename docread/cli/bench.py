@@ -337,3 +337,46 @@ def run_command(
         _render_result(score(dataset, scored, answers, malformed=read.malformed), json_out, dataset=dataset,
                        predictions=str(output), failed=failed)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+LOAD_ROWS = (("interpreter start", "interpreter_s"), ("import torch", "import_torch_s"),
+             ("import transformers + docread", "import_transformers_s"),
+             ("import bitsandbytes", "import_bitsandbytes_s"), ("read weights", "read_weights_s"),
+             ("quantize", "quantize_s"), ("move to device", "to_device_s"), ("write quantized copy", "save_s"),
+             ("tokenizer + docread modules", "wire_up_s"),
+             ("ready (since process start)", "ready_s"), ("first token", "first_token_s"), ("total", "total_s"))
+
+
+@app.command("load", epilog="Example: docread bench load --model ./llava-real --quant 4bit --json")
+def load_command(
+    model: Annotated[str, typer.Option("--model", help="A preset, hub id or local llava-hf folder (for real shapes "
+                                       "without a download: python -m docread.testing write-real DIR).")],
+    device: Device = "auto",
+    quant: Quant = "auto",
+    runs: Annotated[int, typer.Option("--runs", min=1, max=10, help="Loads, each in a fresh process; the first "
+                                      "rebuilds docread's quantized copy, the others read it.")] = 2,
+    json_out: Json = False,
+    offline: Offline = False,
+):
+    """Cold start, phase by phase: imports, reading, quantizing, moving, first token (seconds from process start)."""
+    from docread.bench.load import run_load_bench
+
+    err = stderr_console()
+    result = run_load_bench(model, device=device, quant=quant, runs=runs,
+                            log=lambda message: err.print(f"[dim]{escape(message)}[/]"))
+    if json_out:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("phase", *(f"{r['run']} (s)" for r in result["runs"]),
+                  title=f"load {result['model']} · {result['device']} · {result['quant']}", title_justify="left")
+    for label, key in LOAD_ROWS:
+        table.add_row(label, *(_figure(r.get(key)) for r in result["runs"]))
+    table.add_row("quantized copy", *(str(r.get("qcache")) for r in result["runs"]))
+    Console(highlight=False).print(table)
+    if result["cached_vs_first"] is not None:
+        sys.stdout.write(f"cached load / first load: {result['cached_vs_first']:.2f}x to ready "
+                         f"({result['cached_vs_first_without_save']:.2f}x without writing the copy), "
+                         f"{result['cached_vs_first_to_first_token']:.2f}x to the first token\n")

@@ -16,9 +16,18 @@ POINTS_PER_INCH = 72.0
 MAX_EMBEDDED_PIXELS = DEFAULT_MAX_PIXELS * 4  # one image inside a PDF page: MuPDF decodes it whole to render
 
 
-def open_pdf(name: str, data: bytearray, password: str | None, dpi: float, limits: Limits) -> Document:
-    import pymupdf
+def _pymupdf():
+    """PyMuPDF, imported only when a PDF is read: images, `import docread` and the CLI work without it."""
+    try:
+        import pymupdf
+    except ImportError:
+        raise DocreadError("pdf_unavailable", "reading PDFs needs PyMuPDF, which is not installed here: "
+                           "pip install pymupdf (images are read without it)") from None
+    return pymupdf
 
+
+def open_pdf(name: str, data: bytearray, password: str | None, dpi: float, limits: Limits) -> Document:
+    pymupdf = _pymupdf()
     pymupdf.TOOLS.mupdf_display_errors(False)  # damaged files: our one line, not MuPDF's warnings
     with boundary(name, "open the PDF"):
         doc = pymupdf.open(stream=data, filetype="pdf")
@@ -90,8 +99,7 @@ def render_pdf(document: Document, page: Page, width: int, height: int) -> "Imag
 
 
 def _pdf_pixmap(doc, page: Page, width: int, height: int, where: str):
-    import pymupdf
-
+    pymupdf = _pymupdf()
     pdf_page = doc[page.number - 1]
     for image in pdf_page.get_images(full=True):  # (xref, smask, width, height, ...)
         if image[2] * image[3] > MAX_EMBEDDED_PIXELS:
