@@ -19,16 +19,17 @@ from docread.errors import DocreadError
 ADAPTER_FILE = "adapter.safetensors"  # the file inside an adapter folder
 FORMAT = "docread-adapter"
 VERSION = 1
-LORA_R, LORA_ALPHA = 128, 256        # rank and scale of the LLM's LoRA (docs/method.md#training)
+LORA_R, LORA_ALPHA = 128, 256  # rank and scale of the LLM's LoRA (docs/method.md#training)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # LLaMA linears
-PEFT_CONFIG = "adapter_config.json"          # peft's file names: PeftModel.from_pretrained(llava, folder) reads them
+PEFT_CONFIG = "adapter_config.json"  # peft's file names: PeftModel.from_pretrained(llava, folder) reads them
 PEFT_WEIGHTS = "adapter_model.safetensors"
-PEFT_PREFIX = "base_model.model."            # peft names weights from the PeftModel that wraps the llava-hf model
-PEFT_ADAPTER_NAME = "default"                # the adapter name peft drops from saved names and adds back on load
+PEFT_PREFIX = "base_model.model."  # peft names weights from the PeftModel that wraps the llava-hf model
+PEFT_ADAPTER_NAME = "default"  # the adapter name peft drops from saved names and adds back on load
 
 
-def attach_lora(llava, *, r: int = LORA_R, alpha: int = LORA_ALPHA, dropout: float = 0.0,
-                targets: tuple[str, ...] = LORA_TARGETS) -> dict:
+def attach_lora(
+    llava, *, r: int = LORA_R, alpha: int = LORA_ALPHA, dropout: float = 0.0, targets: tuple[str, ...] = LORA_TARGETS
+) -> dict:
     """Add LoRA (peft) to the language model's linear layers; returns the config as saved."""
     from peft import LoraConfig, inject_adapter_in_model
 
@@ -41,9 +42,16 @@ def lora_parameters(llava) -> dict:
     return {name: p for name, p in llava.named_parameters() if "lora_" in name}
 
 
-def save_adapter(path: Path, modules, llava=None, *, lora_config: dict | None = None,
-                 base_parameters: Iterable[str] = (), training: dict | None = None,
-                 base_model: str | None = None) -> Path:
+def save_adapter(
+    path: Path,
+    modules,
+    llava=None,
+    *,
+    lora_config: dict | None = None,
+    base_parameters: Iterable[str] = (),
+    training: dict | None = None,
+    base_model: str | None = None,
+) -> Path:
     """Write `modules` (and the LoRA weights of `llava`, if any) to path; returns the adapter.safetensors written.
 
     A folder gets adapter.safetensors and, with LoRA, peft's two files; a `.safetensors` path gets one file
@@ -94,9 +102,13 @@ def _save_peft(folder: Path, lora: dict, config: dict, base_model: str | None) -
     from safetensors.torch import save_file
 
     targets = "|".join(config.get("target_modules", LORA_TARGETS))
-    peft_config = LoraConfig(r=config.get("r", LORA_R), lora_alpha=config.get("lora_alpha", LORA_ALPHA),
-                             lora_dropout=config.get("lora_dropout", 0.0),
-                             target_modules=rf".*language_model\..*\.({targets})", base_model_name_or_path=base_model)
+    peft_config = LoraConfig(
+        r=config.get("r", LORA_R),
+        lora_alpha=config.get("lora_alpha", LORA_ALPHA),
+        lora_dropout=config.get("lora_dropout", 0.0),
+        target_modules=rf".*language_model\..*\.({targets})",
+        base_model_name_or_path=base_model,
+    )
     peft_config.save_pretrained(str(folder))
     save_file({peft_name(k): v for k, v in lora.items()}, str(folder / PEFT_WEIGHTS), metadata={"format": "pt"})
 
@@ -139,11 +151,13 @@ def _adapter_path(path: Path) -> Path:
     if path.is_dir():
         path = path / ADAPTER_FILE
     if not path.is_file():
-        raise DocreadError("adapter_missing",
-                           f"no adapter at {path}: pass a .safetensors file or a folder with {ADAPTER_FILE}")
+        raise DocreadError(
+            "adapter_missing", f"no adapter at {path}: pass a .safetensors file or a folder with {ADAPTER_FILE}"
+        )
     if path.suffix != ".safetensors":
-        raise DocreadError("unsafe_weights",
-                           f"{path} is not a .safetensors file: docread loads adapters from safetensors only")
+        raise DocreadError(
+            "unsafe_weights", f"{path} is not a .safetensors file: docread loads adapters from safetensors only"
+        )
     return path
 
 
@@ -171,33 +185,46 @@ def load_adapter(path: Path, modules, llava) -> None:
         raise DocreadError("bad_adapter", f"{path} is not a docread adapter (no '{FORMAT}' metadata)")
     saved = json.loads(metadata["hires_config"])
     mine = asdict(modules.config)
-    differs = {k: (saved.get(k), v) for k, v in mine.items() if k in ("vision_width", "text_width", "tokens_side", "k")
-               and saved.get(k) != v}
+    differs = {
+        k: (saved.get(k), v)
+        for k, v in mine.items()
+        if k in ("vision_width", "text_width", "tokens_side", "k") and saved.get(k) != v
+    }
     if differs:
         detail = ", ".join(f"{k} {a} vs model {b}" for k, (a, b) in differs.items())
-        raise DocreadError("bad_adapter",
-                           f"adapter {path} was trained for another base ({detail}): use its base --model")
+        raise DocreadError(
+            "bad_adapter", f"adapter {path} was trained for another base ({detail}): use its base --model"
+        )
     trained_global = saved.get("global_view", True)
     if trained_global != mine.get("global_view", True):
-        raise DocreadError("bad_adapter", f"adapter {path} was trained {'with' if trained_global else 'without'} the "
-                           f"global view: load it with global_view={trained_global}")
-    hires = {k[len("hires."):]: v for k, v in tensors.items() if k.startswith("hires.")}
+        raise DocreadError(
+            "bad_adapter",
+            f"adapter {path} was trained {'with' if trained_global else 'without'} the "
+            f"global view: load it with global_view={trained_global}",
+        )
+    hires = {k[len("hires.") :]: v for k, v in tensors.items() if k.startswith("hires.")}
     try:
         modules.load_state_dict(hires, strict=True)
     except RuntimeError as e:
-        raise DocreadError("bad_adapter",
-                           f"adapter {path} does not match this model's modules: {str(e).splitlines()[0]}") from None
-    _load_base_weights(path, llava, {k[len("base."):]: v for k, v in tensors.items() if k.startswith("base.")})
-    lora = {k[len("lora."):]: v for k, v in tensors.items() if k.startswith("lora.")}
+        raise DocreadError(
+            "bad_adapter", f"adapter {path} does not match this model's modules: {str(e).splitlines()[0]}"
+        ) from None
+    _load_base_weights(path, llava, {k[len("base.") :]: v for k, v in tensors.items() if k.startswith("base.")})
+    lora = {k[len("lora.") :]: v for k, v in tensors.items() if k.startswith("lora.")}
     if lora:
         config = json.loads(metadata.get("lora_config", "{}"))
-        attach_lora(llava, r=config.get("r", LORA_R), alpha=config.get("lora_alpha", LORA_ALPHA),
-                    targets=tuple(config.get("target_modules", LORA_TARGETS)))
+        attach_lora(
+            llava,
+            r=config.get("r", LORA_R),
+            alpha=config.get("lora_alpha", LORA_ALPHA),
+            targets=tuple(config.get("target_modules", LORA_TARGETS)),
+        )
         params = lora_parameters(llava)
         missing = sorted(set(params) - set(lora))
         if missing or set(lora) - set(params):
-            raise DocreadError("bad_adapter",
-                               f"adapter {path}: LoRA weights do not match this model ({len(missing)} missing)")
+            raise DocreadError(
+                "bad_adapter", f"adapter {path}: LoRA weights do not match this model ({len(missing)} missing)"
+            )
         import torch
 
         with torch.no_grad():
@@ -214,13 +241,19 @@ def _load_base_weights(path: Path, llava, weights: dict) -> None:
     params = dict(llava.named_parameters())
     unknown = sorted(set(weights) - set(params))
     if unknown:
-        raise DocreadError("bad_adapter", f"adapter {path} holds base weights this model lacks ({unknown[0]}, "
-                           f"{len(unknown)} in all): use the --model it was trained on")
+        raise DocreadError(
+            "bad_adapter",
+            f"adapter {path} holds base weights this model lacks ({unknown[0]}, "
+            f"{len(unknown)} in all): use the --model it was trained on",
+        )
     for name, tensor in weights.items():
         p = params[name]
         if not p.dtype.is_floating_point or p.shape != tensor.shape:
-            raise DocreadError("bad_adapter", f"adapter {path} replaces {name} {tuple(tensor.shape)}, which this "
-                               f"model holds as {p.dtype} {tuple(p.shape)} (quantized?): load it with --quant none")
+            raise DocreadError(
+                "bad_adapter",
+                f"adapter {path} replaces {name} {tuple(tensor.shape)}, which this "
+                f"model holds as {p.dtype} {tuple(p.shape)} (quantized?): load it with --quant none",
+            )
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor.to(params[name].device, params[name].dtype))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from docread.document import Events, Settings, answer_page, encode_group, open_for_reading, report_warnings
 from docread.errors import DocreadError
@@ -17,7 +17,7 @@ from docread.intake import Limits
 from docread.reader import DocReader
 from docread.records import JsonLinesLog
 
-VISION_BATCH = 4            # pages of one file through the vision encoder in one pass (~52 views at 16 tiles)
+VISION_BATCH = 4  # pages of one file through the vision encoder in one pass (~52 views at 16 tiles)
 
 
 def record_key(file: str, sha256: str | None, page: int | None, question: str, fingerprint: dict) -> str:
@@ -47,10 +47,20 @@ def record_log(path: str, *, resume: bool) -> JsonLinesLog:
     return JsonLinesLog(path, key_field="key", resume=resume, retry=lambda record: record.get("status") == "error")
 
 
-def run_batch(reader: DocReader, files: Sequence[str], questions: Sequence[str], sink: JsonLinesLog, *,
-              settings: Settings, pages: str | None = None, password: str | None = None,
-              limits: Limits | None = None, on_record: Callable[[dict], None] = lambda r: None,
-              should_stop: Callable[[], bool] = lambda: False, events: Events | None = None) -> int:
+def run_batch(
+    reader: DocReader,
+    files: Sequence[str],
+    questions: Sequence[str],
+    sink: JsonLinesLog,
+    *,
+    settings: Settings,
+    pages: str | None = None,
+    password: str | None = None,
+    limits: Limits | None = None,
+    on_record: Callable[[dict], None] = lambda r: None,
+    should_stop: Callable[[], bool] = lambda: False,
+    events: Events | None = None,
+) -> int:
     """Write one record per (file, page, question) not already in `sink`; returns how many failed.
     A file or page that fails becomes error records; the run goes on."""
     fingerprint = settings.fingerprint(reader)
@@ -67,16 +77,18 @@ def run_batch(reader: DocReader, files: Sequence[str], questions: Sequence[str],
         if should_stop():
             break
         try:
-            document = open_for_reading(file, pages=pages, password=password, settings=settings, limits=limits,
-                                        events=events)
+            document = open_for_reading(
+                file, pages=pages, password=password, settings=settings, limits=limits, events=events
+            )
         except DocreadError as e:
             for record in unopened_records(file, questions, fingerprint, sink.done, e, settings):
                 emit(record)
             continue
         with document:
             sha = document.sha256
-            _batch_document(reader, document, questions, sha, fingerprint, sink.done, settings, emit, should_stop,
-                            events)
+            _batch_document(
+                reader, document, questions, sha, fingerprint, sink.done, settings, emit, should_stop, events
+            )
     return failed
 
 
@@ -84,17 +96,20 @@ def unopened_records(file, questions, fingerprint, done, error: DocreadError, se
     """A file that cannot be opened: one error record (page None) per question not in `done`."""
     sha = file_sha256(file)
     keyed = {q: record_key(file, sha, None, q, fingerprint) for q in questions}
-    return [{**error_record(keyed[q], file, sha, None, q, error), "view": str(settings.view)}
-            for q in questions if keyed[q] not in done]
+    return [
+        {**error_record(keyed[q], file, sha, None, q, error), "view": str(settings.view)}
+        for q in questions
+        if keyed[q] not in done
+    ]
 
 
-def _batch_document(reader, document, questions, sha, fingerprint, done, settings, emit, should_stop,
-                    events) -> None:
+def _batch_document(reader, document, questions, sha, fingerprint, done, settings, emit, should_stop, events) -> None:
     """The document's pages in groups of VISION_BATCH: one vision pass a group, then each page's
     questions on its own KV prefix, freed before the next page's."""
     for group in vision_groups(owed_pages(document, questions, sha, fingerprint, done)):
-        if should_stop() or not answer_group(reader, document, group, questions, sha, settings, emit, should_stop,
-                                             events):
+        if should_stop() or not answer_group(
+            reader, document, group, questions, sha, settings, emit, should_stop, events
+        ):
             return
         report_warnings(document, events)
 
@@ -130,20 +145,41 @@ def answer_group(reader, document, group, questions, sha, settings, emit, should
     except DocreadError:  # a page of the group failed to render: each page alone finds out which
         encoded = None
     for index, (page, todo, keyed) in enumerate(group):
-        for result in answer_page(reader, document, page, todo, settings, events=events,
-                                  encoded=encoded[index] if encoded is not None else None):
+        for result in answer_page(
+            reader,
+            document,
+            page,
+            todo,
+            settings,
+            events=events,
+            encoded=encoded[index] if encoded is not None else None,
+        ):
             if result.answer is None:
-                record = error_record(keyed[result.question], document.name, sha, page.number,
-                                      result.question, result.error)
+                record = error_record(
+                    keyed[result.question], document.name, sha, page.number, result.question, result.error
+                )
             else:
                 answer = result.answer
-                record = {"key": keyed[result.question], "file": document.name, "sha256": sha,
-                          "page": page.number, "question": result.question, "answer": answer.answer,
-                          "score": answer.score, "status": "ok", "error": None, "degraded": result.degraded,
-                          "model": answer.model, "rows": answer.rows, "cols": answer.cols,
-                          "visual_tokens": answer.visual_tokens, "timing_ms": answer.timing_ms,
-                          **evidence_fields(texts, page, answer.answer,
-                                            on_error=lambda e: events.warning(f"no evidence: {e.message}"))}
+                record = {
+                    "key": keyed[result.question],
+                    "file": document.name,
+                    "sha256": sha,
+                    "page": page.number,
+                    "question": result.question,
+                    "answer": answer.answer,
+                    "score": answer.score,
+                    "status": "ok",
+                    "error": None,
+                    "degraded": result.degraded,
+                    "model": answer.model,
+                    "rows": answer.rows,
+                    "cols": answer.cols,
+                    "visual_tokens": answer.visual_tokens,
+                    "timing_ms": answer.timing_ms,
+                    **evidence_fields(
+                        texts, page, answer.answer, on_error=lambda e: events.warning(f"no evidence: {e.message}")
+                    ),
+                }
             record["repaired"] = document.repaired  # MuPDF may repair a file late, on loading a page
             record["view"] = str(settings.view)
             emit(record)
@@ -153,6 +189,22 @@ def answer_group(reader, document, group, questions, sha, settings, emit, should
 
 
 def error_record(key, file, sha, page, question, error: DocreadError) -> dict:
-    return {"key": key, "file": file, "sha256": sha, "page": page, "question": question, "answer": None,
-            "score": None, "status": "error", "error": error.to_json(), "degraded": False, "model": None,
-            "rows": None, "cols": None, "visual_tokens": None, "timing_ms": {}, "evidence": [], "grounded": False}
+    return {
+        "key": key,
+        "file": file,
+        "sha256": sha,
+        "page": page,
+        "question": question,
+        "answer": None,
+        "score": None,
+        "status": "error",
+        "error": error.to_json(),
+        "degraded": False,
+        "model": None,
+        "rows": None,
+        "cols": None,
+        "visual_tokens": None,
+        "timing_ms": {},
+        "evidence": [],
+        "grounded": False,
+    }

@@ -7,9 +7,9 @@ each once for all its questions, answer, and keep every finished answer when a l
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 from docread.errors import DocreadError, UsageError
 from docread.evidence import PageTexts
@@ -20,8 +20,8 @@ from docread.results import Answer
 from docread.textprompt import DEFAULT_TEXT_TOKENS, Reference, with_reference
 
 OOM_SLICES = (16, 9, 4, 0)  # tile budgets tried, in turn, when a page does not fit in GPU memory
-MAX_ASK_PAGES = 20          # pages `ask` reads when no --pages is given
-OCR_MAX_NEW_TOKENS = 1024   # a page of text is long: `ocr`'s default answer length
+MAX_ASK_PAGES = 20  # pages `ask` reads when no --pages is given
+OCR_MAX_NEW_TOKENS = 1024  # a page of text is long: `ocr`'s default answer length
 
 
 @dataclass
@@ -35,17 +35,28 @@ class Settings:
     seed: int | None = None
     dpi: float = DEFAULT_DPI
     fast: bool = False
-    view: str = DEFAULT_VIEW         # hires | native (the base checkpoint's own image handling)
-    text: str = "auto"               # page text for evidence: auto | layer | ocr | off (docread.pagetext.TextMode)
-    text_prompt: str = "auto"        # page text in the prompt: auto | on | off (docread.textprompt.TextPrompt)
+    view: str = DEFAULT_VIEW  # hires | native (the base checkpoint's own image handling)
+    text: str = "auto"  # page text for evidence: auto | layer | ocr | off (docread.pagetext.TextMode)
+    text_prompt: str = "auto"  # page text in the prompt: auto | on | off (docread.textprompt.TextPrompt)
     text_tokens: int = DEFAULT_TEXT_TOKENS  # most tokens of page text in a prompt
 
     def fingerprint(self, reader: DocReader) -> dict:
-        return {"model": reader.name, "adapter": reader.adapter, "task": self.task, "max_slices": self.max_slices,
-                "max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "seed": self.seed,
-                "dpi": self.dpi, **({"view": str(self.view)} if self.view != DEFAULT_VIEW else {}),
-                **({"text_prompt": str(self.text_prompt), "text_tokens": self.text_tokens}
-                   if (self.text_prompt, self.text_tokens) != ("auto", DEFAULT_TEXT_TOKENS) else {})}
+        return {
+            "model": reader.name,
+            "adapter": reader.adapter,
+            "task": self.task,
+            "max_slices": self.max_slices,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "dpi": self.dpi,
+            **({"view": str(self.view)} if self.view != DEFAULT_VIEW else {}),
+            **(
+                {"text_prompt": str(self.text_prompt), "text_tokens": self.text_tokens}
+                if (self.text_prompt, self.text_tokens) != ("auto", DEFAULT_TEXT_TOKENS)
+                else {}
+            ),
+        }
 
 
 class Events:
@@ -63,7 +74,7 @@ class Events:
     def chunk(self, text: str) -> None:
         """A piece of a streamed answer."""
 
-    def answered(self, result: "PageAnswer") -> None:
+    def answered(self, result: PageAnswer) -> None:
         """A question on a page is done: answered, or failed with the page."""
 
     def failed(self, number: int, error: DocreadError) -> None:
@@ -92,8 +103,9 @@ def free_gpu_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def encode_with_fallback(reader: DocReader, document: Document, page, prompts: Sequence[str],
-                         settings: Settings, *, below: int | None = None) -> tuple[EncodedPage, bool]:
+def encode_with_fallback(
+    reader: DocReader, document: Document, page, prompts: Sequence[str], settings: Settings, *, below: int | None = None
+) -> tuple[EncodedPage, bool]:
     """Encode a page and prefill its prefix; on CUDA out-of-memory free memory and retry with fewer
     tiles (16 -> 9 -> 4 -> 0), or only budgets under `below` when a larger one already failed.
     Returns the encoded page and whether it had to be degraded."""
@@ -107,26 +119,39 @@ def encode_with_fallback(reader: DocReader, document: Document, page, prompts: S
         budgets = [n for n in budgets if n < below]
     for budget in budgets:
         try:
-            (encoded,) = reader.encode_pages([page_source(document, page)], prompts, max_slices=budget,
-                                             max_new_tokens=settings.max_new_tokens, view=settings.view)
+            (encoded,) = reader.encode_pages(
+                [page_source(document, page)],
+                prompts,
+                max_slices=budget,
+                max_new_tokens=settings.max_new_tokens,
+                view=settings.view,
+            )
             encoded.cache  # noqa: B018  prefill now, so an out-of-memory shows here
             return encoded, budget != requested
         except torch.cuda.OutOfMemoryError:
             free_gpu_memory()
-    raise DocreadError("out_of_memory", f"{document.name} page {page.number} does not fit in GPU memory even "
-                       "without tiles: free the GPU, or use --device cpu")
+    raise DocreadError(
+        "out_of_memory",
+        f"{document.name} page {page.number} does not fit in GPU memory even "
+        "without tiles: free the GPU, or use --device cpu",
+    )
 
 
-def encode_group(reader: DocReader, document: Document, pages: Sequence, prompts: Sequence[str],
-                 settings: Settings) -> list[EncodedPage] | None:
+def encode_group(
+    reader: DocReader, document: Document, pages: Sequence, prompts: Sequence[str], settings: Settings
+) -> list[EncodedPage] | None:
     """Several pages through the vision encoder in one pass; None on CUDA out-of-memory (the caller
     then encodes page by page, with the fallback)."""
     import torch
 
     try:
-        return reader.encode_pages([page_source(document, p) for p in pages], prompts,
-                                   max_slices=settings.max_slices, max_new_tokens=settings.max_new_tokens,
-                                   view=settings.view)
+        return reader.encode_pages(
+            [page_source(document, p) for p in pages],
+            prompts,
+            max_slices=settings.max_slices,
+            max_new_tokens=settings.max_new_tokens,
+            view=settings.view,
+        )
     except torch.cuda.OutOfMemoryError:
         free_gpu_memory()
         return None
@@ -145,13 +170,22 @@ class PageAnswer:
     page: int
     answer: Answer | None
     error: DocreadError | None = None
-    degraded: bool = False           # the page was re-encoded with fewer tiles to fit GPU memory
+    degraded: bool = False  # the page was re-encoded with fewer tiles to fit GPU memory
 
 
-def answer_page(reader: DocReader, document: Document, page, questions: Sequence[str], settings: Settings, *,
-                encoded: EncodedPage | None = None, events: Events | None = None,
-                stream: bool = False, reference: Reference | None = None,
-                encode: Encode | None = None) -> Iterator[PageAnswer]:
+def answer_page(
+    reader: DocReader,
+    document: Document,
+    page,
+    questions: Sequence[str],
+    settings: Settings,
+    *,
+    encoded: EncodedPage | None = None,
+    events: Events | None = None,
+    stream: bool = False,
+    reference: Reference | None = None,
+    encode: Encode | None = None,
+) -> Iterator[PageAnswer]:
     """Answer `questions` about one page, in order, from `encoded` or a fresh encoding. CUDA
     out-of-memory while answering re-encodes the page with fewer tiles; a page that fails yields
     an error for each question it still owed. The page's KV cache is freed at the end. `reference`:
@@ -166,8 +200,9 @@ def answer_page(reader: DocReader, document: Document, page, questions: Sequence
     pending = list(questions)
     try:
         if encoded is None:
-            encoded, degraded = (encode or encode_with_fallback)(reader, document, page, list(prompts.values()),
-                                                                 settings)
+            encoded, degraded = (encode or encode_with_fallback)(
+                reader, document, page, list(prompts.values()), settings
+            )
         _report_reduction(reader, encoded, page, degraded, events)
         while pending:
             question = pending[0]
@@ -178,8 +213,9 @@ def answer_page(reader: DocReader, document: Document, page, questions: Sequence
             except torch.cuda.OutOfMemoryError:
                 encoded.release()
                 free_gpu_memory()
-                encoded, _ = encode_with_fallback(reader, document, page, list(prompts.values()), settings,
-                                                  below=encoded.page_plan.max_slices)
+                encoded, _ = encode_with_fallback(
+                    reader, document, page, list(prompts.values()), settings, below=encoded.page_plan.max_slices
+                )
                 degraded = True
                 continue
             except DocreadError as e:  # this question alone (a context overflow): the others go on
@@ -205,8 +241,14 @@ def _done(events: Events, result: PageAnswer) -> PageAnswer:
 
 
 def _answer(reader: DocReader, encoded: EncodedPage, prompt: str, settings: Settings, on_chunk) -> Answer:
-    stream = reader.answer(encoded, prompt, max_new_tokens=settings.max_new_tokens,
-                           temperature=settings.temperature, seed=settings.seed, fast=settings.fast)
+    stream = reader.answer(
+        encoded,
+        prompt,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        seed=settings.seed,
+        fast=settings.fast,
+    )
     for chunk in stream:
         if on_chunk is not None:
             on_chunk(chunk)
@@ -217,8 +259,9 @@ def _report_reduction(reader: DocReader, encoded: EncodedPage, page, degraded: b
     plan = encoded.page_plan
     if plan.reduced or degraded:
         why = "GPU memory" if degraded else f"the model's {reader.context}-token context"
-        events.warning(f"page {page.number}: --max-slices {plan.requested_slices} reduced to {plan.max_slices} "
-                       f"to fit {why}")
+        events.warning(
+            f"page {page.number}: --max-slices {plan.requested_slices} reduced to {plan.max_slices} to fit {why}"
+        )
 
 
 # -- a whole document -------------------------------------------------------------------------------
@@ -246,8 +289,17 @@ class DocumentAnswer:
             record["status"] = "ok"
         else:
             first = self.errors[0][1]
-            record = {"file": self.file, "question": self.question, "page": None, "answer": None, "score": None,
-                      "status": "error", "error": first.to_json(), "evidence": [], "grounded": False}
+            record = {
+                "file": self.file,
+                "question": self.question,
+                "page": None,
+                "answer": None,
+                "score": None,
+                "status": "error",
+                "error": first.to_json(),
+                "evidence": [],
+                "grounded": False,
+            }
         record["pages"] = [{"page": a.page, "answer": a.answer, "score": a.score} for a in self.pages]
         record["errors"] = [{"page": page, **error.to_json()} for page, error in self.errors]
         record["repaired"] = self.repaired
@@ -264,16 +316,27 @@ class DocumentAnswer:
         return self.best is not None and self.best.grounded
 
 
-def best_of(file: str, question: str, answers: Sequence[Answer],
-            errors: Sequence[tuple[int | None, DocreadError]] = (), repaired: bool = False) -> DocumentAnswer:
+def best_of(
+    file: str,
+    question: str,
+    answers: Sequence[Answer],
+    errors: Sequence[tuple[int | None, DocreadError]] = (),
+    repaired: bool = False,
+) -> DocumentAnswer:
     """The answer with the highest mean token log-probability (an empty answer scores lowest)."""
     best = max(answers, key=lambda a: float("-inf") if a.score is None else a.score) if answers else None
     return DocumentAnswer(file, question, best, list(answers), list(errors), repaired)
 
 
-def open_for_reading(file: str, *, pages: str | None = None, password: str | None = None,
-                     settings: Settings | None = None, limits: Limits | None = None,
-                     events: Events | None = None) -> Document:
+def open_for_reading(
+    file: str,
+    *,
+    pages: str | None = None,
+    password: str | None = None,
+    settings: Settings | None = None,
+    limits: Limits | None = None,
+    events: Events | None = None,
+) -> Document:
     """Open a file for a read, its warnings (a repaired PDF...) reported through `events`."""
     dpi = (settings or Settings()).dpi
     document = open_document(file, pages=pages, password=password, dpi=dpi, limits=limits)
@@ -283,13 +346,13 @@ def open_for_reading(file: str, *, pages: str | None = None, password: str | Non
 
 def report_warnings(document: Document, events: Events) -> None:
     """The document's warnings not reported yet (MuPDF may repair a file late, on loading a page)."""
-    for warning in document.warnings[document.warnings_shown:]:
+    for warning in document.warnings[document.warnings_shown :]:
         events.warning(warning)
     document.warnings_shown = len(document.warnings)
 
 
 @contextmanager
-def _opened(source: "str | Document", **options) -> Iterator[Document]:
+def _opened(source: str | Document, **options) -> Iterator[Document]:
     """`source` itself when the caller opened it (and will close it), else the file opened here."""
     if isinstance(source, Document):
         yield source
@@ -298,11 +361,21 @@ def _opened(source: "str | Document", **options) -> Iterator[Document]:
         yield document
 
 
-def ask_document(reader: DocReader, source: "str | Document", questions: Sequence[str], *, settings: Settings | None = None,
-                 pages: str | None = None, password: str | None = None, limits: Limits | None = None,
-                 max_pages: int | None = MAX_ASK_PAGES, events: Events | None = None,
-                 stream: bool = False, top_pages: int = DEFAULT_TOP_PAGES,
-                 encode: Encode | None = None) -> list[DocumentAnswer]:
+def ask_document(
+    reader: DocReader,
+    source: str | Document,
+    questions: Sequence[str],
+    *,
+    settings: Settings | None = None,
+    pages: str | None = None,
+    password: str | None = None,
+    limits: Limits | None = None,
+    max_pages: int | None = MAX_ASK_PAGES,
+    events: Events | None = None,
+    stream: bool = False,
+    top_pages: int = DEFAULT_TOP_PAGES,
+    encode: Encode | None = None,
+) -> list[DocumentAnswer]:
     """Answer each question about a PDF or image (a path, `-` for stdin, or a Document the caller
     opened, e.g. to fail on a bad file before loading the model): every selected page (the first
     `max_pages` unless `pages` names them; `pages="auto"`: each question's `top_pages` by BM25 of the
@@ -313,10 +386,23 @@ def ask_document(reader: DocReader, source: "str | Document", questions: Sequenc
     settings = settings or Settings()
     events = events or Events()
     questions = unique_questions(questions)
-    with _opened(source, pages=None if pages == AUTO else pages, password=password, settings=settings,
-                 limits=limits, events=events) as document:
-        picks = choose_pages(document, questions, pages=pages, max_pages=max_pages, top=top_pages,
-                             text=settings.text, warn=events.warning)
+    with _opened(
+        source,
+        pages=None if pages == AUTO else pages,
+        password=password,
+        settings=settings,
+        limits=limits,
+        events=events,
+    ) as document:
+        picks = choose_pages(
+            document,
+            questions,
+            pages=pages,
+            max_pages=max_pages,
+            top=top_pages,
+            text=settings.text,
+            warn=events.warning,
+        )
         wanted = {q: {pick.page for pick in picks[q]} for q in questions}
         selected = [p for p in document.pages if any(p.number in w for w in wanted.values())]
         answers: dict[str, list[Answer]] = {q: [] for q in questions}
@@ -325,9 +411,17 @@ def ask_document(reader: DocReader, source: "str | Document", questions: Sequenc
         for index, page in enumerate(selected, start=1):
             events.page(page.number, index, len(selected))
             asked = [q for q in questions if page.number in wanted[q]]
-            for result in answer_page(reader, document, page, asked, settings, events=events,
-                                      stream=stream and len(selected) == 1, encode=encode,
-                                      reference=page_reference(reader, document, texts, page, settings, events)):
+            for result in answer_page(
+                reader,
+                document,
+                page,
+                asked,
+                settings,
+                events=events,
+                stream=stream and len(selected) == 1,
+                encode=encode,
+                reference=page_reference(reader, document, texts, page, settings, events),
+            ):
                 if result.answer is not None:
                     answers[result.question].append(result.answer)
                 else:
@@ -340,8 +434,9 @@ def ask_document(reader: DocReader, source: "str | Document", questions: Sequenc
         return results
 
 
-def page_reference(reader: DocReader, document: Document, texts: PageTexts, page, settings: Settings,
-                   events: Events) -> Reference | None:
+def page_reference(
+    reader: DocReader, document: Document, texts: PageTexts, page, settings: Settings, events: Events
+) -> Reference | None:
     """The page text for this page's prompts under --text-prompt (None: the image alone)."""
     from docread.textprompt import TextPrompt, reference, wanted
 
@@ -365,14 +460,26 @@ def attach_evidence(texts: PageTexts, pages: Sequence, results: Sequence[Documen
     by_number = {page.number: page for page in pages}
     for result in results:
         if result.best is not None:
-            fields = evidence_fields(texts, by_number[result.best.page], result.best.answer,
-                                     on_error=lambda e: events.warning(f"no evidence: {e.message}"))
+            fields = evidence_fields(
+                texts,
+                by_number[result.best.page],
+                result.best.answer,
+                on_error=lambda e: events.warning(f"no evidence: {e.message}"),
+            )
             result.best.evidence, result.best.grounded = fields["evidence"], fields["grounded"]
 
 
-def ocr_document(reader: DocReader, source: "str | Document", *, settings: Settings | None = None, pages: str | None = None,
-                 password: str | None = None, limits: Limits | None = None, events: Events | None = None,
-                 stream: bool = False) -> Iterator[PageAnswer]:
+def ocr_document(
+    reader: DocReader,
+    source: str | Document,
+    *,
+    settings: Settings | None = None,
+    pages: str | None = None,
+    password: str | None = None,
+    limits: Limits | None = None,
+    events: Events | None = None,
+    stream: bool = False,
+) -> Iterator[PageAnswer]:
     """Transcribe each selected page of a file (a path or a Document, as for `ask_document`), in order:
     one PageAnswer per page (an error for a page that fails; the others go on). With `stream`, each
     page's text streams through `events`."""
@@ -380,8 +487,7 @@ def ocr_document(reader: DocReader, source: "str | Document", *, settings: Setti
 
     settings = settings or Settings(task="ocr", max_new_tokens=OCR_MAX_NEW_TOKENS)
     events = events or Events()
-    with _opened(source, pages=pages, password=password, settings=settings, limits=limits,
-                 events=events) as document:
+    with _opened(source, pages=pages, password=password, settings=settings, limits=limits, events=events) as document:
         for index, page in enumerate(document.pages, start=1):
             events.page(page.number, index, len(document.pages))
             yield from answer_page(reader, document, page, [OCR_QUESTION], settings, events=events, stream=stream)

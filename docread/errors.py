@@ -10,8 +10,8 @@ from __future__ import annotations
 
 # Exit codes shared by every command.
 EXIT_OK = 0
-EXIT_FAILED = 1   # the run went on, but at least one file, page or record failed
-EXIT_USAGE = 2    # bad options or arguments: nothing was done
+EXIT_FAILED = 1  # the run went on, but at least one file, page or record failed
+EXIT_USAGE = 2  # bad options or arguments: nothing was done
 
 
 class DocreadError(Exception):

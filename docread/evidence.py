@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
     from docread.intake import Document, Limits, Page
 
-EVIDENCE_RGB = (255, 170, 0)     # evidence boxes: orange, drawn over a translucent fill
-GRID_RGBA = (220, 30, 30, 70)    # the tile grid, faint: where the model's tiles cut the page
+EVIDENCE_RGB = (255, 170, 0)  # evidence boxes: orange, drawn over a translucent fill
+GRID_RGBA = (220, 30, 30, 70)  # the tile grid, faint: where the model's tiles cut the page
 
 
 class PageTexts:
@@ -74,14 +74,20 @@ class Located:
     """One page's result for `locate`: each query's occurrences there, or the page's error."""
 
     page: int
-    source: str                                        # layer | ocr | none
+    source: str  # layer | ocr | none
     found: dict[str, list[dict]] = field(default_factory=dict)
     error: DocreadError | None = None
 
 
-def locate_document(source: str | Document, queries: Sequence[str], *, pages: str | None = None,
-                    password: str | None = None, limits: Limits | None = None,
-                    text: str = TextMode.auto) -> Iterator[Located]:
+def locate_document(
+    source: str | Document,
+    queries: Sequence[str],
+    *,
+    pages: str | None = None,
+    password: str | None = None,
+    limits: Limits | None = None,
+    text: str = TextMode.auto,
+) -> Iterator[Located]:
     """Every occurrence of each query in the selected pages of a file, page by page. A page whose text
     cannot be read yields its error and the others go on; a file that cannot be opened raises."""
     from contextlib import nullcontext
@@ -93,8 +99,11 @@ def locate_document(source: str | Document, queries: Sequence[str], *, pages: st
         raise UsageError("no text given: name at least one non-empty text to locate", code="no_texts")
     if TextMode(text) == TextMode.off:
         raise UsageError("--text off leaves nothing to search: use auto, layer or ocr", code="text_off")
-    opened = nullcontext(source) if isinstance(source, Document) else \
-        open_document(source, pages=pages, password=password, limits=limits)
+    opened = (
+        nullcontext(source)
+        if isinstance(source, Document)
+        else open_document(source, pages=pages, password=password, limits=limits)
+    )
     with opened as document:
         texts = PageTexts(document, text)
         for page in document.pages:
@@ -103,8 +112,11 @@ def locate_document(source: str | Document, queries: Sequence[str], *, pages: st
             except DocreadError as e:
                 yield Located(page.number, "none", {}, e)
                 continue
-            yield Located(page.number, page_words.source,
-                          {q: [o.to_json(page_words) for o in find(page_words, q)] for q in queries})
+            yield Located(
+                page.number,
+                page_words.source,
+                {q: [o.to_json(page_words) for o in find(page_words, q)] for q in queries},
+            )
 
 
 # -- highlight ---------------------------------------------------------------------------------------
@@ -121,8 +133,9 @@ def draw_highlight(image: Image.Image, found: Sequence[dict], grid=None) -> Imag
     for item in found:
         for line in item.get("lines") or [item]:
             x0, y0, x1, y1 = line["bbox_px"]
-            draw.rectangle((x0 - 2, y0 - 2, x1 + 2, y1 + 2), fill=EVIDENCE_RGB + (60,), outline=EVIDENCE_RGB + (255,),
-                           width=3)
+            draw.rectangle(
+                (x0 - 2, y0 - 2, x1 + 2, y1 + 2), fill=EVIDENCE_RGB + (60,), outline=EVIDENCE_RGB + (255,), width=3
+            )
     return Image.alpha_composite(page, overlay).convert("RGB")
 
 

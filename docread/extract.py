@@ -16,8 +16,10 @@ from typing import Any
 from docread.errors import UsageError
 from docread.match import _DATE_DMY_WORDS, _DATE_MDY_WORDS, _DATE_NUMERIC, _dates, number_readings
 
-_NUMBER_IN_TEXT = re.compile(r"\(?[+-]?\d{1,3}(?: \d{3})+(?:[.,]\d+)?\)?"  # 1 234,50: spaces between thousands
-                             r"|\(?[+-]?\d[\d.,'’\u202f\u00a0]*\d\)?|\(?[+-]?\d\)?")
+_NUMBER_IN_TEXT = re.compile(
+    r"\(?[+-]?\d{1,3}(?: \d{3})+(?:[.,]\d+)?\)?"  # 1 234,50: spaces between thousands
+    r"|\(?[+-]?\d[\d.,'’\u202f\u00a0]*\d\)?|\(?[+-]?\d\)?"
+)
 _ISO = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 TRUE_WORDS = {"yes", "y", "true", "1", "ja", "oui", "si", "sí", "checked", "x"}
 FALSE_WORDS = {"no", "n", "false", "0", "nein", "non", "unchecked", "none"}
@@ -27,7 +29,7 @@ class FieldType(StrEnum):
     string = "string"
     number = "number"
     integer = "integer"
-    date = "date"          # ISO 8601 out: YYYY-MM-DD
+    date = "date"  # ISO 8601 out: YYYY-MM-DD
     boolean = "boolean"
 
 
@@ -56,7 +58,7 @@ def schema_fields(schema: dict) -> list[Field]:
     by their `description` when they have one."""
     props = schema.get("properties") if isinstance(schema, dict) else None
     if not isinstance(props, dict) or not props:
-        raise UsageError("--schema: the schema needs an object with \"properties\" (one per field)")
+        raise UsageError('--schema: the schema needs an object with "properties" (one per field)')
     fields = []
     for name, prop in props.items():
         kinds = prop.get("type", "string")
@@ -136,14 +138,32 @@ def _parse_date(text: str) -> tuple[Any, str | None]:
 
 
 # -- a document ---------------------------------------------------------------------------------------
-def extract_document(reader, source, fields: Sequence[Field], *, schema: dict | None = None, settings=None,
-                     pages: str | None = None, password: str | None = None, limits=None, events=None) -> dict:
+def extract_document(
+    reader,
+    source,
+    fields: Sequence[Field],
+    *,
+    schema: dict | None = None,
+    settings=None,
+    pages: str | None = None,
+    password: str | None = None,
+    limits=None,
+    events=None,
+) -> dict:
     """`{"file", "fields": {NAME: {value, raw, page, score, evidence, error}}}` for one document. A file
     that cannot be opened raises; a page that fails leaves its fields to the other pages."""
     from docread.document import ask_document
 
-    results = ask_document(reader, source, [f.question for f in fields], settings=settings, pages=pages,
-                           password=password, limits=limits, events=events)
+    results = ask_document(
+        reader,
+        source,
+        [f.question for f in fields],
+        settings=settings,
+        pages=pages,
+        password=password,
+        limits=limits,
+        events=events,
+    )
     by_question = {r.question: r for r in results}
     out = {}
     for f in fields:
@@ -154,8 +174,14 @@ def extract_document(reader, source, fields: Sequence[Field], *, schema: dict | 
             out[f.name] = {"value": None, "raw": None, "page": None, "score": None, "evidence": [], "error": error}
             continue
         value, error = parse_value(best.answer, f.type)
-        out[f.name] = {"value": value, "raw": best.answer, "page": best.page, "score": best.score,
-                       "evidence": best.evidence, "error": error}
+        out[f.name] = {
+            "value": value,
+            "raw": best.answer,
+            "page": best.page,
+            "score": best.score,
+            "evidence": best.evidence,
+            "error": error,
+        }
     file = results[0].file if results else str(source)
     if schema is not None:
         check_against(schema, out)

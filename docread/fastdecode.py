@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 
 from docread.generate import DecodeStats, _cache_argument, _sync, sample_tokens
 
 COMPILE_MODE = "reduce-overhead"  # CUDA graphs: one launch a token instead of a dozen kernels a layer
-CACHE_STEP = 256                  # an eager (uncompiled) cache grows in steps of this many positions
+CACHE_STEP = 256  # an eager (uncompiled) cache grows in steps of this many positions
 
 
 class FastDecoder:
@@ -38,8 +38,9 @@ class FastDecoder:
         self.max_cache_len = max_cache_len or (self.context if self.compiled else None)
         self.cache = None  # transformers StaticCache, made on first use
         self._cache_kw = _cache_argument(type(language_model))  # resolved here: no inspect() under dynamo
-        self._step = torch.compile(self._eager_step, mode=COMPILE_MODE, dynamic=False) if self.compiled \
-            else self._eager_step
+        self._step = (
+            torch.compile(self._eager_step, mode=COMPILE_MODE, dynamic=False) if self.compiled else self._eager_step
+        )
 
     # -- the static cache -----------------------------------------------------------------------
     def static_cache(self, needed: int):
@@ -48,8 +49,10 @@ class FastDecoder:
 
         size = self.max_cache_len or -(-needed // CACHE_STEP) * CACHE_STEP  # eager: rounded up
         if needed > size:
-            raise ValueError(f"the sequence needs {needed} positions, the static cache holds {size}: "
-                             f"build FastDecoder(max_cache_len=...) larger, or lower max_new_tokens")
+            raise ValueError(
+                f"the sequence needs {needed} positions, the static cache holds {size}: "
+                f"build FastDecoder(max_cache_len=...) larger, or lower max_new_tokens"
+            )
         if self.cache is None or self._cache_len < needed:
             self.cache, self._cache_len = StaticCache(config=self.language_model.config, max_cache_len=size), size
         return self.cache
@@ -75,8 +78,9 @@ class FastDecoder:
     # -- one token ------------------------------------------------------------------------------
     def _eager_step(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits (1, V) of the token after ids (1, 1), appended to the static cache."""
-        hidden = self.language_model(inputs_embeds=self.embed(ids), use_cache=True,
-                                     **{self._cache_kw: self.cache}).last_hidden_state  # (1, 1, D)
+        hidden = self.language_model(
+            inputs_embeds=self.embed(ids), use_cache=True, **{self._cache_kw: self.cache}
+        ).last_hidden_state  # (1, 1, D)
         return self.lm_head(hidden[:, -1]).float()
 
     def _next_logits(self, token: int) -> torch.Tensor:
@@ -87,15 +91,25 @@ class FastDecoder:
         try:
             return self._step(ids).clone()  # the graph's output buffer is reused by the next replay
         except torch._dynamo.exc.TorchDynamoException as e:  # raised while tracing: nothing ran yet
-            warnings.warn(f"torch.compile failed ({type(e).__name__}); decoding eagerly in the static cache")
+            warnings.warn(
+                f"torch.compile failed ({type(e).__name__}); decoding eagerly in the static cache", stacklevel=2
+            )
             self.compiled, self._step = False, self._eager_step
             return self._step(ids)
 
     # -- a whole answer -------------------------------------------------------------------------
     @torch.inference_mode()
-    def decode_tokens(self, inputs_embeds: torch.Tensor, *, max_new_tokens: int, eos_token_ids: Iterable[int],
-                      temperature: float = 0.0, seed: int | None = None, stats: DecodeStats | None = None,
-                      cache=None) -> Iterator[tuple[int, float]]:
+    def decode_tokens(
+        self,
+        inputs_embeds: torch.Tensor,
+        *,
+        max_new_tokens: int,
+        eos_token_ids: Iterable[int],
+        temperature: float = 0.0,
+        seed: int | None = None,
+        stats: DecodeStats | None = None,
+        cache=None,
+    ) -> Iterator[tuple[int, float]]:
         """As `docread.generate.decode_tokens`, after inputs_embeds (1, T, D) and what `cache` holds."""
         stats = stats if stats is not None else DecodeStats()
         eos = set(eos_token_ids)
@@ -107,14 +121,22 @@ class FastDecoder:
         start = time.perf_counter()
         if cache is not static:
             self.load_prefix(cache, static)
-        hidden = self.language_model(inputs_embeds=inputs_embeds, use_cache=True,
-                                     **{self._cache_kw: static}).last_hidden_state  # (1, T, D)
+        hidden = self.language_model(
+            inputs_embeds=inputs_embeds, use_cache=True, **{self._cache_kw: static}
+        ).last_hidden_state  # (1, T, D)
         logits = self.lm_head(hidden[:, -1]).float()  # (1, V)
         _sync(device)
         stats.prefill_ms = (time.perf_counter() - start) * 1000
         start = time.perf_counter()
-        yield from sample_tokens(logits, self._next_logits, max_new_tokens=max_new_tokens, eos=eos,
-                                 temperature=temperature, generator=generator, stats=stats)
+        yield from sample_tokens(
+            logits,
+            self._next_logits,
+            max_new_tokens=max_new_tokens,
+            eos=eos,
+            temperature=temperature,
+            generator=generator,
+            stats=stats,
+        )
         _sync(device)
         stats.decode_ms = (time.perf_counter() - start) * 1000
 
@@ -128,14 +150,29 @@ def decoder_for(language_model, lm_head) -> FastDecoder:
     return decoder
 
 
-def decode_tokens(language_model, lm_head, inputs_embeds: torch.Tensor, *, max_new_tokens: int,
-                  eos_token_ids: Iterable[int], temperature: float = 0.0, seed: int | None = None,
-                  stats: DecodeStats | None = None, cache=None) -> Iterator[tuple[int, float]]:
+def decode_tokens(
+    language_model,
+    lm_head,
+    inputs_embeds: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_ids: Iterable[int],
+    temperature: float = 0.0,
+    seed: int | None = None,
+    stats: DecodeStats | None = None,
+    cache=None,
+) -> Iterator[tuple[int, float]]:
     """Drop-in for `docread.generate.decode_tokens` (same arguments, same greedy tokens), faster.
 
     `cache` (an encoded page's prefix) is read, never changed. Extra memory: a static cache of
     the model's context (Vicuna-7B, fp16: 0.5 MiB a position, 2 GiB at 4096) when compiled.
     """
     return decoder_for(language_model, lm_head).decode_tokens(
-        inputs_embeds, max_new_tokens=max_new_tokens, eos_token_ids=eos_token_ids, temperature=temperature,
-        seed=seed, stats=stats, cache=cache)
+        inputs_embeds,
+        max_new_tokens=max_new_tokens,
+        eos_token_ids=eos_token_ids,
+        temperature=temperature,
+        seed=seed,
+        stats=stats,
+        cache=cache,
+    )

@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import torch
 
@@ -23,7 +23,7 @@ class DecodeStats:
     decode_ms: float = 0.0
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
-    stopped_by: str = ""   # "eos" or "length"
+    stopped_by: str = ""  # "eos" or "length"
 
     @property
     def score(self) -> float | None:
@@ -68,9 +68,18 @@ def new_cache(language_model):
 
 
 @torch.inference_mode()
-def decode_tokens(language_model, lm_head, inputs_embeds: torch.Tensor, *, max_new_tokens: int,
-                  eos_token_ids: Iterable[int], temperature: float = 0.0, seed: int | None = None,
-                  stats: DecodeStats | None = None, cache=None) -> Iterator[tuple[int, float]]:
+def decode_tokens(
+    language_model,
+    lm_head,
+    inputs_embeds: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_ids: Iterable[int],
+    temperature: float = 0.0,
+    seed: int | None = None,
+    stats: DecodeStats | None = None,
+    cache=None,
+) -> Iterator[tuple[int, float]]:
     """Yield (token id, log-prob) for up to max_new_tokens tokens after inputs_embeds (1, T, D).
 
     With `cache`, inputs_embeds continue what it holds (an encoded page's prefix); the caller
@@ -93,14 +102,29 @@ def decode_tokens(language_model, lm_head, inputs_embeds: torch.Tensor, *, max_n
         return lm_head(prefill(language_model, embed(ids), cache)).float()
 
     start = time.perf_counter()
-    yield from sample_tokens(logits, next_logits, max_new_tokens=max_new_tokens, eos=eos,
-                             temperature=temperature, generator=generator, stats=stats)
+    yield from sample_tokens(
+        logits,
+        next_logits,
+        max_new_tokens=max_new_tokens,
+        eos=eos,
+        temperature=temperature,
+        generator=generator,
+        stats=stats,
+    )
     _sync(device)
     stats.decode_ms = (time.perf_counter() - start) * 1000
 
 
-def sample_tokens(logits: torch.Tensor, next_logits, *, max_new_tokens: int, eos: set[int], temperature: float,
-                  generator: torch.Generator | None, stats: DecodeStats) -> Iterator[tuple[int, float]]:
+def sample_tokens(
+    logits: torch.Tensor,
+    next_logits,
+    *,
+    max_new_tokens: int,
+    eos: set[int],
+    temperature: float,
+    generator: torch.Generator | None,
+    stats: DecodeStats,
+) -> Iterator[tuple[int, float]]:
     """The decoding loop shared by the plain and the fast decoder: from the prompt's last logits
     (1, V), pick a token (greedy, or sampled at `temperature`), yield it with its log-probability,
     get the next logits from `next_logits(token)`; stop at EOS (not yielded) or max_new_tokens."""
@@ -130,7 +154,7 @@ def continuation_logprob(language_model, lm_head, inputs_embeds: torch.Tensor, c
     ids = torch.tensor([continuation], device=inputs_embeds.device)
     sequence = torch.cat([inputs_embeds, embed(ids)[:, :-1]], dim=1)  # (1, T + n - 1, D)
     hidden = run_llm(language_model, sequence, cache)
-    logprobs = torch.log_softmax(lm_head(hidden[:, -len(continuation):]).float(), dim=-1)  # (1, n, V)
+    logprobs = torch.log_softmax(lm_head(hidden[:, -len(continuation) :]).float(), dim=-1)  # (1, n, V)
     return float(logprobs[0].gather(1, ids[0, :, None]).sum())
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from docread.errors import DocreadError, UsageError
 from docread.limits import DEFAULT_DPI
@@ -11,10 +11,19 @@ from docread.presets import Preset
 from docread.slicing import SlicePlan, count_tokens, plan_slices
 
 
-def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None, max_slices: int | None = None,
-                  dpi: float = DEFAULT_DPI, password: str | None = None, limits=None,
-                  preview: Path | None = None, on_warning=lambda message: None,
-                  view: str = "hires") -> Iterator[dict]:
+def inspect_paths(
+    paths: list[str],
+    *,
+    preset: Preset,
+    pages: str | None = None,
+    max_slices: int | None = None,
+    dpi: float = DEFAULT_DPI,
+    password: str | None = None,
+    limits=None,
+    preview: Path | None = None,
+    on_warning=lambda message: None,
+    view: str = "hires",
+) -> Iterator[dict]:
     """One record per page (or one error record per failed file or page), in input order; a file's
     warnings (a PDF MuPDF repaired, pages left out) go to `on_warning`. `view="native"`: the base
     checkpoint's own grid and token count (its config.json read locally, no model loaded)."""
@@ -49,10 +58,16 @@ def inspect_paths(paths: list[str], *, preset: Preset, pages: str | None = None,
                     yield {"file": file, "page": page.number, "error": failed.to_json()}
                     continue
                 plan, record = count(page)
-                record = {"file": file, "page": page.number, **record, "source_width": page.width,
-                          "source_height": page.height,
-                          "dpi": round(dpi * plan.width / page.width, 1) if page.dpi else None,
-                          "repaired": document.repaired, "view": view}
+                record = {
+                    "file": file,
+                    "page": page.number,
+                    **record,
+                    "source_width": page.width,
+                    "source_height": page.height,
+                    "dpi": round(dpi * plan.width / page.width, 1) if page.dpi else None,
+                    "repaired": document.repaired,
+                    "view": view,
+                }
                 if preview is not None:
                     try:
                         target = previews.page(file, page.number)
@@ -87,9 +102,16 @@ def _native_counter(preset: Preset):
 
 
 def _fields(plan, tokens) -> dict:
-    return {"width": plan.width, "height": plan.height, "rows": plan.rows, "cols": plan.cols, "tiles": plan.tiles,
-            "visual_tokens": tokens.visual_tokens, "separator_tokens": tokens.separator_tokens,
-            "image_tokens": tokens.image_tokens}
+    return {
+        "width": plan.width,
+        "height": plan.height,
+        "rows": plan.rows,
+        "cols": plan.cols,
+        "tiles": plan.tiles,
+        "visual_tokens": tokens.visual_tokens,
+        "separator_tokens": tokens.separator_tokens,
+        "image_tokens": tokens.image_tokens,
+    }
 
 
 class _PreviewNames:
@@ -98,7 +120,7 @@ class _PreviewNames:
 
     def __init__(self, target: Path | None):
         self.target = target
-        self.stems: dict[str, str] = {}   # file -> the stem its pictures use
+        self.stems: dict[str, str] = {}  # file -> the stem its pictures use
         self.taken: set[str] = set()
 
     @property
@@ -108,8 +130,10 @@ class _PreviewNames:
     def check(self, files: int, pages: int) -> None:
         """A one-picture target with several pages is a usage error, found before any is drawn."""
         if self.single_file and (files > 1 or pages > 1):
-            raise UsageError(f"--preview {self.target} names one picture but there are several pages: "
-                             "pass a folder instead, or select one page with --pages")
+            raise UsageError(
+                f"--preview {self.target} names one picture but there are several pages: "
+                "pass a folder instead, or select one page with --pages"
+            )
 
     def name(self, file: str) -> Path:
         assert self.target is not None

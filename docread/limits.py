@@ -4,16 +4,16 @@ read, and the clock that counts the time intake spends on a file (never the mode
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 from docread.errors import DocreadError
 
 DEFAULT_DPI = 200.0
-DEFAULT_MAX_PIXELS = 178_956_970   # Pillow's own bomb threshold (2 x 89.5 MP), per page
+DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own bomb threshold (2 x 89.5 MP), per page
 DEFAULT_TIMEOUT_S = 60.0
-DEFAULT_MAX_BYTES = 2 << 30        # 2 GiB: far above any real scan, far below what a pipe of /dev/zero fills
+DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB: far above any real scan, far below what a pipe of /dev/zero fills
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Limits:
 
     max_pixels: int = DEFAULT_MAX_PIXELS  # per page, at its nominal size (PDFs: at --dpi)
     timeout_s: float = DEFAULT_TIMEOUT_S  # intake's own time on the file: reading, opening, rendering its pages
-    max_bytes: int = DEFAULT_MAX_BYTES    # the file's size, read from disk, a pipe or stdin
+    max_bytes: int = DEFAULT_MAX_BYTES  # the file's size, read from disk, a pipe or stdin
 
 
 class Clock:
@@ -48,5 +48,7 @@ class Clock:
 
     def check(self) -> None:
         if self.left() < 0:
-            raise DocreadError("timeout", f"{self.name}: took longer than {self.limit_s:g} s to read; "
-                               "raise --timeout, or split the file")
+            raise DocreadError(
+                "timeout",
+                f"{self.name}: took longer than {self.limit_s:g} s to read; raise --timeout, or split the file",
+            )

@@ -26,14 +26,21 @@ def hires_config(hf_config, preset: Preset):
     vision, text = hf_config.vision_config, hf_config.text_config
     layer = hf_config.vision_feature_layer
     if not isinstance(layer, int):
-        raise DocreadError("unsupported_model", f"{preset.base}: multi-layer vision features "
-                           f"(vision_feature_layer={layer}) are not supported; use a LLaVA-1.5/1.6 checkpoint")
+        raise DocreadError(
+            "unsupported_model",
+            f"{preset.base}: multi-layer vision features "
+            f"(vision_feature_layer={layer}) are not supported; use a LLaVA-1.5/1.6 checkpoint",
+        )
     feature_layer = layer if layer > 0 else vision.num_hidden_layers + 1 + layer  # -2 -> 23 of 24
     return HiResConfig(
-        vision_width=vision.hidden_size, text_width=text.hidden_size,
-        tokens_side=vision.image_size // vision.patch_size, feature_layer=feature_layer,
+        vision_width=vision.hidden_size,
+        text_width=text.hidden_size,
+        tokens_side=vision.image_size // vision.patch_size,
+        feature_layer=feature_layer,
         adapter_layers=place_adapters(preset.adapter_layers, feature_layer),
-        adapter_heads=preset.adapter_heads, adapter_pool=preset.adapter_pool, k=preset.k,
+        adapter_heads=preset.adapter_heads,
+        adapter_pool=preset.adapter_pool,
+        k=preset.k,
         keep_cls=hf_config.vision_feature_select_strategy == "full",
     )
 
@@ -41,8 +48,15 @@ def hires_config(hf_config, preset: Preset):
 SEPARATOR_SEEDS = (":", ",", "\n")  # text tokens whose embeddings start SEP_A, SEP_B, SEP_C
 
 
-def load(model: str | None = None, *, adapter: str | Path | None = None, device: str = "auto",
-         quant: str = "auto", offline: bool | None = None, global_view: bool | None = None) -> DocReader:
+def load(
+    model: str | None = None,
+    *,
+    adapter: str | Path | None = None,
+    device: str = "auto",
+    quant: str = "auto",
+    offline: bool | None = None,
+    global_view: bool | None = None,
+) -> DocReader:
     """Load a model: a preset name, a hub id or a local llava-hf directory; optionally a trained adapter.
 
     `global_view=False` reads pages from their tiles alone (an ablation, not for everyday use); by
@@ -58,7 +72,7 @@ def load(model: str | None = None, *, adapter: str | Path | None = None, device:
     return assemble(preset, base, adapter=adapter, global_view=global_view)
 
 
-def assemble(preset: Preset, base: "Base", *, adapter: str | Path | None = None, global_view: bool = True) -> DocReader:
+def assemble(preset: Preset, base: Base, *, adapter: str | Path | None = None, global_view: bool = True) -> DocReader:
     """docread's modules around a loaded llava-hf base: untrained (an exact identity but for pooling
     and separators) or from a trained adapter."""
     import torch

@@ -14,20 +14,55 @@ from itertools import product
 
 from docread.pagetext import Box, PageText, Word
 
-FUZZY_CHARS = 5              # one edit allowed per 5 characters of the normalized text (4 chars: none)
-SPAN_SLACK = 2               # a match may take up to this many more words than the query has
-MAX_VARIANTS = 16            # readings of one text kept (each ambiguous number or date doubles them)
+FUZZY_CHARS = 5  # one edit allowed per 5 characters of the normalized text (4 chars: none)
+SPAN_SLACK = 2  # a match may take up to this many more words than the query has
+MAX_VARIANTS = 16  # readings of one text kept (each ambiguous number or date doubles them)
 KINDS = ("exact", "normalized", "fuzzy")  # best first
 _EDGE = "\"'“”‘’«»()[]{}<>.,:;!?*"
-CURRENCY_CODES = {"usd", "eur", "gbp", "chf", "jpy", "cny", "inr", "cad", "aud", "sek", "nok", "dkk", "pln", "czk",
-                  "rub", "brl", "mxn", "krw", "zar", "huf", "try"}
-MONTHS = {m: i for i, names in enumerate(
-    [("jan", "january", "janvier", "januar", "enero"), ("feb", "february", "février", "fevrier", "februar", "febrero"),
-     ("mar", "march", "mars", "märz", "marz", "marzo"), ("apr", "april", "avril", "abril"),
-     ("may", "mai", "mayo"), ("jun", "june", "juin", "juni", "junio"), ("jul", "july", "juillet", "juli", "julio"),
-     ("aug", "august", "août", "aout", "agosto"), ("sep", "sept", "september", "septembre", "septiembre"),
-     ("oct", "october", "octobre", "oktober", "octubre"), ("nov", "november", "novembre", "noviembre"),
-     ("dec", "december", "décembre", "decembre", "dezember", "diciembre")], start=1) for m in names}
+CURRENCY_CODES = {
+    "usd",
+    "eur",
+    "gbp",
+    "chf",
+    "jpy",
+    "cny",
+    "inr",
+    "cad",
+    "aud",
+    "sek",
+    "nok",
+    "dkk",
+    "pln",
+    "czk",
+    "rub",
+    "brl",
+    "mxn",
+    "krw",
+    "zar",
+    "huf",
+    "try",
+}
+MONTHS = {
+    m: i
+    for i, names in enumerate(
+        [
+            ("jan", "january", "janvier", "januar", "enero"),
+            ("feb", "february", "février", "fevrier", "februar", "febrero"),
+            ("mar", "march", "mars", "märz", "marz", "marzo"),
+            ("apr", "april", "avril", "abril"),
+            ("may", "mai", "mayo"),
+            ("jun", "june", "juin", "juni", "junio"),
+            ("jul", "july", "juillet", "juli", "julio"),
+            ("aug", "august", "août", "aout", "agosto"),
+            ("sep", "sept", "september", "septembre", "septiembre"),
+            ("oct", "october", "octobre", "oktober", "octubre"),
+            ("nov", "november", "novembre", "noviembre"),
+            ("dec", "december", "décembre", "decembre", "dezember", "diciembre"),
+        ],
+        start=1,
+    )
+    for m in names
+}
 _MONTH = "|".join(sorted(MONTHS, key=len, reverse=True))
 _DATE_NUMERIC = re.compile(r"(?<![\d.])(\d{1,4})([./-])(\d{1,2})\2(\d{2,4})(?![\d])")
 _DATE_DMY_WORDS = re.compile(rf"(?<!\w)(\d{{1,2}})(?:st|nd|rd|th)?\.?[\s-]*({_MONTH})\.?,?[\s-]*(\d{{4}})(?!\d)")
@@ -41,7 +76,7 @@ class Occurrence:
 
     page: int
     query: str
-    match: str                        # exact | normalized | fuzzy
+    match: str  # exact | normalized | fuzzy
     words: list[Word]
 
     @property
@@ -59,9 +94,14 @@ class Occurrence:
         return union(w.bbox for w in self.words)
 
     def to_json(self, text: PageText) -> dict:
-        return {"page": self.page, "text": self.text, "bbox": list(self.bbox), "bbox_px": text.px(self.bbox),
-                "match": self.match, "lines": [{"text": t, "bbox": list(b), "bbox_px": text.px(b)}
-                                               for t, b in self.lines()]}
+        return {
+            "page": self.page,
+            "text": self.text,
+            "bbox": list(self.bbox),
+            "bbox_px": text.px(self.bbox),
+            "match": self.match,
+            "lines": [{"text": t, "bbox": list(b), "bbox_px": text.px(b)} for t, b in self.lines()],
+        }
 
 
 def union(boxes) -> Box:
@@ -99,7 +139,7 @@ def _rewrite(text: str, pattern: re.Pattern, readings) -> list[str]:
     parts, choices, end = [], [], 0
     for m in pattern.finditer(text):
         options = readings(m) or [m.group()]
-        parts.append(text[end:m.start()])
+        parts.append(text[end : m.start()])
         choices.append(options)
         end = m.end()
     if not choices:

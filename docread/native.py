@@ -24,31 +24,47 @@ if TYPE_CHECKING:
 
 NATIVE_KINDS = ("llava", "llava_next")
 # What transformers builds when config.json leaves these out (LlavaConfig / LlavaNextConfig defaults).
-DEFAULT_VISION = {"image_size": 336, "patch_size": 14}          # LLaVA's CLIP-L/14-336 when vision_config is absent
-CLIP_VISION_DEFAULTS = {"image_size": 224, "patch_size": 32}    # CLIPVisionConfig's own, for a key left out
+DEFAULT_VISION = {"image_size": 336, "patch_size": 14}  # LLaVA's CLIP-L/14-336 when vision_config is absent
+CLIP_VISION_DEFAULTS = {"image_size": 224, "patch_size": 32}  # CLIPVisionConfig's own, for a key left out
 DEFAULT_PINPOINTS = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008))  # (height, width), LLaVA-1.6
 # Image-processor settings a checkpoint's preprocessor config may carry; all else is the class default.
-PROCESSOR_KEYS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale", "rescale_factor",
-                  "do_normalize", "image_mean", "image_std", "do_convert_rgb")
+PROCESSOR_KEYS = (
+    "do_resize",
+    "size",
+    "resample",
+    "do_center_crop",
+    "crop_size",
+    "do_rescale",
+    "rescale_factor",
+    "do_normalize",
+    "image_mean",
+    "image_std",
+    "do_convert_rgb",
+)
 
 
 @dataclass(frozen=True)
 class NativeSpec:
     """What the native token count depends on, read from a llava-hf config (dict or object)."""
 
-    kind: str                                  # "llava" (LLaVA-1.5) or "llava_next" (LLaVA-1.6)
-    size: int                                  # S: encoder input side (336)
-    patch: int                                 # encoder patch side (14)
-    pinpoints: tuple[tuple[int, int], ...]     # AnyRes resolutions (height, width); () for llava
-    keep_cls: bool = False                     # vision_feature_select_strategy "full" keeps CLS
+    kind: str  # "llava" (LLaVA-1.5) or "llava_next" (LLaVA-1.6)
+    size: int  # S: encoder input side (336)
+    patch: int  # encoder patch side (14)
+    pinpoints: tuple[tuple[int, int], ...]  # AnyRes resolutions (height, width); () for llava
+    keep_cls: bool = False  # vision_feature_select_strategy "full" keeps CLS
 
     def __post_init__(self):
         if self.kind not in NATIVE_KINDS:
-            raise DocreadError("unsupported_model", f"the native view reads {' and '.join(NATIVE_KINDS)} "
-                               f"checkpoints, not {self.kind!r}")
+            raise DocreadError(
+                "unsupported_model",
+                f"the native view reads {' and '.join(NATIVE_KINDS)} checkpoints, not {self.kind!r}",
+            )
         if self.kind == "llava_next" and self.keep_cls:
-            raise DocreadError("unsupported_model", "LLaVA-1.6 with vision_feature_select_strategy 'full' has no "
-                               "square feature map to unpad; transformers cannot pack it either")
+            raise DocreadError(
+                "unsupported_model",
+                "LLaVA-1.6 with vision_feature_select_strategy 'full' has no "
+                "square feature map to unpad; transformers cannot pack it either",
+            )
 
     @property
     def tokens_side(self) -> int:
@@ -59,11 +75,11 @@ class NativeSpec:
 class NativeTokens:
     """Image-token accounting of a native page, in the fields a HiRes `TokenCount` has."""
 
-    global_tokens: int      # the base view: (S/patch)^2 = 576 (+1 CLS with the "full" strategy)
-    tokens_per_tile: int    # one AnyRes tile before unpadding: (S/patch)^2 = 576, never pooled
-    tiles: int              # rows x cols of the AnyRes grid; 0 for LLaVA-1.5
-    grid_tokens: int        # the grid's merged feature map after unpadding (no newlines)
-    separator_tokens: int   # one image_newline per row of that map
+    global_tokens: int  # the base view: (S/patch)^2 = 576 (+1 CLS with the "full" strategy)
+    tokens_per_tile: int  # one AnyRes tile before unpadding: (S/patch)^2 = 576, never pooled
+    tiles: int  # rows x cols of the AnyRes grid; 0 for LLaVA-1.5
+    grid_tokens: int  # the grid's merged feature map after unpadding (no newlines)
+    separator_tokens: int  # one image_newline per row of that map
 
     @property
     def visual_tokens(self) -> int:
@@ -79,8 +95,8 @@ class NativeTokens:
 class NativePlan:
     """A native page's plan, with the fields callers print from a HiRes `PagePlan`."""
 
-    plan: SlicePlan          # rows x cols: the AnyRes grid (0 x 0: LLaVA-1.5's one view); width x height:
-                             # the page as rendered, its nominal size (the image processor resizes it)
+    plan: SlicePlan  # rows x cols: the AnyRes grid (0 x 0: LLaVA-1.5's one view); width x height:
+    # the page as rendered, its nominal size (the image processor resizes it)
     tokens: NativeTokens
     view: ClassVar[str] = "native"
 
@@ -105,9 +121,13 @@ def native_spec(config) -> NativeSpec:
     vision = config.get("vision_config")
     vision = DEFAULT_VISION if vision is None else {**CLIP_VISION_DEFAULTS, **vision}
     pinpoints = config.get("image_grid_pinpoints", DEFAULT_PINPOINTS) if kind == "llava_next" else ()
-    return NativeSpec(kind=kind, size=int(vision["image_size"]), patch=int(vision["patch_size"]),
-                      pinpoints=tuple((int(h), int(w)) for h, w in pinpoints),
-                      keep_cls=config.get("vision_feature_select_strategy", "default") == "full")
+    return NativeSpec(
+        kind=kind,
+        size=int(vision["image_size"]),
+        patch=int(vision["patch_size"]),
+        pinpoints=tuple((int(h), int(w)) for h, w in pinpoints),
+        keep_cls=config.get("vision_feature_select_strategy", "default") == "full",
+    )
 
 
 def select_best_resolution(height: int, width: int, pinpoints) -> tuple[int, int]:
@@ -142,17 +162,21 @@ def native_tokens(width: int, height: int, spec: NativeSpec) -> tuple[int, int, 
     return rows, cols, NativeTokens(view, view, rows * cols, map_h * map_w, map_h)
 
 
-def plan_native(width: int, height: int, spec: NativeSpec, *, prompt_tokens: int, max_new_tokens: int,
-                context: int) -> NativePlan:
+def plan_native(
+    width: int, height: int, spec: NativeSpec, *, prompt_tokens: int, max_new_tokens: int, context: int
+) -> NativePlan:
     """The native plan of a width x height page; a page that leaves no room for the prompt and the
     answer fails (native cannot drop tiles without ceasing to be native)."""
     rows, cols, tokens = native_tokens(width, height, spec)
     needed = tokens.image_tokens + prompt_tokens + max_new_tokens
     if needed > context:
-        raise DocreadError("context_overflow", f"in the native view this page takes {tokens.image_tokens} image "
-                           f"tokens; with the prompt ({prompt_tokens}) and --max-new-tokens {max_new_tokens} that is "
-                           f"{needed} of the model's {context} context tokens: lower --max-new-tokens, shorten the "
-                           "question, or use the hires view")
+        raise DocreadError(
+            "context_overflow",
+            f"in the native view this page takes {tokens.image_tokens} image "
+            f"tokens; with the prompt ({prompt_tokens}) and --max-new-tokens {max_new_tokens} that is "
+            f"{needed} of the model's {context} context tokens: lower --max-new-tokens, shorten the "
+            "question, or use the hires view",
+        )
     return NativePlan(SlicePlan(rows=rows, cols=cols, size=spec.size, width=width, height=height), tokens)
 
 
@@ -178,8 +202,11 @@ def read_config(where) -> dict:
     folder = cached_folder(name)
     if folder is None or not (folder / "config.json").is_file():
         pull = f"`docread models pull {where.name}`" if isinstance(where, Preset) else "`docread models pull`"
-        raise DocreadError("weights_missing", f"{name}: the native view's grid needs the checkpoint's config.json, "
-                           f"and it is not here: download the model first ({pull}), or pass a local folder")
+        raise DocreadError(
+            "weights_missing",
+            f"{name}: the native view's grid needs the checkpoint's config.json, "
+            f"and it is not here: download the model first ({pull}), or pass a local folder",
+        )
     return json.loads((folder / "config.json").read_text(encoding="utf-8"))
 
 
@@ -207,20 +234,25 @@ def image_processor(model_config, settings: dict, mean, std):
     from transformers import CLIPImageProcessorPil, LlavaNextImageProcessorPil
 
     spec = native_spec(model_config)
-    kwargs = {"size": {"shortest_edge": spec.size}, "crop_size": {"height": spec.size, "width": spec.size},
-              "image_mean": list(mean), "image_std": list(std), **settings}
+    kwargs = {
+        "size": {"shortest_edge": spec.size},
+        "crop_size": {"height": spec.size, "width": spec.size},
+        "image_mean": list(mean),
+        "image_std": list(std),
+        **settings,
+    }
     if spec.kind == "llava":
         return CLIPImageProcessorPil(**kwargs)
     return LlavaNextImageProcessorPil(image_grid_pinpoints=[list(p) for p in spec.pinpoints], **kwargs)
 
 
-def native_pixels(image: "Image.Image", processor) -> dict:
+def native_pixels(image: Image.Image, processor) -> dict:
     """{"pixel_values": (1, V, 3, S, S) or (1, 3, S, S), "image_sizes": (1, 2) (H, W), llava_next only}."""
     out = processor(images=image.convert("RGB"), return_tensors="pt")
     return {k: out[k] for k in ("pixel_values", "image_sizes") if k in out}
 
 
-def native_embeddings(model, pixels: dict, *, dtype: "torch.dtype") -> "torch.Tensor":
+def native_embeddings(model, pixels: dict, *, dtype: torch.dtype) -> torch.Tensor:
     """(N, D) image embeddings of one image exactly as the model's forward splices them into
     inputs_embeds: `get_image_features(...).pooler_output` (LlavaNext: projected, packed, newlines)."""
     import torch

@@ -19,21 +19,21 @@ if TYPE_CHECKING:
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 OCR_MISSING = 'OCR needs the ocr extra: pip install "docread[ocr]"'
-OCR_MIN_SCORE = 0.5          # rapidocr line confidence below which a line is dropped as noise
+OCR_MIN_SCORE = 0.5  # rapidocr line confidence below which a line is dropped as noise
 
 
 class TextMode(StrEnum):
-    auto = "auto"      # the text layer when the page has one, else OCR when installed, else none
-    layer = "layer"    # the PDF's text layer only
-    ocr = "ocr"        # OCR always (an error when the extra is missing)
-    off = "off"        # no page text
+    auto = "auto"  # the text layer when the page has one, else OCR when installed, else none
+    layer = "layer"  # the PDF's text layer only
+    ocr = "ocr"  # OCR always (an error when the extra is missing)
+    off = "off"  # no page text
 
 
 @dataclass(frozen=True)
 class Word:
     text: str
-    bbox: Box                 # PDF points on the page as shown (pixels for images)
-    line: int                 # index of the word's line on the page, in reading order
+    bbox: Box  # PDF points on the page as shown (pixels for images)
+    line: int  # index of the word's line on the page, in reading order
 
 
 @dataclass
@@ -41,10 +41,10 @@ class PageText:
     """The words of one page in reading order and how they were found."""
 
     page: int
-    source: str                            # layer | ocr | none
-    width: float                           # the page as shown, in points (pixels for images)
+    source: str  # layer | ocr | none
+    width: float  # the page as shown, in points (pixels for images)
     height: float
-    scale: float = 1.0                     # rendered pixels per point (the page's dpi / 72)
+    scale: float = 1.0  # rendered pixels per point (the page's dpi / 72)
     words: list[Word] = field(default_factory=list)
 
     @property

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 APP_NAME = "docread"
-CACHE_ENV = "DOCREAD_CACHE"   # overrides the platform's location (~/.cache/docread on Linux)
+CACHE_ENV = "DOCREAD_CACHE"  # overrides the platform's location (~/.cache/docread on Linux)
 
 
 def cache_dir(*parts: str, create: bool = False) -> Path:

@@ -10,13 +10,13 @@ from docread.slicing import SlicePlan, global_view
 if TYPE_CHECKING:
     from PIL import Image
 
-GRID_RGB = (220, 30, 30)      # tile borders
-PAD_TINT = (235, 235, 235)    # canvas padding, shown slightly grey so it reads as "not page"
+GRID_RGB = (220, 30, 30)  # tile borders
+PAD_TINT = (235, 235, 235)  # canvas padding, shown slightly grey so it reads as "not page"
 LABEL_RGB = (40, 40, 40)
-GAP = 24                      # pixels between the canvas and the global view
+GAP = 24  # pixels between the canvas and the global view
 
 
-def draw_preview(page: "Image.Image", plan: SlicePlan) -> "Image.Image":
+def draw_preview(page: Image.Image, plan: SlicePlan) -> Image.Image:
     """A picture of how `page` (rendered at the plan's size) is cut: tiles left, global view right."""
     from PIL import Image, ImageDraw
 

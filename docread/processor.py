@@ -7,8 +7,9 @@ placeholders as the page's tokens (the model only scatters them and checks the c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 from docread.errors import DocreadError
 from docread.slicing import SlicePlan, TokenCount, count_tokens, page_views, plan_slices
@@ -25,9 +26,9 @@ FALLBACK_SLICES = (16, 12, 9, 6, 4, 2, 1, 0)
 class Budget:
     """What the LLM's context must hold besides the image."""
 
-    context: int          # max positions of the LLM (4096 for Vicuna)
-    prompt_tokens: int    # text tokens of the prompt, image placeholder excluded
-    max_new_tokens: int   # room kept for the answer
+    context: int  # max positions of the LLM (4096 for Vicuna)
+    prompt_tokens: int  # text tokens of the prompt, image placeholder excluded
+    max_new_tokens: int  # room kept for the answer
 
     @property
     def image_room(self) -> int:
@@ -38,8 +39,8 @@ class Budget:
 class PagePlan:
     plan: SlicePlan
     tokens: TokenCount
-    requested_slices: int       # the --max-slices asked for
-    max_slices: int             # the budget actually used (smaller when the context forced it)
+    requested_slices: int  # the --max-slices asked for
+    max_slices: int  # the budget actually used (smaller when the context forced it)
     view: ClassVar[str] = "hires"  # docread's view; `docread.native.NativePlan` is the checkpoint's own
 
     @property
@@ -47,8 +48,17 @@ class PagePlan:
         return self.max_slices < self.requested_slices
 
 
-def plan_page(width: int, height: int, *, size: int, patch: int, k: int, max_slices: int,
-              budget: Budget | None = None, global_view: bool = True) -> PagePlan:
+def plan_page(
+    width: int,
+    height: int,
+    *,
+    size: int,
+    patch: int,
+    k: int,
+    max_slices: int,
+    budget: Budget | None = None,
+    global_view: bool = True,
+) -> PagePlan:
     """The slicing of a width x height page that fits `budget`, reducing tiles only when needed."""
     floor = 0 if global_view else 1  # tiles alone need at least one tile
     candidates = [max_slices] + [n for n in FALLBACK_SLICES if floor <= n < max_slices]
@@ -59,9 +69,12 @@ def plan_page(width: int, height: int, *, size: int, patch: int, k: int, max_sli
             return PagePlan(plan, tokens, requested_slices=max_slices, max_slices=n)
     assert budget is not None
     if budget.image_room < 0:
-        raise DocreadError("context_overflow", f"the prompt ({budget.prompt_tokens} tokens) plus --max-new-tokens "
-                           f"{budget.max_new_tokens} already exceed the model's {budget.context} context tokens, "
-                           "with no room for the page: shorten the question or lower --max-new-tokens")
+        raise DocreadError(
+            "context_overflow",
+            f"the prompt ({budget.prompt_tokens} tokens) plus --max-new-tokens "
+            f"{budget.max_new_tokens} already exceed the model's {budget.context} context tokens, "
+            "with no room for the page: shorten the question or lower --max-new-tokens",
+        )
     raise DocreadError(
         "context_overflow",
         f"the prompt ({budget.prompt_tokens} tokens) plus --max-new-tokens {budget.max_new_tokens} leave "
@@ -70,7 +83,7 @@ def plan_page(width: int, height: int, *, size: int, patch: int, k: int, max_sli
     )
 
 
-def normalise(views, mean: Sequence[float], std: Sequence[float]) -> "torch.Tensor":
+def normalise(views, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 views (V, S, S, 3) -> float32 (V, 3, S, S), CLIP-normalised bit for bit as llava-hf's
     processor does it (rescale in float64, normalise in float32), by one 256-entry table per channel."""
     import numpy as np
@@ -85,7 +98,7 @@ def normalise(views, mean: Sequence[float], std: Sequence[float]) -> "torch.Tens
     return torch.from_numpy(out)
 
 
-def page_pixels(image: "Image.Image", page_plan: PagePlan, mean, std) -> "torch.Tensor":
+def page_pixels(image: Image.Image, page_plan: PagePlan, mean, std) -> torch.Tensor:
     """(1 + tiles, 3, S, S) normalised views of a page rendered at the plan's size."""
     return normalise(page_views(image, page_plan.plan), mean, std)
 

@@ -25,12 +25,12 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-CACHED_MODES = ("4bit",)        # bitsandbytes NF4 serialises; 8-bit stays load-and-quantize
+CACHED_MODES = ("4bit",)  # bitsandbytes NF4 serialises; 8-bit stays load-and-quantize
 MANIFEST = "docread-manifest.json"
-FORMAT = 1                      # of the manifest; a new one makes every older entry stale
-HASHED_MAX_BYTES = 1 << 20      # files up to 1 MiB get a sha256 in the manifest; larger ones a size
+FORMAT = 1  # of the manifest; a new one makes every older entry stale
+HASHED_MAX_BYTES = 1 << 20  # files up to 1 MiB get a sha256 in the manifest; larger ones a size
 SAFETENSORS_HEADER_MAX = 100 << 20  # a header longer than this is damage, not a model
-KEY_CHARS = 16                  # hex characters of the key shown in names and listings
+KEY_CHARS = 16  # hex characters of the key shown in names and listings
 CACHE_SWITCH_ENV = "DOCREAD_QCACHE"  # "0"/"off": never read or write entries; "refresh": rebuild
 
 
@@ -38,11 +38,11 @@ CACHE_SWITCH_ENV = "DOCREAD_QCACHE"  # "0"/"off": never read or write entries; "
 class Entry:
     """One cached quantized copy."""
 
-    name: str      # folder name: <base>-<mode>-<key>
+    name: str  # folder name: <base>-<mode>-<key>
     path: Path
     key: str
-    base: str      # what it was made from
-    size: int      # bytes on disk
+    base: str  # what it was made from
+    size: int  # bytes on disk
 
 
 def root() -> Path:
@@ -52,7 +52,7 @@ def root() -> Path:
 
 
 def switch() -> str:
-    """"on", "off" or "refresh", from $DOCREAD_QCACHE."""
+    """ "on", "off" or "refresh", from $DOCREAD_QCACHE."""
     value = os.environ.get(CACHE_SWITCH_ENV, "").strip().lower()
     if value in ("0", "off", "false", "no"):
         return "off"
@@ -82,10 +82,18 @@ def base_revision(folder: Path) -> str:
 
 def key_inputs(folder: Path, mode: str, dtype, skip_modules: list[str]) -> dict:
     """Everything an entry depends on; its sha256 is the key."""
-    return {"format": FORMAT, "revision": base_revision(folder), "mode": mode, "quant_type": "nf4",
-            "double_quant": True, "compute_dtype": str(dtype).removeprefix("torch."),
-            "skip_modules": list(skip_modules), "docread": _version("docread"),
-            "transformers": _version("transformers"), "bitsandbytes": _version("bitsandbytes")}
+    return {
+        "format": FORMAT,
+        "revision": base_revision(folder),
+        "mode": mode,
+        "quant_type": "nf4",
+        "double_quant": True,
+        "compute_dtype": str(dtype).removeprefix("torch."),
+        "skip_modules": list(skip_modules),
+        "docread": _version("docread"),
+        "transformers": _version("transformers"),
+        "bitsandbytes": _version("bitsandbytes"),
+    }
 
 
 def make_key(inputs: dict) -> str:
@@ -219,8 +227,9 @@ def entries() -> list[Entry]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             manifest = {}
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        found.append(Entry(path.name, path, str(manifest.get("key", "?"))[:KEY_CHARS], str(manifest.get("base", "?")),
-                           size))
+        found.append(
+            Entry(path.name, path, str(manifest.get("key", "?"))[:KEY_CHARS], str(manifest.get("base", "?")), size)
+        )
     return found
 
 

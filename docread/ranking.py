@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-DEFAULT_TOP_PAGES = 3        # pages read per question with --pages auto
-AUTO = "auto"                # the --pages value that asks for ranking
+DEFAULT_TOP_PAGES = 3  # pages read per question with --pages auto
+AUTO = "auto"  # the --pages value that asks for ranking
 
 
 @dataclass(frozen=True)
@@ -16,8 +16,8 @@ class Pick:
     """A page chosen for reading, and why."""
 
     page: int
-    why: str                       # bm25 | no_text | given | first | fallback
-    score: float | None = None     # the BM25 score, for `bm25`
+    why: str  # bm25 | no_text | given | first | fallback
+    score: float | None = None  # the BM25 score, for `bm25`
 
     def to_json(self) -> dict:
         score = {} if self.score is None else {"score": round(self.score, 4)}
@@ -38,8 +38,9 @@ def bm25_scores(page_texts: Mapping[int, str], question: str) -> dict[int, float
     if not numbers:
         return {}
     index = bm25s.BM25()
-    index.index(bm25s.tokenize([page_texts[n] for n in numbers], stopwords="en", show_progress=False),
-                show_progress=False)
+    index.index(
+        bm25s.tokenize([page_texts[n] for n in numbers], stopwords="en", show_progress=False), show_progress=False
+    )
     (query,) = _tokens([question])
     if not query:
         return dict.fromkeys(numbers, 0.0)
@@ -47,8 +48,9 @@ def bm25_scores(page_texts: Mapping[int, str], question: str) -> dict[int, float
     return {n: float(s) for n, s in zip(numbers, scores)}
 
 
-def pick_pages(page_texts: Mapping[int, str], question: str, *, top: int = DEFAULT_TOP_PAGES,
-               max_pages: int | None = None) -> list[Pick]:
+def pick_pages(
+    page_texts: Mapping[int, str], question: str, *, top: int = DEFAULT_TOP_PAGES, max_pages: int | None = None
+) -> list[Pick]:
     """The `top` best-scoring pages with text (a score above 0), then the pages without text, first
     ones first, within `max_pages` in all. When no page with text matches at all, the first pages are
     read as without ranking (`fallback`)."""
@@ -64,8 +66,16 @@ def pick_pages(page_texts: Mapping[int, str], question: str, *, top: int = DEFAU
     return sorted(picks, key=lambda p: p.page)
 
 
-def choose_pages(document, questions: Sequence[str], *, pages: str | None, max_pages: int | None,
-                 top: int = DEFAULT_TOP_PAGES, text: str = "auto", warn=lambda message: None) -> dict[str, list[Pick]]:
+def choose_pages(
+    document,
+    questions: Sequence[str],
+    *,
+    pages: str | None,
+    max_pages: int | None,
+    top: int = DEFAULT_TOP_PAGES,
+    text: str = "auto",
+    warn=lambda message: None,
+) -> dict[str, list[Pick]]:
     """The pages each question reads: with `pages="auto"` its BM25 picks (from the text layer; OCR only
     with `text="ocr"`, since OCR of every page would cost more than reading it), else the pages named,
     else the first `max_pages` (as always)."""

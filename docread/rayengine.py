@@ -36,8 +36,9 @@ def require_ray():
         import ray
         import ray.data  # noqa: F401  the extra installs both; plain `ray` lacks Data's dependencies
     except ImportError:
-        raise UsageError("--engine ray needs Ray Data: pip install 'docread[ray]' (or 'ray[data]>=2.9')",
-                         code="missing_dependency") from None
+        raise UsageError(
+            "--engine ray needs Ray Data: pip install 'docread[ray]' (or 'ray[data]>=2.9')", code="missing_dependency"
+        ) from None
     return ray
 
 
@@ -55,12 +56,26 @@ def model_identity(model: str | None, adapter) -> _ModelName:
     return _ModelName(resolve_preset(model).name, str(adapter) if adapter else None)
 
 
-def run_batch_ray(files: Sequence[str], questions: Sequence[str], sink: JsonLinesLog, *, settings: Settings,
-                  model: str | None = None, adapter=None, device: str = "auto", quant: str = "auto",
-                  offline: bool | None = None, pages: str | None = None, password: str | None = None,
-                  limits: Limits | None = None, workers: int = 1, gpus_per_worker: float = 0.0,
-                  address: str | None = None, on_record: Callable[[dict], None] = lambda r: None,
-                  should_stop: Callable[[], bool] = lambda: False) -> int:
+def run_batch_ray(
+    files: Sequence[str],
+    questions: Sequence[str],
+    sink: JsonLinesLog,
+    *,
+    settings: Settings,
+    model: str | None = None,
+    adapter=None,
+    device: str = "auto",
+    quant: str = "auto",
+    offline: bool | None = None,
+    pages: str | None = None,
+    password: str | None = None,
+    limits: Limits | None = None,
+    workers: int = 1,
+    gpus_per_worker: float = 0.0,
+    address: str | None = None,
+    on_record: Callable[[dict], None] = lambda r: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
     """`docread.batch.run_batch` on Ray: one record per (file, page, question) not already in `sink`,
     from `workers` reader actors with `gpus_per_worker` GPUs each (0: CPU actors); returns how many
     failed. `address` joins a running cluster ("auto", or HOST:PORT); without it a local Ray starts
@@ -91,15 +106,38 @@ def run_batch_ray(files: Sequence[str], questions: Sequence[str], sink: JsonLine
             continue
         with document:
             for group in vision_groups(owed_pages(document, questions, document.sha256, fingerprint, sink.done)):
-                groups.append(json.dumps({"file": file, "sha256": document.sha256,
-                                          "owed": [[page.number, {q: keyed[q] for q in todo}]
-                                                   for page, todo, keyed in group]}))
+                groups.append(
+                    json.dumps(
+                        {
+                            "file": file,
+                            "sha256": document.sha256,
+                            "owed": [[page.number, {q: keyed[q] for q in todo}] for page, todo, keyed in group],
+                        }
+                    )
+                )
     if not groups or should_stop():
         return failed
     with contextlib.redirect_stdout(sys.stderr):  # Ray prints its workers' errors to stdout, where `-o -` writes
-        _run(ray, groups, emit, should_stop, address, workers, gpus_per_worker, {
-            "model": model, "adapter": adapter, "device": device, "quant": quant, "offline": offline,
-            "questions": list(questions), "settings": settings, "password": password, "limits": limits})
+        _run(
+            ray,
+            groups,
+            emit,
+            should_stop,
+            address,
+            workers,
+            gpus_per_worker,
+            {
+                "model": model,
+                "adapter": adapter,
+                "device": device,
+                "quant": quant,
+                "offline": offline,
+                "questions": list(questions),
+                "settings": settings,
+                "password": password,
+                "limits": limits,
+            },
+        )
     return failed
 
 
@@ -115,8 +153,10 @@ def _run(ray, groups, emit, should_stop, address, workers, gpus_per_worker, read
     except ray.exceptions.RayError as e:
         cause = _reader_failure(e)
         why = f"a reader could not start: {cause}" if cause else f"{type(e).__name__}: {_first_line(e)}"
-        raise DocreadError("ray_failed", f"the Ray run failed ({why}); the records written so far are kept: fix "
-                           "the cause and rerun with --resume") from None
+        raise DocreadError(
+            "ray_failed",
+            f"the Ray run failed ({why}); the records written so far are kept: fix the cause and rerun with --resume",
+        ) from None
     finally:
         if started:
             ray.shutdown()
@@ -132,9 +172,12 @@ def _connect(ray, address: str | None, workers: int) -> bool:
         try:
             ray.init(address=address, **options)
         except ConnectionError as e:
-            raise DocreadError("ray_unreachable", f"--ray-address {address}: no Ray cluster there "
-                               f"({_first_line(e)}); start one with `ray start --head`, or leave --ray-address out "
-                               "for a local Ray") from None
+            raise DocreadError(
+                "ray_unreachable",
+                f"--ray-address {address}: no Ray cluster there "
+                f"({_first_line(e)}); start one with `ray start --head`, or leave --ray-address out "
+                "for a local Ray",
+            ) from None
     else:
         ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1), **options)  # never a stray cluster
     return True
@@ -145,11 +188,14 @@ def _check_resources(ray, workers: int, gpus_per_worker: float) -> None:
     have = ray.cluster_resources()
     gpus, cpus = have.get("GPU", 0.0), have.get("CPU", 0.0)
     if gpus_per_worker and workers * gpus_per_worker > gpus:
-        raise UsageError(f"--workers {workers} --gpus-per-worker {gpus_per_worker:g} needs "
-                         f"{workers * gpus_per_worker:g} GPUs; the Ray cluster has {gpus:g}: ask for fewer")
+        raise UsageError(
+            f"--workers {workers} --gpus-per-worker {gpus_per_worker:g} needs "
+            f"{workers * gpus_per_worker:g} GPUs; the Ray cluster has {gpus:g}: ask for fewer"
+        )
     if workers > cpus:
-        raise UsageError(f"--workers {workers} needs {workers} CPUs (one per reader); the Ray cluster has "
-                         f"{cpus:g}: ask for fewer")
+        raise UsageError(
+            f"--workers {workers} needs {workers} CPUs (one per reader); the Ray cluster has {cpus:g}: ask for fewer"
+        )
 
 
 class ReaderFailed(Exception):
@@ -178,9 +224,14 @@ def _pipeline(ray, groups: list[str], workers: int, gpus_per_worker: float, read
     dataset = ray.data.from_items([{"group": g} for g in groups], override_num_blocks=len(groups))
     # Ray Data restarts a reader actor that dies and retries the groups it held (max_restarts and
     # max_task_retries default to -1 for actor pools); the driver drops any record it already wrote.
-    dataset = dataset.map_batches(_GroupReader, fn_constructor_kwargs=reader_options, batch_size=1,
-                                  compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
-                                  num_gpus=gpus_per_worker or None)
+    dataset = dataset.map_batches(
+        _GroupReader,
+        fn_constructor_kwargs=reader_options,
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=1,
+        num_gpus=gpus_per_worker or None,
+    )
     return dataset.iter_rows()
 
 
@@ -200,21 +251,37 @@ class _GroupReader:
         _fail_once_for_tests()
         records = []
         for group in batch["group"]:
-            records.extend(answer_owed(self.reader, json.loads(group), self.questions, self.settings,
-                                       password=self.password, limits=self.limits))
+            records.extend(
+                answer_owed(
+                    self.reader,
+                    json.loads(group),
+                    self.questions,
+                    self.settings,
+                    password=self.password,
+                    limits=self.limits,
+                )
+            )
         return {"record": [json.dumps(r, ensure_ascii=False) for r in records]}
 
 
-def answer_owed(reader, group: dict, questions: Sequence[str], settings: Settings, *, password: str | None = None,
-                limits: Limits | None = None) -> list[dict]:
+def answer_owed(
+    reader,
+    group: dict,
+    questions: Sequence[str],
+    settings: Settings,
+    *,
+    password: str | None = None,
+    limits: Limits | None = None,
+) -> list[dict]:
     """The records of one group: its pages through one vision pass, each page's owed questions answered.
     Any failure becomes that group's error records: a bad page never fails the job."""
     file, sha = group["file"], group["sha256"]
     owed = {page: keyed for page, keyed in group["owed"]}
     records: list[dict] = []
     try:
-        with open_for_reading(file, pages=",".join(map(str, owed)), password=password, settings=settings,
-                              limits=limits) as document:
+        with open_for_reading(
+            file, pages=",".join(map(str, owed)), password=password, settings=settings, limits=limits
+        ) as document:
             if document.sha256 != sha:
                 raise DocreadError("changed", f"{file} changed while the batch ran: rerun with --resume")
             work = [(page, list(owed[page.number]), owed[page.number]) for page in document.pages]
@@ -222,8 +289,12 @@ def answer_owed(reader, group: dict, questions: Sequence[str], settings: Setting
     except Exception as e:  # noqa: BLE001  one group's failure (a file gone, a library error) is its records
         error = e if isinstance(e, DocreadError) else DocreadError("internal", f"{file}: {type(e).__name__}: {e}")
         written = {r["key"] for r in records}
-        records += [{**error_record(key, file, sha, page, question, error), "view": str(settings.view)}
-                    for page, keyed in owed.items() for question, key in keyed.items() if key not in written]
+        records += [
+            {**error_record(key, file, sha, page, question, error), "view": str(settings.view)}
+            for page, keyed in owed.items()
+            for question, key in keyed.items()
+            if key not in written
+        ]
     return records
 
 

@@ -7,11 +7,12 @@ Nothing here prints.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError, UsageError
 from docread.limits import DEFAULT_DPI
@@ -33,7 +34,7 @@ DEFAULT_MAX_NEW_TOKENS = 256
 class View(StrEnum):
     """How a page becomes image tokens: docread's HiRes tiles, or the base checkpoint's own way."""
 
-    hires = "hires"    # up to 16 tiles + a global view, SRA, sampler, separators (docs/method.md)
+    hires = "hires"  # up to 16 tiles + a global view, SRA, sampler, separators (docs/method.md)
     native = "native"  # exactly LLaVA-NeXT's AnyRes (LLaVA-1.6) or LLaVA-1.5's single view (docread.native)
 
 
@@ -45,8 +46,8 @@ DEFAULT_VIEW = View.hires
 class PageSource:
     """A page to encode: `render(w, h)` returns it as an RGB image of exactly w x h pixels."""
 
-    render: Callable[[int, int], "Image.Image"]
-    width: int                       # nominal size the slicing is planned from
+    render: Callable[[int, int], Image.Image]
+    width: int  # nominal size the slicing is planned from
     height: int
     file: str = "<image>"
     page: int = 1
@@ -64,12 +65,12 @@ class EncodedPage:
     file: str
     page: int
     page_plan: PagePlan | NativePlan
-    prefix_ids: list[int]            # prompt ids before the image placeholder (<s>USER: )
-    sequence: "torch.Tensor"         # (N, D) the page's laid-out image embeddings
-    prefix_len: int                  # positions of prefix + image in the cache
-    timing_ms: dict[str, float]      # render, encode, prefill (of the prefix): paid once
-    prefill: Callable[["EncodedPage"], object] = field(repr=False, default=None)
-    answered: int = 0                # questions answered so far (the first carries the timing)
+    prefix_ids: list[int]  # prompt ids before the image placeholder (<s>USER: )
+    sequence: torch.Tensor  # (N, D) the page's laid-out image embeddings
+    prefix_len: int  # positions of prefix + image in the cache
+    timing_ms: dict[str, float]  # render, encode, prefill (of the prefix): paid once
+    prefill: Callable[[EncodedPage], object] = field(repr=False, default=None)
+    answered: int = 0  # questions answered so far (the first carries the timing)
     _cache: object = field(repr=False, default=None)
 
     @property
@@ -90,7 +91,7 @@ class EncodedPage:
 class DocReader:
     """A loaded model: a llava-hf base, docread's HiRes modules, its preset."""
 
-    def __init__(self, preset: Preset, base: "Base", hires: "HiResLlava", *, adapter: str | None = None):
+    def __init__(self, preset: Preset, base: Base, hires: HiResLlava, *, adapter: str | None = None):
         self.preset = preset
         self.base = base
         self.hires = hires
@@ -115,9 +116,16 @@ class DocReader:
         return prompt_ids(self.base.tokenizer, self.template, question, self.base.image_token_id)
 
     # -- planning -----------------------------------------------------------------------------
-    def plan(self, width: int, height: int, questions: "str | Sequence[str]", *, max_slices: int | None = None,
-             max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, view: str = DEFAULT_VIEW,
-             ) -> tuple[PagePlan | NativePlan, list[int]]:
+    def plan(
+        self,
+        width: int,
+        height: int,
+        questions: str | Sequence[str],
+        *,
+        max_slices: int | None = None,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        view: str = DEFAULT_VIEW,
+    ) -> tuple[PagePlan | NativePlan, list[int]]:
         """The slicing of a width x height page that fits the context with the longest of `questions`,
         and that question's prompt ids with one image placeholder. `view="native"`: the checkpoint's own
         AnyRes grid (or single view), `max_slices` ignored; a page too large for the context fails."""
@@ -125,38 +133,77 @@ class DocReader:
         questions = [questions] if isinstance(questions, str) else list(questions)
         ids = max((self._ids(q) for q in questions), key=len)
         if view == "native":
-            return plan_native(width, height, native_spec(self.base.model.config), prompt_tokens=len(ids) - 1,
-                               max_new_tokens=max_new_tokens, context=self.context), ids
+            return plan_native(
+                width,
+                height,
+                native_spec(self.base.model.config),
+                prompt_tokens=len(ids) - 1,
+                max_new_tokens=max_new_tokens,
+                context=self.context,
+            ), ids
         budget = Budget(context=self.context, prompt_tokens=len(ids) - 1, max_new_tokens=max_new_tokens)
         requested = self.preset.max_slices if max_slices is None else max_slices
-        plan = plan_page(width, height, size=self.preset.size, patch=self.preset.patch, k=self.preset.k,
-                         max_slices=requested, budget=budget, global_view=self.global_view)
+        plan = plan_page(
+            width,
+            height,
+            size=self.preset.size,
+            patch=self.preset.patch,
+            k=self.preset.k,
+            max_slices=requested,
+            budget=budget,
+            global_view=self.global_view,
+        )
         return plan, ids
 
     # -- encoding pages once ---------------------------------------------------------------------
-    def encode(self, render: Callable[[int, int], "Image.Image"], width: int, height: int,
-               questions: "str | Sequence[str]", *, file: str = "<image>", page: int = 1,
-               max_slices: int | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-               page_plan: PagePlan | NativePlan | None = None, view: str = DEFAULT_VIEW) -> EncodedPage:
+    def encode(
+        self,
+        render: Callable[[int, int], Image.Image],
+        width: int,
+        height: int,
+        questions: str | Sequence[str],
+        *,
+        file: str = "<image>",
+        page: int = 1,
+        max_slices: int | None = None,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        page_plan: PagePlan | NativePlan | None = None,
+        view: str = DEFAULT_VIEW,
+    ) -> EncodedPage:
         """Render, slice and encode one page of nominal size width x height, and prefill its prompt
         prefix. The plan leaves room for the longest of `questions` (or is `page_plan`, when given)."""
-        (encoded,) = self.encode_pages([PageSource(render, width, height, file, page)], questions,
-                                       max_slices=max_slices, max_new_tokens=max_new_tokens,
-                                       plans=None if page_plan is None else [page_plan], view=view)
+        (encoded,) = self.encode_pages(
+            [PageSource(render, width, height, file, page)],
+            questions,
+            max_slices=max_slices,
+            max_new_tokens=max_new_tokens,
+            plans=None if page_plan is None else [page_plan],
+            view=view,
+        )
         encoded.cache  # noqa: B018  prefill now, so timing_ms is complete
         return encoded
 
-    def encode_pages(self, sources: Sequence[PageSource], questions: "str | Sequence[str]", *,
-                     max_slices: int | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                     plans: Sequence[PagePlan | NativePlan] | None = None,
-                     view: str = DEFAULT_VIEW) -> list[EncodedPage]:
+    def encode_pages(
+        self,
+        sources: Sequence[PageSource],
+        questions: str | Sequence[str],
+        *,
+        max_slices: int | None = None,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        plans: Sequence[PagePlan | NativePlan] | None = None,
+        view: str = DEFAULT_VIEW,
+    ) -> list[EncodedPage]:
         """Several pages' views through the vision encoder in one pass (native pages: one pass each).
         Each page's prompt prefix is prefilled when first asked (one KV cache alive at a time when pages
         are answered in turn); `timing_ms["encode"]` is each page's share of the pass. `plans`, when
         given, decide the view; they must all be of one view."""
         if plans is None:
-            plans = [self.plan(s.width, s.height, questions, max_slices=max_slices, max_new_tokens=max_new_tokens,
-                               view=view)[0] for s in sources]
+            plans = [
+                self.plan(
+                    s.width, s.height, questions, max_slices=max_slices, max_new_tokens=max_new_tokens, view=view
+                )[0]
+                for s in sources
+            ]
         views = {p.view for p in plans}
         if len(views) > 1:
             raise ValueError(f"pages of one call are encoded in one view, got {sorted(views)}")
@@ -164,10 +211,19 @@ class DocReader:
         sequences, renders, encode_ms = encode(sources, plans)
         ids = self._ids(questions if isinstance(questions, str) else questions[0])
         prefix_ids = ids[: ids.index(self.base.image_token_id)]
-        return [EncodedPage(file=s.file, page=s.page, page_plan=plan, prefix_ids=prefix_ids, sequence=sequence,
-                            prefix_len=len(prefix_ids) + sequence.shape[0], prefill=self._prefill_prefix,
-                            timing_ms={"render": render_ms, "encode": encode_ms})
-                for s, plan, sequence, render_ms in zip(sources, plans, sequences, renders)]
+        return [
+            EncodedPage(
+                file=s.file,
+                page=s.page,
+                page_plan=plan,
+                prefix_ids=prefix_ids,
+                sequence=sequence,
+                prefix_len=len(prefix_ids) + sequence.shape[0],
+                prefill=self._prefill_prefix,
+                timing_ms={"render": render_ms, "encode": encode_ms},
+            )
+            for s, plan, sequence, render_ms in zip(sources, plans, sequences, renders)
+        ]
 
     def _encode_hires(self, sources: Sequence[PageSource], plans: Sequence[PagePlan]):
         """Every page's views through docread's HiRes path in one batch: (sequences, render ms, encode ms)."""
@@ -195,8 +251,9 @@ class DocReader:
             from docread.native import image_processor, processor_settings
 
             folder = self.base.path if self.base.path.is_dir() else None  # in-memory bases have no files
-            self._image_processor = image_processor(self.base.model.config, processor_settings(folder),
-                                                    self.base.image_mean, self.base.image_std)
+            self._image_processor = image_processor(
+                self.base.model.config, processor_settings(folder), self.base.image_mean, self.base.image_std
+            )
         sequences, renders, encode_ms = [], [], 0.0
         for source, plan in zip(sources, plans):
             start = time.perf_counter()
@@ -208,8 +265,10 @@ class DocReader:
                 self._sync()
             encode_ms += _ms(start)
             if sequence.shape[0] != plan.tokens.image_tokens:  # the count and the model disagree: a bug
-                raise ValueError(f"{source.file} page {source.page}: planned {plan.tokens.image_tokens} native "
-                                 f"image tokens, the model produced {sequence.shape[0]}")
+                raise ValueError(
+                    f"{source.file} page {source.page}: planned {plan.tokens.image_tokens} native "
+                    f"image tokens, the model produced {sequence.shape[0]}"
+                )
             sequences.append(sequence)
         return sequences, renders, encode_ms / len(sources)
 
@@ -228,7 +287,7 @@ class DocReader:
         encoded.timing_ms["prefill"] = _ms(start)
         return cache
 
-    def _embed(self, ids: list[int], sequence: "torch.Tensor | None") -> "torch.Tensor":
+    def _embed(self, ids: list[int], sequence: torch.Tensor | None) -> torch.Tensor:
         """Embeddings (1, T, D) of ids, the page's image sequence scattered into its placeholder."""
         import torch
 
@@ -245,7 +304,7 @@ class DocReader:
 
             torch.cuda.synchronize(self.base.device)
 
-    def _suffix(self, encoded: EncodedPage, question: str, max_new_tokens: int = 0) -> "torch.Tensor":
+    def _suffix(self, encoded: EncodedPage, question: str, max_new_tokens: int = 0) -> torch.Tensor:
         """Embeddings of the prompt after the image for `question`, checked against the cached prefix
         and the context (a question longer than the page was planned for must still fit)."""
         ids = self._ids(question)
@@ -254,14 +313,25 @@ class DocReader:
             raise ValueError("the prompt prefix changed between questions; encode the page again")
         needed = encoded.prefix_len + len(ids) - at - 1 + max_new_tokens
         if needed > self.context:
-            raise DocreadError("context_overflow", f"the page as planned, this question and --max-new-tokens "
-                               f"{max_new_tokens} need {needed} of the model's {self.context} context tokens: "
-                               "shorten the question, lower --max-new-tokens or --max-slices")
+            raise DocreadError(
+                "context_overflow",
+                f"the page as planned, this question and --max-new-tokens "
+                f"{max_new_tokens} need {needed} of the model's {self.context} context tokens: "
+                "shorten the question, lower --max-new-tokens or --max-slices",
+            )
         return self._embed(ids[at + 1 :], None)
 
     # -- answering ---------------------------------------------------------------------------
-    def answer(self, encoded: EncodedPage, question: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-               temperature: float = 0.0, seed: int | None = None, fast: bool = False) -> AnswerStream:
+    def answer(
+        self,
+        encoded: EncodedPage,
+        question: str,
+        *,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        fast: bool = False,
+    ) -> AnswerStream:
         """Stream the answer to `question` about an encoded page (`fast`: the compiled decoder)."""
         from docread import fastdecode
         from docread.generate import DecodeStats, TextStream, crop_cache, decode_tokens
@@ -277,9 +347,17 @@ class DocReader:
             text = TextStream(self.base.tokenizer)
             try:
                 decode = fastdecode.decode_tokens if fast else decode_tokens
-                for token, _ in decode(self.hires.language_model, self.hires.lm_head, embeds,
-                                              max_new_tokens=max_new_tokens, eos_token_ids=self.eos_token_ids,
-                                              temperature=temperature, seed=seed, stats=stats, cache=encoded.cache):
+                for token, _ in decode(
+                    self.hires.language_model,
+                    self.hires.lm_head,
+                    embeds,
+                    max_new_tokens=max_new_tokens,
+                    eos_token_ids=self.eos_token_ids,
+                    temperature=temperature,
+                    seed=seed,
+                    stats=stats,
+                    cache=encoded.cache,
+                ):
                     if chunk := text.push(token):
                         yield chunk
                 if tail := text.flush():
@@ -288,20 +366,32 @@ class DocReader:
                 crop_cache(encoded.cache, encoded.prefix_len)
             first = encoded.answered == 0
             encoded.answered += 1
-            timing = {"render": encoded.timing_ms["render"] if first else 0.0,
-                      "encode": encoded.timing_ms["encode"] if first else 0.0,
-                      "prefill": stats.prefill_ms + (encoded.timing_ms["prefill"] if first else 0.0),
-                      "decode": stats.decode_ms}
+            timing = {
+                "render": encoded.timing_ms["render"] if first else 0.0,
+                "encode": encoded.timing_ms["encode"] if first else 0.0,
+                "prefill": stats.prefill_ms + (encoded.timing_ms["prefill"] if first else 0.0),
+                "decode": stats.decode_ms,
+            }
             stream.tokens = stats.tokens
             plan, tokens = encoded.page_plan.plan, encoded.page_plan.tokens
             stream.answer = Answer(
-                file=encoded.file, page=encoded.page, question=question, answer=text.text().strip(),
-                score=stats.score, model=self.name, rows=plan.rows, cols=plan.cols, tiles=plan.tiles,
-                visual_tokens=tokens.visual_tokens, image_tokens=tokens.image_tokens,
-                prompt_tokens=encoded.prefix_len + embeds.shape[1], generated_tokens=len(stats.tokens),
+                file=encoded.file,
+                page=encoded.page,
+                question=question,
+                answer=text.text().strip(),
+                score=stats.score,
+                model=self.name,
+                rows=plan.rows,
+                cols=plan.cols,
+                tiles=plan.tiles,
+                visual_tokens=tokens.visual_tokens,
+                image_tokens=tokens.image_tokens,
+                prompt_tokens=encoded.prefix_len + embeds.shape[1],
+                generated_tokens=len(stats.tokens),
                 max_slices=encoded.page_plan.max_slices,
                 reduced_from=encoded.page_plan.requested_slices if encoded.page_plan.reduced else None,
-                stopped_by=stats.stopped_by, timing_ms={k: round(v, 2) for k, v in timing.items()},
+                stopped_by=stats.stopped_by,
+                timing_ms={k: round(v, 2) for k, v in timing.items()},
                 view=encoded.view,
             )
 
@@ -318,48 +408,100 @@ class DocReader:
             prompt = self.base.tokenizer(self.template.template.replace("{question}", question)).input_ids
             scores = []
             for option in options:
-                full = self.base.tokenizer(self.template.template.replace("{question}", question) + " " + option).input_ids
-                continuation = full[len(prompt):] if full[: len(prompt)] == prompt else \
-                    self.base.tokenizer(option, add_special_tokens=False).input_ids
+                full = self.base.tokenizer(
+                    self.template.template.replace("{question}", question) + " " + option
+                ).input_ids
+                continuation = (
+                    full[len(prompt) :]
+                    if full[: len(prompt)] == prompt
+                    else self.base.tokenizer(option, add_special_tokens=False).input_ids
+                )
                 try:
-                    scores.append(continuation_logprob(self.hires.language_model, self.hires.lm_head, embeds,
-                                                       continuation, encoded.cache))
+                    scores.append(
+                        continuation_logprob(
+                            self.hires.language_model, self.hires.lm_head, embeds, continuation, encoded.cache
+                        )
+                    )
                 finally:
                     crop_cache(encoded.cache, encoded.prefix_len)
         return max(range(len(options)), key=scores.__getitem__), scores
 
     # -- files and images ---------------------------------------------------------------------
     @contextmanager
-    def open_page(self, source: "str | Path | Image.Image", questions: "str | Sequence[str]", *, page: int = 1,
-                  dpi: float = DEFAULT_DPI, password: str | None = None, max_slices: int | None = None,
-                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, view: str = DEFAULT_VIEW) -> Iterator[EncodedPage]:
+    def open_page(
+        self,
+        source: str | Path | Image.Image,
+        questions: str | Sequence[str],
+        *,
+        page: int = 1,
+        dpi: float = DEFAULT_DPI,
+        password: str | None = None,
+        max_slices: int | None = None,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        view: str = DEFAULT_VIEW,
+    ) -> Iterator[EncodedPage]:
         """One page of a PDF or image file (or a PIL image), encoded for `questions` in `view`."""
         from PIL import Image
 
         if isinstance(source, Image.Image):
             image = source.convert("RGB")
             render = lambda w, h: image if image.size == (w, h) else image.resize((w, h), Image.Resampling.BICUBIC)  # noqa: E731
-            yield self.encode(render, image.width, image.height, questions, max_slices=max_slices,
-                              max_new_tokens=max_new_tokens, view=view)
+            yield self.encode(
+                render,
+                image.width,
+                image.height,
+                questions,
+                max_slices=max_slices,
+                max_new_tokens=max_new_tokens,
+                view=view,
+            )
             return
         from docread.intake import open_document
 
         with open_document(str(source), pages=str(page), password=password, dpi=dpi) as document:
             selected = document.pages[0]
-            yield self.encode(lambda w, h: document.render(selected, w, h), selected.width, selected.height,
-                              questions, file=str(source), page=selected.number, max_slices=max_slices,
-                              max_new_tokens=max_new_tokens, view=view)
+            yield self.encode(
+                lambda w, h: document.render(selected, w, h),
+                selected.width,
+                selected.height,
+                questions,
+                file=str(source),
+                page=selected.number,
+                max_slices=max_slices,
+                max_new_tokens=max_new_tokens,
+                view=view,
+            )
 
-    def stream(self, source: "str | Path | Image.Image", question: str, *, page: int = 1, dpi: float = DEFAULT_DPI,
-               password: str | None = None, max_slices: int | None = None,
-               max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, temperature: float = 0.0,
-               seed: int | None = None, fast: bool = False, view: str = DEFAULT_VIEW) -> AnswerStream:
+    def stream(
+        self,
+        source: str | Path | Image.Image,
+        question: str,
+        *,
+        page: int = 1,
+        dpi: float = DEFAULT_DPI,
+        password: str | None = None,
+        max_slices: int | None = None,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        fast: bool = False,
+        view: str = DEFAULT_VIEW,
+    ) -> AnswerStream:
         """Answer `question` about one page of a PDF or image file (or a PIL image), streaming."""
-        context = self.open_page(source, question, page=page, dpi=dpi, password=password, max_slices=max_slices,
-                                 max_new_tokens=max_new_tokens, view=view)
+        context = self.open_page(
+            source,
+            question,
+            page=page,
+            dpi=dpi,
+            password=password,
+            max_slices=max_slices,
+            max_new_tokens=max_new_tokens,
+            view=view,
+        )
         encoded = context.__enter__()  # the plan is known (and a bad file fails) before the first chunk
-        inner = self.answer(encoded, question, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                            fast=fast)
+        inner = self.answer(
+            encoded, question, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, fast=fast
+        )
 
         def chunks() -> Iterator[str]:
             try:

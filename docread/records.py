@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from docread.errors import DocreadError, UsageError
 
@@ -24,8 +24,14 @@ class JsonLinesLog:
     are dropped on resume, so their work is done again; `.retried` counts them.
     """
 
-    def __init__(self, path: str | Path, *, key_field: str, resume: bool = False,
-                 retry: Callable[[dict], bool] = lambda record: False):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        key_field: str,
+        resume: bool = False,
+        retry: Callable[[dict], bool] = lambda record: False,
+    ):
         self.key_field = key_field
         self.path = str(path)
         self.done: set[str] = set()
@@ -38,8 +44,11 @@ class JsonLinesLog:
         try:
             if os.fstat(self.fd).st_size:
                 if not resume:
-                    raise UsageError(f"{target} already holds records: pass --resume to continue that run, "
-                                     "or remove the file to start over", code="output_exists")
+                    raise UsageError(
+                        f"{target} already holds records: pass --resume to continue that run, "
+                        "or remove the file to start over",
+                        code="output_exists",
+                    )
                 self._resume(target, retry)
         except BaseException:
             os.close(self.fd)
@@ -61,14 +70,17 @@ class JsonLinesLog:
             while written < len(line):  # one O_APPEND write per line; loop only on a partial write
                 written += os.write(self.fd, line[written:])
         except OSError as e:
-            raise DocreadError("unwritable", f"cannot write {self.path}: {e.strerror or e}; the records before "
-                               "this one are kept: free space (or fix the target) and rerun with --resume") from None
+            raise DocreadError(
+                "unwritable",
+                f"cannot write {self.path}: {e.strerror or e}; the records before "
+                "this one are kept: free space (or fix the target) and rerun with --resume",
+            ) from None
         self.done.add(str(record[self.key_field]))
 
     def close(self) -> None:
         os.close(self.fd)
 
-    def __enter__(self) -> "JsonLinesLog":
+    def __enter__(self) -> JsonLinesLog:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -99,8 +111,10 @@ def _lock(fd: int, target: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise UsageError(f"{target} is being written by another docread run: wait for it to finish, "
-                         "or choose another output file", code="output_locked") from None
+        raise UsageError(
+            f"{target} is being written by another docread run: wait for it to finish, or choose another output file",
+            code="output_locked",
+        ) from None
     except OSError:  # devices and some network file systems cannot be locked: write unguarded
         pass
 
@@ -117,7 +131,7 @@ def _parse_records(data: bytes, target: Path, key_field: str) -> tuple[list[dict
     """The records of a docread JSON Lines file and the length of its complete part; refuses any
     other file. A last line cut short by a kill is dropped (the work it held is done again)."""
     complete = data[: data.rfind(b"\n") + 1]
-    tail = data[len(complete):]
+    tail = data[len(complete) :]
     if tail and not tail.lstrip().startswith(b"{"):
         raise _not_ours(target, "its last line is not a JSON record")
     records = []
@@ -133,8 +147,10 @@ def _parse_records(data: bytes, target: Path, key_field: str) -> tuple[list[dict
 
 
 def _not_ours(target: Path, why: str) -> UsageError:
-    return UsageError(f"{target} is not docread output ({why}); --resume would damage it: "
-                      "choose another output file", code="output_not_records")
+    return UsageError(
+        f"{target} is not docread output ({why}); --resume would damage it: choose another output file",
+        code="output_not_records",
+    )
 
 
 def _replace_locked(target: Path, fd: int, content: bytes) -> int:

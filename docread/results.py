@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from docread.native import NativePlan
@@ -18,22 +19,22 @@ class Answer:
     page: int
     question: str
     answer: str
-    score: float | None            # mean token log-probability of the answer
+    score: float | None  # mean token log-probability of the answer
     model: str
     rows: int
     cols: int
     tiles: int
-    visual_tokens: int             # global + tiles x tokens per tile
-    image_tokens: int              # visual + separators: positions the page takes in the prompt
-    prompt_tokens: int             # whole prompt, image positions included
+    visual_tokens: int  # global + tiles x tokens per tile
+    image_tokens: int  # visual + separators: positions the page takes in the prompt
+    prompt_tokens: int  # whole prompt, image positions included
     generated_tokens: int
-    max_slices: int                # tile budget used (lower than asked when the context forced it)
-    reduced_from: int | None       # the --max-slices asked for, when it had to be reduced
-    stopped_by: str                # "eos" or "length"
+    max_slices: int  # tile budget used (lower than asked when the context forced it)
+    reduced_from: int | None  # the --max-slices asked for, when it had to be reduced
+    stopped_by: str  # "eos" or "length"
     timing_ms: dict[str, float] = field(default_factory=dict)  # render, encode, prefill, decode
-    view: str = "hires"            # "hires" (docread's tiles) or "native" (the checkpoint's own image handling)
+    view: str = "hires"  # "hires" (docread's tiles) or "native" (the checkpoint's own image handling)
     evidence: list[dict] = field(default_factory=list)  # where the answer occurs in the page's text (docread.evidence)
-    grounded: bool = False         # the answer was found in the page's text (False when the page has none)
+    grounded: bool = False  # the answer was found in the page's text (False when the page has none)
     text_prompt: dict | None = None  # page text given to the model ({source, tokens, cut}); None: image alone
 
     def to_json(self) -> dict:

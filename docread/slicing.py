@@ -16,10 +16,10 @@ if TYPE_CHECKING:  # numpy and Pillow load only where pixels are cut
     import numpy as np
     from PIL import Image
 
-DEFAULT_SIZE = 336        # S: CLIP-ViT-L/14-336 input side
-DEFAULT_MAX_SLICES = 16   # N: the paper's tile budget
-NEAR_SCALE = 0.10         # grids whose content scale is within 10% of the best count as equal
-PAD_RGB = (255, 255, 255) # documents are padded with paper white
+DEFAULT_SIZE = 336  # S: CLIP-ViT-L/14-336 input side
+DEFAULT_MAX_SLICES = 16  # N: the paper's tile budget
+NEAR_SCALE = 0.10  # grids whose content scale is within 10% of the best count as equal
+PAD_RGB = (255, 255, 255)  # documents are padded with paper white
 
 
 @dataclass(frozen=True)
@@ -30,10 +30,10 @@ class SlicePlan:
     into the grid's canvas (cols*S x rows*S), or into S x S when there are no tiles.
     """
 
-    rows: int    # m; 0 when the page is read from the global view alone
-    cols: int    # n
-    size: int    # S
-    width: int   # rendered page width, <= cols*S (or S without tiles)
+    rows: int  # m; 0 when the page is read from the global view alone
+    cols: int  # n
+    size: int  # S
+    width: int  # rendered page width, <= cols*S (or S without tiles)
     height: int  # rendered page height
 
     @property
@@ -57,7 +57,7 @@ class SlicePlan:
 class TokenCount:
     """Visual-token accounting for one page (docs/method.md#layout)."""
 
-    global_tokens: int    # the global view, uncompressed: (S/patch)^2 = 576; 0 when it is left out
+    global_tokens: int  # the global view, uncompressed: (S/patch)^2 = 576; 0 when it is left out
     tokens_per_tile: int  # one tile after the sampler's k x k pooling: (S/patch/k)^2 = 144
     tiles: int
 
@@ -90,7 +90,9 @@ def _content_scale(width: int, height: int, rows: int, cols: int, size: int) -> 
     return min(cols * size / width, rows * size / height)
 
 
-def choose_grid(width: int, height: int, *, size: int = DEFAULT_SIZE, max_slices: int = DEFAULT_MAX_SLICES) -> tuple[int, int]:
+def choose_grid(
+    width: int, height: int, *, size: int = DEFAULT_SIZE, max_slices: int = DEFAULT_MAX_SLICES
+) -> tuple[int, int]:
     """(rows, cols) for a width x height page, by the rule of docs/method.md#slicing.
 
     m = ceil(H/S), n = ceil(W/S); both doubled when 4*m*n < N (strict, so a 2S x 2S
@@ -116,7 +118,9 @@ def choose_grid(width: int, height: int, *, size: int = DEFAULT_SIZE, max_slices
     return min(near, key=lambda g: (g[0] * g[1], -scales[g], g[0]))
 
 
-def plan_slices(width: int, height: int, *, size: int = DEFAULT_SIZE, max_slices: int = DEFAULT_MAX_SLICES) -> SlicePlan:
+def plan_slices(
+    width: int, height: int, *, size: int = DEFAULT_SIZE, max_slices: int = DEFAULT_MAX_SLICES
+) -> SlicePlan:
     """The full plan for a page of nominal size width x height."""
     rows, cols = choose_grid(width, height, size=size, max_slices=max_slices)
     box = (cols * size, rows * size) if rows else (size, size)
@@ -132,11 +136,12 @@ def count_tokens(plan: SlicePlan, *, patch: int, k: int, global_view: bool = Tru
         raise ValueError(f"S={plan.size} must be a multiple of patch={patch}, and S/patch of k={k}")
     if not global_view and not plan.tiles:
         raise ValueError("without the global view a page needs at least one tile (max_slices >= 1)")
-    return TokenCount(global_tokens=side * side if global_view else 0, tokens_per_tile=(side // k) ** 2,
-                      tiles=plan.tiles)
+    return TokenCount(
+        global_tokens=side * side if global_view else 0, tokens_per_tile=(side // k) ** 2, tiles=plan.tiles
+    )
 
 
-def global_view(page: "Image.Image", size: int) -> "Image.Image":
+def global_view(page: Image.Image, size: int) -> Image.Image:
     """The whole page fitted into S x S and padded white, centred (as LLaVA's own square view)."""
     from PIL import Image
 
@@ -149,7 +154,7 @@ def global_view(page: "Image.Image", size: int) -> "Image.Image":
     return view
 
 
-def page_views(page: "Image.Image", plan: SlicePlan) -> "np.ndarray":
+def page_views(page: Image.Image, plan: SlicePlan) -> np.ndarray:
     """All views of a rendered page as one uint8 array (1 + tiles, S, S, 3): global view, then tiles.
 
     `page` must have been rendered at (plan.width, plan.height). The tiles are cut from

@@ -8,13 +8,13 @@ import re
 import select
 import stat
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from docread.errors import DocreadError, UsageError
 from docread.limits import Clock, Limits
 
-READ_CHUNK = 4 << 20               # bytes per read: checks of size and time between chunks
+READ_CHUNK = 4 << 20  # bytes per read: checks of size and time between chunks
 
 
 # -- page selection ----------------------------------------------------------------------------
@@ -58,8 +58,10 @@ def parse_pages(spec: str | None, count: int, *, name: str | None = None) -> lis
             first = last = count + 1 + first
         last = count if last is None else last
         if not 1 <= first <= last <= count:
-            raise DocreadError("bad_pages", f"--pages {part}: {name or 'the file'} has {count} "
-                               f"page{'s' if count != 1 else ''} (1-{count})")
+            raise DocreadError(
+                "bad_pages",
+                f"--pages {part}: {name or 'the file'} has {count} page{'s' if count != 1 else ''} (1-{count})",
+            )
         chosen.update(dict.fromkeys(range(first, last + 1)))
     return list(chosen)
 
@@ -81,9 +83,16 @@ def expand_paths(paths: Iterable[str]) -> list[str]:
             files.append(raw)
             continue
         suffixes = suffixes or supported_suffixes()
-        found = sorted((p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                        and not any(part.startswith(".") for part in p.relative_to(path).parts)),
-                       key=lambda p: p.relative_to(path).as_posix())
+        found = sorted(
+            (
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in suffixes
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            ),
+            key=lambda p: p.relative_to(path).as_posix(),
+        )
         if not found:
             raise DocreadError("no_documents", f"{raw}: no PDF or image files in this folder (searched recursively)")
         files += [str(p) for p in found]
@@ -131,8 +140,9 @@ def _read_stream(name: str, stream, limits: Limits, clock: Clock) -> bytearray:
 
 
 def _over(name: str, limits: Limits) -> DocreadError:
-    return DocreadError("too_large", f"{name}: over {limits.max_bytes:,} bytes, docread's limit for one input; "
-                        "split or compress it")
+    return DocreadError(
+        "too_large", f"{name}: over {limits.max_bytes:,} bytes, docread's limit for one input; split or compress it"
+    )
 
 
 def _stdin_fd() -> int:

@@ -29,23 +29,55 @@ CORPUS = [
     "the quick brown fox jumps over the lazy dog\nTHE QUICK BROWN FOX\n",
 ]
 SPECIAL = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4,
-              image_size=336, patch_size=42, projection_dim=32)  # 336 / 42 = 8 → 64 tokens a view
-TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=4, max_position_embeddings=4096, rms_norm_eps=1e-5,
-            initializer_range=0.3)  # wide init: decisive logits, so greedy answers never hinge on rounding
+VISION = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=6,
+    num_attention_heads=4,
+    image_size=336,
+    patch_size=42,
+    projection_dim=32,
+)  # 336 / 42 = 8 → 64 tokens a view
+TEXT = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-5,
+    initializer_range=0.3,
+)  # wide init: decisive logits, so greedy answers never hinge on rounding
 IMAGE_MEAN = [0.5, 0.4, 0.3]  # not CLIP's: tests see that docread reads the checkpoint's own
 IMAGE_STD = [0.2, 0.25, 0.3]
 # CLIP-ViT-L/14-336 and Vicuna-7B-v1.5 (llava-hf/llava-v1.6-vicuna-7b-hf's config.json)
-REAL_VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                   image_size=336, patch_size=14, projection_dim=768)
-REAL_TEXT = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                 num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5)
-REAL_VOCAB = 32064            # Vicuna's 32000 + LLaVA-1.6's added tokens, padded
-SHARD_BYTES = 2 << 30         # safetensors shard size of the written real-shape checkpoint (hub's ~5 GB is coarser)
-HUB_NAMES = (("model.language_model.", "language_model.model."), ("lm_head.", "language_model.lm_head."),
-             ("model.vision_tower.", "vision_tower."), ("model.multi_modal_projector.", "multi_modal_projector."),
-             ("model.image_newline", "image_newline"))  # transformers 5's module names -> llava-hf's file names
+REAL_VISION = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=336,
+    patch_size=14,
+    projection_dim=768,
+)
+REAL_TEXT = dict(
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-5,
+)
+REAL_VOCAB = 32064  # Vicuna's 32000 + LLaVA-1.6's added tokens, padded
+SHARD_BYTES = 2 << 30  # safetensors shard size of the written real-shape checkpoint (hub's ~5 GB is coarser)
+HUB_NAMES = (
+    ("model.language_model.", "language_model.model."),
+    ("lm_head.", "language_model.lm_head."),
+    ("model.vision_tower.", "vision_tower."),
+    ("model.multi_modal_projector.", "multi_modal_projector."),
+    ("model.image_newline", "image_newline"),
+)  # transformers 5's module names -> llava-hf's file names
 
 
 def build_tokenizer(corpus: list[str] | None = None, vocab_size: int = 400):
@@ -56,14 +88,22 @@ def build_tokenizer(corpus: list[str] | None = None, vocab_size: int = 400):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(corpus or CORPUS, trainer)
     bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                       special_tokens=[("<s>", bos)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", additional_special_tokens=["<image>"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        additional_special_tokens=["<image>"],
+    )
     return fast
 
 
@@ -74,11 +114,21 @@ def llava_config(kind: str, tokenizer, vision: dict, text: dict, vocab_size: int
 
     ids = {name: tokenizer.convert_tokens_to_ids(name) for name in SPECIAL}
     side = vision["image_size"]
-    text_config = tf.LlamaConfig(vocab_size=vocab_size or len(tokenizer), bos_token_id=ids["<s>"],
-                                 eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"], **text)
-    common = dict(vision_config=tf.CLIPVisionConfig(**vision), text_config=text_config,
-                  image_token_index=ids["<image>"], vision_feature_layer=-2,
-                  vision_feature_select_strategy="default", projector_hidden_act="gelu")
+    text_config = tf.LlamaConfig(
+        vocab_size=vocab_size or len(tokenizer),
+        bos_token_id=ids["<s>"],
+        eos_token_id=ids["</s>"],
+        pad_token_id=ids["<pad>"],
+        **text,
+    )
+    common = dict(
+        vision_config=tf.CLIPVisionConfig(**vision),
+        text_config=text_config,
+        image_token_index=ids["<image>"],
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
     if kind == "llava":
         return tf.LlavaConfig(**common)
     if kind == "llava_next":
@@ -88,8 +138,15 @@ def llava_config(kind: str, tokenizer, vision: dict, text: dict, vocab_size: int
 
 
 # -- a tiny checkpoint on disk -----------------------------------------------------------------------
-def build_tiny_llava(path: Path, kind: str = "llava", seed: int = 0, *, vision: dict | None = None,
-                     text: dict | None = None, tokenizer=None) -> Path:
+def build_tiny_llava(
+    path: Path,
+    kind: str = "llava",
+    seed: int = 0,
+    *,
+    vision: dict | None = None,
+    text: dict | None = None,
+    tokenizer=None,
+) -> Path:
     """Save a random llava ("llava") or llava_next ("llava_next") checkpoint with its processor files."""
     import torch
     import transformers as tf
@@ -110,12 +167,21 @@ def _save_processor_files(path: Path, kind: str, tokenizer, vision: dict) -> Non
     import transformers as tf
 
     side = vision["image_size"]
-    image_processor = tf.CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
-                                               image_mean=IMAGE_MEAN, image_std=IMAGE_STD)
+    image_processor = tf.CLIPImageProcessorPil(
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
+        image_mean=IMAGE_MEAN,
+        image_std=IMAGE_STD,
+    )
     if kind == "llava":
-        processor = tf.LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                      patch_size=vision["patch_size"], vision_feature_select_strategy="default",
-                                      image_token="<image>", num_additional_image_tokens=1)
+        processor = tf.LlavaProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            patch_size=vision["patch_size"],
+            vision_feature_select_strategy="default",
+            image_token="<image>",
+            num_additional_image_tokens=1,
+        )
         processor.save_pretrained(path)
     else:
         tokenizer.save_pretrained(path)
@@ -123,9 +189,17 @@ def _save_processor_files(path: Path, kind: str, tokenizer, vision: dict) -> Non
 
 
 # -- the real shapes, on disk ------------------------------------------------------------------------
-def write_real_llava(path: Path, kind: str = "llava_next", seed: int = 0, *, vision: dict | None = None,
-                     text: dict | None = None, vocab_size: int = REAL_VOCAB, shard_bytes: int = SHARD_BYTES,
-                     log=lambda message: None) -> Path:
+def write_real_llava(
+    path: Path,
+    kind: str = "llava_next",
+    seed: int = 0,
+    *,
+    vision: dict | None = None,
+    text: dict | None = None,
+    vocab_size: int = REAL_VOCAB,
+    shard_bytes: int = SHARD_BYTES,
+    log=lambda message: None,
+) -> Path:
     """Write a random llava-hf checkpoint in the real CLIP-L/14-336 + Vicuna-7B shapes (or overrides): fp16
     safetensors in shards with their index, the hub's tensor names, config, tokenizer and processor files.
     Tensors are made one at a time (peak memory: one shard); norms are ones, biases zeros, the rest N(0, 0.02)."""
@@ -143,7 +217,7 @@ def write_real_llava(path: Path, kind: str = "llava_next", seed: int = 0, *, vis
     with torch.device("meta"):
         shapes = {name: tuple(t.shape) for name, t in cls(config).state_dict().items()}
     generator = torch.Generator().manual_seed(seed)
-    shards: list[list[str]] = []      # tensor names of each written shard
+    shards: list[list[str]] = []  # tensor names of each written shard
     current: dict[str, torch.Tensor] = {}
     for name, shape in shapes.items():
         tensor = torch.empty(shape, dtype=torch.float16)
@@ -167,7 +241,7 @@ def write_real_llava(path: Path, kind: str = "llava_next", seed: int = 0, *, vis
 def _hub_name(name: str) -> str:
     for new, old in HUB_NAMES:
         if name.startswith(new):
-            return old + name[len(new):]
+            return old + name[len(new) :]
     return name
 
 
@@ -197,8 +271,15 @@ def _name_shards(path: Path, shards: list[list[str]]) -> None:
 # -- the real shapes, in memory ----------------------------------------------------------------------
 
 
-def build_reader(*, device: str = "auto", quant: str = "auto", vision: dict | None = None, text: dict | None = None,
-                 vocab_size: int = REAL_VOCAB, seed: int = 0) -> DocReader:
+def build_reader(
+    *,
+    device: str = "auto",
+    quant: str = "auto",
+    vision: dict | None = None,
+    text: dict | None = None,
+    vocab_size: int = REAL_VOCAB,
+    seed: int = 0,
+) -> DocReader:
     """A DocReader around random weights in the real shapes (or `vision`/`text` overrides), built in
     memory as `docread.load` would wrap a checkpoint. quant: auto (4-bit on CUDA) | none | 4bit."""
     import torch
@@ -212,8 +293,9 @@ def build_reader(*, device: str = "auto", quant: str = "auto", vision: dict | No
     dtype = compute_dtype(torch_device)
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
-    config = llava_config("llava_next", tokenizer, {**REAL_VISION, **(vision or {})}, {**REAL_TEXT, **(text or {})},
-                          vocab_size)
+    config = llava_config(
+        "llava_next", tokenizer, {**REAL_VISION, **(vision or {})}, {**REAL_TEXT, **(text or {})}, vocab_size
+    )
     model = _build_llava_next(config, torch_device, dtype, quantize=mode == "4bit")
     return wrap_reader(model, tokenizer, device=torch_device, dtype=dtype, quant=mode, name="synthetic-real")
 
@@ -263,10 +345,18 @@ def quantize_linears(module, dtype) -> None:
         if not isinstance(child, nn.Linear):
             quantize_linears(child, dtype)
             continue
-        linear = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                   compute_dtype=dtype, compress_statistics=True, quant_type="nf4", device="meta")
-        linear.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, compress_statistics=True,
-                                          quant_type="nf4", module=linear).to(child.weight.device)
+        linear = bnb.nn.Linear4bit(
+            child.in_features,
+            child.out_features,
+            bias=child.bias is not None,
+            compute_dtype=dtype,
+            compress_statistics=True,
+            quant_type="nf4",
+            device="meta",
+        )
+        linear.weight = bnb.nn.Params4bit(
+            child.weight.data, requires_grad=False, compress_statistics=True, quant_type="nf4", module=linear
+        ).to(child.weight.device)
         if child.bias is not None:
             linear.bias = nn.Parameter(child.bias.data, requires_grad=False)
         setattr(module, name, linear)
@@ -279,9 +369,17 @@ def wrap_reader(model, tokenizer, *, device, dtype, quant: str, name: str) -> Do
     from docread.weights import Base
 
     preset = replace(resolve_preset(None), name=name, base=name)
-    base = Base(model=model, tokenizer=tokenizer, image_mean=CLIP_MEAN, image_std=CLIP_STD,
-                image_token_id=int(model.config.image_token_id), device=device, dtype=dtype, quant=quant,
-                path=Path(name))
+    base = Base(
+        model=model,
+        tokenizer=tokenizer,
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+        image_token_id=int(model.config.image_token_id),
+        device=device,
+        dtype=dtype,
+        quant=quant,
+        path=Path(name),
+    )
     return assemble(preset, base)
 
 

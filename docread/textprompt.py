@@ -7,25 +7,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-DEFAULT_TEXT_TOKENS = 1024   # most tokens of page text added to a prompt (--text-tokens)
+DEFAULT_TEXT_TOKENS = 1024  # most tokens of page text added to a prompt (--text-tokens)
 REFERENCE_HEAD = "Text found on the page (for reference):"
-CUT_MARK = " [...]"          # ends a page text cut at the token budget, so the model (and reader) see it
+CUT_MARK = " [...]"  # ends a page text cut at the token budget, so the model (and reader) see it
 
 
 class TextPrompt(StrEnum):
-    auto = "auto"   # a PDF's own text layer, in the hires view only
-    on = "on"       # any page text (layer or OCR), any view
-    off = "off"     # the image alone, as before
+    auto = "auto"  # a PDF's own text layer, in the hires view only
+    on = "on"  # any page text (layer or OCR), any view
+    off = "off"  # the image alone, as before
 
 
 @dataclass(frozen=True)
 class Reference:
     """The page text added to one page's prompts, as the records show it."""
 
-    block: str           # the text put before the question
-    source: str          # layer | ocr
-    tokens: int          # tokens of page text kept (the tokenizer's count, special tokens aside)
-    cut: bool            # the page text was longer than the budget and was cut (marked with CUT_MARK)
+    block: str  # the text put before the question
+    source: str  # layer | ocr
+    tokens: int  # tokens of page text kept (the tokenizer's count, special tokens aside)
+    cut: bool  # the page text was longer than the budget and was cut (marked with CUT_MARK)
 
     def to_json(self) -> dict:
         return {"source": self.source, "tokens": self.tokens, "cut": self.cut}

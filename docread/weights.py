@@ -27,8 +27,13 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.txt", "*.jinja"]  # never *.bin / *.pt
 # Kept in half precision (4-bit breaks them). Bare names for transformers < 5, which matches
 # substrings; "model."-prefixed for transformers 5, which matches from the start of the name.
-NOT_QUANTIZED = ["vision_tower", "multi_modal_projector", "lm_head",
-                 "model.vision_tower", "model.multi_modal_projector"]
+NOT_QUANTIZED = [
+    "vision_tower",
+    "multi_modal_projector",
+    "lm_head",
+    "model.vision_tower",
+    "model.multi_modal_projector",
+]
 
 
 class Quant(StrEnum):
@@ -49,15 +54,15 @@ SUPPORTED_TYPES = ("llava", "llava_next")
 class Base:
     """A loaded llava-hf checkpoint and what docread needs to feed it."""
 
-    model: object                            # LlavaForConditionalGeneration / LlavaNextForConditionalGeneration
-    tokenizer: object                        # its fast tokenizer, `<image>` included
-    image_mean: tuple[float, float, float]   # normalisation of its image processor
+    model: object  # LlavaForConditionalGeneration / LlavaNextForConditionalGeneration
+    tokenizer: object  # its fast tokenizer, `<image>` included
+    image_mean: tuple[float, float, float]  # normalisation of its image processor
     image_std: tuple[float, float, float]
-    image_token_id: int                      # the `<image>` placeholder id
-    device: "torch.device"
-    dtype: "torch.dtype"                     # compute dtype of the unquantized parts
-    quant: str                               # "none", "8bit" or "4bit" (auto resolved)
-    path: Path                               # the local folder it was read from
+    image_token_id: int  # the `<image>` placeholder id
+    device: torch.device
+    dtype: torch.dtype  # compute dtype of the unquantized parts
+    quant: str  # "none", "8bit" or "4bit" (auto resolved)
+    path: Path  # the local folder it was read from
     load_report: dict = field(default_factory=dict)  # how it was loaded: seconds per step, qcache hit/written
 
 
@@ -76,19 +81,23 @@ def resolve_weights(base: str, *, offline: bool | None = None) -> Path:
         return local
     looks_like_file = local.suffix.lower() in (".safetensors", ".bin", ".json", ".pt", ".gguf")
     if looks_like_file or base.startswith((".", "/", "~")) or base.count("/") != 1 or " " in base:
-        raise UsageError(f"--model {base!r} is neither a preset, a local llava-hf folder nor a hub id "
-                         "like llava-hf/llava-1.5-7b-hf")
+        raise UsageError(
+            f"--model {base!r} is neither a preset, a local llava-hf folder nor a hub id like llava-hf/llava-1.5-7b-hf"
+        )
     cached = _from_cache(base)
     if cached is not None:
         check_folder(cached, base)
         return cached
-    how = (f"download it where there is a network (`hf download {base}`) and copy the HF cache "
-           f"({_cache_dir()}) here, or pass a local llava-hf folder with --model")
+    how = (
+        f"download it where there is a network (`hf download {base}`) and copy the HF cache "
+        f"({_cache_dir()}) here, or pass a local llava-hf folder with --model"
+    )
     if offline_requested(offline):
         raise DocreadError("weights_missing", f"{base} is not in the HF cache and offline mode is on: {how}")
     if not _hub_reachable():
-        raise DocreadError("hub_unreachable", f"{base} is not in the HF cache and {_endpoint()} cannot be "
-                           f"reached: {how}")
+        raise DocreadError(
+            "hub_unreachable", f"{base} is not in the HF cache and {_endpoint()} cannot be reached: {how}"
+        )
     return _download(base)
 
 
@@ -107,8 +116,11 @@ def check_folder(folder: Path, name: str) -> None:
     if not any(folder.glob("*.safetensors")):
         pickled = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
         if pickled:
-            raise DocreadError("unsafe_weights", f"{name} has only pickle weights ({pickled[0]}); docread loads "
-                               "safetensors only: convert them with transformers' save_pretrained")
+            raise DocreadError(
+                "unsafe_weights",
+                f"{name} has only pickle weights ({pickled[0]}); docread loads "
+                "safetensors only: convert them with transformers' save_pretrained",
+            )
         raise DocreadError("weights_missing", f"{name}: no *.safetensors weights in {folder}")
 
 
@@ -151,17 +163,21 @@ def _download(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
     except GatedRepoError:
-        raise DocreadError("weights_missing", f"{repo_id} is gated: accept its licence on the hub and "
-                           "log in with `hf auth login`") from None
+        raise DocreadError(
+            "weights_missing", f"{repo_id} is gated: accept its licence on the hub and log in with `hf auth login`"
+        ) from None
     except RepositoryNotFoundError:
         raise DocreadError("weights_missing", f"{repo_id} does not exist on the hub: check the name") from None
     except (HfHubHTTPError, OSError) as e:
-        raise DocreadError("hub_unreachable", f"downloading {repo_id} failed ({type(e).__name__}): "
-                           "try again, or pass a local llava-hf folder with --model") from None
+        raise DocreadError(
+            "hub_unreachable",
+            f"downloading {repo_id} failed ({type(e).__name__}): "
+            "try again, or pass a local llava-hf folder with --model",
+        ) from None
 
 
 # -- devices and precision ------------------------------------------------------------------------
-def resolve_device(device: str) -> "torch.device":
+def resolve_device(device: str) -> torch.device:
     import torch
 
     if device == "auto":
@@ -174,8 +190,9 @@ def resolve_device(device: str) -> "torch.device":
         raise UsageError(f"--device {device!r}: choose auto, cpu, cuda or cuda:N")
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise DocreadError("no_cuda", f"--device {device}: no CUDA GPU is visible to this torch build; "
-                               "use --device cpu")
+            raise DocreadError(
+                "no_cuda", f"--device {device}: no CUDA GPU is visible to this torch build; use --device cpu"
+            )
         index = resolved.index or 0
         if index >= torch.cuda.device_count():
             raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
@@ -183,7 +200,7 @@ def resolve_device(device: str) -> "torch.device":
     return resolved
 
 
-def resolve_quant(quant: str, device: "torch.device") -> str:
+def resolve_quant(quant: str, device: torch.device) -> str:
     if quant not in QUANT_CHOICES:
         raise UsageError(f"--quant {quant!r}: choose {', '.join(QUANT_CHOICES)}")
     if quant == "auto":
@@ -191,7 +208,7 @@ def resolve_quant(quant: str, device: "torch.device") -> str:
     return quant
 
 
-def compute_dtype(device: "torch.device") -> "torch.dtype":
+def compute_dtype(device: torch.device) -> torch.dtype:
     """bf16 where the GPU has it, else fp16 on CUDA; fp32 on CPU (half precision is slow there)."""
     import torch
 
@@ -207,8 +224,11 @@ def load_base(base: str, *, device: str = "auto", quant: str = "auto", offline: 
     config = _read_json(folder / "config.json", base)
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_TYPES:
-        raise DocreadError("unsupported_model", f"{base} is a {model_type!r} model; docread reads llava-hf "
-                           "LLaVA-1.5 (llava) and LLaVA-1.6 (llava_next) checkpoints")
+        raise DocreadError(
+            "unsupported_model",
+            f"{base} is a {model_type!r} model; docread reads llava-hf "
+            "LLaVA-1.5 (llava) and LLaVA-1.6 (llava_next) checkpoints",
+        )
     torch_device = resolve_device(device)
     mode = resolve_quant(quant, torch_device)
     dtype = compute_dtype(torch_device)
@@ -218,9 +238,19 @@ def load_base(base: str, *, device: str = "auto", quant: str = "auto", offline: 
     mean, std = _image_statistics(folder)
     image_token_id = getattr(model.config, "image_token_id", None)
     if image_token_id is None:
-        image_token_id = getattr(model.config, "image_token_index")
-    return Base(model=model, tokenizer=tokenizer, image_mean=mean, image_std=std, image_token_id=int(image_token_id),
-                device=torch_device, dtype=dtype, quant=mode, path=folder, load_report=report)
+        image_token_id = model.config.image_token_index
+    return Base(
+        model=model,
+        tokenizer=tokenizer,
+        image_mean=mean,
+        image_std=std,
+        image_token_id=int(image_token_id),
+        device=torch_device,
+        dtype=dtype,
+        quant=mode,
+        path=folder,
+        load_report=report,
+    )
 
 
 def _entry_base(base: str, folder: Path) -> str:
@@ -228,8 +258,16 @@ def _entry_base(base: str, folder: Path) -> str:
     return folder.resolve().name if Path(base).expanduser().is_dir() else base
 
 
-def _load_model(folder: Path, model_type: str, device: "torch.device", mode: str, dtype: "torch.dtype", *,
-                name: str = "", report: dict | None = None):
+def _load_model(
+    folder: Path,
+    model_type: str,
+    device: torch.device,
+    mode: str,
+    dtype: torch.dtype,
+    *,
+    name: str = "",
+    report: dict | None = None,
+):
     """The model, 4-bit ones through docread's quantized cache (`docread.qcache`). `report` gets what
     happened and how long each step took."""
     import transformers
@@ -239,8 +277,10 @@ def _load_model(folder: Path, model_type: str, device: "torch.device", mode: str
     transformers.utils.logging.disable_progress_bar()  # stderr is docread's: no loader bars or notices
     transformers.utils.logging.set_verbosity_error()
 
-    cls = {"llava": transformers.LlavaForConditionalGeneration,
-           "llava_next": transformers.LlavaNextForConditionalGeneration}[model_type]
+    cls = {
+        "llava": transformers.LlavaForConditionalGeneration,
+        "llava_next": transformers.LlavaNextForConditionalGeneration,
+    }[model_type]
     report = {} if report is None else report
     kwargs = dict(dtype=dtype, use_safetensors=True, local_files_only=True)
     if mode != "none":
@@ -267,7 +307,7 @@ def _load_through_cache(cls, folder: Path, kwargs: dict, mode: str, dtype: torch
     entry, why = qcache.lookup(name, key, mode)
     if why is None and qcache.switch() == "refresh":
         why = "refresh asked"
-    report.update(qcache_path=str(entry), qcache_key=key[:qcache.KEY_CHARS])
+    report.update(qcache_path=str(entry), qcache_key=key[: qcache.KEY_CHARS])
     if why is None:
         try:
             model = _from_pretrained(cls, entry, kwargs, mode, report)  # its config.json holds the quant settings
@@ -278,8 +318,9 @@ def _load_through_cache(cls, folder: Path, kwargs: dict, mode: str, dtype: torch
             why = e.message
     if why != "absent":
         qcache.log.warning("rebuilding the quantized copy %s: %s", entry, why)
-    model = _from_pretrained(cls, folder, {**kwargs, "quantization_config": quantization_config(mode, dtype)},
-                             mode, report)
+    model = _from_pretrained(
+        cls, folder, {**kwargs, "quantization_config": quantization_config(mode, dtype)}, mode, report
+    )
     start = time.perf_counter()
     try:  # before any forward pass: on CPU bitsandbytes repacks weights at the first one
         qcache.save(model, entry, key=key, inputs=inputs, base=name)
@@ -296,21 +337,27 @@ def _from_pretrained(cls, folder: Path, kwargs: dict, mode: str, report: dict):
     try:
         model = cls.from_pretrained(folder, **kwargs)
     except ImportError as e:  # bitsandbytes / accelerate missing or too old
-        raise DocreadError("quant_unavailable", f"--quant {mode} needs bitsandbytes: {e}; "
-                           "or run with --quant none") from None
+        raise DocreadError(
+            "quant_unavailable", f"--quant {mode} needs bitsandbytes: {e}; or run with --quant none"
+        ) from None
     except (OSError, ValueError) as e:
         raise DocreadError("corrupt", f"cannot load the weights in {folder}: {_first_line(e)}") from None
     report["from_pretrained_s"] = round(time.perf_counter() - start, 4)
     return model
 
 
-def quantization_config(mode: str, dtype: "torch.dtype"):
+def quantization_config(mode: str, dtype: torch.dtype):
     """NF4 (double-quantized) or int8 for the language model only."""
     from transformers import BitsAndBytesConfig
 
     if mode == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=NOT_QUANTIZED)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+            llm_int8_skip_modules=NOT_QUANTIZED,
+        )
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=NOT_QUANTIZED)
 
 

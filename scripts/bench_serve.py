@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import os
 import socket
 import statistics
@@ -41,14 +40,16 @@ def main() -> None:
         subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=600)
         return time.perf_counter() - start
 
-    cold = statistics.median(timed([*docread, "ask", *common, "--model", args.model, "--device", "cpu"])
-                             for _ in range(3))
+    cold = statistics.median(
+        timed([*docread, "ask", *common, "--model", args.model, "--device", "cpu"]) for _ in range(3)
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([*docread, "serve", "--model", args.model, "--device", "cpu", "--port", str(port),
-                               "--quiet"], env=env)
+    server = subprocess.Popen(
+        [*docread, "serve", "--model", args.model, "--device", "cpu", "--port", str(port), "--quiet"], env=env
+    )
     try:
         for _ in range(600):
             try:
@@ -63,10 +64,18 @@ def main() -> None:
             data = base64.b64encode(f.read()).decode()
         client = openai.OpenAI(base_url=url + "/v1", api_key="-", timeout=600, max_retries=0)
         for clients in (1, 4, 8):
+
             def one(n: int) -> float:
                 # a different question each time: the page is cached, the answer is decoded afresh
-                messages = [{"role": "user", "content": [{"type": "text", "text": f"{QUESTION} ({n})"},
-                             {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}]}]
+                messages = [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": f"{QUESTION} ({n})"},
+                            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}},
+                        ],
+                    }
+                ]
                 start = time.perf_counter()
                 client.chat.completions.create(model="docread", messages=messages, max_tokens=args.max_new_tokens)
                 return time.perf_counter() - start
@@ -76,8 +85,10 @@ def main() -> None:
                 latencies = sorted(pool.map(one, range(args.requests)))
             wall = time.perf_counter() - start
             p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-            print(f"{clients} clients: {args.requests / wall:.2f} req/s, p50 {statistics.median(latencies) * 1000:.0f} ms,"
-                  f" p99 {p99 * 1000:.0f} ms")
+            print(
+                f"{clients} clients: {args.requests / wall:.2f} req/s, "
+                f"p50 {statistics.median(latencies) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+            )
     finally:
         server.terminate()
         server.wait(timeout=60)

@@ -26,12 +26,26 @@ import sys
 import time
 from pathlib import Path
 
-SIZE = 56                              # S: 112 x 112 canvases, 2 x 2 tiles of 56 px
-VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-              image_size=SIZE, patch_size=14, projection_dim=64)  # 4 x 4 patches a view, features of layer 1
-TEXT = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=4, max_position_embeddings=512, initializer_range=0.02)
-VOCAB = 600                            # BPE trained on the benchmark's own text: entity names are 1-3 tokens
+SIZE = 56  # S: 112 x 112 canvases, 2 x 2 tiles of 56 px
+VISION = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=SIZE,
+    patch_size=14,
+    projection_dim=64,
+)  # 4 x 4 patches a view, features of layer 1
+TEXT = dict(
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=512,
+    initializer_range=0.02,
+)
+VOCAB = 600  # BPE trained on the benchmark's own text: entity names are 1-3 tokens
 VARIANTS = {
     "main": [],
     "tiles-sra": ["--no-global-view"],
@@ -62,12 +76,41 @@ def prepare(out: Path, n_train: int, n_test: int) -> tuple[Path, Path, Path]:
     return train, test, model
 
 
-def command(model: Path, train: Path, test: Path, run: Path, steps: int, seed: int, variant: str,
-            batch: int, open_ended: float) -> list[str]:
-    return ["docread", "train", "--model", str(model), "--data", str(train / "questions.jsonl"), "--full",
-            "--tasks", "recognition", "--open-ended", str(open_ended), "-o", str(run), "--max-steps", str(steps),
-            "--batch-size", str(batch), "--lr", "1e-3", "--seed", str(seed), "--device", "cpu", "--log-every", "50",
-            "--save-every", "0", "--eval", str(test / "questions.jsonl"), *VARIANTS[variant]]
+def command(
+    model: Path, train: Path, test: Path, run: Path, steps: int, seed: int, variant: str, batch: int, open_ended: float
+) -> list[str]:
+    return [
+        "docread",
+        "train",
+        "--model",
+        str(model),
+        "--data",
+        str(train / "questions.jsonl"),
+        "--full",
+        "--tasks",
+        "recognition",
+        "--open-ended",
+        str(open_ended),
+        "-o",
+        str(run),
+        "--max-steps",
+        str(steps),
+        "--batch-size",
+        str(batch),
+        "--lr",
+        "1e-3",
+        "--seed",
+        str(seed),
+        "--device",
+        "cpu",
+        "--log-every",
+        "50",
+        "--save-every",
+        "0",
+        "--eval",
+        str(test / "questions.jsonl"),
+        *VARIANTS[variant],
+    ]
 
 
 def _center_edge(result, task: str) -> dict:
@@ -77,8 +120,12 @@ def _center_edge(result, task: str) -> dict:
     cells = result.per_task_cell[task]
     center = sum(cells[str(c)] for c in CENTER_CELLS) / len(CENTER_CELLS)
     edge = sum(cells[str(c)] for c in EDGE_CELLS) / len(EDGE_CELLS)
-    return {"accuracy": result.per_task[task], "accuracy_center": center, "accuracy_edge": edge,
-            "discrepancy": center - edge}
+    return {
+        "accuracy": result.per_task[task],
+        "accuracy_center": center,
+        "accuracy_edge": edge,
+        "discrepancy": center - edge,
+    }
 
 
 def name_predictions(model: Path, run: Path, test: Path, global_view: bool) -> dict[str, str]:
@@ -106,10 +153,18 @@ def scores(model: Path, test: Path, run: Path, global_view: bool) -> dict:
     letters = {r["id"]: r["prediction"] for r in map(json.loads, lines)}
     by_letter = score(questions, letters)
     by_name = score(recognition, name_predictions(model, run, test, global_view))
-    return {"names": _center_edge(by_name, "recognition"), "letters": _center_edge(by_letter, "recognition"),
-            "letters_all_tasks": {"accuracy": by_letter.accuracy, "accuracy_center": by_letter.accuracy_center,
-                                  "accuracy_edge": by_letter.accuracy_edge, "discrepancy": by_letter.discrepancy},
-            "n_recognition": len(recognition), "n": len(questions)}
+    return {
+        "names": _center_edge(by_name, "recognition"),
+        "letters": _center_edge(by_letter, "recognition"),
+        "letters_all_tasks": {
+            "accuracy": by_letter.accuracy,
+            "accuracy_center": by_letter.accuracy_center,
+            "accuracy_edge": by_letter.accuracy_edge,
+            "discrepancy": by_letter.discrepancy,
+        },
+        "n_recognition": len(recognition),
+        "n": len(questions),
+    }
 
 
 def main() -> None:
@@ -137,8 +192,13 @@ def main() -> None:
             began = time.perf_counter()
             subprocess.run([sys.executable, "-m", *cmd[:1], *cmd[1:]], env=env, check=True)
             minutes = round((time.perf_counter() - began) / 60, 2)
-            record = {"variant": variant, "seed": seed, "steps": args.steps, "train_minutes": minutes,
-                      **scores(model, test, run, global_view="--no-global-view" not in VARIANTS[variant])}
+            record = {
+                "variant": variant,
+                "seed": seed,
+                "steps": args.steps,
+                "train_minutes": minutes,
+                **scores(model, test, run, global_view="--no-global-view" not in VARIANTS[variant]),
+            }
             print(json.dumps(record), flush=True)
             with open(results_file, "a", encoding="utf-8") as file:
                 file.write(json.dumps(record) + "\n")

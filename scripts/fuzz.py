@@ -23,7 +23,7 @@ import fuzzkit  # noqa: E402
 from docread.intake import Limits  # noqa: E402
 
 LIMITS = Limits(max_pixels=4_000_000, timeout_s=10)  # as in tests/test_fuzz.py
-SLOW_S = 2.0                                          # files slower than this are listed
+SLOW_S = 2.0  # files slower than this are listed
 
 
 def main(argv: list[str] | None = None) -> int:

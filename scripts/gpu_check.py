@@ -25,8 +25,8 @@ from importlib import metadata
 from pathlib import Path
 
 PY = sys.executable
-MIN_STEP_S = 20          # a step given less time than this is skipped as out of time
-TAIL_LINES = 15          # of a failed step's output, kept in the report
+MIN_STEP_S = 20  # a step given less time than this is skipped as out of time
+TAIL_LINES = 15  # of a failed step's output, kept in the report
 NO_PYMUPDF = """
 import builtins, sys
 real = builtins.__import__
@@ -60,8 +60,17 @@ print('{"pymupdf_imported": false, "image_pages_read": true, "speed_pages": "' +
 
 def versions() -> dict:
     found = {"python": platform.python_version()}
-    for package in ("docread", "torch", "transformers", "bitsandbytes", "accelerate", "peft", "safetensors",
-                    "pymupdf", "pillow"):
+    for package in (
+        "docread",
+        "torch",
+        "transformers",
+        "bitsandbytes",
+        "accelerate",
+        "peft",
+        "safetensors",
+        "pymupdf",
+        "pillow",
+    ):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -75,8 +84,13 @@ def cuda_facts() -> dict:
     if not torch.cuda.is_available():
         return {"cuda": False, "gpu": None, "torch_cuda": torch.version.cuda}
     props = torch.cuda.get_device_properties(0)
-    return {"cuda": True, "gpu": torch.cuda.get_device_name(0), "gpu_memory_gib": round(props.total_memory / 2**30, 1),
-            "torch_cuda": torch.version.cuda, "bf16": torch.cuda.is_bf16_supported()}
+    return {
+        "cuda": True,
+        "gpu": torch.cuda.get_device_name(0),
+        "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+        "torch_cuda": torch.version.cuda,
+        "bf16": torch.cuda.is_bf16_supported(),
+    }
 
 
 def last_json(text: str) -> dict | None:
@@ -100,8 +114,9 @@ class Check:
         self.steps.append({"name": name, "status": "skipped", "reason": reason})
         self.say(f"{name}: skipped ({reason})")
 
-    def run(self, name: str, command: list[str], limit_s: float, *, needs_cuda: bool = True,
-            numbers=None) -> dict | None:
+    def run(
+        self, name: str, command: list[str], limit_s: float, *, needs_cuda: bool = True, numbers=None
+    ) -> dict | None:
         if needs_cuda and not self.cuda:
             self.skip(name, "no CUDA: torch.cuda.is_available() is False on this machine")
             return None
@@ -131,8 +146,10 @@ class Check:
         if status != "ok":
             record["tail"] = (out + err).strip().splitlines()[-TAIL_LINES:]
         self.steps.append(record)
-        self.say(f"{name}: {status} in {record['seconds']} s" + (f" {json.dumps(record.get('numbers'))}"
-                                                                   if record.get("numbers") else ""))
+        self.say(
+            f"{name}: {status} in {record['seconds']} s"
+            + (f" {json.dumps(record.get('numbers'))}" if record.get("numbers") else "")
+        )
         return parsed
 
 
@@ -144,20 +161,40 @@ def pytest_numbers(_, text: str) -> dict:
 
 def speed_numbers(result: dict, _) -> dict:
     ours, theirs = result["docread"], result["baseline"]
-    return {"device_name": result["device_name"], "quantization": result["quantization"],
-            "ttft_ms": ours["stages_ms"]["ttft"], "baseline_ttft_ms": theirs["stages_ms"]["ttft"],
-            "followup_ttft_ms": ours["stages_ms"]["followup_ttft"], "vision_ms": ours["stages_ms"]["vision"],
-            "decode_ms_per_token": ours["decode_ms_per_token"], "fast_ms_per_token": ours["fast"].get("ms_per_token"),
-            "fast_same_tokens": ours["fast"].get("same_tokens"), "fast_speedup": ours["fast"].get("speedup_vs_plain"),
-            "baseline_decode_ms_per_token": theirs["decode_ms_per_token"], "peak_memory_mb": ours["peak_memory_mb"],
-            "baseline_peak_memory_mb": theirs["peak_memory_mb"], "views": ours["views"]}
+    return {
+        "device_name": result["device_name"],
+        "quantization": result["quantization"],
+        "ttft_ms": ours["stages_ms"]["ttft"],
+        "baseline_ttft_ms": theirs["stages_ms"]["ttft"],
+        "followup_ttft_ms": ours["stages_ms"]["followup_ttft"],
+        "vision_ms": ours["stages_ms"]["vision"],
+        "decode_ms_per_token": ours["decode_ms_per_token"],
+        "fast_ms_per_token": ours["fast"].get("ms_per_token"),
+        "fast_same_tokens": ours["fast"].get("same_tokens"),
+        "fast_speedup": ours["fast"].get("speedup_vs_plain"),
+        "baseline_decode_ms_per_token": theirs["decode_ms_per_token"],
+        "peak_memory_mb": ours["peak_memory_mb"],
+        "baseline_peak_memory_mb": theirs["peak_memory_mb"],
+        "views": ours["views"],
+    }
 
 
 def load_numbers(result: dict, _) -> dict:
-    keys = ("import_torch_s", "import_transformers_s", "read_weights_s", "quantize_s", "save_s", "ready_s",
-            "first_token_s", "total_s", "qcache", "peak_cuda_mb")
+    keys = (
+        "import_torch_s",
+        "import_transformers_s",
+        "read_weights_s",
+        "quantize_s",
+        "save_s",
+        "ready_s",
+        "first_token_s",
+        "total_s",
+        "qcache",
+        "peak_cuda_mb",
+    )
     return {run["run"]: {k: run.get(k) for k in keys} for run in result["runs"]} | {
-        "cached_vs_first": result["cached_vs_first"]}
+        "cached_vs_first": result["cached_vs_first"]
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,41 +206,109 @@ def main(argv: list[str] | None = None) -> int:
     facts = cuda_facts()
     check = Check(args.deadline or started + 480, facts["cuda"])
     if not facts["cuda"]:
-        check.say("dry run: no CUDA GPU here; every CUDA step is skipped, the report says \"cuda\": false")
+        check.say('dry run: no CUDA GPU here; every CUDA step is skipped, the report says "cuda": false')
     work = Path(tempfile.mkdtemp(prefix="docread-gpu-check-"))
     quant = "4bit" if importlib.util.find_spec("bitsandbytes") else "none"
     if quant == "none":
         check.say("bitsandbytes is not installed (no wheel in .whl/?): the real-shape steps run unquantized (bf16)")
-    check.run("docread_without_pymupdf", [PY, "-c", NO_PYMUPDF, str(work / "page.png")], 120, needs_cuda=False,
-              numbers=lambda parsed, _: parsed)
-    check.run("pytest_cuda", [PY, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:warnings", "-p", "no:cacheprovider",
-                              "tests/test_gpu.py", "tests/test_speed.py"], 180, numbers=pytest_numbers)
-    speed = [PY, "-m", "docread", "bench", "speed", "--synthetic", "real", "--pages", "1", "--questions", "2",
-             "--repeats", "2", "--quant", quant, "--json"]
+    check.run(
+        "docread_without_pymupdf",
+        [PY, "-c", NO_PYMUPDF, str(work / "page.png")],
+        120,
+        needs_cuda=False,
+        numbers=lambda parsed, _: parsed,
+    )
+    check.run(
+        "pytest_cuda",
+        [
+            PY,
+            "-m",
+            "pytest",
+            "-m",
+            "cuda",
+            "-q",
+            "-p",
+            "no:warnings",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_gpu.py",
+            "tests/test_speed.py",
+        ],
+        180,
+        numbers=pytest_numbers,
+    )
+    speed = [
+        PY,
+        "-m",
+        "docread",
+        "bench",
+        "speed",
+        "--synthetic",
+        "real",
+        "--pages",
+        "1",
+        "--questions",
+        "2",
+        "--repeats",
+        "2",
+        "--quant",
+        quant,
+        "--json",
+    ]
     check.run("bench_speed_real", speed, 150, numbers=speed_numbers)
-    helps = subprocess.run([PY, "-m", "docread", "bench", "speed", "--help"], capture_output=True,
-                           text=True).stdout if facts["cuda"] else ""
+    helps = (
+        subprocess.run([PY, "-m", "docread", "bench", "speed", "--help"], capture_output=True, text=True).stdout
+        if facts["cuda"]
+        else ""
+    )
     if "--fast" in helps or not facts["cuda"]:
         check.run("bench_speed_real_fast", [*speed, "--fast"], 150, numbers=speed_numbers)
     else:
-        check.skip("bench_speed_real_fast", "`bench speed` has no --fast: its report already times the fast "
-                   "decoder beside the plain one (fast_ms_per_token, fast_same_tokens above)")
-    check.run("train_stage2_real", [PY, "scripts/gpu_train_real.py", "--steps", "2", "--quant", quant], 180,
-              numbers=lambda parsed, _: {k: parsed[k] for k in ("s_per_step", "step_s", "peak_mb", "model_mb",
-                                                                "build_s", "losses", "trainable_params")})
+        check.skip(
+            "bench_speed_real_fast",
+            "`bench speed` has no --fast: its report already times the fast "
+            "decoder beside the plain one (fast_ms_per_token, fast_same_tokens above)",
+        )
+    check.run(
+        "train_stage2_real",
+        [PY, "scripts/gpu_train_real.py", "--steps", "2", "--quant", quant],
+        180,
+        numbers=lambda parsed, _: {
+            k: parsed[k]
+            for k in ("s_per_step", "step_s", "peak_mb", "model_mb", "build_s", "losses", "trainable_params")
+        },
+    )
     tiny = work / "tiny-llava-next"
     if facts["cuda"]:
-        subprocess.run([PY, "-c", "import sys; from docread.testing import build_tiny_llava; "
-                        "build_tiny_llava(sys.argv[1], kind='llava_next', seed=0)", str(tiny)], capture_output=True)
+        subprocess.run(
+            [
+                PY,
+                "-c",
+                "import sys; from docread.testing import build_tiny_llava; "
+                "build_tiny_llava(sys.argv[1], kind='llava_next', seed=0)",
+                str(tiny),
+            ],
+            capture_output=True,
+        )
     load = [PY, "-m", "docread", "bench", "load", "--model", str(tiny), "--device", "cuda", "--quant", quant, "--json"]
     check.run(f"bench_load_tiny_{quant}", load, 120, numbers=load_numbers)
     shutil.rmtree(work, ignore_errors=True)
     failed = [s["name"] for s in check.steps if s["status"] in ("failed", "timeout")]
-    report = {"check": "gpu", "issue": 16, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              **facts, "dry_run": not facts["cuda"], "host": platform.node(), "cpu_count": os.cpu_count(),
-              "install": os.environ.get("GPU_CHECK_INSTALL_NOTE", "not installed by .ci/gpu"),
-              "quant": quant, "versions": versions(), "seconds": round(time.time() - started, 1), "failed": failed,
-              "steps": check.steps}
+    report = {
+        "check": "gpu",
+        "issue": 16,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        **facts,
+        "dry_run": not facts["cuda"],
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "install": os.environ.get("GPU_CHECK_INSTALL_NOTE", "not installed by .ci/gpu"),
+        "quant": quant,
+        "versions": versions(),
+        "seconds": round(time.time() - started, 1),
+        "failed": failed,
+        "steps": check.steps,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     check.say(f"report: {args.out} ({len(check.steps)} steps, {len(failed)} failed)")

@@ -26,15 +26,21 @@ def write_data(folder: Path, count: int = 4) -> Path:
     records = []
     for i in range(count):
         Image.fromarray(rng.integers(0, 256, (1100, 850, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-        records.append({"id": f"s{i}", "image": f"{i}.png", "conversations": [
-            {"from": "human", "value": f"<image>\n{QUESTIONS[i % len(QUESTIONS)]}"},
-            {"from": "gpt", "value": f"The answer is {i}.00 dollars."}]})
+        records.append(
+            {
+                "id": f"s{i}",
+                "image": f"{i}.png",
+                "conversations": [
+                    {"from": "human", "value": f"<image>\n{QUESTIONS[i % len(QUESTIONS)]}"},
+                    {"from": "gpt", "value": f"The answer is {i}.00 dollars."},
+                ],
+            }
+        )
     (folder / "train.json").write_text(json.dumps(records))
     return folder / "train.json"
 
 
-def measure(steps: int, shapes: str, device: str, batch_size: int, max_slices: int | None,
-            quant: str = "4bit") -> dict:
+def measure(steps: int, shapes: str, device: str, batch_size: int, max_slices: int | None, quant: str = "4bit") -> dict:
     import torch
 
     import docread
@@ -51,8 +57,18 @@ def measure(steps: int, shapes: str, device: str, batch_size: int, max_slices: i
     docread.load = lambda *args, **kwargs: reader  # train's prepare() loads through docread.load: the in-memory model
     with tempfile.TemporaryDirectory(prefix="docread-train-real-") as folder:
         data = write_data(Path(folder))
-        config = TrainConfig(model=reader.name, data=data, output=Path(folder) / "out", stage=2, max_steps=steps,
-                             batch_size=batch_size, max_slices=max_slices, device=device, quant=quant, log_every=1)
+        config = TrainConfig(
+            model=reader.name,
+            data=data,
+            output=Path(folder) / "out",
+            stage=2,
+            max_steps=steps,
+            batch_size=batch_size,
+            max_slices=max_slices,
+            device=device,
+            quant=quant,
+            log_every=1,
+        )
         run = start(config)
         if cuda:
             torch.cuda.synchronize()
@@ -67,14 +83,24 @@ def measure(steps: int, shapes: str, device: str, batch_size: int, max_slices: i
                 losses.append(event.loss)
                 last = now
     timed = times[1:] or times  # the first step also warms up kernels and allocator
-    return {"script": "gpu_train_real", "shapes": shapes, "device": device, "quant": quant, "stage": 2,
-            "steps": steps,
-            "batch_size": batch_size, "max_slices": max_slices, "build_s": round(build_s, 2), "step_s": times,
-            "s_per_step": round(sum(timed) / len(timed), 3), "losses": losses,
-            "model_mb": round(model_mb, 1) if model_mb is not None else None,
-            "peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
-            "device_name": torch.cuda.get_device_name() if cuda else "cpu",
-            "trainable_params": sum(p.numel() for p in run.trainable)}
+    return {
+        "script": "gpu_train_real",
+        "shapes": shapes,
+        "device": device,
+        "quant": quant,
+        "stage": 2,
+        "steps": steps,
+        "batch_size": batch_size,
+        "max_slices": max_slices,
+        "build_s": round(build_s, 2),
+        "step_s": times,
+        "s_per_step": round(sum(timed) / len(timed), 3),
+        "losses": losses,
+        "model_mb": round(model_mb, 1) if model_mb is not None else None,
+        "peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
+        "device_name": torch.cuda.get_device_name() if cuda else "cpu",
+        "trainable_params": sum(p.numel() for p in run.trainable),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

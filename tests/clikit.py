@@ -40,8 +40,12 @@ def docread(*args, input: str | bytes | None = None, env: dict[str, str] | None 
     """Run `docread *args`; `env` adds to the environment for the run only (as the subprocess's env did)."""
     saved = dict(os.environ)  # a command may set variables for its process (--offline, --debug): not for later tests
     try:
-        result = CliRunner().invoke(_EntryPoint(), [str(a) for a in args], input=input,
-                                    env={"HF_HUB_OFFLINE": "1", "NO_COLOR": "1", **(env or {})})
+        result = CliRunner().invoke(
+            _EntryPoint(),
+            [str(a) for a in args],
+            input=input,
+            env={"HF_HUB_OFFLINE": "1", "NO_COLOR": "1", **(env or {})},
+        )
     finally:
         os.environ.clear()
         os.environ.update(saved)

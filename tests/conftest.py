@@ -80,5 +80,23 @@ def speed_run():
     import sys
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1")
-    return subprocess.run([sys.executable, "-m", "docread", "bench", "speed", "--synthetic", "tiny", "--pages", "1",
-                           "--questions", "2", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "docread",
+            "bench",
+            "speed",
+            "--synthetic",
+            "tiny",
+            "--pages",
+            "1",
+            "--questions",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )

@@ -14,8 +14,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-KNOWN_CODES = {"corrupt", "truncated", "unreadable", "too_large", "damaged_page", "unsupported", "empty",
-               "no_pages", "bad_pages", "extreme_aspect", "encrypted", "timeout"}
+KNOWN_CODES = {
+    "corrupt",
+    "truncated",
+    "unreadable",
+    "too_large",
+    "damaged_page",
+    "unsupported",
+    "empty",
+    "no_pages",
+    "bad_pages",
+    "extreme_aspect",
+    "encrypted",
+    "timeout",
+}
 TTF_CANDIDATES = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/Library/Fonts/Arial.ttf")
 RENDER_SIDE = 48  # pages are rendered this wide: enough to run every decoder, cheap enough for thousands
 
@@ -73,8 +85,9 @@ def _image(mode: str, size: tuple[int, int], fmt: str, frames: int = 1, **save) 
     if mode == "I;16":
         images = [Image.fromarray(rng.integers(0, 65535, size[::-1], dtype=np.uint16))]
     else:
-        images = [Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).convert(mode)
-                  for _ in range(frames)]
+        images = [
+            Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).convert(mode) for _ in range(frames)
+        ]
     buffer = io.BytesIO()
     extra = {"save_all": True, "append_images": images[1:]} if frames > 1 else {}
     images[0].save(buffer, fmt, **extra, **save)
@@ -130,7 +143,7 @@ def set_bytes(rng: random.Random, data: bytes, others: list[bytes]) -> bytes:
 
 def splice(rng: random.Random, data: bytes, others: list[bytes]) -> bytes:
     other = rng.choice(others)
-    return data[: _cut(rng, data)] + other[rng.randrange(len(other)):]
+    return data[: _cut(rng, data)] + other[rng.randrange(len(other)) :]
 
 
 MUTATORS = (truncate, flip_bits, set_bytes, splice)

@@ -57,8 +57,9 @@ def test_a_folder_gets_peft_files_that_peft_itself_loads(tiny_llava, trained, tm
     from transformers import LlavaForConditionalGeneration
 
     reader, config = trained
-    path = save_adapter(tmp_path / "adapter", reader.hires.modules, reader.base.model, lora_config=config,
-                        base_model=str(tiny_llava))
+    path = save_adapter(
+        tmp_path / "adapter", reader.hires.modules, reader.base.model, lora_config=config, base_model=str(tiny_llava)
+    )
     assert path == tmp_path / "adapter" / ADAPTER_FILE
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([ADAPTER_FILE, PEFT_CONFIG, PEFT_WEIGHTS])
     saved = json.loads((path.parent / PEFT_CONFIG).read_text())
@@ -83,8 +84,9 @@ def test_both_layouts_reload_to_the_same_model(tiny_llava, trained, tmp_path):
     expected = logits(reader.base.model)
     (tmp_path / "single").mkdir()
     folder = save_adapter(tmp_path / "peft", reader.hires.modules, reader.base.model, lora_config=config).parent
-    single = save_adapter(tmp_path / "single" / ADAPTER_FILE, reader.hires.modules, reader.base.model,
-                          lora_config=config)  # the layout every adapter had before peft's files
+    single = save_adapter(
+        tmp_path / "single" / ADAPTER_FILE, reader.hires.modules, reader.base.model, lora_config=config
+    )  # the layout every adapter had before peft's files
     assert sorted(p.name for p in single.parent.iterdir()) == [ADAPTER_FILE]
     names = {a: set(adapter_contents(a)[1]) for a in (folder, single.parent)}
     assert names[folder] == names[single.parent] and any(n.startswith("lora.") for n in names[folder])
@@ -92,8 +94,9 @@ def test_both_layouts_reload_to_the_same_model(tiny_llava, trained, tmp_path):
         again = docread.load(str(tiny_llava), device="cpu", quant="none", adapter=adapter)
         assert lora_of(again.base.model).keys() == lora_of(reader.base.model).keys()
         assert torch.allclose(logits(again.base.model), expected, atol=1e-6), adapter
-        for (name, a), (_, b) in zip(reader.hires.modules.state_dict().items(),
-                                     again.hires.modules.state_dict().items()):
+        for (name, a), (_, b) in zip(
+            reader.hires.modules.state_dict().items(), again.hires.modules.state_dict().items()
+        ):
             assert torch.equal(a, b), name
 
 

@@ -11,15 +11,45 @@ import sys
 import pytest
 
 pytest.importorskip("bitsandbytes")
-PHASES = ("interpreter_s", "import_torch_s", "import_transformers_s", "import_bitsandbytes_s", "read_weights_s",
-          "quantize_s", "to_device_s", "save_s", "wire_up_s", "load_s", "ready_s", "first_token_s", "total_s")
+PHASES = (
+    "interpreter_s",
+    "import_torch_s",
+    "import_transformers_s",
+    "import_bitsandbytes_s",
+    "read_weights_s",
+    "quantize_s",
+    "to_device_s",
+    "save_s",
+    "wire_up_s",
+    "load_s",
+    "ready_s",
+    "first_token_s",
+    "total_s",
+)
 
 
 def test_bench_load_reports_every_phase_and_uses_the_quantized_copy(tiny_llava, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", DOCREAD_CACHE=str(tmp_path / "cache"))
-    run = subprocess.run([sys.executable, "-m", "docread", "bench", "load", "--model", str(tiny_llava),
-                          "--device", "cpu", "--quant", "4bit", "--json"], capture_output=True, text=True, env=env,
-                         timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "docread",
+            "bench",
+            "load",
+            "--model",
+            str(tiny_llava),
+            "--device",
+            "cpu",
+            "--quant",
+            "4bit",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["benchmark"] == "load" and result["device"] == "cpu" and result["quant"] == "4bit"
@@ -37,6 +67,23 @@ def test_bench_load_reports_every_phase_and_uses_the_quantized_copy(tiny_llava, 
 
 def test_bench_load_names_a_missing_model(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", DOCREAD_CACHE=str(tmp_path / "cache"))
-    run = subprocess.run([sys.executable, "-m", "docread", "bench", "load", "--model", str(tmp_path / "absent"),
-                          "--device", "cpu", "--runs", "1"], capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "docread",
+            "bench",
+            "load",
+            "--model",
+            str(tmp_path / "absent"),
+            "--device",
+            "cpu",
+            "--runs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode != 0 and "absent" in run.stderr and "Traceback" not in run.stderr

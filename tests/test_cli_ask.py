@@ -29,22 +29,40 @@ def test_ask_json_gives_transformers_greedy_answer(tiny_llava, square_png):
 
     processor = AutoProcessor.from_pretrained(tiny_llava)
     model = LlavaForConditionalGeneration.from_pretrained(tiny_llava, dtype=torch.float32).eval()
-    inputs = processor(images=Image.open(square_png).convert("RGB"), text=f"USER: <image>\n{QUESTION} ASSISTANT:",
-                       return_tensors="pt")
+    inputs = processor(
+        images=Image.open(square_png).convert("RGB"), text=f"USER: <image>\n{QUESTION} ASSISTANT:", return_tensors="pt"
+    )
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
-    expected = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    expected = processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
-    run = docread("ask", square_png, QUESTION, "--model", tiny_llava, "--max-slices", 0, "--max-new-tokens", 12,
-                  "--device", "cpu", "--json")
+    run = docread(
+        "ask",
+        square_png,
+        QUESTION,
+        "--model",
+        tiny_llava,
+        "--max-slices",
+        0,
+        "--max-new-tokens",
+        12,
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert len(lines) == 1  # one JSON object, nothing streamed around it
     record = json.loads(lines[0])
     assert record["answer"] == expected and expected
     assert {"answer", "file", "page", "model", "rows", "cols", "visual_tokens"} <= record.keys()
-    assert (record["file"], record["page"], record["rows"], record["cols"], record["visual_tokens"]) == \
-        (str(square_png), 1, 0, 0, 64)
+    assert (record["file"], record["page"], record["rows"], record["cols"], record["visual_tokens"]) == (
+        str(square_png),
+        1,
+        0,
+        0,
+        64,
+    )
 
 
 def test_ask_streams_a_pdf_page_and_reports_on_stderr(tiny_llava, tmp_path):
@@ -55,8 +73,9 @@ def test_ask_streams_a_pdf_page_and_reports_on_stderr(tiny_llava, tmp_path):
     for text in ("first page", "second page: total 12.50"):
         doc.new_page(width=612, height=792).insert_text((72, 72), text, fontsize=14)
     doc.save(pdf)
-    run = docread("ask", pdf, "What is the total?", "--model", tiny_llava, "--pages", 2, "--max-new-tokens", 5,
-                  "--max-slices", 4)
+    run = docread(
+        "ask", pdf, "What is the total?", "--model", tiny_llava, "--pages", 2, "--max-new-tokens", 5, "--max-slices", 4
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.endswith("\n") and run.stdout.strip()  # the streamed answer, then a newline
     assert "page 2" in run.stderr and "2x2 tiles" in run.stderr

@@ -30,14 +30,21 @@ def test_help_version_and_inspect_never_import_torch(tmp_path):
     pdf = letter_pdf(tmp_path / "letter.pdf")
     # fresh interpreters: what a start imports is only visible in a process of its own
     for args in (["--help"], ["inspect", "--help"], ["inspect", str(pdf), "--json"], ["bench", "--help"]):
-        code = ("import sys\nfrom docread.cli import app\n"
-                f"try:\n    app({args!r})\nexcept SystemExit:\n    pass\n"
-                "print('torch' in sys.modules, 'transformers' in sys.modules)")
+        code = (
+            "import sys\nfrom docread.cli import app\n"
+            f"try:\n    app({args!r})\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'transformers' in sys.modules)"
+        )
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert run.stdout.strip().splitlines()[-1] == "False False", args
     # `python -m docread` itself, once, in a real process
-    version = subprocess.run([sys.executable, "-m", "docread", "--version"], capture_output=True, text=True,
-                             env=dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1"), timeout=120)
+    version = subprocess.run(
+        [sys.executable, "-m", "docread", "--version"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1"),
+        timeout=120,
+    )
     assert version.returncode == 0 and version.stdout.startswith("docread ")
 
 
@@ -52,7 +59,12 @@ def test_inspect_json_for_a_letter_page_and_an_image(tmp_path):
     assert (first["page"], first["rows"], first["cols"], first["tiles"]) == (1, 4, 3, 12)
     assert (first["width"], first["height"]) == (1008, 1304) and first["visual_tokens"] == 576 + 12 * 144
     assert first["dpi"] == 118.6
-    assert (second["rows"], second["cols"], second["tiles"], second["dpi"]) == (2, 6, 12, None)  # ceil(500/336), ceil(2000/336)
+    assert (second["rows"], second["cols"], second["tiles"], second["dpi"]) == (
+        2,
+        6,
+        12,
+        None,
+    )  # ceil(500/336), ceil(2000/336)
 
 
 def test_inspect_table_and_max_slices_zero(tmp_path):
@@ -115,8 +127,9 @@ def test_stdin_and_folder(tmp_path):
     assert json.loads(run.stdout.splitlines()[0])["tiles"] == 4  # 2S x 2S: exactly 2x2
     data = png.read_bytes()
     # a real process: the image's bytes reach `inspect -` through an actual pipe on stdin
-    run = subprocess.run([sys.executable, "-m", "docread", "inspect", "-", "--json"], input=data,
-                         capture_output=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "docread", "inspect", "-", "--json"], input=data, capture_output=True, timeout=60
+    )
     assert run.returncode == 0 and json.loads(run.stdout)["file"] == "-"
 
 
@@ -128,13 +141,34 @@ def test_an_installed_wheel_finds_its_presets(tmp_path):
     # real processes: pip builds the wheel, and a fresh interpreter imports only the unpacked wheel
 
     root = Path(__file__).resolve().parent.parent
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path / "dist"), str(root)], capture_output=True, text=True, timeout=300)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode == 0, build.stderr
     (wheel,) = (tmp_path / "dist").glob("docread-*.whl")
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     code = "from docread.presets import list_presets; print(sorted(p.name for p in list_presets()))"
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                         env=dict(os.environ, PYTHONPATH=str(tmp_path / "site")))
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(tmp_path / "site")),
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "['llava-1.5-7b', 'llava-1.6-vicuna-7b']"

@@ -39,14 +39,36 @@ def folder(tmp_path_factory):
 
 
 def test_ask_several_questions_several_pages_json(tiny_llava, folder):
-    run = docread_cli("ask", folder / "a.pdf", "What is the total?", 'Say "hi"', "--model", tiny_llava,
-                      "--max-new-tokens", 4, "--max-slices", 4, "--json")
+    run = docread_cli(
+        "ask",
+        folder / "a.pdf",
+        "What is the total?",
+        'Say "hi"',
+        "--model",
+        tiny_llava,
+        "--max-new-tokens",
+        4,
+        "--max-slices",
+        4,
+        "--json",
+    )
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in run.stdout.splitlines()]
     assert [r["question"] for r in records] == ["What is the total?", 'Say "hi"']
     for record in records:
-        assert {"file", "question", "answer", "page", "score", "pages", "model", "rows", "cols", "visual_tokens",
-                "timing_ms"} <= record.keys()
+        assert {
+            "file",
+            "question",
+            "answer",
+            "page",
+            "score",
+            "pages",
+            "model",
+            "rows",
+            "cols",
+            "visual_tokens",
+            "timing_ms",
+        } <= record.keys()
         assert [p["page"] for p in record["pages"]] == [1, 2]
         best = max(record["pages"], key=lambda p: p["score"])
         assert (record["page"], record["answer"], record["score"]) == (best["page"], best["answer"], best["score"])
@@ -57,8 +79,19 @@ def test_ask_several_questions_several_pages_json(tiny_llava, folder):
 
 
 def test_ask_plain_multi_page_prints_best_answer_and_page(tiny_llava, folder):
-    run = docread_cli("ask", folder / "a.pdf", "What is the total?", "--model", tiny_llava, "--max-new-tokens", 3,
-                      "--max-slices", 1, "--task", "chart")
+    run = docread_cli(
+        "ask",
+        folder / "a.pdf",
+        "What is the total?",
+        "--model",
+        tiny_llava,
+        "--max-new-tokens",
+        3,
+        "--max-slices",
+        1,
+        "--task",
+        "chart",
+    )
     assert run.returncode == 0, run.stderr
     assert len(run.stdout.splitlines()) == 1
     assert "best of 2" in run.stderr and "score" in run.stderr
@@ -76,15 +109,18 @@ def test_ask_json_stays_valid_with_quotes_and_newlines(tiny_llava, folder, monke
     nasty = 'He said "total: 12"\\ and\nthen\t{left}'
     monkeypatch.setattr(TextStream, "text", lambda self: nasty)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    result = CliRunner().invoke(app, ["ask", str(folder / "b.png"), "q?", "--model", str(tiny_llava),
-                                      "--max-new-tokens", "2", "--json"])
+    result = CliRunner().invoke(
+        app, ["ask", str(folder / "b.png"), "q?", "--model", str(tiny_llava), "--max-new-tokens", "2", "--json"]
+    )
     assert result.exit_code == 0, result.output
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert json.loads(line)["answer"] == nasty.strip()
 
 
 def test_ocr_json_lines_per_page(tiny_llava, folder):
-    run = docread_cli("ocr", folder / "a.pdf", "--model", tiny_llava, "--max-new-tokens", 5, "--max-slices", 1, "--json")
+    run = docread_cli(
+        "ocr", folder / "a.pdf", "--model", tiny_llava, "--max-new-tokens", 5, "--max-slices", 1, "--json"
+    )
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in run.stdout.splitlines()]
     assert [(r["file"], r["page"]) for r in records] == [(str(folder / "a.pdf"), 1), (str(folder / "a.pdf"), 2)]
@@ -99,24 +135,53 @@ def write_questions(path):
 def test_batch_records_for_a_folder_with_a_corrupt_file(tiny_llava, folder, tmp_path):
     out = tmp_path / "out.jsonl"
     questions = write_questions(tmp_path / "q.txt")
-    run = docread_cli("batch", folder, "--question-file", questions, "-o", out, "--model", tiny_llava,
-                      "--max-new-tokens", 3, "--max-slices", 1)
+    run = docread_cli(
+        "batch",
+        folder,
+        "--question-file",
+        questions,
+        "-o",
+        out,
+        "--model",
+        tiny_llava,
+        "--max-new-tokens",
+        3,
+        "--max-slices",
+        1,
+    )
     assert run.returncode == 1  # the corrupt file failed, the rest went on
     records = [json.loads(line) for line in out.read_text().splitlines()]
     got = [(os.path.basename(r["file"]), r["page"], r["question"], r["status"]) for r in records]
     assert got == [
-        ("a.pdf", 1, "What is the total?", "ok"), ("a.pdf", 1, "Who signed it?", "ok"),
-        ("a.pdf", 2, "What is the total?", "ok"), ("a.pdf", 2, "Who signed it?", "ok"),
-        ("b.png", 1, "What is the total?", "ok"), ("b.png", 1, "Who signed it?", "ok"),
-        ("c.pdf", None, "What is the total?", "error"), ("c.pdf", None, "Who signed it?", "error"),
+        ("a.pdf", 1, "What is the total?", "ok"),
+        ("a.pdf", 1, "Who signed it?", "ok"),
+        ("a.pdf", 2, "What is the total?", "ok"),
+        ("a.pdf", 2, "Who signed it?", "ok"),
+        ("b.png", 1, "What is the total?", "ok"),
+        ("b.png", 1, "Who signed it?", "ok"),
+        ("c.pdf", None, "What is the total?", "error"),
+        ("c.pdf", None, "Who signed it?", "error"),
     ]
     for r in records:
         assert {"file", "sha256", "page", "question", "answer", "score", "status", "error", "timing_ms"} <= r.keys()
     assert records[-1]["error"]["code"] == "corrupt" and records[0]["error"] is None
     assert len(records[0]["sha256"]) == 64
     # resume on a complete file adds nothing
-    again = docread_cli("batch", folder, "-Q", questions, "-o", out, "--model", tiny_llava, "--max-new-tokens", 3,
-                        "--max-slices", 1, "--resume")
+    again = docread_cli(
+        "batch",
+        folder,
+        "-Q",
+        questions,
+        "-o",
+        out,
+        "--model",
+        tiny_llava,
+        "--max-new-tokens",
+        3,
+        "--max-slices",
+        1,
+        "--resume",
+    )
     assert again.returncode in (0, 1) and len(out.read_text().splitlines()) == 8
     refused = docread_cli("batch", folder, "-Q", questions, "-o", out, "--model", tiny_llava)
     assert refused.returncode == 2 and "--resume" in refused.stderr
@@ -130,8 +195,23 @@ def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path):
     questions = write_questions(tmp_path / "q.txt")
     out = tmp_path / "out.jsonl"
     # a real subprocess: SIGKILL in the middle of a run is the point
-    args = [sys.executable, "-m", "docread", "batch", str(docs), "-Q", str(questions), "-o", str(out),
-            "--model", str(tiny_llava), "--max-new-tokens", "24", "--max-slices", "4"]
+    args = [
+        sys.executable,
+        "-m",
+        "docread",
+        "batch",
+        str(docs),
+        "-Q",
+        str(questions),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_llava),
+        "--max-new-tokens",
+        "24",
+        "--max-slices",
+        "4",
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -177,8 +257,13 @@ def test_oom_on_a_page_retries_with_fewer_tiles(tiny_reader, tmp_path, monkeypat
     for name in ("big1.png", "big2.png"):
         Image.new("RGB", (1200, 1200), "white").save(tmp_path / name)
     sink = record_log(str(tmp_path / "out.jsonl"), resume=False)
-    failed = run_batch(reader, [str(tmp_path / "big1.png"), str(tmp_path / "big2.png")], ["What?", "Who?"], sink,
-                       settings=Settings(max_new_tokens=2))
+    failed = run_batch(
+        reader,
+        [str(tmp_path / "big1.png"), str(tmp_path / "big2.png")],
+        ["What?", "Who?"],
+        sink,
+        settings=Settings(max_new_tokens=2),
+    )
     sink.close()
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert failed == 0 and len(records) == 4

@@ -35,8 +35,11 @@ from docread.slicing import plan_slices
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +96,11 @@ def test_answers_follow_the_cell_geometry(bench56):
             (ra, ca), (rb, cb) = _row_col(q.cells[0]), _row_col(q.cells[1])
             vertical = {-1: "upper", 1: "lower"}.get((ra > rb) - (ra < rb), "")
             horizontal = {-1: "left", 1: "right"}.get((ca > cb) - (ca < cb), "")
-            expected = f"{vertical} {horizontal}".strip() if vertical and horizontal else \
-                {"upper": "above", "lower": "below"}.get(vertical, horizontal)
+            expected = (
+                f"{vertical} {horizontal}".strip()
+                if vertical and horizontal
+                else {"upper": "above", "lower": "below"}.get(vertical, horizontal)
+            )
             assert right == expected == relation(*q.cells)
             a, b = q.entities
             assert a["name"] != b["name"] and a["name"] in q.question.split(" relative")[0]
@@ -104,8 +110,14 @@ def test_answers_follow_the_cell_geometry(bench56):
 
 
 def test_relation_golden_table():
-    assert [relation(1, 9), relation(9, 1), relation(5, 2), relation(2, 5), relation(4, 6), relation(3, 7)] == \
-        ["upper left", "lower right", "below", "above", "left", "upper right"]
+    assert [relation(1, 9), relation(9, 1), relation(5, 2), relation(2, 5), relation(4, 6), relation(3, 7)] == [
+        "upper left",
+        "lower right",
+        "below",
+        "above",
+        "left",
+        "upper right",
+    ]
     with pytest.raises(ValueError):
         relation(4, 4)
 
@@ -129,8 +141,9 @@ def test_ink_of_an_edge_entity_lies_on_both_sides_of_the_border(bench336):
     for q in questions:
         if q.task == "recognition" and q.cells[0] in (2, 4):
             ink = Image.open(folder / q.image).convert("L").point(lambda v: 255 if v < 200 else 0)
-            halves = ((0, 0, 336, 672), (336, 0, 672, 672)) if q.cells[0] == 2 else \
-                ((0, 0, 672, 336), (0, 336, 672, 672))
+            halves = (
+                ((0, 0, 336, 672), (336, 0, 672, 672)) if q.cells[0] == 2 else ((0, 0, 672, 336), (0, 336, 672, 672))
+            )
             assert all(ink.crop(box).getbbox() is not None for box in halves), q.id
             checked += 1
     assert checked
@@ -174,12 +187,27 @@ def test_distractors_are_plausible_and_option_sets_never_give_the_answer_away(be
 
 def test_prompt_is_llava_multiple_choice():
     q = Question("x", "images/x.png", "counting", "How many stars are in the image?", ("1", "2", "3", "4"), "B", (5,))
-    assert prompt(q) == ("How many stars are in the image?\nA. 1\nB. 2\nC. 3\nD. 4\n"
-                         "Answer with the option's letter from the given choices directly.")
+    assert prompt(q) == (
+        "How many stars are in the image?\nA. 1\nB. 2\nC. 3\nD. 4\n"
+        "Answer with the option's letter from the given choices directly."
+    )
 
 
-@pytest.mark.parametrize("text, letter", [("B", "B"), (" c\n", "C"), ("D.", "D"), ("(A)", "A"), ("B. circle", "B"),
-                                          ("E", None), ("Bee", None), ("", None), (None, None), (3, None)])
+@pytest.mark.parametrize(
+    "text, letter",
+    [
+        ("B", "B"),
+        (" c\n", "C"),
+        ("D.", "D"),
+        ("(A)", "A"),
+        ("B. circle", "B"),
+        ("E", None),
+        ("Bee", None),
+        ("", None),
+        (None, None),
+        (3, None),
+    ],
+)
 def test_parse_letter(text, letter):
     assert parse_letter(text) == letter
 
@@ -189,10 +217,16 @@ def _q(qid: str, task: str, cells: tuple[int, ...], answer: str) -> Question:
 
 
 def test_score_equals_a_hand_computation():
-    questions = [_q("r1", "recognition", (1,), "A"), _q("r2", "recognition", (2,), "B"),
-                 _q("r3", "recognition", (2,), "C"), _q("p1", "position", (1, 5), "D"),
-                 _q("p2", "position", (5, 9), "A"), _q("c1", "counting", (2, 5, 8), "B"),
-                 _q("c2", "counting", (3,), "A"), _q("c3", "counting", (4,), "A")]
+    questions = [
+        _q("r1", "recognition", (1,), "A"),
+        _q("r2", "recognition", (2,), "B"),
+        _q("r3", "recognition", (2,), "C"),
+        _q("p1", "position", (1, 5), "D"),
+        _q("p2", "position", (5, 9), "A"),
+        _q("c1", "counting", (2, 5, 8), "B"),
+        _q("c2", "counting", (3,), "A"),
+        _q("c3", "counting", (4,), "A"),
+    ]
     predictions = {"r1": "A", "r2": "C", "r3": "C", "p1": "D", "p2": "B", "c2": "a", "c3": "E", "zzz": "A"}
     result = score(questions, predictions, unreadable=2)
     # a_1 = mean(rec 1/1, pos 1/1); a_2 = mean(rec 1/2, cnt 0/1); a_3 = cnt 1/1; a_4 = cnt 0/1;
@@ -205,8 +239,15 @@ def test_score_equals_a_hand_computation():
     assert result.accuracy == pytest.approx(4 / 8) and result.correct == 4
     assert result.per_task == pytest.approx({"recognition": 2 / 3, "position": 1 / 2, "counting": 1 / 3})
     assert (result.n, result.missing, result.malformed, result.extra) == (8, 1, 3, 1)
-    assert set(result.to_json()) >= {"accuracy", "accuracy_center", "accuracy_edge", "discrepancy", "per_cell",
-                                      "per_task", "n"}
+    assert set(result.to_json()) >= {
+        "accuracy",
+        "accuracy_center",
+        "accuracy_edge",
+        "discrepancy",
+        "per_cell",
+        "per_task",
+        "n",
+    }
 
 
 def _reference_cell_accuracy(questions, right) -> dict[str, float]:
@@ -254,11 +295,15 @@ def test_heatmap_colours_cells_by_accuracy_and_draws_tile_borders(tmp_path):
     path = tmp_path / "heat" / "map.png"
     render_heatmap(result, path)
     image = Image.open(path).convert("RGB")
-    corner = lambda cell: (HEAT_MARGIN + ((cell - 1) % 3) * HEAT_CELL + 12,  # noqa: E731
-                           HEAT_TOP + ((cell - 1) // 3) * HEAT_CELL + HEAT_CELL - 12)
-    assert image.getpixel(corner(1)) == VIRIDIS[-1]       # 100%
-    assert image.getpixel(corner(9)) == VIRIDIS[0]        # 0%
-    assert image.getpixel(corner(5)) == (210, 210, 210)   # no questions
+
+    def corner(cell):
+        return HEAT_MARGIN + ((cell - 1) % 3) * HEAT_CELL + 12, HEAT_TOP + (
+            (cell - 1) // 3
+        ) * HEAT_CELL + HEAT_CELL - 12
+
+    assert image.getpixel(corner(1)) == VIRIDIS[-1]  # 100%
+    assert image.getpixel(corner(9)) == VIRIDIS[0]  # 0%
+    assert image.getpixel(corner(5)) == (210, 210, 210)  # no questions
     middle_x = HEAT_MARGIN + 3 * HEAT_CELL // 2
     column = [image.getpixel((middle_x, HEAT_TOP + y)) for y in range(3 * HEAT_CELL)]
     assert column.count(BORDER_RGB) > HEAT_CELL  # the vertical tile border, dashed

@@ -109,8 +109,21 @@ def ask(*args):
 
 
 def test_ask_json_carries_evidence_for_whatever_the_model_says(tiny_llava, invoice):
-    result = ask(invoice, QUESTION, "--model", tiny_llava, "--device", "cpu", "--max-slices", 0,
-                 "--max-new-tokens", 3, "--pages", "2", "--json")
+    result = ask(
+        invoice,
+        QUESTION,
+        "--model",
+        tiny_llava,
+        "--device",
+        "cpu",
+        "--max-slices",
+        0,
+        "--max-new-tokens",
+        3,
+        "--pages",
+        "2",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     with open_document(str(invoice), pages="2") as document:
@@ -120,8 +133,23 @@ def test_ask_json_carries_evidence_for_whatever_the_model_says(tiny_llava, invoi
 
 def test_ask_json_and_highlight_with_a_known_answer(tiny_llava, invoice, known_answer, tmp_path):
     picture = tmp_path / "hl.png"
-    result = ask(invoice, QUESTION, "--model", tiny_llava, "--device", "cpu", "--max-slices", 4,
-                 "--max-new-tokens", 2, "--pages", "2", "--json", "--highlight", picture)
+    result = ask(
+        invoice,
+        QUESTION,
+        "--model",
+        tiny_llava,
+        "--device",
+        "cpu",
+        "--max-slices",
+        4,
+        "--max-new-tokens",
+        2,
+        "--pages",
+        "2",
+        "--json",
+        "--highlight",
+        picture,
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["answer"] == "1,234.56" and record["grounded"] is True
@@ -132,8 +160,20 @@ def test_ask_json_and_highlight_with_a_known_answer(tiny_llava, invoice, known_a
     x0, y0, x1, y1 = (round(v) for v in found["bbox_px"])
     edge = image[y0 - 3, x0:x1]  # the box's top border, drawn in the evidence colour
     assert (np.abs(edge - np.array(EVIDENCE_RGB)).sum(axis=1) < 60).mean() > 0.9
-    plain = ask(invoice, QUESTION, "--model", tiny_llava, "--device", "cpu", "--max-slices", 0,
-                "--max-new-tokens", 2, "--pages", "2")
+    plain = ask(
+        invoice,
+        QUESTION,
+        "--model",
+        tiny_llava,
+        "--device",
+        "cpu",
+        "--max-slices",
+        0,
+        "--max-new-tokens",
+        2,
+        "--pages",
+        "2",
+    )
     assert "found on the page (normalized)" in plain.stderr
 
 
@@ -141,8 +181,25 @@ def test_batch_records_carry_evidence(tiny_llava, invoice, known_answer, tmp_pat
     questions = tmp_path / "q.txt"
     questions.write_text(QUESTION + "\n")
     out = tmp_path / "out.jsonl"
-    result = runner.invoke(app, ["batch", str(invoice), "-Q", str(questions), "-o", str(out), "--model",
-                                 str(tiny_llava), "--device", "cpu", "--max-slices", "0", "--max-new-tokens", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "batch",
+            str(invoice),
+            "-Q",
+            str(questions),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_llava),
+            "--device",
+            "cpu",
+            "--max-slices",
+            "0",
+            "--max-new-tokens",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     records = {r["page"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert records[1]["grounded"] is False and records[1]["evidence"] == []

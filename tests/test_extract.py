@@ -16,31 +16,54 @@ from docread.errors import UsageError
 from docread.extract import extract_document, field_spec, parse_value, schema_fields
 from docread.results import Answer
 
-SCHEMA = {"type": "object", "properties": {
-    "total": {"type": "number", "description": "What is the total amount?", "minimum": 0},
-    "due": {"type": "string", "format": "date", "description": "When is the payment due?"},
-    "paid": {"type": "boolean"},
-    "items": {"type": "integer", "maximum": 10},
-    "vendor": {"type": "string"}}}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "total": {"type": "number", "description": "What is the total amount?", "minimum": 0},
+        "due": {"type": "string", "format": "date", "description": "When is the payment due?"},
+        "paid": {"type": "boolean"},
+        "items": {"type": "integer", "maximum": 10},
+        "vendor": {"type": "string"},
+    },
+}
 
 
-@pytest.mark.parametrize("raw, kind, value", [
-    ("$1,234.56", "number", 1234.56), ("1.234,56 €", "number", 1234.56), ("EUR 1 234,50", "number", 1234.5),
-    ("CHF 1'234.00", "number", 1234.0), ("(12.50)", "number", -12.5), ("Total: 99", "integer", 99),
-    ("March 15, 2024", "date", "2024-03-15"), ("15.03.2024", "date", "2024-03-15"),
-    ("15 mars 2024", "date", "2024-03-15"), ("2024-03-15", "date", "2024-03-15"), ("13/04/24", "date", "2024-04-13"),
-    ("Yes.", "boolean", True), ("no", "boolean", False), ("  ACME GmbH ", "string", "ACME GmbH"),
-])
+@pytest.mark.parametrize(
+    "raw, kind, value",
+    [
+        ("$1,234.56", "number", 1234.56),
+        ("1.234,56 €", "number", 1234.56),
+        ("EUR 1 234,50", "number", 1234.5),
+        ("CHF 1'234.00", "number", 1234.0),
+        ("(12.50)", "number", -12.5),
+        ("Total: 99", "integer", 99),
+        ("March 15, 2024", "date", "2024-03-15"),
+        ("15.03.2024", "date", "2024-03-15"),
+        ("15 mars 2024", "date", "2024-03-15"),
+        ("2024-03-15", "date", "2024-03-15"),
+        ("13/04/24", "date", "2024-04-13"),
+        ("Yes.", "boolean", True),
+        ("no", "boolean", False),
+        ("  ACME GmbH ", "string", "ACME GmbH"),
+    ],
+)
 def test_typed_parsing(raw, kind, value):
     assert parse_value(raw, kind) == (value, None)
 
 
-@pytest.mark.parametrize("raw, kind, why", [
-    ("about 3 or 4", "number", "several numbers"), ("n/a", "number", "no number"),
-    ("12.5", "integer", "not an integer"),
-    ("03/04/2024", "date", "ambiguous date"), ("31.02.2024", "date", "not a valid date"), ("soon", "date", "no date"),
-    ("maybe", "boolean", "not a yes/no"), ("", "string", "empty answer"),
-])
+@pytest.mark.parametrize(
+    "raw, kind, why",
+    [
+        ("about 3 or 4", "number", "several numbers"),
+        ("n/a", "number", "no number"),
+        ("12.5", "integer", "not an integer"),
+        ("03/04/2024", "date", "ambiguous date"),
+        ("31.02.2024", "date", "not a valid date"),
+        ("soon", "date", "no date"),
+        ("maybe", "boolean", "not a yes/no"),
+        ("", "string", "empty answer"),
+    ],
+)
 def test_unparseable_answers_give_null_and_why(raw, kind, why):
     value, error = parse_value(raw, kind)
     assert value is None and why in error
@@ -68,32 +91,59 @@ def invoice(tmp_path):
 
 
 def test_extract_document_parses_validates_and_grounds(invoice, monkeypatch):
-    said = {"What is the total amount?": "$1,234.56", "When is the payment due?": "15.03.2024",
-            "What is the paid?": "perhaps", "What is the items?": "12", "What is the vendor?": "ACME"}
+    said = {
+        "What is the total amount?": "$1,234.56",
+        "When is the payment due?": "15.03.2024",
+        "What is the paid?": "perhaps",
+        "What is the items?": "12",
+        "What is the vendor?": "ACME",
+    }
 
     def fake_answer_page(reader, document, page, questions, settings, **_):
         for q in questions:
-            yield PageAnswer(q, page.number, Answer(document.name, page.number, q, said[q], -0.2, "stub",
-                                                    0, 0, 0, 1, 1, 1, 1, 0, None, "eos"))
+            yield PageAnswer(
+                q,
+                page.number,
+                Answer(document.name, page.number, q, said[q], -0.2, "stub", 0, 0, 0, 1, 1, 1, 1, 0, None, "eos"),
+            )
 
     monkeypatch.setattr(document_module, "answer_page", fake_answer_page)
-    record = extract_document(None, str(invoice), schema_fields(SCHEMA), schema=SCHEMA,
-                              settings=Settings(text_prompt="off"))
+    record = extract_document(
+        None, str(invoice), schema_fields(SCHEMA), schema=SCHEMA, settings=Settings(text_prompt="off")
+    )
     fields = record["fields"]
     assert record["file"] == str(invoice)
     assert fields["total"]["value"] == 1234.56 and fields["total"]["evidence"][0]["match"] == "exact"
     assert fields["due"]["value"] == "2024-03-15" and fields["due"]["page"] == 1 and fields["due"]["error"] is None
     assert fields["paid"]["value"] is None and "yes/no" in fields["paid"]["error"]
     assert fields["items"]["value"] is None and fields["items"]["error"].startswith("schema:")  # 12 > maximum 10
-    assert fields["vendor"] == {"value": "ACME", "raw": "ACME", "page": 1, "score": -0.2, "evidence": [],
-                                "error": None}
+    assert fields["vendor"] == {"value": "ACME", "raw": "ACME", "page": 1, "score": -0.2, "evidence": [], "error": None}
 
 
 def test_extract_cli_on_the_tiny_model(tiny_llava, invoice, tmp_path):
     out = tmp_path / "fields.jsonl"
-    result = CliRunner().invoke(app, ["extract", str(invoice), str(tmp_path / "missing.pdf"), "--field",
-                                      "total:number", "--field", "vendor", "-o", str(out), "--model", str(tiny_llava),
-                                      "--device", "cpu", "--max-slices", "0", "--max-new-tokens", "2"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "extract",
+            str(invoice),
+            str(tmp_path / "missing.pdf"),
+            "--field",
+            "total:number",
+            "--field",
+            "vendor",
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_llava),
+            "--device",
+            "cpu",
+            "--max-slices",
+            "0",
+            "--max-new-tokens",
+            "2",
+        ],
+    )
     assert result.exit_code == 1  # the missing file (and, likely, a noise answer that is no number)
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert set(record["fields"]) == {"total", "vendor"}

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from docread.intake import Limits
 from docread.presets import resolve_preset
 
-N_FILES = 520                       # mutated files through inspect and render
+N_FILES = 520  # mutated files through inspect and render
 LIMITS = Limits(max_pixels=4_000_000, timeout_s=10)  # a flipped header may declare a huge page: keep decodes cheap
-PER_FILE_S = 5.0                    # generous on a shared 2-core machine; a typical file takes ~5 ms
+PER_FILE_S = 5.0  # generous on a shared 2-core machine; a typical file takes ~5 ms
 MAGICS = [b"%PDF-1.7\n", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"II*\x00", b"MM\x00*", b"GIF89a"]
 
 
@@ -95,8 +95,9 @@ def test_batch_gives_every_file_records(tiny_reader, seeds, tmp_path):
     reader = tiny_reader  # conftest: docread.load(tiny_llava, device="cpu", quant="none"), once a session
     out = tmp_path / "out.jsonl"
     sink = record_log(str(out), resume=False)
-    failed = run_batch(reader, files, ["What?"], sink, settings=Settings(max_new_tokens=2, max_slices=1, dpi=20),
-                       limits=LIMITS)
+    failed = run_batch(
+        reader, files, ["What?"], sink, settings=Settings(max_new_tokens=2, max_slices=1, dpi=20), limits=LIMITS
+    )
     sink.close()
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["file"] for r in records} == set(files)

@@ -19,7 +19,7 @@ import docread
 ROOT = Path(__file__).parents[1]
 QUESTION = "What is written here?"
 TOKENS = 12
-LOGPROB_TOL = 0.1    # nats, on an answer's mean token log-prob: bf16 compute against fp32 (or CPU's bf16 kernel)
+LOGPROB_TOL = 0.1  # nats, on an answer's mean token log-prob: bf16 compute against fp32 (or CPU's bf16 kernel)
 QUANTS = ("none", "4bit") if importlib.util.find_spec("bitsandbytes") else ("none",)  # 4-bit: carried wheels
 needs_bnb = pytest.mark.skipif("4bit" not in QUANTS, reason="bitsandbytes is not installed (carry its wheel)")
 
@@ -124,8 +124,9 @@ def test_out_of_memory_falls_back_to_fewer_tiles_for_real(tmp_path):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        encoded, degraded = encode_with_fallback(reader, document, page, [QUESTION], replace(settings,
-                                                                                             max_slices=budget))
+        encoded, degraded = encode_with_fallback(
+            reader, document, page, [QUESTION], replace(settings, max_slices=budget)
+        )
         assert not degraded
         used = torch.cuda.max_memory_allocated() - before
         encoded.release()
@@ -160,12 +161,35 @@ def test_three_qlora_steps_on_cuda(tiny_llava, tmp_path):
     records = []
     for i in range(4):
         noise(20 + i, (500 + 40 * i, 600)).save(tmp_path / f"{i}.png")
-        records.append({"id": f"s{i}", "image": f"{i}.png", "conversations": [
-            {"from": "human", "value": "<image>\nWhat is the total?"}, {"from": "gpt", "value": f"{i}.00 dollars"}]})
+        records.append(
+            {
+                "id": f"s{i}",
+                "image": f"{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nWhat is the total?"},
+                    {"from": "gpt", "value": f"{i}.00 dollars"},
+                ],
+            }
+        )
     (tmp_path / "train.json").write_text(json.dumps(records))
-    config = TrainConfig(model=str(tiny_llava), data=tmp_path / "train.json", output=tmp_path / "out", stage=2,
-                         max_steps=3, batch_size=2, lora_r=4, lora_alpha=8, max_slices=4, device="cuda", quant="4bit",
-                         precision="bf16", checkpointing=True, log_every=1, lr=1e-2, lr_rest=1e-2)
+    config = TrainConfig(
+        model=str(tiny_llava),
+        data=tmp_path / "train.json",
+        output=tmp_path / "out",
+        stage=2,
+        max_steps=3,
+        batch_size=2,
+        lora_r=4,
+        lora_alpha=8,
+        max_slices=4,
+        device="cuda",
+        quant="4bit",
+        precision="bf16",
+        checkpointing=True,
+        log_every=1,
+        lr=1e-2,
+        lr_rest=1e-2,
+    )
     run = start(config)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in run.llava.modules())
     before = {n: p.detach().clone() for n, p in run.trainee.named_parameters() if "lora_" in n}

@@ -33,10 +33,18 @@ def error_of(path, **kwargs) -> DocreadError:
 
 
 # -- page selection ----------------------------------------------------------------------------
-@pytest.mark.parametrize("spec, expected", [
-    (None, [1, 2, 3, 4, 5]), ("1", [1]), ("1,3-5,-1", [1, 3, 4, 5]), ("-2", [4]),
-    ("4-", [4, 5]), ("2,2,1", [2, 1]), ("all", [1, 2, 3, 4, 5]),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        (None, [1, 2, 3, 4, 5]),
+        ("1", [1]),
+        ("1,3-5,-1", [1, 3, 4, 5]),
+        ("-2", [4]),
+        ("4-", [4, 5]),
+        ("2,2,1", [2, 1]),
+        ("all", [1, 2, 3, 4, 5]),
+    ],
+)
 def test_parse_pages(spec, expected):
     assert parse_pages(spec, 5) == expected
 
@@ -95,8 +103,10 @@ def test_bad_pdfs(tmp_path):
         assert e.code in ("corrupt", "no_pages", "damaged_page")
 
     zero = tmp_path / "zero.pdf"
-    zero.write_bytes(b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
-                     b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
+    zero.write_bytes(
+        b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+        b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+    )
     assert error_of(zero).code in ("no_pages", "corrupt")
 
 
@@ -172,8 +182,14 @@ def test_multi_frame_tiff_is_pages_animated_gif_is_one(tmp_path):
     with open_document(str(tiff)) as doc:
         assert doc.page_count == 3 and [p.height for p in doc.pages] == [20, 30, 40]
         assert doc.render(doc.pages[2], 30, 40).getpixel((0, 0)) == (160, 0, 0)
-    gif = save(frames[0].resize((30, 30)), tmp_path / "a.gif", save_all=True,
-               append_images=[f.resize((30, 30)) for f in frames[1:]], duration=100, loop=0)
+    gif = save(
+        frames[0].resize((30, 30)),
+        tmp_path / "a.gif",
+        save_all=True,
+        append_images=[f.resize((30, 30)) for f in frames[1:]],
+        duration=100,
+        loop=0,
+    )
     with open_document(str(gif)) as doc:
         assert doc.page_count == 1
 
@@ -244,9 +260,11 @@ def test_folders_are_walked_in_stable_order_supported_only(tmp_path):
 def test_stdin_reads_a_file():
     image = io.BytesIO()
     Image.new("RGB", (30, 10), (0, 128, 0)).save(image, "PNG")
-    code = ("from docread.intake import open_document\n"
-            "d = open_document('-')\n"
-            "print(d.kind, d.pages[0].width, d.pages[0].height, d.render(d.pages[0], 30, 10).getpixel((1, 1)))")
+    code = (
+        "from docread.intake import open_document\n"
+        "d = open_document('-')\n"
+        "print(d.kind, d.pages[0].width, d.pages[0].height, d.render(d.pages[0], 30, 10).getpixel((1, 1)))"
+    )
     run = subprocess.run([sys.executable, "-c", code], input=image.getvalue(), capture_output=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.decode().split() == ["image", "30", "10", "(0,", "128,", "0)"]
@@ -276,8 +294,14 @@ def test_page_tree_cycle_is_a_record_not_a_traceback(tmp_path):
 
     # page 1 is fine; page 2 is a /Pages node whose /Kids points back to itself
     half = tmp_path / "half.pdf"
-    half.write_bytes(raw_pdf(CATALOG, b"<</Type/Pages/Kids[3 0 R 4 0 R]/Count 2>>", LEAF,
-                             b"<</Type/Pages/Parent 2 0 R/Kids[4 0 R]/Count 1>>"))
+    half.write_bytes(
+        raw_pdf(
+            CATALOG,
+            b"<</Type/Pages/Kids[3 0 R 4 0 R]/Count 2>>",
+            LEAF,
+            b"<</Type/Pages/Parent 2 0 R/Kids[4 0 R]/Count 1>>",
+        )
+    )
     with open_document(str(half), dpi=72) as doc:
         assert doc.page_count == 2 and any("page 2" in w for w in doc.warnings)
         assert doc.render(doc.pages[0], 50, 50).size == (50, 50)
@@ -325,6 +349,7 @@ def test_memory_error_is_too_large_and_interrupts_pass(tmp_path, monkeypatch):
     def raise_(error):
         def fail(*args, **kwargs):
             raise error
+
         return fail
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", raise_(MemoryError()))
@@ -484,10 +509,17 @@ def test_closed_stdin_and_stdin_hash(monkeypatch):
         open_document("-")
     assert e.value.code == "unreadable" and "stdin is closed" in e.value.message
 
-    code = "from docread.intake import open_document\ntry:\n    open_document('-')\nexcept Exception as e:\n" \
-           "    print(type(e).__name__, e.code)"
-    run = subprocess.run(f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} <&-", shell=True, capture_output=True,
-                         text=True, timeout=60)  # `<&-`: the process starts with stdin closed
+    code = (
+        "from docread.intake import open_document\ntry:\n    open_document('-')\nexcept Exception as e:\n"
+        "    print(type(e).__name__, e.code)"
+    )
+    run = subprocess.run(
+        f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} <&-",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # `<&-`: the process starts with stdin closed
     assert run.stdout.split() == ["DocreadError", "unreadable"], run.stderr
 
     image = io.BytesIO()

@@ -75,7 +75,7 @@ def _cycle() -> list[str] | None:
         path.append(module)
         for target in sorted(GRAPH[module]):
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state and (found := visit(target)):
                 return found
         path.pop()
@@ -101,8 +101,13 @@ def test_no_import_cycle_among_docread_modules():
 
 @pytest.mark.parametrize("package, other", [("docread.bench", "docread.train"), ("docread.train", "docread.bench")])
 def test_bench_and_train_do_not_import_each_other(package, other):
-    crossing = sorted(f"{m} -> {t}" for m, targets in GRAPH.items() if m == package or m.startswith(package + ".")
-                      for t in targets if t == other or t.startswith(other + "."))
+    crossing = sorted(
+        f"{m} -> {t}"
+        for m, targets in GRAPH.items()
+        if m == package or m.startswith(package + ".")
+        for t in targets
+        if t == other or t.startswith(other + ".")
+    )
     assert not crossing, f"{package} imports {other}; share through docread.formats instead: {crossing}"
 
 
@@ -120,8 +125,7 @@ def test_research_drivers_live_outside_the_package():
 
 
 def test_importing_training_or_its_config_loads_no_torch():
-    code = ("import sys, docread.train, docread.train.config, docread.formats.entitygrid; "
-            "print('torch' in sys.modules)")
+    code = "import sys, docread.train, docread.train.config, docread.formats.entitygrid; print('torch' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "False"

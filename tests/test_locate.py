@@ -36,20 +36,37 @@ def page_of(*lines: str) -> PageText:
     return PageText(1, "layer", 600, 400, 2.0, words)
 
 
-@pytest.mark.parametrize("text, readings", [
-    ("1,234.56", ["1234.56"]), ("1234.56", ["1234.56"]), ("1.234,56", ["1234.56"]), ("1'234.56", ["1234.56"]),
-    ("1,234", ["1234", "1.234"]), ("12,5", ["12.5"]), ("1.234.567", ["1234567"]), ("3.50", ["3.5"]),
-    ("0042", ["42"]),
-])
+@pytest.mark.parametrize(
+    "text, readings",
+    [
+        ("1,234.56", ["1234.56"]),
+        ("1234.56", ["1234.56"]),
+        ("1.234,56", ["1234.56"]),
+        ("1'234.56", ["1234.56"]),
+        ("1,234", ["1234", "1.234"]),
+        ("12,5", ["12.5"]),
+        ("1.234.567", ["1234567"]),
+        ("3.50", ["3.5"]),
+        ("0042", ["42"]),
+    ],
+)
 def test_number_readings(text, readings):
     assert number_readings(text) == readings
 
 
-@pytest.mark.parametrize("a, b", [
-    ("$1,234.56", "1234.56"), ("1.234,56 €", "USD 1,234.56"), ("TOTAL  Amount", "total amount"),
-    ("2024-03-15", "15.03.2024"), ("March 15, 2024", "2024-03-15"), ("15 Mar 2024", "15/03/2024"),
-    ("03/04/2024", "2024-04-03"), ("03/04/2024", "2024-03-04"),  # day/month order unknown: both readings
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("$1,234.56", "1234.56"),
+        ("1.234,56 €", "USD 1,234.56"),
+        ("TOTAL  Amount", "total amount"),
+        ("2024-03-15", "15.03.2024"),
+        ("March 15, 2024", "2024-03-15"),
+        ("15 Mar 2024", "15/03/2024"),
+        ("03/04/2024", "2024-04-03"),
+        ("03/04/2024", "2024-03-04"),  # day/month order unknown: both readings
+    ],
+)
 def test_normalized_equal(a, b):
     assert set(normalize(a)) & set(normalize(b))
 
@@ -61,9 +78,13 @@ def test_normalized_different(a, b):
 
 def test_every_match_kind():
     page = page_of("Invoice number 4471", "Total amount: $1,234.56", "Due 15.03.2024 to ACME Corporation")
-    cases = {"Total amount": ("exact", "Total amount:"), "1234.56": ("normalized", "$1,234.56"),
-             "due 2024-03-15": ("normalized", "Due 15.03.2024"), "ACME Corparation": ("fuzzy", "ACME Corporation"),
-             "Invoice numbr 4471": ("fuzzy", "Invoice number 4471")}
+    cases = {
+        "Total amount": ("exact", "Total amount:"),
+        "1234.56": ("normalized", "$1,234.56"),
+        "due 2024-03-15": ("normalized", "Due 15.03.2024"),
+        "ACME Corparation": ("fuzzy", "ACME Corporation"),
+        "Invoice numbr 4471": ("fuzzy", "Invoice number 4471"),
+    }
     for query, (kind, text) in cases.items():
         (found,) = find(page, query)
         assert (found.match, found.text) == (kind, text), query
@@ -121,8 +142,11 @@ def test_locate_cli_json_and_exit_codes(tmp_path):
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["query"], r["page"], r["match"]) for r in records] == [
-        ("1,234.56", 1, "normalized"), ("invoice 4472", 1, "fuzzy"), ("1,234.56", 2, "normalized"),
-        ("invoice 4472", 2, "normalized")]
+        ("1,234.56", 1, "normalized"),
+        ("invoice 4472", 1, "fuzzy"),
+        ("1,234.56", 2, "normalized"),
+        ("invoice 4472", 2, "normalized"),
+    ]
     assert set(records[0]) >= {"file", "query", "page", "text", "bbox", "bbox_px", "match"}
     missing = runner.invoke(app, ["locate", path, "Berlin", "Paris"])
     assert missing.exit_code == 1 and "not found: Paris" in missing.stderr

@@ -33,7 +33,7 @@ def hf_greedy(path, image, max_new_tokens):
     inputs = processor(images=image, text=PROMPT, return_tensors="pt")
     with torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    new = out[0, inputs["input_ids"].shape[1]:].tolist()
+    new = out[0, inputs["input_ids"].shape[1] :].tolist()
     return new, inputs, processor
 
 
@@ -47,7 +47,11 @@ def test_reference_equivalence_with_transformers_llava(tiny_llava, reader):
     expected_tokens = expected[: expected.index(eos)] if eos in expected else expected
     assert stream.tokens == expected_tokens
     assert len(expected_tokens) >= 3  # the tiny model really says something
-    assert text.strip() == stream.answer.answer == processor.tokenizer.decode(expected_tokens, skip_special_tokens=True).strip()
+    assert (
+        text.strip()
+        == stream.answer.answer
+        == processor.tokenizer.decode(expected_tokens, skip_special_tokens=True).strip()
+    )
     answer = stream.answer
     assert (answer.rows, answer.cols, answer.tiles, answer.visual_tokens) == (0, 0, 0, 64)
     # the prompt docread built is the one llava-hf's processor builds
@@ -228,7 +232,7 @@ def test_choose_scores_equal_a_full_forward_and_reuse_the_cached_page(reader):
         ids = prompt_ids(reader.base.tokenizer, reader.template, QUESTION, reader.base.image_token_id)
         prompt = reader.base.tokenizer(PROMPT).input_ids
         for option, score in zip(options, scores):
-            continuation = reader.base.tokenizer(PROMPT + " " + option).input_ids[len(prompt):]
+            continuation = reader.base.tokenizer(PROMPT + " " + option).input_ids[len(prompt) :]
             full = expand_image_token(ids + continuation, reader.base.image_token_id, encoded.sequence.shape[0])
             with torch.inference_mode():
                 embeds = reader.hires.embed_prompt(torch.tensor([full]), [encoded.sequence])
@@ -254,8 +258,10 @@ def test_pages_encoded_in_one_pass_equal_pages_encoded_alone(reader):
     from docread.reader import PageSource
 
     images = [random_image(500, 700, seed=7), random_image(336, 336, seed=8), random_image(900, 300, seed=9)]
-    sources = [PageSource(lambda w, h, im=im: im.resize((w, h)), im.width, im.height, page=i + 1)
-               for i, im in enumerate(images)]
+    sources = [
+        PageSource(lambda w, h, im=im: im.resize((w, h)), im.width, im.height, page=i + 1)
+        for i, im in enumerate(images)
+    ]
     together = reader.encode_pages(sources, QUESTION)
     assert [e._cache for e in together] == [None] * 3  # prefixes are prefilled only when asked
     for source, batched in zip(sources, together):

@@ -38,12 +38,20 @@ def hf_processor(path, kind):
         return AutoProcessor.from_pretrained(path)
     config = AutoConfig.from_pretrained(path)
     side = config.vision_config.image_size
-    images = LlavaNextImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
-                                        image_mean=IMAGE_MEAN, image_std=IMAGE_STD,
-                                        image_grid_pinpoints=config.image_grid_pinpoints)
-    return LlavaNextProcessor(image_processor=images, tokenizer=AutoTokenizer.from_pretrained(path),
-                              patch_size=config.vision_config.patch_size, vision_feature_select_strategy="default",
-                              num_additional_image_tokens=1)
+    images = LlavaNextImageProcessorPil(
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
+        image_mean=IMAGE_MEAN,
+        image_std=IMAGE_STD,
+        image_grid_pinpoints=config.image_grid_pinpoints,
+    )
+    return LlavaNextProcessor(
+        image_processor=images,
+        tokenizer=AutoTokenizer.from_pretrained(path),
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
 
 
 class Setup:
@@ -65,7 +73,7 @@ class Setup:
         inputs = self.inputs(image)
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
-        new = out[0, inputs["input_ids"].shape[1]:].tolist()
+        new = out[0, inputs["input_ids"].shape[1] :].tolist()
         eos = self.processor.tokenizer.eos_token_id
         return (new[: new.index(eos)] if eos in new else new), inputs
 
@@ -104,8 +112,12 @@ def test_native_embeddings_equal_what_transformers_splices(setups, kind, size):
     image = random_image(*size, seed=1)
     inputs = setup.inputs(image)
     with torch.inference_mode():
-        (encoded,) = setup.reader.encode_pages([docread.reader.PageSource(lambda w, h: image, *size)], QUESTION,
-                                               view="native", max_new_tokens=MAX_NEW_TOKENS)
+        (encoded,) = setup.reader.encode_pages(
+            [docread.reader.PageSource(lambda w, h: image, *size)],
+            QUESTION,
+            view="native",
+            max_new_tokens=MAX_NEW_TOKENS,
+        )
         extra = {"image_sizes": inputs["image_sizes"]} if "image_sizes" in inputs else {}
         features = setup.model.get_image_features(pixel_values=inputs["pixel_values"], **extra).pooler_output
     reference = torch.cat(list(features)) if isinstance(features, (list, tuple)) else features[0]
@@ -117,8 +129,11 @@ def test_native_embeddings_equal_what_transformers_splices(setups, kind, size):
     else:  # the AnyRes grid the model packs by
         from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
 
-        grid = get_anyres_image_grid_shape(inputs["image_sizes"][0], setup.model.config.image_grid_pinpoints,
-                                           setup.model.config.vision_config.image_size)
+        grid = get_anyres_image_grid_shape(
+            inputs["image_sizes"][0],
+            setup.model.config.image_grid_pinpoints,
+            setup.model.config.vision_config.image_size,
+        )
         assert (plan.plan.rows, plan.plan.cols) == tuple(grid)
         assert plan.plan.tiles == inputs["pixel_values"].shape[1] - 1  # tiles besides the base view
 
@@ -173,8 +188,10 @@ def test_select_best_resolution_mirrors_transformers():
 
 
 def test_native_grid_imports_no_torch(tiny_llava_next):
-    code = ("import sys; from docread.native import native_grid; "
-            f"print(native_grid(900, 300, {str(tiny_llava_next)!r})); assert 'torch' not in sys.modules")
+    code = (
+        "import sys; from docread.native import native_grid; "
+        f"print(native_grid(900, 300, {str(tiny_llava_next)!r})); assert 'torch' not in sys.modules"
+    )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "(1, 3, 264)"

@@ -7,7 +7,6 @@ docread. They are test oracles only; docread's code never imports them.
 
 import random
 import re
-from typing import Optional
 
 import pytest
 
@@ -42,8 +41,8 @@ def official_levenshtein_distance(s1, s2):
 def official_anls(gt_answers, det, anls_threshold=0.5):
     values = []
     for answer in gt_answers:
-        gt_answer = ' '.join(answer.strip().lower().split())
-        det_answer = ' '.join(det.strip().lower().split())
+        gt_answer = " ".join(answer.strip().lower().split())
+        det_answer = " ".join(det.strip().lower().split())
         dist = official_levenshtein_distance(gt_answer, det_answer)
         length = max(len(answer.upper()), len(det.upper()))
         values.append(0.0 if length == 0 else float(dist) / float(length))
@@ -51,12 +50,14 @@ def official_anls(gt_answers, det, anls_threshold=0.5):
     if question_result < anls_threshold:
         question_result = 0
     return question_result
+
+
 # ---- end of transcription --------------------------------------------------------------------------
 
 
 # ---- TRANSCRIPTION: pix2struct/metrics.py relaxed_correctness (ChartQA) -----------------------------
 def official_relaxed_correctness(target: str, prediction: str, max_relative_change: float = 0.05) -> bool:
-    def _to_float(text: str) -> Optional[float]:
+    def _to_float(text: str) -> float | None:
         try:
             if text.endswith("%"):
                 # Convert percentages to floats.
@@ -73,6 +74,8 @@ def official_relaxed_correctness(target: str, prediction: str, max_relative_chan
         return relative_change <= max_relative_change
     else:
         return prediction.lower() == target.lower()
+
+
 # ---- end of transcription --------------------------------------------------------------------------
 
 
@@ -81,13 +84,46 @@ def official_relaxed_correctness(target: str, prediction: str, max_relative_chan
 # everything else is the procedure as published.
 class OfficialEvalAIAnswerProcessor:
     CONTRACTIONS = _CONTRACTIONS
-    NUMBER_MAP = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-                  "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+    NUMBER_MAP = {
+        "none": "0",
+        "zero": "0",
+        "one": "1",
+        "two": "2",
+        "three": "3",
+        "four": "4",
+        "five": "5",
+        "six": "6",
+        "seven": "7",
+        "eight": "8",
+        "nine": "9",
+        "ten": "10",
+    }
     ARTICLES = ["a", "an", "the"]
     PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
     COMMA_STRIP = re.compile(r"(\d)(\,)(\d)")
-    PUNCTUATIONS = [";", r"/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`",
-                    ",", "?", "!"]
+    PUNCTUATIONS = [
+        ";",
+        r"/",
+        "[",
+        "]",
+        '"',
+        "{",
+        "}",
+        "(",
+        ")",
+        "=",
+        "+",
+        "\\",
+        "_",
+        "-",
+        ">",
+        "<",
+        "@",
+        "`",
+        ",",
+        "?",
+        "!",
+    ]
 
     def word_tokenize(self, word):
         word = word.lower()
@@ -142,6 +178,8 @@ def official_textvqa_score(pred_answer, raw_answers):
             accs.append(acc)
         unique_answer_scores[unique_answer] = sum(accs) / len(accs)
     return unique_answer_scores.get(answer_processor(pred_answer), 0.0)
+
+
 # ---- end of transcription --------------------------------------------------------------------------
 
 
@@ -181,12 +219,38 @@ def test_relaxed_correctness_equals_pix2struct_on_random_pairs():
     rng = random.Random(1)
     for _ in range(PAIRS):
         prediction, target = _number_or_text(rng), _number_or_text(rng).strip()
-        assert relaxed_correct(prediction, target) == official_relaxed_correctness(target, prediction.strip()), \
-            (prediction, target)
+        assert relaxed_correct(prediction, target) == official_relaxed_correctness(target, prediction.strip()), (
+            prediction,
+            target,
+        )
 
 
-VQA_WORDS = ["the", "a", "two", "none", "dont", "isnt", "coca-cola", "t-shirt", "3.5", "end.", "1,000", "john's",
-             "yes!", "(red)", "what?", "a/b", "x - y", "\t", "\n", "..", "Ten", "it's", "'s", "\"q\""]
+VQA_WORDS = [
+    "the",
+    "a",
+    "two",
+    "none",
+    "dont",
+    "isnt",
+    "coca-cola",
+    "t-shirt",
+    "3.5",
+    "end.",
+    "1,000",
+    "john's",
+    "yes!",
+    "(red)",
+    "what?",
+    "a/b",
+    "x - y",
+    "\t",
+    "\n",
+    "..",
+    "Ten",
+    "it's",
+    "'s",
+    '"q"',
+]
 
 
 def _vqa_text(rng: random.Random) -> str:

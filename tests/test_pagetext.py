@@ -51,7 +51,7 @@ def assert_boxes_on_ink(path, expected_words):
     for word in text.words:
         x0, y0, x1, y1 = (round(v) for v in text.px(word.bbox))
         assert dark[y0:y1, x0:x1].sum() > 5, word  # each box sits on its word's ink
-        covered[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = True
+        covered[max(0, y0 - 2) : y1 + 2, max(0, x0 - 2) : x1 + 2] = True
     assert (dark & ~covered).sum() == 0  # and no ink is outside every box
     return text
 
@@ -81,8 +81,10 @@ def test_two_columns_read_column_by_column(tmp_path):
     page.insert_textbox(pymupdf.Rect(20, 20, 190, 280), "alpha beta gamma delta epsilon zeta eta theta", fontsize=12)
     page.insert_textbox(pymupdf.Rect(210, 20, 380, 280), "one two three four five six seven eight", fontsize=12)
     doc.save(tmp_path / "cols.pdf")
-    text = assert_boxes_on_ink(tmp_path / "cols.pdf", "alpha beta gamma delta epsilon zeta eta theta one two three "
-                               "four five six seven eight".split())
+    text = assert_boxes_on_ink(
+        tmp_path / "cols.pdf",
+        "alpha beta gamma delta epsilon zeta eta theta one two three four five six seven eight".split(),
+    )
     assert all(w.bbox[2] < 200 for w in text.words[:8]) and all(w.bbox[0] > 200 for w in text.words[8:])
 
 
@@ -155,7 +157,8 @@ def test_rasterised_page_through_ocr_finds_its_words(tmp_path):
     with open_document(str(path), dpi=200) as document:
         truth = page_text(document, document.pages[0]).words
         document.render(document.pages[0], *(document.pages[0].width, document.pages[0].height)).save(
-            tmp_path / "scan.png")
+            tmp_path / "scan.png"
+        )
     with open_document(str(tmp_path / "scan.png")) as document:
         text = page_text(document, document.pages[0])
     assert text.source == "ocr" and text.scale == 1.0

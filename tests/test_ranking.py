@@ -25,9 +25,11 @@ FACTS = {
     3: ("Our support hotline can be reached at +49 30 1234567.", "What is the phone number of the support hotline?"),
 }
 OFF = Settings(text_prompt="off")  # no model here: no tokenizer to count page text with
-FILLER = ("quarterly report revenue growth marketing strategy team meeting agenda customer feedback product "
-          "roadmap budget review office schedule training session project milestone supplier audit policy "
-          "update amount signed located period").split()
+FILLER = (
+    "quarterly report revenue growth marketing strategy team meeting agenda customer feedback product "
+    "roadmap budget review office schedule training session project milestone supplier audit policy "
+    "update amount signed located period"
+).split()
 
 
 def thirty_pages(path, *, blank=()):
@@ -77,8 +79,28 @@ def test_ask_document_reads_only_the_picked_pages_and_says_why(report, monkeypat
     def fake_answer_page(reader, document, page, questions, settings, **_):
         read.append((page.number, tuple(questions)))
         for q in questions:
-            yield PageAnswer(q, page.number, Answer(document.name, page.number, q, "x", -1.0 + page.number / 100,
-                                                    "stub", 0, 0, 0, 1, 1, 1, 1, 0, None, "eos"))
+            yield PageAnswer(
+                q,
+                page.number,
+                Answer(
+                    document.name,
+                    page.number,
+                    q,
+                    "x",
+                    -1.0 + page.number / 100,
+                    "stub",
+                    0,
+                    0,
+                    0,
+                    1,
+                    1,
+                    1,
+                    1,
+                    0,
+                    None,
+                    "eos",
+                ),
+            )
 
     monkeypatch.setattr(document_module, "answer_page", fake_answer_page)
     questions = [FACTS[7][1], FACTS[23][1]]
@@ -96,9 +118,27 @@ def test_ask_document_reads_only_the_picked_pages_and_says_why(report, monkeypat
 
 
 def test_ask_pages_auto_through_the_cli(tiny_llava, report):
-    result = CliRunner().invoke(app, ["ask", str(report), FACTS[29][1], "--pages", "auto", "--top-pages", "2",
-                                      "--model", str(tiny_llava), "--device", "cpu", "--max-slices", "0",
-                                      "--max-new-tokens", "1", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "ask",
+            str(report),
+            FACTS[29][1],
+            "--pages",
+            "auto",
+            "--top-pages",
+            "2",
+            "--model",
+            str(tiny_llava),
+            "--device",
+            "cpu",
+            "--max-slices",
+            "0",
+            "--max-new-tokens",
+            "1",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert 29 in record["pages_read"] and len(record["pages"]) == len(record["pages_read"]) <= 2

@@ -83,8 +83,24 @@ def test_ray_engine_writes_the_local_records(tiny_llava, folder, tmp_path, clust
     with record_log(str(local_out), resume=False) as sink:
         run_batch(reader, files, QUESTIONS, sink, settings=Settings(max_new_tokens=3, max_slices=1))
     ray_out = tmp_path / "ray.jsonl"
-    result = CliRunner().invoke(app, ["batch", str(folder), "-Q", str(questions_file(tmp_path)), "-o", str(ray_out),
-                                      "--model", str(tiny_llava), *OPTIONS, "--engine", "ray", "--workers", "2"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "batch",
+            str(folder),
+            "-Q",
+            str(questions_file(tmp_path)),
+            "-o",
+            str(ray_out),
+            "--model",
+            str(tiny_llava),
+            *OPTIONS,
+            "--engine",
+            "ray",
+            "--workers",
+            "2",
+        ],
+    )
     assert result.exit_code == 1, result.output  # the corrupt file: error records, the job went on
     local, remote = without_timing(records_of(local_out)), without_timing(records_of(ray_out))
     assert len(local) == (5 + 1 + 1 + 1) * 2 and local == remote
@@ -98,13 +114,24 @@ def test_a_reader_that_dies_is_restarted_and_nothing_is_written_twice(tiny_llava
     out = tmp_path / "out.jsonl"
     files = [str(folder / name) for name in ("a.pdf", "b.png", "c.pdf", "d.pdf")]
     with record_log(str(out), resume=False) as sink:
-        failed = run_batch_ray(files, QUESTIONS, sink, settings=Settings(max_new_tokens=3, max_slices=1),
-                               model=str(tiny_llava), device="cpu", quant="none", workers=1)
+        failed = run_batch_ray(
+            files,
+            QUESTIONS,
+            sink,
+            settings=Settings(max_new_tokens=3, max_slices=1),
+            model=str(tiny_llava),
+            device="cpu",
+            quant="none",
+            workers=1,
+        )
     assert cluster.exists()  # a reader did die
     records = records_of(out)
     assert failed == 2 and len(records) == len({r["key"] for r in records}) == (5 + 1 + 1 + 1) * 2
-    assert {(os.path.basename(r["file"]), r["page"]) for r in records} == \
-        {("a.pdf", p) for p in range(1, 6)} | {("b.png", 1), ("c.pdf", None), ("d.pdf", 1)}
+    assert {(os.path.basename(r["file"]), r["page"]) for r in records} == {("a.pdf", p) for p in range(1, 6)} | {
+        ("b.png", 1),
+        ("c.pdf", None),
+        ("d.pdf", 1),
+    }
 
 
 def test_driver_killed_then_resumed_has_every_record_once(tiny_llava, tmp_path, cluster, monkeypatch):
@@ -115,11 +142,32 @@ def test_driver_killed_then_resumed_has_every_record_once(tiny_llava, tmp_path, 
     for i in range(6):
         Image.new("RGB", (200, 200), (i * 40, 100, 100)).save(docs / f"p{i}.png")
     questions, out = questions_file(tmp_path), tmp_path / "out.jsonl"
-    args = ["batch", str(docs), "-Q", str(questions), "-o", str(out), "--model", str(tiny_llava),
-            "--max-new-tokens", "24", "--max-slices", "2", "--engine", "ray", "--workers", "1"]
+    args = [
+        "batch",
+        str(docs),
+        "-Q",
+        str(questions),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_llava),
+        "--max-new-tokens",
+        "24",
+        "--max-slices",
+        "2",
+        "--engine",
+        "ray",
+        "--workers",
+        "1",
+    ]
     env = {k: v for k, v in os.environ.items() if k != FAIL_ONCE_ENV}
-    proc = subprocess.Popen([sys.executable, "-m", "docread", *args], env=dict(env, HF_HUB_OFFLINE="1"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "docread", *args],
+        env=dict(env, HF_HUB_OFFLINE="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 1):
         time.sleep(0.05)
@@ -148,16 +196,39 @@ def test_missing_ray_is_one_clear_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     Image.new("RGB", (50, 50)).save(tmp_path / "p.png")
-    result = CliRunner().invoke(app, ["batch", str(tmp_path / "p.png"), "-Q", str(questions_file(tmp_path)),
-                                      "-o", str(tmp_path / "out.jsonl"), "--engine", "ray"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "batch",
+            str(tmp_path / "p.png"),
+            "-Q",
+            str(questions_file(tmp_path)),
+            "-o",
+            str(tmp_path / "out.jsonl"),
+            "--engine",
+            "ray",
+        ],
+    )
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "error: --engine ray needs Ray Data: pip install 'docread[ray]' (or 'ray[data]>=2.9')"]
+        "error: --engine ray needs Ray Data: pip install 'docread[ray]' (or 'ray[data]>=2.9')"
+    ]
 
 
 def test_ray_options_need_the_ray_engine(tmp_path):
-    result = CliRunner().invoke(app, ["batch", str(tmp_path), "-Q", str(questions_file(tmp_path)),
-                                      "-o", str(tmp_path / "out.jsonl"), "--workers", "2"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "batch",
+            str(tmp_path),
+            "-Q",
+            str(questions_file(tmp_path)),
+            "-o",
+            str(tmp_path / "out.jsonl"),
+            "--workers",
+            "2",
+        ],
+    )
     assert result.exit_code == 2 and "need --engine ray" in result.stderr
     assert not (tmp_path / "out.jsonl").exists()
 
@@ -166,8 +237,15 @@ def test_more_readers_than_the_cluster_holds_fail_at_once(tiny_llava, folder, tm
     from docread.errors import UsageError
 
     with record_log(str(tmp_path / "out.jsonl"), resume=False) as sink, pytest.raises(UsageError, match="has 0"):
-        run_batch_ray([str(folder / "b.png")], QUESTIONS, sink, settings=Settings(), model=str(tiny_llava),
-                      workers=2, gpus_per_worker=1)
+        run_batch_ray(
+            [str(folder / "b.png")],
+            QUESTIONS,
+            sink,
+            settings=Settings(),
+            model=str(tiny_llava),
+            workers=2,
+            gpus_per_worker=1,
+        )
 
 
 def test_a_group_whose_file_changed_or_vanished_is_error_records(folder, tmp_path):
@@ -175,10 +253,15 @@ def test_a_group_whose_file_changed_or_vanished_is_error_records(folder, tmp_pat
     from docread.rayengine import answer_owed
 
     owed = [[1, {"What?": "k1", "Who?": "k2"}], [2, {"Who?": "k3"}]]
-    changed = answer_owed(None, {"file": str(folder / "a.pdf"), "sha256": "0" * 64, "owed": owed}, ["What?", "Who?"],
-                          Settings())
-    gone = answer_owed(None, {"file": str(tmp_path / "gone.pdf"), "sha256": "0" * 64, "owed": owed}, ["What?"],
-                       Settings())
-    assert [(r["key"], r["page"], r["status"], r["error"]["code"]) for r in changed] == \
-        [("k1", 1, "error", "changed"), ("k2", 1, "error", "changed"), ("k3", 2, "error", "changed")]
+    changed = answer_owed(
+        None, {"file": str(folder / "a.pdf"), "sha256": "0" * 64, "owed": owed}, ["What?", "Who?"], Settings()
+    )
+    gone = answer_owed(
+        None, {"file": str(tmp_path / "gone.pdf"), "sha256": "0" * 64, "owed": owed}, ["What?"], Settings()
+    )
+    assert [(r["key"], r["page"], r["status"], r["error"]["code"]) for r in changed] == [
+        ("k1", 1, "error", "changed"),
+        ("k2", 1, "error", "changed"),
+        ("k3", 2, "error", "changed"),
+    ]
     assert {r["error"]["code"] for r in gone} == {"not_found"} and len(gone) == 3

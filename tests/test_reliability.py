@@ -41,8 +41,11 @@ def png(path: Path, size=(120, 90)) -> Path:
 
 # -- the record log: resume, lock, write errors (findings 3, 5, 6, 11) -------------------------------
 def test_resume_refuses_a_file_that_is_not_docread_output(tmp_path):
-    for name, content in [("notes.txt", b"my notes\nsecond line"), ("one-line.txt", b"no newline at all"),
-                          ("paper.pdf", pdf(tmp_path / "p.pdf").read_bytes())]:
+    for name, content in [
+        ("notes.txt", b"my notes\nsecond line"),
+        ("one-line.txt", b"no newline at all"),
+        ("paper.pdf", pdf(tmp_path / "p.pdf").read_bytes()),
+    ]:
         target = tmp_path / name
         target.write_bytes(content)
         with pytest.raises(UsageError) as raised:
@@ -171,8 +174,10 @@ def test_brackets_in_file_names_are_shown_not_parsed(tmp_path):
     closing = png(tmp_path / "a[" / "b].png")
     result = run("inspect", str(odd), str(closing))
     assert result.exit_code == 0, result.output
-    assert "[red]x[red].png" in result.stdout.replace("\n", "").replace("│", "").replace(" ", "") or \
-        "[red]x[red]" in result.stdout
+    assert (
+        "[red]x[red].png" in result.stdout.replace("\n", "").replace("│", "").replace(" ", "")
+        or "[red]x[red]" in result.stdout
+    )
     assert "b].png" in result.stdout
 
 
@@ -244,8 +249,20 @@ def _fail_page(monkeypatch, number: int):
 @pytest.mark.usefixtures("reuse_loaded_models")  # the tiny model loaded once a session
 def test_ask_keeps_the_answers_of_pages_read_before_one_that_fails(tiny_llava, tmp_path, monkeypatch):
     _fail_page(monkeypatch, 2)
-    result = run("ask", str(pdf(tmp_path / "d.pdf", pages=2)), "Total?", "Total?  ", "Date?", "--json",
-                 "--model", str(tiny_llava), "--max-new-tokens", "2", "--max-slices", "2")
+    result = run(
+        "ask",
+        str(pdf(tmp_path / "d.pdf", pages=2)),
+        "Total?",
+        "Total?  ",
+        "Date?",
+        "--json",
+        "--model",
+        str(tiny_llava),
+        "--max-new-tokens",
+        "2",
+        "--max-slices",
+        "2",
+    )
     assert result.exit_code == 1
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["question"] for r in records] == ["Total?", "Date?"]  # the repeat asked once
@@ -265,8 +282,12 @@ def test_ask_and_the_python_call_give_the_same_records(tiny_llava, tmp_path):
     assert result.exit_code == 0, result.output
     cli = [json.loads(line) for line in result.stdout.splitlines()]
     reader = docread.load(str(tiny_llava))
-    api = [a.to_json() for a in ask_document(reader, str(document), ["Total?", "Who?"],
-                                            settings=Settings(max_new_tokens=3, max_slices=2))]
+    api = [
+        a.to_json()
+        for a in ask_document(
+            reader, str(document), ["Total?", "Who?"], settings=Settings(max_new_tokens=3, max_slices=2)
+        )
+    ]
     drop = lambda r: {k: v for k, v in r.items() if k != "timing_ms"}  # noqa: E731
     assert [drop(r) for r in cli] == [drop(r) for r in api]
     assert len(cli[0]["pages"]) == 3
@@ -281,8 +302,19 @@ def test_batch_quiet_still_shows_errors_and_resume_retries_them(tiny_llava, tmp_
     questions = tmp_path / "q.txt"
     questions.write_text("What?\n")
     out = tmp_path / "out.jsonl"
-    common = [str(folder), "-Q", str(questions), "-o", str(out), "--model", str(tiny_llava),
-              "--max-new-tokens", "2", "--max-slices", "2"]
+    common = [
+        str(folder),
+        "-Q",
+        str(questions),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_llava),
+        "--max-new-tokens",
+        "2",
+        "--max-slices",
+        "2",
+    ]
     first = run("batch", *common, "--quiet", "--max-pixels", "1000")
     assert first.exit_code == 1
     errors = first.stderr.strip().splitlines()
@@ -302,8 +334,20 @@ def test_batch_to_a_full_disk_is_one_error_line(tiny_llava, tmp_path):
         pytest.skip("no /dev/full here")
     questions = tmp_path / "q.txt"
     questions.write_text("What?\n")
-    result = run("batch", str(png(tmp_path / "p.png")), "-Q", str(questions), "-o", "/dev/full",
-                 "--model", str(tiny_llava), "--max-new-tokens", "2", "--max-slices", "2")
+    result = run(
+        "batch",
+        str(png(tmp_path / "p.png")),
+        "-Q",
+        str(questions),
+        "-o",
+        "/dev/full",
+        "--model",
+        str(tiny_llava),
+        "--max-new-tokens",
+        "2",
+        "--max-slices",
+        "2",
+    )
     assert result.exit_code == 1
     assert "Traceback" not in result.stderr and "No space left on device" in result.stderr
 
@@ -328,8 +372,20 @@ def test_a_second_ctrl_c_in_batch_keeps_records_and_says_how_to_resume(tiny_llav
         return real(*args[:7], emit_then_stop, *args[8:], **kwargs)
 
     monkeypatch.setattr(docread.batch, "_batch_document", interrupted)
-    result = run("batch", str(png(tmp_path / "p.png")), "-Q", str(questions), "-o", str(out),
-                 "--model", str(tiny_llava), "--max-new-tokens", "2", "--max-slices", "2")
+    result = run(
+        "batch",
+        str(png(tmp_path / "p.png")),
+        "-Q",
+        str(questions),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_llava),
+        "--max-new-tokens",
+        "2",
+        "--max-slices",
+        "2",
+    )
     assert result.exit_code == 130 and "--resume" in result.stderr
     assert len(out.read_text().splitlines()) == 1 and json.loads(out.read_text())["status"] == "ok"
 
@@ -352,8 +408,24 @@ def test_batch_hashes_stdin_like_a_file(tiny_llava, tmp_path):
     questions = tmp_path / "q.txt"
     questions.write_text("What?\n")
     out = tmp_path / "out.jsonl"
-    result = runner.invoke(app, ["batch", "-", "-Q", str(questions), "-o", str(out), "--model", str(tiny_llava),
-                                 "--max-new-tokens", "2", "--max-slices", "2"], input=data)
+    result = runner.invoke(
+        app,
+        [
+            "batch",
+            "-",
+            "-Q",
+            str(questions),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_llava),
+            "--max-new-tokens",
+            "2",
+            "--max-slices",
+            "2",
+        ],
+        input=data,
+    )
     assert result.exit_code == 0, result.stderr
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert record["sha256"] == hashlib.sha256(data).hexdigest()
@@ -363,8 +435,15 @@ def test_a_prompt_longer_than_the_context_says_so_truly():
     from docread.processor import Budget, plan_page
 
     with pytest.raises(DocreadError) as raised:
-        plan_page(800, 600, size=336, patch=14, k=2, max_slices=16,
-                  budget=Budget(context=4096, prompt_tokens=20000, max_new_tokens=256))
+        plan_page(
+            800,
+            600,
+            size=336,
+            patch=14,
+            k=2,
+            max_slices=16,
+            budget=Budget(context=4096, prompt_tokens=20000, max_new_tokens=256),
+        )
     assert "already exceed" in raised.value.message and "-" not in raised.value.message.split("tokens")[0][-8:]
 
 
@@ -372,7 +451,7 @@ def test_the_readme_first_command_reads_a_file_the_repository_ships():
     import re
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    install = readme[readme.index("## Install and run"):]
+    install = readme[readme.index("## Install and run") :]
     match = re.search(r'docread ask (\S+) "', install)
     assert match, "the install-and-run command names a document"
     document = Path(__file__).parents[1] / match.group(1)

@@ -58,8 +58,9 @@ def serving(reader, **options):
 
     from docread.serve import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(reader, **options), host="127.0.0.1", port=0,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(reader, **options), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -93,13 +94,34 @@ def sdk(url: str, key: str = KEY):
 
 
 def chat_messages(data: bytes, question: str = QUESTION, media: str = "image/png") -> list[dict]:
-    return [{"role": "user", "content": [{"type": "text", "text": question},
-                                         {"type": "image_url", "image_url": {"url": data_url(data, media)}}]}]
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": question},
+                {"type": "image_url", "image_url": {"url": data_url(data, media)}},
+            ],
+        }
+    ]
 
 
 def local_ask(tiny_llava, path, *args: str) -> list[dict]:
-    run = CliRunner().invoke(cli, ["ask", str(path), QUESTION, "--model", str(tiny_llava), "--device", "cpu",
-                                   "--max-new-tokens", str(TOKENS), "--json", *args])
+    run = CliRunner().invoke(
+        cli,
+        [
+            "ask",
+            str(path),
+            QUESTION,
+            "--model",
+            str(tiny_llava),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            str(TOKENS),
+            "--json",
+            *args,
+        ],
+    )
     assert run.exit_code == 0, run.output
     return [json.loads(line) for line in run.stdout.splitlines()]
 
@@ -118,15 +140,23 @@ def test_chat_completion_equals_ask_json_streamed_or_not(url, tiny_llava, image_
     (expected,) = local_ask(tiny_llava, image_file, "--max-slices", "0")
     client = sdk(url)
     messages = chat_messages(image_file.read_bytes())
-    done = client.chat.completions.create(model="docread", messages=messages, max_tokens=TOKENS,
-                                          extra_body={"docread": {"max_slices": 0}})
+    done = client.chat.completions.create(
+        model="docread", messages=messages, max_tokens=TOKENS, extra_body={"docread": {"max_slices": 0}}
+    )
     assert done.choices[0].message.content == expected["answer"]
     assert done.usage.completion_tokens == expected["generated_tokens"]
     assert done.usage.prompt_tokens == expected["prompt_tokens"]
     assert done.choices[0].finish_reason == {"eos": "stop", "length": "length"}[expected["stopped_by"]]
-    chunks = list(client.chat.completions.create(model="docread", messages=messages, max_tokens=TOKENS, stream=True,
-                                                 stream_options={"include_usage": True},
-                                                 extra_body={"docread": {"max_slices": 0}}))
+    chunks = list(
+        client.chat.completions.create(
+            model="docread",
+            messages=messages,
+            max_tokens=TOKENS,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"docread": {"max_slices": 0}},
+        )
+    )
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected["answer"]
     assert chunks[-1].usage.completion_tokens == expected["generated_tokens"]
@@ -137,8 +167,12 @@ def test_documents_ask_equals_ask_json_and_reuses_the_encoded_page(url, tiny_lla
     before = get(url, "/health").json()["cache"]
     fields = {"question": [QUESTION, QUESTION], "max_slices": "0", "max_new_tokens": str(TOKENS), "seed": "3"}
     for _ in range(2):
-        answer = post(url, "/v1/documents/ask", data=fields,
-                      files={"file": (str(image_file), image_file.read_bytes(), "image/png")})
+        answer = post(
+            url,
+            "/v1/documents/ask",
+            data=fields,
+            files={"file": (str(image_file), image_file.read_bytes(), "image/png")},
+        )
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("application/x-ndjson")
         records = [json.loads(line) for line in answer.text.splitlines()]
         assert [stable(r) for r in records] == [stable(r) for r in expected]
@@ -155,9 +189,12 @@ def test_a_pdf_page_through_chat_with_the_docread_pages_field(url, tiny_llava, t
     path = tmp_path / "two.pdf"
     doc.save(path)
     (expected,) = local_ask(tiny_llava, path, "--max-slices", "0", "--pages", "2")
-    done = sdk(url).chat.completions.create(model="docread", messages=chat_messages(path.read_bytes(),
-                                                                                      media="application/pdf"),
-                                            max_tokens=TOKENS, extra_body={"docread": {"max_slices": 0, "pages": "2"}})
+    done = sdk(url).chat.completions.create(
+        model="docread",
+        messages=chat_messages(path.read_bytes(), media="application/pdf"),
+        max_tokens=TOKENS,
+        extra_body={"docread": {"max_slices": 0, "pages": "2"}},
+    )
     assert done.choices[0].message.content == expected["answer"]
     assert done.model_extra["docread"]["page"] == 2
 
@@ -191,39 +228,88 @@ def test_oversize_upload_is_413(url):
     still_answers(url)
 
 
-@pytest.mark.parametrize("body, code", [
-    (b"{not json", "invalid_json"),
-    (b"[1, 2]", "invalid_json"),
-    (json.dumps({"messages": "hello"}).encode(), "invalid_value"),
-    (json.dumps({"messages": [{"role": "user", "content": 5}]}).encode(), "invalid_value"),
-    (json.dumps({"messages": chat_messages(b"plain text, not an image")}).encode(), "unsupported"),
-    (json.dumps({"messages": [{"role": "user", "content": [
-        {"type": "text", "text": QUESTION},
-        {"type": "image_url", "image_url": {"url": "http://127.0.0.1:1/x.png"}}]}]}).encode(), "remote_url_refused"),
-    (json.dumps({"messages": [{"role": "user", "content": [
-        {"type": "text", "text": QUESTION},
-        {"type": "image_url", "image_url": {"url": "/etc/passwd"}}]}]}).encode(), "not_a_data_url"),
-    (json.dumps({"messages": [{"role": "user", "content": [
-        {"type": "text", "text": QUESTION},
-        {"type": "image_url", "image_url": {"url": "file:///etc/hosts"}}]}]}).encode(), "not_a_data_url"),
-    (json.dumps({"messages": chat_messages(image_bytes(2)), "max_tokens": "many"}).encode(), "invalid_value"),
-])
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "invalid_json"),
+        (json.dumps({"messages": "hello"}).encode(), "invalid_value"),
+        (json.dumps({"messages": [{"role": "user", "content": 5}]}).encode(), "invalid_value"),
+        (json.dumps({"messages": chat_messages(b"plain text, not an image")}).encode(), "unsupported"),
+        (
+            json.dumps(
+                {
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "text", "text": QUESTION},
+                                {"type": "image_url", "image_url": {"url": "http://127.0.0.1:1/x.png"}},
+                            ],
+                        }
+                    ]
+                }
+            ).encode(),
+            "remote_url_refused",
+        ),
+        (
+            json.dumps(
+                {
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "text", "text": QUESTION},
+                                {"type": "image_url", "image_url": {"url": "/etc/passwd"}},
+                            ],
+                        }
+                    ]
+                }
+            ).encode(),
+            "not_a_data_url",
+        ),
+        (
+            json.dumps(
+                {
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "text", "text": QUESTION},
+                                {"type": "image_url", "image_url": {"url": "file:///etc/hosts"}},
+                            ],
+                        }
+                    ]
+                }
+            ).encode(),
+            "not_a_data_url",
+        ),
+        (json.dumps({"messages": chat_messages(image_bytes(2)), "max_tokens": "many"}).encode(), "invalid_value"),
+    ],
+)
 def test_bad_chat_requests_are_400_and_the_server_answers_on(url, body, code):
-    response = post(url, "/v1/chat/completions", content=body,
-                    headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    response = post(
+        url,
+        "/v1/chat/completions",
+        content=body,
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
     assert error_of(response, 400)["code"] == code
     still_answers(url)
 
 
-@pytest.mark.parametrize("fields, files, code", [
-    ({"question": QUESTION, "file": "/etc/passwd"}, None, "no_file"),
-    ({"question": QUESTION, "max_new_tokens": "lots"}, {"file": ("a.png", image_bytes(3))}, "invalid_value"),
-    ({"question": QUESTION, "view": "sideways"}, {"file": ("a.png", image_bytes(3))}, "invalid_value"),
-    ({"question": QUESTION, "pages": "9"}, {"file": ("a.png", image_bytes(3))}, "bad_pages"),
-    ({"question": QUESTION, "device": "cuda"}, {"file": ("a.png", image_bytes(3))}, "invalid_value"),
-    ({"question": " "}, {"file": ("a.png", image_bytes(3))}, "no_questions"),
-    ({"question": QUESTION}, {"file": ("a.txt", b"hello")}, "unsupported"),
-])
+@pytest.mark.parametrize(
+    "fields, files, code",
+    [
+        ({"question": QUESTION, "file": "/etc/passwd"}, None, "no_file"),
+        ({"question": QUESTION, "max_new_tokens": "lots"}, {"file": ("a.png", image_bytes(3))}, "invalid_value"),
+        ({"question": QUESTION, "view": "sideways"}, {"file": ("a.png", image_bytes(3))}, "invalid_value"),
+        ({"question": QUESTION, "pages": "9"}, {"file": ("a.png", image_bytes(3))}, "bad_pages"),
+        ({"question": QUESTION, "device": "cuda"}, {"file": ("a.png", image_bytes(3))}, "invalid_value"),
+        ({"question": " "}, {"file": ("a.png", image_bytes(3))}, "no_questions"),
+        ({"question": QUESTION}, {"file": ("a.txt", b"hello")}, "unsupported"),
+    ],
+)
 def test_bad_documents_ask_requests_are_400(url, fields, files, code):
     assert error_of(post(url, "/v1/documents/ask", data=fields, files=files), 400)["code"] == code
     still_answers(url)
@@ -238,15 +324,21 @@ def test_eight_clients_four_requests_each_none_lost(url, reader):
     expected = []
     for data in images:
         with open_bytes(data, "x.png") as document:
-            (result,) = ask_document(reader, document, [QUESTION], settings=Settings(max_slices=0,
-                                                                                     max_new_tokens=TOKENS))
+            (result,) = ask_document(
+                reader, document, [QUESTION], settings=Settings(max_slices=0, max_new_tokens=TOKENS)
+            )
         expected.append(result.best.answer)
     client = sdk(url)
 
     def one(job: int) -> tuple[int, str]:
         n = job % 4
-        done = client.chat.completions.create(model="docread", messages=chat_messages(images[n]), max_tokens=TOKENS,
-                                              extra_body={"docread": {"max_slices": 0}}, timeout=120)
+        done = client.chat.completions.create(
+            model="docread",
+            messages=chat_messages(images[n]),
+            max_tokens=TOKENS,
+            extra_body={"docread": {"max_slices": 0}},
+            timeout=120,
+        )
         return n, done.choices[0].message.content
 
     with ThreadPoolExecutor(8) as pool:
@@ -257,8 +349,12 @@ def test_eight_clients_four_requests_each_none_lost(url, reader):
 
 def test_a_full_queue_answers_503_with_retry_after(reader):
     with serving(reader, max_queue=1) as base:
-        body = {"model": "docread", "messages": chat_messages(image_bytes(4)), "max_tokens": 64,
-                "docread": {"max_slices": 0}}
+        body = {
+            "model": "docread",
+            "messages": chat_messages(image_bytes(4)),
+            "max_tokens": 64,
+            "docread": {"max_slices": 0},
+        }
 
         def one(_):
             return httpx.post(base + "/v1/chat/completions", json=body, timeout=120)
@@ -275,14 +371,24 @@ def test_a_full_queue_answers_503_with_retry_after(reader):
 # -- the client: ask --server ------------------------------------------------------------------------
 @pytest.mark.parametrize("json_out", [True, False])
 def test_ask_server_prints_what_local_ask_prints(url, tiny_llava, image_file, json_out):
-    args = ["ask", str(image_file), QUESTION, "--max-slices", "0", "--max-new-tokens", str(TOKENS), "--quiet",
-            *(["--json"] if json_out else [])]
+    args = [
+        "ask",
+        str(image_file),
+        QUESTION,
+        "--max-slices",
+        "0",
+        "--max-new-tokens",
+        str(TOKENS),
+        "--quiet",
+        *(["--json"] if json_out else []),
+    ]
     local = CliRunner().invoke(cli, [*args, "--model", str(tiny_llava), "--device", "cpu"])
     remote = CliRunner().invoke(cli, [*args, "--server", url, "--api-key", KEY])
     assert (remote.exit_code, local.exit_code) == (0, 0), remote.output
     if json_out:
-        assert [stable(json.loads(x)) for x in remote.stdout.splitlines()] == \
-               [stable(json.loads(x)) for x in local.stdout.splitlines()]
+        assert [stable(json.loads(x)) for x in remote.stdout.splitlines()] == [
+            stable(json.loads(x)) for x in local.stdout.splitlines()
+        ]
     else:
         assert remote.stdout == local.stdout and local.stdout.strip()
 

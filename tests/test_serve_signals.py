@@ -16,7 +16,6 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
 
-
 def chat_body() -> dict:
     import base64
     import io
@@ -27,8 +26,13 @@ def chat_body() -> dict:
     Image.new("RGB", (336, 336), (200, 30, 30)).save(buf, "PNG")
     url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
     content = [{"type": "text", "text": "What is written here?"}, {"type": "image_url", "image_url": {"url": url}}]
-    return {"model": "docread", "messages": [{"role": "user", "content": content}], "max_tokens": 48,
-            "temperature": 1.0, "seed": 1}
+    return {
+        "model": "docread",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 48,
+        "temperature": 1.0,
+        "seed": 1,
+    }
 
 
 def free_port() -> int:
@@ -40,9 +44,25 @@ def free_port() -> int:
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(tiny_llava):
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1")
-    process = subprocess.Popen([sys.executable, "-m", "docread", "serve", "--model", str(tiny_llava), "--device", "cpu",
-                                "--port", str(port), "--quiet"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "docread",
+            "serve",
+            "--model",
+            str(tiny_llava),
+            "--device",
+            "cpu",
+            "--port",
+            str(port),
+            "--quiet",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -16,19 +16,19 @@ S = 336
 @pytest.mark.parametrize(
     "width, height, max_slices, grid",
     [
-        (2 * S, 2 * S, 16, (2, 2)),      # EntityGrid canvas: exactly 2x2, not doubled (strict <)
-        (S, S, 16, (2, 2)),              # 1x1 doubled: 4*1*1 < 16
-        (100, 100, 16, (2, 2)),          # small images gain detail too
-        (S, S, 4, (1, 1)),               # 4*1*1 == 4: not doubled
-        (S, S, 5, (2, 2)),               # 4 < 5: doubled
-        (1700, 2200, 16, (4, 3)),        # US letter at 200 dpi: 4 rows x 3 cols, not 4x4
-        (2200, 1700, 16, (3, 4)),        # landscape letter
-        (1654, 2339, 16, (4, 3)),        # A4 at 200 dpi
-        (3 * S, 2 * S, 16, (2, 3)),      # fits as is: 6 <= 16, 4*6 >= 16
+        (2 * S, 2 * S, 16, (2, 2)),  # EntityGrid canvas: exactly 2x2, not doubled (strict <)
+        (S, S, 16, (2, 2)),  # 1x1 doubled: 4*1*1 < 16
+        (100, 100, 16, (2, 2)),  # small images gain detail too
+        (S, S, 4, (1, 1)),  # 4*1*1 == 4: not doubled
+        (S, S, 5, (2, 2)),  # 4 < 5: doubled
+        (1700, 2200, 16, (4, 3)),  # US letter at 200 dpi: 4 rows x 3 cols, not 4x4
+        (2200, 1700, 16, (3, 4)),  # landscape letter
+        (1654, 2339, 16, (4, 3)),  # A4 at 200 dpi
+        (3 * S, 2 * S, 16, (2, 3)),  # fits as is: 6 <= 16, 4*6 >= 16
         (4 * S, 4 * S, 16, (4, 4)),
-        (5 * S, 5 * S, 16, (4, 4)),      # 25 > 16: the largest square
-        (1000, 1000, 0, (0, 0)),         # global view only
-        (5000, 400, 16, (1, 12)),        # wide strip: 1 row; 12 cols keep 96% of 13 cols' scale
+        (5 * S, 5 * S, 16, (4, 4)),  # 25 > 16: the largest square
+        (1000, 1000, 0, (0, 0)),  # global view only
+        (5000, 400, 16, (1, 12)),  # wide strip: 1 row; 12 cols keep 96% of 13 cols' scale
         (400, 5000, 16, (12, 1)),
         (1700, 2200, 9, (3, 3)),
         (1700, 2200, 1, (1, 1)),
@@ -89,7 +89,9 @@ def test_grid_properties(width, height, max_slices):
         assert cols >= rows
     # no grid within the budget keeps a content scale more than 10% larger
     scale = min(cols * S / width, rows * S / height)
-    best = max(min(c * S / width, r * S / height) for r in range(1, max_slices + 1) for c in range(1, max_slices // r + 1))
+    best = max(
+        min(c * S / width, r * S / height) for r in range(1, max_slices + 1) for c in range(1, max_slices // r + 1)
+    )
     if rows * cols < max(1, math.ceil(height / S)) * max(1, math.ceil(width / S)):
         assert scale > best * 0.9 - 1e-12
 
@@ -117,11 +119,13 @@ def test_tiles_cover_the_canvas_without_gaps(rows, cols):
     pixels = rng.integers(0, 256, (plan.height, plan.width, 3), dtype=np.uint8)
     views = page_views(Image.fromarray(pixels), plan)
     assert views.shape == (1 + rows * cols, s, s, 3)
-    rebuilt = np.concatenate([np.concatenate(list(views[1 + r * cols : 1 + (r + 1) * cols]), axis=1) for r in range(rows)])
+    rebuilt = np.concatenate(
+        [np.concatenate(list(views[1 + r * cols : 1 + (r + 1) * cols]), axis=1) for r in range(rows)]
+    )
     assert np.array_equal(rebuilt, pixels)
     boxes = plan.boxes()
     assert len(boxes) == rows * cols and len(set(boxes)) == rows * cols
-    assert sum((r - l) * (b - t) for l, t, r, b in boxes) == plan.canvas[0] * plan.canvas[1]
+    assert sum((right - left) * (bottom - top) for left, top, right, bottom in boxes) == plan.canvas[0] * plan.canvas[1]
 
 
 def test_padding_is_white_and_page_sits_top_left():
@@ -139,7 +143,7 @@ def test_global_view_is_centred_fit_and_exact_at_size():
     wide = Image.new("RGB", (2 * S, S), (0, 0, 0))
     view = np.asarray(global_view(wide, S))
     assert view.shape == (S, S, 3)
-    assert (view[S // 2, :, 0] == 0).all()          # the page fills the width
+    assert (view[S // 2, :, 0] == 0).all()  # the page fills the width
     assert (view[0, :, :] == 255).all() and (view[-1, :, :] == 255).all()  # padded above and below
 
 

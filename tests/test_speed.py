@@ -14,12 +14,45 @@ from docread.generate import DecodeStats, crop_cache, decode_tokens
 
 QUESTION = "What is written here?"
 STAGES = {"render", "slice_normalise", "vision", "vision_sra", "vision_sampler", "prefill", "ttft", "followup_ttft"}
-SIDE_KEYS = {"stages_ms", "decode_ms_per_token", "decode_tokens_per_s", "generated_tokens", "intake_ms_per_view",
-             "grid", "views", "visual_tokens", "image_tokens", "prompt_tokens", "pixels", "effective_dpi",
-             "peak_memory_mb", "memory"}
-TOP_KEYS = {"benchmark", "date", "model", "synthetic", "pages", "questions", "repeats", "max_new_tokens", "dpi",
-            "threads", "device", "device_name", "dtype", "quantization", "cpu_count", "versions", "docread",
-            "baseline", "ratios", "intake_speedup", "startup"}
+SIDE_KEYS = {
+    "stages_ms",
+    "decode_ms_per_token",
+    "decode_tokens_per_s",
+    "generated_tokens",
+    "intake_ms_per_view",
+    "grid",
+    "views",
+    "visual_tokens",
+    "image_tokens",
+    "prompt_tokens",
+    "pixels",
+    "effective_dpi",
+    "peak_memory_mb",
+    "memory",
+}
+TOP_KEYS = {
+    "benchmark",
+    "date",
+    "model",
+    "synthetic",
+    "pages",
+    "questions",
+    "repeats",
+    "max_new_tokens",
+    "dpi",
+    "threads",
+    "device",
+    "device_name",
+    "dtype",
+    "quantization",
+    "cpu_count",
+    "versions",
+    "docread",
+    "baseline",
+    "ratios",
+    "intake_speedup",
+    "startup",
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +75,16 @@ def test_speed_json_has_every_key(speed_json):
         figures = speed_json[side]
         assert SIDE_KEYS <= figures.keys(), side
         assert set(figures["stages_ms"]) == STAGES
-        for key in ("decode_ms_per_token", "decode_tokens_per_s", "intake_ms_per_view", "peak_memory_mb",
-                    "views", "visual_tokens", "pixels", "prompt_tokens"):
+        for key in (
+            "decode_ms_per_token",
+            "decode_tokens_per_s",
+            "intake_ms_per_view",
+            "peak_memory_mb",
+            "views",
+            "visual_tokens",
+            "pixels",
+            "prompt_tokens",
+        ):
             assert positive(figures[key]), (side, key, figures[key])
         assert figures["memory"] == "rss"
 
@@ -83,8 +124,12 @@ def page_image(seed=0):
 
 def run(fn, reader, embeds, **kwargs):
     stats = DecodeStats()
-    tokens = [t for t, _ in fn(reader.hires.language_model, reader.hires.lm_head, embeds, eos_token_ids=[],
-                               stats=stats, **kwargs)]
+    tokens = [
+        t
+        for t, _ in fn(
+            reader.hires.language_model, reader.hires.lm_head, embeds, eos_token_ids=[], stats=stats, **kwargs
+        )
+    ]
     return tokens, stats
 
 
@@ -121,9 +166,18 @@ def test_fast_decode_stops_at_eos(reader):
         plain, _ = run(decode_tokens, reader, embeds, max_new_tokens=8, cache=encoded.cache)
         crop_cache(encoded.cache, encoded.prefix_len)
         stats = DecodeStats()
-        tokens = [t for t, _ in fastdecode.decode_tokens(reader.hires.language_model, reader.hires.lm_head, embeds,
-                                                         max_new_tokens=8, eos_token_ids=[plain[3]], stats=stats,
-                                                         cache=encoded.cache)]
+        tokens = [
+            t
+            for t, _ in fastdecode.decode_tokens(
+                reader.hires.language_model,
+                reader.hires.lm_head,
+                embeds,
+                max_new_tokens=8,
+                eos_token_ids=[plain[3]],
+                stats=stats,
+                cache=encoded.cache,
+            )
+        ]
         assert tokens == plain[: plain.index(plain[3])] and stats.stopped_by == "eos"
 
 
@@ -146,8 +200,9 @@ def test_compiled_fast_decode_matches_plain_on_cuda(tiny_llava_next):
         crop_cache(encoded.cache, encoded.prefix_len)
         decoder = FastDecoder(cuda.hires.language_model, cuda.hires.lm_head, compile=True)
         for _ in range(3):  # compile, record the CUDA graph, replay it
-            fast = [t for t, _ in decoder.decode_tokens(embeds, max_new_tokens=16, eos_token_ids=[],
-                                                        cache=encoded.cache)]
+            fast = [
+                t for t, _ in decoder.decode_tokens(embeds, max_new_tokens=16, eos_token_ids=[], cache=encoded.cache)
+            ]
             assert fast == plain
 
 
@@ -158,10 +213,18 @@ def test_in_memory_builder_quantizes_only_the_llm_and_runs_both_sides():
     from docread.bench.speedsetup import baseline_processor
     from docread.testing import build_reader
 
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=6, num_attention_heads=4, image_size=336,
-                  patch_size=42, projection_dim=32)
-    text = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                num_key_value_heads=4)
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        image_size=336,
+        patch_size=42,
+        projection_dim=32,
+    )
+    text = dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4
+    )
     reader = build_reader(device="cpu", quant="4bit", vision=vision, text=text, vocab_size=512)
     language_model = reader.hires.language_model
     assert len(language_model.layers) == language_model.config.num_hidden_layers == 3
@@ -170,7 +233,8 @@ def test_in_memory_builder_quantizes_only_the_llm_and_runs_both_sides():
     assert not isinstance(reader.base.model.lm_head, bnb.nn.Linear4bit)
     answer = reader.ask(page_image(), QUESTION, max_new_tokens=4)
     assert (answer.rows, answer.cols) == (3, 2) and answer.visual_tokens > 0
-    inputs = baseline_processor(reader)(images=page_image(), text=f"USER: <image>\n{QUESTION} ASSISTANT:",
-                                        return_tensors="pt")
+    inputs = baseline_processor(reader)(
+        images=page_image(), text=f"USER: <image>\n{QUESTION} ASSISTANT:", return_tensors="pt"
+    )
     out = reader.base.model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 3

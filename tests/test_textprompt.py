@@ -53,8 +53,15 @@ def test_cap_cuts_at_the_budget_and_says_so(reader):
 
 
 def test_token_accounting_is_exact(reader, pdf):
-    plain, texted = (ask_document(reader, str(pdf), [QUESTION], settings=Settings(
-        max_slices=0, max_new_tokens=2, text_prompt=mode, text_tokens=40))[0].best for mode in ("off", "on"))
+    plain, texted = (
+        ask_document(
+            reader,
+            str(pdf),
+            [QUESTION],
+            settings=Settings(max_slices=0, max_new_tokens=2, text_prompt=mode, text_tokens=40),
+        )[0].best
+        for mode in ("off", "on")
+    )
     assert plain.text_prompt is None and texted.text_prompt == {"source": "layer", "tokens": 40, "cut": True}
     ref = reference(reader.base.tokenizer, _page_text(pdf), "layer", 40)
     prompt = with_reference(task_question("qa", QUESTION), ref)
@@ -88,8 +95,24 @@ def test_tiles_are_reduced_before_the_prompt_fails(reader):
 
 def test_ask_records_say_whether_text_was_added(tiny_llava, pdf):
     def ask(*extra):
-        result = CliRunner().invoke(app, ["ask", str(pdf), QUESTION, "--model", str(tiny_llava), "--device", "cpu",
-                                          "--max-slices", "0", "--max-new-tokens", "1", "--json", *extra])
+        result = CliRunner().invoke(
+            app,
+            [
+                "ask",
+                str(pdf),
+                QUESTION,
+                "--model",
+                str(tiny_llava),
+                "--device",
+                "cpu",
+                "--max-slices",
+                "0",
+                "--max-new-tokens",
+                "1",
+                "--json",
+                *extra,
+            ],
+        )
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout)
 

@@ -43,21 +43,37 @@ def data(tmp_path_factory):
     for i, (question, answer) in enumerate(zip(QUESTIONS, ANSWERS)):
         pixels = rng.integers(0, 256, (500 + 40 * i, 600, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(root / f"{i}.png")
-        records.append({"id": f"s{i}", "image": f"{i}.png", "conversations": [
-            {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]})
+        records.append(
+            {
+                "id": f"s{i}",
+                "image": f"{i}.png",
+                "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
+            }
+        )
     (root / "train.json").write_text(json.dumps(records))
     return root / "train.json"
 
 
 def config(tiny_llava, data, out, **options) -> TrainConfig:
-    defaults = dict(stage=2, max_steps=3, batch_size=2, lora_r=4, lora_alpha=8, max_slices=4, device="cpu",
-                    log_every=1, lr=1e-2, lr_rest=1e-2)
+    defaults = dict(
+        stage=2,
+        max_steps=3,
+        batch_size=2,
+        lora_r=4,
+        lora_alpha=8,
+        max_slices=4,
+        device="cpu",
+        log_every=1,
+        lr=1e-2,
+        lr_rest=1e-2,
+    )
     return TrainConfig(model=str(tiny_llava), data=data, output=out, **{**defaults, **options})
 
 
 def checksums(module: torch.nn.Module) -> dict[str, str]:
-    return {name: hashlib.sha256(p.detach().float().numpy().tobytes()).hexdigest()
-            for name, p in module.named_parameters()}
+    return {
+        name: hashlib.sha256(p.detach().float().numpy().tobytes()).hexdigest() for name, p in module.named_parameters()
+    }
 
 
 def losses(out: Path) -> list[tuple[int, float]]:
@@ -110,8 +126,10 @@ def test_overfits_a_handful_of_examples(tiny_llava, data, tmp_path):
 STAGES = {  # options, and which of the trainee's parameters (llava.* / parts.*) must change
     "stage1": (dict(stage=1), lambda n: "sampler." in n or "multi_modal_projector." in n),
     "stage2": (dict(stage=2), lambda n: "lora_" in n or n.startswith("parts.")),
-    "stage2-no-sra": (dict(stage=2, sra=False),
-                      lambda n: "lora_" in n or (n.startswith("parts.") and not n.startswith("parts.adapters."))),
+    "stage2-no-sra": (
+        dict(stage=2, sra=False),
+        lambda n: "lora_" in n or (n.startswith("parts.") and not n.startswith("parts.adapters.")),
+    ),
 }
 
 
@@ -134,8 +152,9 @@ def logits_of(reader, collate_batch):
     with torch.no_grad():
         sequences = hires.image_embeddings(collate_batch.pixels, collate_batch.grids)
         embeds = hires.embed_prompt(collate_batch.input_ids, sequences)
-        hidden = hires.language_model(inputs_embeds=embeds,
-                                      attention_mask=collate_batch.attention_mask).last_hidden_state
+        hidden = hires.language_model(
+            inputs_embeds=embeds, attention_mask=collate_batch.attention_mask
+        ).last_hidden_state
         return hires.lm_head(hidden)
 
 
@@ -178,8 +197,9 @@ def test_qlora_path_with_bf16_and_checkpointing_runs_on_cpu(tiny_llava, data, tm
     """The CUDA recipe's pieces (4-bit NF4 LLM, bf16 autocast, activation checkpointing) on CPU."""
     import bitsandbytes as bnb
 
-    run = start(config(tiny_llava, data, tmp_path / "out", quant="4bit", precision="bf16", checkpointing=True,
-                       max_steps=2))
+    run = start(
+        config(tiny_llava, data, tmp_path / "out", quant="4bit", precision="bf16", checkpointing=True, max_steps=2)
+    )
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in run.llava.modules())
     before = checksums(run.trainee)
     events = list(steps(run))
@@ -206,12 +226,29 @@ def docread_cli(*args, timeout=300):
     """A real process for `docread train`: its adapter is compared to the bit with the 2-process torchrun
     run's below, so both train in fresh processes with the same thread settings."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", OMP_NUM_THREADS="1")  # 1 thread: same sums everywhere
-    return subprocess.run([sys.executable, "-m", "docread", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "docread", *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
-COMMON = ["--stage", 2, "--max-steps", 2, "--batch-size", 1, "--lora-r", 4, "--lora-dropout", 0, "--max-slices", 4,
-          "--device", "cpu", "--log-every", 1]
+COMMON = [
+    "--stage",
+    2,
+    "--max-steps",
+    2,
+    "--batch-size",
+    1,
+    "--lora-r",
+    4,
+    "--lora-dropout",
+    0,
+    "--max-slices",
+    4,
+    "--device",
+    "cpu",
+    "--log-every",
+    1,
+]
 
 
 @pytest.fixture(scope="module")
@@ -228,8 +265,20 @@ def test_cli_trains_an_adapter_that_ask_loads(tiny_llava, data, cli_run):
     assert str(out / "adapter.safetensors") in run.stdout and "\x1b[" not in run.stderr
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and all({"step", "loss", "lr"} <= r.keys() for r in records)
-    ask = clikit.docread("ask", data.parent / "0.png", QUESTIONS[0], "--model", tiny_llava, "--adapter", out,
-                      "--max-slices", 4, "--max-new-tokens", 3, "--json")
+    ask = clikit.docread(
+        "ask",
+        data.parent / "0.png",
+        QUESTIONS[0],
+        "--model",
+        tiny_llava,
+        "--adapter",
+        out,
+        "--max-slices",
+        4,
+        "--max-new-tokens",
+        3,
+        "--json",
+    )
     assert ask.returncode == 0, ask.stderr
     assert json.loads(ask.stdout)["tiles"] == 4
 
@@ -242,10 +291,30 @@ def test_two_processes_train_as_one_with_gradient_accumulation(tiny_llava, data,
     _, one, _ = cli_run
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", OMP_NUM_THREADS="1")
     # real processes: two ranks under torchrun is the point
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "docread", "train", "--model", str(tiny_llava), "--data", str(data),
-                          *map(str, COMMON), "-o", str(tmp_path / "two")],
-                         capture_output=True, text=True, env=env, timeout=300)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "docread",
+            "train",
+            "--model",
+            str(tiny_llava),
+            "--data",
+            str(data),
+            *map(str, COMMON),
+            "-o",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     assert (tmp_path / "two" / "checkpoint" / "rng-1.safetensors").is_file()  # each process's RNG is kept
     a, b = (load_file(str(d / "adapter.safetensors")) for d in (tmp_path / "two", one))

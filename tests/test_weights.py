@@ -126,8 +126,13 @@ def test_cli_reports_missing_weights_in_one_line(tmp_path):
     Image.new("RGB", (64, 64), "white").save(image)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "empty-hf"))
     for model in ([], ["--model", "llava-1.5-7b"]):
-        run = subprocess.run([sys.executable, "-m", "docread", "ask", str(image), "what is this?", *model],
-                             capture_output=True, text=True, env=env, timeout=120)
+        run = subprocess.run(
+            [sys.executable, "-m", "docread", "ask", str(image), "what is this?", *model],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert run.returncode == 1, run.stderr
         assert run.stdout == ""
         lines = run.stderr.strip().splitlines()

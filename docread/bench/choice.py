@@ -9,7 +9,7 @@ plus the benchmark's own breakdown. Nothing here needs a model.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from docread.bench.datasets import Sample
 
@@ -53,8 +53,11 @@ def _mean(values: Iterable[float]) -> float | None:
 
 def _counts(samples: Sequence[Sample], predictions: Mapping[str, str]) -> dict:
     ids = {s.id for s in samples}
-    return {"n": len(samples), "missing": sum(s.id not in predictions for s in samples),
-            "extra": sum(key not in ids for key in predictions)}
+    return {
+        "n": len(samples),
+        "missing": sum(s.id not in predictions for s in samples),
+        "extra": sum(key not in ids for key in predictions),
+    }
 
 
 def _letter_right(sample: Sample, predictions: Mapping[str, str]) -> bool:
@@ -66,8 +69,12 @@ def _letter_right(sample: Sample, predictions: Mapping[str, str]) -> bool:
 def choice_accuracy(samples: Sequence[Sample], predictions: Mapping[str, str]) -> dict:
     """AI2D / ScienceQA: the share of questions whose parsed letter is the gold one."""
     unparsed = sum(s.id in predictions and parse_letter(predictions[s.id], len(s.options)) is None for s in samples)
-    return {"metric": "accuracy", "score": _mean(_letter_right(s, predictions) for s in samples),
-            **_counts(samples, predictions), "unparsed": unparsed}
+    return {
+        "metric": "accuracy",
+        "score": _mean(_letter_right(s, predictions) for s in samples),
+        **_counts(samples, predictions),
+        "unparsed": unparsed,
+    }
 
 
 def circular_accuracy(samples: Sequence[Sample], predictions: Mapping[str, str]) -> dict:
@@ -81,12 +88,18 @@ def circular_accuracy(samples: Sequence[Sample], predictions: Mapping[str, str])
         passes.setdefault(question, []).append(_letter_right(sample, predictions))
         category[question] = sample.groups.get("category", "")
     right = {question: all(results) for question, results in passes.items()}
-    per_category = {name: _mean(right[q] for q in right if category[q] == name)
-                    for name in sorted(set(category.values())) if name}
+    per_category = {
+        name: _mean(right[q] for q in right if category[q] == name) for name in sorted(set(category.values())) if name
+    }
     first = [s for s in samples if s.groups.get("round") == "0"]
-    return {"metric": "circular_accuracy", "score": _mean(right.values()), "questions": len(right),
-            **_counts(samples, predictions), "per_category": per_category,
-            "first_pass_accuracy": _mean(_letter_right(s, predictions) for s in first)}
+    return {
+        "metric": "circular_accuracy",
+        "score": _mean(right.values()),
+        "questions": len(right),
+        **_counts(samples, predictions),
+        "per_category": per_category,
+        "first_pass_accuracy": _mean(_letter_right(s, predictions) for s in first),
+    }
 
 
 def _binary_scores(gold: Sequence[str], predicted: Sequence[str]) -> dict:
@@ -102,8 +115,14 @@ def _binary_scores(gold: Sequence[str], predicted: Sequence[str]) -> dict:
         f1 = None
     else:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": (tp + tn) / len(pairs) if pairs else None, "precision": precision, "recall": recall,
-            "f1": f1, "yes_ratio": (tp + fp) / len(pairs) if pairs else None, "n": len(pairs)}
+    return {
+        "accuracy": (tp + tn) / len(pairs) if pairs else None,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "yes_ratio": (tp + fp) / len(pairs) if pairs else None,
+        "n": len(pairs),
+    }
 
 
 def _opposite(answer: str) -> str:
@@ -147,6 +166,13 @@ def hallusion_scores(samples: Sequence[Sample], predictions: Mapping[str, str]) 
             figures.setdefault((g["category"], g["subcategory"], g["set_id"], g["figure_id"]), []).append(right[s.id])
         questions.setdefault((g["category"], g["subcategory"], g["set_id"], g["question_id"]), []).append(right[s.id])
     a_acc = _mean(right.values())
-    return {"metric": "aAcc", "score": a_acc, "aAcc": a_acc, "fAcc": _mean(all(v) for v in figures.values()),
-            "qAcc": _mean(all(v) for v in questions.values()), "figures": len(figures),
-            "question_pairs": len(questions), **_counts(samples, predictions)}
+    return {
+        "metric": "aAcc",
+        "score": a_acc,
+        "aAcc": a_acc,
+        "fAcc": _mean(all(v) for v in figures.values()),
+        "qAcc": _mean(all(v) for v in questions.values()),
+        "figures": len(figures),
+        "question_pairs": len(questions),
+        **_counts(samples, predictions),
+    }

@@ -13,9 +13,9 @@ official result lists [{"questionId" | "question_id", "answer"}]. Ids are compar
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from docread.errors import DocreadError, UsageError
 from docread.records import read_json_or_lines
@@ -35,11 +35,11 @@ class Sample:
 
     id: str
     question: str
-    image: str                 # file name relative to the images folder ("" when the question has none)
-    answers: tuple[str, ...]   # gold answers (a letter for multiple choice); empty for test splits without them
-    options: tuple[str, ...] = ()                       # multiple choice: the options as asked, lettered A, B, ...
+    image: str  # file name relative to the images folder ("" when the question has none)
+    answers: tuple[str, ...]  # gold answers (a letter for multiple choice); empty for test splits without them
+    options: tuple[str, ...] = ()  # multiple choice: the options as asked, lettered A, B, ...
     groups: Mapping[str, str] = field(default_factory=dict)  # what the metric groups by: split, category, figure...
-    inline_image: str | None = None                     # base64 image held in the annotations (MMBench's TSV)
+    inline_image: str | None = None  # base64 image held in the annotations (MMBench's TSV)
 
 
 _load_json = read_json_or_lines  # a JSON document, or the records of a JSON Lines file
@@ -48,7 +48,7 @@ _load_json = read_json_or_lines  # a JSON document, or the records of a JSON Lin
 def _records(data, path: Path) -> list[dict]:
     records = data["data"] if isinstance(data, dict) and "data" in data else data
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise DocreadError("bad_annotations", f"{path}: expected a list of question objects or {{\"data\": [...]}}")
+        raise DocreadError("bad_annotations", f'{path}: expected a list of question objects or {{"data": [...]}}')
     return records
 
 
@@ -79,8 +79,11 @@ def read_annotations(path: Path, dataset: str) -> list[Sample]:
         if dataset == "infovqa" and not ("image_local_name" in record or "image" in record):
             missing.append("image_local_name")
         if missing:
-            raise DocreadError("bad_annotations", f"{path}: question {index} has no {', '.join(missing)}; "
-                               f"is this the official {dataset} annotation file?")
+            raise DocreadError(
+                "bad_annotations",
+                f"{path}: question {index} has no {', '.join(missing)}; "
+                f"is this the official {dataset} annotation file?",
+            )
     return [_sample(dataset, record, index) for index, record in enumerate(records)]
 
 
@@ -96,8 +99,10 @@ def read_gold(path: Path) -> dict[str, tuple[str, ...]]:
     for index, record in enumerate(_records(_load_json(path), path)):
         key, answers = _gold_id(record, index), _answers(record)
         if key is None:
-            raise DocreadError("bad_gold", f"{path}: record {index} has no id (id, questionId, question_id) and "
-                               f"is no ChartQA question (imgname)")
+            raise DocreadError(
+                "bad_gold",
+                f"{path}: record {index} has no id (id, questionId, question_id) and is no ChartQA question (imgname)",
+            )
         if not answers:
             raise DocreadError("bad_gold", f"{path}: question {key} has no gold answers (a test split?)")
         gold[key] = answers

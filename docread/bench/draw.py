@@ -19,22 +19,28 @@ RGB = tuple[int, int, int]
 
 KINDS = ("word", "number", "shape", "object")
 TEXT_KINDS = ("word", "number")
-INK: RGB = (20, 20, 20)               # text colour: near-black on white
-TEXT_WIDTH = 0.95                     # text spans at most this fraction of the box width
-TEXT_HEIGHT = 0.42                    # ... and this fraction of its height
-TEXT_STROKE = 0.035                   # stroke width per font pixel: bolder glyphs survive downscaling
-REFERENCE_FONT_PX = 100               # text is measured once at this size, then scaled
-SHAPE_COLOURS: tuple[RGB, ...] = ((214, 39, 40), (31, 119, 180), (44, 160, 44), (255, 127, 14),
-                                  (148, 103, 189), (23, 190, 207))  # shapes get one of these at random
+INK: RGB = (20, 20, 20)  # text colour: near-black on white
+TEXT_WIDTH = 0.95  # text spans at most this fraction of the box width
+TEXT_HEIGHT = 0.42  # ... and this fraction of its height
+TEXT_STROKE = 0.035  # stroke width per font pixel: bolder glyphs survive downscaling
+REFERENCE_FONT_PX = 100  # text is measured once at this size, then scaled
+SHAPE_COLOURS: tuple[RGB, ...] = (
+    (214, 39, 40),
+    (31, 119, 180),
+    (44, 160, 44),
+    (255, 127, 14),
+    (148, 103, 189),
+    (23, 190, 207),
+)  # shapes get one of these at random
 
 
 @dataclass(frozen=True)
 class Entity:
     """One thing that can be placed in a cell."""
 
-    name: str    # the option text: "rainbow", "0.596", "triangle", "stop sign"
-    kind: str    # one of KINDS
-    group: str   # look-alike group: recognition distractors come from here
+    name: str  # the option text: "rainbow", "0.596", "triangle", "stop sign"
+    kind: str  # one of KINDS
+    group: str  # look-alike group: recognition distractors come from here
 
     @property
     def phrase(self) -> str:
@@ -75,8 +81,13 @@ BY_NAME: dict[str, Entity] = {e.name: e for e in ENTITIES}
 def _polygon(cx: float, cy: float, radius: float, sides: int, rotation: float = -90.0) -> list[tuple[float, float]]:
     """Vertices of a regular polygon; rotation -90 puts the first vertex on top."""
     step = 360.0 / sides
-    return [(cx + radius * math.cos(math.radians(rotation + i * step)),
-             cy + radius * math.sin(math.radians(rotation + i * step))) for i in range(sides)]
+    return [
+        (
+            cx + radius * math.cos(math.radians(rotation + i * step)),
+            cy + radius * math.sin(math.radians(rotation + i * step)),
+        )
+        for i in range(sides)
+    ]
 
 
 def _star(cx: float, cy: float, outer: float, inner: float, points: int = 5) -> list[tuple[float, float]]:
@@ -92,8 +103,9 @@ def _font(px: float) -> ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=max(1, int(px)))
 
 
-def _centred_text(draw: ImageDraw.ImageDraw, cx: float, cy: float, text: str, px: float, fill: RGB,
-                  stroke: int = 0) -> Box:
+def _centred_text(
+    draw: ImageDraw.ImageDraw, cx: float, cy: float, text: str, px: float, fill: RGB, stroke: int = 0
+) -> Box:
     font = _font(px)
     draw.text((cx, cy), text, font=font, fill=fill, anchor="mm", stroke_width=stroke, stroke_fill=fill)
     return draw.textbbox((cx, cy), text, font=font, anchor="mm", stroke_width=stroke)
@@ -146,11 +158,11 @@ def _stop_sign(draw, x0, y0, x1, y1):
 
 def _yield_sign(draw, x0, y0, x1, y1):
     cx, r = (x0 + x1) / 2, (x1 - x0) / 2
-    radius = 1.12 * r                    # widest that fits: the side, radius * sqrt(3), stays under 2r
-    centre = y0 + r - radius / 4         # centres the triangle's height (1.5 * radius) in the box
+    radius = 1.12 * r  # widest that fits: the side, radius * sqrt(3), stays under 2r
+    centre = y0 + r - radius / 4  # centres the triangle's height (1.5 * radius) in the box
     draw.polygon(_polygon(cx, centre, radius, 3, rotation=90), fill=(200, 16, 46))
     draw.polygon(_polygon(cx, centre, 0.7 * radius, 3, rotation=90), fill=(255, 255, 255))
-    top = centre - 0.35 * radius         # upper edge of the white inner triangle
+    top = centre - 0.35 * radius  # upper edge of the white inner triangle
     _centred_text(draw, cx, top + 0.22 * r, "YIELD", text_size("YIELD", 0.9 * r), (200, 16, 46))
 
 
@@ -177,22 +189,22 @@ def _teddy_bear(draw, x0, y0, x1, y1):
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill)
 
     for side in (-1, 1):
-        disc(cx + side * r * 0.42, y0 + r * 0.2, r * 0.18, fur)             # ears
-        disc(cx + side * r * 0.62, y0 + r * 1.15, r * 0.2, fur)             # arms
-        disc(cx + side * r * 0.4, y1 - r * 0.2, r * 0.22, fur)              # legs
+        disc(cx + side * r * 0.42, y0 + r * 0.2, r * 0.18, fur)  # ears
+        disc(cx + side * r * 0.62, y0 + r * 1.15, r * 0.2, fur)  # arms
+        disc(cx + side * r * 0.4, y1 - r * 0.2, r * 0.22, fur)  # legs
     draw.ellipse((cx - r * 0.5, y0 + r * 0.75, cx + r * 0.5, y1 - r * 0.15), fill=fur)  # body
-    disc(cx, y0 + r * 0.5, r * 0.42, fur)                                   # head
-    disc(cx, y0 + r * 0.65, r * 0.17, light)                                # muzzle
-    disc(cx, y0 + r * 0.58, r * 0.06, dark)                                 # nose
+    disc(cx, y0 + r * 0.5, r * 0.42, fur)  # head
+    disc(cx, y0 + r * 0.65, r * 0.17, light)  # muzzle
+    disc(cx, y0 + r * 0.58, r * 0.06, dark)  # nose
     for side in (-1, 1):
-        disc(cx + side * r * 0.17, y0 + r * 0.38, r * 0.055, dark)          # eyes
+        disc(cx + side * r * 0.17, y0 + r * 0.38, r * 0.055, dark)  # eyes
 
 
 def _house(draw, x0, y0, x1, y1):
     r = (x1 - x0) / 2
     draw.polygon([(x0, y0 + r * 0.85), ((x0 + x1) / 2, y0), (x1, y0 + r * 0.85)], fill=(180, 40, 40))  # roof
-    draw.rectangle((x0 + r * 0.2, y0 + r * 0.85, x1 - r * 0.2, y1), fill=(235, 200, 120))             # walls
-    draw.rectangle((x0 + r * 0.8, y1 - r * 0.65, x0 + r * 1.15, y1), fill=(110, 60, 20))              # door
+    draw.rectangle((x0 + r * 0.2, y0 + r * 0.85, x1 - r * 0.2, y1), fill=(235, 200, 120))  # walls
+    draw.rectangle((x0 + r * 0.8, y1 - r * 0.65, x0 + r * 1.15, y1), fill=(110, 60, 20))  # door
     draw.rectangle((x0 + r * 1.35, y0 + r * 1.05, x0 + r * 1.65, y0 + r * 1.35), fill=(120, 180, 230))  # window
 
 
@@ -214,9 +226,16 @@ def _umbrella(draw, x0, y0, x1, y1):
     draw.arc((cx - r * 0.3, y1 - r * 0.45, cx, y1), 0, 180, fill=(40, 40, 40), width=width)
 
 
-OBJECTS: dict[str, Callable] = {"stop sign": _stop_sign, "yield sign": _yield_sign, "traffic light": _traffic_light,
-                                "arrow": _arrow, "teddy bear": _teddy_bear, "house": _house, "tree": _tree,
-                                "umbrella": _umbrella}
+OBJECTS: dict[str, Callable] = {
+    "stop sign": _stop_sign,
+    "yield sign": _yield_sign,
+    "traffic light": _traffic_light,
+    "arrow": _arrow,
+    "teddy bear": _teddy_bear,
+    "house": _house,
+    "tree": _tree,
+    "umbrella": _umbrella,
+}
 
 
 def draw_entity(draw: ImageDraw.ImageDraw, entity: Entity, box: Box, colour: RGB) -> Box:

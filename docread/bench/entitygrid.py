@@ -34,19 +34,31 @@ from docread.formats.entitygrid import (  # noqa: F401
     read_questions,
 )
 
-DEFAULT_SIZE = 336                      # S: the encoder's input side, so the canvas is 2S x 2S
-DEFAULT_N = 1080                        # 3 tasks x 9 cells x 4 answer letters x 10
-ENTITY_FILL = 0.85                      # an entity's box side, as a fraction of the cell side
-JITTER = 0.025                          # max offset from the cell centre (cell sides); less than half the
-                                        # thinnest word's height, so edge entities are always cut
-MAX_COUNT = 4                           # counting places 1..4 copies; options are 1..4
-SUPERSAMPLE_SIDE = 1344                 # draw at least this large, then box-downsample: smooth at any S
+DEFAULT_SIZE = 336  # S: the encoder's input side, so the canvas is 2S x 2S
+DEFAULT_N = 1080  # 3 tasks x 9 cells x 4 answer letters x 10
+ENTITY_FILL = 0.85  # an entity's box side, as a fraction of the cell side
+JITTER = 0.025  # max offset from the cell centre (cell sides); less than half the
+# thinnest word's height, so edge entities are always cut
+MAX_COUNT = 4  # counting places 1..4 copies; options are 1..4
+SUPERSAMPLE_SIDE = 1344  # draw at least this large, then box-downsample: smooth at any S
 # Relations clockwise, so DIRECTIONS[i] and DIRECTIONS[i + 4] are opposites.
 DIRECTIONS = ("above", "upper right", "right", "lower right", "below", "lower left", "left", "upper left")
-_DIRECTION_OF = {(-1, 0): "above", (-1, 1): "upper right", (0, 1): "right", (1, 1): "lower right",
-                 (1, 0): "below", (1, -1): "lower left", (0, -1): "left", (-1, -1): "upper left"}  # (d_row, d_col)
-_RECOGNITION_QUESTIONS = {"word": "What is written in the image?", "number": "What is written in the image?",
-                          "shape": "What shape is in the image?", "object": "What is the object in the image?"}
+_DIRECTION_OF = {
+    (-1, 0): "above",
+    (-1, 1): "upper right",
+    (0, 1): "right",
+    (1, 1): "lower right",
+    (1, 0): "below",
+    (1, -1): "lower left",
+    (0, -1): "left",
+    (-1, -1): "upper left",
+}  # (d_row, d_col)
+_RECOGNITION_QUESTIONS = {
+    "word": "What is written in the image?",
+    "number": "What is written in the image?",
+    "shape": "What shape is in the image?",
+    "object": "What is the object in the image?",
+}
 
 
 def relation(cell_a: int, cell_b: int) -> str:
@@ -156,8 +168,12 @@ def _render(placed: list[tuple[Entity, int]], size: int, rng: random.Random):
         cy = (row + 0.5 + rng.uniform(-JITTER, JITTER)) * cell
         half = ENTITY_FILL * cell / 2
         ink = draw_entity(draw, entity, (cx - half, cy - half, cx + half, cy + half), colour)
-        box = [math.floor(ink[0] / factor), math.floor(ink[1] / factor), math.ceil(ink[2] / factor),
-               math.ceil(ink[3] / factor)]
+        box = [
+            math.floor(ink[0] / factor),
+            math.floor(ink[1] / factor),
+            math.ceil(ink[2] / factor),
+            math.ceil(ink[3] / factor),
+        ]
         records.append({"name": entity.name, "kind": entity.kind, "cell": number, "box": box})
     return canvas.reduce(factor) if factor > 1 else canvas, records
 
@@ -193,8 +209,16 @@ def _make(index: int, states: dict[str, _TaskState], draw_rng: random.Random, si
     else:
         options, letter = state.options(draft.answer, draft.distractors)
     image, drawn = _render(list(zip(draft.entities, draft.cells)), size, draw_rng)
-    question = Question(id=f"eg{index:05d}", image=f"{IMAGES_DIR}/eg{index:05d}.png", task=task, question=draft.text,
-                        options=options, answer=letter, cells=tuple(draft.cells), entities=tuple(drawn))
+    question = Question(
+        id=f"eg{index:05d}",
+        image=f"{IMAGES_DIR}/eg{index:05d}.png",
+        task=task,
+        question=draft.text,
+        options=options,
+        answer=letter,
+        cells=tuple(draft.cells),
+        entities=tuple(drawn),
+    )
     return question, image
 
 
@@ -217,18 +241,18 @@ def _mean(values: Sequence[float]) -> float | None:
 class GridScore:
     """EntityGrid-QA scores; None where a cell or task has no questions."""
 
-    accuracy: float | None                       # all questions
-    accuracy_center: float | None                # mean of a_i over CENTER_CELLS
-    accuracy_edge: float | None                  # mean of a_i over EDGE_CELLS
-    discrepancy: float | None                    # accuracy_center - accuracy_edge
-    per_cell: dict[str, float | None]            # a_i: mean over tasks of the task's accuracy at cell i
+    accuracy: float | None  # all questions
+    accuracy_center: float | None  # mean of a_i over CENTER_CELLS
+    accuracy_edge: float | None  # mean of a_i over EDGE_CELLS
+    discrepancy: float | None  # accuracy_center - accuracy_edge
+    per_cell: dict[str, float | None]  # a_i: mean over tasks of the task's accuracy at cell i
     per_task: dict[str, float | None]
     per_task_cell: dict[str, dict[str, float | None]]
-    n: int                                       # questions
+    n: int  # questions
     correct: int
-    missing: int                                 # questions without a prediction (counted wrong)
-    malformed: int                               # unreadable lines + predictions that are no letter (wrong)
-    extra: int                                   # predictions for ids not in the benchmark (ignored)
+    missing: int  # questions without a prediction (counted wrong)
+    malformed: int  # unreadable lines + predictions that are no letter (wrong)
+    extra: int  # predictions for ids not in the benchmark (ignored)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -252,20 +276,27 @@ def score(questions: Sequence[Question], predictions: Mapping[str, object], *, u
     edge = _mean([v for c in EDGE_CELLS if (v := per_cell[str(c)]) is not None])
     ids = {q.id for q in questions}
     return GridScore(
-        accuracy=_mean([right[q.id] for q in questions]), accuracy_center=center, accuracy_edge=edge,
-        discrepancy=None if center is None or edge is None else center - edge, per_cell=per_cell,
+        accuracy=_mean([right[q.id] for q in questions]),
+        accuracy_center=center,
+        accuracy_edge=edge,
+        discrepancy=None if center is None or edge is None else center - edge,
+        per_cell=per_cell,
         per_task={t: _mean([right[q.id] for q in questions if q.task == t]) for t in TASKS},
-        per_task_cell=per_task_cell, n=len(questions), correct=sum(right.values()),
-        missing=sum(q.id not in predictions for q in questions), malformed=malformed,
-        extra=sum(i not in ids for i in predictions))
+        per_task_cell=per_task_cell,
+        n=len(questions),
+        correct=sum(right.values()),
+        missing=sum(q.id not in predictions for q in questions),
+        malformed=malformed,
+        extra=sum(i not in ids for i in predictions),
+    )
 
 
 # -- heat map -------------------------------------------------------------------------------
-HEAT_CELL = 180                          # px per grid cell in the heat map
+HEAT_CELL = 180  # px per grid cell in the heat map
 HEAT_MARGIN = 24
-HEAT_TOP = 76                            # room for the title and the summary line
-HEAT_BOTTOM = 64                         # room for the colour bar
-BORDER_RGB = (230, 0, 90)                # tile borders: dashed, in a colour the colour map never uses
+HEAT_TOP = 76  # room for the title and the summary line
+HEAT_BOTTOM = 64  # room for the colour bar
+BORDER_RGB = (230, 0, 90)  # tile borders: dashed, in a colour the colour map never uses
 VIRIDIS = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))  # 0 -> 1
 
 
@@ -285,8 +316,11 @@ def _dashed(draw, start: tuple[int, int], end: tuple[int, int], width: int, dash
     length = max(abs(x1 - x0), abs(y1 - y0))
     for offset in range(0, length, 2 * dash):
         a, b = offset / length, min(offset + dash, length) / length
-        draw.line((x0 + (x1 - x0) * a, y0 + (y1 - y0) * a, x0 + (x1 - x0) * b, y0 + (y1 - y0) * b),
-                  fill=BORDER_RGB, width=width)
+        draw.line(
+            (x0 + (x1 - x0) * a, y0 + (y1 - y0) * a, x0 + (x1 - x0) * b, y0 + (y1 - y0) * b),
+            fill=BORDER_RGB,
+            width=width,
+        )
 
 
 def render_heatmap(result: GridScore, path: Path, title: str = "EntityGrid-QA") -> None:
@@ -302,8 +336,10 @@ def render_heatmap(result: GridScore, path: Path, title: str = "EntityGrid-QA") 
         return "n/a" if value is None else f"{100 * value:.1f}%"
 
     draw.text((HEAT_MARGIN, 12), title, font=medium, fill=(0, 0, 0))
-    summary = (f"accuracy {pct(result.accuracy)}   center {pct(result.accuracy_center)}   edge "
-               f"{pct(result.accuracy_edge)}   discrepancy {pct(result.discrepancy)}   n={result.n}")
+    summary = (
+        f"accuracy {pct(result.accuracy)}   center {pct(result.accuracy_center)}   edge "
+        f"{pct(result.accuracy_edge)}   discrepancy {pct(result.discrepancy)}   n={result.n}"
+    )
     draw.text((HEAT_MARGIN, 42), summary, font=small, fill=(60, 60, 60))
     for cell in CELLS:
         row, col = divmod(cell - 1, GRID)

@@ -36,8 +36,9 @@ from docread.records import read_json_or_lines
 def _require(record: dict, keys: tuple[str, ...], where: str, dataset: str) -> None:
     missing = [key for key in keys if key not in record]
     if missing:
-        raise DocreadError("bad_annotations", f"{where} has no {', '.join(missing)}; "
-                           f"is this the official {dataset} annotation file?")
+        raise DocreadError(
+            "bad_annotations", f"{where} has no {', '.join(missing)}; is this the official {dataset} annotation file?"
+        )
 
 
 def _load(path: Path):
@@ -73,8 +74,15 @@ def read_ai2d(path: Path) -> list[Sample]:
         for text, question in record["questions"].items():
             _require(question, ("questionId", "answerTexts", "correctAnswer"), f"{file}: {text!r}", "AI2D")
             options = tuple(str(o) for o in question["answerTexts"])
-            samples.append(Sample(str(question["questionId"]), text, record["imageName"],
-                                  (LETTERS[int(question["correctAnswer"])],), options))
+            samples.append(
+                Sample(
+                    str(question["questionId"]),
+                    text,
+                    record["imageName"],
+                    (LETTERS[int(question["correctAnswer"])],),
+                    options,
+                )
+            )
     return samples
 
 
@@ -94,8 +102,15 @@ def read_scienceqa(path: Path, split: str = "test") -> list[Sample]:
             continue
         hint = (problem.get("hint") or "").strip()
         question = f"Context: {hint}\n{problem['question']}" if hint else problem["question"]
-        samples.append(Sample(str(pid), question, f"{split}/{pid}/{problem['image']}",
-                              (LETTERS[int(problem["answer"])],), tuple(str(c) for c in problem["choices"])))
+        samples.append(
+            Sample(
+                str(pid),
+                question,
+                f"{split}/{pid}/{problem['image']}",
+                (LETTERS[int(problem["answer"])],),
+                tuple(str(c) for c in problem["choices"]),
+            )
+        )
     return samples
 
 
@@ -124,10 +139,17 @@ def read_mmbench(path: Path) -> list[Sample]:
         question = row["question"] if _blank(row.get("hint")) else f"{row['hint']}\n{row['question']}"
         gold = LETTERS.index(row["answer"].strip())
         for k in range(len(options)):  # pass k shows options[k:] + options[:k] as A, B, ...
-            samples.append(Sample(f"{row['index']}@{k}", question, "", (LETTERS[(gold - k) % len(options)],),
-                                  tuple(options[k:] + options[:k]),
-                                  {"question": row["index"], "category": row.get("category") or "", "round": str(k)},
-                                  inline_image=image))
+            samples.append(
+                Sample(
+                    f"{row['index']}@{k}",
+                    question,
+                    "",
+                    (LETTERS[(gold - k) % len(options)],),
+                    tuple(options[k:] + options[:k]),
+                    {"question": row["index"], "category": row.get("category") or "", "round": str(k)},
+                    inline_image=image,
+                )
+            )
     return samples
 
 
@@ -141,22 +163,39 @@ def read_pope(path: Path) -> list[Sample]:
         split = file.stem.rsplit("_", 1)[-1]  # coco_pope_adversarial -> adversarial
         for index, record in enumerate(_load(file)):
             _require(record, ("question_id", "image", "text", "label"), f"{file}: question {index}", "POPE")
-            samples.append(Sample(f"{split}/{record['question_id']}", record["text"], record["image"],
-                                  (record["label"].strip().lower(),), groups={"split": split}))
+            samples.append(
+                Sample(
+                    f"{split}/{record['question_id']}",
+                    record["text"],
+                    record["image"],
+                    (record["label"].strip().lower(),),
+                    groups={"split": split},
+                )
+            )
     return samples
 
 
 def read_hallusionbench(path: Path) -> list[Sample]:
     samples = []
     for index, record in enumerate(_load(path)):
-        keys = ("category", "subcategory", "set_id", "figure_id", "question_id", "visual_input", "question",
-                "gt_answer")
+        keys = (
+            "category",
+            "subcategory",
+            "set_id",
+            "figure_id",
+            "question_id",
+            "visual_input",
+            "question",
+            "gt_answer",
+        )
         _require(record, keys, f"{path}: question {index}", "HallusionBench")
         groups = {key: str(record[key]) for key in keys[:6]}
-        image = "" if groups["visual_input"] == "0" else \
-            f"{groups['category']}/{groups['subcategory']}/{groups['set_id']}_{groups['figure_id']}.png"
+        image = (
+            ""
+            if groups["visual_input"] == "0"
+            else f"{groups['category']}/{groups['subcategory']}/{groups['set_id']}_{groups['figure_id']}.png"
+        )
         key = "_".join(groups[k] for k in ("category", "subcategory", "set_id", "figure_id", "question_id"))
         answer = "yes" if str(record["gt_answer"]) == "1" else "no"
         samples.append(Sample(key, record["question"], image, (answer,), groups=groups))
     return samples
-

@@ -17,14 +17,15 @@ import subprocess
 import sys
 import time
 
-T0_ENV = "DOCREAD_BENCH_T0"      # wall-clock time (time.time()) at which the parent started the child
-PAGE_SIDE = 336                  # the synthetic page: one CLIP view, the smallest page docread reads
+T0_ENV = "DOCREAD_BENCH_T0"  # wall-clock time (time.time()) at which the parent started the child
+PAGE_SIDE = 336  # the synthetic page: one CLIP view, the smallest page docread reads
 QUESTION = "What is written here?"
-CHILD_TIMEOUT_S = 3600           # a 7B load from a slow disk on a CPU takes minutes, not hours
+CHILD_TIMEOUT_S = 3600  # a 7B load from a slow disk on a CPU takes minutes, not hours
 
 
-def run_load_bench(model: str, *, device: str = "auto", quant: str = "auto", runs: int = 2,
-                   log=lambda message: None) -> dict:
+def run_load_bench(
+    model: str, *, device: str = "auto", quant: str = "auto", runs: int = 2, log=lambda message: None
+) -> dict:
     """Load `model` `runs` times, each in a fresh process; the first rebuilds docread's quantized copy."""
     import datetime
     import platform
@@ -38,14 +39,23 @@ def run_load_bench(model: str, *, device: str = "auto", quant: str = "auto", run
     cached = results[1:]
     ready = statistics.median(r["ready_s"] for r in cached) if cached else None  # several: the median
     total = statistics.median(r["total_s"] for r in cached) if cached else None
-    return {"benchmark": "load", "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "model": model, "device": last.get("device"), "quant": last.get("quant"),
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                        "device_name": last.get("device_name")},
-            "versions": last.get("versions"), "runs": results,
-            "cached_vs_first": _ratio(ready, first["ready_s"]),
-            "cached_vs_first_without_save": _ratio(ready, first["ready_s"] - first["save_s"]),
-            "cached_vs_first_to_first_token": _ratio(total, first["total_s"])}
+    return {
+        "benchmark": "load",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "model": model,
+        "device": last.get("device"),
+        "quant": last.get("quant"),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "device_name": last.get("device_name"),
+        },
+        "versions": last.get("versions"),
+        "runs": results,
+        "cached_vs_first": _ratio(ready, first["ready_s"]),
+        "cached_vs_first_without_save": _ratio(ready, first["ready_s"] - first["save_s"]),
+        "cached_vs_first_to_first_token": _ratio(total, first["total_s"]),
+    }
 
 
 def _ratio(a: float | None, b: float) -> float | None:
@@ -63,8 +73,9 @@ def _child(model: str, device: str, quant: str, *, refresh: bool) -> dict:
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DocreadError("bench_failed", f"loading {model} in a fresh process failed "
-                           f"(exit {done.returncode}): {tail}")
+        raise DocreadError(
+            "bench_failed", f"loading {model} in a fresh process failed (exit {done.returncode}): {tail}"
+        )
     return json.loads(lines[-1])
 
 
@@ -93,8 +104,9 @@ def _measure(model: str, device: str, quant: str, t0: float) -> dict:
     figures["read_weights_s"] = max(report.get("from_pretrained_s", 0.0) - quantize["s"], 0.0)
     figures["to_device_s"] = report.get("to_device_s", 0.0)  # quantized: placed while reading (device_map)
     figures["save_s"] = report.get("save_s", 0.0)
-    figures["wire_up_s"] = figures["load_s"] - sum(report.get(k, 0.0) for k in ("from_pretrained_s", "save_s",
-                                                                                 "to_device_s"))
+    figures["wire_up_s"] = figures["load_s"] - sum(
+        report.get(k, 0.0) for k in ("from_pretrained_s", "save_s", "to_device_s")
+    )
     figures["ready_s"] = time.time() - t0
     start = time.perf_counter()
     answer = reader.ask(_page(), QUESTION, max_new_tokens=1, max_slices=0)  # one view: the least a page costs
@@ -103,12 +115,20 @@ def _measure(model: str, device: str, quant: str, t0: float) -> dict:
     figures["first_token_s"] = time.perf_counter() - start
     figures["total_s"] = time.time() - t0
     rounded = {key: round(value, 3) for key, value in figures.items()}
-    return {**rounded, "qcache": report.get("qcache"), "qcache_path": report.get("qcache_path"),
-            "generated_tokens": answer.generated_tokens, "device": str(reader.base.device),
-            "device_name": torch.cuda.get_device_name(reader.base.device) if reader.base.device.type == "cuda"
-            else _cpu_name(), "quant": reader.base.quant, "peak_rss_mb": _peak_rss_mb(),
-            "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
-            "versions": versions()}
+    return {
+        **rounded,
+        "qcache": report.get("qcache"),
+        "qcache_path": report.get("qcache_path"),
+        "generated_tokens": answer.generated_tokens,
+        "device": str(reader.base.device),
+        "device_name": torch.cuda.get_device_name(reader.base.device)
+        if reader.base.device.type == "cuda"
+        else _cpu_name(),
+        "quant": reader.base.quant,
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+        "versions": versions(),
+    }
 
 
 def versions() -> dict:

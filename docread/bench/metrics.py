@@ -17,12 +17,12 @@ Each metric maps (prediction, gold answers) to a score in [0, 1].
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Mapping, Sequence
 
-ANLS_THRESHOLD = 0.5          # tau: answers less similar than this are wrong, not partly right
-RELAXED_TOLERANCE = 0.05      # ChartQA: 5% relative error allowed on numbers
-VQA_HUMANS_FOR_FULL = 3       # VQA: an answer three annotators gave is fully right
+ANLS_THRESHOLD = 0.5  # tau: answers less similar than this are wrong, not partly right
+RELAXED_TOLERANCE = 0.05  # ChartQA: 5% relative error allowed on numbers
+VQA_HUMANS_FOR_FULL = 3  # VQA: an answer three annotators gave is fully right
 
 
 def _collapse(text: str) -> str:
@@ -94,7 +94,9 @@ def exact(prediction: str, answers: Sequence[str]) -> float:
 
 # -- VQA accuracy ---------------------------------------------------------------------------
 # The EvalAI answer processor (VQA / TextVQA evaluation): the same tables, the same order of steps.
-_CONTRACTIONS = dict(pair.split("=") for pair in """
+_CONTRACTIONS = dict(
+    pair.split("=")
+    for pair in """
 aint=ain't arent=aren't cant=can't couldve=could've couldnt=couldn't couldn'tve=couldn't've
 couldnt've=couldn't've didnt=didn't doesnt=doesn't dont=don't hadnt=hadn't hadnt've=hadn't've
 hadn'tve=hadn't've hasnt=hasn't havent=haven't hed=he'd hed've=he'd've he'dve=he'd've hes=he's howd=how'd
@@ -115,14 +117,48 @@ whod've=who'd've who'dve=who'd've wholl=who'll whos=who's whove=who've whyll=why
 whys=why's wont=won't wouldve=would've wouldnt=wouldn't wouldnt've=wouldn't've wouldn'tve=wouldn't've
 yall=y'all yall'll=y'all'll y'allll=y'all'll yall'd've=y'all'd've y'alld've=y'all'd've
 y'all'dve=y'all'd've youd=you'd youd've=you'd've you'dve=you'd've youll=you'll youre=you're youve=you've
-""".split())
-_NUMBERS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-            "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
+""".split()
+)
+_NUMBERS = {
+    "none": "0",
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+}
 _ARTICLES = {"a", "an", "the"}
-_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",",
-                "?", "!")
-_PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")   # (sic) the official pattern: drops periods not before a digit
-_PERIOD_COUNT = 32   # (sic) EvalAI passes re.UNICODE (= 32) as sub()'s count: at most 32 periods go
+_PUNCTUATION = (
+    ";",
+    "/",
+    "[",
+    "]",
+    '"',
+    "{",
+    "}",
+    "(",
+    ")",
+    "=",
+    "+",
+    "\\",
+    "_",
+    "-",
+    ">",
+    "<",
+    "@",
+    "`",
+    ",",
+    "?",
+    "!",
+)
+_PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")  # (sic) the official pattern: drops periods not before a digit
+_PERIOD_COUNT = 32  # (sic) EvalAI passes re.UNICODE (= 32) as sub()'s count: at most 32 periods go
 _DIGIT_COMMA = re.compile(r"(\d)(\,)(\d)")
 
 
@@ -155,8 +191,12 @@ def vqa(prediction: str, answers: Sequence[str]) -> float:
     return sum(scores) / len(scores)
 
 
-METRICS: dict[str, Callable[[str, Sequence[str]], float]] = {"anls": anls, "relaxed": relaxed, "vqa": vqa,
-                                                                "exact": exact}
+METRICS: dict[str, Callable[[str, Sequence[str]], float]] = {
+    "anls": anls,
+    "relaxed": relaxed,
+    "vqa": vqa,
+    "exact": exact,
+}
 
 
 @dataclass(frozen=True)
@@ -164,23 +204,29 @@ class MetricScore:
     """A metric over a prediction file; questions without a prediction score 0."""
 
     metric: str
-    score: float | None      # mean over the gold questions (None when there are none)
-    n: int                   # gold questions
-    missing: int             # gold questions without a prediction
-    malformed: int           # prediction records that could not be read
-    extra: int               # predictions for ids not in the gold file (ignored)
+    score: float | None  # mean over the gold questions (None when there are none)
+    n: int  # gold questions
+    missing: int  # gold questions without a prediction
+    malformed: int  # prediction records that could not be read
+    extra: int  # predictions for ids not in the gold file (ignored)
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-def evaluate(metric: str, gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str], *,
-             malformed: int = 0) -> MetricScore:
+def evaluate(
+    metric: str, gold: Mapping[str, Sequence[str]], predictions: Mapping[str, str], *, malformed: int = 0
+) -> MetricScore:
     """Score predictions (id -> answer) against gold answers (id -> answers) with one metric."""
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r}: choose {', '.join(METRICS)}")
     function = METRICS[metric]
     scores = [function(predictions[key], answers) if key in predictions else 0.0 for key, answers in gold.items()]
-    return MetricScore(metric=metric, score=sum(scores) / len(scores) if scores else None, n=len(gold),
-                       missing=sum(key not in predictions for key in gold), malformed=malformed,
-                       extra=sum(key not in gold for key in predictions))
+    return MetricScore(
+        metric=metric,
+        score=sum(scores) / len(scores) if scores else None,
+        n=len(gold),
+        missing=sum(key not in predictions for key in gold),
+        malformed=malformed,
+        extra=sum(key not in gold for key in predictions),
+    )

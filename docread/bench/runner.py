@@ -8,8 +8,9 @@ generators of records: the CLI renders progress, nothing here prints.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from docread.bench.datasets import Sample
 from docread.bench.entitygrid import LETTERS, Question, prompt
@@ -31,19 +32,31 @@ def prediction_log(path: Path, *, resume: bool = False) -> JsonLinesLog:
     return JsonLinesLog(path, key_field="id", resume=resume)
 
 
-def run_entitygrid(reader: "DocReader", directory: Path, questions: Sequence[Question], log: JsonLinesLog, *,
-                   max_slices: int | None = None, view: str = DEFAULT_VIEW) -> Iterator[dict]:
+def run_entitygrid(
+    reader: DocReader,
+    directory: Path,
+    questions: Sequence[Question],
+    log: JsonLinesLog,
+    *,
+    max_slices: int | None = None,
+    view: str = DEFAULT_VIEW,
+) -> Iterator[dict]:
     """Ask each question as a multiple-choice prompt; yield {id, prediction, scores} or {id, error}."""
     for question in questions:
         letters = list(LETTERS[: len(question.options)])
         try:
-            index, scores = reader.choose(str(Path(directory) / question.image), prompt(question), letters,
-                                          max_slices=max_slices, view=view)
+            index, scores = reader.choose(
+                str(Path(directory) / question.image), prompt(question), letters, max_slices=max_slices, view=view
+            )
         except DocreadError as e:
             yield {"id": question.id, "error": e.to_json()}
             continue
-        record = {"id": question.id, "prediction": letters[index], "scores": [round(float(s), 4) for s in scores],
-                  "view": str(view)}
+        record = {
+            "id": question.id,
+            "prediction": letters[index],
+            "scores": [round(float(s), 4) for s in scores],
+            "view": str(view),
+        }
         log.write(record)
         yield record
 
@@ -56,7 +69,7 @@ def image_path(images: Path, sample: Sample) -> Path:
     raise DocreadError("not_found", f"question {sample.id}: image {sample.image} not found under {images}")
 
 
-def sample_image(images: Path | None, sample: Sample) -> "str | Image.Image":
+def sample_image(images: Path | None, sample: Sample) -> str | Image.Image:
     """The image to ask about: a file under `images`, or the one the annotations hold (MMBench)."""
     if sample.inline_image is not None:
         import base64
@@ -79,15 +92,28 @@ def short_answer(sample: Sample) -> str:
     return f"{sample.question}\n{SHORT_ANSWER}"
 
 
-def run_open(reader: "DocReader", images: Path | None, samples: Sequence[Sample], log: JsonLinesLog, *,
-             max_slices: int | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-             prompt: Callable[[Sample], str] = short_answer, view: str = DEFAULT_VIEW) -> Iterator[dict]:
+def run_open(
+    reader: DocReader,
+    images: Path | None,
+    samples: Sequence[Sample],
+    log: JsonLinesLog,
+    *,
+    max_slices: int | None = None,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    prompt: Callable[[Sample], str] = short_answer,
+    view: str = DEFAULT_VIEW,
+) -> Iterator[dict]:
     """Ask each question (LLaVA's short-answer prompt unless `prompt` says otherwise) and generate;
     yield {id, prediction, score} or {id, error}."""
     for sample in samples:
         try:
-            answer = reader.ask(sample_image(images, sample), prompt(sample), max_slices=max_slices,
-                                max_new_tokens=max_new_tokens, view=view)
+            answer = reader.ask(
+                sample_image(images, sample),
+                prompt(sample),
+                max_slices=max_slices,
+                max_new_tokens=max_new_tokens,
+                view=view,
+            )
         except DocreadError as e:
             yield {"id": sample.id, "error": e.to_json()}
             continue
@@ -96,9 +122,16 @@ def run_open(reader: "DocReader", images: Path | None, samples: Sequence[Sample]
         yield record
 
 
-def run_likelihood(reader: "DocReader", images: Path | None, samples: Sequence[Sample], log: JsonLinesLog, *,
-                   prompt: Callable[[Sample], str], max_slices: int | None = None,
-                   view: str = DEFAULT_VIEW) -> Iterator[dict]:
+def run_likelihood(
+    reader: DocReader,
+    images: Path | None,
+    samples: Sequence[Sample],
+    log: JsonLinesLog,
+    *,
+    prompt: Callable[[Sample], str],
+    max_slices: int | None = None,
+    view: str = DEFAULT_VIEW,
+) -> Iterator[dict]:
     """Multiple choice by option likelihood: the letter whose continuation of the prompt the model
     finds likeliest (`DocReader.choose`), as the EntityGrid runner does; yield {id, prediction, scores}."""
     from docread.bench.choice import LETTERS as OPTION_LETTERS
@@ -106,12 +139,17 @@ def run_likelihood(reader: "DocReader", images: Path | None, samples: Sequence[S
     for sample in samples:
         letters = list(OPTION_LETTERS[: len(sample.options)])
         try:
-            index, scores = reader.choose(sample_image(images, sample), prompt(sample), letters,
-                                          max_slices=max_slices, view=view)
+            index, scores = reader.choose(
+                sample_image(images, sample), prompt(sample), letters, max_slices=max_slices, view=view
+            )
         except DocreadError as e:
             yield {"id": sample.id, "error": e.to_json()}
             continue
-        record = {"id": sample.id, "prediction": letters[index], "scores": [round(float(s), 4) for s in scores],
-                  "view": str(view)}
+        record = {
+            "id": sample.id,
+            "prediction": letters[index],
+            "scores": [round(float(s), 4) for s in scores],
+            "view": str(view),
+        }
         log.write(record)
         yield record

@@ -36,17 +36,17 @@ TTFT_PARTS = ("render", "slice_normalise", "vision", "prefill")  # time to first
 @dataclass(frozen=True)
 class SpeedOptions:
     model: str | None = None
-    synthetic: str | None = None       # "tiny" | "real"
+    synthetic: str | None = None  # "tiny" | "real"
     pages: int = 2
     questions: int = 3
-    repeats: int = 3                   # timed runs after one warm-up; figures are medians
-    max_new_tokens: int = 32           # tokens decoded per answer (EOS ignored)
-    max_slices: int | None = None      # docread's tile budget (None: the preset's, 16)
-    dpi: float = DEFAULT_DPI                 # nominal PDF dpi: docread plans at it, the baseline renders at it
-    threads: int = 1                   # torch CPU threads (0: leave torch's default)
+    repeats: int = 3  # timed runs after one warm-up; figures are medians
+    max_new_tokens: int = 32  # tokens decoded per answer (EOS ignored)
+    max_slices: int | None = None  # docread's tile budget (None: the preset's, 16)
+    dpi: float = DEFAULT_DPI  # nominal PDF dpi: docread plans at it, the baseline renders at it
+    threads: int = 1  # torch CPU threads (0: leave torch's default)
     device: str = "auto"
     quant: str = "auto"
-    view: str = "hires"                # docread's side: hires tiles, or the checkpoint's own view (no SRA)
+    view: str = "hires"  # docread's side: hires tiles, or the checkpoint's own view (no SRA)
 
     def __post_init__(self):
         if self.model is not None and self.synthetic is not None:
@@ -82,8 +82,9 @@ class DocreadSide:
             return self._run_native(document, page, keep)
         reader, clock, options, asked = self.reader, self.clock, self.options, self.asked
         hires, base = reader.hires, reader.base
-        page_plan, _ = reader.plan(page.width, page.height, asked, max_slices=options.max_slices,
-                                   max_new_tokens=options.max_new_tokens)
+        page_plan, _ = reader.plan(
+            page.width, page.height, asked, max_slices=options.max_slices, max_new_tokens=options.max_new_tokens
+        )
         plan, grids = page_plan.plan, [(page_plan.plan.rows, page_plan.plan.cols)]
         image, render_ms = clock.time(document.render, page, plan.width, plan.height)
         pixels, slice_ms = clock.time(page_pixels, image, page_plan, base.image_mean, base.image_std)
@@ -92,43 +93,81 @@ class DocreadSide:
             _, vision_ms = clock.time(hires.image_embeddings, pixels, grids)
             with module_time(clock, self.parts) as inner:  # a second, hooked pass: hooks sync and add time
                 hires.image_embeddings(pixels, grids)
-        encoded = reader.encode(lambda w, h: image, page.width, page.height, asked, page_plan=page_plan,
-                                max_new_tokens=options.max_new_tokens)
+        encoded = reader.encode(
+            lambda w, h: image,
+            page.width,
+            page.height,
+            asked,
+            page_plan=page_plan,
+            max_new_tokens=options.max_new_tokens,
+        )
         first = _answer(reader, encoded, asked[0], options.max_new_tokens)
-        self.samples.add(keep, render=render_ms, slice_normalise=slice_ms, vision=vision_ms, **inner,
-                         prefill=first.answer.timing_ms["prefill"],  # the page's prefix, then the question
-                         decode_ms_per_token=first.answer.timing_ms["decode"] / (first.answer.generated_tokens - 1))
+        self.samples.add(
+            keep,
+            render=render_ms,
+            slice_normalise=slice_ms,
+            vision=vision_ms,
+            **inner,
+            prefill=first.answer.timing_ms["prefill"],  # the page's prefix, then the question
+            decode_ms_per_token=first.answer.timing_ms["decode"] / (first.answer.generated_tokens - 1),
+        )
         for question in asked[1:]:
-            self.samples.add(keep, followup_ttft=_answer(reader, encoded, question, options.max_new_tokens)
-                             .answer.timing_ms["prefill"])
+            self.samples.add(
+                keep,
+                followup_ttft=_answer(reader, encoded, question, options.max_new_tokens).answer.timing_ms["prefill"],
+            )
         self._fast(encoded, first.tokens, keep)
-        self.shape = {"grid": f"{plan.rows}x{plan.cols}", "views": 1 + plan.tiles,
-                      "visual_tokens": page_plan.tokens.visual_tokens, "image_tokens": page_plan.tokens.image_tokens,
-                      "prompt_tokens": first.answer.prompt_tokens, "pixels": plan.width * plan.height,
-                      "effective_dpi": round(plan.width / (page.width / _dpi(page, self.options)), 1)}
+        self.shape = {
+            "grid": f"{plan.rows}x{plan.cols}",
+            "views": 1 + plan.tiles,
+            "visual_tokens": page_plan.tokens.visual_tokens,
+            "image_tokens": page_plan.tokens.image_tokens,
+            "prompt_tokens": first.answer.prompt_tokens,
+            "pixels": plan.width * plan.height,
+            "effective_dpi": round(plan.width / (page.width / _dpi(page, self.options)), 1),
+        }
 
     def _run_native(self, document, page, keep: bool) -> None:
         """The checkpoint's own view: rendering, then the processor and the vision tower as one stage
         (docread calls transformers for both); no SRA or sampler to time."""
         reader, options, asked = self.reader, self.options, self.asked
-        page_plan, _ = reader.plan(page.width, page.height, asked, max_new_tokens=options.max_new_tokens,
-                                   view="native")
-        encoded = reader.encode(lambda w, h: document.render(page, w, h), page.width, page.height, asked,
-                                page_plan=page_plan, max_new_tokens=options.max_new_tokens, view="native")
+        page_plan, _ = reader.plan(page.width, page.height, asked, max_new_tokens=options.max_new_tokens, view="native")
+        encoded = reader.encode(
+            lambda w, h: document.render(page, w, h),
+            page.width,
+            page.height,
+            asked,
+            page_plan=page_plan,
+            max_new_tokens=options.max_new_tokens,
+            view="native",
+        )
         first = _answer(reader, encoded, asked[0], options.max_new_tokens)
-        self.samples.add(keep, render=encoded.timing_ms["render"], slice_normalise=0.0,
-                         vision=encoded.timing_ms["encode"], vision_sra=0.0, vision_sampler=0.0,
-                         prefill=first.answer.timing_ms["prefill"],
-                         decode_ms_per_token=first.answer.timing_ms["decode"] / (first.answer.generated_tokens - 1))
+        self.samples.add(
+            keep,
+            render=encoded.timing_ms["render"],
+            slice_normalise=0.0,
+            vision=encoded.timing_ms["encode"],
+            vision_sra=0.0,
+            vision_sampler=0.0,
+            prefill=first.answer.timing_ms["prefill"],
+            decode_ms_per_token=first.answer.timing_ms["decode"] / (first.answer.generated_tokens - 1),
+        )
         for question in asked[1:]:
-            self.samples.add(keep, followup_ttft=_answer(reader, encoded, question, options.max_new_tokens)
-                             .answer.timing_ms["prefill"])
+            self.samples.add(
+                keep,
+                followup_ttft=_answer(reader, encoded, question, options.max_new_tokens).answer.timing_ms["prefill"],
+            )
         self._fast(encoded, first.tokens, keep)
         plan = page_plan.plan
-        self.shape = {"grid": f"{plan.rows}x{plan.cols}", "views": 1 + plan.tiles,
-                      "visual_tokens": page_plan.tokens.visual_tokens, "image_tokens": page_plan.tokens.image_tokens,
-                      "prompt_tokens": first.answer.prompt_tokens, "pixels": plan.width * plan.height,
-                      "effective_dpi": round(plan.width / (page.width / _dpi(page, self.options)), 1)}
+        self.shape = {
+            "grid": f"{plan.rows}x{plan.cols}",
+            "views": 1 + plan.tiles,
+            "visual_tokens": page_plan.tokens.visual_tokens,
+            "image_tokens": page_plan.tokens.image_tokens,
+            "prompt_tokens": first.answer.prompt_tokens,
+            "pixels": plan.width * plan.height,
+            "effective_dpi": round(plan.width / (page.width / _dpi(page, self.options)), 1),
+        }
 
     def _fast(self, encoded, plain_tokens: list[int], keep: bool) -> None:
         """The first question again through docread.fastdecode, as `--fast` runs it."""
@@ -136,8 +175,18 @@ class DocreadSide:
 
         stats = DecodeStats()
         embeds = self.reader._suffix(encoded, self.asked[0])
-        tokens, ms = self.clock.time(lambda: [t for t, _ in self.fast.decode_tokens(
-            embeds, max_new_tokens=self.options.max_new_tokens, eos_token_ids=[], stats=stats, cache=encoded.cache)])
+        tokens, ms = self.clock.time(
+            lambda: [
+                t
+                for t, _ in self.fast.decode_tokens(
+                    embeds,
+                    max_new_tokens=self.options.max_new_tokens,
+                    eos_token_ids=[],
+                    stats=stats,
+                    cache=encoded.cache,
+                )
+            ]
+        )
         crop_cache(encoded.cache, encoded.prefix_len)  # a no-op: the fast path leaves the prefix as it was
         self.first_fast_ms = self.first_fast_ms or ms  # the first call compiles (CUDA)
         self.same_tokens &= tokens == plain_tokens
@@ -152,10 +201,16 @@ class DocreadSide:
         side = _side(self.samples, self.shape, self.options)
         per_token = self.samples.median("fast_ms_per_token")
         stages = side["stages_ms"]  # what the SRAs add to the rest of the vision stage (goal: at most 0.15)
-        side["sra_overhead"] = round(stages["vision_sra"] / (stages["vision"] - stages["vision_sra"]
-                                                             - stages["vision_sampler"]), 4)
-        side["fast"] = {"ms_per_token": per_token, "tokens_per_s": _per_s(per_token), "compiled": self.fast.compiled,
-                        "same_tokens": self.same_tokens, "first_call_ms": round(self.first_fast_ms, 1)}
+        side["sra_overhead"] = round(
+            stages["vision_sra"] / (stages["vision"] - stages["vision_sra"] - stages["vision_sampler"]), 4
+        )
+        side["fast"] = {
+            "ms_per_token": per_token,
+            "tokens_per_s": _per_s(per_token),
+            "compiled": self.fast.compiled,
+            "same_tokens": self.same_tokens,
+            "first_call_ms": round(self.first_fast_ms, 1),
+        }
         return side
 
 
@@ -181,28 +236,46 @@ class BaselineSide:
         model, clock, config = self.model, self.clock, self.model.config
         image, render_ms = clock.time(document.render, page, page.width, page.height)
         _, slice_ms = clock.time(self.processor.image_processor, image, return_tensors="pt")
-        prompts = [self.processor(images=image, text=text, return_tensors="pt").to(self.device, self.dtype)
-                   for text in self.prompts]  # dtype: floating tensors only
+        prompts = [
+            self.processor(images=image, text=text, return_tensors="pt").to(self.device, self.dtype)
+            for text in self.prompts
+        ]  # dtype: floating tensors only
         first = prompts[0]
         with torch.inference_mode():
             features, vision_ms = clock.time(
-                model.model.get_image_features, first["pixel_values"], first["image_sizes"],  # (1, views, 3, S, S)
+                model.model.get_image_features,
+                first["pixel_values"],
+                first["image_sizes"],  # (1, views, 3, S, S)
                 vision_feature_layer=config.vision_feature_layer,
-                vision_feature_select_strategy=config.vision_feature_select_strategy)
+                vision_feature_select_strategy=config.vision_feature_select_strategy,
+            )
             visual = torch.cat(list(features.pooler_output))  # (N, D)
             _, prefill_ms = clock.time(_baseline_prefill, model, first["input_ids"], visual)
         one, _ = _generate(clock, model, first, 1)
         many, _ = _generate(clock, model, first, self.options.max_new_tokens)
-        self.samples.add(keep, render=render_ms, slice_normalise=slice_ms, vision=vision_ms, prefill=prefill_ms,
-                         decode_ms_per_token=(many - one) / (self.options.max_new_tokens - 1), generate_ttft=one)
+        self.samples.add(
+            keep,
+            render=render_ms,
+            slice_normalise=slice_ms,
+            vision=vision_ms,
+            prefill=prefill_ms,
+            decode_ms_per_token=(many - one) / (self.options.max_new_tokens - 1),
+            generate_ttft=one,
+        )
         for inputs in prompts[1:]:
             self.samples.add(keep, followup_ttft=_generate(clock, model, inputs, 1)[0])
-        width, height, (rows, cols) = baseline_content_size(page.width, page.height, config.image_grid_pinpoints,
-                                                            config.vision_config.image_size)
-        self.shape = {"grid": f"{rows}x{cols}", "views": int(first["pixel_values"].shape[1]),
-                      "visual_tokens": int(visual.shape[0]), "image_tokens": int(visual.shape[0]),
-                      "prompt_tokens": int(first["input_ids"].shape[1]), "pixels": width * height,
-                      "effective_dpi": round(width / (page.width / _dpi(page, self.options)), 1)}
+        width, height, (rows, cols) = baseline_content_size(
+            page.width, page.height, config.image_grid_pinpoints, config.vision_config.image_size
+        )
+        self.shape = {
+            "grid": f"{rows}x{cols}",
+            "views": int(first["pixel_values"].shape[1]),
+            "visual_tokens": int(visual.shape[0]),
+            "image_tokens": int(visual.shape[0]),
+            "prompt_tokens": int(first["input_ids"].shape[1]),
+            "pixels": width * height,
+            "effective_dpi": round(width / (page.width / _dpi(page, self.options)), 1),
+        }
 
     def retained_bytes(self) -> int:
         return 0  # generate's caches die with each call
@@ -228,8 +301,9 @@ def _generate(clock: Clock, model, inputs, tokens: int) -> tuple[float, torch.Te
     """Milliseconds of a greedy `generate` of exactly `tokens` new tokens (EOS suppressed)."""
     pad = model.config.text_config.pad_token_id
     with torch.inference_mode():
-        out, ms = clock.time(model.generate, **inputs, max_new_tokens=tokens, min_new_tokens=tokens,
-                             do_sample=False, pad_token_id=pad)
+        out, ms = clock.time(
+            model.generate, **inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=pad
+        )
     assert out.shape[1] == inputs["input_ids"].shape[1] + tokens, "generate did not decode the tokens asked"
     return ms, out
 
@@ -240,8 +314,14 @@ def _side(samples: Samples, shape: dict, options: SpeedOptions) -> dict:
     stages["ttft"] = round(sum(stages[k] for k in TTFT_PARTS), 3)
     per_token = samples.median("decode_ms_per_token")
     intake = (stages["render"] + stages["slice_normalise"]) / shape["views"]
-    return {"stages_ms": stages, "decode_ms_per_token": per_token, "decode_tokens_per_s": _per_s(per_token),
-            "generated_tokens": options.max_new_tokens, "intake_ms_per_view": round(intake, 3), **shape}
+    return {
+        "stages_ms": stages,
+        "decode_ms_per_token": per_token,
+        "decode_tokens_per_s": _per_s(per_token),
+        "generated_tokens": options.max_new_tokens,
+        "intake_ms_per_view": round(intake, 3),
+        **shape,
+    }
 
 
 def _per_s(ms_per_token: float | None) -> float | None:
@@ -250,9 +330,13 @@ def _per_s(ms_per_token: float | None) -> float | None:
 
 def ratios(docread: dict, baseline: dict) -> dict:
     """docread / baseline for every figure both sides have (below 1: docread is faster or smaller)."""
-    pairs = {**{k: (docread["stages_ms"][k], baseline["stages_ms"][k]) for k in STAGES},
-             **{k: (docread[k], baseline[k]) for k in ("decode_ms_per_token", "intake_ms_per_view", "peak_memory_mb",
-                                                       "views", "visual_tokens", "pixels")}}
+    pairs = {
+        **{k: (docread["stages_ms"][k], baseline["stages_ms"][k]) for k in STAGES},
+        **{
+            k: (docread[k], baseline[k])
+            for k in ("decode_ms_per_token", "intake_ms_per_view", "peak_memory_mb", "views", "visual_tokens", "pixels")
+        },
+    }
     return {k: round(a / b, 4) if a is not None and b else None for k, (a, b) in pairs.items()}
 
 
@@ -270,12 +354,16 @@ def run_speed(options: SpeedOptions, log: Callable[[str], None] = lambda message
     asked = make_questions(options.questions)
     with tempfile.TemporaryDirectory(prefix="docread-speed-") as workdir:
         log("building the model" if options.synthetic else "loading the model")
-        bench = load_model(options.model, options.synthetic, device=options.device, quant=options.quant,
-                           workdir=Path(workdir))
+        bench = load_model(
+            options.model, options.synthetic, device=options.device, quant=options.quant, workdir=Path(workdir)
+        )
         bench.reader.eos_token_ids = []  # random weights stop anywhere: every answer decodes max_new_tokens
         clock, memory = Clock(bench.reader.base.device), Memory(bench.reader.base.device)
         pdf = write_pages(Path(workdir) / "pages.pdf", options.pages, dpi=options.dpi)
-        sides = {"docread": DocreadSide(bench, asked, options, clock), "baseline": BaselineSide(bench, asked, options, clock)}
+        sides = {
+            "docread": DocreadSide(bench, asked, options, clock),
+            "baseline": BaselineSide(bench, asked, options, clock),
+        }
         peaks = dict.fromkeys(sides, 0.0)
         with open_document(str(pdf), dpi=options.dpi) as document:
             for page in document.pages:
@@ -294,9 +382,15 @@ def run_speed(options: SpeedOptions, log: Callable[[str], None] = lambda message
     fast, plain = sides["docread"]["fast"], sides["docread"]["decode_ms_per_token"]
     fast["speedup_vs_plain"] = round(plain / fast["ms_per_token"], 3)
     fast["speedup_vs_baseline"] = round(sides["baseline"]["decode_ms_per_token"] / fast["ms_per_token"], 3)
-    return {"benchmark": "speed", "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            **asdict(options), "model": bench.name, **environment(bench),
-            "docread": sides["docread"], "baseline": sides["baseline"],
-            "ratios": ratios(sides["docread"], sides["baseline"]),
-            "intake_speedup": round(sides["baseline"]["intake_ms_per_view"] / sides["docread"]["intake_ms_per_view"], 2),
-            "startup": startup}
+    return {
+        "benchmark": "speed",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        **asdict(options),
+        "model": bench.name,
+        **environment(bench),
+        "docread": sides["docread"],
+        "baseline": sides["baseline"],
+        "ratios": ratios(sides["docread"], sides["baseline"]),
+        "intake_speedup": round(sides["baseline"]["intake_ms_per_view"] / sides["docread"]["intake_ms_per_view"], 2),
+        "startup": startup,
+    }

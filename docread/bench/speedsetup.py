@@ -15,12 +15,14 @@ from docread.limits import DEFAULT_DPI
 if TYPE_CHECKING:
     from docread.reader import DocReader
 
-LETTER_PT = (612, 792)        # US letter in PDF points (8.5 x 11 in at 72 pt/in)
-MARGIN_PT = 54                # 0.75 in
+LETTER_PT = (612, 792)  # US letter in PDF points (8.5 x 11 in at 72 pt/in)
+MARGIN_PT = 54  # 0.75 in
 FONT_SIZES = (16, 10, 10, 8)  # a heading, then body text in three sizes
 SYNTHETIC = ("tiny", "real")
-WORDS = ("invoice total amount due date net payable account order item quantity price tax shipping "
-         "customer reference balance credit terms delivery").split()
+WORDS = (
+    "invoice total amount due date net payable account order item quantity price tax shipping "
+    "customer reference balance credit terms delivery"
+).split()
 
 
 # -- pages ------------------------------------------------------------------------------------------
@@ -77,8 +79,13 @@ def _write_image_pages(path: Path, count: int, seed: int, dpi: float) -> Path:
 
 
 def questions(count: int) -> list[str]:
-    stems = ("What is the total amount?", "What is the statement number?", "What is the tax on line 3?",
-             "Which item has the largest price?", "What is the balance due?")
+    stems = (
+        "What is the total amount?",
+        "What is the statement number?",
+        "What is the tax on line 3?",
+        "Which item has the largest price?",
+        "What is the balance due?",
+    )
     return [stems[i % len(stems)] + ("" if i < len(stems) else f" ({i // len(stems) + 1})") for i in range(count)]
 
 
@@ -112,8 +119,10 @@ def load_model(model: str | None, synthetic: str | None, *, device: str, quant: 
         return BenchModel(docread.load(str(path), device=device, quant=quant), "synthetic-tiny")
     reader = docread.load(model, device=device, quant=quant)
     if reader.base.model.config.model_type != "llava_next":
-        raise UsageError(f"--model {model}: the baseline is transformers' LLaVA-NeXT; give a LLaVA-1.6 "
-                         "(llava_next) checkpoint such as llava-1.6-vicuna-7b, or --synthetic tiny|real")
+        raise UsageError(
+            f"--model {model}: the baseline is transformers' LLaVA-NeXT; give a LLaVA-1.6 "
+            "(llava_next) checkpoint such as llava-1.6-vicuna-7b, or --synthetic tiny|real"
+        )
     return BenchModel(reader, reader.name)
 
 
@@ -126,15 +135,21 @@ def baseline_processor(reader: DocReader):
     config = reader.base.model.config
     side = config.vision_config.image_size
     image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": side}, crop_size={"height": side, "width": side},
-        image_mean=list(reader.base.image_mean), image_std=list(reader.base.image_std),
-        image_grid_pinpoints=config.image_grid_pinpoints)
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
+        image_mean=list(reader.base.image_mean),
+        image_std=list(reader.base.image_std),
+        image_grid_pinpoints=config.image_grid_pinpoints,
+    )
     tokenizer = reader.base.tokenizer
-    return LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                              patch_size=config.vision_config.patch_size,
-                              vision_feature_select_strategy=config.vision_feature_select_strategy,
-                              image_token=tokenizer.convert_ids_to_tokens(reader.base.image_token_id),
-                              num_additional_image_tokens=1)
+    return LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        image_token=tokenizer.convert_ids_to_tokens(reader.base.image_token_id),
+        num_additional_image_tokens=1,
+    )
 
 
 def baseline_content_size(width: int, height: int, pinpoints, side: int) -> tuple[int, int, tuple[int, int]]:

@@ -50,6 +50,7 @@ def module_time(clock: Clock, groups: dict[str, list]):
     handles = []
     for name, modules in groups.items():
         for module in modules:
+
             def before(mod, args):
                 clock.sync()
                 starts[id(mod)] = time.perf_counter()
@@ -116,7 +117,10 @@ def measure_startup(repeats: int) -> dict:
     script = Path(sys.executable).with_name("docread")
     help_command = [str(script), "--help"] if script.exists() else [sys.executable, "-m", "docread", "--help"]
     times = {}
-    for key, command in (("docread_help_ms", help_command), ("import_torch_ms", [sys.executable, "-c", "import torch"])):
+    for key, command in (
+        ("docread_help_ms", help_command),
+        ("import_torch_ms", [sys.executable, "-c", "import torch"]),
+    ):
         runs = []
         for _ in range(1 + repeats):
             start = time.perf_counter()
@@ -126,19 +130,35 @@ def measure_startup(repeats: int) -> dict:
     return {**times, "ratio": round(times["docread_help_ms"] / times["import_torch_ms"], 4)}
 
 
-def environment(bench: "BenchModel") -> dict:
+def environment(bench: BenchModel) -> dict:
     import transformers
 
-    versions = {"docread": _version("docread"), "python": platform.python_version(), "torch": torch.__version__,
-                "transformers": transformers.__version__, "bitsandbytes": _version("bitsandbytes"),
-                "pymupdf": _version("pymupdf"), "pillow": _version("pillow"), "cuda": torch.version.cuda}
+    versions = {
+        "docread": _version("docread"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "bitsandbytes": _version("bitsandbytes"),
+        "pymupdf": _version("pymupdf"),
+        "pillow": _version("pillow"),
+        "cuda": torch.version.cuda,
+    }
     device = bench.reader.base.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     config = bench.llava.config
-    return {"device": str(device), "device_name": name, "dtype": str(bench.reader.base.dtype).removeprefix("torch."),
-            "quantization": bench.reader.base.quant, "attention": {"vision": config.vision_config._attn_implementation,
-                                                                 "text": config.text_config._attn_implementation}, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "versions": versions}
+    return {
+        "device": str(device),
+        "device_name": name,
+        "dtype": str(bench.reader.base.dtype).removeprefix("torch."),
+        "quantization": bench.reader.base.quant,
+        "attention": {
+            "vision": config.vision_config._attn_implementation,
+            "text": config.text_config._attn_implementation,
+        },
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "versions": versions,
+    }
 
 
 def _cpu_name() -> str:
@@ -158,5 +178,3 @@ def _version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
-
-

@@ -46,8 +46,10 @@ class _Root(TyperGroup):
                 raise
             from docread.cli.output import one_line
 
-            _stderr_line(f"error: unexpected {type(e).__name__}: {one_line(e)} "
-                         "(a bug: rerun with --debug for the traceback and report it)")
+            _stderr_line(
+                f"error: unexpected {type(e).__name__}: {one_line(e)} "
+                "(a bug: rerun with --debug for the traceback and report it)"
+            )
             raise typer.Exit(EXIT_FAILED) from None
 
 
@@ -85,6 +87,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
 def _version(value: bool):
     if value:
         typer.echo(f"docread {__version__}")
@@ -93,8 +96,12 @@ def _version(value: bool):
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", envvar="DOCREAD_DEBUG", help="Show tracebacks of unexpected errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar="DOCREAD_DEBUG", help="Show tracebacks of unexpected errors.")
+    ] = False,
 ):
     """Ask questions of PDFs and images, locally, with HiRes-LLaVA."""
     if debug:
@@ -102,7 +109,16 @@ def _root(
 
 
 from docread.cli import (  # noqa: E402  (command modules register on import)
-    batch, bench, extract, inspect, locate, models, read, serve, speed, train,
+    batch,
+    bench,
+    extract,
+    inspect,
+    locate,
+    models,
+    read,
+    serve,
+    speed,
+    train,
 )
 
 bench.app.add_typer(speed.app)

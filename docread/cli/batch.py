@@ -46,7 +46,7 @@ class Engine(StrEnum):
     """Where `batch` runs."""
 
     local = "local"  # this process, one model
-    ray = "ray"      # a Ray cluster: an actor pool of readers (docread.rayengine)
+    ray = "ray"  # a Ray cluster: an actor pool of readers (docread.rayengine)
 
 
 def read_questions(path: Path) -> list[str]:
@@ -61,25 +61,32 @@ def read_questions(path: Path) -> list[str]:
             raise UsageError(f"--question-file {path} is over {MAX_QUESTION_FILE >> 20} MiB: one question per line")
         lines = data.decode("utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"--question-file {path}: cannot be read ({e}); save it as UTF-8 text",
-                         code="unreadable") from None
+        raise UsageError(
+            f"--question-file {path}: cannot be read ({e}); save it as UTF-8 text", code="unreadable"
+        ) from None
     questions = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not questions:
-        raise UsageError(f"--question-file {path} holds no questions (one per line; # comments)",
-                         code="no_questions")
+        raise UsageError(f"--question-file {path} holds no questions (one per line; # comments)", code="no_questions")
     return unique_questions(questions)
 
 
-@app.command(epilog="Examples:\n\n  docread batch scans/ --question-file q.txt -o answers.jsonl\n\n"
-                    "  docread batch scans/ -Q q.txt -o answers.jsonl --resume   # after an interruption\n\n"
-                    "  docread batch scans/ -Q q.txt -o answers.jsonl --engine ray --workers 8 --gpus-per-worker 1")
+@app.command(
+    epilog="Examples:\n\n  docread batch scans/ --question-file q.txt -o answers.jsonl\n\n"
+    "  docread batch scans/ -Q q.txt -o answers.jsonl --resume   # after an interruption\n\n"
+    "  docread batch scans/ -Q q.txt -o answers.jsonl --engine ray --workers 8 --gpus-per-worker 1"
+)
 def batch(
     paths: Annotated[list[str], typer.Argument(help="PDFs, images or folders (walked recursively).")],
-    question_file: Annotated[Path, typer.Option(
-        "--question-file", "-Q", help="One question per line; # comments; a repeated question is asked once.")],
+    question_file: Annotated[
+        Path,
+        typer.Option(
+            "--question-file", "-Q", help="One question per line; # comments; a repeated question is asked once."
+        ),
+    ],
     output: Annotated[str, typer.Option("--output", "-o", help="JSON Lines output file; - for stdout.")],
-    resume: Annotated[bool, typer.Option(
-        "--resume", help="Skip the answers OUTPUT already holds; redo its failed records.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip the answers OUTPUT already holds; redo its failed records.")
+    ] = False,
     model: Model = None,
     adapter: Adapter = None,
     pages: Pages = None,
@@ -98,16 +105,26 @@ def batch(
     quiet: Quiet = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
-    engine: Annotated[Engine, typer.Option(
-        "--engine", help="local = this process; ray = a Ray cluster, one model per worker: records arrive in "
-        "completion order (up to 4 pages of a file at a time), each (file, page, question) exactly once.")
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="local = this process; ray = a Ray cluster, one model per worker: records arrive in "
+            "completion order (up to 4 pages of a file at a time), each (file, page, question) exactly once.",
+        ),
     ] = Engine.local,
-    ray_address: Annotated[Optional[str], typer.Option(
-        "--ray-address", help="With --engine ray: join this cluster (auto = the one `ray start` runs here); "
-        "default: start a local Ray.")] = None,
+    ray_address: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ray-address",
+            help="With --engine ray: join this cluster (auto = the one `ray start` runs here); "
+            "default: start a local Ray.",
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="With --engine ray: reader actors.")] = 1,
-    gpus_per_worker: Annotated[float, typer.Option(
-        "--gpus-per-worker", min=0.0, help="With --engine ray: GPUs per reader (0 = CPU readers).")] = 0.0,
+    gpus_per_worker: Annotated[
+        float, typer.Option("--gpus-per-worker", min=0.0, help="With --engine ray: GPUs per reader (0 = CPU readers).")
+    ] = 0.0,
 ):
     """Answer every question about every page of every file: one JSON line per (file, page, question).
 
@@ -127,12 +144,22 @@ def batch(
     questions = read_questions(question_file)
     files = expand_paths(paths)
     err = diagnostics(quiet)
-    settings = Settings(task=task, max_slices=max_slices, max_new_tokens=max_new_tokens, temperature=temperature,
-                        seed=seed, dpi=dpi, fast=fast, view=view)
+    settings = Settings(
+        task=task,
+        max_slices=max_slices,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        dpi=dpi,
+        fast=fast,
+        view=view,
+    )
     sink = record_log(output, resume=resume)
     if sink.done or sink.retried:
-        err.note(f"resuming: {len(sink.done)} records already in {output}"
-                 + (f"; retrying {sink.retried} failed" if sink.retried else ""))
+        err.note(
+            f"resuming: {len(sink.done)} records already in {output}"
+            + (f"; retrying {sink.retried} failed" if sink.retried else "")
+        )
     counts = {"ok": 0, "error": 0}
     stop = _StopAfterRecord(err)
     interrupted = False
@@ -142,17 +169,41 @@ def batch(
 
             with _progress(err) as progress:
                 on_record = _Reporter(err, progress, files, pages, password, dpi, counts)
-                run_batch_ray(files, questions, sink, settings=settings, model=model, adapter=adapter, device=device,
-                              quant=quant, offline=offline or None, pages=pages, password=password,
-                              limits=make_limits(max_pixels, timeout), workers=workers,
-                              gpus_per_worker=gpus_per_worker, address=ray_address, on_record=on_record,
-                              should_stop=stop.requested)
+                run_batch_ray(
+                    files,
+                    questions,
+                    sink,
+                    settings=settings,
+                    model=model,
+                    adapter=adapter,
+                    device=device,
+                    quant=quant,
+                    offline=offline or None,
+                    pages=pages,
+                    password=password,
+                    limits=make_limits(max_pixels, timeout),
+                    workers=workers,
+                    gpus_per_worker=gpus_per_worker,
+                    address=ray_address,
+                    on_record=on_record,
+                    should_stop=stop.requested,
+                )
         else:
             reader = load_reader(model, adapter, device, quant, offline, err)
             with _progress(err) as progress:
                 on_record = _Reporter(err, progress, files, pages, password, dpi, counts)
-                run_batch(reader, files, questions, sink, settings=settings, pages=pages, password=password,
-                          limits=make_limits(max_pixels, timeout), on_record=on_record, should_stop=stop.requested)
+                run_batch(
+                    reader,
+                    files,
+                    questions,
+                    sink,
+                    settings=settings,
+                    pages=pages,
+                    password=password,
+                    limits=make_limits(max_pixels, timeout),
+                    on_record=on_record,
+                    should_stop=stop.requested,
+                )
     except KeyboardInterrupt:  # the second Ctrl-C: every record written so far is complete
         interrupted = True
     finally:
@@ -185,15 +236,21 @@ class _Reporter:
             from docread.cli.output import one_line
 
             self.pages_seen.add((record["file"], record["page"]))
-            self.progress.update(self.task, completed=len(self.pages_seen), records=self.records,
-                                 description=one_line(f"{Path(record['file']).name} p{record['page'] or '-'}"))
+            self.progress.update(
+                self.task,
+                completed=len(self.pages_seen),
+                records=self.records,
+                description=one_line(f"{Path(record['file']).name} p{record['page'] or '-'}"),
+            )
         if record["status"] == "error":
             where = (record["file"], record["page"], record["error"]["message"])
             if where not in self.reported:  # once per page, not per question
                 self.reported.add(where)
                 message = record["error"]["message"]
                 if record["file"] not in message:
-                    message = f"{record['file']}" + (f" page {record['page']}" if record["page"] else "") + f": {message}"
+                    message = (
+                        f"{record['file']}" + (f" page {record['page']}" if record["page"] else "") + f": {message}"
+                    )
                 self.err.error(message)
 
 
@@ -256,6 +313,14 @@ def _progress(err):
         def render(self, task) -> Text:
             return Text(f"{task.speed * 60:.1f} pages/min" if task.speed else "– pages/min")
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("pages · {task.fields[records]} answers"), PagesPerMinute(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=err.console)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("pages · {task.fields[records]} answers"),
+        PagesPerMinute(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err.console,
+    )

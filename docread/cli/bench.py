@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
@@ -27,8 +28,9 @@ from docread.cli.options import (
 from docread.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 app = typer.Typer(help="Benchmarks: EntityGrid-QA, document-QA metrics, speed.", no_args_is_help=True)
-entitygrid_app = typer.Typer(help="EntityGrid-QA: does the model understand what tile borders cut through?",
-                             no_args_is_help=True)
+entitygrid_app = typer.Typer(
+    help="EntityGrid-QA: does the model understand what tile borders cut through?", no_args_is_help=True
+)
 app.add_typer(entitygrid_app, name="entitygrid")
 
 # -- options of the benchmark runs -----------------------------------------------------------
@@ -45,7 +47,9 @@ def _answer_pending(items, output: Path, resume: bool, err, load, run) -> int:
     with prediction_log(output, resume=resume) as log:
         pending = [item for item in items if item.id not in log.done]
         if log.done:
-            err.print(f"[dim]resuming: {len(items) - len(pending)} questions already answered in {escape(str(output))}[/]")
+            err.print(
+                f"[dim]resuming: {len(items) - len(pending)} questions already answered in {escape(str(output))}[/]"
+            )
         if not pending:
             return 0
         _, failed = _drive(run(load(), pending, log), len(pending), err, "asking")
@@ -59,14 +63,20 @@ def _drive(records: Iterator[dict], total: int, err, what: str) -> tuple[int, in
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     answered = failed = 0
-    progress = (Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err)
-                if err.is_terminal else nullcontext())
+    progress = (
+        Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err)
+        if err.is_terminal
+        else nullcontext()
+    )
     with progress:
         task = progress.add_task(what, total=total) if err.is_terminal else None
         for record in records:
             if "error" in record:
                 failed += 1
-                err.print(f"[red]error[/] question {escape(str(record['id']))}: {escape(record['error']['message'])}", soft_wrap=True)
+                err.print(
+                    f"[red]error[/] question {escape(str(record['id']))}: {escape(record['error']['message'])}",
+                    soft_wrap=True,
+                )
             else:
                 answered += 1
             if task is not None:
@@ -80,7 +90,9 @@ def entitygrid_generate(
     out: Annotated[Path, typer.Option("--out", help="Folder to write questions.jsonl and images/ into.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of questions (tasks take turns).")] = 1080,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, byte-identical output.")] = 0,
-    size: Annotated[int, typer.Option("--size", min=24, help="S: canvases are 2S x 2S, so slicing gives 2 x 2 tiles.")] = 336,
+    size: Annotated[
+        int, typer.Option("--size", min=24, help="S: canvases are 2S x 2S, so slicing gives 2 x 2 tiles.")
+    ] = 336,
     offline: Offline = False,
 ):
     """Write a synthetic EntityGrid-QA benchmark: images and multiple-choice questions."""
@@ -119,11 +131,19 @@ def entitygrid_run(
 
     err = stderr_console()
     questions = read_questions(directory)[:limit]
-    failed = _answer_pending(questions, output, resume, err, lambda: load_reader(model, adapter, device, quant, offline, err),
-                             lambda reader, pending, log: run_entitygrid(reader, directory, pending, log,
-                                                                         max_slices=max_slices, view=view))
-    err.print(f"{len(questions) - failed} of {len(questions)} questions answered in {output}; "
-              f"score them with: docread bench entitygrid score {directory} {output}", soft_wrap=True)
+    failed = _answer_pending(
+        questions,
+        output,
+        resume,
+        err,
+        lambda: load_reader(model, adapter, device, quant, offline, err),
+        lambda reader, pending, log: run_entitygrid(reader, directory, pending, log, max_slices=max_slices, view=view),
+    )
+    err.print(
+        f"{len(questions) - failed} of {len(questions)} questions answered in {output}; "
+        f"score them with: docread bench entitygrid score {directory} {output}",
+        soft_wrap=True,
+    )
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
@@ -146,13 +166,20 @@ def _grid_table(result, title: str):
         table.add_column(column, justify="left" if column in ("cell", "kind") else "right")
     for cell in CELLS:
         key = str(cell)
-        table.add_row(key, "center" if cell in CENTER_CELLS else "edge",
-                      *(_percent(result.per_task_cell[t][key]) for t in TASKS), _percent(result.per_cell[key]))
-    table.add_row("all", "", *(_percent(result.per_task[t]) for t in TASKS), _percent(result.accuracy),
-                  end_section=True)
-    summary = (f"accuracy {_percent(result.accuracy)} · center {_percent(result.accuracy_center)} · "
-                     f"edge {_percent(result.accuracy_edge)} · discrepancy {_percent(result.discrepancy)} points · "
-                     f"n={result.n} (accuracies in %)")
+        table.add_row(
+            key,
+            "center" if cell in CENTER_CELLS else "edge",
+            *(_percent(result.per_task_cell[t][key]) for t in TASKS),
+            _percent(result.per_cell[key]),
+        )
+    table.add_row(
+        "all", "", *(_percent(result.per_task[t]) for t in TASKS), _percent(result.accuracy), end_section=True
+    )
+    summary = (
+        f"accuracy {_percent(result.accuracy)} · center {_percent(result.accuracy_center)} · "
+        f"edge {_percent(result.accuracy_edge)} · discrepancy {_percent(result.discrepancy)} points · "
+        f"n={result.n} (accuracies in %)"
+    )
     return table, summary
 
 
@@ -175,9 +202,14 @@ def entitygrid_score(
     result = score(questions, read.answers, unreadable=read.malformed)
     if heatmap is not None:
         render_heatmap(result, heatmap, title=f"EntityGrid-QA · {predictions.name}")
-    problems = [text for count, text in ((result.missing, _count(result.missing, "question") + " without a prediction"),
-                                          (result.malformed, _count(result.malformed, "malformed prediction")))
-                if count]
+    problems = [
+        text
+        for count, text in (
+            (result.missing, _count(result.missing, "question") + " without a prediction"),
+            (result.malformed, _count(result.malformed, "malformed prediction")),
+        )
+        if count
+    ]
     if problems:
         stderr_console().print(f"[yellow]{', '.join(problems)}: counted wrong[/]")
     if json_out:
@@ -203,16 +235,21 @@ def _render_result(result: dict, json_out: bool, **extra) -> None:
         sys.stdout.write(json.dumps({**extra, **result}, ensure_ascii=False) + "\n")
         return
     where = f"{extra['dataset']} " if extra.get("dataset") else ""
-    headline = (f"{where}{result['metric']} {_figure(result['score'])} over {_count(result['n'], 'question')} "
-                f"({result['missing']} missing, {result['malformed']} malformed)")
+    headline = (
+        f"{where}{result['metric']} {_figure(result['score'])} over {_count(result['n'], 'question')} "
+        f"({result['missing']} missing, {result['malformed']} malformed)"
+    )
     lines = [headline]
     for key, value in result.items():
         if key in _HEADLINE:
             continue
         if isinstance(value, dict):  # per split / per category
             for name, figures in value.items():
-                shown = " · ".join(f"{k} {_figure(v)}" for k, v in figures.items()) \
-                    if isinstance(figures, dict) else _figure(figures)
+                shown = (
+                    " · ".join(f"{k} {_figure(v)}" for k, v in figures.items())
+                    if isinstance(figures, dict)
+                    else _figure(figures)
+                )
                 lines.append(f"  {key.removeprefix('per_')} {name}: {shown}")
         else:
             lines.append(f"  {key} {_figure(value)}")
@@ -227,15 +264,27 @@ def _check_dataset(dataset: str):
     return DATASETS[dataset]
 
 
-@app.command("score", epilog="Examples: docread bench score --metric anls val_v1.0.json predictions.jsonl; "
-                             "docread bench score --dataset pope coco/ pope-pred.jsonl")
+@app.command(
+    "score",
+    epilog="Examples: docread bench score --metric anls val_v1.0.json predictions.jsonl; "
+    "docread bench score --dataset pope coco/ pope-pred.jsonl",
+)
 def score_command(
-    gold: Annotated[Path, typer.Argument(help="Gold answers: an official annotation file or JSON Lines {id, answers}; "
-                                              "with --dataset, that benchmark's release file.")],
+    gold: Annotated[
+        Path,
+        typer.Argument(
+            help="Gold answers: an official annotation file or JSON Lines {id, answers}; "
+            "with --dataset, that benchmark's release file."
+        ),
+    ],
     predictions: Annotated[Path, typer.Argument(help="JSON Lines {id, prediction} or an official result list.")],
     metric: Annotated[Optional[str], typer.Option("--metric", help="anls | relaxed | vqa | exact.")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", help=f"{_NAMES}: score as that benchmark does "
-                                                   "(its metric, its answer parsing, its breakdown).")] = None,
+    dataset: Annotated[
+        Optional[str],
+        typer.Option(
+            "--dataset", help=f"{_NAMES}: score as that benchmark does (its metric, its answer parsing, its breakdown)."
+        ),
+    ] = None,
     json_out: Json = False,
     offline: Offline = False,
 ):
@@ -278,18 +327,34 @@ def _first_questions(samples: list, limit: int | None) -> list:
 MC_MODES = ("generate", "likelihood")
 
 
-@app.command("run", epilog="Example: docread bench run --dataset docvqa --annotations val_v1.0.json "
-                           "--images docvqa/ -o docvqa-pred.jsonl")
+@app.command(
+    "run",
+    epilog="Example: docread bench run --dataset docvqa --annotations val_v1.0.json "
+    "--images docvqa/ -o docvqa-pred.jsonl",
+)
 def run_command(
     dataset: Annotated[str, typer.Option("--dataset", help=f"{_NAMES}.")],
-    annotations: Annotated[Path, typer.Option("--annotations", help="The benchmark's released annotation file "
-                                              "(see the README for which file of each release).")],
+    annotations: Annotated[
+        Path,
+        typer.Option(
+            "--annotations",
+            help="The benchmark's released annotation file (see the README for which file of each release).",
+        ),
+    ],
     output: Output,
-    images: Annotated[Optional[Path], typer.Option("--images", help="Folder holding the dataset's images "
-                                                   "(not for mmbench: its TSV holds them).")] = None,
-    mc: Annotated[str, typer.Option("--mc", help="Multiple choice (ai2d, scienceqa, mmbench): generate = LLaVA's "
-                                    "letter prompt, the letter parsed as LLaVA's eval scripts do; likelihood = the "
-                                    "option letter the model finds likeliest. generate | likelihood.")] = "generate",
+    images: Annotated[
+        Optional[Path],
+        typer.Option("--images", help="Folder holding the dataset's images (not for mmbench: its TSV holds them)."),
+    ] = None,
+    mc: Annotated[
+        str,
+        typer.Option(
+            "--mc",
+            help="Multiple choice (ai2d, scienceqa, mmbench): generate = LLaVA's "
+            "letter prompt, the letter parsed as LLaVA's eval scripts do; likelihood = the "
+            "option letter the model finds likeliest. generate | likelihood.",
+        ),
+    ] = "generate",
     model: Model = None,
     adapter: Adapter = None,
     device: Device = "auto",
@@ -319,14 +384,17 @@ def run_command(
     err = stderr_console()
     samples = _first_questions(benchmark.read(annotations), limit)
     ask = partial(prompt, benchmark)
+
     def run(reader, pending, log):
         if benchmark.kind == CHOICE and mc == "likelihood":
             return run_likelihood(reader, images, pending, log, prompt=ask, max_slices=max_slices, view=view)
-        return run_open(reader, images, pending, log, prompt=ask, max_slices=max_slices, max_new_tokens=max_new_tokens,
-                        view=view)
+        return run_open(
+            reader, images, pending, log, prompt=ask, max_slices=max_slices, max_new_tokens=max_new_tokens, view=view
+        )
 
-    failed = _answer_pending(samples, output, resume, err,
-                             lambda: load_reader(model, adapter, device, quant, offline, err), run)
+    failed = _answer_pending(
+        samples, output, resume, err, lambda: load_reader(model, adapter, device, quant, offline, err), run
+    )
     scored = [s for s in samples if s.answers]
     if not scored:
         err.print(f"{annotations} has no gold answers (a test split?): predictions written to {output}, not scored")
@@ -334,27 +402,53 @@ def run_command(
         read = read_predictions(output)
         ids = {s.id for s in scored}
         answers = {key: value for key, value in read.answers.items() if key in ids}
-        _render_result(score(dataset, scored, answers, malformed=read.malformed), json_out, dataset=dataset,
-                       predictions=str(output), failed=failed)
+        _render_result(
+            score(dataset, scored, answers, malformed=read.malformed),
+            json_out,
+            dataset=dataset,
+            predictions=str(output),
+            failed=failed,
+        )
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
-LOAD_ROWS = (("interpreter start", "interpreter_s"), ("import torch", "import_torch_s"),
-             ("import transformers + docread", "import_transformers_s"),
-             ("import bitsandbytes", "import_bitsandbytes_s"), ("read weights", "read_weights_s"),
-             ("quantize", "quantize_s"), ("move to device", "to_device_s"), ("write quantized copy", "save_s"),
-             ("tokenizer + docread modules", "wire_up_s"),
-             ("ready (since process start)", "ready_s"), ("first token", "first_token_s"), ("total", "total_s"))
+LOAD_ROWS = (
+    ("interpreter start", "interpreter_s"),
+    ("import torch", "import_torch_s"),
+    ("import transformers + docread", "import_transformers_s"),
+    ("import bitsandbytes", "import_bitsandbytes_s"),
+    ("read weights", "read_weights_s"),
+    ("quantize", "quantize_s"),
+    ("move to device", "to_device_s"),
+    ("write quantized copy", "save_s"),
+    ("tokenizer + docread modules", "wire_up_s"),
+    ("ready (since process start)", "ready_s"),
+    ("first token", "first_token_s"),
+    ("total", "total_s"),
+)
 
 
 @app.command("load", epilog="Example: docread bench load --model ./llava-real --quant 4bit --json")
 def load_command(
-    model: Annotated[str, typer.Option("--model", help="A preset, hub id or local llava-hf folder (for real shapes "
-                                       "without a download: python -m docread.testing write-real DIR).")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="A preset, hub id or local llava-hf folder (for real shapes "
+            "without a download: python -m docread.testing write-real DIR).",
+        ),
+    ],
     device: Device = "auto",
     quant: Quant = "auto",
-    runs: Annotated[int, typer.Option("--runs", min=1, max=10, help="Loads, each in a fresh process; the first "
-                                      "rebuilds docread's quantized copy, the others read it.")] = 2,
+    runs: Annotated[
+        int,
+        typer.Option(
+            "--runs",
+            min=1,
+            max=10,
+            help="Loads, each in a fresh process; the first rebuilds docread's quantized copy, the others read it.",
+        ),
+    ] = 2,
     json_out: Json = False,
     offline: Offline = False,
 ):
@@ -362,21 +456,28 @@ def load_command(
     from docread.bench.load import run_load_bench
 
     err = stderr_console()
-    result = run_load_bench(model, device=device, quant=quant, runs=runs,
-                            log=lambda message: err.print(f"[dim]{escape(message)}[/]"))
+    result = run_load_bench(
+        model, device=device, quant=quant, runs=runs, log=lambda message: err.print(f"[dim]{escape(message)}[/]")
+    )
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("phase", *(f"{r['run']} (s)" for r in result["runs"]),
-                  title=f"load {result['model']} · {result['device']} · {result['quant']}", title_justify="left")
+    table = Table(
+        "phase",
+        *(f"{r['run']} (s)" for r in result["runs"]),
+        title=f"load {result['model']} · {result['device']} · {result['quant']}",
+        title_justify="left",
+    )
     for label, key in LOAD_ROWS:
         table.add_row(label, *(_figure(r.get(key)) for r in result["runs"]))
     table.add_row("quantized copy", *(str(r.get("qcache")) for r in result["runs"]))
     Console(highlight=False).print(table)
     if result["cached_vs_first"] is not None:
-        sys.stdout.write(f"cached load / first load: {result['cached_vs_first']:.2f}x to ready "
-                         f"({result['cached_vs_first_without_save']:.2f}x without writing the copy), "
-                         f"{result['cached_vs_first_to_first_token']:.2f}x to the first token\n")
+        sys.stdout.write(
+            f"cached load / first load: {result['cached_vs_first']:.2f}x to ready "
+            f"({result['cached_vs_first_without_save']:.2f}x without writing the copy), "
+            f"{result['cached_vs_first_to_first_token']:.2f}x to the first token\n"
+        )

@@ -36,15 +36,26 @@ from docread.reader import DEFAULT_MAX_NEW_TOKENS
 app = typer.Typer()
 
 
-@app.command(epilog='Examples:\n\n  docread extract invoice.pdf --field total:number --field due_date:date\n\n'
-                    '  docread extract invoices/*.pdf --schema invoice.schema.json -o fields.jsonl')
+@app.command(
+    epilog="Examples:\n\n  docread extract invoice.pdf --field total:number --field due_date:date\n\n"
+    "  docread extract invoices/*.pdf --schema invoice.schema.json -o fields.jsonl"
+)
 def extract(
     files: Annotated[list[str], typer.Argument(metavar="FILE...", help="PDFs or images.")],
-    field: Annotated[Optional[list[str]], typer.Option(
-        "--field", "-f", help="NAME[:TYPE], TYPE one of string, number, integer, date, boolean; repeatable.")] = None,
-    schema: Annotated[Optional[Path], typer.Option(
-        "--schema", help="A JSON Schema object: one field per property, its description as the question; "
-        "the values are validated against it.")] = None,
+    field: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--field", "-f", help="NAME[:TYPE], TYPE one of string, number, integer, date, boolean; repeatable."
+        ),
+    ] = None,
+    schema: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--schema",
+            help="A JSON Schema object: one field per property, its description as the question; "
+            "the values are validated against it.",
+        ),
+    ] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON Lines file (default: stdout).")] = None,
     model: Model = None,
     adapter: Adapter = None,
@@ -82,8 +93,16 @@ def extract(
     try:
         for file in files:
             try:
-                record = extract_document(reader, file, fields, schema=loaded, settings=settings, pages=pages,
-                                          password=password, limits=make_limits(max_pixels, timeout))
+                record = extract_document(
+                    reader,
+                    file,
+                    fields,
+                    schema=loaded,
+                    settings=settings,
+                    pages=pages,
+                    password=password,
+                    limits=make_limits(max_pixels, timeout),
+                )
             except DocreadError as e:
                 failed = True
                 err.error(e.message)

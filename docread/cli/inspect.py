@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -38,8 +39,9 @@ def inspect(
     model: Model = None,
     password: Password = None,
     json_out: Json = False,
-    preview: Annotated[Optional[Path], typer.Option(
-        "--preview", help="Write the tile-grid picture: a .png for one page, or a folder.")] = None,
+    preview: Annotated[
+        Optional[Path], typer.Option("--preview", help="Write the tile-grid picture: a .png for one page, or a folder.")
+    ] = None,
     offline: Offline = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
@@ -50,17 +52,29 @@ def inspect(
     from docread.presets import resolve_preset
 
     preset = resolve_preset(model)
-    records = inspect_paths(paths, preset=preset, pages=pages, max_slices=max_slices, dpi=dpi, password=password,
-                            limits=make_limits(max_pixels, timeout), preview=preview,
-                            on_warning=diagnostics().warn, view=view)
+    records = inspect_paths(
+        paths,
+        preset=preset,
+        pages=pages,
+        max_slices=max_slices,
+        dpi=dpi,
+        password=password,
+        limits=make_limits(max_pixels, timeout),
+        preview=preview,
+        on_warning=diagnostics().warn,
+        view=view,
+    )
     if json_out:
         failed = False
         for record in records:
             failed |= "error" in record
             write_json(record)
     else:
-        title = f"native view of {preset.name}" if view == "native" else \
-            f"slicing for {preset.name} (S={preset.size}, k={preset.k})"
+        title = (
+            f"native view of {preset.name}"
+            if view == "native"
+            else f"slicing for {preset.name} (S={preset.size}, k={preset.k})"
+        )
         failed = _render_table(records, title)
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
@@ -75,8 +89,15 @@ def _render_table(records: Iterator[dict], title: str) -> bool:
 
     err = diagnostics()
     table = Table(title=title, title_justify="left")
-    for column, justify in [("file", "left"), ("page", "right"), ("rendered", "right"), ("grid", "right"),
-                            ("tiles", "right"), ("visual tokens", "right"), ("dpi", "right")]:
+    for column, justify in [
+        ("file", "left"),
+        ("page", "right"),
+        ("rendered", "right"),
+        ("grid", "right"),
+        ("tiles", "right"),
+        ("visual tokens", "right"),
+        ("dpi", "right"),
+    ]:
         table.add_column(column, justify=justify, overflow="fold")
     failed = False
     for r in records:
@@ -87,9 +108,15 @@ def _render_table(records: Iterator[dict], title: str) -> bool:
                 message = f"{r['file']}" + (f" page {r['page']}" if r.get("page") else "") + f": {message}"
             err.error(message)
             continue
-        table.add_row(Text(safe_text(r["file"])), str(r["page"]), f"{r['width']}x{r['height']}",
-                      f"{r['rows']}x{r['cols']}", str(r["tiles"]),
-                      f"{r['visual_tokens']} (+{r['separator_tokens']} sep)", "" if r["dpi"] is None else f"{r['dpi']:g}")
+        table.add_row(
+            Text(safe_text(r["file"])),
+            str(r["page"]),
+            f"{r['width']}x{r['height']}",
+            f"{r['rows']}x{r['cols']}",
+            str(r["tiles"]),
+            f"{r['visual_tokens']} (+{r['separator_tokens']} sep)",
+            "" if r["dpi"] is None else f"{r['dpi']:g}",
+        )
     if table.row_count:
         Console(highlight=False).print(table)
     return failed

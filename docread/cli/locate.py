@@ -25,8 +25,10 @@ from docread.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 app = typer.Typer()
 
 
-@app.command(epilog='Examples:\n\n  docread locate invoice.pdf "Total amount" 1234.56\n\n'
-                    '  docread locate scan.png "ACME GmbH" --text ocr --json')
+@app.command(
+    epilog='Examples:\n\n  docread locate invoice.pdf "Total amount" 1234.56\n\n'
+    '  docread locate scan.png "ACME GmbH" --text ocr --json'
+)
 def locate(
     file: Annotated[str, typer.Argument(help="A PDF or image; - reads stdin.")],
     texts: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Texts to find (words, numbers, dates).")],
@@ -47,8 +49,9 @@ def locate(
     err = diagnostics(quiet)
     seen: dict[str, int] = {}
     failed = False
-    for located in locate_document(file, texts, pages=pages, password=password, text=text,
-                                   limits=make_limits(max_pixels, timeout)):
+    for located in locate_document(
+        file, texts, pages=pages, password=password, text=text, limits=make_limits(max_pixels, timeout)
+    ):
         if located.error is not None:
             failed = True
             err.error(located.error.message)
@@ -59,8 +62,18 @@ def locate(
             seen[query] = seen.get(query, 0) + len(occurrences)
             for o in occurrences:
                 if json_out:
-                    write_json({"file": file, "query": query, "page": o["page"], "text": o["text"],
-                                "bbox": o["bbox"], "bbox_px": o["bbox_px"], "match": o["match"], "lines": o["lines"]})
+                    write_json(
+                        {
+                            "file": file,
+                            "query": query,
+                            "page": o["page"],
+                            "text": o["text"],
+                            "bbox": o["bbox"],
+                            "bbox_px": o["bbox_px"],
+                            "match": o["match"],
+                            "lines": o["lines"],
+                        }
+                    )
                 else:
                     box = ", ".join(f"{v:.1f}" for v in o["bbox"])
                     write_out(f"{query}\tpage {o['page']}\t{o['match']}\t{o['text']}\t[{box}]\n")

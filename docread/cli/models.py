@@ -11,8 +11,9 @@ import typer
 
 from docread.cli.options import Json, Offline, stderr_console
 
-app = typer.Typer(help="Model presets and their weights: list, pull, path; quantized copies: clear.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Model presets and their weights: list, pull, path; quantized copies: clear.", no_args_is_help=True
+)
 Name = Annotated[str, typer.Argument(help="A preset name (see `docread models list`) or a llava-hf hub id.")]
 
 
@@ -27,12 +28,21 @@ def list_models(json_out: Json = False, offline: Offline = False):
     rows = []
     for preset in list_presets():
         folder = cached_folder(preset.base)
-        rows.append({"kind": "preset", "name": preset.name, "base": preset.base,
-                     "default": preset.name == DEFAULT_MODEL,
-                     "cached": folder is not None, "path": str(folder) if folder else None,
-                     "description": preset.description})
-    copies = [{"kind": "quantized", "name": e.name, "base": e.base, "key": e.key, "size": e.size, "path": str(e.path)}
-              for e in qcache.entries()]
+        rows.append(
+            {
+                "kind": "preset",
+                "name": preset.name,
+                "base": preset.base,
+                "default": preset.name == DEFAULT_MODEL,
+                "cached": folder is not None,
+                "path": str(folder) if folder else None,
+                "description": preset.description,
+            }
+        )
+    copies = [
+        {"kind": "quantized", "name": e.name, "base": e.base, "key": e.key, "size": e.size, "path": str(e.path)}
+        for e in qcache.entries()
+    ]
     if json_out:
         for row in rows + copies:
             sys.stdout.write(json.dumps(row) + "\n")
@@ -47,8 +57,9 @@ def list_models(json_out: Json = False, offline: Offline = False):
     console = Console(highlight=False)
     console.print(table)
     if copies:
-        cached = Table("quantized copy", "base", "size", "key", title=f"quantized copies in {qcache.root()}",
-                       title_justify="left")
+        cached = Table(
+            "quantized copy", "base", "size", "key", title=f"quantized copies in {qcache.root()}", title_justify="left"
+        )
         for row in copies:
             cached.add_row(row["name"], row["base"], f"{row['size'] / 2**20:,.1f} MiB", row["key"])
         console.print(cached)
@@ -82,8 +93,14 @@ def path(name: Name, offline: Offline = False):
 
 
 @app.command(epilog="Examples: docread models clear; docread models clear llava-v1.6-vicuna-7b-hf-4bit-")
-def clear(name: Annotated[Optional[str], typer.Argument(help="A quantized copy's name (or its start), as "
-                                                   "`docread models list` shows it; none: all of them.")] = None):
+def clear(
+    name: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="A quantized copy's name (or its start), as `docread models list` shows it; none: all of them."
+        ),
+    ] = None,
+):
     """Remove quantized copies from docread's cache (the next 4-bit load of their base rebuilds one)."""
     from docread import qcache
     from docread.errors import DocreadError

@@ -37,16 +37,37 @@ def _go_offline(value: bool) -> bool:
 
 
 # -- shared options, declared once ---------------------------------------------------------
-Pages = Annotated[Optional[str], typer.Option("--pages", "-p", callback=_check_pages,
-                  help="Pages to read: 1,3-5,-1 (1-based; -1 = last).")]
-MaxSlices = Annotated[Optional[int], typer.Option("--max-slices", "-n", min=0, max=64,
-                      help="Most tiles per page besides the global view (default: the model's, 16; 0 = global view only).")]
+Pages = Annotated[
+    Optional[str],
+    typer.Option("--pages", "-p", callback=_check_pages, help="Pages to read: 1,3-5,-1 (1-based; -1 = last)."),
+]
+MaxSlices = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-slices",
+        "-n",
+        min=0,
+        max=64,
+        help="Most tiles per page besides the global view (default: the model's, 16; 0 = global view only).",
+    ),
+]
 Dpi = Annotated[float, typer.Option("--dpi", min=10, max=1200, help="Nominal PDF resolution the grid is planned at.")]
-Password = Annotated[Optional[str], typer.Option("--password", help="Password of encrypted PDFs.", envvar="DOCREAD_PASSWORD")]
+Password = Annotated[
+    Optional[str], typer.Option("--password", help="Password of encrypted PDFs.", envvar="DOCREAD_PASSWORD")
+]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout (JSON).")]
-Model = Annotated[Optional[str], typer.Option("--model", "-m", envvar="DOCREAD_MODEL",
-                  help="Preset name (see models/), llava-hf hub id, or local llava-hf directory.")]
-MaxPixels = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse pages larger than this many pixels (decompression bombs).")]
+Model = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        "-m",
+        envvar="DOCREAD_MODEL",
+        help="Preset name (see models/), llava-hf hub id, or local llava-hf directory.",
+    ),
+]
+MaxPixels = Annotated[
+    int, typer.Option("--max-pixels", min=1, help="Refuse pages larger than this many pixels (decompression bombs).")
+]
 Timeout = Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds one file may take to open and render.")]
 
 
@@ -78,35 +99,58 @@ def load_reader(model, adapter, device, quant, offline, err):
 
 
 # -- model and generation options (ask, ocr, batch, bench) ----------------------------------
-Adapter = Annotated[Optional[Path], typer.Option("--adapter", help="Trained HiRes parts: a .safetensors file or a folder.")]
+Adapter = Annotated[
+    Optional[Path], typer.Option("--adapter", help="Trained HiRes parts: a .safetensors file or a folder.")
+]
 Quant = Annotated[QuantChoice, typer.Option("--quant", help="auto = 4-bit NF4 on CUDA, none on a CPU.")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=1, max=4096, help="Longest answer, in tokens.")]
 Temperature = Annotated[float, typer.Option("--temperature", min=0.0, max=5.0, help="0 = greedy (default).")]
-Seed = Annotated[Optional[int], typer.Option("--seed", min=0, max=2**64 - 1,
-                 help="Sampling seed (with --temperature > 0).")]  # torch.manual_seed's range
-Offline = Annotated[bool, typer.Option("--offline", callback=_go_offline,
-                    help="Never touch the network (as HF_HUB_OFFLINE=1).")]
+Seed = Annotated[
+    Optional[int], typer.Option("--seed", min=0, max=2**64 - 1, help="Sampling seed (with --temperature > 0).")
+]  # torch.manual_seed's range
+Offline = Annotated[
+    bool, typer.Option("--offline", callback=_go_offline, help="Never touch the network (as HF_HUB_OFFLINE=1).")
+]
 Task = Annotated[TaskChoice, typer.Option("--task", "-t", help="Prompt preset: qa (document QA), chart, ocr.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress, notes or warnings on stderr; errors still show.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress, notes or warnings on stderr; errors still show.")
+]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr: grid, tokens, timings.")]
-View = Annotated[ViewChoice, typer.Option(
-    "--view", help="hires = docread's tiles (up to 16 + a global view); native = exactly the base checkpoint's own "
-    "image handling (LLaVA-NeXT's AnyRes, LLaVA-1.5's single view), proven equal to transformers.")]
+View = Annotated[
+    ViewChoice,
+    typer.Option(
+        "--view",
+        help="hires = docread's tiles (up to 16 + a global view); native = exactly the base checkpoint's own "
+        "image handling (LLaVA-NeXT's AnyRes, LLaVA-1.5's single view), proven equal to transformers.",
+    ),
+]
 Fast = Annotated[bool, typer.Option("--fast", help="Compiled decoder with a static KV cache (CUDA; same answers).")]
 
 
 # -- a warm server instead of a local model (ask --server) ----------------------------------------
-Server = Annotated[Optional[str], typer.Option("--server", envvar="DOCREAD_SERVER",
-                   help="URL of a `docread serve` (http://127.0.0.1:8321): the file is uploaded, no model loads here.")]
-ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="DOCREAD_API_KEY",
-                   help="The server's API key (with --server).")]
+Server = Annotated[
+    Optional[str],
+    typer.Option(
+        "--server",
+        envvar="DOCREAD_SERVER",
+        help="URL of a `docread serve` (http://127.0.0.1:8321): the file is uploaded, no model loads here.",
+    ),
+]
+ApiKey = Annotated[
+    Optional[str], typer.Option("--api-key", envvar="DOCREAD_API_KEY", help="The server's API key (with --server).")
+]
 
 
 # -- page text (evidence, locate, --pages auto) ------------------------------------------------
-TextOption = Annotated[TextChoice, typer.Option(
-    "--text", help="Page text for evidence and locate: auto = the PDF's text layer, else OCR when the ocr extra is "
-    "installed; layer; ocr; off.")]
+TextOption = Annotated[
+    TextChoice,
+    typer.Option(
+        "--text",
+        help="Page text for evidence and locate: auto = the PDF's text layer, else OCR when the ocr extra is "
+        "installed; layer; ocr; off.",
+    ),
+]
 
 
 def _check_ask_pages(value: Optional[str]) -> Optional[str]:
@@ -116,13 +160,33 @@ def _check_ask_pages(value: Optional[str]) -> Optional[str]:
     return value if value == AUTO else _check_pages(value)
 
 
-AskPages = Annotated[Optional[str], typer.Option("--pages", "-p", callback=_check_ask_pages,
-                     help="Pages to read: 1,3-5,-1 (1-based; -1 = last), or auto: the --top-pages pages whose text "
-                     "best matches each question (BM25; pages without text are read as without --pages).")]
-TopPages = Annotated[int, typer.Option("--top-pages", min=1, max=100,
-                     help="Pages read per question with --pages auto.")]
-TextPromptOption = Annotated[TextPromptChoice, typer.Option(
-    "--text-prompt", help="Give the model the page's text after the image: auto = a PDF's own text layer in the "
-    "hires view; on = any page text (layer or OCR), any view; off = the image alone.")]
-TextTokens = Annotated[int, typer.Option("--text-tokens", min=1, max=8192,
-                       help="Most tokens of page text in a prompt (a longer text is cut, and records say so).")]
+AskPages = Annotated[
+    Optional[str],
+    typer.Option(
+        "--pages",
+        "-p",
+        callback=_check_ask_pages,
+        help="Pages to read: 1,3-5,-1 (1-based; -1 = last), or auto: the --top-pages pages whose text "
+        "best matches each question (BM25; pages without text are read as without --pages).",
+    ),
+]
+TopPages = Annotated[
+    int, typer.Option("--top-pages", min=1, max=100, help="Pages read per question with --pages auto.")
+]
+TextPromptOption = Annotated[
+    TextPromptChoice,
+    typer.Option(
+        "--text-prompt",
+        help="Give the model the page's text after the image: auto = a PDF's own text layer in the "
+        "hires view; on = any page text (layer or OCR), any view; off = the image alone.",
+    ),
+]
+TextTokens = Annotated[
+    int,
+    typer.Option(
+        "--text-tokens",
+        min=1,
+        max=8192,
+        help="Most tokens of page text in a prompt (a longer text is cut, and records say so).",
+    ),
+]

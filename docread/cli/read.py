@@ -100,12 +100,18 @@ class _Render(Events):
 
 
 # -- ask ------------------------------------------------------------------------------------
-@app.command(epilog='Examples:\n\n  docread ask invoice.pdf "What is the total amount?"\n\n'
-                    '  docread ask report.pdf "Who signed it?" "When?" --pages 1-3 --json | jq .answer')
+@app.command(
+    epilog='Examples:\n\n  docread ask invoice.pdf "What is the total amount?"\n\n'
+    '  docread ask report.pdf "Who signed it?" "When?" --pages 1-3 --json | jq .answer'
+)
 def ask(
     file: Annotated[str, typer.Argument(help="A PDF or image; - reads stdin.")],
-    questions: Annotated[list[str], typer.Argument(
-        metavar="QUESTION...", help="One or more questions about the document (a repeated question is asked once).")],
+    questions: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="QUESTION...", help="One or more questions about the document (a repeated question is asked once)."
+        ),
+    ],
     model: Model = None,
     adapter: Adapter = None,
     pages: AskPages = None,
@@ -116,9 +122,14 @@ def ask(
     text: TextOption = "auto",
     text_prompt: TextPromptOption = "auto",
     text_tokens: TextTokens = DEFAULT_TEXT_TOKENS,
-    highlight: Annotated[Optional[Path], typer.Option(
-        "--highlight", help="Write the best answer's page as a .png with its evidence boxed and the tile grid "
-        "faintly (the first question's, when several are asked).")] = None,
+    highlight: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--highlight",
+            help="Write the best answer's page as a .png with its evidence boxed and the tile grid "
+            "faintly (the first question's, when several are asked).",
+        ),
+    ] = None,
     dpi: Dpi = DEFAULT_DPI,
     password: Password = None,
     quant: Quant = "auto",
@@ -143,24 +154,58 @@ def ask(
     from docread.document import Settings, ask_document, open_for_reading, unique_questions
 
     questions = unique_questions(questions)
-    settings = Settings(task=task, max_slices=max_slices, max_new_tokens=max_new_tokens, temperature=temperature,
-                        seed=seed, dpi=dpi, fast=fast, view=view, text=text, text_prompt=text_prompt,
-                        text_tokens=text_tokens)
+    settings = Settings(
+        task=task,
+        max_slices=max_slices,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        dpi=dpi,
+        fast=fast,
+        view=view,
+        text=text,
+        text_prompt=text_prompt,
+        text_tokens=text_tokens,
+    )
     err = diagnostics(quiet)
     render = _Render(err, questions, live=not json_out)
     if server:
-        options = {"pages": pages, "task": task, "max_slices": max_slices, "view": view, "dpi": dpi,
-                   "password": password, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
-        records = _ask_server(server, api_key, file, questions, options, render, json_out,
-                              make_limits(max_pixels, timeout))
+        options = {
+            "pages": pages,
+            "task": task,
+            "max_slices": max_slices,
+            "view": view,
+            "dpi": dpi,
+            "password": password,
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "seed": seed,
+        }
+        records = _ask_server(
+            server, api_key, file, questions, options, render, json_out, make_limits(max_pixels, timeout)
+        )
         raise typer.Exit(_report(err, questions, records, json_out, verbose))
     # the file first: a bad one fails before the model loads
-    with open_for_reading(file, pages=None if pages == "auto" else pages, password=password, settings=settings,
-                          limits=make_limits(max_pixels, timeout), events=render) as document:
+    with open_for_reading(
+        file,
+        pages=None if pages == "auto" else pages,
+        password=password,
+        settings=settings,
+        limits=make_limits(max_pixels, timeout),
+        events=render,
+    ) as document:
         reader = load_reader(model, adapter, device, quant, offline, err)
         try:
-            results = ask_document(reader, document, questions, settings=settings, pages=pages, events=render,
-                                   stream=not json_out, top_pages=top_pages)
+            results = ask_document(
+                reader,
+                document,
+                questions,
+                settings=settings,
+                pages=pages,
+                events=render,
+                stream=not json_out,
+                top_pages=top_pages,
+            )
         finally:
             render._stop_spinner()
         if highlight is not None:
@@ -191,8 +236,9 @@ def _report(err, questions: list[str], records: list[dict], json_out: bool, verb
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _ask_server(server: str, api_key, file: str, questions: list[str], options: dict, render: _Render,
-                json_out: bool, limits) -> list[dict]:
+def _ask_server(
+    server: str, api_key, file: str, questions: list[str], options: dict, render: _Render, json_out: bool, limits
+) -> list[dict]:
     """ask through `docread serve`: the server's events replayed into ask's own renderer, so the output is
     the local one; returns ask --json's records."""
     from docread.errors import DocreadError
@@ -238,8 +284,10 @@ def _summary(err, answer, pages_read: int, verbose: bool) -> None:
     score = "n/a" if answer.score is None else f"{answer.score:.3f}"
     of = f" (best of {pages_read})" if pages_read > 1 else ""
     found = f"found on the page ({answer.evidence[0]['match']})" if answer.grounded else "not found in the page text"
-    line = (f"page {answer.page}{of} · score {score} · {answer.rows}x{answer.cols} tiles · "
-            f"{answer.visual_tokens} visual tokens · {found}")
+    line = (
+        f"page {answer.page}{of} · score {score} · {answer.rows}x{answer.cols} tiles · "
+        f"{answer.visual_tokens} visual tokens · {found}"
+    )
     if verbose:
         timing = " ".join(f"{k} {v:.0f}ms" for k, v in answer.timing_ms.items())
         line += f" · {answer.generated_tokens} tokens · {timing}"
@@ -271,13 +319,13 @@ def ocr(
     record for a page that fails while the others go on)."""
     from docread.document import Settings, ocr_document, open_for_reading
 
-    settings = Settings(task="ocr", max_slices=max_slices, max_new_tokens=max_new_tokens, dpi=dpi, fast=fast,
-                        view=view)
+    settings = Settings(task="ocr", max_slices=max_slices, max_new_tokens=max_new_tokens, dpi=dpi, fast=fast, view=view)
     err = diagnostics(quiet)
     render = _OcrRender(err, live=not json_out)
     failed = False
-    with open_for_reading(file, pages=pages, password=password, settings=settings,
-                          limits=make_limits(max_pixels, timeout), events=render) as document:
+    with open_for_reading(
+        file, pages=pages, password=password, settings=settings, limits=make_limits(max_pixels, timeout), events=render
+    ) as document:
         reader = load_reader(model, adapter, device, quant, offline, err)
         for result in ocr_document(reader, document, settings=settings, events=render, stream=not json_out):
             failed |= result.answer is None
@@ -301,6 +349,16 @@ def _ocr_record(file: str, result) -> dict:
     answer = result.answer
     if answer is None:
         return {"file": file, "page": result.page, "text": None, "status": "error", "error": result.error.to_json()}
-    return {"file": file, "page": result.page, "text": answer.answer, "status": "ok", "score": answer.score,
-            "model": answer.model, "rows": answer.rows, "cols": answer.cols, "stopped_by": answer.stopped_by,
-            "timing_ms": answer.timing_ms, "view": answer.view}
+    return {
+        "file": file,
+        "page": result.page,
+        "text": answer.answer,
+        "status": "ok",
+        "score": answer.score,
+        "model": answer.model,
+        "rows": answer.rows,
+        "cols": answer.cols,
+        "stopped_by": answer.stopped_by,
+        "timing_ms": answer.timing_ms,
+        "view": answer.view,
+    }

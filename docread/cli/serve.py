@@ -38,8 +38,10 @@ def require_serve_extra() -> None:
         raise UsageError(f"{MISSING} (missing: {', '.join(missing)})", code="missing_extra")
 
 
-@app.command(epilog="Examples:\n\n  docread serve --model llava-1.6-vicuna-7b\n\n"
-                    "  DOCREAD_API_KEY=secret docread serve --host 0.0.0.0 --port 8321 --max-queue 8")
+@app.command(
+    epilog="Examples:\n\n  docread serve --model llava-1.6-vicuna-7b\n\n"
+    "  DOCREAD_API_KEY=secret docread serve --host 0.0.0.0 --port 8321 --max-queue 8"
+)
 def serve(
     model: Model = None,
     adapter: Adapter = None,
@@ -48,16 +50,25 @@ def serve(
     offline: Offline = False,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0 = any free one).")] = DEFAULT_PORT,
-    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="DOCREAD_API_KEY",
-                       help="Require Authorization: Bearer KEY on /v1 requests.")] = None,
-    max_queue: Annotated[int, typer.Option("--max-queue", min=0, max=10_000,
-                         help="Requests that may wait behind the running one; more get 503.")] = 32,
-    max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, max=2048,
-                             help="Largest uploaded file, in MiB (413 above).")] = 64,
-    cache_pages: Annotated[int, typer.Option("--cache-pages", min=0, max=4096,
-                           help="Encoded pages kept across requests (0 = none).")] = 8,
-    request_timeout: Annotated[float, typer.Option("--request-timeout", min=0.1,
-                               help="Seconds one request may take, queue wait included.")] = 600.0,
+    api_key: Annotated[
+        Optional[str],
+        typer.Option("--api-key", envvar="DOCREAD_API_KEY", help="Require Authorization: Bearer KEY on /v1 requests."),
+    ] = None,
+    max_queue: Annotated[
+        int,
+        typer.Option(
+            "--max-queue", min=0, max=10_000, help="Requests that may wait behind the running one; more get 503."
+        ),
+    ] = 32,
+    max_upload_mb: Annotated[
+        float, typer.Option("--max-upload-mb", min=0.001, max=2048, help="Largest uploaded file, in MiB (413 above).")
+    ] = 64,
+    cache_pages: Annotated[
+        int, typer.Option("--cache-pages", min=0, max=4096, help="Encoded pages kept across requests (0 = none).")
+    ] = 8,
+    request_timeout: Annotated[
+        float, typer.Option("--request-timeout", min=0.1, help="Seconds one request may take, queue wait included.")
+    ] = 600.0,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
     quiet: Quiet = False,
@@ -74,11 +85,19 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.warn(f"listening on {host} without --api-key: anyone who can reach it can use the model")
     reader = load_reader(model, adapter, device, quant, offline, err)
-    api = create_app(reader, api_key=api_key, max_queue=max_queue, max_upload_mb=max_upload_mb,
-                     cache_pages=cache_pages, limits=make_limits(max_pixels, timeout), request_timeout=request_timeout)
+    api = create_app(
+        reader,
+        api_key=api_key,
+        max_queue=max_queue,
+        max_upload_mb=max_upload_mb,
+        cache_pages=cache_pages,
+        limits=make_limits(max_pixels, timeout),
+        request_timeout=request_timeout,
+    )
     err.note(f"serving {reader.name} on http://{host}:{port} (OpenAI base URL http://{host}:{port}/v1)")
-    config = uvicorn.Config(api, host=host, port=port, log_level="warning" if quiet else "info",
-                            timeout_graceful_shutdown=request_timeout)
+    config = uvicorn.Config(
+        api, host=host, port=port, log_level="warning" if quiet else "info", timeout_graceful_shutdown=request_timeout
+    )
     _server_class()(config).run()
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -15,24 +16,54 @@ from docread.limits import DEFAULT_DPI
 
 app = typer.Typer()
 
-Synthetic = Annotated[Optional[str], typer.Option("--synthetic", help="Random weights, no download: tiny (CPU-sized) "
-                      "or real (CLIP-L/14-336 + Vicuna-7B shapes, built in memory; 4-bit on CUDA).")]
+Synthetic = Annotated[
+    Optional[str],
+    typer.Option(
+        "--synthetic",
+        help="Random weights, no download: tiny (CPU-sized) "
+        "or real (CLIP-L/14-336 + Vicuna-7B shapes, built in memory; 4-bit on CUDA).",
+    ),
+]
 PageCount = Annotated[int, typer.Option("--pages", min=1, max=64, help="Synthetic letter-size PDF pages to read.")]
-Questions = Annotated[int, typer.Option("--questions", min=1, max=32,
-                      help="Questions per page: the first is timed from the file, the rest reuse the encoded page.")]
+Questions = Annotated[
+    int,
+    typer.Option(
+        "--questions",
+        min=1,
+        max=32,
+        help="Questions per page: the first is timed from the file, the rest reuse the encoded page.",
+    ),
+]
 Repeats = Annotated[int, typer.Option("--repeats", min=1, max=100, help="Timed runs after one warm-up (medians).")]
-MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=2, max=1024, help="Tokens decoded per answer (EOS ignored).")]
-Threads = Annotated[int, typer.Option("--threads", min=0, max=1024,
-                    help="torch CPU threads (0 = torch's default). Small models decode fastest on one.")]
+MaxNewTokens = Annotated[
+    int, typer.Option("--max-new-tokens", min=2, max=1024, help="Tokens decoded per answer (EOS ignored).")
+]
+Threads = Annotated[
+    int,
+    typer.Option(
+        "--threads",
+        min=0,
+        max=1024,
+        help="torch CPU threads (0 = torch's default). Small models decode fastest on one.",
+    ),
+]
 
 ROWS = (  # (label, key in stages_ms or in the side, unit)
-    ("render", "render", "ms"), ("slice + normalise", "slice_normalise", "ms"),
-    ("vision (all views)", "vision", "ms"), ("  of which SRA", "vision_sra", "ms"),
-    ("  of which sampler", "vision_sampler", "ms"), ("prefill", "prefill", "ms"),
-    ("time to first token", "ttft", "ms"), ("further question, first token", "followup_ttft", "ms"),
-    ("decode", "decode_ms_per_token", "ms/token"), ("intake per view", "intake_ms_per_view", "ms"),
-    ("peak memory", "peak_memory_mb", "MiB"), ("views (global + tiles)", "views", ""),
-    ("visual tokens", "visual_tokens", ""), ("pixels seen", "pixels", ""), ("effective dpi", "effective_dpi", ""),
+    ("render", "render", "ms"),
+    ("slice + normalise", "slice_normalise", "ms"),
+    ("vision (all views)", "vision", "ms"),
+    ("  of which SRA", "vision_sra", "ms"),
+    ("  of which sampler", "vision_sampler", "ms"),
+    ("prefill", "prefill", "ms"),
+    ("time to first token", "ttft", "ms"),
+    ("further question, first token", "followup_ttft", "ms"),
+    ("decode", "decode_ms_per_token", "ms/token"),
+    ("intake per view", "intake_ms_per_view", "ms"),
+    ("peak memory", "peak_memory_mb", "MiB"),
+    ("views (global + tiles)", "views", ""),
+    ("visual tokens", "visual_tokens", ""),
+    ("pixels seen", "pixels", ""),
+    ("effective dpi", "effective_dpi", ""),
 )
 
 
@@ -56,9 +87,20 @@ def speed(
     """Time docread and transformers' LLaVA-NeXT side by side on the same pages and weights."""
     from docread.bench.speed import SpeedOptions, run_speed
 
-    options = SpeedOptions(model=model, synthetic=synthetic, pages=pages, questions=questions, repeats=repeats,
-                           max_new_tokens=max_new_tokens, max_slices=max_slices, dpi=dpi, threads=threads,
-                           device=device, quant=quant, view=view)
+    options = SpeedOptions(
+        model=model,
+        synthetic=synthetic,
+        pages=pages,
+        questions=questions,
+        repeats=repeats,
+        max_new_tokens=max_new_tokens,
+        max_slices=max_slices,
+        dpi=dpi,
+        threads=threads,
+        device=device,
+        quant=quant,
+        view=view,
+    )
     err = stderr_console()
     with stdout_to_stderr():
         result = run_speed(options, log=lambda message: err.print(f"[dim]{message}…[/]"))
@@ -92,8 +134,10 @@ def render_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"docread bench speed · {result['model']} · {result['device_name']} · {result['dtype']} · "
-                        f"quant {result['quantization']} · {result['threads']} thread(s)")
+    table = Table(
+        title=f"docread bench speed · {result['model']} · {result['device_name']} · {result['dtype']} · "
+        f"quant {result['quantization']} · {result['threads']} thread(s)"
+    )
     for column in ("stage", "docread", "LLaVA-NeXT (transformers)", "docread / baseline"):
         table.add_column(column, justify="left" if column == "stage" else "right")
     ours, theirs = result["docread"], result["baseline"]
@@ -103,17 +147,25 @@ def render_table(result: dict) -> None:
     fast, startup, versions = ours["fast"], result["startup"], result["versions"]
     out = Console(highlight=False)
     out.print(table)
-    out.print(f"grid: docread {ours['grid']} tiles, baseline {theirs['grid']}; decode: docread "
-              f"{_fmt(ours['decode_tokens_per_s'])} tok/s, fast {_fmt(fast['tokens_per_s'])} tok/s "
-              f"({'compiled' if fast['compiled'] else 'static cache, not compiled'}; x{fast['speedup_vs_plain']} "
-              f"over plain, same tokens: {fast['same_tokens']}), baseline {_fmt(theirs['decode_tokens_per_s'])} tok/s",
-              soft_wrap=True)
-    out.print(f"intake (render + slice + normalise) per view: {result['intake_speedup']}x faster than "
-              f"LlavaNextImageProcessorPil; `docread --help` {startup['docread_help_ms']} ms vs `import torch` "
-              f"{startup['import_torch_ms']} ms ({startup['ratio']})", soft_wrap=True)
-    out.print(f"[dim]{result['date']} · torch {versions['torch']} · transformers {versions['transformers']} · "
-              f"bitsandbytes {versions['bitsandbytes']} · peak memory as {ours['memory']} · medians of "
-              f"{result['repeats']} after a warm-up[/]", soft_wrap=True)
+    out.print(
+        f"grid: docread {ours['grid']} tiles, baseline {theirs['grid']}; decode: docread "
+        f"{_fmt(ours['decode_tokens_per_s'])} tok/s, fast {_fmt(fast['tokens_per_s'])} tok/s "
+        f"({'compiled' if fast['compiled'] else 'static cache, not compiled'}; x{fast['speedup_vs_plain']} "
+        f"over plain, same tokens: {fast['same_tokens']}), baseline {_fmt(theirs['decode_tokens_per_s'])} tok/s",
+        soft_wrap=True,
+    )
+    out.print(
+        f"intake (render + slice + normalise) per view: {result['intake_speedup']}x faster than "
+        f"LlavaNextImageProcessorPil; `docread --help` {startup['docread_help_ms']} ms vs `import torch` "
+        f"{startup['import_torch_ms']} ms ({startup['ratio']})",
+        soft_wrap=True,
+    )
+    out.print(
+        f"[dim]{result['date']} · torch {versions['torch']} · transformers {versions['transformers']} · "
+        f"bitsandbytes {versions['bitsandbytes']} · peak memory as {ours['memory']} · medians of "
+        f"{result['repeats']} after a warm-up[/]",
+        soft_wrap=True,
+    )
 
 
 def _figure(side: dict, key: str):

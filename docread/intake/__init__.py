@@ -21,13 +21,32 @@ from docread.intake.pdf import open_pdf
 from docread.limits import DEFAULT_DPI, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Clock, Limits
 from docread.sources import expand_paths, parse_pages, read_input, supported_suffixes, validate_pages_spec
 
-__all__ = ["DEFAULT_DPI", "DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "DEFAULT_TIMEOUT_S", "Document", "Limits",
-           "Page", "expand_paths", "open_bytes", "open_document", "parse_pages", "supported_suffixes", "to_rgb",
-           "validate_pages_spec"]  # the names callers use, wherever they live
+__all__ = [
+    "DEFAULT_DPI",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_TIMEOUT_S",
+    "Document",
+    "Limits",
+    "Page",
+    "expand_paths",
+    "open_bytes",
+    "open_document",
+    "parse_pages",
+    "supported_suffixes",
+    "to_rgb",
+    "validate_pages_spec",
+]  # the names callers use, wherever they live
 
 
-def open_document(path: str, *, pages: str | None = None, password: str | None = None,
-                  dpi: float = DEFAULT_DPI, limits: Limits | None = None) -> Document:
+def open_document(
+    path: str,
+    *,
+    pages: str | None = None,
+    password: str | None = None,
+    dpi: float = DEFAULT_DPI,
+    limits: Limits | None = None,
+) -> Document:
     """Open a PDF or image file (`-` = stdin) and select its pages."""
     limits = limits or Limits()
     validate_pages_spec(pages)
@@ -37,8 +56,15 @@ def open_document(path: str, *, pages: str | None = None, password: str | None =
         return _open_data(path, data, pages, password, dpi, limits, clock)
 
 
-def open_bytes(data: bytes, name: str, *, pages: str | None = None, password: str | None = None,
-               dpi: float = DEFAULT_DPI, limits: Limits | None = None) -> Document:
+def open_bytes(
+    data: bytes,
+    name: str,
+    *,
+    pages: str | None = None,
+    password: str | None = None,
+    dpi: float = DEFAULT_DPI,
+    limits: Limits | None = None,
+) -> Document:
     """Open a PDF or image held in memory (an upload) and select its pages; `name` only labels it
     (records and messages), it is never opened."""
     limits = limits or Limits()
@@ -52,10 +78,14 @@ def open_bytes(data: bytes, name: str, *, pages: str | None = None, password: st
         return _open_data(name, bytes(data), pages, password, dpi, limits, clock)
 
 
-def _open_data(path: str, data: bytes, pages: str | None, password: str | None, dpi: float, limits: Limits,
-               clock: Clock) -> Document:
-    document = open_pdf(path, data, password, dpi, limits) if PDF_MAGIC in data[:MAGIC_WINDOW] \
+def _open_data(
+    path: str, data: bytes, pages: str | None, password: str | None, dpi: float, limits: Limits, clock: Clock
+) -> Document:
+    document = (
+        open_pdf(path, data, password, dpi, limits)
+        if PDF_MAGIC in data[:MAGIC_WINDOW]
         else open_image(path, data, limits)
+    )
     document.sha256, document._clock = hashlib.sha256(data).hexdigest(), clock
     try:
         selected = parse_pages(pages, document.page_count, name=path)

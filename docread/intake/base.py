@@ -3,9 +3,10 @@ Pillow raise on user data becomes that input's `DocreadError`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError
 from docread.limits import DEFAULT_TIMEOUT_S, Clock, Limits
@@ -13,17 +14,17 @@ from docread.limits import DEFAULT_TIMEOUT_S, Clock, Limits
 if TYPE_CHECKING:
     from PIL import Image
 
-MAX_ASPECT = 50.0                  # 16 tiles in one column still leave a 1:50 page ~107 px wide
+MAX_ASPECT = 50.0  # 16 tiles in one column still leave a 1:50 page ~107 px wide
 PDF_MAGIC = b"%PDF-"
-MAGIC_WINDOW = 1024                # the PDF header may follow some junk (PDF 1.7, 7.5.2)
+MAGIC_WINDOW = 1024  # the PDF header may follow some junk (PDF 1.7, 7.5.2)
 
 
 @dataclass(frozen=True)
 class Page:
-    number: int          # 1-based page (or frame) number in the file
-    width: int           # nominal size in pixels: the image's, or the PDF page's at dpi
+    number: int  # 1-based page (or frame) number in the file
+    width: int  # nominal size in pixels: the image's, or the PDF page's at dpi
     height: int
-    dpi: float | None    # the nominal dpi for PDF pages; None for images
+    dpi: float | None  # the nominal dpi for PDF pages; None for images
 
 
 @contextmanager
@@ -46,8 +47,9 @@ def _library_error(where: str, what: str, error: Exception) -> DocreadError:
     if isinstance(error, MemoryError) or type(error).__name__ == "DecompressionBombError":
         return DocreadError("too_large", f"{where}: too large to {what} ({_short(error)}); downscale or split it")
     code = "truncated" if isinstance(error, EOFError) or "truncated" in str(error).lower() else "corrupt"
-    return DocreadError(code, f"{where}: cannot {what}, the data is damaged ({_short(error)}); "
-                        "re-export or re-download it")
+    return DocreadError(
+        code, f"{where}: cannot {what}, the data is damaged ({_short(error)}); re-export or re-download it"
+    )
 
 
 def _short(error: BaseException) -> str:
@@ -65,20 +67,20 @@ class Document:
     """
 
     name: str
-    kind: str                          # "pdf" or "image"
+    kind: str  # "pdf" or "image"
     page_count: int
     pages: list[Page]
     limits: Limits
-    sha256: str = ""                   # hex sha256 of the bytes read (stdin included): the file's identity
-    repaired: bool = False             # MuPDF had to repair a damaged PDF: pages may be blank or missing
+    sha256: str = ""  # hex sha256 of the bytes read (stdin included): the file's identity
+    repaired: bool = False  # MuPDF had to repair a damaged PDF: pages may be blank or missing
     warnings: list[str] = field(default_factory=list)  # one line each, for callers to show; empty when clean
-    warnings_shown: int = 0            # how many of `warnings` the caller has shown (more may come on rendering)
+    warnings_shown: int = 0  # how many of `warnings` the caller has shown (more may come on rendering)
     _handle: object = field(repr=False, default=None)  # pymupdf.Document or PIL.Image.Image
     _clock: Clock = field(repr=False, default_factory=lambda: Clock(DEFAULT_TIMEOUT_S, ""))
     _page_errors: dict[int, DocreadError] = field(repr=False, default_factory=dict)  # pages that failed to load
-    _renderer: Callable[["Document", Page, int, int], "Image.Image"] | None = field(repr=False, default=None)
+    _renderer: Callable[[Document, Page, int, int], Image.Image] | None = field(repr=False, default=None)
 
-    def __enter__(self) -> "Document":
+    def __enter__(self) -> Document:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -97,7 +99,7 @@ class Document:
         raises the same error. Lets a caller report a bad page without rendering it."""
         return self._page_errors.get(page.number)
 
-    def render(self, page: Page, width: int, height: int) -> "Image.Image":
+    def render(self, page: Page, width: int, height: int) -> Image.Image:
         """The page as an RGB image of exactly width x height (its aspect is the caller's plan)."""
         with self._clock.running():
             image = self._renderer(self, page, width, height)  # the PDF's or the image's (intake/pdf, image)
@@ -110,8 +112,9 @@ class Document:
             with boundary(self.name, "check the PDF"):
                 self.repaired = bool(self._handle.is_repaired)
             if self.repaired:
-                self.warnings.append(f"{self.name}: the file was damaged and repaired by MuPDF; "
-                                     "some pages may be missing or blank")
+                self.warnings.append(
+                    f"{self.name}: the file was damaged and repaired by MuPDF; some pages may be missing or blank"
+                )
         return self.repaired
 
 
@@ -121,12 +124,16 @@ def check_page(name: str, page: Page, limits: Limits) -> Page:
         raise DocreadError("corrupt", f"{where} has no area ({page.width}x{page.height} px); the file is damaged")
     if page.width * page.height > limits.max_pixels:
         advice = "lower --dpi" if page.dpi else "downscale it"
-        raise DocreadError("too_large", f"{where} is {page.width}x{page.height} px, over the {limits.max_pixels:,} "
-                           f"pixel cap: {advice}, or raise --max-pixels if you trust the file")
+        raise DocreadError(
+            "too_large",
+            f"{where} is {page.width}x{page.height} px, over the {limits.max_pixels:,} "
+            f"pixel cap: {advice}, or raise --max-pixels if you trust the file",
+        )
     aspect = max(page.width / page.height, page.height / page.width)
     if aspect > MAX_ASPECT:
-        raise DocreadError("extreme_aspect", f"{where} is {page.width}x{page.height} px (aspect 1:{aspect:.0f}); "
-                           f"docread reads pages up to 1:{MAX_ASPECT:g}: crop or split it into parts")
+        raise DocreadError(
+            "extreme_aspect",
+            f"{where} is {page.width}x{page.height} px (aspect 1:{aspect:.0f}); "
+            f"docread reads pages up to 1:{MAX_ASPECT:g}: crop or split it into parts",
+        )
     return page
-
-

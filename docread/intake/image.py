@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError
 from docread.intake.base import MAGIC_WINDOW, Document, Page, boundary
@@ -16,12 +17,18 @@ if TYPE_CHECKING:
     from PIL import Image
 
 SINGLE_FRAME_FORMATS = {"GIF", "WEBP", "PNG"}  # animations: the first frame is the page
-IMAGE_MAGIC = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"GIF8": "GIF",
-               b"BM": "BMP"}       # file signatures: a damaged image is "corrupt", not "unsupported"
-MAX_FRAMES = 10_000                # pages read from one multi-frame image (a TIFF's IFD chain may be endless)
-EXIF_ORIENTATION = 0x0112          # values 5-8 turn the image a quarter: width and height swap
-PNG_TEXT_CHUNK_MAX = 256 << 10     # one decompressed PNG text chunk (Pillow allows 1 MiB)
-PNG_TEXT_TOTAL_MAX = 4 << 20       # all of a PNG's text chunks together (Pillow allows 64 MiB)
+IMAGE_MAGIC = {
+    b"\x89PNG": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"GIF8": "GIF",
+    b"BM": "BMP",
+}  # file signatures: a damaged image is "corrupt", not "unsupported"
+MAX_FRAMES = 10_000  # pages read from one multi-frame image (a TIFF's IFD chain may be endless)
+EXIF_ORIENTATION = 0x0112  # values 5-8 turn the image a quarter: width and height swap
+PNG_TEXT_CHUNK_MAX = 256 << 10  # one decompressed PNG text chunk (Pillow allows 1 MiB)
+PNG_TEXT_TOTAL_MAX = 4 << 20  # all of a PNG's text chunks together (Pillow allows 64 MiB)
 
 
 @contextmanager
@@ -30,8 +37,12 @@ def _pillow_settings() -> Iterator[None]:
     page from the header, before decoding), damaged data never silently padded, PNG text bounded."""
     from PIL import Image, ImageFile, PngImagePlugin
 
-    saved = (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES, PngImagePlugin.MAX_TEXT_CHUNK,
-             PngImagePlugin.MAX_TEXT_MEMORY)
+    saved = (
+        Image.MAX_IMAGE_PIXELS,
+        ImageFile.LOAD_TRUNCATED_IMAGES,
+        PngImagePlugin.MAX_TEXT_CHUNK,
+        PngImagePlugin.MAX_TEXT_MEMORY,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # damaged files: our one line, not Pillow's warnings on stderr
         Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = None, False
@@ -40,8 +51,12 @@ def _pillow_settings() -> Iterator[None]:
         try:
             yield
         finally:
-            (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES, PngImagePlugin.MAX_TEXT_CHUNK,
-             PngImagePlugin.MAX_TEXT_MEMORY) = saved
+            (
+                Image.MAX_IMAGE_PIXELS,
+                ImageFile.LOAD_TRUNCATED_IMAGES,
+                PngImagePlugin.MAX_TEXT_CHUNK,
+                PngImagePlugin.MAX_TEXT_MEMORY,
+            ) = saved
 
 
 def open_image(name: str, data: bytearray, limits: Limits) -> Document:
@@ -104,11 +119,11 @@ def _frame_page(image, number: int, limits: Limits) -> Page:
     return Page(number, *((height, width) if orientation in (5, 6, 7, 8) else (width, height)), None)
 
 
-def _render(document: Document, page: Page, width: int, height: int) -> "Image.Image":
+def _render(document: Document, page: Page, width: int, height: int) -> Image.Image:
     return _render_frame(document._handle, page, width, height, document.name)
 
 
-def _render_frame(image, page: Page, width: int, height: int, name: str) -> "Image.Image":
+def _render_frame(image, page: Page, width: int, height: int, name: str) -> Image.Image:
     from PIL import Image, ImageOps
 
     with _pillow_settings(), boundary(f"{name} page {page.number}", "decode it"):
@@ -120,7 +135,7 @@ def _render_frame(image, page: Page, width: int, height: int, name: str) -> "Ima
     return frame
 
 
-def to_rgb(image: "Image.Image") -> "Image.Image":
+def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: alpha composited on white, 16-bit and float scaled, CMYK converted."""
     import numpy as np
     from PIL import Image
@@ -151,10 +166,14 @@ def _unidentified(name: str, data: bytes) -> DocreadError:
     if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         kind = "WebP"
     if kind is not None:
-        return DocreadError("corrupt", f"{name}: starts like a {kind} file but Pillow cannot read it; the file is "
-                            "damaged, re-export or re-download it")
-    return DocreadError("unsupported", f"{name}: not a PDF or an image format Pillow reads ({_sniff(data)}); "
-                        "convert it to PDF or PNG")
+        return DocreadError(
+            "corrupt",
+            f"{name}: starts like a {kind} file but Pillow cannot read it; the file is "
+            "damaged, re-export or re-download it",
+        )
+    return DocreadError(
+        "unsupported", f"{name}: not a PDF or an image format Pillow reads ({_sniff(data)}); convert it to PDF or PNG"
+    )
 
 
 def _sniff(data: bytes) -> str:

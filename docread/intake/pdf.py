@@ -21,8 +21,10 @@ def _pymupdf():
     try:
         import pymupdf
     except ImportError:
-        raise DocreadError("pdf_unavailable", "reading PDFs needs PyMuPDF, which is not installed here: "
-                           "pip install pymupdf (images are read without it)") from None
+        raise DocreadError(
+            "pdf_unavailable",
+            "reading PDFs needs PyMuPDF, which is not installed here: pip install pymupdf (images are read without it)",
+        ) from None
     return pymupdf
 
 
@@ -74,7 +76,7 @@ def _pdf_pages(document: Document, dpi: float) -> list[Page]:
     return [Page(n, *sizes.get(n, fallback), dpi) for n in range(1, document.page_count + 1)]
 
 
-def render_pdf(document: Document, page: Page, width: int, height: int) -> "Image.Image":
+def render_pdf(document: Document, page: Page, width: int, height: int) -> Image.Image:
     from PIL import Image
 
     where = f"{document.name} page {page.number}"
@@ -103,8 +105,9 @@ def _pdf_pixmap(doc, page: Page, width: int, height: int, where: str):
     pdf_page = doc[page.number - 1]
     for image in pdf_page.get_images(full=True):  # (xref, smask, width, height, ...)
         if image[2] * image[3] > MAX_EMBEDDED_PIXELS:
-            raise DocreadError("too_large", f"{where} embeds a {image[2]}x{image[3]} px image, "
-                               "too large to decode safely")
+            raise DocreadError(
+                "too_large", f"{where} embeds a {image[2]}x{image[3]} px image, too large to decode safely"
+            )
     rect = pdf_page.rect
     matrix = pymupdf.Matrix(width / rect.width, height / rect.height)
     return pdf_page.get_pixmap(matrix=matrix, colorspace=pymupdf.csRGB, alpha=False)
@@ -112,7 +115,8 @@ def _pdf_pixmap(doc, page: Page, width: int, height: int, where: str):
 
 def _damaged_page(where: str, how: str, cause: DocreadError | None = None) -> DocreadError:
     detail = f" ({cause.message})" if cause else ""
-    return DocreadError("damaged_page", f"{where}: the file was damaged and repaired by MuPDF, and this page came "
-                        f"out {how}{detail}; re-export or re-download the file")
-
-
+    return DocreadError(
+        "damaged_page",
+        f"{where}: the file was damaged and repaired by MuPDF, and this page came "
+        f"out {how}{detail}; re-export or re-download the file",
+    )

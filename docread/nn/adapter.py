@@ -9,7 +9,7 @@ projection makes an untrained adapter an exact identity.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,10 +62,14 @@ class SliceRestoreAdapter(nn.Module):
     def _global(self, feature_map: torch.Tensor) -> torch.Tensor:
         """(C, H, W) -> (C, H, W): self-attention over a pooled map, upsampled back."""
         c, height, width = feature_map.shape
-        small = F.adaptive_avg_pool2d(feature_map[None], (min(self.pool, height), min(self.pool, width)))  # (1, C, H1, W1)
+        small = F.adaptive_avg_pool2d(
+            feature_map[None], (min(self.pool, height), min(self.pool, width))
+        )  # (1, C, H1, W1)
         h1, w1 = small.shape[-2:]
         tokens = small.flatten(2).transpose(1, 2)  # (1, H1*W1, C)
-        q, k, v = self.qkv(tokens).view(1, h1 * w1, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (1, nh, P, hs)
+        q, k, v = (
+            self.qkv(tokens).view(1, h1 * w1, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        )  # 3 x (1, nh, P, hs)
         attended = F.scaled_dot_product_attention(q, k, v)  # (1, nh, P, hs)
         attended = self.attn_out(attended.transpose(1, 2).reshape(1, h1 * w1, c))  # (1, P, C)
         attended = attended.transpose(1, 2).reshape(1, c, h1, w1)

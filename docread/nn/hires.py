@@ -8,8 +8,8 @@ file); `HiResLlava` wires them around a loaded llava-hf model without owning it,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -25,17 +25,17 @@ SEPARATORS = ("SEP_A", "SEP_B", "SEP_C")  # after the global view / between tile
 class HiResConfig:
     """Shapes and placement of docread's modules for one base checkpoint."""
 
-    vision_width: int                  # C: CLIP hidden size (1024 for ViT-L)
-    text_width: int                    # D: LLM hidden size (4096 for Vicuna-7B)
-    tokens_side: int                   # h = w = S / patch (24)
-    feature_layer: int                 # 1-based encoder layer whose output LLaVA uses (23 for CLIP-L)
-    adapter_layers: tuple[int, ...]    # 1-based layers holding an SRA, all < feature_layer + 1
-    adapter_heads: int = 16            # SRA global-branch heads
-    adapter_pool: int = 24             # SRA global branch attends over at most pool x pool
-    k: int = 2                         # SMS pooling kernel
-    sampler_heads: int = 16            # SMS cross-attention heads
-    keep_cls: bool = False             # vision_feature_select_strategy "full" keeps CLS
-    global_view: bool = True           # False: tiles alone, no global view (the fragmentation ablation)
+    vision_width: int  # C: CLIP hidden size (1024 for ViT-L)
+    text_width: int  # D: LLM hidden size (4096 for Vicuna-7B)
+    tokens_side: int  # h = w = S / patch (24)
+    feature_layer: int  # 1-based encoder layer whose output LLaVA uses (23 for CLIP-L)
+    adapter_layers: tuple[int, ...]  # 1-based layers holding an SRA, all < feature_layer + 1
+    adapter_heads: int = 16  # SRA global-branch heads
+    adapter_pool: int = 24  # SRA global branch attends over at most pool x pool
+    k: int = 2  # SMS pooling kernel
+    sampler_heads: int = 16  # SMS cross-attention heads
+    keep_cls: bool = False  # vision_feature_select_strategy "full" keeps CLS
+    global_view: bool = True  # False: tiles alone, no global view (the fragmentation ablation)
 
     def __post_init__(self):
         bad = [layer for layer in self.adapter_layers if not 1 <= layer <= self.feature_layer]
@@ -72,10 +72,14 @@ class HiResModules(nn.Module):
         super().__init__()
         self.config = config
         c = config.vision_width
-        self.adapters = nn.ModuleDict({
-            str(layer): SliceRestoreAdapter(c, heads=_divisor_heads(c, config.adapter_heads), pool=config.adapter_pool)
-            for layer in config.adapter_layers
-        })
+        self.adapters = nn.ModuleDict(
+            {
+                str(layer): SliceRestoreAdapter(
+                    c, heads=_divisor_heads(c, config.adapter_heads), pool=config.adapter_pool
+                )
+                for layer in config.adapter_layers
+            }
+        )
         self.sampler = SelfMiningSampler(c, k=config.k, heads=_divisor_heads(c, config.sampler_heads))
         self.separators = nn.Parameter(torch.zeros(len(SEPARATORS), config.text_width))  # (3, D)
 
@@ -85,8 +89,13 @@ class HiResModules(nn.Module):
         self.separators.copy_(token_embeddings.to(self.separators.dtype))
 
 
-def _adapted_layer(layer: nn.Module, adapter: SliceRestoreAdapter, h: torch.Tensor, tile_index: torch.Tensor,
-                   tile_grids: Sequence[tuple[int, int]]) -> torch.Tensor:
+def _adapted_layer(
+    layer: nn.Module,
+    adapter: SliceRestoreAdapter,
+    h: torch.Tensor,
+    tile_index: torch.Tensor,
+    tile_grids: Sequence[tuple[int, int]],
+) -> torch.Tensor:
     """A CLIPEncoderLayer with the SRA as a parallel branch of its self-attention: (V, 1 + L, C) -> same."""
     residual = h
     x = layer.layer_norm1(h)
@@ -171,8 +180,11 @@ class HiResLlava:
                     sep = sep_c if (i + 1) % cols == 0 else sep_b
                     parts += [projected[i], sep.to(dtype)[None]]
             sequence = torch.cat(parts)  # (N_i, D)
-            expected = (features.shape[1] if cfg.global_view else 0) + tiles * (cfg.tokens_per_tile + 1) + \
-                (1 if tiles and cfg.global_view else 0)
+            expected = (
+                (features.shape[1] if cfg.global_view else 0)
+                + tiles * (cfg.tokens_per_tile + 1)
+                + (1 if tiles and cfg.global_view else 0)
+            )
             assert sequence.shape[0] == expected, (sequence.shape, expected)
             out.append(sequence)
             start += 1 + tiles
@@ -191,6 +203,8 @@ class HiResLlava:
         visual = torch.cat(list(image_sequences)).to(embeds.dtype) if image_sequences else embeds[:0, 0]
         placeholders = int(mask.sum())
         if placeholders != visual.shape[0]:
-            raise ValueError(f"the prompt has {placeholders} image placeholder tokens but the images "
-                             f"produced {visual.shape[0]} embeddings")
+            raise ValueError(
+                f"the prompt has {placeholders} image placeholder tokens but the images "
+                f"produced {visual.shape[0]} embeddings"
+            )
         return embeds.masked_scatter(mask[..., None].to(embeds.device), visual.to(embeds.device))

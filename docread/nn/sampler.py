@@ -49,6 +49,8 @@ class SelfMiningSampler(nn.Module):
         hs = c // self.heads
         queries = average_pool(tiles, self.k)  # (T, Q, C)
         q = self.q(self.norm_q(queries)).view(t, -1, self.heads, hs).transpose(1, 2)  # (T, nh, Q, hs)
-        k, v = self.kv(self.norm_kv(tiles)).view(t, length, 2, self.heads, hs).permute(2, 0, 3, 1, 4)  # 2 x (T, nh, L, hs)
+        k, v = (
+            self.kv(self.norm_kv(tiles)).view(t, length, 2, self.heads, hs).permute(2, 0, 3, 1, 4)
+        )  # 2 x (T, nh, L, hs)
         mined = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(t, -1, c)  # (T, Q, C)
         return queries + self.out(mined)

@@ -69,36 +69,61 @@ class _JobEvents(Events):
 
 
 class _Server:
-    def __init__(self, reader: DocReader, *, max_queue: int, max_upload_bytes: int, cache_pages: int,
-                 limits: Limits, request_timeout: float):
+    def __init__(
+        self,
+        reader: DocReader,
+        *,
+        max_queue: int,
+        max_upload_bytes: int,
+        cache_pages: int,
+        limits: Limits,
+        request_timeout: float,
+    ):
         self.reader, self.limits, self.request_timeout = reader, limits, request_timeout
         self.max_upload_bytes = max_upload_bytes
         self.worker = Worker(max_queue)
         self.cache = PageCache(cache_pages)
 
-    def submit(self, data: bytes, name: str, questions: list[str], options: ReadOptions,
-               forward: bool = False) -> Job:
+    def submit(self, data: bytes, name: str, questions: list[str], options: ReadOptions, forward: bool = False) -> Job:
         """Queue a read of uploaded bytes; the document is opened on the worker (PyMuPDF is not
         thread-safe), which emits "opened", then "chunk"s, then "done" with the answers or "error"."""
         if len(data) > self.max_upload_bytes:
-            raise ApiError(413, f"{name}: {len(data):,} bytes, over the server's --max-upload-mb "
-                           f"({self.max_upload_bytes // MiB} MiB)", "too_large", exit_code=EXIT_FAILED)
+            raise ApiError(
+                413,
+                f"{name}: {len(data):,} bytes, over the server's --max-upload-mb ({self.max_upload_bytes // MiB} MiB)",
+                "too_large",
+                exit_code=EXIT_FAILED,
+            )
 
         def run(job: Job) -> list[DocumentAnswer]:
-            with open_bytes(data, name, pages=options.pages, password=options.password, dpi=options.dpi,
-                            limits=self.limits) as document:
+            with open_bytes(
+                data, name, pages=options.pages, password=options.password, dpi=options.dpi, limits=self.limits
+            ) as document:
                 job.emit("opened")
-                return ask_document(self.reader, document, questions, settings=options.settings(),
-                                    pages=options.pages, events=_JobEvents(job, forward), stream=True,
-                                    encode=self.cache.encode)
+                return ask_document(
+                    self.reader,
+                    document,
+                    questions,
+                    settings=options.settings(),
+                    pages=options.pages,
+                    events=_JobEvents(job, forward),
+                    stream=True,
+                    encode=self.cache.encode,
+                )
 
         job = Job(run, asyncio.get_running_loop(), time.monotonic() + self.request_timeout)
         try:
             self.worker.submit(job)
         except Busy as e:
             retry = max(1, math.ceil(self.worker.mean_s * (self.worker.waiting + 1)))
-            raise ApiError(503, f"the server is busy: {e}; retry in {retry} s", "queue_full", type="server_error",
-                           exit_code=EXIT_FAILED, headers={"Retry-After": str(retry)}) from None
+            raise ApiError(
+                503,
+                f"the server is busy: {e}; retry in {retry} s",
+                "queue_full",
+                type="server_error",
+                exit_code=EXIT_FAILED,
+                headers={"Retry-After": str(retry)},
+            ) from None
         return job
 
     async def until_opened(self, job: Job) -> None:
@@ -139,14 +164,28 @@ async def _ndjson_events(job: Job):
             job.cancelled = True
 
 
-def create_app(reader: DocReader, *, api_key: str | None = None, max_queue: int = 32, max_upload_mb: float = 64,
-               cache_pages: int = 8, limits: Limits | None = None, request_timeout: float = 600.0) -> FastAPI:
+def create_app(
+    reader: DocReader,
+    *,
+    api_key: str | None = None,
+    max_queue: int = 32,
+    max_upload_mb: float = 64,
+    cache_pages: int = 8,
+    limits: Limits | None = None,
+    request_timeout: float = 600.0,
+) -> FastAPI:
     """A FastAPI app answering with `reader`, one request at a time, at most `max_queue` waiting.
     `api_key`: every /v1 request needs `Authorization: Bearer <api_key>`."""
     from contextlib import asynccontextmanager
 
-    server = _Server(reader, max_queue=max_queue, max_upload_bytes=int(max_upload_mb * MiB),
-                     cache_pages=cache_pages, limits=limits or Limits(), request_timeout=request_timeout)
+    server = _Server(
+        reader,
+        max_queue=max_queue,
+        max_upload_bytes=int(max_upload_mb * MiB),
+        cache_pages=cache_pages,
+        limits=limits or Limits(),
+        request_timeout=request_timeout,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -162,14 +201,18 @@ def create_app(reader: DocReader, *, api_key: str | None = None, max_queue: int 
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": reader.name, "waiting": server.worker.waiting,
-                "running": server.worker.running, "served": server.worker.served,
-                "cache": {"pages": len(server.cache), "hits": server.cache.hits, "misses": server.cache.misses}}
+        return {
+            "status": "ok",
+            "model": reader.name,
+            "waiting": server.worker.waiting,
+            "running": server.worker.running,
+            "served": server.worker.served,
+            "cache": {"pages": len(server.cache), "hits": server.cache.hits, "misses": server.cache.misses},
+        }
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": reader.name, "object": "model", "created": 0,
-                                            "owned_by": "docread"}]}
+        return {"object": "list", "data": [{"id": reader.name, "object": "model", "created": 0, "owned_by": "docread"}]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -196,8 +239,12 @@ def create_app(reader: DocReader, *, api_key: str | None = None, max_queue: int 
             raise ApiError(400, f"the body is not a valid multipart form: {e}", "invalid_form") from None
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise ApiError(400, "file: upload the document as a file part (files on the server are never read)",
-                           "no_file", param="file")
+            raise ApiError(
+                400,
+                "file: upload the document as a file part (files on the server are never read)",
+                "no_file",
+                param="file",
+            )
         fields = [(k, v) for k, v in form.multi_items() if k != "file"]
         events = any(k == "events" and v in ("1", "true") for k, v in fields)  # ask --server's live view
         options = ask_form([(k, v) for k, v in fields if k != "events"])
@@ -253,8 +300,13 @@ class _Guard:
         if self.key is not None and scope["path"].startswith("/v1"):
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, self.key):
-                error = ApiError(401, "missing or wrong API key: send Authorization: Bearer <key>", "invalid_api_key",
-                                 exit_code=EXIT_FAILED, headers={"WWW-Authenticate": "Bearer"})
+                error = ApiError(
+                    401,
+                    "missing or wrong API key: send Authorization: Bearer <key>",
+                    "invalid_api_key",
+                    exit_code=EXIT_FAILED,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
                 return await error_response(error)(scope, receive, send)
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
@@ -280,5 +332,9 @@ class _Guard:
         return await self.app(scope, receive, send)
 
     def _too_large(self) -> ApiError:
-        return ApiError(413, f"the request body is over the server's limit ({self.max_body:,} bytes); "
-                        "see --max-upload-mb", "too_large", exit_code=EXIT_FAILED)
+        return ApiError(
+            413,
+            f"the request body is over the server's limit ({self.max_body:,} bytes); see --max-upload-mb",
+            "too_large",
+            exit_code=EXIT_FAILED,
+        )

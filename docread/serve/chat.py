@@ -24,17 +24,32 @@ def best_answer(results: list[DocumentAnswer]):
 
 
 def usage(answer) -> dict:
-    return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.generated_tokens,
-            "total_tokens": answer.prompt_tokens + answer.generated_tokens}
+    return {
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.generated_tokens,
+        "total_tokens": answer.prompt_tokens + answer.generated_tokens,
+    }
 
 
 def chat_response(results: list[DocumentAnswer], model: str) -> dict:
     answer = best_answer(results)
-    return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": model, "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.answer, "refusal": None},
-                         "logprobs": None, "finish_reason": FINISH.get(answer.stopped_by, "stop")}],
-            "usage": usage(answer), "docread": results[0].to_json()}
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.answer, "refusal": None},
+                "logprobs": None,
+                "finish_reason": FINISH.get(answer.stopped_by, "stop"),
+            }
+        ],
+        "usage": usage(answer),
+        "docread": results[0].to_json(),
+    }
 
 
 class Trim:
@@ -50,13 +65,18 @@ class Trim:
             self.started = bool(text)
         body = text.rstrip()
         out = self.held + body if body else ""
-        self.held = text[len(body):] if body else self.held + text
+        self.held = text[len(body) :] if body else self.held + text
         return out
 
 
 async def chat_stream(job: Job, model: str, include_usage: bool) -> AsyncIterator[str]:
-    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": model, "system_fingerprint": None}
+    base = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+    }
 
     def event(delta: dict, finish: str | None = None, **extra) -> str:
         choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]

@@ -23,9 +23,16 @@ def require_httpx():
     return httpx
 
 
-def ask_events(server: str, file: str, questions: list[str], options: dict[str, Any], *,
-               api_key: str | None = None, limits: Limits | None = None,
-               timeout: float = 600.0) -> Iterator[dict]:
+def ask_events(
+    server: str,
+    file: str,
+    questions: list[str],
+    options: dict[str, Any],
+    *,
+    api_key: str | None = None,
+    limits: Limits | None = None,
+    timeout: float = 600.0,
+) -> Iterator[dict]:
     """Upload `file` (a path or `-`, read with intake's bounds) and yield the server's lines: event dicts
     ({"event": ...}) as the read goes, then one ask --json record per question. A refused request
     raises its DocreadError (code, message and the exit code the server gave)."""
@@ -34,13 +41,18 @@ def ask_events(server: str, file: str, questions: list[str], options: dict[str, 
     clock = Clock(limits.timeout_s, file)
     with clock.running():
         data = bytes(read_input(file, limits, clock))
-    fields: dict[str, Any] = {"question": list(questions), "events": "true",
-                              **{k: str(v) for k, v in options.items() if v is not None}}
+    fields: dict[str, Any] = {
+        "question": list(questions),
+        "events": "true",
+        **{k: str(v) for k, v in options.items() if v is not None},
+    }
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     url = server.rstrip("/") + "/v1/documents/ask"
     try:
-        with httpx.Client(timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S)) as client, \
-                client.stream("POST", url, data=fields, files={"file": (file, data)}, headers=headers) as response:
+        with (
+            httpx.Client(timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S)) as client,
+            client.stream("POST", url, data=fields, files={"file": (file, data)}, headers=headers) as response,
+        ):
             if response.status_code != 200:
                 response.read()
                 raise refused(response)
@@ -53,8 +65,9 @@ def ask_events(server: str, file: str, questions: list[str], options: dict[str, 
                     raise DocreadError(error.get("code") or "server_error", error.get("message", "server error"))
                 yield record
     except httpx.HTTPError as e:
-        raise DocreadError("server_unreachable", f"{server}: {type(e).__name__}: {e}; is `docread serve` "
-                           "running there?") from None
+        raise DocreadError(
+            "server_unreachable", f"{server}: {type(e).__name__}: {e}; is `docread serve` running there?"
+        ) from None
 
 
 def refused(response) -> DocreadError:

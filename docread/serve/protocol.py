@@ -18,17 +18,32 @@ from docread.prompt import Task
 from docread.reader import DEFAULT_MAX_NEW_TOKENS, View
 
 MAX_QUESTIONS = 32  # questions one /v1/documents/ask request may ask
-DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,",
-                      re.ASCII)
-MEDIA_TYPES = {"image/png", "image/jpeg", "image/jpg", "image/webp", "image/tiff", "application/pdf",
-               "application/octet-stream"}
+DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.ASCII)
+MEDIA_TYPES = {
+    "image/png",
+    "image/jpeg",
+    "image/jpg",
+    "image/webp",
+    "image/tiff",
+    "application/pdf",
+    "application/octet-stream",
+}
 
 
 class ApiError(Exception):
     """A request's failure as OpenAI reports it: HTTP status and {"error": {message, type, param, code}}."""
 
-    def __init__(self, status: int, message: str, code: str, *, param: str | None = None,
-                 type: str = "invalid_request_error", exit_code: int = 2, headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        *,
+        param: str | None = None,
+        type: str = "invalid_request_error",
+        exit_code: int = 2,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type
         self.exit_code, self.headers = exit_code, headers or {}
@@ -45,8 +60,13 @@ def as_api_error(error: Exception) -> ApiError:
         return error
     if isinstance(error, DocreadError):
         return from_docread(error, status=STATUS.get(error.code, 400))
-    return ApiError(500, f"internal error: {type(error).__name__}: {error}", "internal_error", type="server_error",
-                    exit_code=EXIT_FAILED)
+    return ApiError(
+        500,
+        f"internal error: {type(error).__name__}: {error}",
+        "internal_error",
+        type="server_error",
+        exit_code=EXIT_FAILED,
+    )
 
 
 def from_docread(error, *, status: int = 400) -> ApiError:
@@ -77,8 +97,16 @@ class ReadOptions(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**64 - 1)
 
     def settings(self, fast: bool = False) -> Settings:
-        return Settings(task=str(self.task), max_slices=self.max_slices, max_new_tokens=self.max_new_tokens,
-                        temperature=self.temperature, seed=self.seed, dpi=self.dpi, fast=fast, view=self.view)
+        return Settings(
+            task=str(self.task),
+            max_slices=self.max_slices,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+            dpi=self.dpi,
+            fast=fast,
+            view=self.view,
+        )
 
 
 class AskForm(ReadOptions):
@@ -139,8 +167,11 @@ class ChatRequest(BaseModel):
 
     def options(self) -> ReadOptions:
         base = self.docread or ReadOptions()
-        given = {"max_new_tokens": self.max_completion_tokens or self.max_tokens, "temperature": self.temperature,
-                 "seed": self.seed}
+        given = {
+            "max_new_tokens": self.max_completion_tokens or self.max_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+        }
         return base.model_copy(update={k: v for k, v in given.items() if v is not None})
 
 
@@ -156,11 +187,17 @@ def chat_request(body: Any) -> ChatRequest:
 def question_and_image(request: ChatRequest) -> tuple[str, bytes, str]:
     """The last user message's text (the question) and the one image or PDF of the conversation, decoded,
     with its media type. Only `data:` URLs: a remote URL is never fetched, a path never opened."""
-    images = [part.image_url.url for m in request.messages if isinstance(m.content, list) for part in m.content
-              if part.type == "image_url" and part.image_url is not None]
+    images = [
+        part.image_url.url
+        for m in request.messages
+        if isinstance(m.content, list)
+        for part in m.content
+        if part.type == "image_url" and part.image_url is not None
+    ]
     if len(images) != 1:
-        raise ApiError(400, f"send exactly one image_url part (a data: URL), got {len(images)}", "image_count",
-                       param="messages")
+        raise ApiError(
+            400, f"send exactly one image_url part (a data: URL), got {len(images)}", "image_count", param="messages"
+        )
     users = [m for m in request.messages if m.role == "user"]
     if not users:
         raise ApiError(400, "no user message: ask a question", "no_questions", param="messages")
@@ -176,20 +213,33 @@ def question_and_image(request: ChatRequest) -> tuple[str, bytes, str]:
 def decode_data_url(url: str) -> tuple[bytes, str]:
     scheme = url.split(":", 1)[0].lower() if ":" in url[:12] else ""
     if scheme in ("http", "https"):
-        raise ApiError(400, "remote image URLs are not fetched: send the image inline as a data: URL "
-                       "(data:image/png;base64,...)", "remote_url_refused", param="image_url.url")
+        raise ApiError(
+            400,
+            "remote image URLs are not fetched: send the image inline as a data: URL (data:image/png;base64,...)",
+            "remote_url_refused",
+            param="image_url.url",
+        )
     match = DATA_URL.match(url)
     if scheme != "data" or match is None:
-        raise ApiError(400, "image_url.url must be a data: URL (data:image/png;base64,...); files on the server "
-                       "are never read", "not_a_data_url", param="image_url.url")
+        raise ApiError(
+            400,
+            "image_url.url must be a data: URL (data:image/png;base64,...); files on the server are never read",
+            "not_a_data_url",
+            param="image_url.url",
+        )
     media = (match["type"] or "application/octet-stream").lower()
     if media not in MEDIA_TYPES:
-        raise ApiError(400, f"data: URL of type {media}: send PNG, JPEG, WebP, TIFF or PDF", "unsupported_media_type",
-                       param="image_url.url")
+        raise ApiError(
+            400,
+            f"data: URL of type {media}: send PNG, JPEG, WebP, TIFF or PDF",
+            "unsupported_media_type",
+            param="image_url.url",
+        )
     if not match["b64"]:
         raise ApiError(400, "the data: URL must be base64-encoded (;base64,)", "not_base64", param="image_url.url")
     try:
-        return base64.b64decode(url[match.end():], validate=True), media
+        return base64.b64decode(url[match.end() :], validate=True), media
     except (binascii.Error, ValueError):
-        raise ApiError(400, "the data: URL's payload is not valid base64", "not_base64",
-                       param="image_url.url") from None
+        raise ApiError(
+            400, "the data: URL's payload is not valid base64", "not_base64", param="image_url.url"
+        ) from None

@@ -121,16 +121,32 @@ class PageCache:
     def __len__(self) -> int:
         return len(self._pages)
 
-    def encode(self, reader: DocReader, document, page, prompts: Sequence[str],
-               settings: Settings) -> tuple[EncodedPage, bool]:
+    def encode(
+        self, reader: DocReader, document, page, prompts: Sequence[str], settings: Settings
+    ) -> tuple[EncodedPage, bool]:
         """`docread.document.Encode`: the cached page when one fits these prompts, else a fresh one kept."""
         if self.capacity <= 0:
             return encode_with_fallback(reader, document, page, prompts, settings)
-        plan, _ = reader.plan(page.width, page.height, prompts, max_slices=settings.max_slices,
-                              max_new_tokens=settings.max_new_tokens, view=settings.view)
+        plan, _ = reader.plan(
+            page.width,
+            page.height,
+            prompts,
+            max_slices=settings.max_slices,
+            max_new_tokens=settings.max_new_tokens,
+            view=settings.view,
+        )
         # the plan leaves room for the longest prompt: a page planned for shorter ones is not reused
-        key = (document.sha256, page.number, page.width, page.height, str(settings.view), settings.dpi,
-               settings.max_slices, plan.max_slices, getattr(plan, "plan", None) and repr(plan.plan))
+        key = (
+            document.sha256,
+            page.number,
+            page.width,
+            page.height,
+            str(settings.view),
+            settings.dpi,
+            settings.max_slices,
+            plan.max_slices,
+            getattr(plan, "plan", None) and repr(plan.plan),
+        )
         kept = self._pages.get(key)
         if kept is not None:
             self.hits += 1

@@ -17,8 +17,8 @@ from docread.errors import DocreadError
 if TYPE_CHECKING:
     import torch
 
-CHECKPOINT = "checkpoint"            # OUT/checkpoint: the latest checkpoint
-PENDING = "checkpoint.tmp"           # being written
+CHECKPOINT = "checkpoint"  # OUT/checkpoint: the latest checkpoint
+PENDING = "checkpoint.tmp"  # being written
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_JSON = "optimizer.json"
@@ -43,8 +43,11 @@ def save_optimizer(folder: Path, optimizer: torch.optim.Optimizer, names: list[s
     from safetensors.torch import save_file
 
     state = optimizer.state_dict()
-    tensors = {f"state.{index}.{key}": value.detach().cpu().contiguous()
-               for index, entries in state["state"].items() for key, value in entries.items()}
+    tensors = {
+        f"state.{index}.{key}": value.detach().cpu().contiguous()
+        for index, entries in state["state"].items()
+        for key, value in entries.items()
+    }
     save_file(tensors, str(folder / OPTIMIZER_TENSORS))
     groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in state["param_groups"]]
     (folder / OPTIMIZER_JSON).write_text(json.dumps({"param_groups": groups, "names": names}, indent=1))
@@ -93,8 +96,9 @@ def load_state(folder: Path) -> dict:
     try:
         return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        raise DocreadError("corrupt",
-                           f"checkpoint {folder} cannot be read ({e}): start again without --resume") from None
+        raise DocreadError(
+            "corrupt", f"checkpoint {folder} cannot be read ({e}): start again without --resume"
+        ) from None
 
 
 def load_optimizer(folder: Path, optimizer: torch.optim.Optimizer, names: list[str]) -> None:
@@ -102,8 +106,11 @@ def load_optimizer(folder: Path, optimizer: torch.optim.Optimizer, names: list[s
 
     saved = json.loads((folder / OPTIMIZER_JSON).read_text(encoding="utf-8"))
     if saved["names"] != names:
-        raise DocreadError("bad_checkpoint", f"checkpoint {folder} trained other parameters than this run "
-                           f"({len(saved['names'])} vs {len(names)}): resume with the options it was started with")
+        raise DocreadError(
+            "bad_checkpoint",
+            f"checkpoint {folder} trained other parameters than this run "
+            f"({len(saved['names'])} vs {len(names)}): resume with the options it was started with",
+        )
     tensors = load_file(str(folder / OPTIMIZER_TENSORS))
     state: dict[int, dict] = {}
     for key, value in tensors.items():
@@ -133,7 +140,7 @@ def restore_weights(folder: Path, parts: torch.nn.Module, llava: torch.nn.Module
     from docread.adapterfile import read_adapter
 
     _, tensors = read_adapter(folder)  # LoRA from peft's file beside adapter.safetensors
-    parts.load_state_dict({k[len("hires."):]: v for k, v in tensors.items() if k.startswith("hires.")})
+    parts.load_state_dict({k[len("hires.") :]: v for k, v in tensors.items() if k.startswith("hires.")})
     params = dict(llava.named_parameters())
     with torch.no_grad():
         for key, value in tensors.items():

@@ -22,8 +22,8 @@ from docread.records import read_json_or_lines
 if TYPE_CHECKING:
     import torch
 
-IGNORE = -100                                  # label of tokens the loss skips (torch's cross-entropy default)
-ROLES = ("human", "gpt")                       # LLaVA turn order: a question, then its answer
+IGNORE = -100  # label of tokens the loss skips (torch's cross-entropy default)
+ROLES = ("human", "gpt")  # LLaVA turn order: a question, then its answer
 IMAGE_MARKER = "<image>"
 ENTITYGRID_KEYS = {"task", "question", "options", "answer", "cells"}  # a questions.jsonl record
 
@@ -33,9 +33,9 @@ class Example:
     """One training conversation about (at most) one image."""
 
     id: str
-    image: Path | None                         # absolute path; None for a text-only conversation
-    turns: tuple[tuple[str, str], ...]         # (question, answer) pairs, in order
-    choices: tuple[str, ...] = ()              # multiple choice: the option letters (first turn's answer is one)
+    image: Path | None  # absolute path; None for a text-only conversation
+    turns: tuple[tuple[str, str], ...]  # (question, answer) pairs, in order
+    choices: tuple[str, ...] = ()  # multiple choice: the option letters (first turn's answer is one)
 
 
 @dataclass(frozen=True)
@@ -43,21 +43,21 @@ class Encoded:
     """Token ids of one conversation with a single image placeholder, and its labels."""
 
     ids: list[int]
-    labels: list[int]                          # IGNORE except the answers' tokens (and each answer's EOS)
-    answer_start: int                          # index in ids of the first answer token of the first turn
+    labels: list[int]  # IGNORE except the answers' tokens (and each answer's EOS)
+    answer_start: int  # index in ids of the first answer token of the first turn
 
 
 @dataclass
 class Batch:
     """A padded batch; views of all its images stacked, image after image."""
 
-    ids: list[str]                             # example ids, in batch order
-    pixels: torch.Tensor                     # (V, 3, S, S) float32: per image its global view, then its tiles
-    grids: list[tuple[int, int]]               # (rows, cols) per image with pixels, in order
-    input_ids: torch.Tensor                  # (B, T) long, right-padded, image placeholders expanded
-    attention_mask: torch.Tensor             # (B, T) long, 0 on padding
-    labels: torch.Tensor                     # (B, T) long, IGNORE where no loss is taken
-    answer_starts: list[int]                   # per example, position of its first answer token in input_ids
+    ids: list[str]  # example ids, in batch order
+    pixels: torch.Tensor  # (V, 3, S, S) float32: per image its global view, then its tiles
+    grids: list[tuple[int, int]]  # (rows, cols) per image with pixels, in order
+    input_ids: torch.Tensor  # (B, T) long, right-padded, image placeholders expanded
+    attention_mask: torch.Tensor  # (B, T) long, 0 on padding
+    labels: torch.Tensor  # (B, T) long, IGNORE where no loss is taken
+    answer_starts: list[int]  # per example, position of its first answer token in input_ids
 
     @property
     def targets(self) -> int:
@@ -65,8 +65,15 @@ class Batch:
         return int((self.labels[:, 1:] != IGNORE).sum())
 
     def to(self, device) -> Batch:
-        return Batch(self.ids, self.pixels.to(device), self.grids, self.input_ids.to(device),
-                     self.attention_mask.to(device), self.labels.to(device), self.answer_starts)
+        return Batch(
+            self.ids,
+            self.pixels.to(device),
+            self.grids,
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.labels.to(device),
+            self.answer_starts,
+        )
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -78,8 +85,10 @@ def _load_records(path: Path) -> list[dict]:
     records = data["data"] if isinstance(data, dict) and "data" in data else data
     records = records if isinstance(records, list) else [records]
     if not records or not all(isinstance(r, dict) for r in records):
-        raise DocreadError("bad_data", f"{path}: expected conversation objects (LLaVA JSON / JSON Lines) or "
-                           "EntityGrid questions.jsonl lines")
+        raise DocreadError(
+            "bad_data",
+            f"{path}: expected conversation objects (LLaVA JSON / JSON Lines) or EntityGrid questions.jsonl lines",
+        )
     return records
 
 
@@ -99,8 +108,10 @@ def _llava_example(record: dict, index: int, images: Path, path: Path) -> Exampl
         image = image[0]
     if image is None and any(IMAGE_MARKER in v for v in values):
         raise DocreadError("bad_data", f"{where}: an {IMAGE_MARKER} marker but no `image`")
-    questions = [v.replace(f"{IMAGE_MARKER}\n", "").replace(f"\n{IMAGE_MARKER}", "").replace(IMAGE_MARKER, "").strip()
-                 for v in values[0::2]]  # docread places the image itself, as the prompt template says
+    questions = [
+        v.replace(f"{IMAGE_MARKER}\n", "").replace(f"\n{IMAGE_MARKER}", "").replace(IMAGE_MARKER, "").strip()
+        for v in values[0::2]
+    ]  # docread places the image itself, as the prompt template says
     pairs = tuple(zip(questions, (v.strip() for v in values[1::2])))
     return Example(str(record.get("id", index)), images / image if image is not None else None, pairs)
 
@@ -114,8 +125,14 @@ def _entitygrid_example(record: dict, images: Path, open_ended: float, seed: int
     return Example(question.id, images / question.image, ((prompt(question), question.answer),), choices=letters)
 
 
-def read_examples(path: Path, images: Path | None = None, *, open_ended: float = 0.0,
-                  tasks: Sequence[str] | None = None, seed: int = 0) -> list[Example]:
+def read_examples(
+    path: Path,
+    images: Path | None = None,
+    *,
+    open_ended: float = 0.0,
+    tasks: Sequence[str] | None = None,
+    seed: int = 0,
+) -> list[Example]:
     """Examples of a LLaVA conversation file or an EntityGrid questions.jsonl.
 
     Images are found under `images` (default: the data file's folder). EntityGrid only:
@@ -126,8 +143,11 @@ def read_examples(path: Path, images: Path | None = None, *, open_ended: float =
     records = _load_records(path)
     if ENTITYGRID_KEYS <= records[0].keys():
         try:
-            examples = [_entitygrid_example(r, images, open_ended, seed) for r in records
-                        if tasks is None or r.get("task") in tasks]
+            examples = [
+                _entitygrid_example(r, images, open_ended, seed)
+                for r in records
+                if tasks is None or r.get("task") in tasks
+            ]
         except (KeyError, ValueError, TypeError) as e:
             raise DocreadError("bad_data", f"{path}: not a valid EntityGrid questions file ({e})") from None
     else:
@@ -136,8 +156,11 @@ def read_examples(path: Path, images: Path | None = None, *, open_ended: float =
         raise DocreadError("bad_data", f"{path}: no examples" + (f" of tasks {', '.join(tasks)}" if tasks else ""))
     missing = [e.image for e in examples if e.image is not None and not e.image.is_file()]
     if missing:
-        raise DocreadError("not_found", f"{len(missing)} image(s) of {path} not found, e.g. {missing[0]}: "
-                           "point --images at the folder they are relative to")
+        raise DocreadError(
+            "not_found",
+            f"{len(missing)} image(s) of {path} not found, e.g. {missing[0]}: "
+            "point --images at the folder they are relative to",
+        )
     return examples
 
 
@@ -153,12 +176,13 @@ def continuation(tokenizer, text: str, prompt: list[int], answer: str, *, specia
     as the model would meet them, or on its own when tokenising together changes the prompt."""
     joint = tokenizer(f"{text} {answer}", add_special_tokens=special).input_ids
     if joint[: len(prompt)] == prompt and len(joint) > len(prompt):
-        return joint[len(prompt):]
+        return joint[len(prompt) :]
     return tokenizer(answer, add_special_tokens=False).input_ids
 
 
-def _first_turn(tokenizer, template: PromptTemplate, question: str,
-                image_token_id: int | None) -> tuple[str, list[int]]:
+def _first_turn(
+    tokenizer, template: PromptTemplate, question: str, image_token_id: int | None
+) -> tuple[str, list[int]]:
     if image_token_id is None:
         text = follow_up(template).replace("{question}", question)
         return text, tokenizer(text).input_ids
@@ -211,11 +235,11 @@ class Collator:
     image_token_id: int
     eos_id: int
     pad_id: int
-    size: int                                  # S
+    size: int  # S
     patch: int
     k: int
     max_slices: int
-    context: int                               # the LLM's positions; tiles are reduced to fit, as in `ask`
+    context: int  # the LLM's positions; tiles are reduced to fit, as in `ask`
     mean: tuple[float, ...]
     std: tuple[float, ...]
     global_view: bool = True
@@ -227,8 +251,16 @@ class Collator:
             page = document.pages[0]
             budget = Budget(context=self.context, prompt_tokens=text_tokens, max_new_tokens=0)
             try:
-                plan = plan_page(page.width, page.height, size=self.size, patch=self.patch, k=self.k,
-                                 max_slices=self.max_slices, budget=budget, global_view=self.global_view)
+                plan = plan_page(
+                    page.width,
+                    page.height,
+                    size=self.size,
+                    patch=self.patch,
+                    k=self.k,
+                    max_slices=self.max_slices,
+                    budget=budget,
+                    global_view=self.global_view,
+                )
             except DocreadError as e:
                 raise DocreadError(e.code, f"example {example.id}: {e.message}") from None
             image = document.render(page, plan.plan.width, plan.plan.height)
@@ -251,8 +283,9 @@ class Collator:
                 labels = labels[:at] + [IGNORE] * extra + labels[at:]
                 start += extra
             elif len(ids) > self.context:
-                raise DocreadError("context_overflow", f"example {example.id}: {len(ids)} tokens, more than the "
-                                   f"model's {self.context}")
+                raise DocreadError(
+                    "context_overflow", f"example {example.id}: {len(ids)} tokens, more than the model's {self.context}"
+                )
             rows.append((ids, labels))
             starts.append(start)
         length = max(len(ids) for ids, _ in rows)

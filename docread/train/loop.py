@@ -24,10 +24,10 @@ from docread.train.model import Run, evaluate, prepare
 
 __all__ = ["Step", "Evaluated", "Saved", "start", "steps", "train"]
 
-MAX_GRAD_NORM = 1.0                  # LLaVA's (the HF Trainer default)
-LOG_FILE = "log.jsonl"               # OUT/log.jsonl: one JSON object per logged step or evaluation
-CONFIG_FILE = "train_config.json"    # OUT/train_config.json: the options a --resume must repeat
-EVAL_FILE = "eval-predictions.jsonl" # OUT/eval-predictions.jsonl: {id, prediction, scores} of the last evaluation
+MAX_GRAD_NORM = 1.0  # LLaVA's (the HF Trainer default)
+LOG_FILE = "log.jsonl"  # OUT/log.jsonl: one JSON object per logged step or evaluation
+CONFIG_FILE = "train_config.json"  # OUT/train_config.json: the options a --resume must repeat
+EVAL_FILE = "eval-predictions.jsonl"  # OUT/eval-predictions.jsonl: {id, prediction, scores} of the last evaluation
 RUN_NEUTRAL = ("resume", "save_every", "log_every", "eval", "eval_every")  # options a resumed run may change
 
 
@@ -35,29 +35,28 @@ RUN_NEUTRAL = ("resume", "save_every", "log_every", "eval", "eval_every")  # opt
 class Step:
     """An optimizer step done."""
 
-    step: int                 # 1-based
+    step: int  # 1-based
     total: int
-    loss: float               # mean over the steps since the last log line, this one included
-    lr: float                 # main learning rate used by this step
-    epoch: float              # passes over the data so far
-    samples_per_s: float      # since this process started
+    loss: float  # mean over the steps since the last log line, this one included
+    lr: float  # main learning rate used by this step
+    epoch: float  # passes over the data so far
+    samples_per_s: float  # since this process started
     elapsed_s: float
-    logged: bool = False      # written to log.jsonl (every log_every steps, and the last)
+    logged: bool = False  # written to log.jsonl (every log_every steps, and the last)
 
 
 @dataclass(frozen=True)
 class Evaluated:
     step: int
     loss: float
-    accuracy: float | None    # multiple-choice items only; None without any
+    accuracy: float | None  # multiple-choice items only; None without any
     n: int
 
 
 @dataclass(frozen=True)
 class Saved:
     step: int
-    path: Path                # the checkpoint folder, or the final adapter file
-
+    path: Path  # the checkpoint folder, or the final adapter file
 
 
 def _check_output(config: TrainConfig) -> dict | None:
@@ -72,8 +71,11 @@ def _check_output(config: TrainConfig) -> dict | None:
         raise UsageError(f"--resume: {out} has no checkpoint to continue from; start again without --resume")
     saved = json.loads((out / CONFIG_FILE).read_text(encoding="utf-8"))
     mine = json.loads(json.dumps(config.to_json()))  # tuples as lists, as saved
-    differ = [f"--{k.replace('_', '-')} {saved.get(k)} (now {mine[k]})" for k in mine
-              if k not in RUN_NEUTRAL and saved.get(k, mine[k]) != mine[k]]
+    differ = [
+        f"--{k.replace('_', '-')} {saved.get(k)} (now {mine[k]})"
+        for k in mine
+        if k not in RUN_NEUTRAL and saved.get(k, mine[k]) != mine[k]
+    ]
     if differ:
         raise UsageError(f"--resume needs the options the run started with: {', '.join(differ)}")
     return checkpoint.load_state(folder)
@@ -131,8 +133,9 @@ def start(config: TrainConfig) -> Run:
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     # SRA and sampler params go unused on a batch without tiles: DDP must expect that
-    accelerator = Accelerator(cpu=config.device == "cpu",
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    accelerator = Accelerator(
+        cpu=config.device == "cpu", kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+    )
     resumed = _check_output(config)
     run = prepare(config, accelerator)  # bad data or options fail here, before OUT is touched
     accelerator.wait_for_everyone()  # every process has looked at OUT before the main one writes
@@ -143,9 +146,11 @@ def start(config: TrainConfig) -> Run:
         (out / LOG_FILE).unlink(missing_ok=True)
     if resumed is not None:
         if resumed["global_batch"] != run.global_batch or resumed["total"] != run.total:
-            raise UsageError(f"--resume: the run had {resumed['global_batch']} examples per step and "
-                             f"{resumed['total']} steps, this one {run.global_batch} and {run.total}: use as many "
-                             "processes with the same --batch-size and --grad-accum")
+            raise UsageError(
+                f"--resume: the run had {resumed['global_batch']} examples per step and "
+                f"{resumed['total']} steps, this one {run.global_batch} and {run.total}: use as many "
+                "processes with the same --batch-size and --grad-accum"
+            )
         folder = checkpoint.latest(out)
         checkpoint.restore_weights(folder, run.parts, run.llava)
         checkpoint.load_optimizer(folder, run.optimizer, run.names)
@@ -205,11 +210,27 @@ def _loop(run: Run, log) -> Iterator[Step | Evaluated | Saved]:
         done, done_since = step + 1, done_since + 1
         last = done == run.total
         elapsed = time.perf_counter() - began
-        event = Step(done, run.total, sum(losses) / len(losses), lr, done * run.global_batch / len(run.examples),
-                     done_since * run.global_batch / elapsed, elapsed, logged=done % config.log_every == 0 or last)
+        event = Step(
+            done,
+            run.total,
+            sum(losses) / len(losses),
+            lr,
+            done * run.global_batch / len(run.examples),
+            done_since * run.global_batch / elapsed,
+            elapsed,
+            logged=done % config.log_every == 0 or last,
+        )
         if event.logged:
-            log({"step": done, "loss": event.loss, "lr": lr, "epoch": round(event.epoch, 4),
-                 "samples_per_s": round(event.samples_per_s, 2), "elapsed_s": round(elapsed, 2)})
+            log(
+                {
+                    "step": done,
+                    "loss": event.loss,
+                    "lr": lr,
+                    "epoch": round(event.epoch, 4),
+                    "samples_per_s": round(event.samples_per_s, 2),
+                    "elapsed_s": round(elapsed, 2),
+                }
+            )
             losses = []
         if main:
             yield event

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from docread.train.config import TrainConfig
 
 ADAM_BETAS = (0.9, 0.999)
-EVAL_BATCH = 16                       # held-out examples per forward pass (no gradients kept)
+EVAL_BATCH = 16  # held-out examples per forward pass (no gradients kept)
 NamedParams = list[tuple[str, nn.Parameter]]
 
 
@@ -50,8 +50,8 @@ class Trainee(nn.Module):
     def __init__(self, llava: nn.Module, parts: nn.Module, hires):
         super().__init__()
         self.llava = llava
-        self.parts = parts   # HiResModules
-        self.hires = hires   # HiResLlava: runs the pieces in order (not a module: owns nothing)
+        self.parts = parts  # HiResModules
+        self.hires = hires  # HiResLlava: runs the pieces in order (not a module: owns nothing)
 
     def forward(self, batch: Batch, positions: Sequence[tuple[int, int]] = ()):
         """(summed cross-entropy over the answer tokens, their count, logits (P, V) at `positions`)."""
@@ -59,8 +59,9 @@ class Trainee(nn.Module):
         pixels = batch.pixels.to(next(hires.vision.parameters()).dtype)  # (V, 3, S, S)
         sequences = hires.image_embeddings(pixels, batch.grids) if batch.grids else []
         embeds = hires.embed_prompt(batch.input_ids, sequences)  # (B, T, D)
-        hidden = hires.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                                      use_cache=False).last_hidden_state  # (B, T, D)
+        hidden = hires.language_model(
+            inputs_embeds=embeds, attention_mask=batch.attention_mask, use_cache=False
+        ).last_hidden_state  # (B, T, D)
         targets = batch.labels[:, 1:]  # (B, T-1): position t predicts token t+1
         mask = targets != IGNORE
         logits = hires.lm_head(hidden[:, :-1][mask]).float()  # (K, V): the head only where the loss is taken
@@ -93,23 +94,23 @@ class Run:
 
     config: TrainConfig
     accelerator: object
-    reader: object                    # the DocReader the base was loaded as
+    reader: object  # the DocReader the base was loaded as
     trainee: Trainee
-    model: nn.Module                  # trainee, DDP-wrapped under several processes
+    model: nn.Module  # trainee, DDP-wrapped under several processes
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    names: list[str]                  # trainable parameters, in optimizer order (adapter-style names)
+    names: list[str]  # trainable parameters, in optimizer order (adapter-style names)
     trainable: list[nn.Parameter]
-    base_names: list[str]             # llava parameters the adapter stores
+    base_names: list[str]  # llava parameters the adapter stores
     lora_config: dict | None
     examples: list[Example]
     eval_examples: list[Example]
     collate: Collator
     order: Order
-    total: int                        # optimizer steps
-    global_batch: int                 # examples per optimizer step, all processes together
+    total: int  # optimizer steps
+    global_batch: int  # examples per optimizer step, all processes together
     autocast_dtype: torch.dtype | None
-    step: int = 0                     # optimizer steps done
+    step: int = 0  # optimizer steps done
 
     @property
     def llava(self) -> nn.Module:
@@ -140,10 +141,23 @@ class Run:
         from docread.adapterfile import save_adapter
 
         config = self.config
-        note = {"stage": config.stage, "full": config.full, "base": config.model, "global_view": config.global_view,
-                "step": self.step, "examples": len(self.examples)}
-        return save_adapter(path, self.parts, self.llava, lora_config=self.lora_config,
-                            base_parameters=self.base_names, training=note, base_model=self.reader.preset.base)
+        note = {
+            "stage": config.stage,
+            "full": config.full,
+            "base": config.model,
+            "global_view": config.global_view,
+            "step": self.step,
+            "examples": len(self.examples),
+        }
+        return save_adapter(
+            path,
+            self.parts,
+            self.llava,
+            lora_config=self.lora_config,
+            base_parameters=self.base_names,
+            training=note,
+            base_model=self.reader.preset.base,
+        )
 
 
 def _groups(config: TrainConfig, llava: nn.Module, parts: nn.Module) -> list[tuple[NamedParams, float]]:
@@ -165,19 +179,24 @@ def _device_and_precision(config: TrainConfig, accelerator) -> tuple[torch.devic
 
     if accelerator.num_processes > 1:
         if config.device not in ("auto", accelerator.device.type):
-            raise UsageError(f"--device {config.device}: under accelerate launch each process takes its own device; "
-                             "leave --device auto")
+            raise UsageError(
+                f"--device {config.device}: under accelerate launch each process takes its own device; "
+                "leave --device auto"
+            )
         device = accelerator.device
     else:
         device = resolve_device(config.device)
     precision = config.precision
     if device.type == "cuda":
         if precision == "fp32":
-            raise UsageError("--precision fp32 on CUDA: docread trains with bf16 autocast on GPUs (fp32 weights "
-                             "for what it trains); use --precision auto")
+            raise UsageError(
+                "--precision fp32 on CUDA: docread trains with bf16 autocast on GPUs (fp32 weights "
+                "for what it trains); use --precision auto"
+            )
         if not torch.cuda.is_bf16_supported():
-            raise UsageError("training on this GPU needs bf16 (NVIDIA Ampere or newer); "
-                             "use --device cpu for tiny models")
+            raise UsageError(
+                "training on this GPU needs bf16 (NVIDIA Ampere or newer); use --device cpu for tiny models"
+            )
     return device, (torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else None)
 
 
@@ -200,13 +219,19 @@ def prepare(config: TrainConfig, accelerator) -> Run:
     import docread
     from docread.adapterfile import adapter_contents
 
-    examples = read_examples(config.data, config.images, open_ended=config.open_ended, tasks=config.tasks,
-                             seed=config.seed)  # before the model: bad data fails in a second
+    examples = read_examples(
+        config.data, config.images, open_ended=config.open_ended, tasks=config.tasks, seed=config.seed
+    )  # before the model: bad data fails in a second
     eval_examples = read_examples(config.eval, config.images) if config.eval else []
     device, autocast_dtype = _device_and_precision(config, accelerator)
     torch.manual_seed(config.seed)  # the new modules' and LoRA's initialisation: same seed, same run
-    reader = docread.load(config.model, adapter=config.adapter, device=str(device),
-                          quant="none" if config.full else config.quant, global_view=config.global_view)
+    reader = docread.load(
+        config.model,
+        adapter=config.adapter,
+        device=str(device),
+        quant="none" if config.full else config.quant,
+        global_view=config.global_view,
+    )
     llava, parts, hires = reader.base.model, reader.hires.modules, reader.hires
     lora_config = _lora(config, llava)
     groups = _groups(config, llava, parts)
@@ -215,37 +240,65 @@ def prepare(config: TrainConfig, accelerator) -> Run:
         p.data = p.data.float()  # fp32 master weights; autocast computes in bf16 where it runs
         p.requires_grad_(True)
     started = adapter_contents(config.adapter)[1] if config.adapter else []
-    base_names = sorted({n[len("base."):] for named, _ in groups for n, _ in named if n.startswith("base.")}
-                        | {k[len("base."):] for k in started if k.startswith("base.")})
+    base_names = sorted(
+        {n[len("base.") :] for named, _ in groups for n, _ in named if n.startswith("base.")}
+        | {k[len("base.") :] for k in started if k.startswith("base.")}
+    )
     checkpointing = config.checkpointing if config.checkpointing is not None else device.type == "cuda"
     if checkpointing:
         llava.model.language_model.activation_checkpointing_enable()
         llava.model.vision_tower.activation_checkpointing_enable()
         hires.gradient_checkpointing = True
     trainee = Trainee(llava, parts, hires).train()
-    optimizer = torch.optim.AdamW([{"params": [p for _, p in named], "lr": lr} for named, lr in groups],
-                                  betas=ADAM_BETAS, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for _, p in named], "lr": lr} for named, lr in groups], betas=ADAM_BETAS, weight_decay=0.0
+    )
     global_batch = config.batch_size * config.grad_accum * accelerator.num_processes
     total = config.max_steps or max(1, -(-int((config.epochs or 1.0) * len(examples)) // global_batch))
     factor = schedule(total, config.warmup)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [factor] * len(groups))
     model = accelerator.prepare_model(trainee, device_placement=False)
     torch.manual_seed(config.seed + accelerator.process_index)  # dropout: its own masks on each process
-    return Run(config=config, accelerator=accelerator, reader=reader, trainee=trainee, model=model,
-               optimizer=optimizer, scheduler=scheduler, names=[n for named, _ in groups for n, _ in named],
-               trainable=trainable, base_names=base_names, lora_config=lora_config, examples=examples,
-               eval_examples=eval_examples, collate=_collator(reader, config), order=Order(len(examples), config.seed),
-               total=total, global_batch=global_batch, autocast_dtype=autocast_dtype)
+    return Run(
+        config=config,
+        accelerator=accelerator,
+        reader=reader,
+        trainee=trainee,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        names=[n for named, _ in groups for n, _ in named],
+        trainable=trainable,
+        base_names=base_names,
+        lora_config=lora_config,
+        examples=examples,
+        eval_examples=eval_examples,
+        collate=_collator(reader, config),
+        order=Order(len(examples), config.seed),
+        total=total,
+        global_batch=global_batch,
+        autocast_dtype=autocast_dtype,
+    )
 
 
 def _collator(reader, config: TrainConfig) -> Collator:
     base, preset, tokenizer = reader.base, reader.preset, reader.base.tokenizer
     eos = reader.eos_token_ids[0]
-    return Collator(tokenizer=tokenizer, template=reader.template, image_token_id=base.image_token_id, eos_id=eos,
-                    pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos, size=preset.size,
-                    patch=preset.patch, k=preset.k,
-                    max_slices=preset.max_slices if config.max_slices is None else config.max_slices,
-                    context=reader.context, mean=base.image_mean, std=base.image_std, global_view=config.global_view)
+    return Collator(
+        tokenizer=tokenizer,
+        template=reader.template,
+        image_token_id=base.image_token_id,
+        eos_id=eos,
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+        size=preset.size,
+        patch=preset.patch,
+        k=preset.k,
+        max_slices=preset.max_slices if config.max_slices is None else config.max_slices,
+        context=reader.context,
+        mean=base.image_mean,
+        std=base.image_std,
+        global_view=config.global_view,
+    )
 
 
 @torch.no_grad()
@@ -263,8 +316,11 @@ def evaluate(run: Run, examples: Sequence[Example]) -> tuple[float, int, int, li
         for start in range(0, len(examples), EVAL_BATCH):
             chunk = examples[start : start + EVAL_BATCH]
             batch = collate(chunk).to(run.device)
-            scored = [(b, *choice_tokens(collate.tokenizer, collate.template, e, collate.image_token_id))
-                      for b, e in enumerate(chunk) if e.choices]
+            scored = [
+                (b, *choice_tokens(collate.tokenizer, collate.template, e, collate.image_token_id))
+                for b, e in enumerate(chunk)
+                if e.choices
+            ]
             positions = [(b, batch.answer_starts[b] + shared - 1) for b, shared, _ in scored]
             with run.autocast():
                 loss, count, picked = trainee(batch, positions)
