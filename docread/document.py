@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from docread.encoded import DEFAULT_VIEW, EncodedPage, PageSource
 from docread.errors import DocreadError, UsageError
-from docread.evidence import PageTexts
+from docread.evidence import PageTexts, attach_evidence
 from docread.intake import DEFAULT_DPI, Document, Limits, open_document
 from docread.ranking import AUTO, DEFAULT_TOP_PAGES, choose_pages
-from docread.reader import DEFAULT_MAX_NEW_TOKENS, DEFAULT_VIEW, DocReader, EncodedPage, PageSource
-from docread.results import Answer
-from docread.textprompt import DEFAULT_TEXT_TOKENS, Reference, with_reference
+from docread.reader import DocReader
+from docread.results import DEFAULT_MAX_NEW_TOKENS, Answer, DocumentAnswer, best_of
+from docread.textprompt import DEFAULT_TEXT_TOKENS, Reference, page_reference, with_reference
 
 OOM_SLICES = (16, 9, 4, 0)  # tile budgets tried, in turn, when a page does not fit in GPU memory
 MAX_ASK_PAGES = 20  # pages `ask` reads when no --pages is given
@@ -265,69 +266,6 @@ def _report_reduction(reader: DocReader, encoded: EncodedPage, page, degraded: b
 
 
 # -- a whole document -------------------------------------------------------------------------------
-@dataclass
-class DocumentAnswer:
-    """One question over the pages read: the best-scoring page's answer, every page's kept, and the
-    pages that failed. `best` is None only when no page could answer."""
-
-    file: str
-    question: str
-    best: Answer | None
-    pages: list[Answer] = field(default_factory=list)
-    errors: list[tuple[int | None, DocreadError]] = field(default_factory=list)
-    repaired: bool = False
-    page_selection: list[dict] = field(default_factory=list)  # the pages this question read, and why
-
-    @property
-    def pages_read(self) -> list[int]:
-        return [pick["page"] for pick in self.page_selection]
-
-    def to_json(self) -> dict:
-        if self.best is not None:
-            record = self.best.to_json()
-            record["question"] = self.question
-            record["status"] = "ok"
-        else:
-            first = self.errors[0][1]
-            record = {
-                "file": self.file,
-                "question": self.question,
-                "page": None,
-                "answer": None,
-                "score": None,
-                "status": "error",
-                "error": first.to_json(),
-                "evidence": [],
-                "grounded": False,
-            }
-        record["pages"] = [{"page": a.page, "answer": a.answer, "score": a.score} for a in self.pages]
-        record["errors"] = [{"page": page, **error.to_json()} for page, error in self.errors]
-        record["repaired"] = self.repaired
-        record["pages_read"], record["page_selection"] = self.pages_read, self.page_selection
-        return record
-
-    @property
-    def evidence(self) -> list[dict]:
-        """Where the best answer occurs in its page's text (empty without an answer or page text)."""
-        return self.best.evidence if self.best is not None else []
-
-    @property
-    def grounded(self) -> bool:
-        return self.best is not None and self.best.grounded
-
-
-def best_of(
-    file: str,
-    question: str,
-    answers: Sequence[Answer],
-    errors: Sequence[tuple[int | None, DocreadError]] = (),
-    repaired: bool = False,
-) -> DocumentAnswer:
-    """The answer with the highest mean token log-probability (an empty answer scores lowest)."""
-    best = max(answers, key=lambda a: float("-inf") if a.score is None else a.score) if answers else None
-    return DocumentAnswer(file, question, best, list(answers), list(errors), repaired)
-
-
 def open_for_reading(
     file: str,
     *,
@@ -432,41 +370,6 @@ def ask_document(
             result.page_selection = [pick.to_json() for pick in picks[result.question]]
         attach_evidence(texts, selected, results, events)
         return results
-
-
-def page_reference(
-    reader: DocReader, document: Document, texts: PageTexts, page, settings: Settings, events: Events
-) -> Reference | None:
-    """The page text for this page's prompts under --text-prompt (None: the image alone)."""
-    from docread.textprompt import TextPrompt, reference, wanted
-
-    mode = TextPrompt(settings.text_prompt)
-    if mode == TextPrompt.off or (mode == TextPrompt.auto and (document.kind != "pdf" or settings.view != "hires")):
-        return None  # decided without reading the page's text (no OCR just to find out)
-    try:
-        text = texts.get(page)
-    except DocreadError as e:
-        events.warning(f"page {page.number}: no page text for the prompt: {e.message}")
-        return None
-    if not wanted(mode, text.source, settings.view):
-        return None
-    return reference(reader.base.tokenizer, text.text, text.source, settings.text_tokens)
-
-
-def attach_evidence(texts: PageTexts, pages: Sequence, results: Sequence[DocumentAnswer], events: Events) -> None:
-    """Each best answer's `evidence` and `grounded`, from its page's text (read once per page)."""
-    from docread.evidence import evidence_fields
-
-    by_number = {page.number: page for page in pages}
-    for result in results:
-        if result.best is not None:
-            fields = evidence_fields(
-                texts,
-                by_number[result.best.page],
-                result.best.answer,
-                on_error=lambda e: events.warning(f"no evidence: {e.message}"),
-            )
-            result.best.evidence, result.best.grounded = fields["evidence"], fields["grounded"]
 
 
 def ocr_document(

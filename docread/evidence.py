@@ -15,7 +15,9 @@ from docread.pagetext import PageText, TextMode, page_text
 if TYPE_CHECKING:
     from PIL import Image
 
+    from docread.document import Events
     from docread.intake import Document, Limits, Page
+    from docread.results import DocumentAnswer
 
 EVIDENCE_RGB = (255, 170, 0)  # evidence boxes: orange, drawn over a translucent fill
 GRID_RGBA = (220, 30, 30, 70)  # the tile grid, faint: where the model's tiles cut the page
@@ -153,3 +155,17 @@ def highlight_answer(document: Document, answer, size: int | None = None) -> Ima
             f = page.width / plan.width  # the plan renders the page at plan.width; the picture at page.width
             grid = [tuple(round(v * f) for v in box) for box in plan.boxes()]
     return draw_highlight(image, answer.evidence, grid)
+
+
+def attach_evidence(texts: PageTexts, pages: Sequence, results: Sequence[DocumentAnswer], events: Events) -> None:
+    """Each best answer's `evidence` and `grounded`, from its page's text (read once per page)."""
+    by_number = {page.number: page for page in pages}
+    for result in results:
+        if result.best is not None:
+            fields = evidence_fields(
+                texts,
+                by_number[result.best.page],
+                result.best.answer,
+                on_error=lambda e: events.warning(f"no evidence: {e.message}"),
+            )
+            result.best.evidence, result.best.grounded = fields["evidence"], fields["grounded"]

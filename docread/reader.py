@@ -1,6 +1,6 @@
 """The reader: a loaded model that encodes pages once (their views through the vision encoder in
 one pass, the LLM's KV prefix up to the end of the image prefilled once) and answers questions
-about them, streaming. Single pages and PIL images here; whole documents in `docread.document`.
+about them, streaming. Single files and PIL images: `docread.pagecalls`; documents: `docread.document`.
 Nothing here prints.
 """
 
@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from docread.errors import DocreadError, UsageError
-from docread.limits import DEFAULT_DPI
+from docread.encoded import DEFAULT_VIEW, EncodedPage, PageSource, check_view
+from docread.errors import DocreadError
 from docread.native import NativePlan, native_embeddings, native_pixels, native_spec, plan_native
+from docread.pagecalls import PageCalls
 from docread.presets import Preset
 from docread.processor import Budget, PagePlan, PromptTemplate, expand_image_token, page_pixels, plan_page, prompt_ids
-from docread.results import Answer, AnswerStream
+from docread.results import DEFAULT_MAX_NEW_TOKENS, Answer, AnswerStream
 
 if TYPE_CHECKING:
     import torch
@@ -28,67 +25,8 @@ if TYPE_CHECKING:
     from docread.nn.hires import HiResLlava
     from docread.weights import Base
 
-DEFAULT_MAX_NEW_TOKENS = 256
 
-
-class View(StrEnum):
-    """How a page becomes image tokens: docread's HiRes tiles, or the base checkpoint's own way."""
-
-    hires = "hires"  # up to 16 tiles + a global view, SRA, sampler, separators (docs/method.md)
-    native = "native"  # exactly LLaVA-NeXT's AnyRes (LLaVA-1.6) or LLaVA-1.5's single view (docread.native)
-
-
-VIEWS = tuple(View)
-DEFAULT_VIEW = View.hires
-
-
-@dataclass
-class PageSource:
-    """A page to encode: `render(w, h)` returns it as an RGB image of exactly w x h pixels."""
-
-    render: Callable[[int, int], Image.Image]
-    width: int  # nominal size the slicing is planned from
-    height: int
-    file: str = "<image>"
-    page: int = 1
-
-
-@dataclass
-class EncodedPage:
-    """A page rendered and encoded once; every question about it reuses that, and the LLM's keys
-    and values for the prompt up to the end of the image (the part no question changes).
-
-    `cache` is prefilled on first use; each answer continues it and crops it back to `prefix_len`.
-    `release()` frees it once the page's questions are done.
-    """
-
-    file: str
-    page: int
-    page_plan: PagePlan | NativePlan
-    prefix_ids: list[int]  # prompt ids before the image placeholder (<s>USER: )
-    sequence: torch.Tensor  # (N, D) the page's laid-out image embeddings
-    prefix_len: int  # positions of prefix + image in the cache
-    timing_ms: dict[str, float]  # render, encode, prefill (of the prefix): paid once
-    prefill: Callable[[EncodedPage], object] = field(repr=False, default=None)
-    answered: int = 0  # questions answered so far (the first carries the timing)
-    _cache: object = field(repr=False, default=None)
-
-    @property
-    def view(self) -> str:
-        return self.page_plan.view
-
-    @property
-    def cache(self):
-        """The transformers Cache holding prefix + image (prefilled now if it was not yet)."""
-        if self._cache is None:
-            self._cache = self.prefill(self)
-        return self._cache
-
-    def release(self) -> None:
-        self._cache = None
-
-
-class DocReader:
+class DocReader(PageCalls):
     """A loaded model: a llava-hf base, docread's HiRes modules, its preset."""
 
     def __init__(self, preset: Preset, base: Base, hires: HiResLlava, *, adapter: str | None = None):
@@ -397,134 +335,6 @@ class DocReader:
 
         stream._chunks = chunks()
         return stream
-
-    def choose(self, source, question: str, options: Sequence[str], **options_kw) -> tuple[int, list[float]]:
-        """The option (index) the model finds likeliest as the answer, with every option's summed
-        log-probability: multiple choice without parsing generated text."""
-        from docread.generate import continuation_logprob, crop_cache
-
-        with self.open_page(source, question, **options_kw) as encoded:
-            embeds = self._suffix(encoded, question)
-            prompt = self.base.tokenizer(self.template.template.replace("{question}", question)).input_ids
-            scores = []
-            for option in options:
-                full = self.base.tokenizer(
-                    self.template.template.replace("{question}", question) + " " + option
-                ).input_ids
-                continuation = (
-                    full[len(prompt) :]
-                    if full[: len(prompt)] == prompt
-                    else self.base.tokenizer(option, add_special_tokens=False).input_ids
-                )
-                try:
-                    scores.append(
-                        continuation_logprob(
-                            self.hires.language_model, self.hires.lm_head, embeds, continuation, encoded.cache
-                        )
-                    )
-                finally:
-                    crop_cache(encoded.cache, encoded.prefix_len)
-        return max(range(len(options)), key=scores.__getitem__), scores
-
-    # -- files and images ---------------------------------------------------------------------
-    @contextmanager
-    def open_page(
-        self,
-        source: str | Path | Image.Image,
-        questions: str | Sequence[str],
-        *,
-        page: int = 1,
-        dpi: float = DEFAULT_DPI,
-        password: str | None = None,
-        max_slices: int | None = None,
-        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        view: str = DEFAULT_VIEW,
-    ) -> Iterator[EncodedPage]:
-        """One page of a PDF or image file (or a PIL image), encoded for `questions` in `view`."""
-        from PIL import Image
-
-        if isinstance(source, Image.Image):
-            image = source.convert("RGB")
-            render = lambda w, h: image if image.size == (w, h) else image.resize((w, h), Image.Resampling.BICUBIC)  # noqa: E731
-            yield self.encode(
-                render,
-                image.width,
-                image.height,
-                questions,
-                max_slices=max_slices,
-                max_new_tokens=max_new_tokens,
-                view=view,
-            )
-            return
-        from docread.intake import open_document
-
-        with open_document(str(source), pages=str(page), password=password, dpi=dpi) as document:
-            selected = document.pages[0]
-            yield self.encode(
-                lambda w, h: document.render(selected, w, h),
-                selected.width,
-                selected.height,
-                questions,
-                file=str(source),
-                page=selected.number,
-                max_slices=max_slices,
-                max_new_tokens=max_new_tokens,
-                view=view,
-            )
-
-    def stream(
-        self,
-        source: str | Path | Image.Image,
-        question: str,
-        *,
-        page: int = 1,
-        dpi: float = DEFAULT_DPI,
-        password: str | None = None,
-        max_slices: int | None = None,
-        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        temperature: float = 0.0,
-        seed: int | None = None,
-        fast: bool = False,
-        view: str = DEFAULT_VIEW,
-    ) -> AnswerStream:
-        """Answer `question` about one page of a PDF or image file (or a PIL image), streaming."""
-        context = self.open_page(
-            source,
-            question,
-            page=page,
-            dpi=dpi,
-            password=password,
-            max_slices=max_slices,
-            max_new_tokens=max_new_tokens,
-            view=view,
-        )
-        encoded = context.__enter__()  # the plan is known (and a bad file fails) before the first chunk
-        inner = self.answer(
-            encoded, question, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, fast=fast
-        )
-
-        def chunks() -> Iterator[str]:
-            try:
-                yield from inner
-            finally:
-                context.__exit__(None, None, None)
-            outer.answer, outer.tokens = inner.answer, inner.tokens
-
-        outer = AnswerStream(chunks(), encoded.page_plan)
-        return outer
-
-    def ask(self, source, question: str, **options) -> Answer:
-        """Answer `question` and return the whole Answer (no streaming)."""
-        stream = self.stream(source, question, **options)
-        for _ in stream:
-            pass
-        assert stream.answer is not None
-        return stream.answer
-
-
-def check_view(view: str) -> None:
-    if view not in VIEWS:
-        raise UsageError(f"view {view!r}: choose {' or '.join(VIEWS)}")
 
 
 def _ms(start: float) -> float:

@@ -1,14 +1,20 @@
-"""What an answer is: the `Answer` record (the CLI's --json object) and the stream that yields it."""
+"""What an answer is: the `Answer` record (the CLI's --json object), the stream that yields it, and a
+question's answer over a whole document (`DocumentAnswer`: the best page, every page, the failures)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
+
+from docread.errors import DocreadError
 
 if TYPE_CHECKING:
     from docread.native import NativePlan
     from docread.processor import PagePlan
+
+
+DEFAULT_MAX_NEW_TOKENS = 256  # the longest answer, in tokens, unless a caller says otherwise
 
 
 @dataclass
@@ -52,3 +58,66 @@ class AnswerStream:
 
     def __iter__(self) -> Iterator[str]:
         yield from self._chunks
+
+
+@dataclass
+class DocumentAnswer:
+    """One question over the pages read: the best-scoring page's answer, every page's kept, and the
+    pages that failed. `best` is None only when no page could answer."""
+
+    file: str
+    question: str
+    best: Answer | None
+    pages: list[Answer] = field(default_factory=list)
+    errors: list[tuple[int | None, DocreadError]] = field(default_factory=list)
+    repaired: bool = False
+    page_selection: list[dict] = field(default_factory=list)  # the pages this question read, and why
+
+    @property
+    def pages_read(self) -> list[int]:
+        return [pick["page"] for pick in self.page_selection]
+
+    def to_json(self) -> dict:
+        if self.best is not None:
+            record = self.best.to_json()
+            record["question"] = self.question
+            record["status"] = "ok"
+        else:
+            first = self.errors[0][1]
+            record = {
+                "file": self.file,
+                "question": self.question,
+                "page": None,
+                "answer": None,
+                "score": None,
+                "status": "error",
+                "error": first.to_json(),
+                "evidence": [],
+                "grounded": False,
+            }
+        record["pages"] = [{"page": a.page, "answer": a.answer, "score": a.score} for a in self.pages]
+        record["errors"] = [{"page": page, **error.to_json()} for page, error in self.errors]
+        record["repaired"] = self.repaired
+        record["pages_read"], record["page_selection"] = self.pages_read, self.page_selection
+        return record
+
+    @property
+    def evidence(self) -> list[dict]:
+        """Where the best answer occurs in its page's text (empty without an answer or page text)."""
+        return self.best.evidence if self.best is not None else []
+
+    @property
+    def grounded(self) -> bool:
+        return self.best is not None and self.best.grounded
+
+
+def best_of(
+    file: str,
+    question: str,
+    answers: Sequence[Answer],
+    errors: Sequence[tuple[int | None, DocreadError]] = (),
+    repaired: bool = False,
+) -> DocumentAnswer:
+    """The answer with the highest mean token log-probability (an empty answer scores lowest)."""
+    best = max(answers, key=lambda a: float("-inf") if a.score is None else a.score) if answers else None
+    return DocumentAnswer(file, question, best, list(answers), list(errors), repaired)

@@ -6,6 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from docread.errors import DocreadError
+
+if TYPE_CHECKING:
+    from docread.document import Events, Settings
+    from docread.evidence import PageTexts
+    from docread.intake import Document
+    from docread.reader import DocReader
 
 DEFAULT_TEXT_TOKENS = 1024  # most tokens of page text added to a prompt (--text-tokens)
 REFERENCE_HEAD = "Text found on the page (for reference):"
@@ -60,3 +69,20 @@ def reference(tokenizer, text: str, source: str, max_tokens: int = DEFAULT_TEXT_
 def with_reference(prompt: str, ref: Reference | None) -> str:
     """The prompt text that follows the image, with the page text before the question."""
     return prompt if ref is None else ref.block + prompt
+
+
+def page_reference(
+    reader: DocReader, document: Document, texts: PageTexts, page, settings: Settings, events: Events
+) -> Reference | None:
+    """The page text for this page's prompts under --text-prompt (None: the image alone)."""
+    mode = TextPrompt(settings.text_prompt)
+    if mode == TextPrompt.off or (mode == TextPrompt.auto and (document.kind != "pdf" or settings.view != "hires")):
+        return None  # decided without reading the page's text (no OCR just to find out)
+    try:
+        text = texts.get(page)
+    except DocreadError as e:
+        events.warning(f"page {page.number}: no page text for the prompt: {e.message}")
+        return None
+    if not wanted(mode, text.source, settings.view):
+        return None
+    return reference(reader.base.tokenizer, text.text, text.source, settings.text_tokens)

@@ -255,7 +255,7 @@ def test_a_question_longer_than_the_page_was_planned_for_is_refused(reader):
 
 
 def test_pages_encoded_in_one_pass_equal_pages_encoded_alone(reader):
-    from docread.reader import PageSource
+    from docread.encoded import PageSource
 
     images = [random_image(500, 700, seed=7), random_image(336, 336, seed=8), random_image(900, 300, seed=9)]
     sources = [

@@ -219,7 +219,7 @@ def test_views_are_checked_and_hires_stays_the_default(setups):
 
 
 def test_several_native_pages_in_one_call_equal_one_at_a_time(setups):
-    from docread.reader import PageSource
+    from docread.encoded import PageSource
 
     reader = setups["llava_next"].reader
     images = [random_image(900, 300, seed=5), random_image(300, 300, seed=6)]

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from docread.bench.datasets import Sample
 from docread.bench.entitygrid import LETTERS, Question, prompt
+from docread.encoded import DEFAULT_VIEW
 from docread.errors import DocreadError
 from docread.prompt import SHORT_ANSWER
-from docread.reader import DEFAULT_VIEW
 from docread.records import JsonLinesLog
 
 if TYPE_CHECKING:

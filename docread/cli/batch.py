@@ -34,7 +34,7 @@ from docread.cli.options import (
 )
 from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
 from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.reader import DEFAULT_MAX_NEW_TOKENS
+from docread.results import DEFAULT_MAX_NEW_TOKENS
 
 app = typer.Typer()
 

@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from docread.encoded import View as ViewChoice
 from docread.pagetext import TextMode as TextChoice
 from docread.prompt import Task as TaskChoice
-from docread.reader import View as ViewChoice
 from docread.textprompt import TextPrompt as TextPromptChoice
 from docread.weights import Quant as QuantChoice
 

@@ -45,7 +45,7 @@ from docread.document import OCR_MAX_NEW_TOKENS, Events
 from docread.errors import EXIT_FAILED, EXIT_OK
 from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 from docread.ranking import DEFAULT_TOP_PAGES
-from docread.reader import DEFAULT_MAX_NEW_TOKENS
+from docread.results import DEFAULT_MAX_NEW_TOKENS
 from docread.textprompt import DEFAULT_TEXT_TOKENS
 
 app = typer.Typer()

@@ -1,4 +1,5 @@
-"""`docread bench speed`: docread against transformers' LLaVA-NeXT, stage by stage (registered under `bench`)."""
+"""`docread bench speed` (docread against transformers' LLaVA-NeXT, stage by stage) and `docread bench load`
+(cold start, phase by phase); registered under `bench`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from docread.cli.options import Device, Dpi, Json, MaxSlices, Model, Offline, Quant, View, stderr_console
 from docread.limits import DEFAULT_DPI
@@ -178,3 +180,78 @@ def _fmt(value, digits: int = 2) -> str:
     if isinstance(value, int) or (isinstance(value, float) and value >= 1000):
         return f"{value:,.0f}"
     return f"{value:.{digits}f}"
+
+
+LOAD_ROWS = (
+    ("interpreter start", "interpreter_s"),
+    ("import torch", "import_torch_s"),
+    ("import transformers + docread", "import_transformers_s"),
+    ("import bitsandbytes", "import_bitsandbytes_s"),
+    ("read weights", "read_weights_s"),
+    ("quantize", "quantize_s"),
+    ("move to device", "to_device_s"),
+    ("write quantized copy", "save_s"),
+    ("tokenizer + docread modules", "wire_up_s"),
+    ("ready (since process start)", "ready_s"),
+    ("first token", "first_token_s"),
+    ("total", "total_s"),
+)
+
+
+@app.command("load", epilog="Example: docread bench load --model ./llava-real --quant 4bit --json")
+def load_command(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="A preset, hub id or local llava-hf folder (for real shapes "
+            "without a download: python -m docread.testing write-real DIR).",
+        ),
+    ],
+    device: Device = "auto",
+    quant: Quant = "auto",
+    runs: Annotated[
+        int,
+        typer.Option(
+            "--runs",
+            min=1,
+            max=10,
+            help="Loads, each in a fresh process; the first rebuilds docread's quantized copy, the others read it.",
+        ),
+    ] = 2,
+    json_out: Json = False,
+    offline: Offline = False,
+):
+    """Cold start, phase by phase: imports, reading, quantizing, moving, first token (seconds from process start)."""
+    from docread.bench.load import run_load_bench
+
+    err = stderr_console()
+    result = run_load_bench(
+        model, device=device, quant=quant, runs=runs, log=lambda message: err.print(f"[dim]{escape(message)}[/]")
+    )
+    if json_out:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        "phase",
+        *(f"{r['run']} (s)" for r in result["runs"]),
+        title=f"load {result['model']} · {result['device']} · {result['quant']}",
+        title_justify="left",
+    )
+    for label, key in LOAD_ROWS:
+        table.add_row(label, *(_seconds(r.get(key)) for r in result["runs"]))
+    table.add_row("quantized copy", *(str(r.get("qcache")) for r in result["runs"]))
+    Console(highlight=False).print(table)
+    if result["cached_vs_first"] is not None:
+        sys.stdout.write(
+            f"cached load / first load: {result['cached_vs_first']:.2f}x to ready "
+            f"({result['cached_vs_first_without_save']:.2f}x without writing the copy), "
+            f"{result['cached_vs_first_to_first_token']:.2f}x to the first token\n"
+        )
+
+
+def _seconds(value) -> str:
+    return "–" if value is None else f"{value:.2f}"

@@ -17,10 +17,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from docread.document import DocumentAnswer, Events, ask_document, unique_questions
+from docread.document import Events, ask_document, unique_questions
 from docread.errors import EXIT_FAILED, DocreadError
 from docread.intake import Limits, open_bytes
 from docread.reader import DocReader
+from docread.results import DocumentAnswer
 from docread.serve.protocol import (
     ApiError,
     ReadOptions,

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from docread.document import DocumentAnswer
+from docread.results import DocumentAnswer
 from docread.serve.protocol import ApiError, as_api_error
 from docread.serve.worker import Job
 

@@ -12,10 +12,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from docread.document import Settings
+from docread.encoded import View
 from docread.errors import EXIT_FAILED, DocreadError
 from docread.limits import DEFAULT_DPI
 from docread.prompt import Task
-from docread.reader import DEFAULT_MAX_NEW_TOKENS, View
+from docread.results import DEFAULT_MAX_NEW_TOKENS
 
 MAX_QUESTIONS = 32  # questions one /v1/documents/ask request may ask
 DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.ASCII)

@@ -14,8 +14,9 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from docread.document import Settings, encode_with_fallback
+from docread.encoded import EncodedPage
 from docread.errors import DocreadError
-from docread.reader import DocReader, EncodedPage
+from docread.reader import DocReader
 
 
 class Busy(Exception):

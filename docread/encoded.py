@@ -1,0 +1,80 @@
+"""What the reader holds: the view a page is read in, a page to encode, and an encoded page whose
+KV prefix every question about it reuses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from docread.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from docread.native import NativePlan
+    from docread.processor import PagePlan
+
+
+class View(StrEnum):
+    """How a page becomes image tokens: docread's HiRes tiles, or the base checkpoint's own way."""
+
+    hires = "hires"  # up to 16 tiles + a global view, SRA, sampler, separators (docs/method.md)
+    native = "native"  # exactly LLaVA-NeXT's AnyRes (LLaVA-1.6) or LLaVA-1.5's single view (docread.native)
+
+
+VIEWS = tuple(View)
+DEFAULT_VIEW = View.hires
+
+
+@dataclass
+class PageSource:
+    """A page to encode: `render(w, h)` returns it as an RGB image of exactly w x h pixels."""
+
+    render: Callable[[int, int], Image.Image]
+    width: int  # nominal size the slicing is planned from
+    height: int
+    file: str = "<image>"
+    page: int = 1
+
+
+@dataclass
+class EncodedPage:
+    """A page rendered and encoded once; every question about it reuses that, and the LLM's keys
+    and values for the prompt up to the end of the image (the part no question changes).
+
+    `cache` is prefilled on first use; each answer continues it and crops it back to `prefix_len`.
+    `release()` frees it once the page's questions are done.
+    """
+
+    file: str
+    page: int
+    page_plan: PagePlan | NativePlan
+    prefix_ids: list[int]  # prompt ids before the image placeholder (<s>USER: )
+    sequence: torch.Tensor  # (N, D) the page's laid-out image embeddings
+    prefix_len: int  # positions of prefix + image in the cache
+    timing_ms: dict[str, float]  # render, encode, prefill (of the prefix): paid once
+    prefill: Callable[[EncodedPage], object] = field(repr=False, default=None)
+    answered: int = 0  # questions answered so far (the first carries the timing)
+    _cache: object = field(repr=False, default=None)
+
+    @property
+    def view(self) -> str:
+        return self.page_plan.view
+
+    @property
+    def cache(self):
+        """The transformers Cache holding prefix + image (prefilled now if it was not yet)."""
+        if self._cache is None:
+            self._cache = self.prefill(self)
+        return self._cache
+
+    def release(self) -> None:
+        self._cache = None
+
+
+def check_view(view: str) -> None:
+    if view not in VIEWS:
+        raise UsageError(f"view {view!r}: choose {' or '.join(VIEWS)}")
