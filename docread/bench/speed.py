@@ -101,31 +101,9 @@ class DocreadSide:
             page_plan=page_plan,
             max_new_tokens=options.max_new_tokens,
         )
-        first = _answer(reader, encoded, asked[0], options.max_new_tokens)
-        self.samples.add(
-            keep,
-            render=render_ms,
-            slice_normalise=slice_ms,
-            vision=vision_ms,
-            **inner,
-            prefill=first.answer.timing_ms["prefill"],  # the page's prefix, then the question
-            decode_ms_per_token=first.answer.timing_ms["decode"] / (first.answer.generated_tokens - 1),
+        self._answer_all(
+            encoded, page, page_plan, keep, render=render_ms, slice_normalise=slice_ms, vision=vision_ms, **inner
         )
-        for question in asked[1:]:
-            self.samples.add(
-                keep,
-                followup_ttft=_answer(reader, encoded, question, options.max_new_tokens).answer.timing_ms["prefill"],
-            )
-        self._fast(encoded, first.tokens, keep)
-        self.shape = {
-            "grid": f"{plan.rows}x{plan.cols}",
-            "views": 1 + plan.tiles,
-            "visual_tokens": page_plan.tokens.visual_tokens,
-            "image_tokens": page_plan.tokens.image_tokens,
-            "prompt_tokens": first.answer.prompt_tokens,
-            "pixels": plan.width * plan.height,
-            "effective_dpi": round(plan.width / (page.width / _dpi(page, self.options)), 1),
-        }
 
     def _run_native(self, document, page, keep: bool) -> None:
         """The checkpoint's own view: rendering, then the processor and the vision tower as one stage
@@ -141,15 +119,27 @@ class DocreadSide:
             max_new_tokens=options.max_new_tokens,
             view="native",
         )
-        first = _answer(reader, encoded, asked[0], options.max_new_tokens)
-        self.samples.add(
+        self._answer_all(
+            encoded,
+            page,
+            page_plan,
             keep,
             render=encoded.timing_ms["render"],
             slice_normalise=0.0,
             vision=encoded.timing_ms["encode"],
             vision_sra=0.0,
             vision_sampler=0.0,
-            prefill=first.answer.timing_ms["prefill"],
+        )
+
+    def _answer_all(self, encoded, page, page_plan, keep: bool, **stages) -> None:
+        """Every question on the encoded page (the first timed to its first token, the rest as
+        further questions), the fast decoder, and the page's shape."""
+        reader, options, asked = self.reader, self.options, self.asked
+        first = _answer(reader, encoded, asked[0], options.max_new_tokens)
+        self.samples.add(
+            keep,
+            **stages,
+            prefill=first.answer.timing_ms["prefill"],  # the page's prefix, then the question
             decode_ms_per_token=first.answer.timing_ms["decode"] / (first.answer.generated_tokens - 1),
         )
         for question in asked[1:]:

@@ -100,6 +100,7 @@ def clear(
             help="A quantized copy's name (or its start), as `docread models list` shows it; none: all of them."
         ),
     ] = None,
+    offline: Offline = False,
 ):
     """Remove quantized copies from docread's cache (the next 4-bit load of their base rebuilds one)."""
     from docread import qcache
