@@ -225,3 +225,15 @@ def test_chat_bad_file_is_one_error_line(tmp_path):
     )
     assert run.returncode == 1 and run.stderr.startswith("error:") and len(run.stderr.splitlines()) == 1
     assert "not a PDF or an image" in run.stderr
+
+
+def test_session_answer_stopped_early_leaves_the_page_usable(tiny_reader, page_png):
+    document, _ = open_chat_document(str(page_png), settings=settings())
+    with document:
+        session = ChatSession(document, reader=tiny_reader, settings=Settings(max_new_tokens=40, max_slices=0))
+        pieces = session.ask(QUESTION)
+        next(pieces)
+        pieces.close()  # what Ctrl-C during an answer does: the decode stops, the kept page stays
+        text, record = ask(session, QUESTION)
+        assert record["status"] == "ok" and text.strip() == record["answer"]
+        assert record["timing_ms"]["encode"] == 0 and session.cache.hits == 1

@@ -106,3 +106,18 @@ def test_batch_server_and_ray_refused(url, files, tmp_path):
     args = ["batch", str(files / "square.png"), "-Q", str(questions), "-o", "-", "--engine", "ray", *remote(url)]
     result = run(*args)
     assert result.exit_code == 2 and "--server and --engine ray" in result.stderr
+
+
+def test_ocr_endpoint_lines_and_bad_fields(url, files):
+    import httpx
+
+    headers = {"Authorization": f"Bearer {KEY}"}
+    upload = {"file": ("square.png", (files / "square.png").read_bytes())}
+    ok = httpx.post(url + "/v1/documents/ocr", files=upload, data={"max_new_tokens": "2"}, headers=headers, timeout=60)
+    assert ok.status_code == 200 and ok.headers["content-type"].startswith("application/x-ndjson")
+    (record,) = [json.loads(line) for line in ok.text.splitlines()]  # no events unless asked
+    assert record["status"] == "ok" and record["page"] == 1 and record["file"] == "square.png"
+    bad = httpx.post(url + "/v1/documents/ocr", files=upload, data={"question": "x"}, headers=headers, timeout=60)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_value"
+    none = httpx.post(url + "/v1/documents/ocr", data={"pages": "1"}, headers=headers, timeout=60)
+    assert none.status_code == 400 and none.json()["error"]["code"] == "no_file"
