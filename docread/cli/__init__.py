@@ -111,6 +111,7 @@ def _root(
 from docread.cli import (  # noqa: E402  (command modules register on import)
     batch,
     bench,
+    chat,
     extract,
     inspect,
     locate,
@@ -125,6 +126,7 @@ bench.app.add_typer(speed.app)
 app.add_typer(inspect.app)
 app.add_typer(read.app)
 app.add_typer(batch.app)
+app.add_typer(chat.app)
 app.add_typer(locate.app)
 app.add_typer(extract.app)
 app.add_typer(serve.app)

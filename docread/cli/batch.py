@@ -11,6 +11,7 @@ import typer
 
 from docread.cli.options import (
     Adapter,
+    ApiKey,
     Device,
     Dpi,
     Fast,
@@ -24,6 +25,7 @@ from docread.cli.options import (
     Quant,
     Quiet,
     Seed,
+    Server,
     Task,
     Temperature,
     Timeout,
@@ -125,6 +127,8 @@ def batch(
     gpus_per_worker: Annotated[
         float, typer.Option("--gpus-per-worker", min=0.0, help="With --engine ray: GPUs per reader (0 = CPU readers).")
     ] = 0.0,
+    server: Server = None,
+    api_key: ApiKey = None,
 ):
     """Answer every question about every page of every file: one JSON line per (file, page, question).
 
@@ -138,6 +142,8 @@ def batch(
     if engine is Engine.ray:
         from docread.rayengine import require_ray
 
+        if server:
+            raise UsageError("--server and --engine ray: choose one")
         require_ray()
     elif ray_address is not None or workers != 1 or gpus_per_worker:
         raise UsageError("--ray-address, --workers and --gpus-per-worker need --engine ray")
@@ -185,6 +191,24 @@ def batch(
                     workers=workers,
                     gpus_per_worker=gpus_per_worker,
                     address=ray_address,
+                    on_record=on_record,
+                    should_stop=stop.requested,
+                )
+        elif server:
+            from docread.serve.batchclient import run_batch_server
+
+            with _progress(err) as progress:
+                on_record = _Reporter(err, progress, files, pages, password, dpi, counts)
+                run_batch_server(
+                    server,
+                    files,
+                    questions,
+                    sink,
+                    settings=settings,
+                    pages=pages,
+                    password=password,
+                    limits=make_limits(max_pixels, timeout),
+                    api_key=api_key,
                     on_record=on_record,
                     should_stop=stop.requested,
                 )

@@ -241,15 +241,21 @@ def _ask_server(
 ) -> list[dict]:
     """ask through `docread serve`: the server's events replayed into ask's own renderer, so the output is
     the local one; returns ask --json's records."""
-    from docread.errors import DocreadError
     from docread.serve.client import ask_events
 
-    records = []
+    return list(_replay(ask_events(server, file, questions, options, api_key=api_key, limits=limits), render, json_out))
+
+
+def _replay(lines, render: _Render, json_out: bool):
+    """A server's NDJSON lines: its events replayed into `render` (as a local read shows them), its
+    records yielded."""
+    from docread.errors import DocreadError
+
     try:
-        for line in ask_events(server, file, questions, options, api_key=api_key, limits=limits):
+        for line in lines:
             event = line.get("event")
             if event is None:
-                records.append(line)
+                yield line
             elif event == "warning":
                 render.warning(line["message"])
             elif event == "page":
@@ -266,7 +272,6 @@ def _ask_server(
                 render.failed(line["number"], DocreadError(line["error"]["code"], line["error"]["message"]))
     finally:
         render._stop_spinner()
-    return records
 
 
 def _write_highlight(document, results, path: Path, reader, err) -> None:
@@ -314,25 +319,43 @@ def ocr(
     quiet: Quiet = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
+    server: Server = None,
+    api_key: ApiKey = None,
 ):
     """Transcribe the text of each page (streamed on a terminal; --json: one line per page, an error
     record for a page that fails while the others go on)."""
     from docread.document import Settings, ocr_document, open_for_reading
+    from docread.serve.ocr import ocr_record
 
     settings = Settings(task="ocr", max_slices=max_slices, max_new_tokens=max_new_tokens, dpi=dpi, fast=fast, view=view)
     err = diagnostics(quiet)
     render = _OcrRender(err, live=not json_out)
     failed = False
+    limits = make_limits(max_pixels, timeout)
+
+    def report(record: dict) -> None:
+        nonlocal failed
+        failed |= record["status"] != "ok"
+        if json_out:
+            write_json(record)
+        elif record["status"] == "ok" and record["stopped_by"] == "length":
+            err.warn(f"page {record['page']}: stopped at --max-new-tokens {max_new_tokens}")
+
+    if server:
+        from docread.serve.client import document_events
+
+        options = {"pages": pages, "max_slices": max_slices, "view": view, "dpi": dpi, "password": password}
+        options["max_new_tokens"] = max_new_tokens
+        lines = document_events(server, "ocr", file, options, api_key=api_key, limits=limits)
+        for record in _replay(lines, render, json_out):
+            report(record)
+        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
     with open_for_reading(
-        file, pages=pages, password=password, settings=settings, limits=make_limits(max_pixels, timeout), events=render
+        file, pages=pages, password=password, settings=settings, limits=limits, events=render
     ) as document:
         reader = load_reader(model, adapter, device, quant, offline, err)
         for result in ocr_document(reader, document, settings=settings, events=render, stream=not json_out):
-            failed |= result.answer is None
-            if json_out:
-                write_json(_ocr_record(document.name, result))
-            elif result.answer is not None and result.answer.stopped_by == "length":
-                err.warn(f"page {result.page}: stopped at --max-new-tokens {max_new_tokens}")
+            report(ocr_record(document.name, result))
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
@@ -343,22 +366,3 @@ class _OcrRender(_Render):
     def page(self, number: int, index: int, total: int) -> None:
         if self.live and total > 1:
             self.err.note(f"── page {number} ──")
-
-
-def _ocr_record(file: str, result) -> dict:
-    answer = result.answer
-    if answer is None:
-        return {"file": file, "page": result.page, "text": None, "status": "error", "error": result.error.to_json()}
-    return {
-        "file": file,
-        "page": result.page,
-        "text": answer.answer,
-        "status": "ok",
-        "score": answer.score,
-        "model": answer.model,
-        "rows": answer.rows,
-        "cols": answer.cols,
-        "stopped_by": answer.stopped_by,
-        "timing_ms": answer.timing_ms,
-        "view": answer.view,
-    }

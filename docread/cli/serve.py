@@ -74,7 +74,7 @@ def serve(
     quiet: Quiet = False,
 ):
     """Serve one warm model: OpenAI's /v1/chat/completions (images and PDFs as data: URLs),
-    /v1/documents/ask (ask --json over HTTP), /v1/models, /health. Requests run one at a time
+    /v1/documents/ask and /ocr (ask and ocr --json over HTTP), /v1/models, /health. Requests run one at a time
     in arrival order; SIGTERM finishes the ones in flight, then exits 0."""
     require_serve_extra()
     import uvicorn

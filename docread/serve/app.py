@@ -1,6 +1,7 @@
 """The HTTP face of one warm model: `create_app(reader, ...)` builds a FastAPI app with `/health`,
-`/v1/models`, OpenAI's `/v1/chat/completions` and `/v1/documents/ask` (ask's --json records, one
-line per question). Both answering endpoints are `ask_document` calls run by the one worker."""
+`/v1/models`, OpenAI's `/v1/chat/completions`, `/v1/documents/ask` (ask's --json records, one
+line per question) and `/v1/documents/ocr` (ocr's --json records, one line per page). Each is an
+`ask_document` or `ocr_document` call run by the one worker."""
 
 from __future__ import annotations
 
@@ -17,18 +18,21 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from docread.document import Events, ask_document, unique_questions
+from docread.document import Events, ask_document, ocr_document, unique_questions
 from docread.errors import EXIT_FAILED, DocreadError
 from docread.intake import Limits, open_bytes
 from docread.reader import DocReader
 from docread.results import DocumentAnswer
+from docread.serve.ocr import ocr_record
 from docread.serve.protocol import (
     ApiError,
+    OcrForm,
     ReadOptions,
     as_api_error,
     ask_form,
     chat_request,
     from_docread,
+    ocr_form,
     question_and_image,
 )
 from docread.serve.worker import Busy, Job, PageCache, Worker
@@ -86,8 +90,35 @@ class _Server:
         self.cache = PageCache(cache_pages)
 
     def submit(self, data: bytes, name: str, questions: list[str], options: ReadOptions, forward: bool = False) -> Job:
-        """Queue a read of uploaded bytes; the document is opened on the worker (PyMuPDF is not
-        thread-safe), which emits "opened", then "chunk"s, then "done" with the answers or "error"."""
+        """Queue an ask of uploaded bytes: "opened", then "chunk"s, then "done" with the answers or "error"."""
+
+        def read(document, events: _JobEvents) -> list[DocumentAnswer]:
+            return ask_document(
+                self.reader,
+                document,
+                questions,
+                settings=options.settings(),
+                pages=options.pages,
+                events=events,
+                stream=True,
+                encode=self.cache.encode,
+            )
+
+        return self.submit_read(data, name, options, read, forward)
+
+    def submit_ocr(self, data: bytes, name: str, options: OcrForm, forward: bool = False) -> Job:
+        """Queue an ocr of uploaded bytes: each page's ocr --json record as a "record" as it is done."""
+
+        def read(document, events: _JobEvents) -> list:
+            for result in ocr_document(self.reader, document, settings=options.settings(), events=events, stream=True):
+                events.job.emit("record", ocr_record(document.name, result))
+            return []
+
+        return self.submit_read(data, name, options, read, forward)
+
+    def submit_read(self, data: bytes, name: str, options, read, forward: bool = False) -> Job:
+        """Queue `read(document, events)` of uploaded bytes; the document is opened on the worker (PyMuPDF
+        is not thread-safe), which emits "opened" first, and "done" with what `read` returns or "error"."""
         if len(data) > self.max_upload_bytes:
             raise ApiError(
                 413,
@@ -96,21 +127,12 @@ class _Server:
                 exit_code=EXIT_FAILED,
             )
 
-        def run(job: Job) -> list[DocumentAnswer]:
+        def run(job: Job):
             with open_bytes(
                 data, name, pages=options.pages, password=options.password, dpi=options.dpi, limits=self.limits
             ) as document:
                 job.emit("opened")
-                return ask_document(
-                    self.reader,
-                    document,
-                    questions,
-                    settings=options.settings(),
-                    pages=options.pages,
-                    events=_JobEvents(job, forward),
-                    stream=True,
-                    encode=self.cache.encode,
-                )
+                return read(document, _JobEvents(job, forward))
 
         job = Job(run, asyncio.get_running_loop(), time.monotonic() + self.request_timeout)
         try:
@@ -143,13 +165,13 @@ class _Server:
 
 
 async def _ndjson_events(job: Job):
-    """The read's events as {"event": ...} lines as they happen, then ask --json's records (or an
-    {"error": ...} line)."""
+    """The read's events as {"event": ...} lines as they happen, records as they are done (ocr), then ask
+    --json's records (or an {"error": ...} line)."""
     done = False
     try:
         while True:
             kind, value = await job.next()
-            if kind == "event":
+            if kind in ("event", "record"):
                 yield json.dumps(value, ensure_ascii=False) + "\n"
             elif kind == "done":
                 done = True
@@ -205,6 +227,7 @@ def create_app(
         return {
             "status": "ok",
             "model": reader.name,
+            "adapter": reader.adapter,
             "waiting": server.worker.waiting,
             "running": server.worker.running,
             "served": server.worker.served,
@@ -234,27 +257,13 @@ def create_app(
 
     @app.post("/v1/documents/ask")
     async def documents_ask(request: Request):
-        try:
-            form = await request.form(max_files=1, max_fields=100)
-        except Exception as e:  # noqa: BLE001  python-multipart on a malformed body: that body's error
-            raise ApiError(400, f"the body is not a valid multipart form: {e}", "invalid_form") from None
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(
-                400,
-                "file: upload the document as a file part (files on the server are never read)",
-                "no_file",
-                param="file",
-            )
-        fields = [(k, v) for k, v in form.multi_items() if k != "file"]
-        events = any(k == "events" and v in ("1", "true") for k, v in fields)  # ask --server's live view
-        options = ask_form([(k, v) for k, v in fields if k != "events"])
+        data, name, fields, events = await _upload(request, server.max_upload_bytes)
+        options = ask_form(fields)
         try:
             questions = unique_questions(options.question)
         except DocreadError as e:
             raise from_docread(e) from None
-        data = await upload.read(server.max_upload_bytes + 1)
-        job = server.submit(data, upload.filename or "upload", questions, options, forward=events)
+        job = server.submit(data, name, questions, options, forward=events)
         await server.until_opened(job)
         if events:
             return StreamingResponse(_ndjson_events(job), media_type="application/x-ndjson")
@@ -262,7 +271,35 @@ def create_app(
         lines = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in results)
         return Response(lines, media_type="application/x-ndjson")
 
+    @app.post("/v1/documents/ocr")
+    async def documents_ocr(request: Request):
+        data, name, fields, events = await _upload(request, server.max_upload_bytes)
+        job = server.submit_ocr(data, name, ocr_form(fields), forward=events)
+        await server.until_opened(job)
+        return StreamingResponse(_ndjson_events(job), media_type="application/x-ndjson")
+
     return app
+
+
+async def _upload(request: Request, max_bytes: int) -> tuple[bytes, str, list[tuple[str, Any]], bool]:
+    """A /v1/documents form: the uploaded file's bytes and name, the other fields, and `events` (the CLI's
+    live view: the read's events as they happen)."""
+    try:
+        form = await request.form(max_files=1, max_fields=100)
+    except Exception as e:  # noqa: BLE001  python-multipart on a malformed body: that body's error
+        raise ApiError(400, f"the body is not a valid multipart form: {e}", "invalid_form") from None
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise ApiError(
+            400,
+            "file: upload the document as a file part (files on the server are never read)",
+            "no_file",
+            param="file",
+        )
+    fields = [(k, v) for k, v in form.multi_items() if k != "file"]
+    events = any(k == "events" and v in ("1", "true") for k, v in fields)
+    data = await upload.read(max_bytes + 1)
+    return data, upload.filename or "upload", [(k, v) for k, v in fields if k != "events"], events
 
 
 def _handlers(app: FastAPI) -> None:

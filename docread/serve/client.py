@@ -1,5 +1,6 @@
-"""The client side of `docread serve` (httpx only, no FastAPI): `ask --server` uploads the file to
-/v1/documents/ask and gets back ask's --json records and, as they happen, the read's events."""
+"""The client side of `docread serve` (httpx only, no FastAPI): `ask`, `ocr`, `batch` and `chat` with
+--server upload the file to /v1/documents/ask or /ocr and get back the --json records and, as they
+happen, the read's events."""
 
 from __future__ import annotations
 
@@ -32,26 +33,40 @@ def ask_events(
     api_key: str | None = None,
     limits: Limits | None = None,
     timeout: float = 600.0,
+    data: bytes | None = None,
 ) -> Iterator[dict]:
-    """Upload `file` (a path or `-`, read with intake's bounds) and yield the server's lines: event dicts
-    ({"event": ...}) as the read goes, then one ask --json record per question. A refused request
-    raises its DocreadError (code, message and the exit code the server gave)."""
+    """Upload `file` (a path or `-`, read with intake's bounds; or `data`, its bytes already read) and
+    yield the server's lines: event dicts ({"event": ...}) as the read goes, then one ask --json record per
+    question. A refused request raises its DocreadError (code, message and the exit code the server gave)."""
+    fields = {"question": list(questions), **options}
+    yield from document_events(server, "ask", file, fields, api_key=api_key, limits=limits, timeout=timeout, data=data)
+
+
+def document_events(
+    server: str,
+    endpoint: str,
+    file: str,
+    options: dict[str, Any],
+    *,
+    api_key: str | None = None,
+    limits: Limits | None = None,
+    timeout: float = 600.0,
+    data: bytes | None = None,
+) -> Iterator[dict]:
+    """POST `file` and `options` (None values left out) to /v1/documents/<endpoint> with events=true, and
+    yield each line of its NDJSON answer: events, then records (ask's, or ocr's page by page)."""
     httpx = require_httpx()
-    limits = limits or Limits()
-    clock = Clock(limits.timeout_s, file)
-    with clock.running():
-        data = bytes(read_input(file, limits, clock))
+    if data is None:
+        data = read_file(file, limits)
     fields: dict[str, Any] = {
-        "question": list(questions),
         "events": "true",
-        **{k: str(v) for k, v in options.items() if v is not None},
+        **{k: v if isinstance(v, list) else str(v) for k, v in options.items() if v is not None},
     }
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    url = server.rstrip("/") + "/v1/documents/ask"
+    url = server.rstrip("/") + f"/v1/documents/{endpoint}"
     try:
         with (
             httpx.Client(timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S)) as client,
-            client.stream("POST", url, data=fields, files={"file": (file, data)}, headers=headers) as response,
+            client.stream("POST", url, data=fields, files={"file": (file, data)}, headers=_auth(api_key)) as response,
         ):
             if response.status_code != 200:
                 response.read()
@@ -60,14 +75,40 @@ def ask_events(
                 if not line.strip():
                     continue
                 record = json.loads(line)
-                if "error" in record and "event" not in record and "question" not in record:
+                if set(record) == {"error"}:
                     error = record["error"]
                     raise DocreadError(error.get("code") or "server_error", error.get("message", "server error"))
                 yield record
     except httpx.HTTPError as e:
-        raise DocreadError(
-            "server_unreachable", f"{server}: {type(e).__name__}: {e}; is `docread serve` running there?"
-        ) from None
+        raise _unreachable(server, e) from None
+
+
+def read_file(file: str, limits: Limits | None = None) -> bytes:
+    """The bytes to upload, read with intake's bounds (size, time)."""
+    limits = limits or Limits()
+    clock = Clock(limits.timeout_s, file)
+    with clock.running():
+        return bytes(read_input(file, limits, clock))
+
+
+def server_health(server: str, *, api_key: str | None = None) -> dict:
+    """The server's /health: its model (and adapter), queue and page cache."""
+    httpx = require_httpx()
+    try:
+        response = httpx.get(server.rstrip("/") + "/health", headers=_auth(api_key), timeout=CONNECT_TIMEOUT_S)
+    except httpx.HTTPError as e:
+        raise _unreachable(server, e) from None
+    if response.status_code != 200:
+        raise refused(response)
+    return response.json()
+
+
+def _auth(api_key: str | None) -> dict:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _unreachable(server: str, e: Exception) -> DocreadError:
+    return DocreadError("server_unreachable", f"{server}: {type(e).__name__}: {e}; is `docread serve` running there?")
 
 
 def refused(response) -> DocreadError:

@@ -11,12 +11,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from docread.document import Settings
+from docread.document import OCR_MAX_NEW_TOKENS, Settings
 from docread.encoded import View
 from docread.errors import EXIT_FAILED, DocreadError
 from docread.limits import DEFAULT_DPI
 from docread.prompt import Task
 from docread.results import DEFAULT_MAX_NEW_TOKENS
+from docread.textprompt import TextPrompt
 
 MAX_QUESTIONS = 32  # questions one /v1/documents/ask request may ask
 DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.ASCII)
@@ -96,6 +97,7 @@ class ReadOptions(BaseModel):
     max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=5.0)
     seed: int | None = Field(None, ge=0, le=2**64 - 1)
+    text_prompt: TextPrompt = TextPrompt.auto  # `batch --server` sends off: batch reads the image alone
 
     def settings(self, fast: bool = False) -> Settings:
         return Settings(
@@ -107,6 +109,7 @@ class ReadOptions(BaseModel):
             dpi=self.dpi,
             fast=fast,
             view=self.view,
+            text_prompt=str(self.text_prompt),
         )
 
 
@@ -116,20 +119,47 @@ class AskForm(ReadOptions):
     question: list[str] = Field(min_length=1, max_length=MAX_QUESTIONS)
 
 
+class OcrForm(BaseModel):
+    """/v1/documents/ocr's fields besides the file: ocr's options (same names, bounds and defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pages: str | None = Field(None, max_length=200)
+    max_slices: int | None = Field(None, ge=0, le=64)
+    view: View = View.hires
+    dpi: float = Field(DEFAULT_DPI, ge=10, le=1200)
+    password: str | None = Field(None, max_length=1000)
+    max_new_tokens: int = Field(OCR_MAX_NEW_TOKENS, ge=1, le=4096)
+
+    def settings(self) -> Settings:
+        return Settings(
+            task="ocr", max_slices=self.max_slices, max_new_tokens=self.max_new_tokens, dpi=self.dpi, view=self.view
+        )
+
+
 def ask_form(fields: list[tuple[str, Any]]) -> AskForm:
     """Multipart fields (a repeated `question`, the rest once each) as a validated AskForm."""
-    values: dict[str, Any] = {"question": []}
+    return read_form(fields, AskForm)
+
+
+def ocr_form(fields: list[tuple[str, Any]]) -> OcrForm:
+    return read_form(fields, OcrForm)
+
+
+def read_form(fields: list[tuple[str, Any]], form: type[BaseModel]) -> Any:
+    """Multipart fields as a validated `form`: `question` may repeat (AskForm), the rest once each."""
+    values: dict[str, Any] = {"question": []} if "question" in form.model_fields else {}
     for name, value in fields:
         if not isinstance(value, str):
             raise ApiError(400, f"{name}: only `file` may be a file upload", "invalid_value", param=name)
-        if name == "question":
+        if name == "question" and "question" in values:
             values["question"].append(value)
         elif name in values:
             raise ApiError(400, f"{name}: given twice", "invalid_value", param=name)
         else:
             values[name] = value
     try:
-        return AskForm.model_validate(values)
+        return form.model_validate(values)
     except ValidationError as e:
         raise from_validation(e) from None
 

@@ -1,0 +1,191 @@
+"""A conversation over one document: `ChatSession` answers question after question about one page at a
+time, the page encoded once and kept for every later question (locally, in a one-page
+`docread.serve.worker.PageCache`; with a server, in the server's own page cache).
+
+`docread chat` only reads lines and renders; this holds the document, the page and the model (or the
+server's URL). Answers stream as `ask(question)` is iterated; its ask --json record is `last` after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from collections.abc import Iterator
+
+from docread.document import Events, Settings, ask_document
+from docread.errors import DocreadError, UsageError
+from docread.intake import Document, Limits, Page, open_bytes
+from docread.reader import DocReader
+
+
+def open_chat_document(
+    file: str, *, password: str | None = None, settings: Settings | None = None, limits: Limits | None = None
+) -> tuple[Document, bytes]:
+    """The file read once (intake's bounds) and opened: a bad file fails here, before any model loads.
+    The bytes are what a server is sent."""
+    from docread.serve.client import read_file
+
+    if file == "-":
+        raise UsageError("chat reads its questions from the terminal: give the document as a file path")
+    data = read_file(file, limits)
+    dpi = (settings or Settings()).dpi
+    return open_bytes(data, file, password=password, dpi=dpi, limits=limits), data
+
+
+class _Stop(Exception):
+    """The caller stopped iterating an answer (Ctrl-C): the decode ends at its next piece."""
+
+
+class _Relay(Events):
+    """A read's events from the reading thread to the caller's, in order, through a queue."""
+
+    def __init__(self, out: queue.Queue):
+        self.out, self.stopped = out, False
+
+    def warning(self, message: str) -> None:
+        self.out.put(("warning", message))
+
+    def chunk(self, text: str) -> None:
+        if self.stopped:
+            raise _Stop
+        self.out.put(("chunk", text))
+
+    def failed(self, number: int, error: DocreadError) -> None:
+        self.out.put(("failed", (number, error)))
+
+
+class ChatSession:
+    """Questions about one page of `document` at a time, answered by `reader`, or by the `docread serve`
+    at `server` (`data`: the file's bytes, uploaded with each question; `password`: a PDF's, for it).
+    `events` gets warnings and page failures; answers stream from `ask`."""
+
+    def __init__(
+        self,
+        document: Document,
+        *,
+        reader: DocReader | None = None,
+        server: str | None = None,
+        api_key: str | None = None,
+        data: bytes | None = None,
+        password: str | None = None,
+        settings: Settings | None = None,
+        events: Events | None = None,
+    ):
+        from docread.serve.worker import PageCache
+
+        if (reader is None) == (server is None):
+            raise ValueError("ChatSession: give a reader or a server URL, not both")
+        if server is not None and data is None:
+            raise ValueError("ChatSession: a server needs the file's bytes (data)")
+        self.document, self.reader, self.server, self.api_key, self.data = document, reader, server, api_key, data
+        self.password = password  # a server opens each upload again
+        self.settings = settings or Settings()
+        self.events = events or Events()
+        self.cache = PageCache(1)  # the page being talked about, encoded once
+        self.page = document.pages[0].number
+        self.last: dict | None = None  # the last answer's ask --json record
+
+    def pages(self) -> list[Page]:
+        """The document's pages (number, and nominal width x height in pixels)."""
+        return list(self.document.pages)
+
+    def set_page(self, number: int) -> Page:
+        """Talk about page `number` from now on (encoded at its first question, then kept)."""
+        for page in self.document.pages:
+            if page.number == number:
+                self.page = number
+                return page
+        raise UsageError(
+            f"page {number}: {self.document.name} has {self.document.page_count} page(s), 1-{self.document.page_count}",
+            code="bad_page",
+        )
+
+    def ask(self, question: str) -> Iterator[str]:
+        """Stream the answer to `question` about the current page; afterwards `last` holds its record (as
+        `ask --json` writes it). A page that cannot be read is reported through `events` (the record
+        then has status "error"). Stop iterating to stop the answer."""
+        self.last = None
+        question = " ".join(question.split())
+        if not question:
+            raise UsageError("no question given", code="no_questions")
+        if self.server is not None:
+            yield from self._ask_server(question)
+        else:
+            yield from self._ask_local(question)
+
+    # -- here ---------------------------------------------------------------------------------------
+    def _ask_local(self, question: str) -> Iterator[str]:
+        page = self.set_page(self.page)
+        one_page = dataclasses.replace(self.document, pages=[page])  # the same open file, one page selected
+        out: queue.Queue = queue.Queue()
+        relay = _Relay(out)
+
+        def run() -> None:
+            try:
+                (result,) = ask_document(
+                    self.reader,
+                    one_page,
+                    [question],
+                    settings=self.settings,
+                    pages=str(page.number),
+                    events=relay,
+                    stream=True,
+                    encode=self.cache.encode,
+                )
+                out.put(("done", result))
+            except BaseException as e:  # noqa: BLE001  re-raised on the caller's thread
+                out.put(("error", e))
+
+        thread = threading.Thread(target=run, name="docread-chat", daemon=True)
+        thread.start()
+        try:
+            while True:
+                kind, value = out.get()
+                if kind == "chunk":
+                    yield value
+                elif kind == "warning":
+                    self.events.warning(value)
+                elif kind == "failed":
+                    self.events.failed(*value)
+                elif kind == "done":
+                    self.last = value.to_json()
+                    return
+                elif isinstance(value, _Stop):
+                    return
+                else:
+                    raise value
+        finally:
+            relay.stopped = True
+            thread.join()
+            self.document.warnings_shown = one_page.warnings_shown
+
+    # -- on a server --------------------------------------------------------------------------------
+    def _ask_server(self, question: str) -> Iterator[str]:
+        from docread.serve.client import ask_events
+
+        s = self.settings
+        options = {
+            "pages": str(self.page),
+            "task": s.task,
+            "max_slices": s.max_slices,
+            "view": s.view,
+            "dpi": s.dpi,
+            "password": self.password,
+            "max_new_tokens": s.max_new_tokens,
+            "temperature": s.temperature,
+            "seed": s.seed,
+        }
+        if s.text_prompt != "auto":
+            options["text_prompt"] = s.text_prompt
+        lines = ask_events(self.server, self.document.name, [question], options, api_key=self.api_key, data=self.data)
+        for line in lines:
+            event = line.get("event")
+            if event is None:
+                self.last = line
+            elif event == "chunk":
+                yield line["text"]
+            elif event == "warning":
+                self.events.warning(line["message"])
+            elif event == "failed":
+                self.events.failed(line["number"], DocreadError(line["error"]["code"], line["error"]["message"]))

@@ -1,0 +1,220 @@
+"""`docread chat`: questions typed one after another about a document, answers streamed; a thin loop
+over `docread.chat.ChatSession` (line editing and history by the stdlib readline, where there is one)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from docread.cli.options import (
+    Adapter,
+    ApiKey,
+    Device,
+    Dpi,
+    Json,
+    MaxNewTokens,
+    MaxPixels,
+    MaxSlices,
+    Model,
+    Offline,
+    Password,
+    Quant,
+    Quiet,
+    Seed,
+    Server,
+    Task,
+    Temperature,
+    Timeout,
+    Verbose,
+    View,
+    diagnostics,
+    load_reader,
+    make_limits,
+)
+from docread.cli.output import write_json, write_out
+from docread.document import Events
+from docread.errors import EXIT_OK, DocreadError
+from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.results import DEFAULT_MAX_NEW_TOKENS
+
+app = typer.Typer()
+
+HELP = """\
+Type a question about the page and press Enter; the answer streams below it.
+  /page N   talk about page N (it is encoded once, at its first question)
+  /pages    list the pages and their sizes
+  /json     print each answer's JSON record too (again: stop)
+  /help     this help
+  /quit     leave (Ctrl-D too; Ctrl-C clears the line, twice leaves)"""
+
+
+class _Render(Events):
+    def __init__(self, err):
+        self.err = err
+
+    def warning(self, message: str) -> None:
+        self.err.warn(message)
+
+    def failed(self, number: int, error) -> None:
+        self.err.error(error.message if f"page {number}" in error.message else f"page {number}: {error.message}")
+
+
+@app.command(epilog="Examples:\n\n  docread chat report.pdf\n\n  docread chat scan.png --server http://127.0.0.1:8321")
+def chat(
+    file: Annotated[str, typer.Argument(help="A PDF or image.")],
+    page: Annotated[int, typer.Option("--page", min=1, help="The page to start on (/page N switches).")] = 1,
+    model: Model = None,
+    adapter: Adapter = None,
+    task: Task = "qa",
+    max_slices: MaxSlices = None,
+    view: View = "hires",
+    dpi: Dpi = DEFAULT_DPI,
+    password: Password = None,
+    quant: Quant = "auto",
+    device: Device = "auto",
+    max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS,
+    temperature: Temperature = 0.0,
+    seed: Seed = None,
+    offline: Offline = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    server: Server = None,
+    api_key: ApiKey = None,
+):
+    """Talk about a document: ask question after question about one page at a time, answers streamed.
+    Each page is encoded once, at its first question; later questions pay only their answer."""
+    from docread.chat import ChatSession, open_chat_document
+    from docread.document import Settings
+
+    settings = Settings(
+        task=task,
+        max_slices=max_slices,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        dpi=dpi,
+        view=view,
+    )
+    err = diagnostics(quiet)
+    document, data = open_chat_document(  # a bad file fails here, before the model loads
+        file, password=password, settings=settings, limits=make_limits(max_pixels, timeout)
+    )
+    with document:
+        reader = None if server else load_reader(model, adapter, device, quant, offline, err)
+        session = ChatSession(
+            document,
+            reader=reader,
+            server=server,
+            api_key=api_key,
+            data=data,
+            password=password,
+            settings=settings,
+            events=_Render(err),
+        )
+        session.set_page(page)
+        err.note(f"{document.name}: {document.page_count} page(s), on page {page}; /help for commands")
+        _loop(session, err, json_out, verbose)
+    raise typer.Exit(EXIT_OK)
+
+
+def _loop(session, err, json_out: bool, verbose: bool) -> None:
+    """Read, answer, repeat: until /quit, end of input, or Ctrl-C twice at the prompt."""
+    _line_editing()
+    interactive = sys.stdin.isatty()
+    interrupts = 0
+    while True:
+        try:
+            line = input(f"p{session.page}> " if interactive else "")
+        except EOFError:
+            if interactive:
+                write_out("\n")
+            return
+        except KeyboardInterrupt:
+            interrupts += 1
+            write_out("\n")
+            if interrupts > 1:
+                return
+            err.note("(Ctrl-C again or /quit to leave)")
+            continue
+        interrupts = 0
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            if _command(session, err, line) == "quit":
+                return
+            if line == "/json":
+                json_out = not json_out
+                err.note(f"JSON records {'on' if json_out else 'off'}")
+            continue
+        _answer(session, err, line, json_out, verbose)
+
+
+def _answer(session, err, question: str, json_out: bool, verbose: bool) -> None:
+    started = False
+    try:
+        for chunk in session.ask(question):
+            started = True
+            write_out(chunk)
+        if started:
+            write_out("\n")
+    except KeyboardInterrupt:
+        write_out("\n")
+        err.warn("answer stopped")
+        return
+    except DocreadError as e:
+        if started:
+            write_out("\n")
+        err.error(e.message)
+        return
+    record = session.last
+    if record is None:
+        return
+    if json_out:
+        write_json(record)
+    if record["status"] == "ok":
+        from dataclasses import fields
+
+        from docread.cli.read import _summary
+        from docread.results import Answer
+
+        _summary(err, Answer(**{f.name: record[f.name] for f in fields(Answer)}), 1, verbose)
+
+
+def _command(session, err, line: str) -> str | None:
+    name, _, arg = line.partition(" ")
+    if name in ("/quit", "/exit", "/q"):
+        return "quit"
+    if name == "/help":
+        write_out(HELP + "\n")
+    elif name == "/pages":
+        for page in session.pages():
+            mark = "*" if page.number == session.page else " "
+            write_out(f"{mark} page {page.number}: {page.width}x{page.height} px\n")
+    elif name == "/page":
+        try:
+            number = int(arg.strip())
+            page = session.set_page(number)
+        except ValueError:
+            err.error(f"/page N: N is a page number, not {arg.strip()!r}")
+        except DocreadError as e:
+            err.error(e.message)
+        else:
+            err.note(f"page {page.number} ({page.width}x{page.height} px)")
+    elif name != "/json":
+        err.error(f"{name}: unknown command; /help lists them")
+    return None
+
+
+def _line_editing() -> None:
+    """The stdlib readline, where there is one: arrow keys edit the line, up and down walk this session's
+    questions (nothing is written to disk: the questions are about your document)."""
+    try:
+        import readline  # noqa: F401  importing it is what turns it on for input()
+    except ImportError:
+        pass
