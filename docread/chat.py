@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -137,7 +138,7 @@ class ChatSession:
             except BaseException as e:  # noqa: BLE001  re-raised on the caller's thread
                 out.put(("error", e))
 
-        thread = threading.Thread(target=run, name="docread-chat", daemon=True)
+        thread = threading.Thread(target=_without_interrupts(run), name="docread-chat", daemon=True)
         thread.start()
         try:
             while True:
@@ -189,3 +190,15 @@ class ChatSession:
                 self.events.warning(line["message"])
             elif event == "failed":
                 self.events.failed(line["number"], DocreadError(line["error"]["code"], line["error"]["message"]))
+
+
+def _without_interrupts(target):
+    """`target` on a thread that never takes SIGINT (nor do the threads it starts, torch's among them), so
+    Ctrl-C always reaches the main thread, where the prompt and the streamed answer are."""
+
+    def run():
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        target()
+
+    return run
