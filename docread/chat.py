@@ -25,7 +25,7 @@ def open_chat_document(
 ) -> tuple[Document, bytes]:
     """The file read once (intake's bounds) and opened: a bad file fails here, before any model loads.
     The bytes are what a server is sent."""
-    from docread.serve.client import read_file
+    from docread.remote import read_file
 
     if file == "-":
         raise UsageError("chat reads its questions from the terminal: give the document as a file path")
@@ -163,7 +163,7 @@ class ChatSession:
 
     # -- on a server --------------------------------------------------------------------------------
     def _ask_server(self, question: str) -> Iterator[str]:
-        from docread.serve.client import ask_events
+        from docread.remote import ask_events
 
         s = self.settings
         options = {

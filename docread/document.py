@@ -11,14 +11,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from docread.encoded import DEFAULT_VIEW, EncodedPage, PageSource
 from docread.errors import DocreadError, UsageError
-from docread.evidence import PageTexts, attach_evidence
 from docread.intake import DEFAULT_DPI, Document, Limits, open_document
-from docread.ranking import AUTO, DEFAULT_TOP_PAGES, choose_pages
 from docread.reader import DocReader
 from docread.results import DEFAULT_MAX_NEW_TOKENS, Answer, DocumentAnswer, best_of
-from docread.textprompt import DEFAULT_TEXT_TOKENS, Reference, page_reference, with_reference
+from docread.text.evidence import PageTexts, attach_evidence
+from docread.text.ranking import AUTO, DEFAULT_TOP_PAGES, choose_pages
+from docread.text.textprompt import DEFAULT_TEXT_TOKENS, Reference, page_reference, with_reference
+from docread.views.encoded import DEFAULT_VIEW, EncodedPage, PageSource
 
 OOM_SLICES = (16, 9, 4, 0)  # tile budgets tried, in turn, when a page does not fit in GPU memory
 MAX_ASK_PAGES = 20  # pages `ask` reads when no --pages is given
@@ -37,8 +37,8 @@ class Settings:
     dpi: float = DEFAULT_DPI
     fast: bool = False
     view: str = DEFAULT_VIEW  # hires | native (the base checkpoint's own image handling)
-    text: str = "auto"  # page text for evidence: auto | layer | ocr | off (docread.pagetext.TextMode)
-    text_prompt: str = "auto"  # page text in the prompt: auto | on | off (docread.textprompt.TextPrompt)
+    text: str = "auto"  # page text for evidence: auto | layer | ocr | off (docread.text.pagetext.TextMode)
+    text_prompt: str = "auto"  # page text in the prompt: auto | on | off (docread.text.textprompt.TextPrompt)
     text_tokens: int = DEFAULT_TEXT_TOKENS  # most tokens of page text in a prompt
 
     def fingerprint(self, reader: DocReader) -> dict:
@@ -190,10 +190,10 @@ def answer_page(
     """Answer `questions` about one page, in order, from `encoded` or a fresh encoding. CUDA
     out-of-memory while answering re-encodes the page with fewer tiles; a page that fails yields
     an error for each question it still owed. The page's KV cache is freed at the end. `reference`:
-    page text put before each question (the plan counts it), see `docread.textprompt`."""
+    page text put before each question (the plan counts it), see `docread.text.textprompt`."""
     import torch
 
-    from docread.prompt import task_question
+    from docread.views.prompt import task_question
 
     events = events or Events()
     prompts = {q: with_reference(task_question(settings.task, q), reference) for q in questions}
@@ -317,7 +317,7 @@ def ask_document(
     """Answer each question about a PDF or image (a path, `-` for stdin, or a Document the caller
     opened, e.g. to fail on a bad file before loading the model): every selected page (the first
     `max_pages` unless `pages` names them; `pages="auto"`: each question's `top_pages` by BM25 of the
-    question against the page text, see `docread.ranking`) is encoded once and asked its questions; each
+    question against the page text, see `docread.text.ranking`) is encoded once and asked its questions; each
     question's best-scoring page wins. A page that fails is recorded and the others go on. With `stream`, a
     single-page read streams each answer through `events`. A file that cannot be opened raises.
     `encode` replaces `encode_with_fallback` (a server's cache of encoded pages)."""
@@ -386,7 +386,7 @@ def ocr_document(
     """Transcribe each selected page of a file (a path or a Document, as for `ask_document`), in order:
     one PageAnswer per page (an error for a page that fails; the others go on). With `stream`, each
     page's text streams through `events`."""
-    from docread.prompt import OCR_QUESTION
+    from docread.views.prompt import OCR_QUESTION
 
     settings = settings or Settings(task="ocr", max_new_tokens=OCR_MAX_NEW_TOKENS)
     events = events or Events()

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from docread.errors import DocreadError, UsageError
-from docread.limits import DEFAULT_DPI
-from docread.presets import Preset
-from docread.slicing import SlicePlan, count_tokens, plan_slices
+from docread.intake.limits import DEFAULT_DPI
+from docread.model.presets import Preset
+from docread.views.slicing import SlicePlan, count_tokens, plan_slices
 
 
 def inspect_paths(
@@ -89,7 +89,7 @@ def _hires_counter(preset: Preset, max_slices: int):
 
 def _native_counter(preset: Preset):
     """The checkpoint's own AnyRes grid (or single view), from its config.json alone."""
-    from docread.native import native_spec, native_tokens, read_config
+    from docread.views.native import native_spec, native_tokens, read_config
 
     spec = native_spec(read_config(preset))
 
@@ -157,7 +157,7 @@ class _PreviewNames:
 
 
 def _write_preview(document, page, plan, target: Path) -> None:
-    from docread.preview import draw_preview
+    from docread.views.preview import draw_preview
 
     image = document.render(page, plan.width, plan.height)
     try:

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError
-from docread.presets import Preset, resolve_preset
+from docread.model.presets import Preset, resolve_preset
 from docread.reader import DocReader
 
 if TYPE_CHECKING:
-    from docread.weights import Base
+    from docread.model.weights import Base
 
 
 def hires_config(hf_config, preset: Preset):
@@ -61,11 +61,11 @@ def load(
 
     `global_view=False` reads pages from their tiles alone (an ablation, not for everyday use); by
     default it is on, or as the adapter was trained."""
-    from docread.weights import load_base
+    from docread.model.weights import load_base
 
     preset = resolve_preset(model)
     if global_view is None:
-        from docread.adapterfile import trained_with_global_view
+        from docread.model.adapters import trained_with_global_view
 
         global_view = trained_with_global_view(Path(adapter)) if adapter is not None else True
     base = load_base(preset.base, device=device, quant=quant, offline=offline)
@@ -87,7 +87,7 @@ def assemble(preset: Preset, base: Base, *, adapter: str | Path | None = None, g
         seeds = [base.tokenizer(s, add_special_tokens=False).input_ids[-1] for s in SEPARATOR_SEEDS]
         modules.init_separators(embed(torch.tensor(seeds, device=embed.weight.device)).float())
     if adapter is not None:
-        from docread.adapterfile import load_adapter
+        from docread.model.adapters import load_adapter
 
         load_adapter(Path(adapter), modules, base.model)
     modules.to(device=base.device, dtype=base.dtype).eval().requires_grad_(False)

@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from docread.encoded import DEFAULT_VIEW, EncodedPage
-from docread.limits import DEFAULT_DPI
+from docread.intake.limits import DEFAULT_DPI
 from docread.results import DEFAULT_MAX_NEW_TOKENS, Answer, AnswerStream
+from docread.views.encoded import DEFAULT_VIEW, EncodedPage
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -22,7 +22,7 @@ class PageCalls:
     def choose(self, source, question: str, options: Sequence[str], **options_kw) -> tuple[int, list[float]]:
         """The option (index) the model finds likeliest as the answer, with every option's summed
         log-probability: multiple choice without parsing generated text."""
-        from docread.generate import continuation_logprob, crop_cache
+        from docread.generate.decode import continuation_logprob, crop_cache
 
         with self.open_page(source, question, **options_kw) as encoded:
             embeds = self._suffix(encoded, question)

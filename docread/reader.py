@@ -10,20 +10,28 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from docread.encoded import DEFAULT_VIEW, EncodedPage, PageSource, check_view
 from docread.errors import DocreadError
-from docread.native import NativePlan, native_embeddings, native_pixels, native_spec, plan_native
+from docread.model.presets import Preset
 from docread.pagecalls import PageCalls
-from docread.presets import Preset
-from docread.processor import Budget, PagePlan, PromptTemplate, expand_image_token, page_pixels, plan_page, prompt_ids
 from docread.results import DEFAULT_MAX_NEW_TOKENS, Answer, AnswerStream
+from docread.views.encoded import DEFAULT_VIEW, EncodedPage, PageSource, check_view
+from docread.views.native import NativePlan, native_embeddings, native_pixels, native_spec, plan_native
+from docread.views.processor import (
+    Budget,
+    PagePlan,
+    PromptTemplate,
+    expand_image_token,
+    page_pixels,
+    plan_page,
+    prompt_ids,
+)
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from docread.model.weights import Base
     from docread.nn.hires import HiResLlava
-    from docread.weights import Base
 
 
 class DocReader(PageCalls):
@@ -186,7 +194,7 @@ class DocReader(PageCalls):
         import torch
 
         if self._image_processor is None:
-            from docread.native import image_processor, processor_settings
+            from docread.views.native import image_processor, processor_settings
 
             folder = self.base.path if self.base.path.is_dir() else None  # in-memory bases have no files
             self._image_processor = image_processor(
@@ -214,7 +222,7 @@ class DocReader(PageCalls):
         """A new KV cache holding the prompt up to the end of the page's image."""
         import torch
 
-        from docread.generate import new_cache, prefill
+        from docread.generate.decode import new_cache, prefill
 
         start = time.perf_counter()
         with torch.inference_mode():
@@ -271,8 +279,8 @@ class DocReader(PageCalls):
         fast: bool = False,
     ) -> AnswerStream:
         """Stream the answer to `question` about an encoded page (`fast`: the compiled decoder)."""
-        from docread import fastdecode
-        from docread.generate import DecodeStats, TextStream, crop_cache, decode_tokens
+        from docread.generate import static as fastdecode
+        from docread.generate.decode import DecodeStats, TextStream, crop_cache, decode_tokens
 
         stream = AnswerStream(iter(()), encoded.page_plan)
 

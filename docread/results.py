@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from docread.errors import DocreadError
 
 if TYPE_CHECKING:
-    from docread.native import NativePlan
-    from docread.processor import PagePlan
+    from docread.views.native import NativePlan
+    from docread.views.processor import PagePlan
 
 
 DEFAULT_MAX_NEW_TOKENS = 256  # the longest answer, in tokens, unless a caller says otherwise
@@ -39,7 +39,9 @@ class Answer:
     stopped_by: str  # "eos" or "length"
     timing_ms: dict[str, float] = field(default_factory=dict)  # render, encode, prefill, decode
     view: str = "hires"  # "hires" (docread's tiles) or "native" (the checkpoint's own image handling)
-    evidence: list[dict] = field(default_factory=list)  # where the answer occurs in the page's text (docread.evidence)
+    evidence: list[dict] = field(
+        default_factory=list
+    )  # where the answer occurs in the page's text (docread.text.evidence)
     grounded: bool = False  # the answer was found in the page's text (False when the page has none)
     text_prompt: dict | None = None  # page text given to the model ({source, tokens, cut}); None: image alone
 

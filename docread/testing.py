@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from docread.errors import UsageError
-from docread.weights import CLIP_MEAN, CLIP_STD
+from docread.model.weights import CLIP_MEAN, CLIP_STD
 
 if TYPE_CHECKING:
     import torch
@@ -284,7 +284,7 @@ def build_reader(
     memory as `docread.load` would wrap a checkpoint. quant: auto (4-bit on CUDA) | none | 4bit."""
     import torch
 
-    from docread.weights import compute_dtype, resolve_device, resolve_quant
+    from docread.model.weights import compute_dtype, resolve_device, resolve_quant
 
     torch_device = resolve_device(device)
     mode = resolve_quant(quant, torch_device)
@@ -365,8 +365,8 @@ def quantize_linears(module, dtype) -> None:
 def wrap_reader(model, tokenizer, *, device, dtype, quant: str, name: str) -> DocReader:
     """A DocReader around an in-memory llava-hf model, wired by `docread.loading.assemble` as `load` wires one."""
     from docread.loading import assemble
-    from docread.presets import resolve_preset
-    from docread.weights import Base
+    from docread.model.presets import resolve_preset
+    from docread.model.weights import Base
 
     preset = replace(resolve_preset(None), name=name, base=name)
     base = Base(

@@ -57,10 +57,10 @@ def prepare(out: Path, n_train: int, n_test: int) -> tuple[Path, Path, Path]:
     """Train and test sets (different seeds) and the random checkpoint; kept between invocations."""
     from docread.bench.entitygrid import generate
     from docread.formats.entitygrid import prompt, read_questions
-    from docread.presets import LLAVA_PROMPT
-    from docread.processor import PromptTemplate
-    from docread.prompt import SHORT_ANSWER
+    from docread.model.presets import LLAVA_PROMPT
     from docread.testing import build_tiny_llava, build_tokenizer
+    from docread.views.processor import PromptTemplate
+    from docread.views.prompt import SHORT_ANSWER
 
     train, test, model = out / "train", out / "test", out / "model"
     for folder, n, seed in ((train, n_train, 1), (test, n_test, 2)):
@@ -132,7 +132,7 @@ def name_predictions(model: Path, run: Path, test: Path, global_view: bool) -> d
     """Recognition as 4-way choice among the option names, asked as in training's open-ended items."""
     import docread
     from docread.formats.entitygrid import LETTERS, read_questions
-    from docread.prompt import SHORT_ANSWER
+    from docread.views.prompt import SHORT_ANSWER
 
     reader = docread.load(str(model), adapter=run, device="cpu", quant="none", global_view=global_view)
     predictions = {}

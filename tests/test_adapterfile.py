@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import docread
-from docread.adapterfile import (
+from docread.model.adapters import (
     ADAPTER_FILE,
     PEFT_CONFIG,
     PEFT_WEIGHTS,

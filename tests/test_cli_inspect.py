@@ -161,7 +161,7 @@ def test_an_installed_wheel_finds_its_presets(tmp_path):
     assert build.returncode == 0, build.stderr
     (wheel,) = (tmp_path / "dist").glob("docread-*.whl")
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
-    code = "from docread.presets import list_presets; print(sorted(p.name for p in list_presets()))"
+    code = "from docread.model.presets import list_presets; print(sorted(p.name for p in list_presets()))"
     run = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

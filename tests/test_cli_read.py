@@ -13,7 +13,7 @@ import pytest
 from clikit import docread as docread_cli
 from PIL import Image
 
-from docread.batch import record_log, run_batch
+from docread.batch.core import record_log, run_batch
 from docread.document import Settings
 
 # The commands run in-process (clikit: the same entry point as `python -m docread`, no interpreter
@@ -104,7 +104,7 @@ def test_ask_json_stays_valid_with_quotes_and_newlines(tiny_llava, folder, monke
     from typer.testing import CliRunner
 
     from docread.cli import app
-    from docread.generate import TextStream
+    from docread.generate.decode import TextStream
 
     nasty = 'He said "total: 12"\\ and\nthen\t{left}'
     monkeypatch.setattr(TextStream, "text", lambda self: nasty)

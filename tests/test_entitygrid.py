@@ -31,7 +31,7 @@ from docread.bench.entitygrid import (
     render_heatmap,
     score,
 )
-from docread.slicing import plan_slices
+from docread.views.slicing import plan_slices
 
 
 def _digest(folder: Path) -> dict[str, str]:

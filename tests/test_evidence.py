@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 import docread.document as document_module
 from docread.cli import app
 from docread.document import PageAnswer, Settings, ask_document
-from docread.evidence import EVIDENCE_RGB, PageTexts, evidence, evidence_fields
 from docread.intake import open_document
 from docread.results import Answer
+from docread.text.evidence import EVIDENCE_RGB, PageTexts, evidence, evidence_fields
 
 runner = CliRunner()
 QUESTION = "What is the total amount?"

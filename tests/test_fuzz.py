@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from docread.intake import Limits
-from docread.presets import resolve_preset
+from docread.model.presets import resolve_preset
 
 N_FILES = 520  # mutated files through inspect and render
 LIMITS = Limits(max_pixels=4_000_000, timeout_s=10)  # a flipped header may declare a huge page: keep decodes cheap
@@ -84,7 +84,7 @@ def test_any_bytes_behind_a_magic_number_open_or_fail_cleanly(tmp_path, magic, b
 
 
 def test_batch_gives_every_file_records(tiny_reader, seeds, tmp_path):
-    from docread.batch import Settings, record_log, run_batch
+    from docread.batch.core import Settings, record_log, run_batch
 
     files = []
     for name, data in list(fuzzkit.mutations(seeds, 16, seed=3)) + list(seeds.items())[:3]:

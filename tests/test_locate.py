@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from docread.cli import app
-from docread.evidence import locate_document
-from docread.match import find, normalize, number_readings
-from docread.pagetext import PageText, Word
+from docread.text.evidence import locate_document
+from docread.text.match import find, normalize, number_readings
+from docread.text.pagetext import PageText, Word
 
 runner = CliRunner()
 

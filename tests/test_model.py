@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 
 import docread
-from docread.adapterfile import attach_lora, save_adapter
 from docread.errors import DocreadError
-from docread.processor import expand_image_token, prompt_ids
+from docread.model.adapters import attach_lora, save_adapter
+from docread.views.processor import expand_image_token, prompt_ids
 
 QUESTION = "What is written here?"
 PROMPT = f"USER: <image>\n{QUESTION} ASSISTANT:"
@@ -59,7 +59,7 @@ def test_reference_equivalence_with_transformers_llava(tiny_llava, reader):
 
 
 def test_pixels_match_llava_hf_processor(tiny_llava, reader):
-    from docread.processor import normalise
+    from docread.views.processor import normalise
 
     image = random_image(336, 336, seed=3)
     _, inputs, _ = hf_greedy(tiny_llava, image, max_new_tokens=1)
@@ -255,7 +255,7 @@ def test_a_question_longer_than_the_page_was_planned_for_is_refused(reader):
 
 
 def test_pages_encoded_in_one_pass_equal_pages_encoded_alone(reader):
-    from docread.encoded import PageSource
+    from docread.views.encoded import PageSource
 
     images = [random_image(500, 700, seed=7), random_image(336, 336, seed=8), random_image(900, 300, seed=9)]
     sources = [

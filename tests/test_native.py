@@ -12,9 +12,9 @@ from PIL import Image
 
 import docread
 from docread.errors import DocreadError
-from docread.native import native_grid, select_best_resolution
-from docread.presets import LLAVA_PROMPT
+from docread.model.presets import LLAVA_PROMPT
 from docread.testing import IMAGE_MEAN, IMAGE_STD
+from docread.views.native import native_grid, select_best_resolution
 
 QUESTION = "What is written here?"
 PROMPT = LLAVA_PROMPT.replace("{question}", QUESTION)
@@ -165,7 +165,7 @@ def test_native_pdf_page_equals_transformers_on_the_rendered_page(setups, kind, 
 @pytest.mark.parametrize("kind", KINDS)
 def test_native_grid_counts_what_the_processor_expands(setups, kind):
     """The torch-free count (for `inspect`) from the config object, config.json's folder and a Preset."""
-    from docread.presets import resolve_preset
+    from docread.model.presets import resolve_preset
 
     setup = setups[kind]
     preset = resolve_preset(str(setup.path))
@@ -189,7 +189,7 @@ def test_select_best_resolution_mirrors_transformers():
 
 def test_native_grid_imports_no_torch(tiny_llava_next):
     code = (
-        "import sys; from docread.native import native_grid; "
+        "import sys; from docread.views.native import native_grid; "
         f"print(native_grid(900, 300, {str(tiny_llava_next)!r})); assert 'torch' not in sys.modules"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -219,7 +219,7 @@ def test_views_are_checked_and_hires_stays_the_default(setups):
 
 
 def test_several_native_pages_in_one_call_equal_one_at_a_time(setups):
-    from docread.encoded import PageSource
+    from docread.views.encoded import PageSource
 
     reader = setups["llava_next"].reader
     images = [random_image(900, 300, seed=5), random_image(300, 300, seed=6)]
@@ -234,7 +234,7 @@ def test_several_native_pages_in_one_call_equal_one_at_a_time(setups):
 
 
 def test_native_grid_of_a_model_not_here_says_how_to_get_it():
-    from docread.presets import Preset
+    from docread.model.presets import Preset
 
     with pytest.raises(DocreadError) as error:
         native_grid(100, 100, Preset(name="absent", base="nobody/absent-llava"))

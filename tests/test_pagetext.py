@@ -9,7 +9,7 @@ import pytest
 
 from docread.errors import DocreadError
 from docread.intake import open_document
-from docread.pagetext import OCR_MISSING, Word, is_rtl, logical_order, ocr_available, page_text
+from docread.text.pagetext import OCR_MISSING, Word, is_rtl, logical_order, ocr_available, page_text
 
 LINES = [("helv", "Invoice number 4471"), ("tiro", "Total amount: $1,234.56"), ("cour", "Due 2024-03-15 net")]
 
@@ -138,7 +138,7 @@ def test_a_library_failure_is_that_pages_error(tmp_path, monkeypatch):
 
 
 def test_ocr_without_the_extra_says_how_to_get_it(tmp_path, monkeypatch):
-    import docread.pagetext as pagetext
+    import docread.text.pagetext as pagetext
 
     monkeypatch.setattr(pagetext, "_engine", None)
     monkeypatch.setattr(pagetext, "ocr_available", lambda: False)

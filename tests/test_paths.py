@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from docread.paths import APP_NAME, CACHE_ENV, cache_dir
+from docread.model.paths import APP_NAME, CACHE_ENV, cache_dir
 
 
 def test_default_is_the_platform_user_cache(monkeypatch):

@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import docread
-from docread import qcache
+from docread.model import qcache
 
 pytest.importorskip("bitsandbytes")
 QUESTION = "What is written here?"
@@ -66,7 +66,7 @@ def test_a_damaged_or_stale_entry_is_rebuilt_never_loaded(tiny_llava_next, cache
     else:
         (entry / qcache.MANIFEST).write_text("{not json")
     assert qcache.verify(entry, "0" * 64 if damage != "stale_key" else "1" * 64) is not None
-    with caplog.at_level("WARNING", logger="docread.qcache"):
+    with caplog.at_level("WARNING", logger="docread.model.qcache"):
         report, tokens_again, _ = load_and_ask(tiny_llava_next)
     assert report["qcache"] == "rebuilt" and "rebuilding" in caplog.text
     assert tokens_again == tokens

@@ -14,8 +14,8 @@ import docread.document as document_module
 from docread.cli import app
 from docread.document import PageAnswer, Settings, ask_document
 from docread.intake import open_document
-from docread.ranking import choose_pages, pick_pages
 from docread.results import Answer
+from docread.text.ranking import choose_pages, pick_pages
 
 FACTS = {
     7: ("The contract was signed by Maria Keller on 12 May 2021.", "Who signed the contract?"),

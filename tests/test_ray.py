@@ -15,14 +15,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import docread
-from docread.batch import record_log, run_batch
+from docread.batch.core import record_log, run_batch
 from docread.cli import app
 from docread.document import Settings
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from docread.rayengine import FAIL_ONCE_ENV, run_batch_ray  # noqa: E402
+from docread.batch.raydata import FAIL_ONCE_ENV, run_batch_ray  # noqa: E402
 
 QUESTIONS = ["What is the total?", "Who signed it?"]
 OPTIONS = ["--max-new-tokens", "3", "--max-slices", "1"]
@@ -250,7 +250,7 @@ def test_more_readers_than_the_cluster_holds_fail_at_once(tiny_llava, folder, tm
 
 def test_a_group_whose_file_changed_or_vanished_is_error_records(folder, tmp_path):
     """In a reader, before any model call: a file edited since the driver hashed it, or gone."""
-    from docread.rayengine import answer_owed
+    from docread.batch.raydata import answer_owed
 
     owed = [[1, {"What?": "k1", "Who?": "k2"}], [2, {"Who?": "k3"}]]
     changed = answer_owed(

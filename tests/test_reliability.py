@@ -354,12 +354,12 @@ def test_batch_to_a_full_disk_is_one_error_line(tiny_llava, tmp_path):
 
 @pytest.mark.usefixtures("reuse_loaded_models")  # the tiny model loaded once a session
 def test_a_second_ctrl_c_in_batch_keeps_records_and_says_how_to_resume(tiny_llava, tmp_path, monkeypatch):
-    import docread.batch
+    import docread.batch.core
 
     questions = tmp_path / "q.txt"
     questions.write_text("One?\nTwo?\n")
     out = tmp_path / "out.jsonl"
-    real = docread.batch._batch_document
+    real = docread.batch.core._batch_document
 
     def interrupted(*args, **kwargs):
         emit = args[7]
@@ -371,7 +371,7 @@ def test_a_second_ctrl_c_in_batch_keeps_records_and_says_how_to_resume(tiny_llav
 
         return real(*args[:7], emit_then_stop, *args[8:], **kwargs)
 
-    monkeypatch.setattr(docread.batch, "_batch_document", interrupted)
+    monkeypatch.setattr(docread.batch.core, "_batch_document", interrupted)
     result = run(
         "batch",
         str(png(tmp_path / "p.png")),
@@ -432,7 +432,7 @@ def test_batch_hashes_stdin_like_a_file(tiny_llava, tmp_path):
 
 
 def test_a_prompt_longer_than_the_context_says_so_truly():
-    from docread.processor import Budget, plan_page
+    from docread.views.processor import Budget, plan_page
 
     with pytest.raises(DocreadError) as raised:
         plan_page(

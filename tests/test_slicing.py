@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from docread.slicing import choose_grid, count_tokens, fit, global_view, page_views, plan_slices
+from docread.views.slicing import choose_grid, count_tokens, fit, global_view, page_views, plan_slices
 
 S = 336
 

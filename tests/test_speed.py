@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import docread
-from docread.generate import DecodeStats, crop_cache, decode_tokens
+from docread.generate.decode import DecodeStats, crop_cache, decode_tokens
 
 QUESTION = "What is written here?"
 STAGES = {"render", "slice_normalise", "vision", "vision_sra", "vision_sampler", "prefill", "ttft", "followup_ttft"}
@@ -134,7 +134,7 @@ def run(fn, reader, embeds, **kwargs):
 
 
 def test_fast_decode_matches_plain_decode_on_an_encoded_page(reader):
-    from docread import fastdecode
+    from docread.generate import static as fastdecode
 
     with reader.open_page(page_image(), QUESTION) as encoded:
         embeds = reader._suffix(encoded, QUESTION)
@@ -148,7 +148,7 @@ def test_fast_decode_matches_plain_decode_on_an_encoded_page(reader):
 
 
 def test_fast_decode_without_a_cache_and_when_sampling(reader):
-    from docread import fastdecode
+    from docread.generate import static as fastdecode
 
     width = reader.hires.language_model.config.hidden_size
     embeds = torch.randn(1, 40, width, generator=torch.Generator().manual_seed(0))
@@ -159,7 +159,7 @@ def test_fast_decode_without_a_cache_and_when_sampling(reader):
 
 
 def test_fast_decode_stops_at_eos(reader):
-    from docread import fastdecode
+    from docread.generate import static as fastdecode
 
     with reader.open_page(page_image(1), QUESTION) as encoded:
         embeds = reader._suffix(encoded, QUESTION)
@@ -182,7 +182,7 @@ def test_fast_decode_stops_at_eos(reader):
 
 
 def test_fast_decoder_refuses_a_sequence_longer_than_its_cache(reader):
-    from docread.fastdecode import FastDecoder
+    from docread.generate.static import FastDecoder
 
     decoder = FastDecoder(reader.hires.language_model, reader.hires.lm_head, max_cache_len=16)
     with pytest.raises(ValueError, match="static cache holds 16"):
@@ -191,7 +191,7 @@ def test_fast_decoder_refuses_a_sequence_longer_than_its_cache(reader):
 
 @pytest.mark.cuda
 def test_compiled_fast_decode_matches_plain_on_cuda(tiny_llava_next):
-    from docread.fastdecode import FastDecoder
+    from docread.generate.static import FastDecoder
 
     cuda = docread.load(str(tiny_llava_next), device="cuda", quant="none")
     with cuda.open_page(page_image(), QUESTION) as encoded:

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from docread.cli import app
 from docread.document import Settings, ask_document
 from docread.errors import DocreadError
-from docread.prompt import task_question
-from docread.textprompt import CUT_MARK, REFERENCE_HEAD, cap, reference, wanted, with_reference
+from docread.text.textprompt import CUT_MARK, REFERENCE_HEAD, cap, reference, wanted, with_reference
+from docread.views.prompt import task_question
 
 QUESTION = "What is the total?"
 BODY = "Invoice 4471. Total amount due: 1,234.56 EUR. " * 40
@@ -70,8 +70,8 @@ def test_token_accounting_is_exact(reader, pdf):
 
 
 def _page_text(pdf) -> str:
-    from docread.evidence import PageTexts
     from docread.intake import open_document
+    from docread.text.evidence import PageTexts
 
     with open_document(str(pdf)) as document:
         return PageTexts(document).get(document.pages[0]).text

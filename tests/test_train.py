@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 import docread
-from docread.adapterfile import read_adapter
+from docread.model.adapters import read_adapter
 from docread.train import TrainConfig, start, steps, train
 from docread.train.data import IGNORE, Example, encode, read_examples
 
@@ -94,7 +94,7 @@ def test_labels_cover_only_the_answers(tiny_llava, tmp_path):
     assert tokenizer.decode(answers, skip_special_tokens=True).split() == ["42", "dollars", "May", "4"]
     assert "total" in tokenizer.decode(encoded.ids[: encoded.answer_start])  # the question is context only
     # the first turn's prompt is exactly what `ask` feeds the model
-    from docread.processor import prompt_ids
+    from docread.views.processor import prompt_ids
 
     asked = prompt_ids(tokenizer, reader.template, "What is the total?", reader.base.image_token_id)
     assert encoded.ids[: encoded.answer_start] == asked

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from docread import weights
 from docread.errors import DocreadError, UsageError
+from docread.model import weights
 
 
 def no_network(monkeypatch):

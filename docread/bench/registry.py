@@ -13,10 +13,10 @@ from pathlib import Path
 from docread.bench import choice, general
 from docread.bench.datasets import Sample, read_annotations
 from docread.bench.metrics import evaluate
-from docread.prompt import SHORT_ANSWER, multiple_choice
+from docread.views.prompt import SHORT_ANSWER, multiple_choice
 
-# LLaVA-1.5's evaluation prompts (scripts/v1_5/eval/*.sh, llava/eval/model_vqa*.py): docread.prompt.SHORT_ANSWER
-# for short-answer VQA and POPE; docread.prompt.MULTIPLE_CHOICE ("...Answer with the option's letter ...").
+# LLaVA-1.5's evaluation prompts (scripts/v1_5/eval/*.sh, llava/eval/model_vqa*.py): docread.views.prompt.SHORT_ANSWER
+# for short-answer VQA and POPE; docread.views.prompt.MULTIPLE_CHOICE ("...Answer with the option's letter ...").
 
 OPEN, CHOICE, YES_NO = "open", "choice", "yesno"  # how a benchmark's questions are asked and answered
 Scorer = Callable[[Sequence[Sample], Mapping[str, str]], dict]

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from docread.bench.datasets import Sample
 from docread.bench.entitygrid import LETTERS, Question, prompt
-from docread.encoded import DEFAULT_VIEW
 from docread.errors import DocreadError
-from docread.prompt import SHORT_ANSWER
 from docread.records import JsonLinesLog
+from docread.views.encoded import DEFAULT_VIEW
+from docread.views.prompt import SHORT_ANSWER
 
 if TYPE_CHECKING:
     from PIL import Image

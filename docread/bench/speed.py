@@ -26,8 +26,8 @@ from docread.bench.speedsetup import (
 from docread.bench.speedsetup import questions as make_questions
 from docread.bench.timing import MIB, Clock, Memory, Samples, environment, measure_startup, module_time
 from docread.errors import UsageError
-from docread.limits import DEFAULT_DPI
-from docread.weights import QUANT_CHOICES
+from docread.intake.limits import DEFAULT_DPI
+from docread.model.weights import QUANT_CHOICES
 
 STAGES = ("render", "slice_normalise", "vision", "vision_sra", "vision_sampler", "prefill", "ttft", "followup_ttft")
 TTFT_PARTS = ("render", "slice_normalise", "vision", "prefill")  # time to first token: file to first token
@@ -66,7 +66,7 @@ class DocreadSide:
     and the time to first token of each further question on the encoded page."""
 
     def __init__(self, bench: BenchModel, asked: list[str], options: SpeedOptions, clock: Clock):
-        from docread.fastdecode import decoder_for
+        from docread.generate.static import decoder_for
 
         self.reader, self.asked, self.options, self.clock = bench.reader, asked, options, clock
         hires = self.reader.hires
@@ -76,7 +76,7 @@ class DocreadSide:
 
     def run(self, document, page, keep: bool) -> None:
         """Read one page once, from the file to the last answer."""
-        from docread.processor import page_pixels
+        from docread.views.processor import page_pixels
 
         if self.options.view == "native":
             return self._run_native(document, page, keep)
@@ -160,8 +160,8 @@ class DocreadSide:
         }
 
     def _fast(self, encoded, plain_tokens: list[int], keep: bool) -> None:
-        """The first question again through docread.fastdecode, as `--fast` runs it."""
-        from docread.generate import DecodeStats, crop_cache
+        """The first question again through docread.generate.static, as `--fast` runs it."""
+        from docread.generate.decode import DecodeStats, crop_cache
 
         stats = DecodeStats()
         embeds = self.reader._suffix(encoded, self.asked[0])
@@ -278,7 +278,7 @@ class BaselineSide:
 
 def _baseline_prefill(model, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
     """The first token's logits (1, V) as LlavaNextModel.forward computes them: one masked_scatter, one pass."""
-    from docread.generate import new_cache, prefill
+    from docread.generate.decode import new_cache, prefill
 
     embeds = model.get_input_embeddings()(input_ids)  # (1, T, D)
     mask = (input_ids == model.config.image_token_id)[..., None]  # (1, T, 1)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from docread.errors import UsageError
-from docread.limits import DEFAULT_DPI
+from docread.intake.limits import DEFAULT_DPI
 
 if TYPE_CHECKING:
     from docread.reader import DocReader

@@ -35,7 +35,7 @@ from docread.cli.options import (
     make_limits,
 )
 from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
-from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 from docread.results import DEFAULT_MAX_NEW_TOKENS
 
 app = typer.Typer()
@@ -48,7 +48,7 @@ class Engine(StrEnum):
     """Where `batch` runs."""
 
     local = "local"  # this process, one model
-    ray = "ray"  # a Ray cluster: an actor pool of readers (docread.rayengine)
+    ray = "ray"  # a Ray cluster: an actor pool of readers (docread.batch.raydata)
 
 
 def read_questions(path: Path) -> list[str]:
@@ -135,12 +135,12 @@ def batch(
     The model loads once; each page is encoded once for all its questions. A file or page that fails
     becomes error records and the run goes on (exit 1). Ctrl-C stops after the current record (twice:
     at once); --resume then continues where it stopped and retries the failed records."""
-    from docread.batch import record_log, run_batch
+    from docread.batch.core import record_log, run_batch
     from docread.document import Settings
     from docread.intake import expand_paths
 
     if engine is Engine.ray:
-        from docread.rayengine import require_ray
+        from docread.batch.raydata import require_ray
 
         if server:
             raise UsageError("--server and --engine ray: choose one")
@@ -171,7 +171,7 @@ def batch(
     interrupted = False
     try:
         if engine is Engine.ray:
-            from docread.rayengine import run_batch_ray
+            from docread.batch.raydata import run_batch_ray
 
             with _progress(err) as progress:
                 on_record = _Reporter(err, progress, files, pages, password, dpi, counts)
@@ -195,7 +195,7 @@ def batch(
                     should_stop=stop.requested,
                 )
         elif server:
-            from docread.serve.batchclient import run_batch_server
+            from docread.batch.remote import run_batch_server
 
             with _progress(err) as progress:
                 on_record = _Reporter(err, progress, files, pages, password, dpi, counts)

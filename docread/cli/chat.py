@@ -36,7 +36,7 @@ from docread.cli.options import (
 from docread.cli.output import write_json, write_out
 from docread.document import Events
 from docread.errors import EXIT_OK, DocreadError
-from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 from docread.results import DEFAULT_MAX_NEW_TOKENS
 
 app = typer.Typer()

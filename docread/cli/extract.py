@@ -30,7 +30,7 @@ from docread.cli.options import (
 )
 from docread.cli.output import write_json
 from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
-from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 from docread.results import DEFAULT_MAX_NEW_TOKENS
 
 app = typer.Typer()

@@ -24,7 +24,7 @@ from docread.cli.options import (
 )
 from docread.cli.output import write_json
 from docread.errors import EXIT_FAILED, EXIT_OK
-from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 
 app = typer.Typer()
 
@@ -49,7 +49,7 @@ def inspect(
     """Show how each page is sliced: size, tile grid, visual tokens. Loads no model. Every file gets a
     record (an error record when it cannot be read); exit 1 if any failed."""
     from docread.inspection import inspect_paths
-    from docread.presets import resolve_preset
+    from docread.model.presets import resolve_preset
 
     preset = resolve_preset(model)
     records = inspect_paths(

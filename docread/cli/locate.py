@@ -1,5 +1,5 @@
 """`docread locate FILE TEXT...`: where each text occurs, a thin loop over
-`docread.evidence.locate_document`."""
+`docread.text.evidence.locate_document`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from docread.cli.options import (
 )
 from docread.cli.output import write_json, write_out
 from docread.errors import EXIT_FAILED, EXIT_OK
-from docread.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 
 app = typer.Typer()
 
@@ -44,7 +44,7 @@ def locate(
     """Where each text occurs: every page, every box (PDF points and rendered pixels), and how it matched
     (exact, normalized: case, spacing, currency, number and date formats; fuzzy: OCR noise). Page text
     comes from the PDF's text layer, else OCR (the ocr extra). Exit 1 when a text is found nowhere."""
-    from docread.evidence import locate_document
+    from docread.text.evidence import locate_document
 
     err = diagnostics(quiet)
     seen: dict[str, int] = {}

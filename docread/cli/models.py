@@ -21,9 +21,9 @@ Name = Annotated[str, typer.Argument(help="A preset name (see `docread models li
 def list_models(json_out: Json = False, offline: Offline = False):
     """The presets in models/, their base checkpoints, whether the weights are cached, and the quantized
     copies in docread's cache (4-bit bases saved after their first load)."""
-    from docread import qcache
-    from docread.presets import DEFAULT_MODEL, list_presets
-    from docread.weights import cached_folder
+    from docread.model import qcache
+    from docread.model.presets import DEFAULT_MODEL, list_presets
+    from docread.model.weights import cached_folder
 
     rows = []
     for preset in list_presets():
@@ -68,8 +68,8 @@ def list_models(json_out: Json = False, offline: Offline = False):
 @app.command(epilog="Example: docread models pull llava-1.6-vicuna-7b")
 def pull(name: Name, offline: Offline = False):
     """Download a preset's weights (safetensors only) into the standard HF cache, for offline use."""
-    from docread.presets import resolve_preset
-    from docread.weights import resolve_weights
+    from docread.model.presets import resolve_preset
+    from docread.model.weights import resolve_weights
 
     preset = resolve_preset(name)
     err = stderr_console()
@@ -82,8 +82,8 @@ def pull(name: Name, offline: Offline = False):
 def path(name: Name, offline: Offline = False):
     """Print the local folder holding a preset's weights (exit 1 if they are not here)."""
     from docread.errors import DocreadError
-    from docread.presets import resolve_preset
-    from docread.weights import cached_folder
+    from docread.model.presets import resolve_preset
+    from docread.model.weights import cached_folder
 
     preset = resolve_preset(name)
     folder = cached_folder(preset.base)
@@ -103,8 +103,8 @@ def clear(
     offline: Offline = False,
 ):
     """Remove quantized copies from docread's cache (the next 4-bit load of their base rebuilds one)."""
-    from docread import qcache
     from docread.errors import DocreadError
+    from docread.model import qcache
 
     removed = qcache.clear(name)
     if name is not None and not removed:

@@ -8,11 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from docread.encoded import View as ViewChoice
-from docread.pagetext import TextMode as TextChoice
-from docread.prompt import Task as TaskChoice
-from docread.textprompt import TextPrompt as TextPromptChoice
-from docread.weights import Quant as QuantChoice
+from docread.model.weights import Quant as QuantChoice
+from docread.text.pagetext import TextMode as TextChoice
+from docread.text.textprompt import TextPrompt as TextPromptChoice
+from docread.views.encoded import View as ViewChoice
+from docread.views.prompt import Task as TaskChoice
 
 
 def _check_pages(value: Optional[str]) -> Optional[str]:
@@ -155,7 +155,7 @@ TextOption = Annotated[
 
 def _check_ask_pages(value: Optional[str]) -> Optional[str]:
     """--pages as `ask` takes it: a page list, or `auto` (ranked by the question)."""
-    from docread.ranking import AUTO
+    from docread.text.ranking import AUTO
 
     return value if value == AUTO else _check_pages(value)
 

@@ -43,10 +43,10 @@ from docread.cli.options import (
 from docread.cli.output import write_json, write_out
 from docread.document import OCR_MAX_NEW_TOKENS, Events
 from docread.errors import EXIT_FAILED, EXIT_OK
-from docread.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.ranking import DEFAULT_TOP_PAGES
+from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 from docread.results import DEFAULT_MAX_NEW_TOKENS
-from docread.textprompt import DEFAULT_TEXT_TOKENS
+from docread.text.ranking import DEFAULT_TOP_PAGES
+from docread.text.textprompt import DEFAULT_TEXT_TOKENS
 
 app = typer.Typer()
 
@@ -241,7 +241,7 @@ def _ask_server(
 ) -> list[dict]:
     """ask through `docread serve`: the server's events replayed into ask's own renderer, so the output is
     the local one; returns ask --json's records."""
-    from docread.serve.client import ask_events
+    from docread.remote import ask_events
 
     return list(_replay(ask_events(server, file, questions, options, api_key=api_key, limits=limits), render, json_out))
 
@@ -275,7 +275,7 @@ def _replay(lines, render: _Render, json_out: bool):
 
 
 def _write_highlight(document, results, path: Path, reader, err) -> None:
-    from docread.evidence import highlight_answer
+    from docread.text.evidence import highlight_answer
 
     answered = next((r.best for r in results if r.best is not None), None)
     if answered is None:
@@ -342,7 +342,7 @@ def ocr(
             err.warn(f"page {record['page']}: stopped at --max-new-tokens {max_new_tokens}")
 
     if server:
-        from docread.serve.client import document_events
+        from docread.remote import document_events
 
         options = {"pages": pages, "max_slices": max_slices, "view": view, "dpi": dpi, "password": password}
         options["max_new_tokens"] = max_new_tokens

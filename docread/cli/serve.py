@@ -22,7 +22,7 @@ from docread.cli.options import (
     make_limits,
 )
 from docread.errors import UsageError
-from docread.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 
 app = typer.Typer()
 DEFAULT_PORT = 8321

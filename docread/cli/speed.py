@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from docread.cli.options import Device, Dpi, Json, MaxSlices, Model, Offline, Quant, View, stderr_console
-from docread.limits import DEFAULT_DPI
+from docread.intake.limits import DEFAULT_DPI
 
 app = typer.Typer()
 

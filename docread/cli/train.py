@@ -125,7 +125,7 @@ def train(
     offline: Offline = False,
 ):
     """Train HiRes-LLaVA's parts on conversations about images; writes an adapter for --adapter."""
-    from docread.presets import DEFAULT_MODEL
+    from docread.model.presets import DEFAULT_MODEL
     from docread.train.config import TrainConfig
 
     if stage is None and not full:

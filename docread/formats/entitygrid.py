@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from docread.errors import DocreadError
-from docread.prompt import multiple_choice
+from docread.views.prompt import multiple_choice
 
 TASKS = ("recognition", "position", "counting")
 LETTERS = ("A", "B", "C", "D")

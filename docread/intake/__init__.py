@@ -1,5 +1,5 @@
 """Intake: files -> pages. The only package that opens input files (their bytes come through
-`docread.sources`, bounded by `docread.limits`): `base` (Document, Page, the library boundary),
+`docread.intake.sources`, bounded by `docread.intake.limits`): `base` (Document, Page, the library boundary),
 `pdf` (PyMuPDF), `image` (Pillow).
 
 PDFs go through PyMuPDF, everything else Pillow reads through Pillow. A `Document` lists
@@ -17,9 +17,9 @@ import hashlib
 from docread.errors import DocreadError
 from docread.intake.base import MAGIC_WINDOW, PDF_MAGIC, Document, Page, check_page
 from docread.intake.image import open_image, to_rgb
+from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Clock, Limits
 from docread.intake.pdf import open_pdf
-from docread.limits import DEFAULT_DPI, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Clock, Limits
-from docread.sources import expand_paths, parse_pages, read_input, supported_suffixes, validate_pages_spec
+from docread.intake.sources import expand_paths, parse_pages, read_input, supported_suffixes, validate_pages_spec
 
 __all__ = [
     "DEFAULT_DPI",

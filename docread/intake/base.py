@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError
-from docread.limits import DEFAULT_TIMEOUT_S, Clock, Limits
+from docread.intake.limits import DEFAULT_TIMEOUT_S, Clock, Limits
 
 if TYPE_CHECKING:
     from PIL import Image

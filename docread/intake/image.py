@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError
 from docread.intake.base import MAGIC_WINDOW, Document, Page, boundary
-from docread.limits import Limits
+from docread.intake.limits import Limits
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError
 from docread.intake.base import Document, Page, boundary
-from docread.limits import DEFAULT_MAX_PIXELS, Limits
+from docread.intake.limits import DEFAULT_MAX_PIXELS, Limits
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -1,5 +1,5 @@
 """`docread serve`: one warm model behind an OpenAI-compatible HTTP API (the `serve` extra: FastAPI,
-uvicorn). `create_app(reader)` builds the app; `docread.serve.client` talks to it (httpx only);
+uvicorn). `create_app(reader)` builds the app; `docread.remote` talks to it (httpx only);
 `docread.cli.serve` only parses options and runs uvicorn."""
 
 

@@ -12,12 +12,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from docread.document import OCR_MAX_NEW_TOKENS, Settings
-from docread.encoded import View
 from docread.errors import EXIT_FAILED, DocreadError
-from docread.limits import DEFAULT_DPI
-from docread.prompt import Task
+from docread.intake.limits import DEFAULT_DPI
 from docread.results import DEFAULT_MAX_NEW_TOKENS
-from docread.textprompt import TextPrompt
+from docread.text.textprompt import TextPrompt
+from docread.views.encoded import View
+from docread.views.prompt import Task
 
 MAX_QUESTIONS = 32  # questions one /v1/documents/ask request may ask
 DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.ASCII)

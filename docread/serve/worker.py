@@ -14,9 +14,9 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from docread.document import Settings, encode_with_fallback
-from docread.encoded import EncodedPage
 from docread.errors import DocreadError
 from docread.reader import DocReader
+from docread.views.encoded import EncodedPage
 
 
 class Busy(Exception):

@@ -137,7 +137,7 @@ def restore_weights(folder: Path, parts: torch.nn.Module, llava: torch.nn.Module
     """Copy a checkpoint's adapter back into the running model: HiRes parts, LoRA and base weights."""
     import torch
 
-    from docread.adapterfile import read_adapter
+    from docread.model.adapters import read_adapter
 
     _, tensors = read_adapter(folder)  # LoRA from peft's file beside adapter.safetensors
     parts.load_state_dict({k[len("hires.") :]: v for k, v in tensors.items() if k.startswith("hires.")})

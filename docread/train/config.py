@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from docread.adapterfile import LORA_ALPHA, LORA_R  # noqa: F401  (re-exported: the CLI shows them)
 from docread.errors import UsageError
+from docread.model.adapters import LORA_ALPHA, LORA_R  # noqa: F401  (re-exported: the CLI shows them)
 
 STAGE_LR = {1: 1e-3, 2: 2e-4}  # stage 1: sampler + projector; stage 2: LoRA (docs/method.md#training)
 FULL_LR = 1e-3  # --full: every weight of a tiny model, from scratch

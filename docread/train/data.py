@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError, UsageError
 from docread.formats.entitygrid import LETTERS, Question, prompt
-from docread.processor import Budget, PromptTemplate, expand_image_token, page_pixels, plan_page, prompt_ids
-from docread.prompt import SHORT_ANSWER
 from docread.records import read_json_or_lines
+from docread.views.processor import Budget, PromptTemplate, expand_image_token, page_pixels, plan_page, prompt_ids
+from docread.views.prompt import SHORT_ANSWER
 
 if TYPE_CHECKING:
     import torch

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from docread.adapterfile import ADAPTER_FILE as FINAL  # OUT/adapter.safetensors (+ peft's LoRA files)
 from docread.errors import UsageError
+from docread.model.adapters import ADAPTER_FILE as FINAL  # OUT/adapter.safetensors (+ peft's LoRA files)
 from docread.train import checkpoint
 from docread.train.config import TrainConfig
 from docread.train.model import Run, evaluate, prepare

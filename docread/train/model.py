@@ -138,7 +138,7 @@ class Run:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def save_adapter(self, path: Path) -> Path:
-        from docread.adapterfile import save_adapter
+        from docread.model.adapters import save_adapter
 
         config = self.config
         note = {
@@ -175,7 +175,7 @@ def _groups(config: TrainConfig, llava: nn.Module, parts: nn.Module) -> list[tup
 
 
 def _device_and_precision(config: TrainConfig, accelerator) -> tuple[torch.device, torch.dtype | None]:
-    from docread.weights import resolve_device
+    from docread.model.weights import resolve_device
 
     if accelerator.num_processes > 1:
         if config.device not in ("auto", accelerator.device.type):
@@ -204,7 +204,7 @@ def _lora(config: TrainConfig, llava: nn.Module) -> dict | None:
     """Stage 2's LoRA: the one the start adapter brought, else a new one."""
     import json
 
-    from docread.adapterfile import adapter_contents, attach_lora
+    from docread.model.adapters import adapter_contents, attach_lora
 
     if config.full or config.stage == 1:
         return None
@@ -217,7 +217,7 @@ def _lora(config: TrainConfig, llava: nn.Module) -> dict | None:
 def prepare(config: TrainConfig, accelerator) -> Run:
     """Load the base, make the stage's parameters trainable, and build optimizer, schedule and data."""
     import docread
-    from docread.adapterfile import adapter_contents
+    from docread.model.adapters import adapter_contents
 
     examples = read_examples(
         config.data, config.images, open_ended=config.open_ended, tasks=config.tasks, seed=config.seed

@@ -1,6 +1,6 @@
 """The fast decode path: a static KV cache and, on CUDA, the one-token step compiled to a CUDA graph.
 
-`decode_tokens` takes the arguments of `docread.generate.decode_tokens` and yields the same greedy
+`decode_tokens` takes the arguments of `docread.generate.decode.decode_tokens` and yields the same greedy
 tokens. It decodes in a static cache of its own (one per language model, reused): an encoded page's
 prefix passed as `cache=` is copied in and left as it was, so the caller's `crop_cache` has nothing
 to undo. On CUDA the first call compiles (tens of seconds); later calls replay the graph.
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-from docread.generate import DecodeStats, _cache_argument, _sync, sample_tokens
+from docread.generate.decode import DecodeStats, _cache_argument, _sync, sample_tokens
 
 COMPILE_MODE = "reduce-overhead"  # CUDA graphs: one launch a token instead of a dozen kernels a layer
 CACHE_STEP = 256  # an eager (uncompiled) cache grows in steps of this many positions
@@ -110,7 +110,7 @@ class FastDecoder:
         stats: DecodeStats | None = None,
         cache=None,
     ) -> Iterator[tuple[int, float]]:
-        """As `docread.generate.decode_tokens`, after inputs_embeds (1, T, D) and what `cache` holds."""
+        """As `docread.generate.decode.decode_tokens`, after inputs_embeds (1, T, D) and what `cache` holds."""
         stats = stats if stats is not None else DecodeStats()
         eos = set(eos_token_ids)
         device = inputs_embeds.device
@@ -162,7 +162,7 @@ def decode_tokens(
     stats: DecodeStats | None = None,
     cache=None,
 ) -> Iterator[tuple[int, float]]:
-    """Drop-in for `docread.generate.decode_tokens` (same arguments, same greedy tokens), faster.
+    """Drop-in for `docread.generate.decode.decode_tokens` (same arguments, same greedy tokens), faster.
 
     `cache` (an encoded page's prefix) is read, never changed. Extra memory: a static cache of
     the model's context (Vicuna-7B, fp16: 0.5 MiB a position, 2 GiB at 4096) when compiled.

@@ -10,8 +10,8 @@ from typing import Any
 
 from docread.errors import EXIT_FAILED, DocreadError
 from docread.intake import Limits
-from docread.limits import Clock
-from docread.sources import read_input
+from docread.intake.limits import Clock
+from docread.intake.sources import read_input
 
 CONNECT_TIMEOUT_S = 10.0
 

@@ -46,7 +46,7 @@ class Entry:
 
 
 def root() -> Path:
-    from docread.paths import cache_dir
+    from docread.model.paths import cache_dir
 
     return cache_dir("quantized")
 

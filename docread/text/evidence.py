@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError, UsageError
-from docread.match import find
-from docread.pagetext import PageText, TextMode, page_text
+from docread.text.match import find
+from docread.text.pagetext import PageText, TextMode, page_text
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -144,7 +144,7 @@ def draw_highlight(image: Image.Image, found: Sequence[dict], grid=None) -> Imag
 def highlight_answer(document: Document, answer, size: int | None = None) -> Image.Image:
     """The answer's page rendered at its nominal size with the answer's evidence boxed and, when the
     tile size `size` is given and the answer was read in the hires view, its tile grid."""
-    from docread.slicing import plan_slices
+    from docread.views.slicing import plan_slices
 
     page = next(p for p in document.pages if p.number == answer.page)
     image = document.render(page, page.width, page.height)

@@ -12,9 +12,9 @@ from docread.errors import DocreadError
 
 if TYPE_CHECKING:
     from docread.document import Events, Settings
-    from docread.evidence import PageTexts
     from docread.intake import Document
     from docread.reader import DocReader
+    from docread.text.evidence import PageTexts
 
 DEFAULT_TEXT_TOKENS = 1024  # most tokens of page text added to a prompt (--text-tokens)
 REFERENCE_HEAD = "Text found on the page (for reference):"

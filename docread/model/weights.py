@@ -268,11 +268,11 @@ def _load_model(
     name: str = "",
     report: dict | None = None,
 ):
-    """The model, 4-bit ones through docread's quantized cache (`docread.qcache`). `report` gets what
+    """The model, 4-bit ones through docread's quantized cache (`docread.model.qcache`). `report` gets what
     happened and how long each step took."""
     import transformers
 
-    from docread import qcache
+    from docread.model import qcache
 
     transformers.utils.logging.disable_progress_bar()  # stderr is docread's: no loader bars or notices
     transformers.utils.logging.set_verbosity_error()
@@ -300,7 +300,7 @@ def _load_model(
 
 def _load_through_cache(cls, folder: Path, kwargs: dict, mode: str, dtype: torch.dtype, name: str, report: dict):
     """Read the verified quantized copy of `folder`; else load and quantize the base, and save the copy."""
-    from docread import qcache
+    from docread.model import qcache
 
     inputs = qcache.key_inputs(folder, mode, dtype, NOT_QUANTIZED)
     key = qcache.make_key(inputs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from docread.slicing import SlicePlan, global_view
+from docread.views.slicing import SlicePlan, global_view
 
 if TYPE_CHECKING:
     from PIL import Image

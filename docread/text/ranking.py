@@ -80,7 +80,7 @@ def choose_pages(
     with `text="ocr"`, since OCR of every page would cost more than reading it), else the pages named,
     else the first `max_pages` (as always)."""
     from docread.errors import DocreadError
-    from docread.evidence import PageTexts
+    from docread.text.evidence import PageTexts
 
     if pages != AUTO or text == "off":
         selected = document.pages

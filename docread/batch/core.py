@@ -135,8 +135,8 @@ def answer_group(reader, document, group, questions, sha, settings, emit, should
     """One vision pass over the group's pages, then every owed question of each page, one record each
     through `emit`; False when `should_stop` ended it early. `questions` (all of the run's) shape the
     encoding, as in the local batch."""
-    from docread.evidence import PageTexts, evidence_fields
-    from docread.prompt import task_question
+    from docread.text.evidence import PageTexts, evidence_fields
+    from docread.views.prompt import task_question
 
     texts = PageTexts(document, settings.text)
     prompts = [task_question(settings.task, q) for q in questions]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from docread.errors import DocreadError
-from docread.slicing import SlicePlan, TokenCount, count_tokens, page_views, plan_slices
+from docread.views.slicing import SlicePlan, TokenCount, count_tokens, page_views, plan_slices
 
 if TYPE_CHECKING:
     import torch
@@ -41,7 +41,7 @@ class PagePlan:
     tokens: TokenCount
     requested_slices: int  # the --max-slices asked for
     max_slices: int  # the budget actually used (smaller when the context forced it)
-    view: ClassVar[str] = "hires"  # docread's view; `docread.native.NativePlan` is the checkpoint's own
+    view: ClassVar[str] = "hires"  # docread's view; `docread.views.native.NativePlan` is the checkpoint's own
 
     @property
     def reduced(self) -> bool:

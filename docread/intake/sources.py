@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from docread.errors import DocreadError, UsageError
-from docread.limits import Clock, Limits
+from docread.intake.limits import Clock, Limits
 
 READ_CHUNK = 4 << 20  # bytes per read: checks of size and time between chunks
 

@@ -1,4 +1,4 @@
-"""`docread batch --engine ray`: the batch of `docread.batch` spread over a Ray cluster with Ray Data.
+"""`docread batch --engine ray`: the batch of `docread.batch.core` spread over a Ray cluster with Ray Data.
 
 The driver lists the work still owed, as the local batch would (keys, resume, files that cannot be
 opened), in groups of up to VISION_BATCH pages of one file; a pool of reader actors (the model loaded
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from docread.batch import answer_group, error_record, owed_pages, unopened_records, vision_groups
+from docread.batch.core import answer_group, error_record, owed_pages, unopened_records, vision_groups
 from docread.document import Events, Settings, open_for_reading
 from docread.errors import DocreadError, UsageError
 from docread.intake import Limits
@@ -51,7 +51,7 @@ class _ModelName:
 
 
 def model_identity(model: str | None, adapter) -> _ModelName:
-    from docread.presets import resolve_preset
+    from docread.model.presets import resolve_preset
 
     return _ModelName(resolve_preset(model).name, str(adapter) if adapter else None)
 
@@ -76,7 +76,7 @@ def run_batch_ray(
     on_record: Callable[[dict], None] = lambda r: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> int:
-    """`docread.batch.run_batch` on Ray: one record per (file, page, question) not already in `sink`,
+    """`docread.batch.core.run_batch` on Ray: one record per (file, page, question) not already in `sink`,
     from `workers` reader actors with `gpus_per_worker` GPUs each (0: CPU actors); returns how many
     failed. `address` joins a running cluster ("auto", or HOST:PORT); without it a local Ray starts
     and stops with the run. Input paths must be readable at the same path on every node."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from docread.errors import DocreadError
-from docread.slicing import SlicePlan
+from docread.views.slicing import SlicePlan
 
 if TYPE_CHECKING:
     import torch
@@ -185,7 +185,7 @@ def native_grid(width: int, height: int, config) -> tuple[int, int, int]:
 
     `config`: a llava-hf config.json dict, a transformers config, a checkpoint folder, or a Preset
     (its base's config.json is read from a local folder or the HF cache, never the network)."""
-    from docread.presets import Preset
+    from docread.model.presets import Preset
 
     if isinstance(config, (str, Path, Preset)):
         config = read_config(config)
@@ -195,8 +195,8 @@ def native_grid(width: int, height: int, config) -> tuple[int, int, int]:
 
 def read_config(where) -> dict:
     """config.json of a checkpoint folder, or of a Preset's base found locally (no network)."""
-    from docread.presets import Preset
-    from docread.weights import cached_folder
+    from docread.model.presets import Preset
+    from docread.model.weights import cached_folder
 
     name = where.base if isinstance(where, Preset) else str(where)
     folder = cached_folder(name)

@@ -14,15 +14,15 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from docread.native import NativePlan
-    from docread.processor import PagePlan
+    from docread.views.native import NativePlan
+    from docread.views.processor import PagePlan
 
 
 class View(StrEnum):
     """How a page becomes image tokens: docread's HiRes tiles, or the base checkpoint's own way."""
 
     hires = "hires"  # up to 16 tiles + a global view, SRA, sampler, separators (docs/method.md)
-    native = "native"  # exactly LLaVA-NeXT's AnyRes (LLaVA-1.6) or LLaVA-1.5's single view (docread.native)
+    native = "native"  # exactly LLaVA-NeXT's AnyRes (LLaVA-1.6) or LLaVA-1.5's single view (docread.views.native)
 
 
 VIEWS = tuple(View)

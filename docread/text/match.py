@@ -12,7 +12,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from itertools import product
 
-from docread.pagetext import Box, PageText, Word
+from docread.text.pagetext import Box, PageText, Word
 
 FUZZY_CHARS = 5  # one edit allowed per 5 characters of the normalized text (4 chars: none)
 SPAN_SLACK = 2  # a match may take up to this many more words than the query has

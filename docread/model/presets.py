@@ -47,9 +47,9 @@ class Preset:
 def _preset_dir() -> Path:
     """The presets shipped inside an installed package (docread/_presets), else `models/` of a source
     checkout (editable installs, running from the repository)."""
-    here = Path(__file__).resolve().parent
-    installed = here / "_presets"
-    return installed if installed.is_dir() else here.parent / "models"
+    package = Path(__file__).resolve().parent.parent  # docread/
+    installed = package / "_presets"
+    return installed if installed.is_dir() else package.parent / "models"
 
 
 def _from_toml(path: Path) -> Preset:

@@ -1,5 +1,5 @@
 """`batch --server`: the batch loop with a `docread serve` answering. Each file is read here only to
-list its pages (and for its identity: the same record keys as a local batch, `docread.batch.record_key`);
+list its pages (and for its identity: the same record keys as a local batch, `docread.batch.core.record_key`);
 each page with records still owed is one /v1/documents/ask upload, and its answers become batch's
 records, the same keys and fields a local run writes."""
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 
-from docread.batch import error_record, owed_pages, unopened_records
+from docread.batch.core import error_record, owed_pages, unopened_records
 from docread.document import Events, Settings, report_warnings
 from docread.errors import DocreadError
 from docread.intake import Limits, open_bytes
 from docread.records import JsonLinesLog
-from docread.serve.client import ask_events, read_file, server_health
+from docread.remote import ask_events, read_file, server_health
 
 # a refusal of the whole server, not of one page: the run stops
 FATAL = {"server_unreachable", "invalid_api_key", "queue_full", "missing_extra", "server_error"}
@@ -34,7 +34,7 @@ def run_batch_server(
     should_stop: Callable[[], bool] = lambda: False,
     events: Events | None = None,
 ) -> int:
-    """`docread.batch.run_batch` with the answers from `server`: one record per (file, page, question)
+    """`docread.batch.core.run_batch` with the answers from `server`: one record per (file, page, question)
     not already in `sink`; returns how many failed."""
     health = server_health(server, api_key=api_key)
     fingerprint = settings.fingerprint(SimpleNamespace(name=health["model"], adapter=health.get("adapter")))
