@@ -14,10 +14,12 @@ import signal
 import threading
 from collections.abc import Iterator
 
-from docread.document import Events, Settings, ask_document
+from docread.document import ask_document
 from docread.errors import DocreadError, UsageError
+from docread.events import Events
 from docread.intake import Document, Limits, Page, open_bytes
 from docread.reader import DocReader
+from docread.settings import Settings
 
 
 def open_chat_document(
@@ -128,8 +130,7 @@ class ChatSession:
                     self.reader,
                     one_page,
                     [question],
-                    settings=self.settings,
-                    pages=str(page.number),
+                    settings=self.settings.replace(pages=str(page.number)),
                     events=relay,
                     stream=True,
                     encode=self.cache.encode,

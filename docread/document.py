@@ -12,74 +12,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from docread.errors import DocreadError, UsageError
-from docread.intake import DEFAULT_DPI, Document, Limits, open_document
+from docread.events import Events
+from docread.intake import Document, Limits, open_document
 from docread.reader import DocReader
-from docread.results import DEFAULT_MAX_NEW_TOKENS, Answer, DocumentAnswer, best_of
+from docread.results import Answer, DocumentAnswer, best_of
+from docread.settings import AUTO_PAGES, OCR_MAX_NEW_TOKENS, Settings, Task, View
 from docread.text.evidence import PageTexts, attach_evidence
-from docread.text.ranking import AUTO, DEFAULT_TOP_PAGES, choose_pages
-from docread.text.textprompt import DEFAULT_TEXT_TOKENS, Reference, page_reference, with_reference
-from docread.views.encoded import DEFAULT_VIEW, EncodedPage, PageSource
+from docread.text.ranking import choose_pages
+from docread.text.textprompt import Reference, page_reference, with_reference
+from docread.views.encoded import EncodedPage, PageSource
 
 OOM_SLICES = (16, 9, 4, 0)  # tile budgets tried, in turn, when a page does not fit in GPU memory
 MAX_ASK_PAGES = 20  # pages `ask` reads when no --pages is given
-OCR_MAX_NEW_TOKENS = 1024  # a page of text is long: `ocr`'s default answer length
-
-
-@dataclass
-class Settings:
-    """What shapes an answer besides the file, page and question (part of batch's resume key)."""
-
-    task: str = "qa"
-    max_slices: int | None = None
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    temperature: float = 0.0
-    seed: int | None = None
-    dpi: float = DEFAULT_DPI
-    fast: bool = False
-    view: str = DEFAULT_VIEW  # hires | native (the base checkpoint's own image handling)
-    text: str = "auto"  # page text for evidence: auto | layer | ocr | off (docread.text.pagetext.TextMode)
-    text_prompt: str = "auto"  # page text in the prompt: auto | on | off (docread.text.textprompt.TextPrompt)
-    text_tokens: int = DEFAULT_TEXT_TOKENS  # most tokens of page text in a prompt
-
-    def fingerprint(self, reader: DocReader) -> dict:
-        return {
-            "model": reader.name,
-            "adapter": reader.adapter,
-            "task": self.task,
-            "max_slices": self.max_slices,
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "seed": self.seed,
-            "dpi": self.dpi,
-            **({"view": str(self.view)} if self.view != DEFAULT_VIEW else {}),
-            **(
-                {"text_prompt": str(self.text_prompt), "text_tokens": self.text_tokens}
-                if (self.text_prompt, self.text_tokens) != ("auto", DEFAULT_TEXT_TOKENS)
-                else {}
-            ),
-        }
-
-
-class Events:
-    """What a document read reports as it goes; subclass and override what you render."""
-
-    def warning(self, message: str) -> None:
-        """Something the user should know that does not stop the read (a reduced tile budget...)."""
-
-    def page(self, number: int, index: int, total: int) -> None:
-        """Page `number` (the `index`-th of `total` selected) is about to be read."""
-
-    def question(self, question: str) -> None:
-        """A streamed answer to `question` is about to start (single-page reads with `stream`)."""
-
-    def chunk(self, text: str) -> None:
-        """A piece of a streamed answer."""
-
-    def answered(self, result: PageAnswer) -> None:
-        """A question on a page is done: answered, or failed with the page."""
-
-    def failed(self, number: int, error: DocreadError) -> None:
-        """Page `number` could not be read; the read goes on with the next page."""
 
 
 def unique_questions(questions: Sequence[str]) -> list[str]:
@@ -114,7 +58,7 @@ def encode_with_fallback(
 
     requested = reader.preset.max_slices if settings.max_slices is None else settings.max_slices
     budgets = [requested] + [n for n in OOM_SLICES if n < requested]
-    if settings.view != DEFAULT_VIEW:  # the native view has one shape: nothing to degrade to
+    if settings.view != View.hires:  # the native view has one shape: nothing to degrade to
         budgets = budgets[:1]
     if below is not None:
         budgets = [n for n in budgets if n < below]
@@ -267,17 +211,13 @@ def _report_reduction(reader: DocReader, encoded: EncodedPage, page, degraded: b
 
 # -- a whole document -------------------------------------------------------------------------------
 def open_for_reading(
-    file: str,
-    *,
-    pages: str | None = None,
-    password: str | None = None,
-    settings: Settings | None = None,
-    limits: Limits | None = None,
-    events: Events | None = None,
+    file: str, *, settings: Settings | None = None, limits: Limits | None = None, events: Events | None = None
 ) -> Document:
-    """Open a file for a read, its warnings (a repaired PDF...) reported through `events`."""
-    dpi = (settings or Settings()).dpi
-    document = open_document(file, pages=pages, password=password, dpi=dpi, limits=limits)
+    """Open a file for a read (its pages, password and dpi from `settings`; `--pages auto` opens every page
+    for ranking), its warnings (a repaired PDF...) reported through `events`."""
+    settings = settings or Settings()
+    pages = None if settings.pages == AUTO_PAGES else settings.pages
+    document = open_document(file, pages=pages, password=settings.password, dpi=settings.dpi, limits=limits)
     report_warnings(document, events or Events())
     return document
 
@@ -305,18 +245,15 @@ def ask_document(
     questions: Sequence[str],
     *,
     settings: Settings | None = None,
-    pages: str | None = None,
-    password: str | None = None,
     limits: Limits | None = None,
     max_pages: int | None = MAX_ASK_PAGES,
     events: Events | None = None,
     stream: bool = False,
-    top_pages: int = DEFAULT_TOP_PAGES,
     encode: Encode | None = None,
 ) -> list[DocumentAnswer]:
     """Answer each question about a PDF or image (a path, `-` for stdin, or a Document the caller
     opened, e.g. to fail on a bad file before loading the model): every selected page (the first
-    `max_pages` unless `pages` names them; `pages="auto"`: each question's `top_pages` by BM25 of the
+    `max_pages` unless `settings.pages` names them; `"auto"`: each question's `top_pages` by BM25 of the
     question against the page text, see `docread.text.ranking`) is encoded once and asked its questions; each
     question's best-scoring page wins. A page that fails is recorded and the others go on. With `stream`, a
     single-page read streams each answer through `events`. A file that cannot be opened raises.
@@ -324,20 +261,13 @@ def ask_document(
     settings = settings or Settings()
     events = events or Events()
     questions = unique_questions(questions)
-    with _opened(
-        source,
-        pages=None if pages == AUTO else pages,
-        password=password,
-        settings=settings,
-        limits=limits,
-        events=events,
-    ) as document:
+    with _opened(source, settings=settings, limits=limits, events=events) as document:
         picks = choose_pages(
             document,
             questions,
-            pages=pages,
+            pages=settings.pages,
             max_pages=max_pages,
-            top=top_pages,
+            top=settings.top_pages,
             text=settings.text,
             warn=events.warning,
         )
@@ -377,8 +307,6 @@ def ocr_document(
     source: str | Document,
     *,
     settings: Settings | None = None,
-    pages: str | None = None,
-    password: str | None = None,
     limits: Limits | None = None,
     events: Events | None = None,
     stream: bool = False,
@@ -388,9 +316,9 @@ def ocr_document(
     page's text streams through `events`."""
     from docread.views.prompt import OCR_QUESTION
 
-    settings = settings or Settings(task="ocr", max_new_tokens=OCR_MAX_NEW_TOKENS)
+    settings = settings or Settings(task=Task.ocr, max_new_tokens=OCR_MAX_NEW_TOKENS)
     events = events or Events()
-    with _opened(source, pages=pages, password=password, settings=settings, limits=limits, events=events) as document:
+    with _opened(source, settings=settings, limits=limits, events=events) as document:
         for index, page in enumerate(document.pages, start=1):
             events.page(page.number, index, len(document.pages))
             yield from answer_page(reader, document, page, [OCR_QUESTION], settings, events=events, stream=stream)

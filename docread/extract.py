@@ -145,8 +145,6 @@ def extract_document(
     *,
     schema: dict | None = None,
     settings=None,
-    pages: str | None = None,
-    password: str | None = None,
     limits=None,
     events=None,
 ) -> dict:
@@ -159,8 +157,6 @@ def extract_document(
         source,
         [f.question for f in fields],
         settings=settings,
-        pages=pages,
-        password=password,
         limits=limits,
         events=events,
     )

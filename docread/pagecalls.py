@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from docread.intake.limits import DEFAULT_DPI
-from docread.results import DEFAULT_MAX_NEW_TOKENS, Answer, AnswerStream
-from docread.views.encoded import DEFAULT_VIEW, EncodedPage
+from docread.results import Answer, AnswerStream
+from docread.settings import DEFAULT_MAX_NEW_TOKENS, View
+from docread.views.encoded import EncodedPage
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -58,7 +59,7 @@ class PageCalls:
         password: str | None = None,
         max_slices: int | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        view: str = DEFAULT_VIEW,
+        view: str = View.hires,
     ) -> Iterator[EncodedPage]:
         """One page of a PDF or image file (or a PIL image), encoded for `questions` in `view`."""
         from PIL import Image
@@ -105,7 +106,7 @@ class PageCalls:
         temperature: float = 0.0,
         seed: int | None = None,
         fast: bool = False,
-        view: str = DEFAULT_VIEW,
+        view: str = View.hires,
     ) -> AnswerStream:
         """Answer `question` about one page of a PDF or image file (or a PIL image), streaming."""
         context = self.open_page(

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 from docread.errors import DocreadError
 from docread.model.presets import Preset
 from docread.pagecalls import PageCalls
-from docread.results import DEFAULT_MAX_NEW_TOKENS, Answer, AnswerStream
-from docread.views.encoded import DEFAULT_VIEW, EncodedPage, PageSource, check_view
+from docread.results import Answer, AnswerStream
+from docread.settings import DEFAULT_MAX_NEW_TOKENS, View
+from docread.views.encoded import EncodedPage, PageSource, check_view
 from docread.views.native import NativePlan, native_embeddings, native_pixels, native_spec, plan_native
 from docread.views.processor import (
     Budget,
@@ -70,7 +71,7 @@ class DocReader(PageCalls):
         *,
         max_slices: int | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        view: str = DEFAULT_VIEW,
+        view: str = View.hires,
     ) -> tuple[PagePlan | NativePlan, list[int]]:
         """The slicing of a width x height page that fits the context with the longest of `questions`,
         and that question's prompt ids with one image placeholder. `view="native"`: the checkpoint's own
@@ -114,7 +115,7 @@ class DocReader(PageCalls):
         max_slices: int | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         page_plan: PagePlan | NativePlan | None = None,
-        view: str = DEFAULT_VIEW,
+        view: str = View.hires,
     ) -> EncodedPage:
         """Render, slice and encode one page of nominal size width x height, and prefill its prompt
         prefix. The plan leaves room for the longest of `questions` (or is `page_plan`, when given)."""
@@ -137,7 +138,7 @@ class DocReader(PageCalls):
         max_slices: int | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         plans: Sequence[PagePlan | NativePlan] | None = None,
-        view: str = DEFAULT_VIEW,
+        view: str = View.hires,
     ) -> list[EncodedPage]:
         """Several pages' views through the vision encoder in one pass (native pages: one pass each).
         Each page's prompt prefix is prefilled when first asked (one KV cache alive at a time when pages

@@ -14,9 +14,6 @@ if TYPE_CHECKING:
     from docread.views.processor import PagePlan
 
 
-DEFAULT_MAX_NEW_TOKENS = 256  # the longest answer, in tokens, unless a caller says otherwise
-
-
 @dataclass
 class Answer:
     """One answer and everything about how it was produced (the CLI's --json object)."""

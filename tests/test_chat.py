@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from docread.chat import ChatSession, open_chat_document
-from docread.document import Settings
 from docread.errors import DocreadError, UsageError
+from docread.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "What is written here?"

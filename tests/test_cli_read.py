@@ -14,7 +14,7 @@ from clikit import docread as docread_cli
 from PIL import Image
 
 from docread.batch.core import record_log, run_batch
-from docread.document import Settings
+from docread.settings import Settings
 
 # The commands run in-process (clikit: the same entry point as `python -m docread`, no interpreter
 # start per command), each tiny model loaded once; only the SIGKILL test needs a real process.

@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 import docread.document as document_module
 from docread.cli import app
-from docread.document import PageAnswer, Settings, ask_document
+from docread.document import PageAnswer, ask_document
 from docread.intake import open_document
 from docread.results import Answer
+from docread.settings import Settings
 from docread.text.evidence import EVIDENCE_RGB, PageTexts, evidence, evidence_fields
 
 runner = CliRunner()

@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 
 import docread.document as document_module
 from docread.cli import app
-from docread.document import PageAnswer, Settings
+from docread.document import PageAnswer
 from docread.errors import UsageError
 from docread.extract import extract_document, field_spec, parse_value, schema_fields
 from docread.results import Answer
+from docread.settings import Settings
 
 SCHEMA = {
     "type": "object",

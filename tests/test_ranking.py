@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 import docread.document as document_module
 from docread.cli import app
-from docread.document import PageAnswer, Settings, ask_document
+from docread.document import PageAnswer, ask_document
 from docread.intake import open_document
 from docread.results import Answer
+from docread.settings import Settings
 from docread.text.ranking import choose_pages, pick_pages
 
 FACTS = {
@@ -104,7 +105,7 @@ def test_ask_document_reads_only_the_picked_pages_and_says_why(report, monkeypat
 
     monkeypatch.setattr(document_module, "answer_page", fake_answer_page)
     questions = [FACTS[7][1], FACTS[23][1]]
-    results = ask_document(None, str(report), questions, pages="auto", top_pages=2, settings=OFF)
+    results = ask_document(None, str(report), questions, settings=OFF.replace(pages="auto", top_pages=2))
     for result, number in zip(results, (7, 23)):
         record = result.to_json()
         assert number in record["pages_read"] and len(record["pages_read"]) <= 2
@@ -113,7 +114,7 @@ def test_ask_document_reads_only_the_picked_pages_and_says_why(report, monkeypat
     asked = {n: set(qs) for n, qs in read}
     assert set(asked) == set(results[0].pages_read) | set(results[1].pages_read)
     assert all(questions[0] in asked[n] for n in results[0].pages_read)
-    plain = ask_document(None, str(report), questions[:1], pages="1-2", settings=OFF)[0].to_json()
+    plain = ask_document(None, str(report), questions[:1], settings=OFF.replace(pages="1-2"))[0].to_json()
     assert plain["pages_read"] == [1, 2] and plain["page_selection"][0] == {"page": 1, "why": "given"}
 
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import docread
 from docread.batch.core import record_log, run_batch
 from docread.cli import app
-from docread.document import Settings
+from docread.settings import Settings
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")

@@ -274,7 +274,8 @@ def test_ask_keeps_the_answers_of_pages_read_before_one_that_fails(tiny_llava, t
 
 def test_ask_and_the_python_call_give_the_same_records(tiny_llava, tmp_path):
     import docread
-    from docread.document import Settings, ask_document
+    from docread.document import ask_document
+    from docread.settings import Settings
 
     document = pdf(tmp_path / "d.pdf", pages=3)
     options = ["--model", str(tiny_llava), "--max-new-tokens", "3", "--max-slices", "2"]

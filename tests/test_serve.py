@@ -317,8 +317,9 @@ def test_bad_documents_ask_requests_are_400(url, fields, files, code):
 
 # -- one worker, a bounded queue ------------------------------------------------------------------
 def test_eight_clients_four_requests_each_none_lost(url, reader):
-    from docread.document import Settings, ask_document
+    from docread.document import ask_document
     from docread.intake import open_bytes
+    from docread.settings import Settings
 
     images = [image_bytes(10 + n) for n in range(4)]
     expected = []

@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from docread.cli import app
-from docread.document import Settings, ask_document
+from docread.document import ask_document
 from docread.errors import DocreadError
+from docread.settings import Settings
 from docread.text.textprompt import CUT_MARK, REFERENCE_HEAD, cap, reference, wanted, with_reference
 from docread.views.prompt import task_question
 

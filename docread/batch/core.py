@@ -11,11 +11,13 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 
-from docread.document import Events, Settings, answer_page, encode_group, open_for_reading, report_warnings
+from docread.document import answer_page, encode_group, open_for_reading, report_warnings
 from docread.errors import DocreadError
+from docread.events import Events
 from docread.intake import Limits
 from docread.reader import DocReader
 from docread.records import JsonLinesLog
+from docread.settings import Settings
 
 VISION_BATCH = 4  # pages of one file through the vision encoder in one pass (~52 views at 16 tiles)
 
@@ -54,8 +56,6 @@ def run_batch(
     sink: JsonLinesLog,
     *,
     settings: Settings,
-    pages: str | None = None,
-    password: str | None = None,
     limits: Limits | None = None,
     on_record: Callable[[dict], None] = lambda r: None,
     should_stop: Callable[[], bool] = lambda: False,
@@ -63,7 +63,7 @@ def run_batch(
 ) -> int:
     """Write one record per (file, page, question) not already in `sink`; returns how many failed.
     A file or page that fails becomes error records; the run goes on."""
-    fingerprint = settings.fingerprint(reader)
+    fingerprint = settings.digest(reader.name, reader.adapter)
     events = events or Events()
     failed = 0
 
@@ -77,9 +77,7 @@ def run_batch(
         if should_stop():
             break
         try:
-            document = open_for_reading(
-                file, pages=pages, password=password, settings=settings, limits=limits, events=events
-            )
+            document = open_for_reading(file, settings=settings, limits=limits, events=events)
         except DocreadError as e:
             for record in unopened_records(file, questions, fingerprint, sink.done, e, settings):
                 emit(record)

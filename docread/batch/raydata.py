@@ -18,10 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from docread.batch.core import answer_group, error_record, owed_pages, unopened_records, vision_groups
-from docread.document import Events, Settings, open_for_reading
+from docread.document import open_for_reading
 from docread.errors import DocreadError, UsageError
+from docread.events import Events
 from docread.intake import Limits
 from docread.records import JsonLinesLog
+from docread.settings import Settings
 
 FAIL_ONCE_ENV = "DOCREAD_RAY_TEST_FAIL_ONCE"  # tests: the first reader to take a group exits, as if killed
 
@@ -67,8 +69,6 @@ def run_batch_ray(
     device: str = "auto",
     quant: str = "auto",
     offline: bool | None = None,
-    pages: str | None = None,
-    password: str | None = None,
     limits: Limits | None = None,
     workers: int = 1,
     gpus_per_worker: float = 0.0,
@@ -83,7 +83,8 @@ def run_batch_ray(
     if "-" in files:
         raise UsageError("--engine ray reads files by path on its workers: stdin (-) needs --engine local")
     ray = require_ray()
-    fingerprint = settings.fingerprint(model_identity(model, adapter))
+    identity = model_identity(model, adapter)
+    fingerprint = settings.digest(identity.name, identity.adapter)
     failed = 0
 
     def emit(record: dict) -> None:
@@ -99,7 +100,7 @@ def run_batch_ray(
         if should_stop():
             return failed
         try:
-            document = open_for_reading(file, pages=pages, password=password, settings=settings, limits=limits)
+            document = open_for_reading(file, settings=settings, limits=limits)
         except DocreadError as e:
             for record in unopened_records(file, questions, fingerprint, sink.done, e, settings):
                 emit(record)
@@ -134,7 +135,6 @@ def run_batch_ray(
                 "offline": offline,
                 "questions": list(questions),
                 "settings": settings,
-                "password": password,
                 "limits": limits,
             },
         )
@@ -238,14 +238,14 @@ def _pipeline(ray, groups: list[str], workers: int, gpus_per_worker: float, read
 class _GroupReader:
     """A Ray actor: the model loaded once, then each group of pages answered as the local batch does."""
 
-    def __init__(self, *, model, adapter, device, quant, offline, questions, settings, password, limits):
+    def __init__(self, *, model, adapter, device, quant, offline, questions, settings, limits):
         from docread.loading import load
 
         try:
             self.reader = load(model, adapter=adapter, device=device, quant=quant, offline=offline)
         except DocreadError as e:
             raise ReaderFailed(e.message) from None
-        self.questions, self.settings, self.password, self.limits = questions, settings, password, limits
+        self.questions, self.settings, self.limits = questions, settings, limits
 
     def __call__(self, batch: dict) -> dict:
         _fail_once_for_tests()
@@ -257,7 +257,6 @@ class _GroupReader:
                     json.loads(group),
                     self.questions,
                     self.settings,
-                    password=self.password,
                     limits=self.limits,
                 )
             )
@@ -270,7 +269,6 @@ def answer_owed(
     questions: Sequence[str],
     settings: Settings,
     *,
-    password: str | None = None,
     limits: Limits | None = None,
 ) -> list[dict]:
     """The records of one group: its pages through one vision pass, each page's owed questions answered.
@@ -280,7 +278,7 @@ def answer_owed(
     records: list[dict] = []
     try:
         with open_for_reading(
-            file, pages=",".join(map(str, owed)), password=password, settings=settings, limits=limits
+            file, settings=settings.replace(pages=",".join(map(str, owed))), limits=limits
         ) as document:
             if document.sha256 != sha:
                 raise DocreadError("changed", f"{file} changed while the batch ran: rerun with --resume")

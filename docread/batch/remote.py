@@ -6,14 +6,15 @@ records, the same keys and fields a local run writes."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from types import SimpleNamespace
 
 from docread.batch.core import error_record, owed_pages, unopened_records
-from docread.document import Events, Settings, report_warnings
+from docread.document import report_warnings
 from docread.errors import DocreadError
+from docread.events import Events
 from docread.intake import Limits, open_bytes
 from docread.records import JsonLinesLog
 from docread.remote import ask_events, read_file, server_health
+from docread.settings import Settings
 
 # a refusal of the whole server, not of one page: the run stops
 FATAL = {"server_unreachable", "invalid_api_key", "queue_full", "missing_extra", "server_error"}
@@ -26,8 +27,6 @@ def run_batch_server(
     sink: JsonLinesLog,
     *,
     settings: Settings,
-    pages: str | None = None,
-    password: str | None = None,
     limits: Limits | None = None,
     api_key: str | None = None,
     on_record: Callable[[dict], None] = lambda r: None,
@@ -37,7 +36,7 @@ def run_batch_server(
     """`docread.batch.core.run_batch` with the answers from `server`: one record per (file, page, question)
     not already in `sink`; returns how many failed."""
     health = server_health(server, api_key=api_key)
-    fingerprint = settings.fingerprint(SimpleNamespace(name=health["model"], adapter=health.get("adapter")))
+    fingerprint = settings.digest(health["model"], health.get("adapter"))
     events = events or Events()
     failed = 0
 
@@ -52,7 +51,9 @@ def run_batch_server(
             break
         try:
             data = read_file(file, limits)
-            document = open_bytes(data, file, pages=pages, password=password, dpi=settings.dpi, limits=limits)
+            document = open_bytes(
+                data, file, pages=settings.pages, password=settings.password, dpi=settings.dpi, limits=limits
+            )
         except DocreadError as e:
             for record in unopened_records(file, questions, fingerprint, sink.done, e, settings):
                 emit(record)
@@ -62,14 +63,14 @@ def run_batch_server(
             for page, todo, keyed in owed_pages(document, questions, document.sha256, fingerprint, sink.done):
                 if should_stop():
                     break
-                asked = _page_records(server, api_key, document, data, page.number, todo, settings, password, events)
+                asked = _page_records(server, api_key, document, data, page.number, todo, settings, events)
                 for record in asked:
                     record["key"] = keyed[record["question"]]
                     emit(record)
     return failed
 
 
-def _page_records(server, api_key, document, data, number, todo, settings: Settings, password, events) -> list[dict]:
+def _page_records(server, api_key, document, data, number, todo, settings: Settings, events) -> list[dict]:
     """One page's questions asked of the server, as batch records (without their keys)."""
     options = {
         "pages": str(number),
@@ -77,7 +78,7 @@ def _page_records(server, api_key, document, data, number, todo, settings: Setti
         "max_slices": settings.max_slices,
         "view": settings.view,
         "dpi": settings.dpi,
-        "password": password,
+        "password": settings.password,
         "max_new_tokens": settings.max_new_tokens,
         "temperature": settings.temperature,
         "seed": settings.seed,

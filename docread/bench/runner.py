@@ -16,7 +16,7 @@ from docread.bench.datasets import Sample
 from docread.bench.entitygrid import LETTERS, Question, prompt
 from docread.errors import DocreadError
 from docread.records import JsonLinesLog
-from docread.views.encoded import DEFAULT_VIEW
+from docread.settings import View
 from docread.views.prompt import SHORT_ANSWER
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def run_entitygrid(
     log: JsonLinesLog,
     *,
     max_slices: int | None = None,
-    view: str = DEFAULT_VIEW,
+    view: str = View.hires,
 ) -> Iterator[dict]:
     """Ask each question as a multiple-choice prompt; yield {id, prediction, scores} or {id, error}."""
     for question in questions:
@@ -101,7 +101,7 @@ def run_open(
     max_slices: int | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     prompt: Callable[[Sample], str] = short_answer,
-    view: str = DEFAULT_VIEW,
+    view: str = View.hires,
 ) -> Iterator[dict]:
     """Ask each question (LLaVA's short-answer prompt unless `prompt` says otherwise) and generate;
     yield {id, prediction, score} or {id, error}."""
@@ -130,7 +130,7 @@ def run_likelihood(
     *,
     prompt: Callable[[Sample], str],
     max_slices: int | None = None,
-    view: str = DEFAULT_VIEW,
+    view: str = View.hires,
 ) -> Iterator[dict]:
     """Multiple choice by option likelihood: the letter whose continuation of the prompt the model
     finds likeliest (`DocReader.choose`), as the EntityGrid runner does; yield {id, prediction, scores}."""

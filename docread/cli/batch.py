@@ -36,7 +36,7 @@ from docread.cli.options import (
 )
 from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
 from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.results import DEFAULT_MAX_NEW_TOKENS
+from docread.settings import DEFAULT_MAX_NEW_TOKENS
 
 app = typer.Typer()
 
@@ -136,8 +136,8 @@ def batch(
     becomes error records and the run goes on (exit 1). Ctrl-C stops after the current record (twice:
     at once); --resume then continues where it stopped and retries the failed records."""
     from docread.batch.core import record_log, run_batch
-    from docread.document import Settings
     from docread.intake import expand_paths
+    from docread.settings import Settings
 
     if engine is Engine.ray:
         from docread.batch.raydata import require_ray
@@ -151,6 +151,8 @@ def batch(
     files = expand_paths(paths)
     err = diagnostics(quiet)
     settings = Settings(
+        pages=pages,
+        password=password,
         task=task,
         max_slices=max_slices,
         max_new_tokens=max_new_tokens,
@@ -185,8 +187,6 @@ def batch(
                     device=device,
                     quant=quant,
                     offline=offline or None,
-                    pages=pages,
-                    password=password,
                     limits=make_limits(max_pixels, timeout),
                     workers=workers,
                     gpus_per_worker=gpus_per_worker,
@@ -205,8 +205,6 @@ def batch(
                     questions,
                     sink,
                     settings=settings,
-                    pages=pages,
-                    password=password,
                     limits=make_limits(max_pixels, timeout),
                     api_key=api_key,
                     on_record=on_record,
@@ -222,8 +220,6 @@ def batch(
                     questions,
                     sink,
                     settings=settings,
-                    pages=pages,
-                    password=password,
                     limits=make_limits(max_pixels, timeout),
                     on_record=on_record,
                     should_stop=stop.requested,

@@ -34,10 +34,10 @@ from docread.cli.options import (
     make_limits,
 )
 from docread.cli.output import write_json, write_out
-from docread.document import Events
 from docread.errors import EXIT_OK, DocreadError
+from docread.events import Events
 from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.results import DEFAULT_MAX_NEW_TOKENS
+from docread.settings import DEFAULT_MAX_NEW_TOKENS
 
 app = typer.Typer()
 
@@ -89,9 +89,10 @@ def chat(
     """Talk about a document: ask question after question about one page at a time, answers streamed.
     Each page is encoded once, at its first question; later questions pay only their answer."""
     from docread.chat import ChatSession, open_chat_document
-    from docread.document import Settings
+    from docread.settings import Settings
 
     settings = Settings(
+        password=password,
         task=task,
         max_slices=max_slices,
         max_new_tokens=max_new_tokens,

@@ -31,7 +31,7 @@ from docread.cli.options import (
 from docread.cli.output import write_json
 from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
 from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.results import DEFAULT_MAX_NEW_TOKENS
+from docread.settings import DEFAULT_MAX_NEW_TOKENS
 
 app = typer.Typer()
 
@@ -78,14 +78,22 @@ def extract(
     value null and an error (exit 1); a file that cannot be read is an error line and the others go on."""
     import json
 
-    from docread.document import Settings
     from docread.extract import extract_document, field_spec, load_schema, schema_fields
+    from docread.settings import Settings
 
     if bool(field) == bool(schema):
         raise UsageError("give --field NAME[:TYPE] (repeatable) or --schema SCHEMA.json, one of the two")
     loaded = load_schema(schema) if schema else None
     fields = schema_fields(loaded) if loaded else [field_spec(f) for f in field]
-    settings = Settings(max_slices=max_slices, max_new_tokens=max_new_tokens, dpi=dpi, view=view, text=text)
+    settings = Settings(
+        pages=pages,
+        password=password,
+        max_slices=max_slices,
+        max_new_tokens=max_new_tokens,
+        dpi=dpi,
+        view=view,
+        text=text,
+    )
     err = diagnostics(quiet)
     reader = load_reader(model, adapter, device, quant, offline, err)
     failed = False
@@ -99,8 +107,6 @@ def extract(
                     fields,
                     schema=loaded,
                     settings=settings,
-                    pages=pages,
-                    password=password,
                     limits=make_limits(max_pixels, timeout),
                 )
             except DocreadError as e:

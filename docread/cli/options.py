@@ -9,10 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from docread.model.weights import Quant as QuantChoice
-from docread.text.pagetext import TextMode as TextChoice
-from docread.text.textprompt import TextPrompt as TextPromptChoice
-from docread.views.encoded import View as ViewChoice
-from docread.views.prompt import Task as TaskChoice
+from docread.settings import Task as TaskChoice
+from docread.settings import TextMode as TextChoice
+from docread.settings import TextPrompt as TextPromptChoice
+from docread.settings import View as ViewChoice
 
 
 def _check_pages(value: Optional[str]) -> Optional[str]:
@@ -155,9 +155,9 @@ TextOption = Annotated[
 
 def _check_ask_pages(value: Optional[str]) -> Optional[str]:
     """--pages as `ask` takes it: a page list, or `auto` (ranked by the question)."""
-    from docread.text.ranking import AUTO
+    from docread.settings import AUTO_PAGES
 
-    return value if value == AUTO else _check_pages(value)
+    return value if value == AUTO_PAGES else _check_pages(value)
 
 
 AskPages = Annotated[

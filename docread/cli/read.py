@@ -41,12 +41,10 @@ from docread.cli.options import (
     make_limits,
 )
 from docread.cli.output import write_json, write_out
-from docread.document import OCR_MAX_NEW_TOKENS, Events
 from docread.errors import EXIT_FAILED, EXIT_OK
+from docread.events import Events
 from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.results import DEFAULT_MAX_NEW_TOKENS
-from docread.text.ranking import DEFAULT_TOP_PAGES
-from docread.text.textprompt import DEFAULT_TEXT_TOKENS
+from docread.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEXT_TOKENS, DEFAULT_TOP_PAGES, OCR_MAX_NEW_TOKENS
 
 app = typer.Typer()
 
@@ -151,10 +149,14 @@ def ask(
     names them) are each read once for all questions; the best-scoring page's answer is reported
     (per-page answers are in --json). One page streams its answer live. A page that fails is
     reported and the others still answer (exit 1)."""
-    from docread.document import Settings, ask_document, open_for_reading, unique_questions
+    from docread.document import ask_document, open_for_reading, unique_questions
+    from docread.settings import Settings
 
     questions = unique_questions(questions)
     settings = Settings(
+        pages=pages,
+        top_pages=top_pages,
+        password=password,
         task=task,
         max_slices=max_slices,
         max_new_tokens=max_new_tokens,
@@ -188,8 +190,6 @@ def ask(
     # the file first: a bad one fails before the model loads
     with open_for_reading(
         file,
-        pages=None if pages == "auto" else pages,
-        password=password,
         settings=settings,
         limits=make_limits(max_pixels, timeout),
         events=render,
@@ -201,10 +201,8 @@ def ask(
                 document,
                 questions,
                 settings=settings,
-                pages=pages,
                 events=render,
                 stream=not json_out,
-                top_pages=top_pages,
             )
         finally:
             render._stop_spinner()
@@ -324,10 +322,20 @@ def ocr(
 ):
     """Transcribe the text of each page (streamed on a terminal; --json: one line per page, an error
     record for a page that fails while the others go on)."""
-    from docread.document import Settings, ocr_document, open_for_reading
+    from docread.document import ocr_document, open_for_reading
     from docread.serve.ocr import ocr_record
+    from docread.settings import Settings
 
-    settings = Settings(task="ocr", max_slices=max_slices, max_new_tokens=max_new_tokens, dpi=dpi, fast=fast, view=view)
+    settings = Settings(
+        pages=pages,
+        password=password,
+        task="ocr",
+        max_slices=max_slices,
+        max_new_tokens=max_new_tokens,
+        dpi=dpi,
+        fast=fast,
+        view=view,
+    )
     err = diagnostics(quiet)
     render = _OcrRender(err, live=not json_out)
     failed = False
@@ -350,9 +358,7 @@ def ocr(
         for record in _replay(lines, render, json_out):
             report(record)
         raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
-    with open_for_reading(
-        file, pages=pages, password=password, settings=settings, limits=limits, events=render
-    ) as document:
+    with open_for_reading(file, settings=settings, limits=limits, events=render) as document:
         reader = load_reader(model, adapter, device, quant, offline, err)
         for result in ocr_document(reader, document, settings=settings, events=render, stream=not json_out):
             report(ocr_record(document.name, result))

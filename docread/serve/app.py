@@ -18,8 +18,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from docread.document import Events, ask_document, ocr_document, unique_questions
+from docread.document import ask_document, ocr_document, unique_questions
 from docread.errors import EXIT_FAILED, DocreadError
+from docread.events import Events
 from docread.intake import Limits, open_bytes
 from docread.reader import DocReader
 from docread.results import DocumentAnswer
@@ -98,7 +99,6 @@ class _Server:
                 document,
                 questions,
                 settings=options.settings(),
-                pages=options.pages,
                 events=events,
                 stream=True,
                 encode=self.cache.encode,

@@ -11,13 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from docread.document import OCR_MAX_NEW_TOKENS, Settings
 from docread.errors import EXIT_FAILED, DocreadError
 from docread.intake.limits import DEFAULT_DPI
-from docread.results import DEFAULT_MAX_NEW_TOKENS
-from docread.text.textprompt import TextPrompt
-from docread.views.encoded import View
-from docread.views.prompt import Task
+from docread.settings import DEFAULT_MAX_NEW_TOKENS, OCR_MAX_NEW_TOKENS, Settings, Task, TextPrompt, View
 
 MAX_QUESTIONS = 32  # questions one /v1/documents/ask request may ask
 DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.ASCII)
@@ -101,6 +97,8 @@ class ReadOptions(BaseModel):
 
     def settings(self, fast: bool = False) -> Settings:
         return Settings(
+            pages=self.pages,
+            password=self.password,
             task=str(self.task),
             max_slices=self.max_slices,
             max_new_tokens=self.max_new_tokens,
@@ -133,7 +131,13 @@ class OcrForm(BaseModel):
 
     def settings(self) -> Settings:
         return Settings(
-            task="ocr", max_slices=self.max_slices, max_new_tokens=self.max_new_tokens, dpi=self.dpi, view=self.view
+            pages=self.pages,
+            password=self.password,
+            task="ocr",
+            max_slices=self.max_slices,
+            max_new_tokens=self.max_new_tokens,
+            dpi=self.dpi,
+            view=self.view,
         )
 
 

@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from docread.document import Settings, encode_with_fallback
+from docread.document import encode_with_fallback
 from docread.errors import DocreadError
 from docread.reader import DocReader
+from docread.settings import Settings
 from docread.views.encoded import EncodedPage
 
 

@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError, UsageError
+from docread.settings import TextMode
 from docread.text.match import find
-from docread.text.pagetext import PageText, TextMode, page_text
+from docread.text.pagetext import PageText, page_text
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from docread.document import Events
+    from docread.events import Events
     from docread.intake import Document, Limits, Page
     from docread.results import DocumentAnswer
 

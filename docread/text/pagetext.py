@@ -8,11 +8,11 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError
 from docread.intake.base import boundary
+from docread.settings import TextMode
 
 if TYPE_CHECKING:
     from docread.intake import Document, Page
@@ -20,13 +20,6 @@ if TYPE_CHECKING:
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 OCR_MISSING = 'OCR needs the ocr extra: pip install "docread[ocr]"'
 OCR_MIN_SCORE = 0.5  # rapidocr line confidence below which a line is dropped as noise
-
-
-class TextMode(StrEnum):
-    auto = "auto"  # the text layer when the page has one, else OCR when installed, else none
-    layer = "layer"  # the PDF's text layer only
-    ocr = "ocr"  # OCR always (an error when the extra is missing)
-    off = "off"  # no page text
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-DEFAULT_TOP_PAGES = 3  # pages read per question with --pages auto
-AUTO = "auto"  # the --pages value that asks for ranking
+from docread.settings import AUTO_PAGES, DEFAULT_TOP_PAGES
 
 
 @dataclass(frozen=True)
@@ -82,12 +81,12 @@ def choose_pages(
     from docread.errors import DocreadError
     from docread.text.evidence import PageTexts
 
-    if pages != AUTO or text == "off":
+    if pages != AUTO_PAGES or text == "off":
         selected = document.pages
-        if pages in (None, AUTO) and max_pages is not None and len(selected) > max_pages:
+        if pages in (None, AUTO_PAGES) and max_pages is not None and len(selected) > max_pages:
             warn(f"reading the first {max_pages} of {len(selected)} pages; choose others with --pages")
             selected = selected[:max_pages]
-        why = "given" if pages not in (None, AUTO) else "first"
+        why = "given" if pages not in (None, AUTO_PAGES) else "first"
         return {q: [Pick(p.number, why) for p in selected] for q in questions}
     texts = PageTexts(document, "ocr" if text == "ocr" else "layer")
     page_texts = {}

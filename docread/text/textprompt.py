@@ -5,26 +5,20 @@ like the question: tiles are reduced before anything else, and a prompt that can
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError
+from docread.settings import DEFAULT_TEXT_TOKENS, TextPrompt
 
 if TYPE_CHECKING:
-    from docread.document import Events, Settings
+    from docread.events import Events
     from docread.intake import Document
     from docread.reader import DocReader
+    from docread.settings import Settings
     from docread.text.evidence import PageTexts
 
-DEFAULT_TEXT_TOKENS = 1024  # most tokens of page text added to a prompt (--text-tokens)
 REFERENCE_HEAD = "Text found on the page (for reference):"
 CUT_MARK = " [...]"  # ends a page text cut at the token budget, so the model (and reader) see it
-
-
-class TextPrompt(StrEnum):
-    auto = "auto"  # a PDF's own text layer, in the hires view only
-    on = "on"  # any page text (layer or OCR), any view
-    off = "off"  # the image alone, as before
 
 
 @dataclass(frozen=True)

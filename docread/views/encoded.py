@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from docread.errors import UsageError
+from docread.settings import View
 
 if TYPE_CHECKING:
     import torch
@@ -16,17 +16,6 @@ if TYPE_CHECKING:
 
     from docread.views.native import NativePlan
     from docread.views.processor import PagePlan
-
-
-class View(StrEnum):
-    """How a page becomes image tokens: docread's HiRes tiles, or the base checkpoint's own way."""
-
-    hires = "hires"  # up to 16 tiles + a global view, SRA, sampler, separators (docs/method.md)
-    native = "native"  # exactly LLaVA-NeXT's AnyRes (LLaVA-1.6) or LLaVA-1.5's single view (docread.views.native)
-
-
-VIEWS = tuple(View)
-DEFAULT_VIEW = View.hires
 
 
 @dataclass
@@ -76,5 +65,5 @@ class EncodedPage:
 
 
 def check_view(view: str) -> None:
-    if view not in VIEWS:
-        raise UsageError(f"view {view!r}: choose {' or '.join(VIEWS)}")
+    if view not in tuple(View):
+        raise UsageError(f"view {view!r}: choose {' or '.join(tuple(View))}")

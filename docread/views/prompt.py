@@ -6,9 +6,8 @@ only shapes the question that goes into it.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from docread.errors import UsageError
+from docread.settings import Task
 
 TASKS = {
     # document QA: the question as the user wrote it
@@ -18,7 +17,7 @@ TASKS = {
     # transcription: the question, if any, narrows what to transcribe
     "ocr": "Transcribe all the text on this page, line by line, exactly as written.{question}",
 }
-Task = StrEnum("Task", {name: name for name in TASKS})  # --task's choices, as Typer shows them
+assert set(TASKS) == set(Task), "each Task has its prompt"
 OCR_QUESTION = ""  # `docread ocr` asks the ocr task with no extra words
 SHORT_ANSWER = "Answer the question using a single word or phrase."  # LLaVA-1.5's short-answer instruction
 MULTIPLE_CHOICE = "{question}\n{options}\nAnswer with the option's letter from the given choices directly."
