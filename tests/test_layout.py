@@ -37,14 +37,15 @@ def _is_type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def _imported_names(path: Path, module: str):
-    """Every docread name `path` imports, at import time or inside functions (not under TYPE_CHECKING)."""
+def _imported_names(path: Path, module: str, *, types: bool = False):
+    """Every docread name `path` imports, at import time or inside functions; under TYPE_CHECKING too
+    with `types` (annotations only: never executed, but still a dependency of the reader's mind)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     stack = list(ast.parse(path.read_text(encoding="utf-8")).body)
     while stack:
         node = stack.pop()
-        if _is_type_checking(node):
-            continue  # annotations only: never executed
+        if _is_type_checking(node) and not types:
+            continue
         stack.extend(ast.iter_child_nodes(node))
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
@@ -56,13 +57,57 @@ def _imported_names(path: Path, module: str):
             yield from (f"{base}.{alias.name}" for alias in node.names)
 
 
-def _imports(module: str) -> set[str]:
-    """The docread modules `module` imports."""
-    found = {_resolve(name) for name in _imported_names(MODULES[module], module) if name.startswith("docread")}
+def _imports(module: str, *, types: bool = False) -> set[str]:
+    """The docread modules `module` imports (type-only imports too with `types`)."""
+    names = _imported_names(MODULES[module], module, types=types)
+    found = {_resolve(name) for name in names if name.startswith("docread")}
     return found - {None, module}
 
 
 GRAPH = {module: _imports(module) for module in MODULES}
+TYPED_GRAPH = {module: _imports(module, types=True) for module in MODULES}
+
+# The layers in the order the data flows (docs/layout.md): a module imports only modules of lower rank, or
+# of its own package. The first matching prefix (longest first) gives a module's rank.
+RANKS = {
+    "docread.errors": 0,
+    "docread.intake": 1,
+    "docread.nn": 1,
+    "docread.events": 1,
+    "docread.settings": 2,
+    "docread.model": 3,
+    "docread.views": 4,
+    "docread.generate": 4,
+    "docread.formats": 5,
+    "docread.results": 5,
+    "docread.records": 5,
+    "docread.text": 6,
+    "docread.pagecalls": 7,
+    "docread.reader": 8,
+    "docread.remote": 8,
+    "docread.loading": 9,
+    "docread.document": 9,
+    "docread.pagecache": 10,
+    "docread.reading": 10,
+    "docread.inspection": 10,
+    "docread.extract": 11,
+    "docread.chat": 11,
+    "docread.testing": 12,
+    "docread.batch": 12,
+    "docread.bench": 13,
+    "docread.train": 13,
+    "docread.serve": 14,
+    "docread.mcp": 14,
+    "docread.cli": 15,
+    "docread.__main__": 16,
+    "docread": 12,  # the package's lazy facade (docread.load, docread.ask_document, ...): above what it offers
+}
+
+
+def _rank_key(module: str) -> str | None:
+    """The RANKS entry that `module` falls under (the longest matching prefix)."""
+    matches = [k for k in RANKS if module == k or module.startswith(k + ".")]
+    return max(matches, key=len) if matches else None
 
 
 def _cycle() -> list[str] | None:
@@ -92,6 +137,27 @@ def test_the_walk_sees_known_imports():
     assert "docread.train.config" in GRAPH["docread.train.loop"]
     assert "docread.formats.entitygrid" in GRAPH["docread.train.data"]
     assert "docread.testing" in GRAPH["docread.bench.speedsetup"]  # a deferred import, inside a function
+
+
+def test_every_module_has_a_rank():
+    assert not sorted(m for m in MODULES if _rank_key(m) is None), "add new modules to RANKS"
+
+
+def test_imports_point_down_only_type_only_imports_included():
+    """A module imports only lower layers (or its own package): no stage reaches into a later one, not even
+    for an annotation (types that lower layers use live in lower layers)."""
+    upward = sorted(
+        f"{m} ({RANKS[_rank_key(m)]}) -> {t} ({RANKS[_rank_key(t)]})"
+        for m, targets in TYPED_GRAPH.items()
+        for t in targets
+        if _rank_key(t) != _rank_key(m) and RANKS[_rank_key(t)] >= RANKS[_rank_key(m)]
+    )
+    assert not upward, "imports that point up or sideways:\n" + "\n".join(upward)
+
+
+def test_the_rank_walk_sees_type_only_imports():
+    assert "docread.results" in TYPED_GRAPH["docread.text.evidence"]  # DocumentAnswer, under TYPE_CHECKING
+    assert "docread.results" not in GRAPH["docread.text.evidence"]
 
 
 def test_no_import_cycle_among_docread_modules():

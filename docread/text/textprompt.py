@@ -13,7 +13,6 @@ from docread.settings import DEFAULT_TEXT_TOKENS, TextPrompt
 if TYPE_CHECKING:
     from docread.events import Events
     from docread.intake import Document
-    from docread.reader import DocReader
     from docread.settings import Settings
     from docread.text.evidence import PageTexts
 
@@ -66,9 +65,10 @@ def with_reference(prompt: str, ref: Reference | None) -> str:
 
 
 def page_reference(
-    reader: DocReader, document: Document, texts: PageTexts, page, settings: Settings, events: Events
+    reader, document: Document, texts: PageTexts, page, settings: Settings, events: Events
 ) -> Reference | None:
-    """The page text for this page's prompts under --text-prompt (None: the image alone)."""
+    """The page text for this page's prompts under --text-prompt (None: the image alone); `reader`: the
+    loaded model (its tokenizer counts the text's tokens)."""
     mode = TextPrompt(settings.text_prompt)
     if mode == TextPrompt.off or (mode == TextPrompt.auto and (document.kind != "pdf" or settings.view != "hires")):
         return None  # decided without reading the page's text (no OCR just to find out)
