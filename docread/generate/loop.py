@@ -2,6 +2,7 @@
 
 Sampling, EOS, stats and timing live here once; a `Step` says how the next logits come out of a KV
 cache (`dynamic.DynamicStep`, `static.StaticStep`) and an optional `constrain` masks them per step.
+Steps and `pick` already speak in rows (logits (B, V), ids (B, 1)); the loop decodes one row (B = 1).
 """
 
 from __future__ import annotations
