@@ -23,7 +23,7 @@ class PageCalls:
     def choose(self, source, question: str, options: Sequence[str], **options_kw) -> tuple[int, list[float]]:
         """The option (index) the model finds likeliest as the answer, with every option's summed
         log-probability: multiple choice without parsing generated text."""
-        from docread.generate.decode import continuation_logprob, crop_cache
+        from docread.generate.dynamic import continuation_logprob, crop_cache
 
         with self.open_page(source, question, **options_kw) as encoded:
             embeds = self._suffix(encoded, question)

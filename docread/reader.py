@@ -223,7 +223,7 @@ class DocReader(PageCalls):
         """A new KV cache holding the prompt up to the end of the page's image."""
         import torch
 
-        from docread.generate.decode import new_cache, prefill
+        from docread.generate.dynamic import new_cache, prefill
 
         start = time.perf_counter()
         with torch.inference_mode():
@@ -280,8 +280,9 @@ class DocReader(PageCalls):
         fast: bool = False,
     ) -> AnswerStream:
         """Stream the answer to `question` about an encoded page (`fast`: the compiled decoder)."""
-        from docread.generate import static as fastdecode
-        from docread.generate.decode import DecodeStats, TextStream, crop_cache, decode_tokens
+        from docread.generate.dynamic import crop_cache
+        from docread.generate.loop import DecodeStats, decode_tokens, step_for
+        from docread.generate.text import TextStream
 
         stream = AnswerStream(iter(()), encoded.page_plan)
 
@@ -293,10 +294,8 @@ class DocReader(PageCalls):
             stats = DecodeStats()
             text = TextStream(self.base.tokenizer)
             try:
-                decode = fastdecode.decode_tokens if fast else decode_tokens
-                for token, _ in decode(
-                    self.hires.language_model,
-                    self.hires.lm_head,
+                for token, _ in decode_tokens(
+                    step_for(self.hires.language_model, self.hires.lm_head, static=fast),
                     embeds,
                     max_new_tokens=max_new_tokens,
                     eos_token_ids=self.eos_token_ids,

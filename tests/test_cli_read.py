@@ -104,7 +104,7 @@ def test_ask_json_stays_valid_with_quotes_and_newlines(tiny_llava, folder, monke
     from typer.testing import CliRunner
 
     from docread.cli import app
-    from docread.generate.decode import TextStream
+    from docread.generate.text import TextStream
 
     nasty = 'He said "total: 12"\\ and\nthen\t{left}'
     monkeypatch.setattr(TextStream, "text", lambda self: nasty)

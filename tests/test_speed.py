@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 import docread
-from docread.generate.decode import DecodeStats, crop_cache, decode_tokens
+from docread.generate.dynamic import DynamicStep, crop_cache
+from docread.generate.loop import DecodeStats, decode_tokens
+from docread.generate.static import StaticStep, static_step_for
 
 QUESTION = "What is written here?"
 STAGES = {"render", "slice_normalise", "vision", "vision_sra", "vision_sampler", "prefill", "ttft", "followup_ttft"}
@@ -122,55 +124,51 @@ def page_image(seed=0):
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (700, 500, 3), dtype=np.uint8))
 
 
-def run(fn, reader, embeds, **kwargs):
+def plain_step(reader):
+    return DynamicStep(reader.hires.language_model, reader.hires.lm_head)
+
+
+def fast_step(reader):
+    return static_step_for(reader.hires.language_model, reader.hires.lm_head)
+
+
+def run(make_step, reader, embeds, **kwargs):
     stats = DecodeStats()
-    tokens = [
-        t
-        for t, _ in fn(
-            reader.hires.language_model, reader.hires.lm_head, embeds, eos_token_ids=[], stats=stats, **kwargs
-        )
-    ]
+    tokens = [t for t, _ in decode_tokens(make_step(reader), embeds, eos_token_ids=[], stats=stats, **kwargs)]
     return tokens, stats
 
 
 def test_fast_decode_matches_plain_decode_on_an_encoded_page(reader):
-    from docread.generate import static as fastdecode
-
     with reader.open_page(page_image(), QUESTION) as encoded:
         embeds = reader._suffix(encoded, QUESTION)
-        plain, plain_stats = run(decode_tokens, reader, embeds, max_new_tokens=24, cache=encoded.cache)
+        plain, plain_stats = run(plain_step, reader, embeds, max_new_tokens=24, cache=encoded.cache)
         crop_cache(encoded.cache, encoded.prefix_len)
         for _ in range(2):  # the second call reuses the decoder's static cache
-            fast, fast_stats = run(fastdecode.decode_tokens, reader, embeds, max_new_tokens=24, cache=encoded.cache)
+            fast, fast_stats = run(fast_step, reader, embeds, max_new_tokens=24, cache=encoded.cache)
             assert fast == plain and len(fast) == 24
             assert fast_stats.logprobs == pytest.approx(plain_stats.logprobs, abs=1e-4)
             assert encoded.cache.get_seq_length() == encoded.prefix_len  # the page's prefix is left as it was
 
 
 def test_fast_decode_without_a_cache_and_when_sampling(reader):
-    from docread.generate import static as fastdecode
-
     width = reader.hires.language_model.config.hidden_size
     embeds = torch.randn(1, 40, width, generator=torch.Generator().manual_seed(0))
     for kwargs in ({}, {"temperature": 1.0, "seed": 7}):
-        plain, _ = run(decode_tokens, reader, embeds, max_new_tokens=12, **kwargs)
-        fast, _ = run(fastdecode.decode_tokens, reader, embeds, max_new_tokens=12, **kwargs)
+        plain, _ = run(plain_step, reader, embeds, max_new_tokens=12, **kwargs)
+        fast, _ = run(fast_step, reader, embeds, max_new_tokens=12, **kwargs)
         assert fast == plain, kwargs
 
 
 def test_fast_decode_stops_at_eos(reader):
-    from docread.generate import static as fastdecode
-
     with reader.open_page(page_image(1), QUESTION) as encoded:
         embeds = reader._suffix(encoded, QUESTION)
-        plain, _ = run(decode_tokens, reader, embeds, max_new_tokens=8, cache=encoded.cache)
+        plain, _ = run(plain_step, reader, embeds, max_new_tokens=8, cache=encoded.cache)
         crop_cache(encoded.cache, encoded.prefix_len)
         stats = DecodeStats()
         tokens = [
             t
-            for t, _ in fastdecode.decode_tokens(
-                reader.hires.language_model,
-                reader.hires.lm_head,
+            for t, _ in decode_tokens(
+                fast_step(reader),
                 embeds,
                 max_new_tokens=8,
                 eos_token_ids=[plain[3]],
@@ -182,28 +180,22 @@ def test_fast_decode_stops_at_eos(reader):
 
 
 def test_fast_decoder_refuses_a_sequence_longer_than_its_cache(reader):
-    from docread.generate.static import FastDecoder
-
-    decoder = FastDecoder(reader.hires.language_model, reader.hires.lm_head, max_cache_len=16)
+    step = StaticStep(reader.hires.language_model, reader.hires.lm_head, max_cache_len=16)
     with pytest.raises(ValueError, match="static cache holds 16"):
-        next(decoder.decode_tokens(torch.zeros(1, 10, 64), max_new_tokens=8, eos_token_ids=[]))
+        next(decode_tokens(step, torch.zeros(1, 10, 64), max_new_tokens=8, eos_token_ids=[]))
 
 
 @pytest.mark.cuda
 def test_compiled_fast_decode_matches_plain_on_cuda(tiny_llava_next):
-    from docread.generate.static import FastDecoder
-
     cuda = docread.load(str(tiny_llava_next), device="cuda", quant="none")
     with cuda.open_page(page_image(), QUESTION) as encoded:
         embeds = cuda._suffix(encoded, QUESTION)
-        plain, _ = run(decode_tokens, cuda, embeds, max_new_tokens=16, cache=encoded.cache)
+        plain, _ = run(plain_step, cuda, embeds, max_new_tokens=16, cache=encoded.cache)
         crop_cache(encoded.cache, encoded.prefix_len)
-        decoder = FastDecoder(cuda.hires.language_model, cuda.hires.lm_head, compile=True)
+        step = StaticStep(cuda.hires.language_model, cuda.hires.lm_head, compile=True)
         for _ in range(3):  # compile, record the CUDA graph, replay it
-            fast = [
-                t for t, _ in decoder.decode_tokens(embeds, max_new_tokens=16, eos_token_ids=[], cache=encoded.cache)
-            ]
-            assert fast == plain
+            compiled, _ = run(lambda _: step, cuda, embeds, max_new_tokens=16, cache=encoded.cache)
+            assert compiled == plain
 
 
 # -- the in-memory model builder (`--synthetic real`, here in toy shapes) ------------------------------------

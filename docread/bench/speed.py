@@ -66,12 +66,12 @@ class DocreadSide:
     and the time to first token of each further question on the encoded page."""
 
     def __init__(self, bench: BenchModel, asked: list[str], options: SpeedOptions, clock: Clock):
-        from docread.generate.static import decoder_for
+        from docread.generate.static import static_step_for
 
         self.reader, self.asked, self.options, self.clock = bench.reader, asked, options, clock
         hires = self.reader.hires
         self.parts = {"vision_sra": list(hires.modules.adapters.values()), "vision_sampler": [hires.modules.sampler]}
-        self.fast = decoder_for(hires.language_model, hires.lm_head)
+        self.fast = static_step_for(hires.language_model, hires.lm_head)
         self.samples, self.shape, self.same_tokens, self.first_fast_ms = Samples(), {}, True, None
 
     def run(self, document, page, keep: bool) -> None:
@@ -161,14 +161,16 @@ class DocreadSide:
 
     def _fast(self, encoded, plain_tokens: list[int], keep: bool) -> None:
         """The first question again through docread.generate.static, as `--fast` runs it."""
-        from docread.generate.decode import DecodeStats, crop_cache
+        from docread.generate.dynamic import crop_cache
+        from docread.generate.loop import DecodeStats, decode_tokens
 
         stats = DecodeStats()
         embeds = self.reader._suffix(encoded, self.asked[0])
         tokens, ms = self.clock.time(
             lambda: [
                 t
-                for t, _ in self.fast.decode_tokens(
+                for t, _ in decode_tokens(
+                    self.fast,
                     embeds,
                     max_new_tokens=self.options.max_new_tokens,
                     eos_token_ids=[],
@@ -278,7 +280,7 @@ class BaselineSide:
 
 def _baseline_prefill(model, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
     """The first token's logits (1, V) as LlavaNextModel.forward computes them: one masked_scatter, one pass."""
-    from docread.generate.decode import new_cache, prefill
+    from docread.generate.dynamic import new_cache, prefill
 
     embeds = model.get_input_embeddings()(input_ids)  # (1, T, D)
     mask = (input_ids == model.config.image_token_id)[..., None]  # (1, T, 1)

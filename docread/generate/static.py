@@ -1,31 +1,29 @@
-"""The fast decode path: a static KV cache and, on CUDA, the one-token step compiled to a CUDA graph.
-
-`decode_tokens` takes the arguments of `docread.generate.decode.decode_tokens` and yields the same greedy
-tokens. It decodes in a static cache of its own (one per language model, reused): an encoded page's
-prefix passed as `cache=` is copied in and left as it was, so the caller's `crop_cache` has nothing
-to undo. On CUDA the first call compiles (tens of seconds); later calls replay the graph.
+"""The static KV cache step: one cache per language model, reused, and on CUDA the one-token step compiled
+to a CUDA graph. Same tokens as the dynamic step through `loop.decode_tokens`; an encoded page's prefix
+is copied in and left as it was, so the caller's `crop_cache` has nothing to undo. On CUDA the first
+call compiles (tens of seconds); later calls replay the graph.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
-from collections.abc import Iterable, Iterator
 
 import torch
 
-from docread.generate.decode import DecodeStats, _cache_argument, _sync, sample_tokens
+from docread.generate.dynamic import cache_argument
 
 COMPILE_MODE = "reduce-overhead"  # CUDA graphs: one launch a token instead of a dozen kernels a layer
 CACHE_STEP = 256  # an eager (uncompiled) cache grows in steps of this many positions
 
 
-class FastDecoder:
-    """Decodes one sequence at a time for one language model, in a static cache it owns.
+class StaticStep:
+    """Steps in a static cache it owns, one sequence at a time, for one language model.
 
     compile: None = on CUDA only (inductor on CPU takes minutes to build and gains little there).
     max_cache_len: positions of the static cache. Compiled, it is fixed (the model's context by
-    default: a new size means a new graph); eager, it grows to what each call needs.
+    default: a new size means a new graph); eager, it grows to what each answer needs.
+    Extra memory when compiled: a cache of the model's context (Vicuna-7B, fp16: 0.5 MiB a
+    position, 2 GiB at 4096).
     """
 
     def __init__(self, language_model, lm_head, *, compile: bool | None = None, max_cache_len: int | None = None):
@@ -37,21 +35,21 @@ class FastDecoder:
         self.context = language_model.config.max_position_embeddings
         self.max_cache_len = max_cache_len or (self.context if self.compiled else None)
         self.cache = None  # transformers StaticCache, made on first use
-        self._cache_kw = _cache_argument(type(language_model))  # resolved here: no inspect() under dynamo
+        self._cache_kw = cache_argument(type(language_model))  # resolved here: no inspect() under dynamo
         self._step = (
             torch.compile(self._eager_step, mode=COMPILE_MODE, dynamic=False) if self.compiled else self._eager_step
         )
 
     # -- the static cache -----------------------------------------------------------------------
     def static_cache(self, needed: int):
-        """The decoder's StaticCache, able to hold `needed` positions (made or grown when it must)."""
+        """The StaticCache, able to hold `needed` positions (made or grown when it must)."""
         from transformers import StaticCache
 
         size = self.max_cache_len or -(-needed // CACHE_STEP) * CACHE_STEP  # eager: rounded up
         if needed > size:
             raise ValueError(
                 f"the sequence needs {needed} positions, the static cache holds {size}: "
-                f"build FastDecoder(max_cache_len=...) larger, or lower max_new_tokens"
+                f"build StaticStep(max_cache_len=...) larger, or lower max_new_tokens"
             )
         if self.cache is None or self._cache_len < needed:
             self.cache, self._cache_len = StaticCache(config=self.language_model.config, max_cache_len=size), size
@@ -75,16 +73,20 @@ class FastDecoder:
         """Free the static cache (it is made again on the next call; compiled, the graph is re-recorded)."""
         self.cache = None
 
-    # -- one token ------------------------------------------------------------------------------
-    def _eager_step(self, ids: torch.Tensor) -> torch.Tensor:
-        """Logits (1, V) of the token after ids (1, 1), appended to the static cache."""
+    # -- the step -------------------------------------------------------------------------------
+    def prefill(self, inputs_embeds: torch.Tensor, *, prefix, room: int) -> torch.Tensor:
+        """Logits (1, V) after what `prefix` holds and inputs_embeds (1, T, D), `room` more positions kept free."""
+        prefix_len = 0 if prefix is None else int(prefix.get_seq_length())
+        static = self.static_cache(prefix_len + inputs_embeds.shape[1] + room)
+        if prefix is not static:
+            self.load_prefix(prefix, static)
         hidden = self.language_model(
-            inputs_embeds=self.embed(ids), use_cache=True, **{self._cache_kw: self.cache}
-        ).last_hidden_state  # (1, 1, D)
+            inputs_embeds=inputs_embeds, use_cache=True, **{self._cache_kw: static}
+        ).last_hidden_state  # (1, T, D)
         return self.lm_head(hidden[:, -1]).float()
 
-    def _next_logits(self, token: int) -> torch.Tensor:
-        ids = torch.tensor([[token]], device=self.device)  # (1, 1)
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits (1, V) after ids (1, 1), compiled when it can be."""
         if not self.compiled:
             return self._step(ids)
         torch.compiler.cudagraph_mark_step_begin()
@@ -97,82 +99,18 @@ class FastDecoder:
             self.compiled, self._step = False, self._eager_step
             return self._step(ids)
 
-    # -- a whole answer -------------------------------------------------------------------------
-    @torch.inference_mode()
-    def decode_tokens(
-        self,
-        inputs_embeds: torch.Tensor,
-        *,
-        max_new_tokens: int,
-        eos_token_ids: Iterable[int],
-        temperature: float = 0.0,
-        seed: int | None = None,
-        stats: DecodeStats | None = None,
-        cache=None,
-    ) -> Iterator[tuple[int, float]]:
-        """As `docread.generate.decode.decode_tokens`, after inputs_embeds (1, T, D) and what `cache` holds."""
-        stats = stats if stats is not None else DecodeStats()
-        eos = set(eos_token_ids)
-        device = inputs_embeds.device
-        generator = torch.Generator(device=device).manual_seed(seed) if seed is not None and temperature > 0 else None
-        prefix_len = 0 if cache is None else int(cache.get_seq_length())
-        static = self.static_cache(prefix_len + inputs_embeds.shape[1] + max_new_tokens)
-
-        start = time.perf_counter()
-        if cache is not static:
-            self.load_prefix(cache, static)
+    def _eager_step(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits (1, V) of the token after ids (1, 1), appended to the static cache."""
         hidden = self.language_model(
-            inputs_embeds=inputs_embeds, use_cache=True, **{self._cache_kw: static}
-        ).last_hidden_state  # (1, T, D)
-        logits = self.lm_head(hidden[:, -1]).float()  # (1, V)
-        _sync(device)
-        stats.prefill_ms = (time.perf_counter() - start) * 1000
-        start = time.perf_counter()
-        yield from sample_tokens(
-            logits,
-            self._next_logits,
-            max_new_tokens=max_new_tokens,
-            eos=eos,
-            temperature=temperature,
-            generator=generator,
-            stats=stats,
-        )
-        _sync(device)
-        stats.decode_ms = (time.perf_counter() - start) * 1000
+            inputs_embeds=self.embed(ids), use_cache=True, **{self._cache_kw: self.cache}
+        ).last_hidden_state  # (1, 1, D)
+        return self.lm_head(hidden[:, -1]).float()
 
 
-def decoder_for(language_model, lm_head) -> FastDecoder:
-    """The default FastDecoder of a language model, made once and kept on the model."""
-    decoder = getattr(language_model, "_docread_fast_decoder", None)
-    if decoder is None or decoder.lm_head is not lm_head:
-        decoder = FastDecoder(language_model, lm_head)
-        language_model.__dict__["_docread_fast_decoder"] = decoder  # not a submodule: never moved or saved
-    return decoder
-
-
-def decode_tokens(
-    language_model,
-    lm_head,
-    inputs_embeds: torch.Tensor,
-    *,
-    max_new_tokens: int,
-    eos_token_ids: Iterable[int],
-    temperature: float = 0.0,
-    seed: int | None = None,
-    stats: DecodeStats | None = None,
-    cache=None,
-) -> Iterator[tuple[int, float]]:
-    """Drop-in for `docread.generate.decode.decode_tokens` (same arguments, same greedy tokens), faster.
-
-    `cache` (an encoded page's prefix) is read, never changed. Extra memory: a static cache of
-    the model's context (Vicuna-7B, fp16: 0.5 MiB a position, 2 GiB at 4096) when compiled.
-    """
-    return decoder_for(language_model, lm_head).decode_tokens(
-        inputs_embeds,
-        max_new_tokens=max_new_tokens,
-        eos_token_ids=eos_token_ids,
-        temperature=temperature,
-        seed=seed,
-        stats=stats,
-        cache=cache,
-    )
+def static_step_for(language_model, lm_head) -> StaticStep:
+    """The default StaticStep of a language model, made once and kept on the model."""
+    step = getattr(language_model, "_docread_static_step", None)
+    if step is None or step.lm_head is not lm_head:
+        step = StaticStep(language_model, lm_head)
+        language_model.__dict__["_docread_static_step"] = step  # not a submodule: never moved or saved
+    return step
