@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from docread.errors import UsageError
-from docread.text.match import _DATE_DMY_WORDS, _DATE_MDY_WORDS, _DATE_NUMERIC, _dates, number_readings
+from docread.text.units import _DATE_DMY_WORDS, _DATE_MDY_WORDS, _DATE_NUMERIC, _dates, number_readings
 
 _NUMBER_IN_TEXT = re.compile(
     r"\(?[+-]?\d{1,3}(?: \d{3})+(?:[.,]\d+)?\)?"  # 1 234,50: spaces between thousands

@@ -41,9 +41,14 @@ def locate(
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
 ):
-    """Where each text occurs: every page, every box (PDF points and rendered pixels), and how it matched
-    (exact, normalized: case, spacing, currency, number and date formats; fuzzy: OCR noise). Page text
-    comes from the PDF's text layer, else OCR (the ocr extra). Exit 1 when a text is found nowhere."""
+    """Where each text occurs: every page, every box (PDF points and rendered pixels), and how it matched.
+    The page's characters are searched, spaces aside, so glued words, scripts without spaces, vertical
+    and right-to-left text are found. Kinds, best first (a weaker one only on a page where no better
+    one hit): exact (the characters as written); normalized (case, accents, punctuation, currency,
+    number and date formats: 1,234.56 = 1.234,56, 14 March 2026 = 2026-03-14); fuzzy (OCR noise: one
+    letter edit per 5 letters). Digits are never fuzzy: a number's digits, a date's day, month and year
+    and an identifier's digits must be equal (319.45 never matches 319.44). Page text comes from the
+    PDF's text layer, else OCR (the ocr extra). Exit 1 when a text is found nowhere."""
     from docread.text.evidence import locate_document
 
     err = diagnostics(quiet)
