@@ -146,6 +146,8 @@ def test_arabic_right_to_left(tmp_path):
     word_boxes = pdf_boxes(path, "مدينةكبير")
     assert hit.bbox[2] == pytest.approx(max(b[2] for b in word_boxes), abs=0.1)  # starts at the right edge
     assert [o.match for o in find(text, "كبيرة جدا 123")] == ["exact"]
+    assert find(text, "\u202bمدينة كبيرة\u202c")[0].bbox == hit.bbox  # as pdftotext prints it: with bidi marks
+    assert find(text, "ةريبك ةنيدم")[0].bbox == hit.bbox  # copied in visual order
     assert find(text, "كبيرة جدا 124") == []
 
 
@@ -158,3 +160,9 @@ def test_right_to_left_stored_left_to_right_is_read_in_logical_order():
     page = PageText(1, "layer", 100, 20, 1.0, [Word("x", (0, 0, 1, 1), 0)], [Char(c, b, 0) for c, b in logical])
     (hit,) = find(page, "مدينة 42")
     assert hit.bbox == (0, 0, 44, 10)
+
+
+def test_characters_of_scripts_without_spaces_are_never_fuzzy():
+    page = page_of("白帝纸杯原味酸牛奶160g")
+    assert find(page, "白帝金优原味酸牛奶160g") == []
+    assert find(page, "白帝纸杯原味酸牛奶160g")[0].match == "exact"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
-from docread.text.pagetext import Box, PageText
+from docread.text.pagetext import Box, PageText, is_rtl, logical_chars
 from docread.text.units import Unit, number_readings, units  # noqa: F401 (number_readings: re-exported)
 
 FUZZY_CHARS = 5  # one letter edit allowed per 5 letters of the text (under 5 letters: none)
@@ -66,6 +66,8 @@ class Stream:
                 chars.append("\n"), boxes.append(None), lines.append(previous)
             previous = line
             for c in unicodedata.normalize("NFKC", ch) or " ":
+                if unicodedata.category(c) == "Cf":  # bidi marks, soft hyphens, joiners: no text
+                    continue
                 chars.append(" " if c.isspace() else c), boxes.append(box), lines.append(line)
         self.text, self.boxes, self.lines = "".join(chars), boxes, lines
         self.solid = [i for i, c in enumerate(self.text) if not c.isspace()]
@@ -158,17 +160,25 @@ def _bounded(stream: Stream, start: int, end: int) -> bool:
 def find(text: PageText, query: str, *, fuzzy: bool = True) -> list[Occurrence]:
     """Every non-overlapping occurrence of `query` on the page, in reading order, all of the best kind
     found (exact, else normalized, else fuzzy)."""
-    query = unicodedata.normalize("NFKC", " ".join(query.split()))
-    if not query.strip(_EDGE) or not (text.words or text.chars):
+    query = " ".join(query.split())
+    key = "".join(c for c in unicodedata.normalize("NFKC", query) if unicodedata.category(c) != "Cf")
+    if not key.strip(_EDGE) or not (text.words or text.chars):
         return []
     stream = Stream.of(text)
+    # a right-to-left text copied in visual order (as some viewers and extractors give it) is tried too
+    keys = [key, _visual(key)] if is_rtl(key) else [key]
     for kind, search in (("exact", _exact), ("normalized", _normalized), ("fuzzy", _fuzzy)):
         if kind == "fuzzy" and not fuzzy:
             break
-        spans = search(stream, query)
-        if spans:
-            return [stream.occurrence(text.page, query, kind, a, b) for a, b in spans]
+        for k in keys:
+            spans = search(stream, k)
+            if spans:
+                return [stream.occurrence(text.page, query, kind, a, b) for a, b in spans]
     return []
+
+
+def _visual(text: str) -> str:
+    return "".join(c for c, _ in logical_chars([(c, (i, 0, i + 1, 1)) for i, c in enumerate(text)]))
 
 
 def _exact(stream: Stream, query: str) -> list[tuple[int, int]]:
@@ -222,12 +232,13 @@ def _symbols(wanted: list[Unit], have: list[Unit]) -> tuple[str, str]:
 
 def _fuzzy(stream: Stream, query: str) -> list[tuple[int, int]]:
     """Approximate occurrences (rapidfuzz's partial alignment, then Levenshtein edit operations): at
-    most one letter edit per FUZZY_CHARS letters, and no edit that touches a number or a date."""
+    most one letter edit per FUZZY_CHARS letters of spaced scripts, and no edit that touches a number, a
+    date or a character of a script without spaces (a CJK character is a word: never forgiven)."""
     from rapidfuzz.distance import Levenshtein
     from rapidfuzz.fuzz import partial_ratio_alignment
 
     wanted, have = units(query), stream.units
-    allowed = sum(u.letter for u in wanted) // FUZZY_CHARS
+    allowed = sum(u.letter and _spaced(next(iter(u.keys))) for u in wanted) // FUZZY_CHARS
     if not allowed or len(wanted) > len(have):
         return []
     needle, page = _symbols(wanted, have)
@@ -241,8 +252,8 @@ def _fuzzy(stream: Stream, query: str) -> list[tuple[int, int]]:
         a, b = _best_window(needle, page, hit.dest_start, hit.dest_end, allowed, bounded)
         ops = Levenshtein.editops(needle, page[a:b])
         letters_only = all(
-            (op.tag == "insert" or needle[op.src_pos].isalpha())
-            and (op.tag == "delete" or page[a + op.dest_pos].isalpha())
+            (op.tag == "insert" or _spaced(needle[op.src_pos]))
+            and (op.tag == "delete" or _spaced(page[a + op.dest_pos]))
             for op in ops
         )
         if len(ops) <= allowed and letters_only and bounded(a, b):
