@@ -92,17 +92,24 @@ def ground(text: PageText | None, answer: str | None) -> tuple[list[dict], bool 
 
 
 def _longest_span(text: PageText, answer: str, skip: set[str]):
-    """The longest run of the answer's words (holding a content word) found on the page."""
+    """The longest run of the answer's words (holding a content word) found on the page: only runs of
+    words each found on their own are tried, longest first."""
     words = answer.split()
     if len(words) > MAX_SPAN_WORDS:
         return None, []
-    windows = [(i, j) for i in range(len(words)) for j in range(i + 1, len(words) + 1) if (i, j) != (0, len(words))]
+    present = [bool(find(text, w, fuzzy=False)) for w in words]
+    windows = [
+        (i, j)
+        for i in range(len(words))
+        for j in range(i + 1, len(words) + 1)
+        if (i, j) != (0, len(words)) and all(present[i:j])
+    ]
     windows.sort(key=lambda w: -len(" ".join(words[w[0] : w[1]])))
     for i, j in windows:
         span = " ".join(words[i:j]).strip(".,;:!?")
         if span in skip or not _content(words[i:j]):
             continue
-        hits = find(text, span)
+        hits = find(text, span, fuzzy=False)
         if hits:
             return span, hits
     return None, []
