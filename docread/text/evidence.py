@@ -89,6 +89,7 @@ def locate_document(
     password: str | None = None,
     limits: Limits | None = None,
     text: str = TextMode.auto,
+    dpi: float | None = None,
 ) -> Iterator[Located]:
     """Every occurrence of each query in the selected pages of a file, page by page. A page whose text
     cannot be read yields its error and the others go on; a file that cannot be opened raises."""
@@ -104,7 +105,7 @@ def locate_document(
     opened = (
         nullcontext(source)
         if isinstance(source, Document)
-        else open_document(source, pages=pages, password=password, limits=limits)
+        else open_document(source, pages=pages, password=password, limits=limits, **({"dpi": dpi} if dpi else {}))
     )
     with opened as document:
         texts = PageTexts(document, text)
