@@ -48,9 +48,10 @@ def locate(
     and right-to-left text are found. Kinds, best first (a weaker one only on a page where no better
     one hit): exact (the characters as written); normalized (case, accents, punctuation, currency,
     number and date formats: 1,234.56 = 1.234,56, 14 March 2026 = 2026-03-14); fuzzy (OCR noise: one
-    letter edit per 5 letters; CJK characters never). Digits are never fuzzy: a number's digits, a date's day, month and year
-    and an identifier's digits must be equal (319.45 never matches 319.44). Page text comes from the
-    PDF's text layer, else OCR (the ocr extra). Exit 1 when a text is found nowhere."""
+    letter edit per 5 letters; CJK characters never). Digits are never fuzzy: a number's digits, a
+    date's day, month and year and an identifier's digits must be equal (319.45 never matches 319.44).
+    Page text comes from the PDF's text layer, else OCR (the ocr extra). Exit 1 when a text is found
+    nowhere."""
     from docread.text.evidence import locate_document
 
     err = diagnostics(quiet)
