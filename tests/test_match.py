@@ -166,3 +166,21 @@ def test_characters_of_scripts_without_spaces_are_never_fuzzy():
     page = page_of("白帝纸杯原味酸牛奶160g")
     assert find(page, "白帝金优原味酸牛奶160g") == []
     assert find(page, "白帝纸杯原味酸牛奶160g")[0].match == "exact"
+
+
+def test_rotated_vertical_line(tmp_path):
+    path = tmp_path / "rotated.pdf"
+    doc = pymupdf.open()
+    page = doc.new_page()
+    page.insert_text((300, 400), "あいうえおかきく", fontname="japan", fontsize=12, rotate=90)
+    page.insert_text((100, 400), "Total 319.44 due", fontsize=12, rotate=90)
+    doc.save(path)
+    text, (hit,) = located(path, "あいうえお")
+    ((_, box),) = hit.lines()
+    boxes = pdf_boxes(path, "あいうえお")
+    assert box == pytest.approx(
+        (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)),
+        abs=0.01,
+    )
+    assert box[3] - box[1] > 4 * (box[2] - box[0])  # a tall column
+    assert [o.text for o in find(text, "319.44")] == ["319.44"] and find(text, "319.45") == []
