@@ -14,13 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from docread.errors import UsageError
-from docread.text.match import _DATE_DMY_WORDS, _DATE_MDY_WORDS, _DATE_NUMERIC, _dates, number_readings
+from docread.text.units import CURRENCY_CODES, DATE_PATTERNS, date_readings, number_readings, well_formed
 
 _NUMBER_IN_TEXT = re.compile(
     r"\(?[+-]?\d{1,3}(?: \d{3})+(?:[.,]\d+)?\)?"  # 1 234,50: spaces between thousands
     r"|\(?[+-]?\d[\d.,'’\u202f\u00a0]*\d\)?|\(?[+-]?\d\)?"
 )
-_ISO = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+_CODES = "|".join(sorted(CURRENCY_CODES))
+_WHOLE_NUMBER = re.compile(  # the whole answer is one number: a label, currency, sign and unit aside
+    rf"^(?:[^\d:]{{1,40}}:\s*)?(?:(?i:{_CODES})\s?|[$€£¥₹]\s?)?"
+    r"(?P<num>\(?[+\-−]?(?:\d{1,3}(?:[ \u202f\u00a0]\d{3})+(?:[.,]\d+)?|\d[\d.,'’\u202f\u00a0]*\d|\d)\)?)"
+    rf"\s?(?:(?i:{_CODES})|[$€£¥₹]|%)?\.?$"
+)
 TRUE_WORDS = {"yes", "y", "true", "1", "ja", "oui", "si", "sí", "checked", "x"}
 FALSE_WORDS = {"no", "n", "false", "0", "nein", "non", "unchecked", "none"}
 
@@ -47,10 +52,20 @@ def field_spec(spec: str) -> Field:
     if not name:
         raise UsageError(f"--field {spec!r}: give a name, as NAME or NAME:TYPE")
     try:
-        kind = FieldType(kind.strip() or "string")
+        kind = FieldType(kind.strip().lower() or "string")
     except ValueError:
         raise UsageError(f"--field {spec!r}: type {kind!r} is not one of {', '.join(FieldType)}") from None
     return Field(name, kind, f"What is the {name.replace('_', ' ')}?")
+
+
+def field_specs(specs: Sequence[str]) -> list[Field]:
+    """Each `--field` spec parsed; a name given twice is a UsageError (the later one would replace it)."""
+    fields = [field_spec(spec) for spec in specs]
+    names = [f.name for f in fields]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"--field {twice[0]!r} is given twice: name each field once")
+    return fields
 
 
 def schema_fields(schema: dict) -> list[Field]:
@@ -63,7 +78,7 @@ def schema_fields(schema: dict) -> list[Field]:
     for name, prop in props.items():
         kinds = prop.get("type", "string")
         kinds = [k for k in (kinds if isinstance(kinds, list) else [kinds]) if k != "null"] or ["string"]
-        kind = "date" if prop.get("format") == "date" else kinds[0]
+        kind = "date" if prop.get("format") == "date" else str(kinds[0]).lower()
         if kind not in FieldType.__members__:
             raise UsageError(f"--schema: property {name!r} has type {kind!r}; use one of {', '.join(FieldType)}")
         question = prop.get("description") or f"What is the {name.replace('_', ' ')}?"
@@ -92,7 +107,7 @@ def parse_value(raw: str | None, kind: str) -> tuple[Any, str | None]:
     text = (raw or "").strip()
     if not text:
         return None, "empty answer"
-    kind = FieldType(kind)
+    kind = FieldType(str(kind).lower())
     if kind == FieldType.string:
         return text, None
     if kind in (FieldType.number, FieldType.integer):
@@ -108,14 +123,22 @@ def parse_value(raw: str | None, kind: str) -> tuple[Any, str | None]:
 
 
 def _parse_number(text: str, *, integer: bool) -> tuple[Any, str | None]:
-    found = [m.group() for m in _NUMBER_IN_TEXT.finditer(text)]
-    if not found:
-        return None, f"no number in {text[:60]!r}"
-    if len(found) > 1:
-        return None, f"several numbers in {text[:60]!r}: {', '.join(found[:4])}"
-    token = found[0]
+    """The answer as a number when the whole answer is one (`1,234.50`, `€ 1.234,50`, `(12)`, `Total: 99`);
+    a number inside prose or with a suffix (`et3 the`, `1.5k`) is refused, not guessed."""
+    whole = _WHOLE_NUMBER.match(text)
+    if whole is None:
+        found = [m.group() for m in _NUMBER_IN_TEXT.finditer(text)]
+        if not found:
+            return None, f"no number in {text[:60]!r}"
+        if len(found) > 1:
+            return None, f"several numbers in {text[:60]!r}: {', '.join(found[:4])}"
+        return None, f"not a number: {text[:60]!r} (the answer must be the number itself, with its currency or unit)"
+    token = whole["num"]
     negative = token.startswith("(") and token.endswith(")")  # accounting: (12.50) is -12.50
-    readings = number_readings(token.strip("()").replace(" ", ""))
+    body = token.strip("()").replace("−", "-").replace(" ", "")
+    if token.count("(") != token.count(")") or not well_formed(body.lstrip("+-")):
+        return None, f"not a number: {token!r}"
+    readings = number_readings(body)
     if not readings:
         return None, f"not a number: {token!r}"
     value = float(readings[0]) * (-1 if negative else 1)  # "1,234": thousands, as invoices write it
@@ -127,13 +150,22 @@ def _parse_number(text: str, *, integer: bool) -> tuple[Any, str | None]:
 
 
 def _parse_date(text: str) -> tuple[Any, str | None]:
-    if not any(p.search(text.casefold()) for p in (_DATE_NUMERIC, _DATE_DMY_WORDS, _DATE_MDY_WORDS)):
+    """The one real calendar date in the answer, as ISO 8601 (`2024-02-30` is refused, not rolled over)."""
+    low, taken, matches = text.casefold(), set(), []
+    for pattern in DATE_PATTERNS:
+        for m in pattern.finditer(low):
+            if not taken & set(range(m.start(), m.end())):
+                taken |= set(range(m.start(), m.end()))
+                matches.append(m)
+    if not matches:
         return None, f"no date in {text[:60]!r}"
-    readings = sorted({m for v in _dates(text.casefold()) for m in _ISO.findall(v)})
-    if not readings:
+    if any(not date_readings(m) for m in matches):
         return None, f"not a valid date: {text[:60]!r}"
+    if len(matches) > 1:
+        return None, f"several dates in {text[:60]!r}"
+    readings = date_readings(matches[0])
     if len(readings) > 1:
-        return None, f"ambiguous date {text[:40]!r}: {' or '.join(readings)}"
+        return None, f"ambiguous date {text[:40]!r}: {' or '.join(sorted(readings))}"
     return readings[0], None
 
 

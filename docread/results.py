@@ -39,7 +39,7 @@ class Answer:
     evidence: list[dict] = field(
         default_factory=list
     )  # where the answer occurs in the page's text (docread.text.evidence)
-    grounded: bool = False  # the answer was found in the page's text (False when the page has none)
+    grounded: bool | None = False  # every value of the answer found in the page's text; None: no text checked
     text_prompt: dict | None = None  # page text given to the model ({source, tokens, cut}); None: image alone
 
     def to_json(self) -> dict:
@@ -106,8 +106,8 @@ class DocumentAnswer:
         return self.best.evidence if self.best is not None else []
 
     @property
-    def grounded(self) -> bool:
-        return self.best is not None and self.best.grounded
+    def grounded(self) -> bool | None:
+        return self.best.grounded if self.best is not None else False
 
 
 def best_of(

@@ -159,3 +159,46 @@ def test_extract_cli_on_the_tiny_model(tiny_llava, invoice, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"type": 12}')
     assert CliRunner().invoke(app, ["extract", str(invoice), "--schema", str(bad)]).exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "raw, kind, value",
+    [
+        ("1,234.50", "number", 1234.5),
+        ("€ 1.234,50", "number", 1234.5),
+        ("(12)", "number", -12.0),
+        ("EUR 99.", "NUMBER", 99.0),
+        ("2024-02-29", "Date", "2024-02-29"),
+    ],
+)
+def test_whole_numbers_real_dates_and_any_case_type(raw, kind, value):
+    assert parse_value(raw, kind) == (value, None)
+
+
+@pytest.mark.parametrize(
+    "raw, kind, why",
+    [
+        ("2024-02-30", "date", "not a valid date"),
+        ("2024-13-45", "date", "not a valid date"),
+        ("30.02.2024 or 01.03.2024", "date", "not a valid date"),
+        ("from 01.03.2024 to 02.03.2025", "date", "several dates"),
+        ("et3 the", "number", "not a number"),
+        ("1.5k", "number", "not a number"),
+        ("page 3 of the report", "integer", "not a number"),
+        ("1,2,3", "number", "not a number"),
+    ],
+)
+def test_no_value_is_guessed(raw, kind, why):
+    value, error = parse_value(raw, kind)
+    assert value is None and why in error
+
+
+def test_field_types_any_case_and_duplicate_names_refused():
+    from docread.extract import field_specs
+
+    assert field_spec("total:Number").type == "number"
+    assert [f.type for f in field_specs(["due:DATE", "vendor"])] == ["date", "string"]
+    with pytest.raises(UsageError, match="'total' is given twice"):
+        field_specs(["total:number", "vendor", "total:integer"])
+    fields = schema_fields({"type": "object", "properties": {"n": {"type": "Integer"}}})
+    assert fields[0].type == "integer"

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from docread.cli.options import (
+    Dpi,
     MaxPixels,
     Offline,
     Pages,
@@ -20,7 +21,7 @@ from docread.cli.options import (
 )
 from docread.cli.output import write_json, write_out
 from docread.errors import EXIT_FAILED, EXIT_OK
-from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 
 app = typer.Typer()
 
@@ -35,22 +36,29 @@ def locate(
     pages: Pages = None,
     text: TextOption = "auto",
     password: Password = None,
+    dpi: Dpi = DEFAULT_DPI,  # bbox_px are pixels of the page rendered at this resolution
     json_out: Annotated[bool, typer.Option("--json", help="One JSON line per occurrence on stdout.")] = False,
     quiet: Quiet = False,
     offline: Offline = False,  # nothing here touches the network; accepted as everywhere
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
 ):
-    """Where each text occurs: every page, every box (PDF points and rendered pixels), and how it matched
-    (exact, normalized: case, spacing, currency, number and date formats; fuzzy: OCR noise). Page text
-    comes from the PDF's text layer, else OCR (the ocr extra). Exit 1 when a text is found nowhere."""
+    """Where each text occurs: every page, every box (PDF points and rendered pixels), and how it matched.
+    The page's characters are searched, spaces aside, so glued words, scripts without spaces, vertical
+    and right-to-left text are found. Kinds, best first (a weaker one only on a page where no better
+    one hit): exact (the characters as written); normalized (case, accents, punctuation, currency,
+    number and date formats: 1,234.56 = 1.234,56, 14 March 2026 = 2026-03-14); fuzzy (OCR noise: one
+    letter edit per 5 letters; CJK characters never). Digits are never fuzzy: a number's digits, a
+    date's day, month and year and an identifier's digits must be equal (319.45 never matches 319.44).
+    Page text comes from the PDF's text layer, else OCR (the ocr extra). Exit 1 when a text is found
+    nowhere."""
     from docread.text.evidence import locate_document
 
     err = diagnostics(quiet)
     seen: dict[str, int] = {}
     failed = False
     for located in locate_document(
-        file, texts, pages=pages, password=password, text=text, limits=make_limits(max_pixels, timeout)
+        file, texts, pages=pages, password=password, text=text, limits=make_limits(max_pixels, timeout), dpi=dpi
     ):
         if located.error is not None:
             failed = True

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError, UsageError
 from docread.settings import TextMode
+from docread.text.grounding import ground
 from docread.text.match import find
 from docread.text.pagetext import PageText, page_text
 
@@ -49,17 +50,15 @@ class PageTexts:
 
 # -- evidence for an answer ------------------------------------------------------------------------
 def evidence(text: PageText | None, answer: str | None) -> list[dict]:
-    """Where `answer` occurs in the page's text: `[{page, text, bbox, bbox_px, match, lines}]`, empty when
-    the page has no text or the answer is not on it."""
-    if text is None or not text.words or not answer or not answer.strip():
-        return []
-    candidate = answer.strip().strip(".")
-    return [o.to_json(text) for o in find(text, candidate)]
+    """Where `answer`, or its values and longest content span, occur in the page's text: `[{page, text,
+    bbox, bbox_px, match, lines, part, role}]`, empty when the page has no text or nothing is on it."""
+    return ground(text, answer)[0]
 
 
 def evidence_fields(texts: PageTexts | None, page: Page, answer: str | None, on_error=None) -> dict:
-    """`{"evidence": [...], "grounded": bool}` for a record; a page whose text fails gives none (its
-    error goes to `on_error`)."""
+    """`{"evidence": [...], "grounded": true | false | null}` for a record (docs/method.md#matching):
+    null when no page text was checked (`--text off`, no text layer and no OCR, or the page's text
+    failed: its error goes to `on_error`)."""
     text = None
     if texts is not None:
         try:
@@ -67,8 +66,8 @@ def evidence_fields(texts: PageTexts | None, page: Page, answer: str | None, on_
         except DocreadError as e:
             if on_error is not None:
                 on_error(e)
-    found = evidence(text, answer)
-    return {"evidence": found, "grounded": bool(found)}
+    found, grounded = ground(text, answer)
+    return {"evidence": found, "grounded": grounded}
 
 
 # -- locate ------------------------------------------------------------------------------------------
@@ -90,6 +89,7 @@ def locate_document(
     password: str | None = None,
     limits: Limits | None = None,
     text: str = TextMode.auto,
+    dpi: float | None = None,
 ) -> Iterator[Located]:
     """Every occurrence of each query in the selected pages of a file, page by page. A page whose text
     cannot be read yields its error and the others go on; a file that cannot be opened raises."""
@@ -105,7 +105,7 @@ def locate_document(
     opened = (
         nullcontext(source)
         if isinstance(source, Document)
-        else open_document(source, pages=pages, password=password, limits=limits)
+        else open_document(source, pages=pages, password=password, limits=limits, **({"dpi": dpi} if dpi else {}))
     )
     with opened as document:
         texts = PageTexts(document, text)

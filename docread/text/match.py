@@ -1,97 +1,41 @@
-"""Where a text occurs among a page's words: `exact` (the words as written), `normalized` (case,
-whitespace, currency signs and codes, number formats, dates) or `fuzzy` (OCR noise: at most one edit
-per FUZZY_CHARS characters). A match spanning lines gets one box per line.
+"""Where a text occurs in a page's character stream (docs/method.md#matching): `exact` (the characters
+as written, spacing aside), else `normalized` (unit by unit: letters without case or accents, numbers
+and dates by value), else `fuzzy` (a few letter edits; digits never). A match gets one box per line.
 """
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import date
-from decimal import Decimal, InvalidOperation
-from itertools import product
 
-from docread.text.pagetext import Box, PageText, Word
+from docread.text.pagetext import Box, PageText, is_rtl, logical_chars
+from docread.text.units import Unit, number_readings, units  # noqa: F401 (number_readings: re-exported)
 
-FUZZY_CHARS = 5  # one edit allowed per 5 characters of the normalized text (4 chars: none)
-SPAN_SLACK = 2  # a match may take up to this many more words than the query has
-MAX_VARIANTS = 16  # readings of one text kept (each ambiguous number or date doubles them)
-KINDS = ("exact", "normalized", "fuzzy")  # best first
+FUZZY_CHARS = 5  # one letter edit allowed per 5 letters of the text (under 5 letters: none)
+MAX_HITS = 200  # occurrences of one text kept per page
+KINDS = ("exact", "normalized", "fuzzy")  # best first; a weaker kind is tried only when no better one hit
 _EDGE = "\"'“”‘’«»()[]{}<>.,:;!?*"
-CURRENCY_CODES = {
-    "usd",
-    "eur",
-    "gbp",
-    "chf",
-    "jpy",
-    "cny",
-    "inr",
-    "cad",
-    "aud",
-    "sek",
-    "nok",
-    "dkk",
-    "pln",
-    "czk",
-    "rub",
-    "brl",
-    "mxn",
-    "krw",
-    "zar",
-    "huf",
-    "try",
-}
-MONTHS = {
-    m: i
-    for i, names in enumerate(
-        [
-            ("jan", "january", "janvier", "januar", "enero"),
-            ("feb", "february", "février", "fevrier", "februar", "febrero"),
-            ("mar", "march", "mars", "märz", "marz", "marzo"),
-            ("apr", "april", "avril", "abril"),
-            ("may", "mai", "mayo"),
-            ("jun", "june", "juin", "juni", "junio"),
-            ("jul", "july", "juillet", "juli", "julio"),
-            ("aug", "august", "août", "aout", "agosto"),
-            ("sep", "sept", "september", "septembre", "septiembre"),
-            ("oct", "october", "octobre", "oktober", "octubre"),
-            ("nov", "november", "novembre", "noviembre"),
-            ("dec", "december", "décembre", "decembre", "dezember", "diciembre"),
-        ],
-        start=1,
-    )
-    for m in names
-}
-_MONTH = "|".join(sorted(MONTHS, key=len, reverse=True))
-_DATE_NUMERIC = re.compile(r"(?<![\d.])(\d{1,4})([./-])(\d{1,2})\2(\d{2,4})(?![\d])")
-_DATE_DMY_WORDS = re.compile(rf"(?<!\w)(\d{{1,2}})(?:st|nd|rd|th)?\.?[\s-]*({_MONTH})\.?,?[\s-]*(\d{{4}})(?!\d)")
-_DATE_MDY_WORDS = re.compile(rf"(?<!\w)({_MONTH})\.?[\s-]*(\d{{1,2}})(?:st|nd|rd|th)?,?[\s-]*(\d{{4}})(?!\d)")
-_NUMBER = re.compile(r"[+-]?\d[\d.,'’\u202f\u00a0]*\d|\d")
+_OTHER = "\ue0ff"  # a number or date of the page that is none of the query's (fuzzy alignment)
+_MASK = "\ue0fe"  # a page stretch already matched
 
 
 @dataclass
 class Occurrence:
-    """One place a text occurs: the page words matched, how, and their boxes (one per line)."""
+    """One place a text occurs: how it matched, the page's text there and its boxes (one per line)."""
 
     page: int
     query: str
     match: str  # exact | normalized | fuzzy
-    words: list[Word]
-
-    @property
-    def text(self) -> str:
-        return " ".join(w.text for w in self.words)
+    text: str
+    line_boxes: list[tuple[str, Box]]
+    start: int = 0  # position in the page's character stream (reading order)
 
     def lines(self) -> list[tuple[str, Box]]:
-        by_line: dict[int, list[Word]] = {}
-        for word in self.words:
-            by_line.setdefault(word.line, []).append(word)
-        return [(" ".join(w.text for w in ws), union(w.bbox for w in ws)) for ws in by_line.values()]
+        return list(self.line_boxes)
 
     @property
     def bbox(self) -> Box:
-        return union(w.bbox for w in self.words)
+        return union(b for _, b in self.line_boxes)
 
     def to_json(self, text: PageText) -> dict:
         return {
@@ -100,7 +44,7 @@ class Occurrence:
             "bbox": list(self.bbox),
             "bbox_px": text.px(self.bbox),
             "match": self.match,
-            "lines": [{"text": t, "bbox": list(b), "bbox_px": text.px(b)} for t, b in self.lines()],
+            "lines": [{"text": t, "bbox": list(b), "bbox_px": text.px(b)} for t, b in self.line_boxes],
         }
 
 
@@ -109,154 +53,226 @@ def union(boxes) -> Box:
     return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
-# -- normalization ----------------------------------------------------------------------------------
-def exact_key(text: str) -> str:
-    """The words as written, surrounding punctuation and spacing aside."""
-    return " ".join(w.strip(_EDGE) for w in text.split() if w.strip(_EDGE))
+# -- the page's character stream ---------------------------------------------------------------------
+class Stream:
+    """A page's characters in reading order as one string (lines joined by newlines), each with its box
+    and line; built once per page and kept on the PageText."""
+
+    def __init__(self, text: PageText):
+        chars, boxes, lines = [], [], []
+        previous = None
+        for ch, box, line in _page_chars(text):
+            if previous is not None and line != previous:
+                chars.append("\n"), boxes.append(None), lines.append(previous)
+            previous = line
+            for c in unicodedata.normalize("NFKC", ch) or " ":
+                if unicodedata.category(c) == "Cf":  # bidi marks, soft hyphens, joiners: no text
+                    continue
+                chars.append(" " if c.isspace() else c), boxes.append(box), lines.append(line)
+        self.text, self.boxes, self.lines = "".join(chars), boxes, lines
+        self.solid = [i for i, c in enumerate(self.text) if not c.isspace()]
+        self.solid_text = "".join(self.text[i] for i in self.solid)
+        self.units = units(self.text)
+
+    @classmethod
+    def of(cls, text: PageText) -> Stream:
+        key = ("stream", len(text.words), len(text.chars))
+        if key not in text.cache:
+            text.cache.clear()
+            text.cache[key] = cls(text)
+        return text.cache[key]
+
+    def occurrence(self, page: int, query: str, kind: str, start: int, end: int) -> Occurrence:
+        """The occurrence covering stream[start:end]: its text and one box per line (a column of
+        one-character lines, as vertical text often is stored, is one box)."""
+        groups: list[tuple[list[int], int]] = []
+        for i in range(start, end):
+            if self.boxes[i] is None or self.text[i].isspace():
+                continue
+            if groups and groups[-1][1] == self.lines[i]:
+                groups[-1][0].append(i)
+            else:
+                groups.append(([i], self.lines[i]))
+        merged: list[list[int]] = []
+        for members, _ in groups:
+            if merged and _columns(self, merged[-1], members):
+                merged[-1] += members
+            else:
+                merged.append(members)
+        line_boxes = [(self._span(m), union(self.boxes[i] for i in m)) for m in merged]
+        text = " ".join(t for t, _ in line_boxes) if len(merged) > 1 else line_boxes[0][0]
+        return Occurrence(page, query, kind, text, line_boxes, start)
+
+    def _span(self, members: list[int]) -> str:
+        if len({self.lines[i] for i in members}) > 1:  # a vertical column: its characters in order
+            return "".join(self.text[i] for i in members)
+        return self.text[members[0] : members[-1] + 1]
 
 
-def normalize(text: str) -> list[str]:
-    """Every reading of `text` as one key (spaces removed): casefolded, currency dropped, dates as ISO
-    8601, numbers as plain decimals. An ambiguous "1,234" or "03/04/2024" gives each reading."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    variants = [text]
-    for rewrite in (_dates, _numbers):
-        variants = list(dict.fromkeys(v for text in variants for v in rewrite(text)))[:MAX_VARIANTS]
-    return list(dict.fromkeys(_squash(v) for v in variants))
+def _page_chars(text: PageText):
+    if text.chars:
+        yield from ((c.ch, c.bbox, c.line) for c in text.chars)
+        return
+    previous = None
+    for word in text.words:  # OCR words: each word's box shared among its characters
+        if previous == word.line:
+            yield " ", word.bbox, word.line
+        previous = word.line
+        x0, y0, x1, y1 = word.bbox
+        n = max(1, len(word.text))
+        for k, ch in enumerate(word.text):
+            if x1 - x0 >= y1 - y0 or n == 1:
+                yield ch, (x0 + (x1 - x0) * k / n, y0, x0 + (x1 - x0) * (k + 1) / n, y1), word.line
+            else:
+                yield ch, (x0, y0 + (y1 - y0) * k / n, x1, y0 + (y1 - y0) * (k + 1) / n), word.line
 
 
-def _squash(text: str) -> str:
-    kept = []
-    for word in text.split():
-        word = "".join(ch for ch in word if unicodedata.category(ch) != "Sc").strip(_EDGE + "-")
-        if word and word not in CURRENCY_CODES:
-            kept.append(word)
-    return "".join(kept)
+def _columns(stream: Stream, above: list[int], below: list[int]) -> bool:
+    """Whether two line groups are one vertical column: both one character wide, stacked."""
+    a, b = union(stream.boxes[i] for i in above), union(stream.boxes[i] for i in below)
+    wide = max(stream.boxes[i][2] - stream.boxes[i][0] for i in above + below)
+    tall = max(stream.boxes[i][3] - stream.boxes[i][1] for i in above + below)
+    narrow = a[2] - a[0] <= 1.5 * wide and b[2] - b[0] <= 1.5 * wide
+    overlap = min(a[2], b[2]) - max(a[0], b[0]) >= 0.5 * min(a[2] - a[0], b[2] - b[0])
+    return narrow and overlap and -0.5 * tall <= b[1] - a[3] <= tall
 
 
-def _rewrite(text: str, pattern: re.Pattern, readings) -> list[str]:
-    """`text` with each match of `pattern` replaced by each of its readings (all combinations)."""
-    parts, choices, end = [], [], 0
-    for m in pattern.finditer(text):
-        options = readings(m) or [m.group()]
-        parts.append(text[end : m.start()])
-        choices.append(options)
-        end = m.end()
-    if not choices:
-        return [text]
-    tail = text[end:]
-    out = []
-    for combo in product(*choices):
-        out.append("".join(p + c for p, c in zip(parts, combo)) + tail)
-        if len(out) >= MAX_VARIANTS:
-            break
-    return out
+# -- boundaries ----------------------------------------------------------------------------------------
+def _spaced(ch: str) -> bool:
+    """A letter of a script that puts spaces between words (not CJK, kana, Thai...)."""
+    return ch.isalpha() and unicodedata.east_asian_width(ch) not in ("W", "F") and not 0x0E00 <= ord(ch) <= 0x1000
 
 
-def _iso(y: int, m: int, d: int) -> str | None:
-    try:
-        return date(y, m, d).isoformat()
-    except ValueError:
-        return None
+def _joined(a: str, b: str) -> bool:
+    """Whether a match may not end between `a` and `b`: inside a number, or inside a word (a lower to
+    upper case change, as in glued `InvoiceNumber`, counts as a word break)."""
+    if a.isdigit() and b.isdigit():
+        return True
+    return _spaced(a) and _spaced(b) and not (a.islower() and b.isupper())
 
 
-def _year(y: str) -> int:
-    return int(y) + (2000 if int(y) < 70 else 1900) if len(y) == 2 else int(y)
+def _bounded(stream: Stream, start: int, end: int) -> bool:
+    s = stream.text
+    return not (start > 0 and _joined(s[start - 1], s[start])) and not (end < len(s) and _joined(s[end - 1], s[end]))
 
 
-def _dates(text: str) -> list[str]:
-    def numeric(m):
-        a, _, b, c = m.groups()
-        if len(a) == 4:
-            return [d for d in [_iso(int(a), int(b), int(c))] if d] if len(c) <= 2 else []
-        if len(c) == 3:
-            return []
-        y = _year(c)
-        return list(dict.fromkeys(d for d in (_iso(y, int(b), int(a)), _iso(y, int(a), int(b))) if d))
-
-    def dmy(m):
-        return [d for d in [_iso(int(m[3]), MONTHS[m[2]], int(m[1]))] if d]
-
-    def mdy(m):
-        return [d for d in [_iso(int(m[3]), MONTHS[m[1]], int(m[2]))] if d]
-
-    variants = [text]
-    for pattern, readings in ((_DATE_NUMERIC, numeric), (_DATE_DMY_WORDS, dmy), (_DATE_MDY_WORDS, mdy)):
-        variants = [v for t in variants for v in _rewrite(t, pattern, readings)]
-    return variants
-
-
-def number_readings(token: str) -> list[str]:
-    """The plain decimal(s) a written number can mean: "1,234.56", "1.234,56", "1 234,56" and
-    "1234.56" are all 1234.56; "1,234" is 1234 or 1.234."""
-    sign = "-" if token.startswith("-") else ""
-    body = token.lstrip("+-")
-    for space in ("'", "’", "\u202f", "\u00a0"):
-        body = body.replace(space, "")
-    commas, dots = body.count(","), body.count(".")
-    if commas and dots:
-        decimal = "," if body.rfind(",") > body.rfind(".") else "."
-        groups = [body.replace("." if decimal == "," else ",", "").replace(",", ".")]
-    elif commas or dots:
-        sep = "," if commas else "."
-        head, _, tail = body.rpartition(sep)
-        thousands = body.replace(sep, "")
-        as_decimal = head.replace(sep, "") + "." + tail
-        if (commas or dots) > 1:
-            groups = [thousands]
-        elif len(tail) == 3 and 1 <= len(head) <= 3:
-            groups = [thousands, as_decimal]
-        else:
-            groups = [as_decimal]
-    else:
-        groups = [body]
-    out = []
-    for g in groups:
-        try:
-            value = Decimal(sign + g)
-        except InvalidOperation:
-            continue
-        out.append(f"{value.normalize():f}" if value == value.to_integral_value() or "." in g else g)
-    return list(dict.fromkeys(out))
-
-
-def _numbers(text: str) -> list[str]:
-    return _rewrite(text, _NUMBER, lambda m: number_readings(m.group()))
-
-
-# -- matching -------------------------------------------------------------------------------------
+# -- matching ----------------------------------------------------------------------------------------
 def find(text: PageText, query: str, *, fuzzy: bool = True) -> list[Occurrence]:
-    """Every non-overlapping occurrence of `query` in the page's words, best kind first then in
-    reading order."""
+    """Every non-overlapping occurrence of `query` on the page, in reading order, all of the best kind
+    found (exact, else normalized, else fuzzy)."""
+    query = " ".join(query.split())
+    key = "".join(c for c in unicodedata.normalize("NFKC", query) if unicodedata.category(c) != "Cf")
+    if not key.strip(_EDGE) or not (text.words or text.chars):
+        return []
+    stream = Stream.of(text)
+    # a right-to-left text copied in visual order (as some viewers and extractors give it) is tried too
+    keys = [key, _visual(key)] if is_rtl(key) else [key]
+    for kind, search in (("exact", _exact), ("normalized", _normalized), ("fuzzy", _fuzzy)):
+        if kind == "fuzzy" and not fuzzy:
+            break
+        for k in keys:
+            spans = search(stream, k)
+            if spans:
+                return [stream.occurrence(text.page, query, kind, a, b) for a, b in spans]
+    return []
+
+
+def _visual(text: str) -> str:
+    return "".join(c for c, _ in logical_chars([(c, (i, 0, i + 1, 1)) for i, c in enumerate(text)]))
+
+
+def _exact(stream: Stream, query: str) -> list[tuple[int, int]]:
+    needle = "".join(query.split()).strip(_EDGE)
+    spans, at = [], 0
+    while len(spans) < MAX_HITS:
+        k = stream.solid_text.find(needle, at)
+        if k < 0:
+            break
+        start, end = stream.solid[k], stream.solid[k + len(needle) - 1] + 1
+        if _bounded(stream, start, end):
+            spans.append((start, end))
+            at = k + len(needle)
+        else:
+            at = k + 1
+    return spans
+
+
+def _normalized(stream: Stream, query: str) -> list[tuple[int, int]]:
+    wanted, have = units(query), stream.units
+    if not wanted:
+        return []
+    spans, i = [], 0
+    while i <= len(have) - len(wanted) and len(spans) < MAX_HITS:
+        if all(w.keys & h.keys for w, h in zip(wanted, have[i : i + len(wanted)])):
+            start, end = have[i].start, have[i + len(wanted) - 1].end
+            if _bounded(stream, start, end):
+                spans.append((start, end))
+                i += len(wanted)
+                continue
+        i += 1
+    return spans
+
+
+def _symbols(wanted: list[Unit], have: list[Unit]) -> tuple[str, str]:
+    """The query's and the page's units as strings for alignment: a letter is itself, each number or
+    date of the query a private character, a page number or date equal to one of them that character,
+    any other `_OTHER`."""
+    private: dict[frozenset, str] = {}
+    for u in wanted:
+        if not u.letter and not any(u.keys & k for k in private):
+            private[u.keys] = chr(0xE000 + len(private))
+
+    def symbol(u: Unit) -> str:
+        if u.letter:
+            return next(iter(u.keys))
+        return next((c for k, c in private.items() if u.keys & k), _OTHER)
+
+    return "".join(map(symbol, wanted)), "".join(map(symbol, have))
+
+
+def _fuzzy(stream: Stream, query: str) -> list[tuple[int, int]]:
+    """Approximate occurrences (rapidfuzz's partial alignment, then Levenshtein edit operations): at
+    most one letter edit per FUZZY_CHARS letters of spaced scripts, and no edit that touches a number, a
+    date or a character of a script without spaces (a CJK character is a word: never forgiven)."""
+    from rapidfuzz.distance import Levenshtein
+    from rapidfuzz.fuzz import partial_ratio_alignment
+
+    wanted, have = units(query), stream.units
+    allowed = sum(u.letter and _spaced(next(iter(u.keys))) for u in wanted) // FUZZY_CHARS
+    if not allowed or len(wanted) > len(have):
+        return []
+    needle, page = _symbols(wanted, have)
+    cutoff = 100 * (1 - allowed / len(needle)) - 1e-6
+    spans: list[tuple[int, int]] = []
+    for _ in range(MAX_HITS):
+        hit = partial_ratio_alignment(needle, page, score_cutoff=cutoff)
+        if hit is None or hit.score < cutoff:
+            break
+        bounded = lambda a, b: a < b and _bounded(stream, have[a].start, have[b - 1].end)  # noqa: E731
+        a, b = _best_window(needle, page, hit.dest_start, hit.dest_end, allowed, bounded)
+        ops = Levenshtein.editops(needle, page[a:b])
+        letters_only = all(
+            (op.tag == "insert" or _spaced(needle[op.src_pos]))
+            and (op.tag == "delete" or _spaced(page[a + op.dest_pos]))
+            for op in ops
+        )
+        if len(ops) <= allowed and letters_only and bounded(a, b):
+            spans.append((have[a].start, have[b - 1].end))
+        page = page[:a] + _MASK * (max(b, hit.dest_end) - a) + page[max(b, hit.dest_end) :]
+    return sorted(spans)
+
+
+def _best_window(needle: str, page: str, start: int, end: int, slack: int, bounded) -> tuple[int, int]:
+    """The window near page[start:end] closest to `needle` (Levenshtein) among those that start and end
+    at word boundaries, the longest of equals."""
     from rapidfuzz.distance import Levenshtein
 
-    words = text.words
-    q_exact = exact_key(query)
-    q_norm = [k for k in normalize(query) if k]
-    if not q_exact or not q_norm:
-        return []
-    allowed = len(q_norm[0]) // FUZZY_CHARS if fuzzy else 0
-    longest = len(query.split()) + SPAN_SLACK
-    candidates = []  # (rank, distance, length, start, end, kind)
-    for i in range(len(words)):
-        for j in range(i + 1, min(len(words), i + longest) + 1):
-            span = " ".join(w.text for w in words[i:j])
-            if exact_key(span) == q_exact:
-                candidates.append((0, 0, j - i, i, j))
+    best = None
+    for a in range(max(0, start - slack), min(len(page), start + slack) + 1):
+        for b in range(max(a + 1, end - slack), min(len(page), end + slack) + 1):
+            if _MASK in page[a:b]:
                 continue
-            keys = normalize(span)
-            if set(keys) & set(q_norm):
-                candidates.append((1, 0, j - i, i, j))
-            elif allowed and keys:
-                if len(keys[0]) > len(q_norm[0]) + allowed:
-                    break
-                distance = Levenshtein.distance(keys[0], q_norm[0], score_cutoff=allowed)
-                if distance <= allowed:
-                    candidates.append((2, distance, j - i, i, j))
-    taken = [False] * len(words)
-    found = []
-    for rank, _, _, i, j in sorted(candidates):
-        if not any(taken[i:j]):
-            taken[i:j] = [True] * (j - i)
-            found.append(Occurrence(text.page, query, KINDS[rank], words[i:j]))
-    return sorted(found, key=lambda o: (KINDS.index(o.match), words.index(o.words[0])))
+            key = (not bounded(a, b), Levenshtein.distance(needle, page[a:b]), -(b - a))
+            if best is None or key < best[0]:
+                best = (key, a, b)
+    return (best[1], best[2]) if best else (start, start)

@@ -1,6 +1,6 @@
-"""A page's words with their boxes: from a PDF's own text layer, else by OCR (rapidocr, the `ocr`
-extra), else none. Boxes are in PDF points, top-left origin, relative to the page as shown (CropBox,
-rotation applied; for images, 1 point = 1 pixel), and in pixels of the page rendered at its dpi.
+"""A page's words and characters with their boxes: from a PDF's own text layer, else by OCR
+(rapidocr, the `ocr` extra), else none. Boxes are in PDF points, top-left origin, relative to the page
+as shown (CropBox, rotation applied; for images, 1 point = 1 pixel), and in pixels of the rendered page.
 """
 
 from __future__ import annotations
@@ -29,9 +29,17 @@ class Word:
     line: int  # index of the word's line on the page, in reading order
 
 
+@dataclass(frozen=True)
+class Char:
+    ch: str  # one character (whitespace included: it separates words)
+    bbox: Box
+    line: int  # as Word.line
+
+
 @dataclass
 class PageText:
-    """The words of one page in reading order and how they were found."""
+    """The words of one page in reading order and how they were found; `chars`, the text layer's
+    characters in reading order (empty for OCR: the matcher then splits the words' boxes)."""
 
     page: int
     source: str  # layer | ocr | none
@@ -39,6 +47,8 @@ class PageText:
     height: float
     scale: float = 1.0  # rendered pixels per point (the page's dpi / 72)
     words: list[Word] = field(default_factory=list)
+    chars: list[Char] = field(default_factory=list)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # the matcher's index (text.match)
 
     @property
     def text(self) -> str:
@@ -65,6 +75,7 @@ def page_text(document: Document, page: Page, mode: str = TextMode.auto) -> Page
         if mode in (TextMode.auto, TextMode.layer):
             with boundary(where, "read its text"):
                 text.words = layer_words(pdf_page)
+                text.chars = layer_chars(pdf_page) if text.words else []
             if text.words:
                 text.source = "layer"
                 return text
@@ -93,6 +104,58 @@ def layer_words(pdf_page) -> list[Word]:
     for index, line_words in enumerate(lines.values()):
         words += [Word(t, _round(b), index) for t, b in logical_order(line_words)]
     return words
+
+
+def layer_chars(pdf_page) -> list[Char]:
+    """Characters of a PyMuPDF page (rawdict) in reading order, one line index per text line, boxes on
+    the page as shown; a right-to-left line stored left to right is turned to logical order."""
+    import pymupdf
+
+    matrix = pdf_page.rotation_matrix
+    chars, index = [], 0
+    for block in pdf_page.get_text("rawdict")["blocks"]:
+        for line in block.get("lines", []):
+            found = []
+            for span in line["spans"]:
+                for c in span["chars"]:
+                    rect = pymupdf.Rect(c["bbox"]) * matrix
+                    found.append((c["c"], _round((rect.x0, rect.y0, rect.x1, rect.y1))))
+            if any(ch.strip() for ch, _ in found):
+                chars += [Char(ch, box, index) for ch, box in logical_chars(found)]
+                index += 1
+    return chars
+
+
+def logical_chars(line: Sequence[tuple[str, Box]]) -> list[tuple[str, Box]]:
+    """A line's characters in logical order: a right-to-left line whose characters run left to right on
+    the page (visual order) is reversed, and its left-to-right runs (Latin, digits) turned back."""
+    strong = [box for ch, box in line if unicodedata.bidirectional(ch) in ("R", "AL")]
+    if not is_rtl("".join(ch for ch, _ in line)) or len(strong) < 2 or strong[0][0] >= strong[-1][0]:
+        return list(line)
+    out = list(reversed(line))
+    kinds = [_bidi_kind(ch) for ch, _ in out]
+    for i, kind in enumerate(kinds):  # a neutral between two left-to-right characters joins their run
+        if kind == "N":
+            before = next((k for k in reversed(kinds[:i]) if k != "N"), None)
+            after = next((k for k in kinds[i + 1 :] if k != "N"), None)
+            kinds[i] = "L" if before == after == "L" else "N"
+    result, i = [], 0
+    while i < len(out):
+        j = i
+        while j < len(out) and kinds[j] == "L":
+            j += 1
+        if j > i:
+            result += reversed(out[i:j])
+            i = j
+        else:
+            result.append(out[i])
+            i += 1
+    return result
+
+
+def _bidi_kind(ch: str) -> str:
+    kind = unicodedata.bidirectional(ch)
+    return "R" if kind in ("R", "AL") else "L" if kind in ("L", "EN", "AN") else "N"
 
 
 def is_rtl(text: str) -> bool:
