@@ -10,17 +10,16 @@ import typer
 from docread.cli.options import (
     MaxPixels,
     Offline,
-    Pages,
-    Password,
     Quiet,
-    TextOption,
     Timeout,
     diagnostics,
     make_limits,
+    read_options,
 )
 from docread.cli.output import write_json, write_out
 from docread.errors import EXIT_FAILED, EXIT_OK
 from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.settings import Settings
 
 app = typer.Typer()
 
@@ -29,17 +28,17 @@ app = typer.Typer()
     epilog='Examples:\n\n  docread locate invoice.pdf "Total amount" 1234.56\n\n'
     '  docread locate scan.png "ACME GmbH" --text ocr --json'
 )
+@read_options(only=("pages", "text", "password"))
 def locate(
     file: Annotated[str, typer.Argument(help="A PDF or image; - reads stdin.")],
     texts: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Texts to find (words, numbers, dates).")],
-    pages: Pages = None,
-    text: TextOption = "auto",
-    password: Password = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON line per occurrence on stdout.")] = False,
     quiet: Quiet = False,
     offline: Offline = False,  # nothing here touches the network; accepted as everywhere
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    settings: Settings,
 ):
     """Where each text occurs: every page, every box (PDF points and rendered pixels), and how it matched
     (exact, normalized: case, spacing, currency, number and date formats; fuzzy: OCR noise). Page text
@@ -50,7 +49,12 @@ def locate(
     seen: dict[str, int] = {}
     failed = False
     for located in locate_document(
-        file, texts, pages=pages, password=password, text=text, limits=make_limits(max_pixels, timeout)
+        file,
+        texts,
+        pages=settings.pages,
+        password=settings.password,
+        text=settings.text,
+        limits=make_limits(max_pixels, timeout),
     ):
         if located.error is not None:
             failed = True
