@@ -239,3 +239,25 @@ def test_a_bad_chat_docread_field_is_400_naming_it(url):
     body = {"messages": [{"role": "user", "content": "hi"}], "docread": {"pages": "x-y"}}
     response = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
     assert response.status_code == 400 and response.json()["error"]["param"] == "docread.pages"
+
+
+def test_ocr_options_through_the_server(tiny_llava, pdf, url):
+    args = ["ocr", pdf, "--json", "--pages", "2", "--max-slices", "1", "--max-new-tokens", TOKENS, "--fast"]
+    here = docread(*args, "--model", tiny_llava, "--device", "cpu")
+    there = docread(*args, "--server", url + "/v1")
+    assert (here.returncode, there.returncode) == (0, 0), there.stderr
+    local = [stable(json.loads(line)) for line in here.stdout.splitlines()]
+    assert [stable(json.loads(line)) for line in there.stdout.splitlines()] == local
+    assert [r["page"] for r in local] == [2]
+
+
+def test_extract_through_the_server(tiny_llava, pdf, url):
+    args = ["extract", pdf, "--field", "total:number", "--max-new-tokens", TOKENS, "--text-prompt", "off"]
+    here = docread(*args, "--model", tiny_llava, "--device", "cpu")
+    there = docread(*args, "--server", url)
+    assert here.returncode == there.returncode and here.stdout == there.stdout and here.stdout.strip()
+
+
+def test_highlight_of_stdin_through_the_server_is_refused(pdf, url, tmp_path):
+    run = docread("ask", "-", QUESTION, "--server", url, "--highlight", tmp_path / "h.png", input=pdf.read_bytes())
+    assert run.returncode == 2 and "give a path" in run.stderr and not (tmp_path / "h.png").exists()
