@@ -198,7 +198,7 @@ def read_options(
         parameters = positional + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in rest] + added
         run.__signature__ = signature.replace(parameters=parameters)
         run.__annotations__ = {p.name: p.annotation for p in parameters}
-        run.read_settings = names  # the fields this command offers (tests walk them)
+        run.read_settings = names  # the Settings fields this command offers
         return run
 
     return decorate
