@@ -180,18 +180,16 @@ def extract_document(
     limits=None,
     events=None,
 ) -> dict:
-    """`{"file", "fields": {NAME: {value, raw, page, score, evidence, error}}}` for one document. A file
+    """`{"file", "fields": {NAME: {value, raw, page, score, evidence, error}}}` for one document, read by
+    `reader` (a `docread.reading.Reader`, local or remote; a loaded DocReader is read locally). A file
     that cannot be opened raises; a page that fails leaves its fields to the other pages."""
-    from docread.document import ask_document
+    from docread.reading import LocalReader, Reader
+    from docread.settings import Settings
 
-    results = ask_document(
-        reader,
-        source,
-        [f.question for f in fields],
-        settings=settings,
-        limits=limits,
-        events=events,
-    )
+    if not isinstance(reader, Reader):
+        reader = LocalReader(reader)
+    questions = [f.question for f in fields]
+    results = reader.ask(source, questions, settings=settings or Settings(), limits=limits, events=events)
     by_question = {r.question: r for r in results}
     out = {}
     for f in fields:

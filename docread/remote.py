@@ -16,6 +16,17 @@ from docread.intake.sources import read_input
 CONNECT_TIMEOUT_S = 10.0
 
 
+def server_url(server: str) -> str:
+    """The server's base URL as `serve` prints either one: http://host:port, .../v1 or host:port (no scheme:
+    http)."""
+    url = server.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    if url.endswith("/v1"):
+        url = url[: -len("/v1")]
+    return url
+
+
 def require_httpx():
     try:
         import httpx
@@ -62,7 +73,7 @@ def document_events(
         "events": "true",
         **{k: v if isinstance(v, list) else str(v) for k, v in options.items() if v is not None},
     }
-    url = server.rstrip("/") + f"/v1/documents/{endpoint}"
+    url = server_url(server) + f"/v1/documents/{endpoint}"
     try:
         with (
             httpx.Client(timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S)) as client,
@@ -95,7 +106,7 @@ def server_health(server: str, *, api_key: str | None = None) -> dict:
     """The server's /health: its model (and adapter), queue and page cache."""
     httpx = require_httpx()
     try:
-        response = httpx.get(server.rstrip("/") + "/health", headers=_auth(api_key), timeout=CONNECT_TIMEOUT_S)
+        response = httpx.get(server_url(server) + "/health", headers=_auth(api_key), timeout=CONNECT_TIMEOUT_S)
     except httpx.HTTPError as e:
         raise _unreachable(server, e) from None
     if response.status_code != 200:

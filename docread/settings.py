@@ -1,8 +1,8 @@
 """Every option that changes what is read or answered, once: its type, default, bounds and help.
 
 `Settings` is validated on construction. The command line (`docread.cli.options.read_options`), the
-HTTP API's request models (`docread.serve.protocol`), the remote client (`docread.remote`) and the
-batch resume digest are all derived from these fields: adding an option is one edit here.
+HTTP API's request models (`docread.serve.protocol`), the remote reader's form (`docread.reading`) and
+the batch resume digest are all derived from these fields: adding an option is one edit here.
 """
 
 from __future__ import annotations

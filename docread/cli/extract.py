@@ -10,28 +10,23 @@ import typer
 
 from docread.cli.options import (
     Adapter,
+    ApiKey,
     Device,
-    Dpi,
-    MaxNewTokens,
     MaxPixels,
-    MaxSlices,
     Model,
     Offline,
-    Pages,
-    Password,
     Quant,
     Quiet,
-    TextOption,
+    Server,
     Timeout,
-    View,
     diagnostics,
-    load_reader,
     make_limits,
+    read_options,
 )
 from docread.cli.output import write_json
 from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
-from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.settings import DEFAULT_MAX_NEW_TOKENS
+from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.settings import Settings
 
 app = typer.Typer()
 
@@ -39,6 +34,20 @@ app = typer.Typer()
 @app.command(
     epilog="Examples:\n\n  docread extract invoice.pdf --field total:number --field due_date:date\n\n"
     "  docread extract invoices/*.pdf --schema invoice.schema.json -o fields.jsonl"
+)
+@read_options(
+    only=(
+        "pages",
+        "max_slices",
+        "view",
+        "text",
+        "text_prompt",
+        "text_tokens",
+        "dpi",
+        "password",
+        "max_new_tokens",
+        "fast",
+    )
 )
 def extract(
     files: Annotated[list[str], typer.Argument(metavar="FILE...", help="PDFs or images.")],
@@ -59,19 +68,16 @@ def extract(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON Lines file (default: stdout).")] = None,
     model: Model = None,
     adapter: Adapter = None,
-    pages: Pages = None,
-    max_slices: MaxSlices = None,
-    view: View = "hires",
-    text: TextOption = "auto",
-    dpi: Dpi = DEFAULT_DPI,
-    password: Password = None,
     quant: Quant = "auto",
     device: Device = "auto",
-    max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS,
     offline: Offline = False,
     quiet: Quiet = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
+    server: Server = None,
+    api_key: ApiKey = None,
+    *,
+    settings: Settings,
 ):
     """Typed fields out of each document: one JSON object per file, {"file", "fields": {NAME: {"value",
     "raw", "page", "score", "evidence", "error"}}}. An answer that does not parse as its type gives
@@ -79,23 +85,23 @@ def extract(
     import json
 
     from docread.extract import extract_document, field_spec, load_schema, schema_fields
-    from docread.settings import Settings
+    from docread.reading import open_reader
 
     if bool(field) == bool(schema):
         raise UsageError("give --field NAME[:TYPE] (repeatable) or --schema SCHEMA.json, one of the two")
     loaded = load_schema(schema) if schema else None
     fields = schema_fields(loaded) if loaded else [field_spec(f) for f in field]
-    settings = Settings(
-        pages=pages,
-        password=password,
-        max_slices=max_slices,
-        max_new_tokens=max_new_tokens,
-        dpi=dpi,
-        view=view,
-        text=text,
-    )
     err = diagnostics(quiet)
-    reader = load_reader(model, adapter, device, quant, offline, err)
+    reader = open_reader(
+        server=server,
+        api_key=api_key,
+        model=model,
+        adapter=str(adapter) if adapter else None,
+        device=device,
+        quant=quant,
+        offline=offline,
+        status=err.status,
+    )
     failed = False
     sink = open(output, "w", encoding="utf-8") if output else None
     try:

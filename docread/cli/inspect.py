@@ -9,35 +9,28 @@ from typing import Annotated, Optional
 import typer
 
 from docread.cli.options import (
-    Dpi,
     Json,
     MaxPixels,
-    MaxSlices,
     Model,
     Offline,
-    Pages,
-    Password,
     Timeout,
-    View,
     diagnostics,
     make_limits,
+    read_options,
 )
 from docread.cli.output import write_json
 from docread.errors import EXIT_FAILED, EXIT_OK
-from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.settings import Settings
 
 app = typer.Typer()
 
 
 @app.command(epilog="Example: docread inspect invoice.pdf --pages 1-2 --preview grid.png")
+@read_options(only=("pages", "max_slices", "view", "dpi", "password"))
 def inspect(
     paths: Annotated[list[str], typer.Argument(help="PDFs, images or folders (walked recursively); - reads stdin.")],
-    pages: Pages = None,
-    max_slices: MaxSlices = None,
-    view: View = "hires",
-    dpi: Dpi = DEFAULT_DPI,
     model: Model = None,
-    password: Password = None,
     json_out: Json = False,
     preview: Annotated[
         Optional[Path], typer.Option("--preview", help="Write the tile-grid picture: a .png for one page, or a folder.")
@@ -45,6 +38,8 @@ def inspect(
     offline: Offline = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    settings: Settings,
 ):
     """Show how each page is sliced: size, tile grid, visual tokens. Loads no model. Every file gets a
     record (an error record when it cannot be read); exit 1 if any failed."""
@@ -55,14 +50,14 @@ def inspect(
     records = inspect_paths(
         paths,
         preset=preset,
-        pages=pages,
-        max_slices=max_slices,
-        dpi=dpi,
-        password=password,
+        pages=settings.pages,
+        max_slices=settings.max_slices,
+        dpi=settings.dpi,
+        password=settings.password,
         limits=make_limits(max_pixels, timeout),
         preview=preview,
         on_warning=diagnostics().warn,
-        view=view,
+        view=settings.view,
     )
     if json_out:
         failed = False
@@ -72,7 +67,7 @@ def inspect(
     else:
         title = (
             f"native view of {preset.name}"
-            if view == "native"
+            if settings.view == "native"
             else f"slicing for {preset.name} (S={preset.size}, k={preset.k})"
         )
         failed = _render_table(records, title)

@@ -8,20 +8,18 @@ from typing import Annotated
 import typer
 
 from docread.cli.options import (
-    Dpi,
     MaxPixels,
     Offline,
-    Pages,
-    Password,
     Quiet,
-    TextOption,
     Timeout,
     diagnostics,
     make_limits,
+    read_options,
 )
 from docread.cli.output import write_json, write_out
 from docread.errors import EXIT_FAILED, EXIT_OK
-from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.settings import Settings
 
 app = typer.Typer()
 
@@ -30,18 +28,17 @@ app = typer.Typer()
     epilog='Examples:\n\n  docread locate invoice.pdf "Total amount" 1234.56\n\n'
     '  docread locate scan.png "ACME GmbH" --text ocr --json'
 )
+@read_options(only=("pages", "text", "password", "dpi"))
 def locate(
     file: Annotated[str, typer.Argument(help="A PDF or image; - reads stdin.")],
     texts: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Texts to find (words, numbers, dates).")],
-    pages: Pages = None,
-    text: TextOption = "auto",
-    password: Password = None,
-    dpi: Dpi = DEFAULT_DPI,  # bbox_px are pixels of the page rendered at this resolution
     json_out: Annotated[bool, typer.Option("--json", help="One JSON line per occurrence on stdout.")] = False,
     quiet: Quiet = False,
     offline: Offline = False,  # nothing here touches the network; accepted as everywhere
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    settings: Settings,
 ):
     """Where each text occurs: every page, every box (PDF points and rendered pixels), and how it matched.
     The page's characters are searched, spaces aside, so glued words, scripts without spaces, vertical
@@ -58,7 +55,13 @@ def locate(
     seen: dict[str, int] = {}
     failed = False
     for located in locate_document(
-        file, texts, pages=pages, password=password, text=text, limits=make_limits(max_pixels, timeout), dpi=dpi
+        file,
+        texts,
+        pages=settings.pages,
+        password=settings.password,
+        text=settings.text,
+        limits=make_limits(max_pixels, timeout),
+        dpi=settings.dpi,  # bbox_px are pixels of the page rendered at this resolution
     ):
         if located.error is not None:
             failed = True

@@ -1,32 +1,20 @@
-"""Options and helpers shared by docread's commands, declared once."""
+"""Options and helpers shared by docread's commands, declared once. Read options come from
+`docread.settings.Settings`: `@read_options(...)` adds each field as a Typer option and hands the command
+one validated `settings`."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+from collections.abc import Callable, Iterable
+from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from docread.model.weights import Quant as QuantChoice
-from docread.settings import Task as TaskChoice
-from docread.settings import TextMode as TextChoice
-from docread.settings import TextPrompt as TextPromptChoice
-from docread.settings import View as ViewChoice
-
-
-def _check_pages(value: Optional[str]) -> Optional[str]:
-    """A malformed --pages fails at once (exit 2), before any file is read or model loaded."""
-    if value is None:
-        return value
-    from docread.errors import UsageError
-    from docread.intake import validate_pages_spec
-
-    try:
-        validate_pages_spec(value)
-    except UsageError as e:
-        raise typer.BadParameter(e.message) from None
-    return value
 
 
 def _go_offline(value: bool) -> bool:
@@ -37,24 +25,6 @@ def _go_offline(value: bool) -> bool:
 
 
 # -- shared options, declared once ---------------------------------------------------------
-Pages = Annotated[
-    Optional[str],
-    typer.Option("--pages", "-p", callback=_check_pages, help="Pages to read: 1,3-5,-1 (1-based; -1 = last)."),
-]
-MaxSlices = Annotated[
-    Optional[int],
-    typer.Option(
-        "--max-slices",
-        "-n",
-        min=0,
-        max=64,
-        help="Most tiles per page besides the global view (default: the model's, 16; 0 = global view only).",
-    ),
-]
-Dpi = Annotated[float, typer.Option("--dpi", min=10, max=1200, help="Nominal PDF resolution the grid is planned at.")]
-Password = Annotated[
-    Optional[str], typer.Option("--password", help="Password of encrypted PDFs.", envvar="DOCREAD_PASSWORD")
-]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout (JSON).")]
 Model = Annotated[
     Optional[str],
@@ -104,28 +74,13 @@ Adapter = Annotated[
 ]
 Quant = Annotated[QuantChoice, typer.Option("--quant", help="auto = 4-bit NF4 on CUDA, none on a CPU.")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
-MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", min=1, max=4096, help="Longest answer, in tokens.")]
-Temperature = Annotated[float, typer.Option("--temperature", min=0.0, max=5.0, help="0 = greedy (default).")]
-Seed = Annotated[
-    Optional[int], typer.Option("--seed", min=0, max=2**64 - 1, help="Sampling seed (with --temperature > 0).")
-]  # torch.manual_seed's range
 Offline = Annotated[
     bool, typer.Option("--offline", callback=_go_offline, help="Never touch the network (as HF_HUB_OFFLINE=1).")
 ]
-Task = Annotated[TaskChoice, typer.Option("--task", "-t", help="Prompt preset: qa (document QA), chart, ocr.")]
 Quiet = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress, notes or warnings on stderr; errors still show.")
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr: grid, tokens, timings.")]
-View = Annotated[
-    ViewChoice,
-    typer.Option(
-        "--view",
-        help="hires = docread's tiles (up to 16 + a global view); native = exactly the base checkpoint's own "
-        "image handling (LLaVA-NeXT's AnyRes, LLaVA-1.5's single view), proven equal to transformers.",
-    ),
-]
-Fast = Annotated[bool, typer.Option("--fast", help="Compiled decoder with a static KV cache (CUDA; same answers).")]
 
 
 # -- a warm server instead of a local model (ask --server) ----------------------------------------
@@ -134,7 +89,8 @@ Server = Annotated[
     typer.Option(
         "--server",
         envvar="DOCREAD_SERVER",
-        help="URL of a `docread serve` (http://127.0.0.1:8321): the file is uploaded, no model loads here.",
+        help="A `docread serve` (http://127.0.0.1:8321, its /v1 base URL, or host:port): the file is uploaded, no "
+        "model loads here.",
     ),
 ]
 ApiKey = Annotated[
@@ -142,51 +98,128 @@ ApiKey = Annotated[
 ]
 
 
-# -- page text (evidence, locate, --pages auto) ------------------------------------------------
-TextOption = Annotated[
-    TextChoice,
-    typer.Option(
-        "--text",
-        help="Page text for evidence and locate: auto = the PDF's text layer, else OCR when the ocr extra is "
-        "installed; layer; ocr; off.",
-    ),
-]
+# -- read options, derived from Settings ------------------------------------------------------------
+def setting_flags(f) -> tuple[str, ...]:
+    """A Settings field's command-line flags: its declared ones, else --field-name."""
+    return f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
 
 
-def _check_ask_pages(value: Optional[str]) -> Optional[str]:
-    """--pages as `ask` takes it: a page list, or `auto` (ranked by the question)."""
+def _setting_callback(f, auto_pages: bool):
+    """A bad value fails while options are parsed (exit 2, naming the flag), before any file or model."""
+    from docread.settings import AUTO_PAGES, SettingError, Settings
+
+    def check(value):
+        if f.name == "pages" and value == AUTO_PAGES and not auto_pages:
+            raise typer.BadParameter("auto (ranked pages) is for ask: give page numbers, as 1,3-5,-1")
+        try:
+            Settings.from_mapping({f.name: value})
+        except SettingError as e:
+            raise typer.BadParameter(e.message) from None
+        return value
+
+    return check
+
+
+def setting_option(f, default: Any = None, *, auto_pages: bool = True, help: str | None = None):
+    """The `Annotated[type, typer.Option(...)]` of one Settings field (flags, help, bounds, envvar)."""
+    from docread.settings import field_type
+
+    meta, kind = f.metadata, field_type(f)
+    bounds = {}
+    if kind in (int, float):
+        bounds = {k: kind(meta[k]) for k in ("min", "max") if meta[k] is not None}
+    annotation = Optional[kind] if (default is None or f.default is None) and kind is not bool else kind
+    return Annotated[
+        annotation,
+        typer.Option(
+            *setting_flags(f),
+            help=help or _help(f, auto_pages),
+            envvar=meta["envvar"],
+            callback=_setting_callback(f, auto_pages),
+            show_default=not meta["secret"],
+            **bounds,
+        ),
+    ]
+
+
+def _help(f, auto_pages: bool) -> str:
     from docread.settings import AUTO_PAGES
 
-    return value if value == AUTO_PAGES else _check_pages(value)
+    if f.name == "pages" and not auto_pages:  # the page-list half of the help: `auto` is ask's alone
+        return f.metadata["help"].split(f", or {AUTO_PAGES}")[0] + "."
+    return f.metadata["help"]
 
 
-AskPages = Annotated[
-    Optional[str],
-    typer.Option(
-        "--pages",
-        "-p",
-        callback=_check_ask_pages,
-        help="Pages to read: 1,3-5,-1 (1-based; -1 = last), or auto: the --top-pages pages whose text "
-        "best matches each question (BM25; pages without text are read as without --pages).",
-    ),
-]
-TopPages = Annotated[
-    int, typer.Option("--top-pages", min=1, max=100, help="Pages read per question with --pages auto.")
-]
-TextPromptOption = Annotated[
-    TextPromptChoice,
-    typer.Option(
-        "--text-prompt",
-        help="Give the model the page's text after the image: auto = a PDF's own text layer in the "
-        "hires view; on = any page text (layer or OCR), any view; off = the image alone.",
-    ),
-]
-TextTokens = Annotated[
-    int,
-    typer.Option(
-        "--text-tokens",
-        min=1,
-        max=8192,
-        help="Most tokens of page text in a prompt (a longer text is cut, and records say so).",
-    ),
-]
+def read_options(
+    *,
+    exclude: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+    defaults: dict[str, Any] | None = None,
+    fixed: dict[str, Any] | None = None,
+    auto_pages: bool = False,
+) -> Callable:
+    """Add `Settings`' fields to a command as options and call it with one validated `settings: Settings`.
+    `only`/`exclude`: the fields this command offers; `defaults`: its own defaults (ocr's longer answers);
+    `fixed`: values it always uses, not offered (ocr's task); `auto_pages`: --pages takes `auto` (ask)."""
+    from docread.settings import SettingError, Settings
+
+    offered = [f for f in fields(Settings) if (only is None or f.name in only) and f.name not in set(exclude)]
+    defaults, fixed = dict(defaults or {}), dict(fixed or {})
+
+    def decorate(command: Callable) -> Callable:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "settings"]
+        positional = [p for p in own if p.default is inspect.Parameter.empty]
+        rest = [p for p in own if p.default is not inspect.Parameter.empty]
+        added = []
+        for f in offered:
+            default = defaults.get(f.name, f.default)
+            default = str(default) if isinstance(default, str) else default  # an enum as Typer shows it
+            added.append(
+                inspect.Parameter(
+                    f.name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=default,
+                    annotation=setting_option(f, default, auto_pages=auto_pages),
+                )
+            )
+        names = [f.name for f in offered]
+
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            values = {**fixed, **{name: kwargs.pop(name) for name in names if name in kwargs}}
+            try:
+                settings = Settings(**values)
+            except SettingError as e:
+                flag = next((setting_flags(f)[0] for f in offered if f.name == e.param), e.param)
+                raise typer.BadParameter(e.message, param_hint=flag) from None
+            return command(*args, settings=settings, **kwargs)
+
+        parameters = positional + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in rest] + added
+        run.__signature__ = signature.replace(parameters=parameters)
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        run.read_settings = names  # the Settings fields this command offers
+        return run
+
+    return decorate
+
+
+def _derived(name: str):
+    """One Settings field as an `Annotated` option, for commands that still list their options by hand."""
+    from docread.settings import Settings
+
+    f = next(f for f in fields(Settings) if f.name == name)
+    return setting_option(f, f.default, auto_pages=False)
+
+
+# the names batch, chat, bench, speed and train list (derived: no flag, bound or help written here)
+Pages = _derived("pages")
+MaxSlices = _derived("max_slices")
+Dpi = _derived("dpi")
+Password = _derived("password")
+MaxNewTokens = _derived("max_new_tokens")
+Temperature = _derived("temperature")
+Seed = _derived("seed")
+Task = _derived("task")
+View = _derived("view")
+Fast = _derived("fast")

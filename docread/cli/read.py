@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,40 +12,25 @@ import typer
 from docread.cli.options import (
     Adapter,
     ApiKey,
-    AskPages,
     Device,
-    Dpi,
-    Fast,
     Json,
-    MaxNewTokens,
     MaxPixels,
-    MaxSlices,
     Model,
     Offline,
-    Pages,
-    Password,
     Quant,
     Quiet,
-    Seed,
     Server,
-    Task,
-    Temperature,
-    TextOption,
-    TextPromptOption,
-    TextTokens,
     Timeout,
-    TopPages,
     Verbose,
-    View,
     diagnostics,
-    load_reader,
     make_limits,
+    read_options,
 )
 from docread.cli.output import write_json, write_out
-from docread.errors import EXIT_FAILED, EXIT_OK
+from docread.errors import EXIT_FAILED, EXIT_OK, UsageError
 from docread.events import Events
-from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEXT_TOKENS, DEFAULT_TOP_PAGES, OCR_MAX_NEW_TOKENS
+from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.settings import OCR_MAX_NEW_TOKENS, Settings, Task
 
 app = typer.Typer()
 
@@ -102,6 +88,7 @@ class _Render(Events):
     epilog='Examples:\n\n  docread ask invoice.pdf "What is the total amount?"\n\n'
     '  docread ask report.pdf "Who signed it?" "When?" --pages 1-3 --json | jq .answer'
 )
+@read_options(auto_pages=True)
 def ask(
     file: Annotated[str, typer.Argument(help="A PDF or image; - reads stdin.")],
     questions: Annotated[
@@ -112,30 +99,17 @@ def ask(
     ],
     model: Model = None,
     adapter: Adapter = None,
-    pages: AskPages = None,
-    top_pages: TopPages = DEFAULT_TOP_PAGES,
-    task: Task = "qa",
-    max_slices: MaxSlices = None,
-    view: View = "hires",
-    text: TextOption = "auto",
-    text_prompt: TextPromptOption = "auto",
-    text_tokens: TextTokens = DEFAULT_TEXT_TOKENS,
     highlight: Annotated[
         Optional[Path],
         typer.Option(
             "--highlight",
             help="Write the best answer's page as a .png with its evidence boxed and the tile grid "
-            "faintly (the first question's, when several are asked).",
+            "faintly (the first question's, when several are asked; with --server the file is opened here "
+            "to draw it).",
         ),
     ] = None,
-    dpi: Dpi = DEFAULT_DPI,
-    password: Password = None,
     quant: Quant = "auto",
     device: Device = "auto",
-    max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS,
-    temperature: Temperature = 0.0,
-    seed: Seed = None,
-    fast: Fast = False,
     offline: Offline = False,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -144,71 +118,65 @@ def ask(
     timeout: Timeout = DEFAULT_TIMEOUT_S,
     server: Server = None,
     api_key: ApiKey = None,
+    *,
+    settings: Settings,
 ):
     """Answer questions about a PDF or image. The selected pages (the first 20 unless --pages
     names them) are each read once for all questions; the best-scoring page's answer is reported
     (per-page answers are in --json). One page streams its answer live. A page that fails is
     reported and the others still answer (exit 1)."""
-    from docread.document import ask_document, open_for_reading, unique_questions
-    from docread.settings import Settings
+    from docread.document import open_for_reading, unique_questions
 
     questions = unique_questions(questions)
-    settings = Settings(
-        pages=pages,
-        top_pages=top_pages,
-        password=password,
-        task=task,
-        max_slices=max_slices,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        dpi=dpi,
-        fast=fast,
-        view=view,
-        text=text,
-        text_prompt=text_prompt,
-        text_tokens=text_tokens,
-    )
+    if server and highlight is not None and file == "-":
+        raise UsageError("--highlight with --server opens the file here again to draw it: give a path, not -")
     err = diagnostics(quiet)
     render = _Render(err, questions, live=not json_out)
-    if server:
-        options = {
-            "pages": pages,
-            "task": task,
-            "max_slices": max_slices,
-            "view": view,
-            "dpi": dpi,
-            "password": password,
-            "max_new_tokens": max_new_tokens,
-            "temperature": temperature,
-            "seed": seed,
-        }
-        records = _ask_server(
-            server, api_key, file, questions, options, render, json_out, make_limits(max_pixels, timeout)
-        )
-        raise typer.Exit(_report(err, questions, records, json_out, verbose))
-    # the file first: a bad one fails before the model loads
-    with open_for_reading(
-        file,
-        settings=settings,
-        limits=make_limits(max_pixels, timeout),
-        events=render,
-    ) as document:
-        reader = load_reader(model, adapter, device, quant, offline, err)
+    limits = make_limits(max_pixels, timeout)
+    with _source(file, server, settings, limits, render) as source:
+        reader = _reader(server, api_key, model, adapter, device, quant, offline, err)
         try:
-            results = ask_document(
-                reader,
-                document,
-                questions,
-                settings=settings,
-                events=render,
-                stream=not json_out,
+            results = reader.ask(
+                source, questions, settings=settings, limits=limits, events=render, stream=not json_out
             )
         finally:
             render._stop_spinner()
         if highlight is not None:
-            _write_highlight(document, results, highlight, reader, err)
+            if server:
+                with open_for_reading(file, settings=settings, limits=limits) as document:
+                    _write_highlight(document, results, highlight, reader.image_size, err)
+            else:
+                _write_highlight(source, results, highlight, reader.image_size, err)
     raise typer.Exit(_report(err, questions, [result.to_json() for result in results], json_out, verbose))
+
+
+@contextmanager
+def _source(file: str, server: str | None, settings: Settings, limits, events):
+    """What the reader reads: locally the file opened first (a bad one fails before the model loads);
+    through a server the path, uploaded as it is."""
+    from docread.document import open_for_reading
+
+    if server:
+        yield file
+        return
+    with open_for_reading(file, settings=settings, limits=limits, events=events) as document:
+        yield document
+
+
+def _reader(server, api_key, model, adapter, device, quant, offline, err):
+    """The one choice: the server's model, or one loaded here."""
+    from docread.reading import open_reader
+
+    return open_reader(
+        server=server,
+        api_key=api_key,
+        model=model,
+        adapter=str(adapter) if adapter else None,
+        device=device,
+        quant=quant,
+        offline=offline,
+        status=err.status,
+    )
 
 
 def _report(err, questions: list[str], records: list[dict], json_out: bool, verbose: bool) -> int:
@@ -234,52 +202,14 @@ def _report(err, questions: list[str], records: list[dict], json_out: bool, verb
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _ask_server(
-    server: str, api_key, file: str, questions: list[str], options: dict, render: _Render, json_out: bool, limits
-) -> list[dict]:
-    """ask through `docread serve`: the server's events replayed into ask's own renderer, so the output is
-    the local one; returns ask --json's records."""
-    from docread.remote import ask_events
-
-    return list(_replay(ask_events(server, file, questions, options, api_key=api_key, limits=limits), render, json_out))
-
-
-def _replay(lines, render: _Render, json_out: bool):
-    """A server's NDJSON lines: its events replayed into `render` (as a local read shows them), its
-    records yielded."""
-    from docread.errors import DocreadError
-
-    try:
-        for line in lines:
-            event = line.get("event")
-            if event is None:
-                yield line
-            elif event == "warning":
-                render.warning(line["message"])
-            elif event == "page":
-                render.page(line["number"], line["index"], line["total"])
-            elif event in ("question", "chunk") and json_out:
-                continue  # a local --json read does not stream
-            elif event == "question":
-                render.question(line["question"])
-            elif event == "chunk":
-                render.chunk(line["text"])
-            elif event == "answered":
-                render.answered(None)
-            elif event == "failed":
-                render.failed(line["number"], DocreadError(line["error"]["code"], line["error"]["message"]))
-    finally:
-        render._stop_spinner()
-
-
-def _write_highlight(document, results, path: Path, reader, err) -> None:
+def _write_highlight(document, results, path: Path, size: int | None, err) -> None:
     from docread.text.evidence import highlight_answer
 
     answered = next((r.best for r in results if r.best is not None), None)
     if answered is None:
         err.warn(f"--highlight: no answer to highlight; {path} not written")
         return
-    highlight_answer(document, answered, reader.preset.size).save(path, format="PNG")
+    highlight_answer(document, answered, size).save(path, format="PNG")
     err.note(f"highlight: page {answered.page}, {len(answered.evidence)} evidence box(es) -> {path}")
 
 
@@ -299,19 +229,17 @@ def _summary(err, answer, pages_read: int, verbose: bool) -> None:
 
 # -- ocr --------------------------------------------------------------------------------------
 @app.command(epilog="Examples:\n\n  docread ocr scan.png\n\n  docread ocr report.pdf --pages 1-3 --json > text.jsonl")
+@read_options(
+    exclude=("task", "top_pages", "text", "text_prompt", "text_tokens", "temperature", "seed"),
+    defaults={"max_new_tokens": OCR_MAX_NEW_TOKENS},
+    fixed={"task": Task.ocr},
+)
 def ocr(
     file: Annotated[str, typer.Argument(help="A PDF or image; - reads stdin.")],
     model: Model = None,
     adapter: Adapter = None,
-    pages: Pages = None,
-    max_slices: MaxSlices = None,
-    view: View = "hires",
-    dpi: Dpi = DEFAULT_DPI,
-    password: Password = None,
     quant: Quant = "auto",
     device: Device = "auto",
-    max_new_tokens: MaxNewTokens = OCR_MAX_NEW_TOKENS,
-    fast: Fast = False,
     offline: Offline = False,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -319,49 +247,30 @@ def ocr(
     timeout: Timeout = DEFAULT_TIMEOUT_S,
     server: Server = None,
     api_key: ApiKey = None,
+    *,
+    settings: Settings,
 ):
     """Transcribe the text of each page (streamed on a terminal; --json: one line per page, an error
     record for a page that fails while the others go on)."""
-    from docread.document import ocr_document, open_for_reading
     from docread.serve.ocr import ocr_record
-    from docread.settings import Settings
 
-    settings = Settings(
-        pages=pages,
-        password=password,
-        task="ocr",
-        max_slices=max_slices,
-        max_new_tokens=max_new_tokens,
-        dpi=dpi,
-        fast=fast,
-        view=view,
-    )
     err = diagnostics(quiet)
     render = _OcrRender(err, live=not json_out)
     failed = False
     limits = make_limits(max_pixels, timeout)
-
-    def report(record: dict) -> None:
-        nonlocal failed
-        failed |= record["status"] != "ok"
-        if json_out:
-            write_json(record)
-        elif record["status"] == "ok" and record["stopped_by"] == "length":
-            err.warn(f"page {record['page']}: stopped at --max-new-tokens {max_new_tokens}")
-
-    if server:
-        from docread.remote import document_events
-
-        options = {"pages": pages, "max_slices": max_slices, "view": view, "dpi": dpi, "password": password}
-        options["max_new_tokens"] = max_new_tokens
-        lines = document_events(server, "ocr", file, options, api_key=api_key, limits=limits)
-        for record in _replay(lines, render, json_out):
-            report(record)
-        raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
-    with open_for_reading(file, settings=settings, limits=limits, events=render) as document:
-        reader = load_reader(model, adapter, device, quant, offline, err)
-        for result in ocr_document(reader, document, settings=settings, events=render, stream=not json_out):
-            report(ocr_record(document.name, result))
+    with _source(file, server, settings, limits, render) as source:
+        reader = _reader(server, api_key, model, adapter, device, quant, offline, err)
+        name = getattr(source, "name", file)
+        try:
+            for result in reader.ocr(source, settings=settings, limits=limits, events=render, stream=not json_out):
+                record = ocr_record(name, result)
+                failed |= record["status"] != "ok"
+                if json_out:
+                    write_json(record)
+                elif record["status"] == "ok" and record["stopped_by"] == "length":
+                    err.warn(f"page {record['page']}: stopped at --max-new-tokens {settings.max_new_tokens}")
+        finally:
+            render._stop_spinner()
     raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 

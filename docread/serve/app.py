@@ -27,8 +27,6 @@ from docread.results import DocumentAnswer
 from docread.serve.ocr import ocr_record
 from docread.serve.protocol import (
     ApiError,
-    OcrForm,
-    ReadOptions,
     as_api_error,
     ask_form,
     chat_request,
@@ -37,6 +35,7 @@ from docread.serve.protocol import (
     question_and_image,
 )
 from docread.serve.worker import Busy, Job, PageCache, Worker
+from docread.settings import AUTO_PAGES, Settings
 
 MiB = 1 << 20
 
@@ -90,7 +89,7 @@ class _Server:
         self.worker = Worker(max_queue)
         self.cache = PageCache(cache_pages)
 
-    def submit(self, data: bytes, name: str, questions: list[str], options: ReadOptions, forward: bool = False) -> Job:
+    def submit(self, data: bytes, name: str, questions: list[str], settings: Settings, forward: bool = False) -> Job:
         """Queue an ask of uploaded bytes: "opened", then "chunk"s, then "done" with the answers or "error"."""
 
         def read(document, events: _JobEvents) -> list[DocumentAnswer]:
@@ -98,25 +97,25 @@ class _Server:
                 self.reader,
                 document,
                 questions,
-                settings=options.settings(),
+                settings=settings,
                 events=events,
                 stream=True,
                 encode=self.cache.encode,
             )
 
-        return self.submit_read(data, name, options, read, forward)
+        return self.submit_read(data, name, settings, read, forward)
 
-    def submit_ocr(self, data: bytes, name: str, options: OcrForm, forward: bool = False) -> Job:
+    def submit_ocr(self, data: bytes, name: str, settings: Settings, forward: bool = False) -> Job:
         """Queue an ocr of uploaded bytes: each page's ocr --json record as a "record" as it is done."""
 
         def read(document, events: _JobEvents) -> list:
-            for result in ocr_document(self.reader, document, settings=options.settings(), events=events, stream=True):
+            for result in ocr_document(self.reader, document, settings=settings, events=events, stream=True):
                 events.job.emit("record", ocr_record(document.name, result))
             return []
 
-        return self.submit_read(data, name, options, read, forward)
+        return self.submit_read(data, name, settings, read, forward)
 
-    def submit_read(self, data: bytes, name: str, options, read, forward: bool = False) -> Job:
+    def submit_read(self, data: bytes, name: str, settings: Settings, read, forward: bool = False) -> Job:
         """Queue `read(document, events)` of uploaded bytes; the document is opened on the worker (PyMuPDF
         is not thread-safe), which emits "opened" first, and "done" with what `read` returns or "error"."""
         if len(data) > self.max_upload_bytes:
@@ -128,8 +127,9 @@ class _Server:
             )
 
         def run(job: Job):
+            pages = None if settings.pages == AUTO_PAGES else settings.pages  # auto: every page, ranked
             with open_bytes(
-                data, name, pages=options.pages, password=options.password, dpi=options.dpi, limits=self.limits
+                data, name, pages=pages, password=settings.password, dpi=settings.dpi, limits=self.limits
             ) as document:
                 job.emit("opened")
                 return read(document, _JobEvents(job, forward))
@@ -228,6 +228,7 @@ def create_app(
             "status": "ok",
             "model": reader.name,
             "adapter": reader.adapter,
+            "image_size": reader.preset.size,  # its tile size: a client draws --highlight's grid with it
             "waiting": server.worker.waiting,
             "running": server.worker.running,
             "served": server.worker.served,
@@ -248,7 +249,7 @@ def create_app(
             raise ApiError(400, "the request body is not valid JSON", "invalid_json") from None
         chat = chat_request(body)
         question, data, media = question_and_image(chat)
-        job = server.submit(data, "image", [question], chat.options())
+        job = server.submit(data, "image", [question], chat.settings())
         await server.until_opened(job)
         if chat.stream:
             include_usage = bool((chat.stream_options or {}).get("include_usage"))
@@ -263,7 +264,7 @@ def create_app(
             questions = unique_questions(options.question)
         except DocreadError as e:
             raise from_docread(e) from None
-        job = server.submit(data, name, questions, options, forward=events)
+        job = server.submit(data, name, questions, options.settings(), forward=events)
         await server.until_opened(job)
         if events:
             return StreamingResponse(_ndjson_events(job), media_type="application/x-ndjson")
@@ -274,7 +275,7 @@ def create_app(
     @app.post("/v1/documents/ocr")
     async def documents_ocr(request: Request):
         data, name, fields, events = await _upload(request, server.max_upload_bytes)
-        job = server.submit_ocr(data, name, ocr_form(fields), forward=events)
+        job = server.submit_ocr(data, name, ocr_form(fields).settings(), forward=events)
         await server.until_opened(job)
         return StreamingResponse(_ndjson_events(job), media_type="application/x-ndjson")
 

@@ -1,5 +1,6 @@
 """What the server accepts and answers: OpenAI chat-completion requests (text and `data:` image parts),
-`/v1/documents/ask`'s form fields (ask's options by their names), and OpenAI's error shape. Nothing here
+`/v1/documents/ask`'s and `/ocr`'s form fields (every `Settings` field by its name, derived from
+settings.py), and OpenAI's error shape. Nothing here
 touches the model; every bad value becomes an `ApiError` naming it."""
 
 from __future__ import annotations
@@ -7,13 +8,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from docread.errors import EXIT_FAILED, DocreadError
-from docread.intake.limits import DEFAULT_DPI
-from docread.settings import DEFAULT_MAX_NEW_TOKENS, OCR_MAX_NEW_TOKENS, Settings, Task, TextPrompt, View
+from docread.settings import OCR_MAX_NEW_TOKENS, SettingError, Settings, Task, field_type, setting_fields
 
 MAX_QUESTIONS = 32  # questions one /v1/documents/ask request may ask
 DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.ASCII)
@@ -78,67 +78,48 @@ def from_validation(error: ValidationError) -> ApiError:
     return ApiError(400, f"{param}: {first['msg']}" if param else first["msg"], "invalid_value", param=param)
 
 
-# -- options shared by both endpoints ---------------------------------------------------------------
-class ReadOptions(BaseModel):
-    """ask's options (same names, bounds and defaults as its command-line flags)."""
+# -- read options: Settings' fields, derived -------------------------------------------------------
+def _settings_fields(defaults: dict[str, Any]) -> dict[str, Any]:
+    """Each Settings field as a pydantic field: its type, default, bounds and help from settings.py."""
+    out: dict[str, Any] = {}
+    for f in setting_fields():
+        kind, meta = field_type(f), f.metadata
+        bounds = {
+            k: meta[m] for k, m in (("ge", "min"), ("le", "max"), ("max_length", "max_length")) if meta[m] is not None
+        }
+        annotation = Optional[kind] if f.default is None else kind  # noqa: UP045  a runtime type, not an annotation
+        out[f.name] = (annotation, Field(defaults.get(f.name, f.default), description=meta["help"], **bounds))
+    return out
+
+
+class _SettingsForm(BaseModel):
+    """Request fields named as Settings' fields; `settings()` checks what pydantic cannot (a page list)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    pages: str | None = Field(None, max_length=200)
-    task: Task = Task.qa
-    max_slices: int | None = Field(None, ge=0, le=64)
-    view: View = View.hires
-    dpi: float = Field(DEFAULT_DPI, ge=10, le=1200)
-    password: str | None = Field(None, max_length=1000)
-    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, le=4096)
-    temperature: float = Field(0.0, ge=0.0, le=5.0)
-    seed: int | None = Field(None, ge=0, le=2**64 - 1)
-    text_prompt: TextPrompt = TextPrompt.auto  # `batch --server` sends off: batch reads the image alone
+    def settings(self, param_prefix: str = "") -> Settings:
+        values = {name: getattr(self, name) for name in (f.name for f in setting_fields())}
+        try:
+            return Settings(**values)
+        except SettingError as e:
+            raise ApiError(400, e.message, "invalid_value", param=param_prefix + e.param) from None
 
-    def settings(self, fast: bool = False) -> Settings:
-        return Settings(
-            pages=self.pages,
-            password=self.password,
-            task=str(self.task),
-            max_slices=self.max_slices,
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            seed=self.seed,
-            dpi=self.dpi,
-            fast=fast,
-            view=self.view,
-            text_prompt=str(self.text_prompt),
-        )
+
+ReadOptions = create_model(
+    "ReadOptions", __base__=_SettingsForm, __doc__="ask's options: every Settings field.", **_settings_fields({})
+)
+OcrForm = create_model(
+    "OcrForm",
+    __base__=_SettingsForm,
+    __doc__="/v1/documents/ocr's fields besides the file: every Settings field, with ocr's task and answer length.",
+    **_settings_fields({"task": Task.ocr, "max_new_tokens": OCR_MAX_NEW_TOKENS}),
+)
 
 
 class AskForm(ReadOptions):
     """/v1/documents/ask's fields besides the file: one or more `question`s and ask's options."""
 
     question: list[str] = Field(min_length=1, max_length=MAX_QUESTIONS)
-
-
-class OcrForm(BaseModel):
-    """/v1/documents/ocr's fields besides the file: ocr's options (same names, bounds and defaults)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    pages: str | None = Field(None, max_length=200)
-    max_slices: int | None = Field(None, ge=0, le=64)
-    view: View = View.hires
-    dpi: float = Field(DEFAULT_DPI, ge=10, le=1200)
-    password: str | None = Field(None, max_length=1000)
-    max_new_tokens: int = Field(OCR_MAX_NEW_TOKENS, ge=1, le=4096)
-
-    def settings(self) -> Settings:
-        return Settings(
-            pages=self.pages,
-            password=self.password,
-            task="ocr",
-            max_slices=self.max_slices,
-            max_new_tokens=self.max_new_tokens,
-            dpi=self.dpi,
-            view=self.view,
-        )
 
 
 def ask_form(fields: list[tuple[str, Any]]) -> AskForm:
@@ -163,12 +144,21 @@ def read_form(fields: list[tuple[str, Any]], form: type[BaseModel]) -> Any:
         else:
             values[name] = value
     try:
-        return form.model_validate(values)
+        validated = form.model_validate(values)
     except ValidationError as e:
         raise from_validation(e) from None
+    validated.settings()  # a bad page list: 400 now, naming `pages`
+    return validated
 
 
 # -- chat completions ------------------------------------------------------------------------------
+def _optional(name: str):
+    """An OpenAI field that sets a Settings field: that field's type and bounds, optional."""
+    f = next(f for f in setting_fields() if f.name == name)
+    meta = f.metadata
+    return Annotated[Optional[field_type(f)], Field(ge=meta["min"], le=meta["max"])]  # noqa: UP045
+
+
 class ImageUrl(BaseModel):
     url: str
     detail: str | None = None
@@ -186,37 +176,40 @@ class Message(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    """The OpenAI fields docread reads (others an SDK sends are ignored); `docread` carries ask's
-    options that OpenAI has no field for (pages, max_slices, view, task, dpi, password)."""
+    """The OpenAI fields docread reads (others an SDK sends are ignored); `docread` carries the Settings
+    fields OpenAI has no field for (pages, max_slices, view, task, dpi, password, text_prompt, ...)."""
 
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
-    max_tokens: int | None = Field(None, ge=1, le=4096)
-    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
-    temperature: float | None = Field(None, ge=0.0, le=5.0)
-    seed: int | None = Field(None, ge=0, le=2**64 - 1)
+    max_tokens: _optional("max_new_tokens") = None
+    max_completion_tokens: _optional("max_new_tokens") = None
+    temperature: _optional("temperature") = None
+    seed: _optional("seed") = None
     n: int = Field(1, ge=1, le=1)
     stream_options: dict | None = None
     docread: ReadOptions | None = None
 
-    def options(self) -> ReadOptions:
-        base = self.docread or ReadOptions()
+    def settings(self) -> Settings:
+        """The read's Settings: `docread`'s fields, OpenAI's max_tokens, temperature and seed over them."""
+        base = (self.docread or ReadOptions()).settings("docread.")
         given = {
             "max_new_tokens": self.max_completion_tokens or self.max_tokens,
             "temperature": self.temperature,
             "seed": self.seed,
         }
-        return base.model_copy(update={k: v for k, v in given.items() if v is not None})
+        return base.replace(**{k: v for k, v in given.items() if v is not None})
 
 
 def chat_request(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", "invalid_json")
     try:
-        return ChatRequest.model_validate(body)
+        request = ChatRequest.model_validate(body)
     except ValidationError as e:
         raise from_validation(e) from None
+    request.settings()  # a bad page list: 400 now, naming `docread.pages`
+    return request
 
 
 def question_and_image(request: ChatRequest) -> tuple[str, bytes, str]:
