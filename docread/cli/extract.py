@@ -84,13 +84,13 @@ def extract(
     value null and an error (exit 1); a file that cannot be read is an error line and the others go on."""
     import json
 
-    from docread.extract import extract_document, field_spec, load_schema, schema_fields
+    from docread.extract import extract_document, field_specs, load_schema, schema_fields
     from docread.reading import open_reader
 
     if bool(field) == bool(schema):
         raise UsageError("give --field NAME[:TYPE] (repeatable) or --schema SCHEMA.json, one of the two")
     loaded = load_schema(schema) if schema else None
-    fields = schema_fields(loaded) if loaded else [field_spec(f) for f in field]
+    fields = schema_fields(loaded) if loaded else field_specs(field)
     err = diagnostics(quiet)
     reader = open_reader(
         server=server,

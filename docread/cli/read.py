@@ -216,7 +216,12 @@ def _write_highlight(document, results, path: Path, size: int | None, err) -> No
 def _summary(err, answer, pages_read: int, verbose: bool) -> None:
     score = "n/a" if answer.score is None else f"{answer.score:.3f}"
     of = f" (best of {pages_read})" if pages_read > 1 else ""
-    found = f"found on the page ({answer.evidence[0]['match']})" if answer.grounded else "not found in the page text"
+    if answer.grounded is None:
+        found = "no page text checked"
+    elif answer.grounded:
+        found = f"found on the page ({answer.evidence[0]['match']})"
+    else:
+        found = "not found in the page text"
     line = (
         f"page {answer.page}{of} · score {score} · {answer.rows}x{answer.cols} tiles · "
         f"{answer.visual_tokens} visual tokens · {found}"
