@@ -1,7 +1,8 @@
 """The static KV cache step: one cache per language model, reused, and on CUDA the one-token step compiled
 to a CUDA graph. Same tokens as the dynamic step through `loop.decode_tokens`; an encoded page's prefix
-is copied in and left as it was, so the caller's `crop_cache` has nothing to undo. On CUDA the first
-call compiles (tens of seconds); later calls replay the graph.
+is copied in and left as it was, so the caller's `crop_cache` has nothing to undo. Rows batch: each
+row's prefix is copied in right-aligned, and a finished row stays (fed a dummy token) so the shape, and
+the graph, stay one. On CUDA the first call of a batch size compiles (tens of seconds); later calls replay.
 """
 
 from __future__ import annotations
