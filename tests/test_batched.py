@@ -200,3 +200,24 @@ def test_rows_without_a_prefix_and_an_empty_batch(reader):
             [t for t, _ in decode_tokens(DynamicStep(*model), e, max_new_tokens=6, eos_token_ids=[])] for e in embeds
         ]
     assert list(decode_rows(DynamicStep(*model), [], eos_token_ids=[])) == []
+
+
+@pytest.mark.cuda
+def test_compiled_batched_fast_decode_matches_batch_one_on_cuda(tiny_llava_next):
+    """On CUDA (fp32, tiny model) the compiled static step's rows are batch 1's tokens; run by .ci/gpu."""
+    import docread
+
+    cuda = docread.load(str(tiny_llava_next), device="cuda", quant="none")
+    images = [
+        Image.fromarray(np.random.default_rng(s).integers(0, 256, (h, w, 3), dtype=np.uint8))
+        for s, (w, h) in enumerate(SIZES)
+    ]
+    pages = [
+        cuda.encode(lambda w, h, im=im: im.resize((w, h)), *im.size, QUESTIONS, max_new_tokens=24) for im in images
+    ]
+    model = cuda.hires.language_model, cuda.hires.lm_head
+    step = StaticStep(*model, compile=True)
+    for _ in range(3):  # compile, record the CUDA graph, replay it
+        batch = together(cuda, step, mixed(pages))
+        for (encoded, question, kw), (tokens, _) in zip(mixed(pages), batch):
+            assert tokens == alone(cuda, DynamicStep(*model), encoded, question, **kw)[0]
