@@ -90,6 +90,19 @@ def pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | 
     return logits.argmax(dim=-1)
 
 
+def choose(row: Row, logits: torch.Tensor, generator: torch.Generator | None, eos: set[int]) -> int | None:
+    """The row's next token from its logits (1, V), recorded in its stats; None at an EOS token."""
+    if row.constrain is not None:
+        logits = row.constrain(logits, row.stats.tokens)
+    token = int(pick(logits, row.temperature, generator))
+    if token in eos:
+        row.stats.stopped_by = "eos"
+        return None
+    row.stats.tokens.append(token)
+    row.stats.logprobs.append(float(torch.log_softmax(logits, dim=-1)[0, token]))
+    return token
+
+
 @torch.inference_mode()
 def decode_rows(
     step: Step, rows: list[Row], *, eos_token_ids: Iterable[int]
@@ -122,21 +135,14 @@ def decode_rows(
         ids, keep = [], []
         for j, i in enumerate(live):
             row, stats = rows[i], rows[i].stats
-            if len(stats.tokens) < row.max_new_tokens:
-                row_logits = logits[j : j + 1]  # (1, V)
-                if row.constrain is not None:
-                    row_logits = row.constrain(row_logits, stats.tokens)
-                token = int(pick(row_logits, row.temperature, generators[i]))
-                if token in eos:
-                    stats.stopped_by = "eos"
-                else:
-                    stats.tokens.append(token)
-                    stats.logprobs.append(float(torch.log_softmax(row_logits, dim=-1)[0, token]))
-                    yield i, token, stats.logprobs[-1]
-                    if len(stats.tokens) < row.max_new_tokens:
-                        ids.append(token)
-                        keep.append(j)
-                        continue
+            more = len(stats.tokens) < row.max_new_tokens
+            token = choose(row, logits[j : j + 1], generators[i], eos) if more else None  # logits (1, V)
+            if token is not None:
+                yield i, token, stats.logprobs[-1]
+                if len(stats.tokens) < row.max_new_tokens:
+                    ids.append(token)
+                    keep.append(j)
+                    continue
             sync(device)
             stats.decode_ms = (time.perf_counter() - start) * 1000
             yield i, None, None  # the row's end
