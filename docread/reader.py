@@ -15,7 +15,7 @@ from docread.model.presets import Preset
 from docread.pagecalls import PageCalls
 from docread.results import Answer, AnswerStream
 from docread.settings import DEFAULT_MAX_NEW_TOKENS, View
-from docread.views.encoded import EncodedPage, PageSource, check_view
+from docread.views.encoded import EncodedPage, PageQuestion, PageSource, check_view
 from docread.views.native import NativePlan, native_embeddings, native_pixels, native_spec, plan_native
 from docread.views.processor import (
     Budget,
@@ -310,39 +310,87 @@ class DocReader(PageCalls):
                     yield tail
             finally:
                 crop_cache(encoded.cache, encoded.prefix_len)
-            first = encoded.answered == 0
-            encoded.answered += 1
-            timing = {
-                "render": encoded.timing_ms["render"] if first else 0.0,
-                "encode": encoded.timing_ms["encode"] if first else 0.0,
-                "prefill": stats.prefill_ms + (encoded.timing_ms["prefill"] if first else 0.0),
-                "decode": stats.decode_ms,
-            }
             stream.tokens = stats.tokens
-            plan, tokens = encoded.page_plan.plan, encoded.page_plan.tokens
-            stream.answer = Answer(
-                file=encoded.file,
-                page=encoded.page,
-                question=question,
-                answer=text.text().strip(),
-                score=stats.score,
-                model=self.name,
-                rows=plan.rows,
-                cols=plan.cols,
-                tiles=plan.tiles,
-                visual_tokens=tokens.visual_tokens,
-                image_tokens=tokens.image_tokens,
-                prompt_tokens=encoded.prefix_len + embeds.shape[1],
-                generated_tokens=len(stats.tokens),
-                max_slices=encoded.page_plan.max_slices,
-                reduced_from=encoded.page_plan.requested_slices if encoded.page_plan.reduced else None,
-                stopped_by=stats.stopped_by,
-                timing_ms={k: round(v, 2) for k, v in timing.items()},
-                view=encoded.view,
-            )
+            stream.answer = self._finish_answer(encoded, question, stats, text, encoded.prefix_len + embeds.shape[1])
 
         stream._chunks = chunks()
         return stream
+
+    def _finish_answer(self, encoded: EncodedPage, question: str, stats, text, prompt_tokens: int) -> Answer:
+        """The Answer of a decoded question (DecodeStats, TextStream); the page's first carries its timing."""
+        first = encoded.answered == 0
+        encoded.answered += 1
+        timing = {
+            "render": encoded.timing_ms["render"] if first else 0.0,
+            "encode": encoded.timing_ms["encode"] if first else 0.0,
+            "prefill": stats.prefill_ms + (encoded.timing_ms["prefill"] if first else 0.0),
+            "decode": stats.decode_ms,
+        }
+        plan, tokens = encoded.page_plan.plan, encoded.page_plan.tokens
+        return Answer(
+            file=encoded.file,
+            page=encoded.page,
+            question=question,
+            answer=text.text().strip(),
+            score=stats.score,
+            model=self.name,
+            rows=plan.rows,
+            cols=plan.cols,
+            tiles=plan.tiles,
+            visual_tokens=tokens.visual_tokens,
+            image_tokens=tokens.image_tokens,
+            prompt_tokens=prompt_tokens,
+            generated_tokens=len(stats.tokens),
+            max_slices=encoded.page_plan.max_slices,
+            reduced_from=encoded.page_plan.requested_slices if encoded.page_plan.reduced else None,
+            stopped_by=stats.stopped_by,
+            timing_ms={k: round(v, 2) for k, v in timing.items()},
+            view=encoded.view,
+        )
+
+    # -- answering many at once ------------------------------------------------------------------
+    def stream_many(
+        self, requests: Sequence[PageQuestion | tuple], *, fast: bool = False
+    ) -> Iterator[tuple[int, str | Answer]]:
+        """Decode several questions, each about its own encoded page, as one batch (`fast`: in the static
+        cache). Yields (index, text chunk) as a request's tokens come and (index, Answer) when it ends.
+        Greedy answers are what `answer` gives one at a time, token for token; a seeded request samples
+        as it would alone. Tuples are read as PageQuestion(encoded, question, max_new_tokens, ...)."""
+        import torch
+
+        from docread.generate.dynamic import crop_cache
+        from docread.generate.loop import Row, decode_rows, step_for
+        from docread.generate.text import TextStream
+
+        requests = [r if isinstance(r, PageQuestion) else PageQuestion(*r) for r in requests]
+        with torch.inference_mode():
+            embeds = [self._suffix(r.encoded, r.question, r.max_new_tokens) for r in requests]
+        args = [(r.max_new_tokens, r.encoded.cache, r.temperature, r.seed, r.constrain) for r in requests]
+        rows = [Row(e, *a) for e, a in zip(embeds, args)]
+        texts = [TextStream(self.base.tokenizer) for _ in requests]
+        step = step_for(self.hires.language_model, self.hires.lm_head, static=fast)
+        try:
+            for i, token, _ in decode_rows(step, rows, eos_token_ids=self.eos_token_ids):
+                if token is not None:
+                    if chunk := texts[i].push(token):
+                        yield i, chunk
+                    continue
+                if tail := texts[i].flush():
+                    yield i, tail
+                request, row = requests[i], rows[i]
+                prompt_tokens = request.encoded.prefix_len + row.inputs_embeds.shape[1]
+                yield i, self._finish_answer(request.encoded, request.question, row.stats, texts[i], prompt_tokens)
+        finally:
+            for encoded in {id(r.encoded): r.encoded for r in requests}.values():
+                crop_cache(encoded.cache, encoded.prefix_len)  # one row grows its page's prefix in place
+
+    def answer_many(self, requests: Sequence[PageQuestion | tuple], *, fast: bool = False) -> list[Answer]:
+        """The Answers of `stream_many(requests)`, in the requests' order."""
+        answers: dict[int, Answer] = {}
+        for i, event in self.stream_many(requests, fast=fast):
+            if isinstance(event, Answer):
+                answers[i] = event
+        return [answers[i] for i in range(len(answers))]
 
 
 def _ms(start: float) -> float:

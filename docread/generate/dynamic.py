@@ -8,6 +8,8 @@ import inspect
 
 import torch
 
+from docread.generate.rows import Layout, padded_prefixes
+
 
 @functools.cache
 def cache_argument(model_class) -> str:
@@ -15,10 +17,13 @@ def cache_argument(model_class) -> str:
     return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
-def run_llm(language_model, inputs_embeds: torch.Tensor, cache) -> torch.Tensor:
-    """Hidden states (1, T, D) of inputs_embeds (1, T, D) following what `cache` holds (which grows)."""
+def run_llm(language_model, inputs_embeds: torch.Tensor, cache, mask=None, positions=None) -> torch.Tensor:
+    """Hidden states (B, T, D) of inputs_embeds (B, T, D) following what `cache` holds (which grows);
+    with padded rows, `mask` (B, cached + T) and `positions` (B, T)."""
     kwargs = {cache_argument(type(language_model)): cache}
-    return language_model(inputs_embeds=inputs_embeds, use_cache=True, **kwargs).last_hidden_state
+    return language_model(
+        inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs
+    ).last_hidden_state
 
 
 @torch.inference_mode()
@@ -41,22 +46,46 @@ def new_cache(language_model):
 
 
 class DynamicStep:
-    """One answer's steps in a dynamic cache: the prefix passed to `prefill` (grown in place; the caller
-    crops it back) or a new cache."""
+    """Rows' steps in a dynamic cache. One row continues the prefix passed to `prefill` in place (the
+    caller crops it back); several rows get a new cache holding copies of their prefixes, padded."""
 
     def __init__(self, language_model, lm_head):
         self.language_model, self.lm_head = language_model, lm_head
         self.embed = language_model.get_input_embeddings()
         self.cache = None
+        self.mask = self.positions = None  # (B, columns) and (B,) when rows are padded
 
-    def prefill(self, inputs_embeds: torch.Tensor, *, prefix, room: int) -> torch.Tensor:
-        """Logits (1, V) after inputs_embeds (1, T, D); a dynamic cache grows to any `room`."""
-        self.cache = prefix if prefix is not None else new_cache(self.language_model)
-        return self.lm_head(prefill(self.language_model, inputs_embeds, self.cache)).float()
+    def prefill(self, inputs_embeds: torch.Tensor, *, prefixes: list, room: int, layout: Layout) -> torch.Tensor:
+        """Logits (B, V) after inputs_embeds (B, T, D); a dynamic cache grows to any `room`."""
+        device = inputs_embeds.device
+        if len(prefixes) == 1 and prefixes[0] is not None:
+            self.cache = prefixes[0]
+        else:
+            self.cache = new_cache(self.language_model)
+            for index, (keys, values) in enumerate(padded_prefixes(prefixes, layout.prefix_width)):
+                self.cache.update(keys, values, index)
+        positions = None
+        if layout.padded:
+            self.mask = layout.mask(layout.prefix_width + layout.prompt_width, device)
+            positions, self.positions = layout.prompt_positions(device), layout.next_positions(device)
+        hidden = run_llm(self.language_model, inputs_embeds, self.cache, self.mask, positions)
+        return self.lm_head(hidden[:, -1]).float()
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        """Logits (1, V) after ids (1, 1)."""
-        return self.lm_head(prefill(self.language_model, self.embed(ids), self.cache)).float()
+        """Logits (B, V) after ids (B, 1)."""
+        positions = None
+        if self.mask is not None:
+            self.mask = torch.nn.functional.pad(self.mask, (0, 1), value=1)
+            positions, self.positions = self.positions[:, None], self.positions + 1
+        hidden = run_llm(self.language_model, self.embed(ids), self.cache, self.mask, positions)
+        return self.lm_head(hidden[:, -1]).float()
+
+    def drop(self, keep: list[int]) -> None:
+        """Keep rows `keep` of the cache (finished rows leave the batch: later steps cost less)."""
+        index = torch.tensor(keep, device=self.embed.weight.device)
+        self.cache.batch_select_indices(index)
+        if self.mask is not None:
+            self.mask, self.positions = self.mask[index], self.positions[index]
 
 
 @torch.inference_mode()

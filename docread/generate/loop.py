@@ -1,8 +1,8 @@
 """The one decode loop: prefill, then pick a token, yield it, step, until EOS or max_new_tokens.
 
-Sampling, EOS, stats and timing live here once; a `Step` says how the next logits come out of a KV
-cache (`dynamic.DynamicStep`, `static.StaticStep`) and an optional `constrain` masks them per step.
-Steps and `pick` already speak in rows (logits (B, V), ids (B, 1)); the loop decodes one row (B = 1).
+Sampling, EOS, stats and timing live here once, for B rows decoded together (`decode_rows`; one answer
+is one row: `decode_tokens`); a `Step` says how the next logits come out of a KV cache
+(`dynamic.DynamicStep`, `static.StaticStep`) and an optional `constrain` masks a row's logits per step.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+
+from docread.generate.rows import Layout, prefix_length
 
 # (logits (1, V), the answer's token ids so far) -> logits (1, V); -inf forbids a token
 Constraint = Callable[[torch.Tensor, list[int]], torch.Tensor]
@@ -37,12 +39,15 @@ class DecodeStats:
 class Step(Protocol):
     """How the loop gets logits from one kind of KV cache; the step owns the cache it decodes in."""
 
-    def prefill(self, inputs_embeds: torch.Tensor, *, prefix, room: int) -> torch.Tensor:
-        """Logits (1, V) of the token after inputs_embeds (1, T, D), which continue what the cache
-        `prefix` holds (None: nothing); `room` more positions will follow."""
+    def prefill(self, inputs_embeds: torch.Tensor, *, prefixes: list, room: int, layout: Layout) -> torch.Tensor:
+        """Logits (B, V) of the token after inputs_embeds (B, T, D) laid out as `layout` says; row i
+        continues what the cache `prefixes[i]` holds (None: nothing); `room` more positions will follow."""
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        """Logits (1, V) of the token after ids (1, 1), which are appended to the cache."""
+        """Logits (B, V) of the token after ids (B, 1), which are appended to the cache."""
+
+    def drop(self, keep: list[int]) -> None:
+        """Go on with rows `keep` (indices among the current rows) only."""
 
 
 def step_for(language_model, lm_head, *, static: bool = False) -> Step:
@@ -59,6 +64,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass
+class Row:
+    """One sequence of a batch: its prompt after its own prefix, when it stops, how it samples."""
+
+    inputs_embeds: torch.Tensor  # (1, T, D)
+    max_new_tokens: int
+    prefix: object = None  # a transformers cache the prompt continues (an encoded page's)
+    temperature: float = 0.0
+    seed: int | None = None
+    constrain: Constraint | None = None
+    stats: DecodeStats = field(default_factory=DecodeStats)
+
+    def generator(self) -> torch.Generator | None:
+        """The row's own generator, seeded as batch 1 seeds it: its draws do not depend on its company."""
+        if self.seed is None or self.temperature <= 0:
+            return None
+        return torch.Generator(device=self.inputs_embeds.device).manual_seed(self.seed)
+
+
 def pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
     """Token ids (1,) from logits (1, V): the argmax at temperature 0, else a draw from softmax(logits / t)."""
     if temperature > 0:
@@ -66,7 +90,70 @@ def pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | 
     return logits.argmax(dim=-1)
 
 
+def choose(row: Row, logits: torch.Tensor, generator: torch.Generator | None, eos: set[int]) -> int | None:
+    """The row's next token from its logits (1, V), recorded in its stats; None at an EOS token."""
+    if row.constrain is not None:
+        logits = row.constrain(logits, row.stats.tokens)
+    token = int(pick(logits, row.temperature, generator))
+    if token in eos:
+        row.stats.stopped_by = "eos"
+        return None
+    row.stats.tokens.append(token)
+    row.stats.logprobs.append(float(torch.log_softmax(logits, dim=-1)[0, token]))
+    return token
+
+
 @torch.inference_mode()
+def decode_rows(
+    step: Step, rows: list[Row], *, eos_token_ids: Iterable[int]
+) -> Iterator[tuple[int, int | None, float | None]]:
+    """Yield (row index, token id, log-prob) as the rows decode together, prefilled in one batch, and
+    (row index, None, None) when a row ends (its stats are complete then).
+
+    A row stops after an EOS token (not yielded) or its max_new_tokens, and leaves the batch; the
+    others go on. Each row samples with its own seeded generator and its own `constrain`; log-probs
+    are of the logits after it. Each row's stats get the batch's prefill time and its own decode time.
+    """
+    if not rows:
+        return
+    eos = set(eos_token_ids)
+    device = rows[0].inputs_embeds.device
+    generators = [row.generator() for row in rows]
+    layout = Layout([prefix_length(r.prefix) for r in rows], [r.inputs_embeds.shape[1] for r in rows])
+
+    start = time.perf_counter()
+    prefixes = [r.prefix for r in rows]
+    room = max(r.max_new_tokens for r in rows)
+    logits = step.prefill(layout.embeds([r.inputs_embeds for r in rows]), prefixes=prefixes, room=room, layout=layout)
+    sync(device)
+    for row in rows:
+        row.stats.prefill_ms, row.stats.stopped_by = (time.perf_counter() - start) * 1000, "length"
+
+    start = time.perf_counter()
+    live = list(range(len(rows)))  # the rows still in the batch, in the step's order
+    while live:
+        ids, keep = [], []
+        for j, i in enumerate(live):
+            row, stats = rows[i], rows[i].stats
+            more = len(stats.tokens) < row.max_new_tokens
+            token = choose(row, logits[j : j + 1], generators[i], eos) if more else None  # logits (1, V)
+            if token is not None:
+                yield i, token, stats.logprobs[-1]
+                if len(stats.tokens) < row.max_new_tokens:
+                    ids.append(token)
+                    keep.append(j)
+                    continue
+            sync(device)
+            stats.decode_ms = (time.perf_counter() - start) * 1000
+            yield i, None, None  # the row's end
+        if not keep:
+            return
+        if len(keep) < len(live):
+            step.drop(keep)
+        live = [live[j] for j in keep]
+        logits = step(torch.tensor(ids, device=device)[:, None])  # ids (B, 1) -> logits (B, V)
+
+
 def decode_tokens(
     step: Step,
     inputs_embeds: torch.Tensor,
@@ -79,7 +166,7 @@ def decode_tokens(
     cache=None,
     constrain: Constraint | None = None,
 ) -> Iterator[tuple[int, float]]:
-    """Yield (token id, log-prob) for up to max_new_tokens tokens after inputs_embeds (1, T, D).
+    """Yield (token id, log-prob) for up to max_new_tokens tokens after inputs_embeds (1, T, D): one row.
 
     With `cache`, inputs_embeds continue what it holds (an encoded page's prefix): a dynamic step
     grows it (the caller crops it back), a static step copies it. Stops after an EOS token (not
@@ -87,29 +174,7 @@ def decode_tokens(
     logits after `constrain`.
     """
     stats = stats if stats is not None else DecodeStats()
-    eos = set(eos_token_ids)
-    device = inputs_embeds.device
-    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None and temperature > 0 else None
-
-    start = time.perf_counter()
-    logits = step.prefill(inputs_embeds, prefix=cache, room=max_new_tokens)  # (1, V)
-    sync(device)
-    stats.prefill_ms = (time.perf_counter() - start) * 1000
-
-    start = time.perf_counter()
-    stats.stopped_by = "length"
-    for n in range(max_new_tokens):
-        if constrain is not None:
-            logits = constrain(logits, stats.tokens)
-        token = int(pick(logits, temperature, generator))
-        if token in eos:
-            stats.stopped_by = "eos"
-            break
-        stats.tokens.append(token)
-        stats.logprobs.append(float(torch.log_softmax(logits, dim=-1)[0, token]))
-        yield token, stats.logprobs[-1]
-        if n + 1 == max_new_tokens:
-            break
-        logits = step(torch.tensor([[token]], device=device))  # ids (1, 1) -> logits (1, V)
-    sync(device)
-    stats.decode_ms = (time.perf_counter() - start) * 1000
+    row = Row(inputs_embeds, max_new_tokens, cache, temperature, seed, constrain, stats)
+    for _, token, logprob in decode_rows(step, [row], eos_token_ids=eos_token_ids):
+        if token is not None:
+            yield token, logprob

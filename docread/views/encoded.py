@@ -1,5 +1,5 @@
-"""What the reader holds: the view a page is read in, a page to encode, and an encoded page whose
-KV prefix every question about it reuses."""
+"""What the reader holds: the view a page is read in, a page to encode, an encoded page whose KV prefix
+every question about it reuses, and a question about one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from docread.errors import UsageError
-from docread.settings import View
+from docread.settings import DEFAULT_MAX_NEW_TOKENS, View
 
 if TYPE_CHECKING:
     import torch
@@ -62,6 +62,18 @@ class EncodedPage:
 
     def release(self) -> None:
         self._cache = None
+
+
+@dataclass
+class PageQuestion:
+    """One request of `DocReader.answer_many`: a question about an encoded page, and how to answer it."""
+
+    encoded: EncodedPage
+    question: str
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    temperature: float = 0.0
+    seed: int | None = None
+    constrain: Callable | None = None  # (logits (1, V), tokens so far) -> logits, as generate.loop.Constraint
 
 
 def check_view(view: str) -> None:
