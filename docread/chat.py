@@ -1,6 +1,6 @@
 """A conversation over one document: `ChatSession` answers question after question about one page at a
 time, the page encoded once and kept for every later question (locally, in a one-page
-`docread.serve.worker.PageCache`; with a server, in the server's own page cache).
+`docread.pagecache.PageCache`; with a server, in the server's own page cache).
 
 `docread chat` only reads lines and renders; this holds the document, the page and the model (or the
 server's URL). Answers stream as `ask(question)` is iterated; its ask --json record is `last` after.
@@ -18,6 +18,7 @@ from docread.document import ask_document
 from docread.errors import DocreadError, UsageError
 from docread.events import Events
 from docread.intake import Document, Limits, Page, open_bytes
+from docread.pagecache import PageCache
 from docread.reader import DocReader
 from docread.settings import Settings
 
@@ -75,8 +76,6 @@ class ChatSession:
         settings: Settings | None = None,
         events: Events | None = None,
     ):
-        from docread.serve.worker import PageCache
-
         if (reader is None) == (server is None):
             raise ValueError("ChatSession: give a reader or a server URL, not both")
         if server is not None and data is None:

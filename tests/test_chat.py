@@ -268,3 +268,17 @@ def test_session_answer_stopped_early_leaves_the_page_usable(tiny_reader, page_p
         text, record = ask(session, QUESTION)
         assert record["status"] == "ok" and text.strip() == record["answer"]
         assert record["timing_ms"]["encode"] == 0 and session.cache.hits == 1
+
+
+def test_the_library_chat_imports_nothing_from_serve():
+    import ast
+
+    import docread.chat
+    import docread.serve.worker
+    from docread.pagecache import PageCache
+
+    tree = ast.parse(Path(docread.chat.__file__).read_text(encoding="utf-8"))
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.startswith("docread.serve")], imported
+    assert docread.serve.worker.PageCache is PageCache  # the server keeps pages in the same cache
