@@ -4,6 +4,7 @@ server), and the command itself driven through a pseudo-terminal, every wait bou
 from __future__ import annotations
 
 import io
+import json
 import os
 import select
 import signal
@@ -101,6 +102,29 @@ def test_session_through_a_server_answers_as_here(tiny_reader, page_png):
         _, again = ask(there, OTHER)
         assert again["timing_ms"]["encode"] == 0  # the server's page cache kept the page
         assert httpx.get(url + "/health").json()["cache"]["hits"] >= 1
+
+
+# -- the command, in-process ---------------------------------------------------------------------------
+def chat_cli(tiny_llava, page_png, lines: list[str], *options: str):
+    """`docread chat` with `lines` on a piped stdin (the model loaded once a session)."""
+    from typer.testing import CliRunner
+
+    from docread.cli import app
+
+    argv = ["chat", str(page_png), "--model", str(tiny_llava), "--device", "cpu", "--max-slices", "0", *options]
+    return CliRunner().invoke(app, argv, input="".join(line + "\n" for line in lines))
+
+
+def test_chat_json_writes_json_lines_only(tiny_llava, page_png, reuse_loaded_models):
+    lines = [QUESTION, "/help", "/pages", "/json", "/page 9", "/nope", OTHER, "/quit"]
+    result = chat_cli(tiny_llava, page_png, lines, "--max-new-tokens", "3", "--json")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]  # every stdout line is JSON
+    assert [r["question"] for r in records] == [QUESTION, OTHER]
+    assert all(r["status"] == "ok" for r in records)
+    assert "/page N" in result.stderr and "page 9" in result.stderr  # the rest went to stderr
+    plain = chat_cli(tiny_llava, page_png, [QUESTION], "--max-new-tokens", "3")
+    assert plain.exit_code == 0 and plain.stdout.strip() == records[0]["answer"]  # without --json: the text
 
 
 # -- the command, through a pseudo-terminal ------------------------------------------------------------
