@@ -18,11 +18,13 @@ from PIL import Image
 
 from docread.chat import ChatSession, open_chat_document
 from docread.errors import DocreadError, UsageError
+from docread.events import Events
 from docread.settings import Settings
+from docread.views.prompt import with_turns
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "What is written here?"
-OTHER = "What is printed here?"  # as long, in tokens: the page's plan (and cache entry) is the same
+OTHER = "What is printed here?"  # the page's plan (and cache entry) is the same as for QUESTION
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +62,84 @@ def test_session_encodes_the_page_once(tiny_reader, page_png):
         for later in (second, third):  # the page kept: only the question's decode is paid
             assert later["timing_ms"]["render"] == 0 and later["timing_ms"]["encode"] == 0
         assert (session.cache.misses, session.cache.hits) == (1, 2)
-        assert third["answer"] == first["answer"]
+        assert third["prompt_tokens"] > first["prompt_tokens"]  # the conversation so far is in the prompt
+        assert session.reset() == 3 and session.turns == []
+        _, fourth = ask(session, QUESTION)  # forgotten: the first question's prompt and answer again
+        assert fourth["answer"] == first["answer"] and fourth["prompt_tokens"] == first["prompt_tokens"]
         # the same answer `ask` gives
         (expected,) = ask_document(tiny_reader, str(page_png), [QUESTION], settings=settings())
         assert first["answer"] == expected.best.answer and first["score"] == pytest.approx(expected.best.score)
+
+
+class Warnings(Events):
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def warning(self, message: str) -> None:
+        self.seen.append(message)
+
+
+@pytest.fixture
+def prompts(monkeypatch):
+    """The token ids of every prompt text after the image the reader is asked to answer."""
+    from docread.reader import DocReader
+
+    seen: list[list[int]] = []
+    real = DocReader._suffix
+
+    def spy(self, encoded, question, max_new_tokens=0):
+        seen.append(self._ids(question))
+        return real(self, encoded, question, max_new_tokens)
+
+    monkeypatch.setattr(DocReader, "_suffix", spy)
+    return seen
+
+
+def test_with_turns_is_llavas_multi_turn_form():
+    template = "USER: <image>\n{question} ASSISTANT:"
+    text = with_turns(template, [("Q1", "A1"), ("Q2", "A2")], "Q3", "</s>")
+    assert template.replace("<image>", "").format(question=text) == (
+        "USER: \nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>USER: Q3 ASSISTANT:"
+    )
+    assert with_turns("SYS\nUSER: <image>{question}\nASSISTANT:", [("Q1", "A1")], "Q2", "<e>") == (
+        "Q1\nASSISTANT: A1<e>USER: Q2"
+    )
+
+
+def test_a_follow_up_prompt_holds_the_earlier_turns(tiny_reader, page_png, prompts):
+    document, _ = open_chat_document(str(page_png), settings=settings())
+    with document:
+        session = ChatSession(document, reader=tiny_reader, settings=settings())
+        _, first = ask(session, QUESTION)
+        _, second = ask(session, OTHER)
+    tokenizer = tiny_reader.base.tokenizer
+    said = tokenizer.decode(prompts[1])
+    turn = f"{QUESTION} ASSISTANT: {first['answer']}{tokenizer.eos_token}USER: {OTHER} ASSISTANT:"
+    assert turn in said, said
+    assert tokenizer.decode(prompts[0]).count("ASSISTANT:") == 1  # the first question alone
+    assert second["question"] == OTHER and second["prompt_tokens"] == first["prompt_tokens"] + len(prompts[1]) - len(
+        prompts[0]
+    )
+    assert session.turns == [(QUESTION, first["answer"]), (OTHER, second["answer"])]
+
+
+def test_old_turns_are_dropped_with_a_warning_when_the_context_is_full(tiny_reader, page_png, prompts, monkeypatch):
+    document, _ = open_chat_document(str(page_png), settings=settings())
+    events = Warnings()
+    with document:
+        session = ChatSession(document, reader=tiny_reader, settings=settings(), events=events)
+        _, first = ask(session, OTHER)  # the longer question, in tokens
+        ask(session, QUESTION)
+        assert not events.seen and len(session.turns) == 2
+        # room for the page, one question and its answer, not for any earlier turn
+        small = first["prompt_tokens"] + settings().max_new_tokens + 1
+        monkeypatch.setattr(tiny_reader, "context", small)
+        _, third = ask(session, OTHER)
+    assert third["status"] == "ok", third
+    assert events.seen == [f"chat: 2 earlier turns dropped to fit the {small}-token context"]
+    assert third["status"] == "ok" and third["prompt_tokens"] == first["prompt_tokens"]
+    assert "ASSISTANT:" not in tiny_reader.base.tokenizer.decode(prompts[-1]).replace(" ASSISTANT:", "", 1)
+    assert session.turns == [(OTHER, third["answer"])]  # the dropped turns are gone for good
 
 
 def test_session_pages_and_bad_page(tiny_reader, page_png):
@@ -95,12 +171,15 @@ def test_session_through_a_server_answers_as_here(tiny_reader, page_png):
     document, data = open_chat_document(str(page_png), settings=settings())
     with document, serving(tiny_reader) as url:
         here = ChatSession(document, reader=tiny_reader, settings=settings())
-        there = ChatSession(document, server=url, data=data, settings=settings())
+        events = Warnings()
+        there = ChatSession(document, server=url, data=data, settings=settings(), events=events)
         _, expected = ask(here, QUESTION)
         text, got = ask(there, QUESTION)
-        assert stable(got) == stable(expected) and text.strip() == got["answer"]
+        assert stable(got) == stable(expected) and text.strip() == got["answer"] and not events.seen
         _, again = ask(there, OTHER)
         assert again["timing_ms"]["encode"] == 0  # the server's page cache kept the page
+        ask(there, OTHER)  # the server answers each question alone: said once, on the first follow-up
+        assert events.seen == ["--server: the server answers each question alone; earlier turns are not sent"]
         assert httpx.get(url + "/health").json()["cache"]["hits"] >= 1
 
 
@@ -116,13 +195,14 @@ def chat_cli(tiny_llava, page_png, lines: list[str], *options: str):
 
 
 def test_chat_json_writes_json_lines_only(tiny_llava, page_png, reuse_loaded_models):
-    lines = [QUESTION, "/help", "/pages", "/json", "/page 9", "/nope", OTHER, "/quit"]
+    lines = [QUESTION, "/help", "/pages", "/json", "/page 9", "/nope", OTHER, "/reset", "/quit"]
     result = chat_cli(tiny_llava, page_png, lines, "--max-new-tokens", "3", "--json")
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]  # every stdout line is JSON
     assert [r["question"] for r in records] == [QUESTION, OTHER]
     assert all(r["status"] == "ok" for r in records)
     assert "/page N" in result.stderr and "page 9" in result.stderr  # the rest went to stderr
+    assert "2 earlier turns forgotten" in result.stderr  # /reset
     plain = chat_cli(tiny_llava, page_png, [QUESTION], "--max-new-tokens", "3")
     assert plain.exit_code == 0 and plain.stdout.strip() == records[0]["answer"]  # without --json: the text
 

@@ -42,8 +42,10 @@ from docread.settings import DEFAULT_MAX_NEW_TOKENS
 app = typer.Typer()
 
 HELP = """\
-Type a question about the page and press Enter; the answer streams below it.
-  /page N   talk about page N (it is encoded once, at its first question)
+Type a question about the page and press Enter; the answer streams below it. It is one conversation:
+earlier questions and answers go into each prompt (the oldest dropped when the context is full).
+  /page N   talk about page N (it is encoded once, at its first question; the conversation goes on)
+  /reset    forget the earlier questions and answers (/clear too)
   /pages    list the pages and their sizes
   /json     print each answer's JSON record too (again: stop)
   /help     this help
@@ -241,6 +243,9 @@ def _command(session, err, screen: _Screen, line: str) -> str | None:
             err.error(e.message)
         else:
             err.note(f"page {page.number} ({page.width}x{page.height} px)")
+    elif name in ("/reset", "/clear"):
+        forgotten = session.reset()
+        err.note(f"{forgotten} earlier turn{'' if forgotten == 1 else 's'} forgotten")
     elif name == "/json":
         if screen.json_out:
             err.note("--json: every answer's record is on stdout already")
