@@ -1,5 +1,6 @@
-"""`docread chat`: `ChatSession` in-process (the page encoded once; the same answers here and through a
-server), and the command itself driven through a pseudo-terminal, every wait bounded."""
+"""`docread chat`: `ChatSession` in-process (the page encoded once; a conversation; the same answers here and
+through a server), the command in-process (`--json`), and driven through a pseudo-terminal, where every wait
+follows an event (one safety timeout only catches a hung program)."""
 
 from __future__ import annotations
 
@@ -163,6 +164,7 @@ def test_bad_file_fails_before_any_model(tmp_path):
         open_chat_document("-")
 
 
+@pytest.mark.system
 def test_session_through_a_server_answers_as_here(tiny_reader, page_png):
     pytest.importorskip("fastapi")
     httpx = pytest.importorskip("httpx")
@@ -208,14 +210,20 @@ def test_chat_json_writes_json_lines_only(tiny_llava, page_png, reuse_loaded_mod
 
 
 # -- the command, through a pseudo-terminal ------------------------------------------------------------
-class Terminal:
-    """A child process on a pty (its controlling terminal: Ctrl-C is a real SIGINT), read with deadlines."""
+SAFETY_S = 120.0  # only a hung program meets this: every wait below follows an event, never a step deadline
+SELECT_CALLS = {"x86_64": {"7", "23", "270", "271"}, "aarch64": {"72", "73"}}  # poll, select, pselect6, ppoll
 
-    def __init__(self, argv: list[str], deadline_s: float = 60.0):
+
+class Terminal:
+    """A child process on a pty (its controlling terminal: Ctrl-C is a real SIGINT). Each wait follows an event:
+    text on the terminal, the program asleep at its prompt, its exit. One overall safety timeout only stops
+    a hung program from hanging the suite."""
+
+    def __init__(self, argv: list[str], safety_s: float = SAFETY_S):
         import pty
 
         env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", NO_COLOR="1", TERM="dumb")
-        self.deadline = time.monotonic() + deadline_s
+        self.deadline = time.monotonic() + safety_s
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child
             try:
@@ -223,66 +231,68 @@ class Terminal:
             finally:
                 os._exit(127)
         self.seen = ""
+        self.status: int | None = None
+
+    def _check(self, waiting_for: str) -> None:
+        shows = self.seen[-2000:]
+        assert time.monotonic() < self.deadline, f"no {waiting_for} in {SAFETY_S:.0f} s; the terminal shows:\n{shows}"
+
+    def _read(self, timeout: float) -> bool:
+        """What the program wrote within `timeout` s, added to `seen`; False once it closed the terminal."""
+        if not select.select([self.fd], [], [], timeout)[0]:
+            return True
+        try:
+            chunk = os.read(self.fd, 4096)
+        except OSError:  # the child closed the terminal
+            return False
+        self.seen += chunk.decode("utf-8", "replace").replace("\r\n", "\n")
+        return bool(chunk)
 
     def expect(self, text: str) -> str:
-        """Read until `text` appears (what came before it is returned and consumed); fail at the deadline."""
+        """Read until `text` appears (what came before it is returned and consumed)."""
         while text not in self.seen:
-            left = self.deadline - time.monotonic()
-            assert left > 0, f"timed out waiting for {text!r}; the terminal shows:\n{self.seen[-2000:]}"
-            ready, _, _ = select.select([self.fd], [], [], min(left, 1.0))
-            if ready:
-                try:
-                    chunk = os.read(self.fd, 4096)
-                except OSError:  # the child closed the terminal
-                    chunk = b""
-                assert chunk, f"the program ended before {text!r}:\n{self.seen[-2000:]}"
-                self.seen += chunk.decode("utf-8", "replace").replace("\r\n", "\n")
+            self._check(repr(text))
+            assert self._read(0.5), f"the program ended before {text!r}:\n{self.seen[-2000:]}"
         before, _, self.seen = self.seen.partition(text)
         return before
 
     def send(self, text: str) -> None:
         os.write(self.fd, text.encode())
 
-    def interrupt(self, shows: str | None = None) -> None:
-        """Ctrl-C at the prompt, done once the terminal `shows` that text (None: once the program ends).
-        A SIGINT landing just before readline starts waiting for a key is only acted on at the next key
-        (readline's own race), so after a quiet moment Ctrl-U (clear the line: harmless) is pressed."""
-        self.send("\x03")
-        for _ in range(4):
-            end = time.monotonic() + 2.0
-            while time.monotonic() < end:
-                if shows is not None and shows in self.seen:
-                    return
-                if shows is None and self._exited():
-                    return
-                if select.select([self.fd], [], [], 0.2)[0]:
-                    try:
-                        self.seen += os.read(self.fd, 4096).decode("utf-8", "replace").replace("\r\n", "\n")
-                    except OSError:
-                        pass
-            self.send("\x15")
+    def _asleep_in_select(self) -> bool | None:
+        """Whether the program's main thread sleeps in select/poll (readline waiting for a key), read from
+        /proc; None where /proc cannot tell."""
+        try:
+            syscall = Path(f"/proc/{self.pid}/syscall").read_text().split()[0]
+            wchan = Path(f"/proc/{self.pid}/wchan").read_text()
+        except (OSError, IndexError):
+            return None
+        return syscall in SELECT_CALLS.get(os.uname().machine, ()) or "select" in wchan or "poll" in wchan
 
-    def _exited(self) -> bool:
-        pid, status = os.waitpid(self.pid, os.WNOHANG)
-        if pid:
-            self.pid, self.status = None, os.waitstatus_to_exitcode(status)
-        return self.pid is None
+    def waiting_for_a_key(self) -> None:
+        """Return once readline (its prompt already shown) sleeps in its select(), waiting for a key."""
+        while not (asleep := self._asleep_in_select()):
+            if asleep is None:  # no /proc: a settle instead of the probe
+                time.sleep(1.0)
+                return
+            self._check("wait for a key at the prompt")
+            self._read(0.02)
+
+    def interrupt(self) -> None:
+        """Ctrl-C at the prompt, sent once readline waits for a key: a SIGINT that lands before readline's
+        select() is only acted on at the next signal (readline's race; under load, a real one)."""
+        self.waiting_for_a_key()
+        self.send("\x03")
 
     def wait(self) -> int:
-        if self.pid is None:  # already reaped by interrupt()
-            return self.status
-        while time.monotonic() < self.deadline:
-            try:  # drain, so the child never blocks writing
-                if select.select([self.fd], [], [], 0.2)[0]:
-                    os.read(self.fd, 4096)
-            except OSError:
-                pass
+        """The program's exit code, once it exits (its output drained, so it never blocks writing)."""
+        while self.status is None:
+            self._check("exit")
+            self._read(0.2)
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
-                self.pid = None  # reaped: never signalled again
-                return os.waitstatus_to_exitcode(status)
-        self.kill()
-        pytest.fail("the program did not exit in time")
+                self.pid, self.status = None, os.waitstatus_to_exitcode(status)  # reaped: never signalled again
+        return self.status
 
     def kill(self) -> None:
         if self.pid is not None:
@@ -297,6 +307,7 @@ class Terminal:
             self.fd = None
 
 
+@pytest.mark.system
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 def test_chat_on_a_terminal(tiny_llava, page_png):
     argv = [sys.executable, "-m", "docread", "chat", str(page_png), "--model", str(tiny_llava)]
@@ -317,33 +328,37 @@ def test_chat_on_a_terminal(tiny_llava, page_png):
         term.send(OTHER + "\n")
         shown = term.expect("p1> ")
         assert '"question": "What is printed here?"' in shown and '"encode": 0.0' in shown
-        term.interrupt(shows="Ctrl-C again")  # Ctrl-C at the prompt: a fresh line, not an exit
+        term.interrupt()  # Ctrl-C at the prompt: a fresh line, not an exit
         assert "Ctrl-C again" in term.expect("p1> ")
+        term.send("/reset\n")
+        assert "2 earlier turns forgotten" in term.expect("p1> ")
         term.send("/quit\n")
         assert term.wait() == 0
     finally:
         term.kill()
 
 
+@pytest.mark.system
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
-def test_chat_leaves_on_eof_and_on_two_ctrl_c(tiny_llava, page_png):
+@pytest.mark.parametrize("keys", ["eof", "two Ctrl-C"])
+def test_chat_leaves_on_eof_and_on_two_ctrl_c(tiny_llava, page_png, keys):
     argv = [sys.executable, "-m", "docread", "chat", str(page_png), "--model", str(tiny_llava), "--device", "cpu"]
-    for keys in ("\x04",):  # two Ctrl-C in a row: flaky under load (readline signal race), checked by hand
-        term = Terminal(argv)
-        try:
-            term.expect("p1> ")
-            for n, key in enumerate(keys):
-                if key == "\x03":
-                    term.interrupt(shows="Ctrl-C again" if n == 0 and len(keys) > 1 else None)
-                    term.seen = ""
-                else:
-                    time.sleep(1.0)  # readline waiting for a key
-                    term.send(key)
-            assert term.wait() == 0
-        finally:
-            term.kill()
+    term = Terminal(argv)
+    try:
+        term.expect("p1> ")
+        if keys == "eof":
+            term.waiting_for_a_key()
+            term.send("\x04")
+        else:
+            term.interrupt()
+            assert "Ctrl-C again" in term.expect("p1> ")
+            term.interrupt()
+        assert term.wait() == 0
+    finally:
+        term.kill()
 
 
+@pytest.mark.system
 def test_chat_bad_file_is_one_error_line(tmp_path):
     import subprocess
 
