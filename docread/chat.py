@@ -1,9 +1,11 @@
 """A conversation over one document: `ChatSession` answers question after question about one page at a
 time, the page encoded once and kept for every later question (locally, in a one-page
-`docread.serve.worker.PageCache`; with a server, in the server's own page cache).
+`docread.pagecache.PageCache`; with a server, in the server's own page cache).
 
 `docread chat` only reads lines and renders; this holds the document, the page and the model (or the
 server's URL). Answers stream as `ask(question)` is iterated; its ask --json record is `last` after.
+It is one conversation about the document: earlier turns (on any page) go into each prompt after the
+image, the oldest dropped, with a warning, when the context is full; `reset()` forgets them.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from docread.document import ask_document
 from docread.errors import DocreadError, UsageError
 from docread.events import Events
 from docread.intake import Document, Limits, Page, open_bytes
+from docread.pagecache import PageCache
 from docread.reader import DocReader
-from docread.settings import Settings
+from docread.settings import DEFAULT_MAX_NEW_TOKENS, Settings
+from docread.views.encoded import EncodedPage
+from docread.views.prompt import task_question, with_turns
 
 
 def open_chat_document(
@@ -75,8 +80,6 @@ class ChatSession:
         settings: Settings | None = None,
         events: Events | None = None,
     ):
-        from docread.serve.worker import PageCache
-
         if (reader is None) == (server is None):
             raise ValueError("ChatSession: give a reader or a server URL, not both")
         if server is not None and data is None:
@@ -88,6 +91,8 @@ class ChatSession:
         self.cache = PageCache(1)  # the page being talked about, encoded once
         self.page = document.pages[0].number
         self.last: dict | None = None  # the last answer's ask --json record
+        self.turns: list[tuple[str, str]] = []  # the conversation so far: (question, answer), oldest first
+        self._told_server = False  # the server answers alone: said once
 
     def pages(self) -> list[Page]:
         """The document's pages (number, and nominal width x height in pixels)."""
@@ -104,6 +109,11 @@ class ChatSession:
             code="bad_page",
         )
 
+    def reset(self) -> int:
+        """Forget the conversation's earlier turns (the kept page stays encoded); how many were forgotten."""
+        forgotten, self.turns = len(self.turns), []
+        return forgotten
+
     def ask(self, question: str) -> Iterator[str]:
         """Stream the answer to `question` about the current page; afterwards `last` holds its record (as
         `ask --json` writes it). A page that cannot be read is reported through `events` (the record
@@ -116,6 +126,8 @@ class ChatSession:
             yield from self._ask_server(question)
         else:
             yield from self._ask_local(question)
+        if self.last is not None and self.last.get("status") == "ok":  # an answer stopped early is no turn
+            self.turns.append((question, self.last["answer"]))
 
     # -- here ---------------------------------------------------------------------------------------
     def _ask_local(self, question: str) -> Iterator[str]:
@@ -127,7 +139,7 @@ class ChatSession:
         def run() -> None:
             try:
                 (result,) = ask_document(
-                    self.reader,
+                    _InConversation(self, relay),
                     one_page,
                     [question],
                     settings=self.settings.replace(pages=str(page.number)),
@@ -166,6 +178,9 @@ class ChatSession:
     def _ask_server(self, question: str) -> Iterator[str]:
         from docread.remote import ask_events
 
+        if self.turns and not self._told_server:
+            self.events.warning("--server: the server answers each question alone; earlier turns are not sent")
+            self._told_server = True
         s = self.settings
         options = {
             "pages": str(self.page),
@@ -191,6 +206,40 @@ class ChatSession:
                 self.events.warning(line["message"])
             elif event == "failed":
                 self.events.failed(line["number"], DocreadError(line["error"]["code"], line["error"]["message"]))
+
+
+class _InConversation:
+    """The session's reader with the conversation in each prompt: the earlier turns go into the text after
+    the image (so the kept page's KV prefix is reused), before the page-text reference and the question.
+    When the page, the turns, the reference, the question and --max-new-tokens would overflow the context,
+    the oldest turns are dropped for good, with a warning. Everything else is the reader's own."""
+
+    def __init__(self, session: ChatSession, events: Events):
+        self.session, self.events, self.reader = session, events, session.reader
+
+    def __getattr__(self, name: str):
+        return getattr(self.reader, name)
+
+    def answer(self, encoded: EncodedPage, prompt: str, *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, **options):
+        text = self.fit(encoded, prompt, max_new_tokens)
+        return self.reader.answer(encoded, text, max_new_tokens=max_new_tokens, **options)
+
+    def fit(self, encoded: EncodedPage, prompt: str, max_new_tokens: int) -> str:
+        """`prompt` with as many of the latest turns as fit (all of them, when the context allows)."""
+        reader, session = self.reader, self.session
+        turns = [(task_question(session.settings.task, q), a) for q, a in session.turns]
+        template, eos = reader.template.template, reader.base.tokenizer.eos_token or ""
+        for dropped in range(len(turns) + 1):
+            text = with_turns(template, turns[dropped:], prompt, eos)
+            if reader.context_needed(encoded, text, max_new_tokens) <= reader.context:
+                break
+        else:
+            return prompt  # the question alone does not fit: the reader says so, the turns stay
+        if dropped:
+            del session.turns[:dropped]
+            some = f"{dropped} earlier turn{'s' if dropped > 1 else ''}"
+            self.events.warning(f"chat: {some} dropped to fit the {reader.context}-token context")
+        return text
 
 
 def _without_interrupts(target):

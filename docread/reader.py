@@ -251,6 +251,12 @@ class DocReader(PageCalls):
 
             torch.cuda.synchronize(self.base.device)
 
+    def context_needed(self, encoded: EncodedPage, question: str, max_new_tokens: int = 0) -> int:
+        """Context tokens the encoded page's prefix, `question`'s prompt after the image (the text of the
+        template's question slot: a chat's earlier turns included) and `max_new_tokens` take together."""
+        ids = self._ids(question)
+        return encoded.prefix_len + len(ids) - ids.index(self.base.image_token_id) - 1 + max_new_tokens
+
     def _suffix(self, encoded: EncodedPage, question: str, max_new_tokens: int = 0) -> torch.Tensor:
         """Embeddings of the prompt after the image for `question`, checked against the cached prefix
         and the context (a question longer than the page was planned for must still fit)."""
@@ -258,7 +264,7 @@ class DocReader(PageCalls):
         at = ids.index(self.base.image_token_id)
         if ids[:at] != encoded.prefix_ids:  # never with a fixed template; kept honest all the same
             raise ValueError("the prompt prefix changed between questions; encode the page again")
-        needed = encoded.prefix_len + len(ids) - at - 1 + max_new_tokens
+        needed = self.context_needed(encoded, question, max_new_tokens)
         if needed > self.context:
             raise DocreadError(
                 "context_overflow",

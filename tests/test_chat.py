@@ -1,9 +1,11 @@
-"""`docread chat`: `ChatSession` in-process (the page encoded once; the same answers here and through a
-server), and the command itself driven through a pseudo-terminal, every wait bounded."""
+"""`docread chat`: `ChatSession` in-process (the page encoded once; a conversation; the same answers here and
+through a server), the command in-process (`--json`), and driven through a pseudo-terminal, where every wait
+follows an event (one safety timeout only catches a hung program)."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import select
 import signal
@@ -17,11 +19,13 @@ from PIL import Image
 
 from docread.chat import ChatSession, open_chat_document
 from docread.errors import DocreadError, UsageError
+from docread.events import Events
 from docread.settings import Settings
+from docread.views.prompt import with_turns
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "What is written here?"
-OTHER = "What is printed here?"  # as long, in tokens: the page's plan (and cache entry) is the same
+OTHER = "What is printed here?"  # the page's plan (and cache entry) is the same as for QUESTION
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +63,84 @@ def test_session_encodes_the_page_once(tiny_reader, page_png):
         for later in (second, third):  # the page kept: only the question's decode is paid
             assert later["timing_ms"]["render"] == 0 and later["timing_ms"]["encode"] == 0
         assert (session.cache.misses, session.cache.hits) == (1, 2)
-        assert third["answer"] == first["answer"]
+        assert third["prompt_tokens"] > first["prompt_tokens"]  # the conversation so far is in the prompt
+        assert session.reset() == 3 and session.turns == []
+        _, fourth = ask(session, QUESTION)  # forgotten: the first question's prompt and answer again
+        assert fourth["answer"] == first["answer"] and fourth["prompt_tokens"] == first["prompt_tokens"]
         # the same answer `ask` gives
         (expected,) = ask_document(tiny_reader, str(page_png), [QUESTION], settings=settings())
         assert first["answer"] == expected.best.answer and first["score"] == pytest.approx(expected.best.score)
+
+
+class Warnings(Events):
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def warning(self, message: str) -> None:
+        self.seen.append(message)
+
+
+@pytest.fixture
+def prompts(monkeypatch):
+    """The token ids of every prompt text after the image the reader is asked to answer."""
+    from docread.reader import DocReader
+
+    seen: list[list[int]] = []
+    real = DocReader._suffix
+
+    def spy(self, encoded, question, max_new_tokens=0):
+        seen.append(self._ids(question))
+        return real(self, encoded, question, max_new_tokens)
+
+    monkeypatch.setattr(DocReader, "_suffix", spy)
+    return seen
+
+
+def test_with_turns_is_llavas_multi_turn_form():
+    template = "USER: <image>\n{question} ASSISTANT:"
+    text = with_turns(template, [("Q1", "A1"), ("Q2", "A2")], "Q3", "</s>")
+    assert template.replace("<image>", "").format(question=text) == (
+        "USER: \nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT: A2</s>USER: Q3 ASSISTANT:"
+    )
+    assert with_turns("SYS\nUSER: <image>{question}\nASSISTANT:", [("Q1", "A1")], "Q2", "<e>") == (
+        "Q1\nASSISTANT: A1<e>USER: Q2"
+    )
+
+
+def test_a_follow_up_prompt_holds_the_earlier_turns(tiny_reader, page_png, prompts):
+    document, _ = open_chat_document(str(page_png), settings=settings())
+    with document:
+        session = ChatSession(document, reader=tiny_reader, settings=settings())
+        _, first = ask(session, QUESTION)
+        _, second = ask(session, OTHER)
+    tokenizer = tiny_reader.base.tokenizer
+    said = tokenizer.decode(prompts[1])
+    turn = f"{QUESTION} ASSISTANT: {first['answer']}{tokenizer.eos_token}USER: {OTHER} ASSISTANT:"
+    assert turn in said, said
+    assert tokenizer.decode(prompts[0]).count("ASSISTANT:") == 1  # the first question alone
+    assert second["question"] == OTHER and second["prompt_tokens"] == first["prompt_tokens"] + len(prompts[1]) - len(
+        prompts[0]
+    )
+    assert session.turns == [(QUESTION, first["answer"]), (OTHER, second["answer"])]
+
+
+def test_old_turns_are_dropped_with_a_warning_when_the_context_is_full(tiny_reader, page_png, prompts, monkeypatch):
+    document, _ = open_chat_document(str(page_png), settings=settings())
+    events = Warnings()
+    with document:
+        session = ChatSession(document, reader=tiny_reader, settings=settings(), events=events)
+        _, first = ask(session, OTHER)  # the longer question, in tokens
+        ask(session, QUESTION)
+        assert not events.seen and len(session.turns) == 2
+        # room for the page, one question and its answer, not for any earlier turn
+        small = first["prompt_tokens"] + settings().max_new_tokens + 1
+        monkeypatch.setattr(tiny_reader, "context", small)
+        _, third = ask(session, OTHER)
+    assert third["status"] == "ok", third
+    assert events.seen == [f"chat: 2 earlier turns dropped to fit the {small}-token context"]
+    assert third["status"] == "ok" and third["prompt_tokens"] == first["prompt_tokens"]
+    assert "ASSISTANT:" not in tiny_reader.base.tokenizer.decode(prompts[-1]).replace(" ASSISTANT:", "", 1)
+    assert session.turns == [(OTHER, third["answer"])]  # the dropped turns are gone for good
 
 
 def test_session_pages_and_bad_page(tiny_reader, page_png):
@@ -86,6 +164,7 @@ def test_bad_file_fails_before_any_model(tmp_path):
         open_chat_document("-")
 
 
+@pytest.mark.system
 def test_session_through_a_server_answers_as_here(tiny_reader, page_png):
     pytest.importorskip("fastapi")
     httpx = pytest.importorskip("httpx")
@@ -94,24 +173,57 @@ def test_session_through_a_server_answers_as_here(tiny_reader, page_png):
     document, data = open_chat_document(str(page_png), settings=settings())
     with document, serving(tiny_reader) as url:
         here = ChatSession(document, reader=tiny_reader, settings=settings())
-        there = ChatSession(document, server=url, data=data, settings=settings())
+        events = Warnings()
+        there = ChatSession(document, server=url, data=data, settings=settings(), events=events)
         _, expected = ask(here, QUESTION)
         text, got = ask(there, QUESTION)
-        assert stable(got) == stable(expected) and text.strip() == got["answer"]
+        assert stable(got) == stable(expected) and text.strip() == got["answer"] and not events.seen
         _, again = ask(there, OTHER)
         assert again["timing_ms"]["encode"] == 0  # the server's page cache kept the page
+        ask(there, OTHER)  # the server answers each question alone: said once, on the first follow-up
+        assert events.seen == ["--server: the server answers each question alone; earlier turns are not sent"]
         assert httpx.get(url + "/health").json()["cache"]["hits"] >= 1
 
 
-# -- the command, through a pseudo-terminal ------------------------------------------------------------
-class Terminal:
-    """A child process on a pty (its controlling terminal: Ctrl-C is a real SIGINT), read with deadlines."""
+# -- the command, in-process ---------------------------------------------------------------------------
+def chat_cli(tiny_llava, page_png, lines: list[str], *options: str):
+    """`docread chat` with `lines` on a piped stdin (the model loaded once a session)."""
+    from typer.testing import CliRunner
 
-    def __init__(self, argv: list[str], deadline_s: float = 60.0):
+    from docread.cli import app
+
+    argv = ["chat", str(page_png), "--model", str(tiny_llava), "--device", "cpu", "--max-slices", "0", *options]
+    return CliRunner().invoke(app, argv, input="".join(line + "\n" for line in lines))
+
+
+def test_chat_json_writes_json_lines_only(tiny_llava, page_png, reuse_loaded_models):
+    lines = [QUESTION, "/help", "/pages", "/json", "/page 9", "/nope", OTHER, "/reset", "/quit"]
+    result = chat_cli(tiny_llava, page_png, lines, "--max-new-tokens", "3", "--json")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]  # every stdout line is JSON
+    assert [r["question"] for r in records] == [QUESTION, OTHER]
+    assert all(r["status"] == "ok" for r in records)
+    assert "/page N" in result.stderr and "page 9" in result.stderr  # the rest went to stderr
+    assert "2 earlier turns forgotten" in result.stderr  # /reset
+    plain = chat_cli(tiny_llava, page_png, [QUESTION], "--max-new-tokens", "3")
+    assert plain.exit_code == 0 and plain.stdout.strip() == records[0]["answer"]  # without --json: the text
+
+
+# -- the command, through a pseudo-terminal ------------------------------------------------------------
+SAFETY_S = 120.0  # only a hung program meets this: every wait below follows an event, never a step deadline
+SELECT_CALLS = {"x86_64": {"7", "23", "270", "271"}, "aarch64": {"72", "73"}}  # poll, select, pselect6, ppoll
+
+
+class Terminal:
+    """A child process on a pty (its controlling terminal: Ctrl-C is a real SIGINT). Each wait follows an event:
+    text on the terminal, the program asleep at its prompt, its exit. One overall safety timeout only stops
+    a hung program from hanging the suite."""
+
+    def __init__(self, argv: list[str], safety_s: float = SAFETY_S):
         import pty
 
         env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", NO_COLOR="1", TERM="dumb")
-        self.deadline = time.monotonic() + deadline_s
+        self.deadline = time.monotonic() + safety_s
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child
             try:
@@ -119,66 +231,68 @@ class Terminal:
             finally:
                 os._exit(127)
         self.seen = ""
+        self.status: int | None = None
+
+    def _check(self, waiting_for: str) -> None:
+        shows = self.seen[-2000:]
+        assert time.monotonic() < self.deadline, f"no {waiting_for} in {SAFETY_S:.0f} s; the terminal shows:\n{shows}"
+
+    def _read(self, timeout: float) -> bool:
+        """What the program wrote within `timeout` s, added to `seen`; False once it closed the terminal."""
+        if not select.select([self.fd], [], [], timeout)[0]:
+            return True
+        try:
+            chunk = os.read(self.fd, 4096)
+        except OSError:  # the child closed the terminal
+            return False
+        self.seen += chunk.decode("utf-8", "replace").replace("\r\n", "\n")
+        return bool(chunk)
 
     def expect(self, text: str) -> str:
-        """Read until `text` appears (what came before it is returned and consumed); fail at the deadline."""
+        """Read until `text` appears (what came before it is returned and consumed)."""
         while text not in self.seen:
-            left = self.deadline - time.monotonic()
-            assert left > 0, f"timed out waiting for {text!r}; the terminal shows:\n{self.seen[-2000:]}"
-            ready, _, _ = select.select([self.fd], [], [], min(left, 1.0))
-            if ready:
-                try:
-                    chunk = os.read(self.fd, 4096)
-                except OSError:  # the child closed the terminal
-                    chunk = b""
-                assert chunk, f"the program ended before {text!r}:\n{self.seen[-2000:]}"
-                self.seen += chunk.decode("utf-8", "replace").replace("\r\n", "\n")
+            self._check(repr(text))
+            assert self._read(0.5), f"the program ended before {text!r}:\n{self.seen[-2000:]}"
         before, _, self.seen = self.seen.partition(text)
         return before
 
     def send(self, text: str) -> None:
         os.write(self.fd, text.encode())
 
-    def interrupt(self, shows: str | None = None) -> None:
-        """Ctrl-C at the prompt, done once the terminal `shows` that text (None: once the program ends).
-        A SIGINT landing just before readline starts waiting for a key is only acted on at the next key
-        (readline's own race), so after a quiet moment Ctrl-U (clear the line: harmless) is pressed."""
-        self.send("\x03")
-        for _ in range(4):
-            end = time.monotonic() + 2.0
-            while time.monotonic() < end:
-                if shows is not None and shows in self.seen:
-                    return
-                if shows is None and self._exited():
-                    return
-                if select.select([self.fd], [], [], 0.2)[0]:
-                    try:
-                        self.seen += os.read(self.fd, 4096).decode("utf-8", "replace").replace("\r\n", "\n")
-                    except OSError:
-                        pass
-            self.send("\x15")
+    def _asleep_in_select(self) -> bool | None:
+        """Whether the program's main thread sleeps in select/poll (readline waiting for a key), read from
+        /proc; None where /proc cannot tell."""
+        try:
+            syscall = Path(f"/proc/{self.pid}/syscall").read_text().split()[0]
+            wchan = Path(f"/proc/{self.pid}/wchan").read_text()
+        except (OSError, IndexError):
+            return None
+        return syscall in SELECT_CALLS.get(os.uname().machine, ()) or "select" in wchan or "poll" in wchan
 
-    def _exited(self) -> bool:
-        pid, status = os.waitpid(self.pid, os.WNOHANG)
-        if pid:
-            self.pid, self.status = None, os.waitstatus_to_exitcode(status)
-        return self.pid is None
+    def waiting_for_a_key(self) -> None:
+        """Return once readline (its prompt already shown) sleeps in its select(), waiting for a key."""
+        while not (asleep := self._asleep_in_select()):
+            if asleep is None:  # no /proc: a settle instead of the probe
+                time.sleep(1.0)
+                return
+            self._check("wait for a key at the prompt")
+            self._read(0.02)
+
+    def interrupt(self) -> None:
+        """Ctrl-C at the prompt, sent once readline waits for a key: a SIGINT that lands before readline's
+        select() is only acted on at the next signal (readline's race; under load, a real one)."""
+        self.waiting_for_a_key()
+        self.send("\x03")
 
     def wait(self) -> int:
-        if self.pid is None:  # already reaped by interrupt()
-            return self.status
-        while time.monotonic() < self.deadline:
-            try:  # drain, so the child never blocks writing
-                if select.select([self.fd], [], [], 0.2)[0]:
-                    os.read(self.fd, 4096)
-            except OSError:
-                pass
+        """The program's exit code, once it exits (its output drained, so it never blocks writing)."""
+        while self.status is None:
+            self._check("exit")
+            self._read(0.2)
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
-                self.pid = None  # reaped: never signalled again
-                return os.waitstatus_to_exitcode(status)
-        self.kill()
-        pytest.fail("the program did not exit in time")
+                self.pid, self.status = None, os.waitstatus_to_exitcode(status)  # reaped: never signalled again
+        return self.status
 
     def kill(self) -> None:
         if self.pid is not None:
@@ -193,6 +307,7 @@ class Terminal:
             self.fd = None
 
 
+@pytest.mark.system
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 def test_chat_on_a_terminal(tiny_llava, page_png):
     argv = [sys.executable, "-m", "docread", "chat", str(page_png), "--model", str(tiny_llava)]
@@ -213,33 +328,37 @@ def test_chat_on_a_terminal(tiny_llava, page_png):
         term.send(OTHER + "\n")
         shown = term.expect("p1> ")
         assert '"question": "What is printed here?"' in shown and '"encode": 0.0' in shown
-        term.interrupt(shows="Ctrl-C again")  # Ctrl-C at the prompt: a fresh line, not an exit
+        term.interrupt()  # Ctrl-C at the prompt: a fresh line, not an exit
         assert "Ctrl-C again" in term.expect("p1> ")
+        term.send("/reset\n")
+        assert "2 earlier turns forgotten" in term.expect("p1> ")
         term.send("/quit\n")
         assert term.wait() == 0
     finally:
         term.kill()
 
 
+@pytest.mark.system
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
-def test_chat_leaves_on_eof_and_on_two_ctrl_c(tiny_llava, page_png):
+@pytest.mark.parametrize("keys", ["eof", "two Ctrl-C"])
+def test_chat_leaves_on_eof_and_on_two_ctrl_c(tiny_llava, page_png, keys):
     argv = [sys.executable, "-m", "docread", "chat", str(page_png), "--model", str(tiny_llava), "--device", "cpu"]
-    for keys in ("\x04",):  # two Ctrl-C in a row: flaky under load (readline signal race), checked by hand
-        term = Terminal(argv)
-        try:
-            term.expect("p1> ")
-            for n, key in enumerate(keys):
-                if key == "\x03":
-                    term.interrupt(shows="Ctrl-C again" if n == 0 and len(keys) > 1 else None)
-                    term.seen = ""
-                else:
-                    time.sleep(1.0)  # readline waiting for a key
-                    term.send(key)
-            assert term.wait() == 0
-        finally:
-            term.kill()
+    term = Terminal(argv)
+    try:
+        term.expect("p1> ")
+        if keys == "eof":
+            term.waiting_for_a_key()
+            term.send("\x04")
+        else:
+            term.interrupt()
+            assert "Ctrl-C again" in term.expect("p1> ")
+            term.interrupt()
+        assert term.wait() == 0
+    finally:
+        term.kill()
 
 
+@pytest.mark.system
 def test_chat_bad_file_is_one_error_line(tmp_path):
     import subprocess
 
@@ -268,3 +387,17 @@ def test_session_answer_stopped_early_leaves_the_page_usable(tiny_reader, page_p
         text, record = ask(session, QUESTION)
         assert record["status"] == "ok" and text.strip() == record["answer"]
         assert record["timing_ms"]["encode"] == 0 and session.cache.hits == 1
+
+
+def test_the_library_chat_imports_nothing_from_serve():
+    import ast
+
+    import docread.chat
+    import docread.serve.worker
+    from docread.pagecache import PageCache
+
+    tree = ast.parse(Path(docread.chat.__file__).read_text(encoding="utf-8"))
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.startswith("docread.serve")], imported
+    assert docread.serve.worker.PageCache is PageCache  # the server keeps pages in the same cache

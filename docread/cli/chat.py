@@ -33,7 +33,7 @@ from docread.cli.options import (
     load_reader,
     make_limits,
 )
-from docread.cli.output import write_json, write_out
+from docread.cli.output import safe_text, write_json, write_out
 from docread.errors import EXIT_OK, DocreadError
 from docread.events import Events
 from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
@@ -42,8 +42,10 @@ from docread.settings import DEFAULT_MAX_NEW_TOKENS
 app = typer.Typer()
 
 HELP = """\
-Type a question about the page and press Enter; the answer streams below it.
-  /page N   talk about page N (it is encoded once, at its first question)
+Type a question about the page and press Enter; the answer streams below it. It is one conversation:
+earlier questions and answers go into each prompt (the oldest dropped when the context is full).
+  /page N   talk about page N (it is encoded once, at its first question; the conversation goes on)
+  /reset    forget the earlier questions and answers (/clear too)
   /pages    list the pages and their sizes
   /json     print each answer's JSON record too (again: stop)
   /help     this help
@@ -119,25 +121,63 @@ def chat(
         )
         session.set_page(page)
         err.note(f"{document.name}: {document.page_count} page(s), on page {page}; /help for commands")
-        _loop(session, err, json_out, verbose)
+        _loop(session, err, _Screen(json_out), verbose)
     raise typer.Exit(EXIT_OK)
 
 
-def _loop(session, err, json_out: bool, verbose: bool) -> None:
+class _Screen:
+    """Where the chat writes. Normally answers and command output go to stdout; with --json, stdout holds
+    the JSON Lines records alone (one per answered question) and the rest goes to stderr (answers stream
+    there only on a terminal)."""
+
+    def __init__(self, json_out: bool):
+        self.json_out = json_out  # --json: stdout is JSON Lines only
+        self.show_json = False  # /json: records shown after the answers too
+
+    def text(self, text: str) -> None:
+        """Command output (/help, /pages, a fresh line)."""
+        if not self.json_out:
+            write_out(text)
+        else:
+            sys.stderr.write(safe_text(text) if sys.stderr.isatty() else text)
+            sys.stderr.flush()
+
+    def chunk(self, text: str) -> None:
+        """A piece of an answer as it streams."""
+        if not self.json_out:
+            write_out(text)
+        elif sys.stderr.isatty():
+            self.text(text)
+
+    def record(self, record: dict) -> None:
+        if self.json_out or self.show_json:
+            write_json(record)
+
+    def prompt(self, page: int) -> str:
+        """The line read after `pN> ` (on a terminal); the prompt never goes to a piped stdout."""
+        if not sys.stdin.isatty():
+            return input("")
+        if sys.stdout.isatty():
+            return input(f"p{page}> ")
+        self.text(f"p{page}> ")
+        return input("")
+
+
+def _loop(session, err, screen: _Screen, verbose: bool) -> None:
     """Read, answer, repeat: until /quit, end of input, or Ctrl-C twice at the prompt."""
     _line_editing()
     interactive = sys.stdin.isatty()
     interrupts = 0
     while True:
         try:
-            line = input(f"p{session.page}> " if interactive else "")
+            line = screen.prompt(session.page)
         except EOFError:
             if interactive:
-                write_out("\n")
+                screen.text("\n")
             return
         except KeyboardInterrupt:
             interrupts += 1
-            write_out("\n")
+            screen.text("\n")
             if interrupts > 1:
                 return
             err.note("(Ctrl-C again or /quit to leave)")
@@ -147,37 +187,33 @@ def _loop(session, err, json_out: bool, verbose: bool) -> None:
         if not line:
             continue
         if line.startswith("/"):
-            if _command(session, err, line) == "quit":
+            if _command(session, err, screen, line) == "quit":
                 return
-            if line == "/json":
-                json_out = not json_out
-                err.note(f"JSON records {'on' if json_out else 'off'}")
             continue
-        _answer(session, err, line, json_out, verbose)
+        _answer(session, err, screen, line, verbose)
 
 
-def _answer(session, err, question: str, json_out: bool, verbose: bool) -> None:
+def _answer(session, err, screen: _Screen, question: str, verbose: bool) -> None:
     started = False
     try:
         for chunk in session.ask(question):
             started = True
-            write_out(chunk)
+            screen.chunk(chunk)
         if started:
-            write_out("\n")
+            screen.chunk("\n")
     except KeyboardInterrupt:
-        write_out("\n")
+        screen.text("\n")
         err.warn("answer stopped")
         return
     except DocreadError as e:
         if started:
-            write_out("\n")
+            screen.chunk("\n")
         err.error(e.message)
         return
     record = session.last
     if record is None:
         return
-    if json_out:
-        write_json(record)
+    screen.record(record)
     if record["status"] == "ok":
         from dataclasses import fields
 
@@ -187,16 +223,16 @@ def _answer(session, err, question: str, json_out: bool, verbose: bool) -> None:
         _summary(err, Answer(**{f.name: record[f.name] for f in fields(Answer)}), 1, verbose)
 
 
-def _command(session, err, line: str) -> str | None:
+def _command(session, err, screen: _Screen, line: str) -> str | None:
     name, _, arg = line.partition(" ")
     if name in ("/quit", "/exit", "/q"):
         return "quit"
     if name == "/help":
-        write_out(HELP + "\n")
+        screen.text(HELP + "\n")
     elif name == "/pages":
         for page in session.pages():
             mark = "*" if page.number == session.page else " "
-            write_out(f"{mark} page {page.number}: {page.width}x{page.height} px\n")
+            screen.text(f"{mark} page {page.number}: {page.width}x{page.height} px\n")
     elif name == "/page":
         try:
             number = int(arg.strip())
@@ -207,7 +243,16 @@ def _command(session, err, line: str) -> str | None:
             err.error(e.message)
         else:
             err.note(f"page {page.number} ({page.width}x{page.height} px)")
-    elif name != "/json":
+    elif name in ("/reset", "/clear"):
+        forgotten = session.reset()
+        err.note(f"{forgotten} earlier turn{'' if forgotten == 1 else 's'} forgotten")
+    elif name == "/json":
+        if screen.json_out:
+            err.note("--json: every answer's record is on stdout already")
+        else:
+            screen.show_json = not screen.show_json
+            err.note(f"JSON records {'on' if screen.show_json else 'off'}")
+    else:
         err.error(f"{name}: unknown command; /help lists them")
     return None
 

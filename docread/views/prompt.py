@@ -6,6 +6,8 @@ only shapes the question that goes into it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from docread.errors import UsageError
 from docread.settings import Task
 
@@ -36,3 +38,14 @@ def multiple_choice(question: str, options: list[str], letters: str = "ABCD") ->
     """LLaVA's multiple-choice prompt: the question, lettered options, then the instruction."""
     lines = "\n".join(f"{letter}. {option}" for letter, option in zip(letters, options))
     return MULTIPLE_CHOICE.format(question=question.strip(), options=lines)
+
+
+def with_turns(template: str, turns: Sequence[tuple[str, str]], prompt: str, end_of_turn: str) -> str:
+    """The text for the chat format's `{question}` slot that holds a conversation's earlier `turns`
+    (question slot text, answer), oldest first, then `prompt`: LLaVA's own multi-turn form, e.g.
+    `USER: <image>\\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT:` (`end_of_turn`: the tokenizer's EOS). A later
+    turn opens as the template's last line before the image does (`USER: `)."""
+    before, after = template.split("<image>", 1)
+    closing = after.split("{question}", 1)[1]  # " ASSISTANT:"
+    opener = before.rsplit("\n", 1)[-1]  # "USER: "
+    return "".join(f"{q}{closing} {a}{end_of_turn}{opener}" for q, a in turns) + prompt
