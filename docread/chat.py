@@ -2,8 +2,8 @@
 time, the page encoded once and kept for every later question (locally, in a one-page
 `docread.pagecache.PageCache`; with a server, in the server's own page cache).
 
-`docread chat` only reads lines and renders; this holds the document, the page and the model (or the
-server's URL). Answers stream as `ask(question)` is iterated; its ask --json record is `last` after.
+`docread chat` only reads lines and renders; this holds the document, the page and the reader (local or
+remote, `docread.reading`). Answers stream as `ask(question)` is iterated; its ask --json record is `last` after.
 It is one conversation about the document: earlier turns (on any page) go into each prompt after the
 image, the oldest dropped, with a warning, when the context is full; `reset()` forgets them.
 """
@@ -22,13 +22,14 @@ from docread.events import Events
 from docread.intake import Document, Limits, Page, open_bytes
 from docread.pagecache import PageCache
 from docread.reader import DocReader
+from docread.reading import LocalReader, Reader, Upload
 from docread.settings import DEFAULT_MAX_NEW_TOKENS, Settings
 from docread.views.encoded import EncodedPage
 from docread.views.prompt import task_question, with_turns
 
 
 def open_chat_document(
-    file: str, *, password: str | None = None, settings: Settings | None = None, limits: Limits | None = None
+    file: str, *, settings: Settings | None = None, limits: Limits | None = None
 ) -> tuple[Document, bytes]:
     """The file read once (intake's bounds) and opened: a bad file fails here, before any model loads.
     The bytes are what a server is sent."""
@@ -37,8 +38,8 @@ def open_chat_document(
     if file == "-":
         raise UsageError("chat reads its questions from the terminal: give the document as a file path")
     data = read_file(file, limits)
-    dpi = (settings or Settings()).dpi
-    return open_bytes(data, file, password=password, dpi=dpi, limits=limits), data
+    settings = settings or Settings()
+    return open_bytes(data, file, password=settings.password, dpi=settings.dpi, limits=limits), data
 
 
 class _Stop(Exception):
@@ -64,31 +65,27 @@ class _Relay(Events):
 
 
 class ChatSession:
-    """Questions about one page of `document` at a time, answered by `reader`, or by the `docread serve`
-    at `server` (`data`: the file's bytes, uploaded with each question; `password`: a PDF's, for it).
+    """Questions about one page of `document` at a time, answered by `reader` (a `docread.reading.Reader`:
+    a loaded model, or a `docread serve` — then `data`, the file's bytes, is uploaded with each question).
     `events` gets warnings and page failures; answers stream from `ask`."""
 
     def __init__(
         self,
         document: Document,
         *,
-        reader: DocReader | None = None,
-        server: str | None = None,
-        api_key: str | None = None,
+        reader: Reader | DocReader,
         data: bytes | None = None,
-        password: str | None = None,
         settings: Settings | None = None,
         events: Events | None = None,
     ):
-        if (reader is None) == (server is None):
-            raise ValueError("ChatSession: give a reader or a server URL, not both")
-        if server is not None and data is None:
+        self.reader = reader if isinstance(reader, Reader) else LocalReader(reader)
+        self.remote = not isinstance(self.reader, LocalReader)
+        if self.remote and data is None:
             raise ValueError("ChatSession: a server needs the file's bytes (data)")
-        self.document, self.reader, self.server, self.api_key, self.data = document, reader, server, api_key, data
-        self.password = password  # a server opens each upload again
+        self.document, self.data = document, data
         self.settings = settings or Settings()
         self.events = events or Events()
-        self.cache = PageCache(1)  # the page being talked about, encoded once
+        self.cache = PageCache(1)  # the page being talked about, encoded once (a server keeps its own)
         self.page = document.pages[0].number
         self.last: dict | None = None  # the last answer's ask --json record
         self.turns: list[tuple[str, str]] = []  # the conversation so far: (question, answer), oldest first
@@ -122,15 +119,13 @@ class ChatSession:
         question = " ".join(question.split())
         if not question:
             raise UsageError("no question given", code="no_questions")
-        if self.server is not None:
-            yield from self._ask_server(question)
-        else:
-            yield from self._ask_local(question)
+        yield from self._stream(question)
         if self.last is not None and self.last.get("status") == "ok":  # an answer stopped early is no turn
             self.turns.append((question, self.last["answer"]))
 
-    # -- here ---------------------------------------------------------------------------------------
-    def _ask_local(self, question: str) -> Iterator[str]:
+    def _stream(self, question: str) -> Iterator[str]:
+        """The read runs on a thread that never takes SIGINT; its events come back through a queue, so the
+        answer streams here and Ctrl-C (stopping the iteration) ends the decode at its next piece."""
         page = self.set_page(self.page)
         one_page = dataclasses.replace(self.document, pages=[page])  # the same open file, one page selected
         out: queue.Queue = queue.Queue()
@@ -138,16 +133,7 @@ class ChatSession:
 
         def run() -> None:
             try:
-                (result,) = ask_document(
-                    _InConversation(self, relay),
-                    one_page,
-                    [question],
-                    settings=self.settings.replace(pages=str(page.number)),
-                    events=relay,
-                    stream=True,
-                    encode=self.cache.encode,
-                )
-                out.put(("done", result))
+                out.put(("done", self._read(one_page, question, relay)))
             except BaseException as e:  # noqa: BLE001  re-raised on the caller's thread
                 out.put(("error", e))
 
@@ -174,38 +160,27 @@ class ChatSession:
             thread.join()
             self.document.warnings_shown = one_page.warnings_shown
 
-    # -- on a server --------------------------------------------------------------------------------
-    def _ask_server(self, question: str) -> Iterator[str]:
-        from docread.remote import ask_events
-
-        if self.turns and not self._told_server:
-            self.events.warning("--server: the server answers each question alone; earlier turns are not sent")
-            self._told_server = True
-        s = self.settings
-        options = {
-            "pages": str(self.page),
-            "task": s.task,
-            "max_slices": s.max_slices,
-            "view": s.view,
-            "dpi": s.dpi,
-            "password": self.password,
-            "max_new_tokens": s.max_new_tokens,
-            "temperature": s.temperature,
-            "seed": s.seed,
-        }
-        if s.text_prompt != "auto":
-            options["text_prompt"] = s.text_prompt
-        lines = ask_events(self.server, self.document.name, [question], options, api_key=self.api_key, data=self.data)
-        for line in lines:
-            event = line.get("event")
-            if event is None:
-                self.last = line
-            elif event == "chunk":
-                yield line["text"]
-            elif event == "warning":
-                self.events.warning(line["message"])
-            elif event == "failed":
-                self.events.failed(line["number"], DocreadError(line["error"]["code"], line["error"]["message"]))
+    def _read(self, one_page: Document, question: str, relay: Events):
+        """The question asked of the page: here with the conversation in the prompt and the page kept
+        encoded; through a server, the file uploaded again (the server keeps the page encoded)."""
+        settings = self.settings.replace(pages=str(one_page.pages[0].number))
+        if self.remote:
+            if self.turns and not self._told_server:
+                relay.warning("--server: the server answers each question alone; earlier turns are not sent")
+                self._told_server = True
+            upload = Upload(self.document.name, self.data)
+            (result,) = self.reader.ask(upload, [question], settings=settings, events=relay, stream=True)
+            return result
+        (result,) = ask_document(
+            _InConversation(self, relay),
+            one_page,
+            [question],
+            settings=settings,
+            events=relay,
+            stream=True,
+            encode=self.cache.encode,
+        )
+        return result
 
 
 class _InConversation:
@@ -215,7 +190,7 @@ class _InConversation:
     the oldest turns are dropped for good, with a warning. Everything else is the reader's own."""
 
     def __init__(self, session: ChatSession, events: Events):
-        self.session, self.events, self.reader = session, events, session.reader
+        self.session, self.events, self.reader = session, events, session.reader.model
 
     def __getattr__(self, name: str):
         return getattr(self.reader, name)

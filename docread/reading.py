@@ -6,7 +6,7 @@ cannot honour (another model, an adapter) with one line naming why."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from docread.document import PageAnswer, ask_document, ocr_document, unique_questions
@@ -16,6 +16,14 @@ from docread.intake import Document, Limits
 from docread.reader import DocReader
 from docread.results import Answer, DocumentAnswer
 from docread.settings import Settings
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file already read into memory (`name` only labels it): what `chat` holds, sent as is."""
+
+    name: str
+    data: bytes
 
 
 class Reader:
@@ -109,23 +117,27 @@ class RemoteReader(Reader):
 
         questions = unique_questions(questions)
         form = {"question": list(questions), **settings_form(settings)}
-        lines = document_events(self.server, "ask", _path(source), form, api_key=self.api_key, limits=limits)
+        name, data = _upload(source)
+        lines = document_events(self.server, "ask", name, form, api_key=self.api_key, limits=limits, data=data)
         return [document_answer(r) for r in replay(lines, events or Events(), stream)]
 
     def ocr(self, source, *, settings, limits=None, events=None, stream=False):
         from docread.remote import document_events
 
-        lines = document_events(
-            self.server, "ocr", _path(source), settings_form(settings), api_key=self.api_key, limits=limits
-        )
+        name, data = _upload(source)
+        form = settings_form(settings)
+        lines = document_events(self.server, "ocr", name, form, api_key=self.api_key, limits=limits, data=data)
         for record in replay(lines, events or Events(), stream):
             yield page_answer(record)
 
 
-def _path(source: str | Document) -> str:
+def _upload(source: str | Upload | Document) -> tuple[str, bytes | None]:
+    """What a remote reader sends: a path (or -) read with intake's bounds, or an Upload's bytes."""
+    if isinstance(source, Upload):
+        return source.name, source.data
     if isinstance(source, Document):
         raise UsageError("a remote reader uploads a file: give its path (or -), not an opened Document")
-    return source
+    return source, None
 
 
 def settings_form(settings: Settings) -> dict[str, Any]:
@@ -231,4 +243,13 @@ def open_reader(
     return LocalReader(loaded)
 
 
-__all__ = ["Reader", "LocalReader", "RemoteReader", "open_reader", "document_answer", "page_answer", "settings_form"]
+__all__ = [
+    "Reader",
+    "LocalReader",
+    "RemoteReader",
+    "Upload",
+    "open_reader",
+    "document_answer",
+    "page_answer",
+    "settings_form",
+]

@@ -20,6 +20,7 @@ from PIL import Image
 from docread.chat import ChatSession, open_chat_document
 from docread.errors import DocreadError, UsageError
 from docread.events import Events
+from docread.reading import RemoteReader
 from docread.settings import Settings
 from docread.views.prompt import with_turns
 
@@ -174,7 +175,7 @@ def test_session_through_a_server_answers_as_here(tiny_reader, page_png):
     with document, serving(tiny_reader) as url:
         here = ChatSession(document, reader=tiny_reader, settings=settings())
         events = Warnings()
-        there = ChatSession(document, server=url, data=data, settings=settings(), events=events)
+        there = ChatSession(document, reader=RemoteReader(url), data=data, settings=settings(), events=events)
         _, expected = ask(here, QUESTION)
         text, got = ask(there, QUESTION)
         assert stable(got) == stable(expected) and text.strip() == got["answer"] and not events.seen

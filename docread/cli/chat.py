@@ -12,32 +12,25 @@ from docread.cli.options import (
     Adapter,
     ApiKey,
     Device,
-    Dpi,
     Json,
-    MaxNewTokens,
     MaxPixels,
-    MaxSlices,
     Model,
     Offline,
-    Password,
     Quant,
     Quiet,
-    Seed,
     Server,
-    Task,
-    Temperature,
     Timeout,
     Verbose,
-    View,
+    choose_reader,
     diagnostics,
-    load_reader,
     make_limits,
+    read_options,
 )
 from docread.cli.output import safe_text, write_json, write_out
 from docread.errors import EXIT_OK, DocreadError
 from docread.events import Events
-from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.settings import DEFAULT_MAX_NEW_TOKENS
+from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.settings import Settings
 
 app = typer.Typer()
 
@@ -64,21 +57,14 @@ class _Render(Events):
 
 
 @app.command(epilog="Examples:\n\n  docread chat report.pdf\n\n  docread chat scan.png --server http://127.0.0.1:8321")
+@read_options(exclude=("pages", "top_pages"))  # chat reads one page at a time: --page and /page N
 def chat(
     file: Annotated[str, typer.Argument(help="A PDF or image.")],
     page: Annotated[int, typer.Option("--page", min=1, help="The page to start on (/page N switches).")] = 1,
     model: Model = None,
     adapter: Adapter = None,
-    task: Task = "qa",
-    max_slices: MaxSlices = None,
-    view: View = "hires",
-    dpi: Dpi = DEFAULT_DPI,
-    password: Password = None,
     quant: Quant = "auto",
     device: Device = "auto",
-    max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS,
-    temperature: Temperature = 0.0,
-    seed: Seed = None,
     offline: Offline = False,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -87,38 +73,21 @@ def chat(
     timeout: Timeout = DEFAULT_TIMEOUT_S,
     server: Server = None,
     api_key: ApiKey = None,
+    *,
+    settings: Settings,
 ):
     """Talk about a document: ask question after question about one page at a time, answers streamed.
-    Each page is encoded once, at its first question; later questions pay only their answer."""
+    Each page is encoded once, at its first question; later questions pay only their answer. It is one
+    conversation: earlier questions and answers go into each prompt (the oldest dropped to fit)."""
     from docread.chat import ChatSession, open_chat_document
-    from docread.settings import Settings
 
-    settings = Settings(
-        password=password,
-        task=task,
-        max_slices=max_slices,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        dpi=dpi,
-        view=view,
-    )
     err = diagnostics(quiet)
     document, data = open_chat_document(  # a bad file fails here, before the model loads
-        file, password=password, settings=settings, limits=make_limits(max_pixels, timeout)
+        file, settings=settings, limits=make_limits(max_pixels, timeout)
     )
     with document:
-        reader = None if server else load_reader(model, adapter, device, quant, offline, err)
-        session = ChatSession(
-            document,
-            reader=reader,
-            server=server,
-            api_key=api_key,
-            data=data,
-            password=password,
-            settings=settings,
-            events=_Render(err),
-        )
+        reader = choose_reader(server, api_key, model, adapter, device, quant, offline, err)
+        session = ChatSession(document, reader=reader, data=data, settings=settings, events=_Render(err))
         session.set_page(page)
         err.note(f"{document.name}: {document.page_count} page(s), on page {page}; /help for commands")
         _loop(session, err, _Screen(json_out), verbose)

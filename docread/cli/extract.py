@@ -19,6 +19,7 @@ from docread.cli.options import (
     Quiet,
     Server,
     Timeout,
+    choose_reader,
     diagnostics,
     make_limits,
     read_options,
@@ -85,23 +86,13 @@ def extract(
     import json
 
     from docread.extract import extract_document, field_specs, load_schema, schema_fields
-    from docread.reading import open_reader
 
     if bool(field) == bool(schema):
         raise UsageError("give --field NAME[:TYPE] (repeatable) or --schema SCHEMA.json, one of the two")
     loaded = load_schema(schema) if schema else None
     fields = schema_fields(loaded) if loaded else field_specs(field)
     err = diagnostics(quiet)
-    reader = open_reader(
-        server=server,
-        api_key=api_key,
-        model=model,
-        adapter=str(adapter) if adapter else None,
-        device=device,
-        quant=quant,
-        offline=offline,
-        status=err.status,
-    )
+    reader = choose_reader(server, api_key, model, adapter, device, quant, offline, err)
     failed = False
     sink = open(output, "w", encoding="utf-8") if output else None
     try:

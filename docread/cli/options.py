@@ -62,10 +62,28 @@ def make_limits(max_pixels: int, timeout: float):
 
 
 def load_reader(model, adapter, device, quant, offline, err):
+    """A model loaded here (commands that need the model itself: serve, bench)."""
     from docread.loading import load
 
     with err.status(f"loading {model or 'the default model'}…"):
         return load(model, adapter=adapter, device=device, quant=quant, offline=offline or None)
+
+
+def choose_reader(server, api_key, model, adapter, device, quant, offline, err):
+    """The one choice every reading command makes: the `--server`'s model, or one loaded here
+    (`docread.reading.open_reader`, which refuses what a server cannot honour)."""
+    from docread.reading import open_reader
+
+    return open_reader(
+        server=server,
+        api_key=api_key,
+        model=model,
+        adapter=str(adapter) if adapter else None,
+        device=device,
+        quant=quant,
+        offline=offline,
+        status=err.status,
+    )
 
 
 # -- model and generation options (ask, ocr, batch, bench) ----------------------------------

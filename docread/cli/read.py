@@ -22,6 +22,7 @@ from docread.cli.options import (
     Server,
     Timeout,
     Verbose,
+    choose_reader,
     diagnostics,
     make_limits,
     read_options,
@@ -134,7 +135,7 @@ def ask(
     render = _Render(err, questions, live=not json_out)
     limits = make_limits(max_pixels, timeout)
     with _source(file, server, settings, limits, render) as source:
-        reader = _reader(server, api_key, model, adapter, device, quant, offline, err)
+        reader = choose_reader(server, api_key, model, adapter, device, quant, offline, err)
         try:
             results = reader.ask(
                 source, questions, settings=settings, limits=limits, events=render, stream=not json_out
@@ -161,22 +162,6 @@ def _source(file: str, server: str | None, settings: Settings, limits, events):
         return
     with open_for_reading(file, settings=settings, limits=limits, events=events) as document:
         yield document
-
-
-def _reader(server, api_key, model, adapter, device, quant, offline, err):
-    """The one choice: the server's model, or one loaded here."""
-    from docread.reading import open_reader
-
-    return open_reader(
-        server=server,
-        api_key=api_key,
-        model=model,
-        adapter=str(adapter) if adapter else None,
-        device=device,
-        quant=quant,
-        offline=offline,
-        status=err.status,
-    )
 
 
 def _report(err, questions: list[str], records: list[dict], json_out: bool, verbose: bool) -> int:
@@ -264,7 +249,7 @@ def ocr(
     failed = False
     limits = make_limits(max_pixels, timeout)
     with _source(file, server, settings, limits, render) as source:
-        reader = _reader(server, api_key, model, adapter, device, quant, offline, err)
+        reader = choose_reader(server, api_key, model, adapter, device, quant, offline, err)
         name = getattr(source, "name", file)
         try:
             for result in reader.ocr(source, settings=settings, limits=limits, events=render, stream=not json_out):
