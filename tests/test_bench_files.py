@@ -4,7 +4,7 @@ counts `bench score` reports about them, and `bench speed --json` writing nothin
 import json
 import os
 
-from clikit import docread  # in-process: the same entry point as `python -m docread`
+from kit.cli import docread  # in-process: the same entry point as `python -m docread`
 
 from docread.bench.datasets import read_gold, read_predictions
 from docread.cli.speed import stdout_to_stderr

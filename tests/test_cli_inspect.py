@@ -7,15 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import clikit
 import pymupdf
+from kit import cli
 from PIL import Image
 
 
 def docread(*args):
-    """In-process (clikit: the same entry point as `python -m docread`); the tests below that need a real
+    """In-process (kit.cli: the same entry point as `python -m docread`); the tests below that need a real
     process say why."""
-    return clikit.docread(*args, env={"COLUMNS": "200"})
+    return cli.docread(*args, env={"COLUMNS": "200"})
 
 
 def letter_pdf(path, pages=1):

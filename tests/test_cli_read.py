@@ -10,13 +10,13 @@ import time
 
 import pymupdf
 import pytest
-from clikit import docread as docread_cli
+from kit.cli import docread as docread_cli
 from PIL import Image
 
 from docread.batch.core import record_log, run_batch
 from docread.settings import Settings
 
-# The commands run in-process (clikit: the same entry point as `python -m docread`, no interpreter
+# The commands run in-process (kit.cli: the same entry point as `python -m docread`, no interpreter
 # start per command), each tiny model loaded once; only the SIGKILL test needs a real process.
 pytestmark = pytest.mark.usefixtures("reuse_loaded_models")
 

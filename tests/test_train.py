@@ -10,10 +10,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import clikit
 import numpy as np
 import pytest
 import torch
+from kit import cli
 from PIL import Image
 
 import docread
@@ -265,7 +265,7 @@ def test_cli_trains_an_adapter_that_ask_loads(tiny_llava, data, cli_run):
     assert str(out / "adapter.safetensors") in run.stdout and "\x1b[" not in run.stderr
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and all({"step", "loss", "lr"} <= r.keys() for r in records)
-    ask = clikit.docread(
+    ask = cli.docread(
         "ask",
         data.parent / "0.png",
         QUESTIONS[0],

@@ -5,8 +5,8 @@ page; inspect counts the tokens the processor expands `<image>` into; records sa
 import json
 
 import pytest
+from kit.native import QUESTION, Setup, random_image
 from PIL import Image
-from test_native import QUESTION, Setup, random_image
 from typer.testing import CliRunner
 
 from docread.cli import app
