@@ -4,6 +4,7 @@ counts `bench score` reports about them, and `bench speed --json` writing nothin
 import json
 import os
 
+import pytest
 from kit.cli import docread  # in-process: the same entry point as `python -m docread`
 
 from docread.bench.datasets import read_gold, read_predictions
@@ -62,6 +63,7 @@ def test_stdout_to_stderr_moves_native_writes(capfd):
     assert out == "result\n" and err == "\n\n"
 
 
+@pytest.mark.system
 def test_speed_json_stdout_is_exactly_the_json(speed_run):
     run = speed_run  # conftest: a real process, shared with tests/test_speed.py; fd 1 writes are the point
     assert run.returncode == 0, run.stderr

@@ -193,6 +193,7 @@ class Terminal:
             self.fd = None
 
 
+@pytest.mark.system
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 def test_chat_on_a_terminal(tiny_llava, page_png):
     argv = [sys.executable, "-m", "docread", "chat", str(page_png), "--model", str(tiny_llava)]
@@ -221,6 +222,7 @@ def test_chat_on_a_terminal(tiny_llava, page_png):
         term.kill()
 
 
+@pytest.mark.system
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
 def test_chat_leaves_on_eof_and_on_two_ctrl_c(tiny_llava, page_png):
     argv = [sys.executable, "-m", "docread", "chat", str(page_png), "--model", str(tiny_llava), "--device", "cpu"]
@@ -240,6 +242,7 @@ def test_chat_leaves_on_eof_and_on_two_ctrl_c(tiny_llava, page_png):
             term.kill()
 
 
+@pytest.mark.system
 def test_chat_bad_file_is_one_error_line(tmp_path):
     import subprocess
 

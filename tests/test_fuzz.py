@@ -83,6 +83,7 @@ def test_any_bytes_behind_a_magic_number_open_or_fail_cleanly(tmp_path, magic, b
     assert outcomes and set(outcomes) <= fuzz.KNOWN_CODES | {"ok"}
 
 
+@pytest.mark.slow
 def test_batch_gives_every_file_records(tiny_reader, seeds, tmp_path):
     from docread.batch.core import Settings, record_log, run_batch
 

@@ -257,6 +257,7 @@ def test_folders_are_walked_in_stable_order_supported_only(tmp_path):
     assert e.value.code == "no_documents"
 
 
+@pytest.mark.system
 def test_stdin_reads_a_file():
     image = io.BytesIO()
     Image.new("RGB", (30, 10), (0, 128, 0)).save(image, "PNG")
@@ -500,6 +501,7 @@ def test_endless_and_silent_inputs_are_bounded(tmp_path):
     thread.join()
 
 
+@pytest.mark.system
 def test_closed_stdin_and_stdin_hash(monkeypatch):
     import hashlib
     import shlex

@@ -125,6 +125,7 @@ def test_select_best_resolution_mirrors_transformers():
         assert select_best_resolution(height, width, pinpoints) == reference((height, width), pinpoints)
 
 
+@pytest.mark.system
 def test_native_grid_imports_no_torch(tiny_llava_next):
     code = (
         "import sys; from docread.views.native import native_grid; "

@@ -50,6 +50,7 @@ def test_first_load_writes_the_entry_and_the_second_reads_it(tiny_llava_next, ca
     assert tokens_again == tokens and text_again == text and len(tokens) == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "delete", "stale_key", "bad_manifest"])
 def test_a_damaged_or_stale_entry_is_rebuilt_never_loaded(tiny_llava_next, cache, damage, caplog):
     _, tokens, _ = load_and_ask(tiny_llava_next)

@@ -274,6 +274,7 @@ def test_bad_documents_ask_requests_are_400(url, fields, files, code):
 
 
 # -- one worker, a bounded queue ------------------------------------------------------------------
+@pytest.mark.slow
 def test_eight_clients_four_requests_each_none_lost(url, reader):
     from docread.document import ask_document
     from docread.intake import open_bytes

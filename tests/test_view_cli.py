@@ -53,6 +53,7 @@ def expected(setup, image) -> tuple[str, int, int]:
     return text, len(tokens), image_tokens
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_ask_native_json_answers_as_transformers_llava_next(next_setup, tmp_path, size):
     path = tmp_path / "page.png"
