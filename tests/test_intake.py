@@ -391,7 +391,7 @@ def test_png_bomb_is_refused_from_its_header_without_decoding(tmp_path, monkeypa
     bomb.write_bytes(png_header_only(30000, 30000))
     start = time.monotonic()
     e = error_of(bomb)
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 10  # far from a 900-megapixel decode, even on a loaded machine
     assert e.code == "too_large" and "30000x30000" in e.message
     assert "--dpi" not in e.message and "downscale" in e.message and "--max-pixels" in e.message
 
