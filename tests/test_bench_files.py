@@ -64,6 +64,7 @@ def test_stdout_to_stderr_moves_native_writes(capfd):
 
 
 @pytest.mark.system
+@pytest.mark.xdist_group("test_speed")  # on the worker of tests/test_speed.py: one speed_run process
 def test_speed_json_stdout_is_exactly_the_json(speed_run):
     run = speed_run  # conftest: a real process, shared with tests/test_speed.py; fd 1 writes are the point
     assert run.returncode == 0, run.stderr
