@@ -18,6 +18,8 @@ from docread.results import Answer
 from docread.settings import Settings
 from docread.text.evidence import EVIDENCE_RGB, PageTexts, evidence, evidence_fields
 
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")  # conftest: the CLI loads each (model, options) once
+
 QUESTION = "What is the total amount?"
 
 

@@ -17,6 +17,8 @@ from docread.results import Answer
 from docread.settings import Settings
 from docread.text.ranking import choose_pages, pick_pages
 
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")  # conftest: the CLI loads each (model, options) once
+
 FACTS = {
     7: ("The contract was signed by Maria Keller on 12 May 2021.", "Who signed the contract?"),
     17: ("Invoice total amount due: 4,210.00 EUR, payable by bank transfer.", "What is the total amount due?"),

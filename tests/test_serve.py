@@ -19,6 +19,8 @@ from kit.serving import KEY, image_bytes, serving, stable  # noqa: E402
 
 from docread.cli import app as cli  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")  # conftest: the CLI loads each (model, options) once
+
 QUESTION = "What is written here?"
 TOKENS = 8
 

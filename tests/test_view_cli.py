@@ -9,6 +9,8 @@ from kit.cli import docread
 from kit.native import QUESTION, Setup, random_image
 from PIL import Image
 
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")  # conftest: the CLI loads each (model, options) once
+
 NEW_TOKENS = 6
 SIZES = [(336, 336), (900, 300), (300, 900), (20, 14), (2000, 1500)]  # square, wide, tall, tiny, beyond pinpoints
 
