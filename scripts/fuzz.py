@@ -3,7 +3,7 @@
     python scripts/fuzz.py --n 10000 --seed 0 [--out FOLDER]
 
 Prints files/s, the outcomes by error code, and every exception that escaped intake (exit 1 if
-any did). The seed builders and mutators live in tests/fuzzkit.py, shared with tests/test_fuzz.py.
+any did). The seed builders and mutators live in tests/kit/fuzz.py, shared with tests/test_fuzz.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import fuzzkit  # noqa: E402
+from kit import fuzz  # noqa: E402
 
 from docread.intake import Limits  # noqa: E402
 
@@ -40,17 +40,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(n: int, seed: int, folder: Path) -> int:
-    seeds = fuzzkit.build_seeds()
+    seeds = fuzz.build_seeds()
     outcomes: Counter[str] = Counter()
     escapes: list[tuple[str, str]] = []
     slow: list[tuple[str, float]] = []
     start = time.perf_counter()
-    for name, data in fuzzkit.mutations(seeds, n, seed):
+    for name, data in fuzz.mutations(seeds, n, seed):
         path = folder / name
         path.write_bytes(data)
         began = time.perf_counter()
         try:
-            outcomes.update(fuzzkit.check_file(str(path), LIMITS))
+            outcomes.update(fuzz.check_file(str(path), LIMITS))
         except Exception:  # noqa: BLE001  an escape is what this script exists to find and list
             escapes.append((str(path), traceback.format_exc(limit=-3).strip().splitlines()[-1]))
         took = time.perf_counter() - began

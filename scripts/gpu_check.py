@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             "pytest",
             "-m",
             "cuda",
+            "-n",
+            "0",  # one process: pyproject's addopts would start two workers on the one GPU
             "-q",
             "-p",
             "no:warnings",

@@ -13,8 +13,14 @@ import pytest  # noqa: E402
 
 from docread.testing import build_tiny_llava  # noqa: E402
 
+COST = {"slow": 10, "system": 5}  # a test's rough weight by its marks (any other: 1), to order modules by
 
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
+    """Skip `cuda` tests without a GPU; under pytest-xdist give each module its own group unless it names
+    one (one worker builds its module-scoped model, server or Ray once), heaviest groups first (by marks),
+    so the two workers finish together."""
     import importlib.util
 
     has_cuda = False
@@ -23,9 +29,25 @@ def pytest_collection_modifyitems(config, items):
 
         has_cuda = torch.cuda.is_available()
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    cost: dict[str, int] = {}
     for item in items:
         if "cuda" in item.keywords and not has_cuda:
             item.add_marker(skip)
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))
+        group = item.get_closest_marker("xdist_group").args[0]
+        weights = [w for mark, w in COST.items() if item.get_closest_marker(mark)]
+        cost[group] = cost.get(group, 0) + max(weights, default=1)
+    items.sort(key=lambda item: -cost[item.get_closest_marker("xdist_group").args[0]])  # stable: file order kept
+
+
+def pytest_configure(config):
+    """Workers share the cores: torch in each takes its share of threads, not all of them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from clikit import docread
+from kit.cli import docread
 from PIL import Image
 
 from docread.bench.datasets import Sample, read_predictions
@@ -15,7 +15,7 @@ from docread.bench.entitygrid import LETTERS, generate, read_questions, score
 from docread.bench.runner import prediction_log, run_entitygrid, run_open
 from docread.errors import DocreadError, UsageError
 
-# `docread bench ...` in-process (clikit: the same entry point as `python -m docread`), each tiny model
+# `docread bench ...` in-process (kit.cli: the same entry point as `python -m docread`), each tiny model
 # loaded once.
 pytestmark = pytest.mark.usefixtures("reuse_loaded_models")
 

@@ -4,7 +4,8 @@ counts `bench score` reports about them, and `bench speed --json` writing nothin
 import json
 import os
 
-from clikit import docread  # in-process: the same entry point as `python -m docread`
+import pytest
+from kit.cli import docread  # in-process: the same entry point as `python -m docread`
 
 from docread.bench.datasets import read_gold, read_predictions
 from docread.cli.speed import stdout_to_stderr
@@ -62,6 +63,8 @@ def test_stdout_to_stderr_moves_native_writes(capfd):
     assert out == "result\n" and err == "\n\n"
 
 
+@pytest.mark.system
+@pytest.mark.xdist_group("test_speed")  # on the worker of tests/test_speed.py: one speed_run process
 def test_speed_json_stdout_is_exactly_the_json(speed_run):
     run = speed_run  # conftest: a real process, shared with tests/test_speed.py; fd 1 writes are the point
     assert run.returncode == 0, run.stderr

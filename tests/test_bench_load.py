@@ -28,6 +28,7 @@ PHASES = (
 )
 
 
+@pytest.mark.system
 def test_bench_load_reports_every_phase_and_uses_the_quantized_copy(tiny_llava, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", DOCREAD_CACHE=str(tmp_path / "cache"))
     run = subprocess.run(
@@ -65,6 +66,7 @@ def test_bench_load_reports_every_phase_and_uses_the_quantized_copy(tiny_llava, 
     assert {"torch", "transformers", "bitsandbytes", "docread"} <= result["versions"].keys()
 
 
+@pytest.mark.system
 def test_bench_load_names_a_missing_model(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", DOCREAD_CACHE=str(tmp_path / "cache"))
     run = subprocess.run(

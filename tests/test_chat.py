@@ -169,7 +169,7 @@ def test_bad_file_fails_before_any_model(tmp_path):
 def test_session_through_a_server_answers_as_here(tiny_reader, page_png):
     pytest.importorskip("fastapi")
     httpx = pytest.importorskip("httpx")
-    from test_serve import serving, stable
+    from kit.serving import serving, stable
 
     document, data = open_chat_document(str(page_png), settings=settings())
     with document, serving(tiny_reader) as url:

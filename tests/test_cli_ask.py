@@ -5,13 +5,13 @@ import json
 
 import numpy as np
 import pytest
-from clikit import docread
+from kit.cli import docread
 from PIL import Image
 
 QUESTION = "What is written here?"
 
 
-# In-process (clikit: the same entry point as `python -m docread`), each tiny model loaded once.
+# In-process (kit.cli: the same entry point as `python -m docread`), each tiny model loaded once.
 pytestmark = pytest.mark.usefixtures("reuse_loaded_models")
 
 

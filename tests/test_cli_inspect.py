@@ -7,15 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import clikit
 import pymupdf
+import pytest
+from kit import cli
 from PIL import Image
 
 
 def docread(*args):
-    """In-process (clikit: the same entry point as `python -m docread`); the tests below that need a real
+    """In-process (kit.cli: the same entry point as `python -m docread`); the tests below that need a real
     process say why."""
-    return clikit.docread(*args, env={"COLUMNS": "200"})
+    return cli.docread(*args, env={"COLUMNS": "200"})
 
 
 def letter_pdf(path, pages=1):
@@ -26,6 +27,7 @@ def letter_pdf(path, pages=1):
     return path
 
 
+@pytest.mark.system
 def test_help_version_and_inspect_never_import_torch(tmp_path):
     pdf = letter_pdf(tmp_path / "letter.pdf")
     # fresh interpreters: what a start imports is only visible in a process of its own
@@ -116,6 +118,7 @@ def test_preview_file_and_folder(tmp_path):
     assert json.loads(run.stdout.splitlines()[0])["preview"].endswith("letter-p1.png")
 
 
+@pytest.mark.system
 def test_stdin_and_folder(tmp_path):
     png = tmp_path / "docs" / "scan.png"
     png.parent.mkdir()
@@ -133,6 +136,7 @@ def test_stdin_and_folder(tmp_path):
     assert run.returncode == 0 and json.loads(run.stdout)["file"] == "-"
 
 
+@pytest.mark.system
 def test_an_installed_wheel_finds_its_presets(tmp_path):
     """Built and unpacked as pip installs it (no source checkout beside it), docread still knows its
     presets: models/*.toml ship as docread/_presets."""

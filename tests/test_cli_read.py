@@ -10,13 +10,13 @@ import time
 
 import pymupdf
 import pytest
-from clikit import docread as docread_cli
+from kit.cli import docread as docread_cli
 from PIL import Image
 
 from docread.batch.core import record_log, run_batch
 from docread.settings import Settings
 
-# The commands run in-process (clikit: the same entry point as `python -m docread`, no interpreter
+# The commands run in-process (kit.cli: the same entry point as `python -m docread`, no interpreter
 # start per command), each tiny model loaded once; only the SIGKILL test needs a real process.
 pytestmark = pytest.mark.usefixtures("reuse_loaded_models")
 
@@ -187,6 +187,7 @@ def test_batch_records_for_a_folder_with_a_corrupt_file(tiny_llava, folder, tmp_
     assert refused.returncode == 2 and "--resume" in refused.stderr
 
 
+@pytest.mark.system
 def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -214,8 +215,8 @@ def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path):
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 3):
+    deadline = time.time() + 300  # a safety bound: the wait ends when the lines are there (or the run)
+    while time.time() < deadline and proc.poll() is None and (not out.exists() or out.read_text().count("\n") < 3):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -8,18 +8,18 @@ import json
 import numpy as np
 import pymupdf
 import pytest
+from kit.cli import docread
 from PIL import Image
-from typer.testing import CliRunner
 
 import docread.document as document_module
-from docread.cli import app
 from docread.document import PageAnswer, ask_document
 from docread.intake import open_document
 from docread.results import Answer
 from docread.settings import Settings
 from docread.text.evidence import EVIDENCE_RGB, PageTexts, evidence, evidence_fields
 
-runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")  # conftest: the CLI loads each (model, options) once
+
 QUESTION = "What is the total amount?"
 
 
@@ -106,7 +106,7 @@ def known_answer(monkeypatch):
 
 
 def ask(*args):
-    return runner.invoke(app, ["ask", *map(str, args)])
+    return docread("ask", *map(str, args))
 
 
 def test_ask_json_carries_evidence_for_whatever_the_model_says(tiny_llava, invoice):
@@ -125,7 +125,7 @@ def test_ask_json_carries_evidence_for_whatever_the_model_says(tiny_llava, invoi
         "2",
         "--json",
     )
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.output
     record = json.loads(result.stdout)
     with open_document(str(invoice), pages="2") as document:
         expected = evidence(PageTexts(document).get(document.pages[0]), record["answer"])
@@ -151,7 +151,7 @@ def test_ask_json_and_highlight_with_a_known_answer(tiny_llava, invoice, known_a
         "--highlight",
         picture,
     )
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.output
     record = json.loads(result.stdout)
     assert record["answer"] == "1234.56" and record["grounded"] is True
     (found,) = record["evidence"]
@@ -182,26 +182,23 @@ def test_batch_records_carry_evidence(tiny_llava, invoice, known_answer, tmp_pat
     questions = tmp_path / "q.txt"
     questions.write_text(QUESTION + "\n")
     out = tmp_path / "out.jsonl"
-    result = runner.invoke(
-        app,
-        [
-            "batch",
-            str(invoice),
-            "-Q",
-            str(questions),
-            "-o",
-            str(out),
-            "--model",
-            str(tiny_llava),
-            "--device",
-            "cpu",
-            "--max-slices",
-            "0",
-            "--max-new-tokens",
-            "2",
-        ],
+    result = docread(
+        "batch",
+        str(invoice),
+        "-Q",
+        str(questions),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_llava),
+        "--device",
+        "cpu",
+        "--max-slices",
+        "0",
+        "--max-new-tokens",
+        "2",
     )
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.output
     records = {r["page"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert records[1]["grounded"] is False and records[1]["evidence"] == []
     assert records[2]["grounded"] is True and records[2]["evidence"][0]["match"] == "normalized"

@@ -17,6 +17,8 @@ from docread.extract import extract_document, field_spec, parse_value, schema_fi
 from docread.results import Answer
 from docread.settings import Settings
 
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")  # conftest: the CLI loads each (model, options) once
+
 SCHEMA = {
     "type": "object",
     "properties": {

@@ -5,10 +5,10 @@ bounded time; through `inspect_paths`, rendering, and `run_batch` with a tiny mo
 import json
 import time
 
-import fuzzkit
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kit import fuzz
 
 from docread.intake import Limits
 from docread.model.presets import resolve_preset
@@ -21,14 +21,14 @@ MAGICS = [b"%PDF-1.7\n", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"II*\x00", 
 
 @pytest.fixture(scope="module")
 def seeds():
-    return fuzzkit.build_seeds()
+    return fuzz.build_seeds()
 
 
 @pytest.fixture(scope="module")
 def corpus(seeds, tmp_path_factory):
     folder = tmp_path_factory.mktemp("fuzz")
     paths = []
-    for name, data in fuzzkit.mutations(seeds, N_FILES, seed=10):
+    for name, data in fuzz.mutations(seeds, N_FILES, seed=10):
         (folder / name).write_bytes(data)
         paths.append(folder / name)
     return folder, paths
@@ -38,7 +38,7 @@ def assert_records(records: list[dict], file: str) -> None:
     assert records, f"{file}: no record"
     for record in records:
         if "error" in record:
-            assert record["error"]["code"] in fuzzkit.KNOWN_CODES, (file, record)
+            assert record["error"]["code"] in fuzz.KNOWN_CODES, (file, record)
             assert "\n" not in record["error"]["message"]
         else:
             assert record["page"] >= 1 and record["tiles"] >= 1, (file, record)
@@ -48,7 +48,7 @@ def test_seeds_are_valid_files(seeds, tmp_path):
     assert {name.rsplit(".", 1)[1] for name in seeds} >= {"pdf", "png", "jpg", "tif", "gif", "webp", "bmp"}
     for name, data in seeds.items():
         (tmp_path / name).write_bytes(data)
-        assert set(fuzzkit.check_file(str(tmp_path / name), LIMITS)) == {"ok"}, name
+        assert set(fuzz.check_file(str(tmp_path / name), LIMITS)) == {"ok"}, name
 
 
 def test_every_mutated_file_gets_records_in_bounded_time(corpus):
@@ -56,9 +56,9 @@ def test_every_mutated_file_gets_records_in_bounded_time(corpus):
     outcomes = set()
     for path in corpus[1]:
         start = time.perf_counter()
-        assert_records(list(fuzzkit.inspect_one(str(path), preset, LIMITS)), str(path))
-        rendered = fuzzkit.check_file(str(path), LIMITS)  # and every page rendered, small
-        assert rendered and set(rendered) <= fuzzkit.KNOWN_CODES | {"ok"}, (path, rendered)
+        assert_records(list(fuzz.inspect_one(str(path), preset, LIMITS)), str(path))
+        rendered = fuzz.check_file(str(path), LIMITS)  # and every page rendered, small
+        assert rendered and set(rendered) <= fuzz.KNOWN_CODES | {"ok"}, (path, rendered)
         assert time.perf_counter() - start < PER_FILE_S, path
         outcomes.update(rendered)
     assert "ok" in outcomes and len(outcomes) >= 4  # the mutations reach both good and several bad ends
@@ -79,15 +79,16 @@ def test_a_folder_of_mutated_files(corpus):
 def test_any_bytes_behind_a_magic_number_open_or_fail_cleanly(tmp_path, magic, body):
     path = tmp_path / "input.bin"
     path.write_bytes(magic + body)
-    outcomes = fuzzkit.check_file(str(path), LIMITS)  # a DocreadError is fine; anything else escapes
-    assert outcomes and set(outcomes) <= fuzzkit.KNOWN_CODES | {"ok"}
+    outcomes = fuzz.check_file(str(path), LIMITS)  # a DocreadError is fine; anything else escapes
+    assert outcomes and set(outcomes) <= fuzz.KNOWN_CODES | {"ok"}
 
 
+@pytest.mark.slow
 def test_batch_gives_every_file_records(tiny_reader, seeds, tmp_path):
     from docread.batch.core import Settings, record_log, run_batch
 
     files = []
-    for name, data in list(fuzzkit.mutations(seeds, 16, seed=3)) + list(seeds.items())[:3]:
+    for name, data in list(fuzz.mutations(seeds, 16, seed=3)) + list(seeds.items())[:3]:
         (tmp_path / name).write_bytes(data)
         files.append(str(tmp_path / name))
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.7\n" + bytes(range(256)))
@@ -103,4 +104,4 @@ def test_batch_gives_every_file_records(tiny_reader, seeds, tmp_path):
     assert {r["file"] for r in records} == set(files)
     assert failed == sum(r["status"] == "error" for r in records) >= 1
     for record in records:
-        assert record["status"] == "ok" or record["error"]["code"] in fuzzkit.KNOWN_CODES, record
+        assert record["status"] == "ok" or record["error"]["code"] in fuzz.KNOWN_CODES, record

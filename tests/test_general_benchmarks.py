@@ -7,14 +7,14 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from clikit import docread
+from kit.cli import docread
 from PIL import Image
 
 from docread.bench.choice import parse_letter, parse_yes_no
 from docread.bench.datasets import read_predictions
 from docread.bench.registry import DATASETS, prompt, score
 
-# `docread bench ...` in-process (clikit: the same entry point as `python -m docread`), each tiny model
+# `docread bench ...` in-process (kit.cli: the same entry point as `python -m docread`), each tiny model
 # loaded once.
 pytestmark = pytest.mark.usefixtures("reuse_loaded_models")
 

@@ -40,6 +40,7 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+@pytest.mark.system
 @pytest.mark.skipif(has_cuda(), reason="on a GPU .ci/gpu runs for real, not as a dry run")
 def test_gpu_check_dry_run_skips_every_cuda_step_and_reads_images_without_pymupdf(tmp_path):
     env = dict(os.environ, OUT=str(tmp_path), NO_COLOR="1")

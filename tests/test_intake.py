@@ -257,6 +257,7 @@ def test_folders_are_walked_in_stable_order_supported_only(tmp_path):
     assert e.value.code == "no_documents"
 
 
+@pytest.mark.system
 def test_stdin_reads_a_file():
     image = io.BytesIO()
     Image.new("RGB", (30, 10), (0, 128, 0)).save(image, "PNG")
@@ -390,7 +391,7 @@ def test_png_bomb_is_refused_from_its_header_without_decoding(tmp_path, monkeypa
     bomb.write_bytes(png_header_only(30000, 30000))
     start = time.monotonic()
     e = error_of(bomb)
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 10  # far from a 900-megapixel decode, even on a loaded machine
     assert e.code == "too_large" and "30000x30000" in e.message
     assert "--dpi" not in e.message and "downscale" in e.message and "--max-pixels" in e.message
 
@@ -422,19 +423,29 @@ def test_truncated_pdf_is_repaired_and_its_blank_pages_say_so(tmp_path):
         assert not whole.repaired and whole.warnings == []
 
 
-def test_timeout_counts_intake_time_only(tmp_path):
-    import time
+def test_timeout_counts_intake_time_only(tmp_path, monkeypatch):
+    """On a clock that moves only when the test says (intake's own work takes no time on it), so the
+    outcome never depends on how busy the machine is."""
+    import types
+
+    from docread.intake import limits
+
+    now = [0.0]
+    monkeypatch.setattr(limits, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+
+    def sleep(seconds):
+        now[0] += seconds
 
     pdf = make_pdf(tmp_path / "three.pdf", pages=((200, 200),) * 3)
     with open_document(str(pdf), limits=Limits(timeout_s=0.25)) as doc:
         for page in doc.pages:  # the model's time between renders does not count
             doc.render(page, 50, 50)
-            time.sleep(0.15)
+            sleep(0.15)
     with open_document(str(pdf), limits=Limits(timeout_s=0.25)) as doc, pytest.raises(DocreadError) as e:
         render = doc._renderer
 
         def slow_render(*args):
-            time.sleep(0.15)
+            sleep(0.15)
             return render(*args)
 
         doc._renderer = slow_render  # intake's own work made slow: it adds up across renders
@@ -449,7 +460,7 @@ def test_pages_specs(tmp_path):
     start = time.monotonic()
     with pytest.raises(DocreadError) as e:
         parse_pages("1-99999999999", 6, name="report.pdf")
-    assert time.monotonic() - start < 0.1 and e.value.code == "bad_pages" and e.value.exit_code == 1
+    assert time.monotonic() - start < 1 and e.value.code == "bad_pages" and e.value.exit_code == 1  # not 10^11 steps
     for spec, words in [("5-3", ("reversed", "3-5")), ("abc", ("'abc'",)), ("1,,2", ("''",)), ("-", ())]:
         with pytest.raises(UsageError) as e:
             parse_pages(spec, 6)
@@ -483,7 +494,7 @@ def test_endless_and_silent_inputs_are_bounded(tmp_path):
         assert error_of(fifo, limits=Limits(timeout_s=0.3)).code == "timeout"
     finally:
         os.close(writer)
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 30  # bounded (a loaded machine may be slow; an unbounded read never ends)
 
     png = io.BytesIO()
     Image.new("RGB", (5, 5), (9, 9, 9)).save(png, "PNG")
@@ -500,6 +511,7 @@ def test_endless_and_silent_inputs_are_bounded(tmp_path):
     thread.join()
 
 
+@pytest.mark.system
 def test_closed_stdin_and_stdin_hash(monkeypatch):
     import hashlib
     import shlex

@@ -7,14 +7,11 @@ import json
 
 import pymupdf
 import pytest
-from typer.testing import CliRunner
+from kit.cli import docread
 
-from docread.cli import app
 from docread.text.evidence import locate_document
 from docread.text.match import find, number_readings
 from docread.text.pagetext import PageText, Word
-
-runner = CliRunner()
 
 
 def iou(a, b) -> float:
@@ -138,8 +135,8 @@ def test_locate_document_boxes_overlap_the_true_words(tmp_path):
 
 def test_locate_cli_json_and_exit_codes(tmp_path):
     path = str(invoice(tmp_path / "inv.pdf"))
-    result = runner.invoke(app, ["locate", path, "1,234.56", "invoice 4472", "--json"])
-    assert result.exit_code == 0, result.output
+    result = docread("locate", path, "1,234.56", "invoice 4472", "--json")
+    assert result.returncode == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["query"], r["page"], r["match"]) for r in records] == [
         ("1,234.56", 1, "exact"),  # "$1,234.56": its characters, the sign aside
@@ -147,10 +144,10 @@ def test_locate_cli_json_and_exit_codes(tmp_path):
         ("invoice 4472", 2, "normalized"),
     ]
     assert set(records[0]) >= {"file", "query", "page", "text", "bbox", "bbox_px", "match"}
-    missing = runner.invoke(app, ["locate", path, "Berlin", "Paris"])
-    assert missing.exit_code == 1 and "not found: Paris" in missing.stderr
+    missing = docread("locate", path, "Berlin", "Paris")
+    assert missing.returncode == 1 and "not found: Paris" in missing.stderr
     assert "Berlin\tpage 1\texact\tBerlin" in missing.stdout
-    pages = runner.invoke(app, ["locate", path, "Berlin", "--pages", "2", "--json"])
+    pages = docread("locate", path, "Berlin", "--pages", "2", "--json")
     assert [json.loads(line)["page"] for line in pages.stdout.splitlines()] == [2]
     (at100,) = [
         json.loads(line)
@@ -164,6 +161,6 @@ def test_locate_cli_json_and_exit_codes(tmp_path):
 def test_locate_cli_bad_file_is_one_error_line(tmp_path):
     bad = tmp_path / "bad.pdf"
     bad.write_bytes(b"%PDF-1.7\nnot really")
-    result = runner.invoke(app, ["locate", str(bad), "x"])
-    assert result.exit_code == 1
+    result = docread("locate", str(bad), "x")
+    assert result.returncode == 1
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == result.stderr.splitlines()

@@ -254,6 +254,7 @@ def test_a_question_longer_than_the_page_was_planned_for_is_refused(reader):
         assert encoded.cache.get_seq_length() == encoded.prefix_len  # nothing was left in the cache
 
 
+@pytest.mark.slow
 def test_pages_encoded_in_one_pass_equal_pages_encoded_alone(reader):
     from docread.views.encoded import PageSource
 

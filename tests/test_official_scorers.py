@@ -257,6 +257,7 @@ def _vqa_text(rng: random.Random) -> str:
     return rng.choice(["", " "]).join(rng.choice(VQA_WORDS) for _ in range(rng.randint(0, 4)))
 
 
+@pytest.mark.slow
 def test_vqa_accuracy_equals_evalai_on_random_answers():
     rng = random.Random(2)
     for _ in range(PAIRS):

@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
+from kit import cli
 from PIL import Image
-from typer.testing import CliRunner
 
 import docread
 from docread.model import qcache
@@ -50,6 +50,7 @@ def test_first_load_writes_the_entry_and_the_second_reads_it(tiny_llava_next, ca
     assert tokens_again == tokens and text_again == text and len(tokens) == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "delete", "stale_key", "bad_manifest"])
 def test_a_damaged_or_stale_entry_is_rebuilt_never_loaded(tiny_llava_next, cache, damage, caplog):
     _, tokens, _ = load_and_ask(tiny_llava_next)
@@ -99,24 +100,22 @@ def test_unquantized_loads_do_not_use_the_cache(tiny_llava_next, cache):
 
 
 def test_models_list_and_clear_show_and_remove_entries(tiny_llava_next, cache):
-    from docread.cli import app
 
     load_and_ask(tiny_llava_next)
     entry = only_entry(cache)
-    runner = CliRunner()
-    listed = runner.invoke(app, ["models", "list", "--json"])
-    assert listed.exit_code == 0, listed.output
+    listed = cli.docread("models", "list", "--json")
+    assert listed.returncode == 0, listed.output
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     (quantized,) = [row for row in rows if row.get("kind") == "quantized"]
     assert quantized["name"] == entry.name and quantized["size"] > 0 and entry.name.endswith(quantized["key"])
-    table = runner.invoke(app, ["models", "list"])
-    assert table.exit_code == 0 and "quantized" in table.stdout
-    missing = runner.invoke(app, ["models", "clear", "no-such-entry"])
-    assert missing.exit_code != 0 and entry.exists()
-    cleared = runner.invoke(app, ["models", "clear", entry.name])
-    assert cleared.exit_code == 0, cleared.output
+    table = cli.docread("models", "list")
+    assert table.returncode == 0 and "quantized" in table.stdout
+    missing = cli.docread("models", "clear", "no-such-entry")
+    assert missing.returncode != 0 and entry.exists()
+    cleared = cli.docread("models", "clear", entry.name)
+    assert cleared.returncode == 0, cleared.output
     assert entry.name in cleared.stdout and not entry.exists()
-    assert runner.invoke(app, ["models", "clear"]).exit_code == 0
+    assert cli.docread("models", "clear").returncode == 0
 
 
 def test_safetensors_check_spots_a_cut_file(tmp_path):

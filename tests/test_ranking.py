@@ -8,15 +8,16 @@ import random
 
 import pymupdf
 import pytest
-from typer.testing import CliRunner
+from kit.cli import docread
 
 import docread.document as document_module
-from docread.cli import app
 from docread.document import PageAnswer, ask_document
 from docread.intake import open_document
 from docread.results import Answer
 from docread.settings import Settings
 from docread.text.ranking import choose_pages, pick_pages
+
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")  # conftest: the CLI loads each (model, options) once
 
 FACTS = {
     7: ("The contract was signed by Maria Keller on 12 May 2021.", "Who signed the contract?"),
@@ -119,29 +120,26 @@ def test_ask_document_reads_only_the_picked_pages_and_says_why(report, monkeypat
 
 
 def test_ask_pages_auto_through_the_cli(tiny_llava, report):
-    result = CliRunner().invoke(
-        app,
-        [
-            "ask",
-            str(report),
-            FACTS[29][1],
-            "--pages",
-            "auto",
-            "--top-pages",
-            "2",
-            "--model",
-            str(tiny_llava),
-            "--device",
-            "cpu",
-            "--max-slices",
-            "0",
-            "--max-new-tokens",
-            "1",
-            "--json",
-        ],
+    result = docread(
+        "ask",
+        str(report),
+        FACTS[29][1],
+        "--pages",
+        "auto",
+        "--top-pages",
+        "2",
+        "--model",
+        str(tiny_llava),
+        "--device",
+        "cpu",
+        "--max-slices",
+        "0",
+        "--max-new-tokens",
+        "1",
+        "--json",
     )
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.output
     record = json.loads(result.stdout)
     assert 29 in record["pages_read"] and len(record["pages"]) == len(record["pages_read"]) <= 2
-    bad = CliRunner().invoke(app, ["ask", str(report), "q", "--pages", "automatic"])
-    assert bad.exit_code == 2
+    bad = docread("ask", str(report), "q", "--pages", "automatic")
+    assert bad.returncode == 2

@@ -24,6 +24,8 @@ pytest.importorskip("ray.data")
 
 from docread.batch.raydata import FAIL_ONCE_ENV, run_batch_ray  # noqa: E402
 
+pytestmark = [pytest.mark.system, pytest.mark.xdist_group("ray")]  # one local Ray cluster: one worker
+
 QUESTIONS = ["What is the total?", "Who signed it?"]
 OPTIONS = ["--max-new-tokens", "3", "--max-slices", "1"]
 
@@ -168,8 +170,8 @@ def test_driver_killed_then_resumed_has_every_record_once(tiny_llava, tmp_path, 
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 1):
+    deadline = time.time() + 300  # a safety bound: the wait ends when the lines are there (or the run)
+    while time.time() < deadline and proc.poll() is None and (not out.exists() or out.read_text().count("\n") < 1):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)  # the driver alone, as a crash would
     proc.wait()

@@ -40,6 +40,7 @@ def png(path: Path, size=(120, 90)) -> Path:
 
 
 # -- the record log: resume, lock, write errors (findings 3, 5, 6, 11) -------------------------------
+@pytest.mark.system
 def test_resume_refuses_a_file_that_is_not_docread_output(tmp_path):
     for name, content in [
         ("notes.txt", b"my notes\nsecond line"),
@@ -210,6 +211,7 @@ def _docread(*args, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "docread", *args], env=env, **kwargs)
 
 
+@pytest.mark.system
 def test_json_output_into_head_exits_0(tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
@@ -272,6 +274,7 @@ def test_ask_keeps_the_answers_of_pages_read_before_one_that_fails(tiny_llava, t
     assert result.stderr.count("page 2 cannot be rendered") == 1  # said once, not once per question
 
 
+@pytest.mark.slow
 def test_ask_and_the_python_call_give_the_same_records(tiny_llava, tmp_path):
     import docread
     from docread.document import ask_document

@@ -5,43 +5,28 @@ and the server answers on; a real subprocess only for SIGTERM."""
 from __future__ import annotations
 
 import base64
-import io
 import json
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
-import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
 
+from kit.serving import KEY, image_bytes, serving, stable  # noqa: E402
+
 from docread.cli import app as cli  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")  # conftest: the CLI loads each (model, options) once
+
 QUESTION = "What is written here?"
-KEY = "test-key"
 TOKENS = 8
-VOLATILE = {"timing_ms"}  # wall-clock numbers: the only fields a served answer may differ in
-
-
-def image_bytes(seed: int = 0, fmt: str = "PNG", size: int = 336) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, fmt)
-    return buf.getvalue()
 
 
 def data_url(data: bytes, media: str = "image/png") -> str:
     return f"data:{media};base64,{base64.b64encode(data).decode()}"
-
-
-def stable(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in VOLATILE}
 
 
 @pytest.fixture(scope="module")
@@ -49,31 +34,6 @@ def reader(tiny_llava):
     from docread.loading import load
 
     return load(str(tiny_llava), device="cpu")
-
-
-@contextmanager
-def serving(reader, **options):
-    """The app on a loopback uvicorn thread (port 0); yields its base URL and stops it, bounded."""
-    import uvicorn
-
-    from docread.serve import create_app
-
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(reader, **options), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        assert not thread.is_alive()
 
 
 @pytest.fixture(scope="module")
@@ -316,6 +276,7 @@ def test_bad_documents_ask_requests_are_400(url, fields, files, code):
 
 
 # -- one worker, a bounded queue ------------------------------------------------------------------
+@pytest.mark.slow
 def test_eight_clients_four_requests_each_none_lost(url, reader):
     from docread.document import ask_document
     from docread.intake import open_bytes

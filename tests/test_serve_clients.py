@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from test_serve import KEY, image_bytes, serving, stable  # noqa: E402
+from kit.serving import KEY, image_bytes, serving, stable  # noqa: E402
 
 from docread.cli import app as cli  # noqa: E402
 

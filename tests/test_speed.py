@@ -68,6 +68,7 @@ def positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.system
 def test_speed_json_has_every_key(speed_json):
     assert TOP_KEYS <= speed_json.keys()
     assert speed_json["model"] == "synthetic-tiny" and speed_json["device"] == "cpu"
@@ -91,6 +92,7 @@ def test_speed_json_has_every_key(speed_json):
         assert figures["memory"] == "rss"
 
 
+@pytest.mark.system
 def test_speed_figures_are_consistent(speed_json):
     ours, theirs = speed_json["docread"], speed_json["baseline"]
     for key in ("render", "slice_normalise", "vision", "prefill", "ttft", "followup_ttft"):

@@ -16,6 +16,8 @@ from docread.settings import Settings
 from docread.text.textprompt import CUT_MARK, REFERENCE_HEAD, cap, reference, wanted, with_reference
 from docread.views.prompt import task_question
 
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")  # conftest: the CLI loads each (model, options) once
+
 QUESTION = "What is the total?"
 BODY = "Invoice 4471. Total amount due: 1,234.56 EUR. " * 40
 

@@ -10,10 +10,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import clikit
 import numpy as np
 import pytest
 import torch
+from kit import cli
 from PIL import Image
 
 import docread
@@ -115,6 +115,7 @@ def test_entitygrid_questions_are_read_directly(tmp_path):
 
 
 # -- learning ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_overfits_a_handful_of_examples(tiny_llava, data, tmp_path):
     list(train(config(tiny_llava, data, tmp_path / "out", max_steps=20, batch_size=4, warmup=0.0)))
     logged = losses(tmp_path / "out")
@@ -172,6 +173,7 @@ def test_adapter_reloads_to_the_same_logits(tiny_llava, data, tmp_path, options)
     assert not torch.allclose(logits_of(plain, batch), trained)  # training really changed the model
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_for_bit(tiny_llava, data, tmp_path):
     base = dict(max_steps=6, save_every=3, lora_dropout=0.3)  # dropout: the RNG state must be restored too
     whole = config(tiny_llava, data, tmp_path / "whole", **base)
@@ -259,13 +261,14 @@ def cli_run(tiny_llava, data, tmp_path_factory):
     return command, out, docread_cli(*command)
 
 
+@pytest.mark.system
 def test_cli_trains_an_adapter_that_ask_loads(tiny_llava, data, cli_run):
     _, out, run = cli_run
     assert run.returncode == 0, run.stderr
     assert str(out / "adapter.safetensors") in run.stdout and "\x1b[" not in run.stderr
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and all({"step", "loss", "lr"} <= r.keys() for r in records)
-    ask = clikit.docread(
+    ask = cli.docread(
         "ask",
         data.parent / "0.png",
         QUESTIONS[0],
@@ -283,6 +286,7 @@ def test_cli_trains_an_adapter_that_ask_loads(tiny_llava, data, cli_run):
     assert json.loads(ask.stdout)["tiles"] == 4
 
 
+@pytest.mark.system
 def test_two_processes_train_as_one_with_gradient_accumulation(tiny_llava, data, tmp_path, cli_run):
     """Data-parallel (2 CPU processes, gloo; on GPUs the same code runs under `accelerate launch`)
     equals one process accumulating the same two examples per step, to the bit."""

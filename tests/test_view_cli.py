@@ -5,13 +5,12 @@ page; inspect counts the tokens the processor expands `<image>` into; records sa
 import json
 
 import pytest
+from kit.cli import docread
+from kit.native import QUESTION, Setup, random_image
 from PIL import Image
-from test_native import QUESTION, Setup, random_image
-from typer.testing import CliRunner
 
-from docread.cli import app
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")  # conftest: the CLI loads each (model, options) once
 
-runner = CliRunner()
 NEW_TOKENS = 6
 SIZES = [(336, 336), (900, 300), (300, 900), (20, 14), (2000, 1500)]  # square, wide, tall, tiny, beyond pinpoints
 
@@ -22,26 +21,23 @@ def next_setup(tiny_llava_next):
 
 
 def ask_native(path, setup) -> dict:
-    result = runner.invoke(
-        app,
-        [
-            "ask",
-            str(path),
-            QUESTION,
-            "--view",
-            "native",
-            "--json",
-            "--model",
-            str(setup.path),
-            "--max-new-tokens",
-            str(NEW_TOKENS),
-            "--device",
-            "cpu",
-            "--quant",
-            "none",
-        ],
+    result = docread(
+        "ask",
+        str(path),
+        QUESTION,
+        "--view",
+        "native",
+        "--json",
+        "--model",
+        str(setup.path),
+        "--max-new-tokens",
+        str(NEW_TOKENS),
+        "--device",
+        "cpu",
+        "--quant",
+        "none",
     )
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
     return record
 
@@ -53,6 +49,7 @@ def expected(setup, image) -> tuple[str, int, int]:
     return text, len(tokens), image_tokens
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_ask_native_json_answers_as_transformers_llava_next(next_setup, tmp_path, size):
     path = tmp_path / "page.png"
@@ -95,10 +92,8 @@ def test_inspect_native_counts_what_the_processor_expands(next_setup, tmp_path):
     for width, height in SIZES:
         paths.append(tmp_path / f"{width}x{height}.png")
         random_image(width, height).save(paths[-1])
-    result = runner.invoke(
-        app, ["inspect", *map(str, paths), "--view", "native", "--json", "--model", str(next_setup.path)]
-    )
-    assert result.exit_code == 0, result.stderr
+    result = docread("inspect", *map(str, paths), "--view", "native", "--json", "--model", str(next_setup.path))
+    assert result.returncode == 0, result.stderr
     for path, record in zip(paths, (json.loads(line) for line in result.stdout.splitlines())):
         assert record["view"] == "native"
         assert record["image_tokens"] == next_setup.image_tokens(Image.open(path).convert("RGB")), path.name
@@ -107,11 +102,8 @@ def test_inspect_native_counts_what_the_processor_expands(next_setup, tmp_path):
 def test_native_preview_and_unknown_views_are_usage_errors(tmp_path):
     path = tmp_path / "p.png"
     random_image(50, 40).save(path)
-    assert (
-        runner.invoke(app, ["inspect", str(path), "--view", "native", "--preview", str(tmp_path / "x.png")]).exit_code
-        == 2
-    )
-    assert runner.invoke(app, ["inspect", str(path), "--view", "sideways"]).exit_code == 2
+    assert docread("inspect", str(path), "--view", "native", "--preview", str(tmp_path / "x.png")).returncode == 2
+    assert docread("inspect", str(path), "--view", "sideways").returncode == 2
 
 
 def test_batch_records_say_which_view(next_setup, tmp_path):
@@ -120,23 +112,20 @@ def test_batch_records_say_which_view(next_setup, tmp_path):
     questions = tmp_path / "q.txt"
     questions.write_text(QUESTION + "\n")
     out = tmp_path / "out.jsonl"
-    result = runner.invoke(
-        app,
-        [
-            "batch",
-            str(path),
-            "-Q",
-            str(questions),
-            "-o",
-            str(out),
-            "--view",
-            "native",
-            "--model",
-            str(next_setup.path),
-            "--max-new-tokens",
-            "2",
-        ],
+    result = docread(
+        "batch",
+        str(path),
+        "-Q",
+        str(questions),
+        "-o",
+        str(out),
+        "--view",
+        "native",
+        "--model",
+        str(next_setup.path),
+        "--max-new-tokens",
+        "2",
     )
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert record["view"] == "native" and record["status"] == "ok"

@@ -119,6 +119,7 @@ def test_four_bit_config_keeps_vision_projector_and_head_in_half_precision():
     assert set(weights.NOT_QUANTIZED) <= set(config.llm_int8_skip_modules)
 
 
+@pytest.mark.system
 def test_cli_reports_missing_weights_in_one_line(tmp_path):
     from PIL import Image
 

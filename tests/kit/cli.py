@@ -1,6 +1,6 @@
-"""`docread ...` run in-process: the console entry point (`docread.cli.main`, what `python -m docread`
-runs) under Typer's CliRunner, with a result shaped like `subprocess.run`'s. No interpreter start and
-no torch import per command; tests that need the process boundary itself still use a subprocess."""
+"""The one way tests drive `docread ...` in-process: the console entry point (`docread.cli.main`, what
+`python -m docread` runs) under click's CliRunner, stdout and stderr apart, shaped like `subprocess.run`'s
+result. Tests that need the process boundary itself (signals, a pty, fd 1) run a subprocess (`system`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+
+    @property
+    def output(self) -> str:
+        """stdout then stderr, as a terminal shows both (for messages that may go to either)."""
+        return self.stdout + self.stderr
 
 
 class _EntryPoint:

@@ -1,4 +1,4 @@
-"""Seeded mutation fuzzing for intake, shared by tests/test_fuzz.py and scripts/fuzz.py.
+"""Seeded mutation fuzzing for intake, shared by tests/test_fuzz.py and scripts/fuzz.py (as `kit.fuzz`).
 
 Valid seed files (PDFs from several PyMuPDF producers, images in each format Pillow writes) are
 truncated, bit-flipped and spliced with a seeded `random.Random`; `check_file` pushes one file
