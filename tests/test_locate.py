@@ -151,9 +151,7 @@ def test_locate_cli_json_and_exit_codes(tmp_path):
     assert [json.loads(line)["page"] for line in pages.stdout.splitlines()] == [2]
     (at100,) = [
         json.loads(line)
-        for line in runner.invoke(
-            app, ["locate", path, "Berlin", "-p", "1", "--dpi", "100", "--json"]
-        ).stdout.splitlines()
+        for line in docread("locate", path, "Berlin", "-p", "1", "--dpi", "100", "--json").stdout.splitlines()
     ]
     assert at100["bbox_px"] == pytest.approx([v * 100 / 72 for v in at100["bbox"]], abs=0.2)
 

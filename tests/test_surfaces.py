@@ -12,7 +12,7 @@ from dataclasses import fields
 
 import pymupdf
 import pytest
-from clikit import docread
+from kit.cli import docread
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
