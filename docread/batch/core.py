@@ -7,10 +7,9 @@ document-level calls of `docread.document`. Nothing here prints: progress goes t
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 
+from docread.batch.keys import Resume, file_sha256, record_key
 from docread.document import answer_page, encode_group, open_for_reading, report_warnings
 from docread.errors import DocreadError
 from docread.events import Events
@@ -22,30 +21,10 @@ from docread.settings import Settings
 VISION_BATCH = 4  # pages of one file through the vision encoder in one pass (~52 views at 16 tiles)
 
 
-def record_key(file: str, sha256: str | None, page: int | None, question: str, fingerprint: dict) -> str:
-    """A record's identity for --resume: file (path and content hash: two copies of a file are two
-    files; an edited file is a new one), page, question, model and settings."""
-    text = json.dumps([file, sha256, page, question, fingerprint], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def file_sha256(path: str) -> str | None:
-    """The content hash of a file that could not be opened as a document (None if unreadable)."""
-    if path == "-":
-        return None
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
 # -- batch: files x pages x questions ------------------------------------------------------------
 def record_log(path: str, *, resume: bool) -> JsonLinesLog:
-    """The batch output: records keyed by `key` (see `record_key`); failed records are redone on resume."""
+    """The batch output: records keyed by `key` (see `record_key`), appended; resume counts done only the ok
+    records of the run's settings (`resume_from`)."""
     return JsonLinesLog(path, key_field="key", resume=resume, retry=lambda record: record.get("status") == "error")
 
 
@@ -60,10 +39,12 @@ def run_batch(
     on_record: Callable[[dict], None] = lambda r: None,
     should_stop: Callable[[], bool] = lambda: False,
     events: Events | None = None,
+    on_resume: Callable[[str], None] = lambda line: None,
 ) -> int:
     """Write one record per (file, page, question) not already in `sink`; returns how many failed.
     A file or page that fails becomes error records; the run goes on."""
     fingerprint = settings.digest(reader.name, reader.adapter)
+    resume_from(sink, fingerprint, on_resume)
     events = events or Events()
     failed = 0
 
@@ -90,12 +71,21 @@ def run_batch(
     return failed
 
 
+def resume_from(sink: JsonLinesLog, digest: str, on_resume: Callable[[str], None]) -> None:
+    """Count as done only the sink's ok records made with these settings; say what resume found."""
+    resume = Resume.of(sink.previous, digest)
+    sink.done = set(resume.done)
+    line = resume.summary()
+    if line:
+        on_resume(line)
+
+
 def unopened_records(file, questions, fingerprint, done, error: DocreadError, settings: Settings) -> list[dict]:
     """A file that cannot be opened: one error record (page None) per question not in `done`."""
     sha = file_sha256(file)
-    keyed = {q: record_key(file, sha, None, q, fingerprint) for q in questions}
+    keyed = {q: record_key(file, sha, None, q) for q in questions}
     return [
-        {**error_record(keyed[q], file, sha, None, q, error), "view": str(settings.view)}
+        {**error_record(keyed[q], file, sha, None, q, error), "view": str(settings.view), "settings": fingerprint}
         for q in questions
         if keyed[q] not in done
     ]
@@ -116,7 +106,7 @@ def owed_pages(document, questions, sha, fingerprint, done) -> list[tuple]:
     """(page, questions still owed, {question: key}) for each page with a record not in `done`."""
     owed = []
     for page in document.pages:
-        keyed = {q: record_key(document.name, sha, page.number, q, fingerprint) for q in questions}
+        keyed = {q: record_key(document.name, sha, page.number, q) for q in questions}
         todo = [q for q in questions if keyed[q] not in done]
         if todo:
             owed.append((page, todo, keyed))
@@ -180,6 +170,7 @@ def answer_group(reader, document, group, questions, sha, settings, emit, should
                 }
             record["repaired"] = document.repaired  # MuPDF may repair a file late, on loading a page
             record["view"] = str(settings.view)
+            record["settings"] = settings.digest(reader.name, reader.adapter)
             emit(record)
             if should_stop():
                 return False

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from docread.batch.core import answer_group, error_record, owed_pages, unopened_records, vision_groups
+from docread.batch.core import answer_group, error_record, owed_pages, resume_from, unopened_records, vision_groups
 from docread.document import open_for_reading
 from docread.errors import DocreadError, UsageError
 from docread.events import Events
@@ -75,6 +75,7 @@ def run_batch_ray(
     address: str | None = None,
     on_record: Callable[[dict], None] = lambda r: None,
     should_stop: Callable[[], bool] = lambda: False,
+    on_resume: Callable[[str], None] = lambda line: None,
 ) -> int:
     """`docread.batch.core.run_batch` on Ray: one record per (file, page, question) not already in `sink`,
     from `workers` reader actors with `gpus_per_worker` GPUs each (0: CPU actors); returns how many
@@ -85,6 +86,7 @@ def run_batch_ray(
     ray = require_ray()
     identity = model_identity(model, adapter)
     fingerprint = settings.digest(identity.name, identity.adapter)
+    resume_from(sink, fingerprint, on_resume)
     failed = 0
 
     def emit(record: dict) -> None:
@@ -288,7 +290,11 @@ def answer_owed(
         error = e if isinstance(e, DocreadError) else DocreadError("internal", f"{file}: {type(e).__name__}: {e}")
         written = {r["key"] for r in records}
         records += [
-            {**error_record(key, file, sha, page, question, error), "view": str(settings.view)}
+            {
+                **error_record(key, file, sha, page, question, error),
+                "view": str(settings.view),
+                "settings": settings.digest(reader.name, reader.adapter),
+            }
             for page, keyed in owed.items()
             for question, key in keyed.items()
             if key not in written

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from docread.batch.core import error_record, owed_pages, unopened_records
+from docread.batch.core import error_record, owed_pages, resume_from, unopened_records
 from docread.document import report_warnings
 from docread.errors import DocreadError
 from docread.events import Events
@@ -32,11 +32,13 @@ def run_batch_server(
     on_record: Callable[[dict], None] = lambda r: None,
     should_stop: Callable[[], bool] = lambda: False,
     events: Events | None = None,
+    on_resume: Callable[[str], None] = lambda line: None,
 ) -> int:
     """`docread.batch.core.run_batch` with the answers from `server`: one record per (file, page, question)
     not already in `sink`; returns how many failed."""
     health = server_health(server, api_key=api_key)
     fingerprint = settings.digest(health["model"], health.get("adapter"))
+    resume_from(sink, fingerprint, on_resume)
     events = events or Events()
     failed = 0
 
@@ -66,6 +68,7 @@ def run_batch_server(
                 asked = _page_records(server, api_key, document, data, page.number, todo, settings, events)
                 for record in asked:
                     record["key"] = keyed[record["question"]]
+                    record["settings"] = fingerprint
                     emit(record)
     return failed
 

@@ -163,11 +163,6 @@ def batch(
         view=view,
     )
     sink = record_log(output, resume=resume)
-    if sink.done or sink.retried:
-        err.note(
-            f"resuming: {len(sink.done)} records already in {output}"
-            + (f"; retrying {sink.retried} failed" if sink.retried else "")
-        )
     counts = {"ok": 0, "error": 0}
     stop = _StopAfterRecord(err)
     interrupted = False
@@ -193,6 +188,7 @@ def batch(
                     address=ray_address,
                     on_record=on_record,
                     should_stop=stop.requested,
+                    on_resume=err.note,
                 )
         elif server:
             from docread.batch.remote import run_batch_server
@@ -209,6 +205,7 @@ def batch(
                     api_key=api_key,
                     on_record=on_record,
                     should_stop=stop.requested,
+                    on_resume=err.note,
                 )
         else:
             reader = load_reader(model, adapter, device, quant, offline, err)
@@ -223,6 +220,7 @@ def batch(
                     limits=make_limits(max_pixels, timeout),
                     on_record=on_record,
                     should_stop=stop.requested,
+                    on_resume=err.note,
                 )
     except KeyboardInterrupt:  # the second Ctrl-C: every record written so far is complete
         interrupted = True
