@@ -155,7 +155,7 @@ class BatchRecord:
     @classmethod
     def answered(cls, key: str, sha256: str | None, answer: Answer, **rest: Any) -> BatchRecord:
         """From an Answer; `rest`: degraded, repaired, view, settings (and evidence, grounded to override)."""
-        known = dict(evidence=answer.evidence, grounded=answer.grounded, **rest)
+        known = {"evidence": answer.evidence, "grounded": answer.grounded, **rest}
         return cls(
             key=key,
             file=answer.file,

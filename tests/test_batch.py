@@ -87,3 +87,52 @@ def test_resume_counts_only_ok_records_of_these_settings():
         == "resuming: 2 records done; 2 with other settings kept, redone for these settings; retrying 1 failed"
     )
     assert Resume.of([], "s1").summary() is None
+
+
+def _pdf(path: Path, texts: list[str]) -> Path:
+    import pymupdf
+
+    doc = pymupdf.open()
+    for text in texts:
+        doc.new_page(width=300, height=300).insert_text((30, 60), text, fontsize=18)
+    doc.save(path)
+    return path
+
+
+def test_batch_reads_pages_as_ask_does_with_the_page_text(tiny_llava, tmp_path):
+    """The same per-page call as `ask`: the page's text in the prompt (--text-prompt), the same answer."""
+    paper = _pdf(tmp_path / "paper.pdf", ["total: 12.50", "signed by Ada"])
+    questions = tmp_path / "q.txt"
+    questions.write_text("What is the total?\n")
+    options = ["--model", tiny_llava, "--max-slices", "0", "--max-new-tokens", "3"]
+    out = tmp_path / "out.jsonl"
+    assert docread("batch", paper, "-Q", questions, "-o", out, *options).returncode == 0
+    records = _records(out)
+    assert [r["page"] for r in records] == [1, 2]
+    assert all(r["text_prompt"]["source"] == "layer" and r["text_prompt"]["tokens"] > 0 for r in records)
+    for record in records:
+        asked = docread("ask", paper, "What is the total?", "--pages", record["page"], "--json", *options)
+        (expected,) = [json.loads(line) for line in asked.stdout.splitlines()]
+        assert (record["answer"], record["score"], record["text_prompt"]) == (
+            expected["answer"],
+            expected["score"],
+            expected["text_prompt"],
+        )
+    image_alone = tmp_path / "off.jsonl"
+    run = docread("batch", paper, "-Q", questions, "-o", image_alone, *options, "--text-prompt", "off")
+    assert run.returncode == 0 and [r["text_prompt"] for r in _records(image_alone)] == [None, None]
+    assert _records(image_alone)[0]["settings"] != records[0]["settings"]  # text_prompt shapes the answer
+    short = tmp_path / "short.jsonl"
+    docread("batch", paper, "-Q", questions, "-o", short, *options, "--text-tokens", "2")
+    assert [r["text_prompt"]["cut"] for r in _records(short)] == [True, True]
+
+
+def test_batch_records_have_the_same_keys_ok_or_failed(tiny_llava, inputs, tmp_path):
+    folder, questions = inputs
+    out = tmp_path / "out.jsonl"
+    _batch(tiny_llava, [folder], questions, out, "--max-new-tokens", "2")
+    records = _records(out)
+    assert {r["status"] for r in records} == {"ok", "error"}
+    assert len({tuple(r) for r in records}) == 1  # one key list, in one order
+    unopened = next(r for r in records if r["status"] == "error")
+    assert unopened["repaired"] is None and unopened["page"] is None and unopened["settings"] == records[-1]["settings"]

@@ -254,10 +254,16 @@ def test_a_group_whose_file_changed_or_vanished_is_error_records(folder, tmp_pat
 
     owed = [[1, {"What?": "k1", "Who?": "k2"}], [2, {"Who?": "k3"}]]
     changed = answer_owed(
-        None, {"file": str(folder / "a.pdf"), "sha256": "0" * 64, "owed": owed}, ["What?", "Who?"], Settings()
+        None,
+        {"file": str(folder / "a.pdf"), "sha256": "0" * 64, "owed": owed, "digest": "d"},
+        ["What?", "Who?"],
+        Settings(),
     )
     gone = answer_owed(
-        None, {"file": str(tmp_path / "gone.pdf"), "sha256": "0" * 64, "owed": owed}, ["What?"], Settings()
+        None,
+        {"file": str(tmp_path / "gone.pdf"), "sha256": "0" * 64, "owed": owed, "digest": "d"},
+        ["What?"],
+        Settings(),
     )
     assert [(r["key"], r["page"], r["status"], r["error"]["code"]) for r in changed] == [
         ("k1", 1, "error", "changed"),
@@ -265,3 +271,4 @@ def test_a_group_whose_file_changed_or_vanished_is_error_records(folder, tmp_pat
         ("k3", 2, "error", "changed"),
     ]
     assert {r["error"]["code"] for r in gone} == {"not_found"} and len(gone) == 3
+    assert {r["settings"] for r in changed + gone} == {"d"}

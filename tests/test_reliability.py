@@ -360,24 +360,18 @@ def test_batch_to_a_full_disk_is_one_error_line(tiny_llava, tmp_path):
 
 @pytest.mark.usefixtures("reuse_loaded_models")  # the tiny model loaded once a session
 def test_a_second_ctrl_c_in_batch_keeps_records_and_says_how_to_resume(tiny_llava, tmp_path, monkeypatch):
-    import docread.batch.core
+    import docread.cli.batch
 
     questions = tmp_path / "q.txt"
     questions.write_text("One?\nTwo?\n")
     out = tmp_path / "out.jsonl"
-    real = docread.batch.core._batch_document
+    real = docread.cli.batch._Reporter.__call__
 
-    def interrupted(*args, **kwargs):
-        emit = args[7]
-        original = emit
+    def report_then_interrupt(self, record):  # the second Ctrl-C, right after the first record is written
+        real(self, record)
+        raise KeyboardInterrupt
 
-        def emit_then_stop(record):
-            original(record)
-            raise KeyboardInterrupt
-
-        return real(*args[:7], emit_then_stop, *args[8:], **kwargs)
-
-    monkeypatch.setattr(docread.batch.core, "_batch_document", interrupted)
+    monkeypatch.setattr(docread.cli.batch._Reporter, "__call__", report_then_interrupt)
     result = run(
         "batch",
         str(png(tmp_path / "p.png")),
