@@ -185,6 +185,7 @@ def extract_document(
     that cannot be opened raises; a page that fails leaves its fields to the other pages."""
     from docread.reading import LocalReader, Reader
     from docread.settings import Settings
+    from docread.records import FieldRecord
 
     if not isinstance(reader, Reader):
         reader = LocalReader(reader)
@@ -197,17 +198,10 @@ def extract_document(
         best = result.best
         if best is None:
             error = result.errors[0][1].message if result.errors else "no answer"
-            out[f.name] = {"value": None, "raw": None, "page": None, "score": None, "evidence": [], "error": error}
+            out[f.name] = FieldRecord.failed(error).to_json()
             continue
         value, error = parse_value(best.answer, f.type)
-        out[f.name] = {
-            "value": value,
-            "raw": best.answer,
-            "page": best.page,
-            "score": best.score,
-            "evidence": best.evidence,
-            "error": error,
-        }
+        out[f.name] = FieldRecord(value, best.answer, best.page, best.score, best.evidence, error).to_json()
     file = results[0].file if results else str(source)
     if schema is not None:
         check_against(schema, out)

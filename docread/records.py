@@ -1,202 +1,250 @@
-"""JSON records on disk. Output: append-only JSON Lines that survive any kill (one complete line
-per write, the file locked to one writer; on resume a torn last line is cut off and the keys
-already written are collected), used by `batch` (keyed by `key`) and the benchmark runners
-(keyed by `id`). Input:
-`read_json_or_lines` for files that may be one JSON document or JSON Lines.
-"""
+"""What each command writes as JSON, typed: an answer (`Answer`), ask's record (`AskRecord`), ocr's
+(`OcrRecord`), a batch row (`BatchRecord`), an extracted field (`FieldRecord`) and an error (`ErrorRecord`).
+Each kind has the same keys whatever happened: an error leaves the unknown values null. The JSON Lines
+log they are written to is `docread.jsonlines`."""
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
-from docread.errors import DocreadError, UsageError
+from docread.errors import DocreadError
+from docread.jsonlines import JsonLinesLog, read_json_or_lines
 
 
-class JsonLinesLog:
-    """Write records to `path` (`-` = stdout); `.done` holds the `key_field` values already there.
+@dataclass
+class ErrorRecord:
+    """Why something failed: the `error` object of every record kind."""
 
-    The file is locked for the run (a second writer fails at once instead of duplicating records).
-    With `resume`, every complete line must be a record of this kind, or the file is refused: it is
-    not docread output, and appending to it would damage it. Records `retry` selects (failed ones)
-    are dropped on resume, so their work is done again; `.retried` counts them.
-    """
+    code: str
+    message: str
 
-    def __init__(
-        self,
-        path: str | Path,
+    @classmethod
+    def of(cls, error: DocreadError | dict) -> ErrorRecord:
+        if isinstance(error, dict):
+            return cls(error["code"], error["message"])
+        return cls(error.code, error.message)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    """One answer and everything about how it was produced (the CLI's --json object)."""
+
+    file: str
+    page: int
+    question: str
+    answer: str
+    score: float | None  # mean token log-probability of the answer
+    model: str
+    rows: int
+    cols: int
+    tiles: int
+    visual_tokens: int  # global + tiles x tokens per tile
+    image_tokens: int  # visual + separators: positions the page takes in the prompt
+    prompt_tokens: int  # whole prompt, image positions included
+    generated_tokens: int
+    max_slices: int  # tile budget used (lower than asked when the context forced it)
+    reduced_from: int | None  # the --max-slices asked for, when it had to be reduced
+    stopped_by: str  # "eos" or "length"
+    timing_ms: dict[str, float] = field(default_factory=dict)  # render, encode, prefill, decode
+    view: str = "hires"  # "hires" (docread's tiles) or "native" (the checkpoint's own image handling)
+    evidence: list[dict] = field(default_factory=list)  # where the answer occurs in the page's text
+    grounded: bool | None = False  # every value of the answer found in the page's text; None: no text checked
+    text_prompt: dict | None = None  # page text given to the model ({source, tokens, cut}); None: image alone
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AskRecord(Answer):
+    """`ask --json`'s object: one question over the pages read, the best page's Answer fields first."""
+
+    status: str = "ok"  # ok | error (no page could answer)
+    error: dict | None = None  # ErrorRecord of the first page that failed, when none answered
+    pages: list[dict] = field(default_factory=list)  # every page's {page, answer, score}
+    errors: list[dict] = field(default_factory=list)  # every failed page's {page, code, message}
+    repaired: bool = False  # MuPDF repaired the file
+    pages_read: list[int] = field(default_factory=list)
+    page_selection: list[dict] = field(default_factory=list)  # the pages this question read, and why
+
+    @classmethod
+    def answered(cls, best: Answer, question: str, **rest: Any) -> AskRecord:
+        return cls(**{**asdict(best), "question": question}, **rest)
+
+    @classmethod
+    def failed(cls, file: str, question: str, error: DocreadError, **rest: Any) -> AskRecord:
+        unknown = {f.name: None for f in fields(Answer)}
+        unknown.update(file=file, question=question, timing_ms={}, view=None, evidence=[], grounded=False)
+        return cls(**unknown, status="error", error=ErrorRecord.of(error).to_json(), **rest)
+
+
+@dataclass
+class OcrRecord:
+    """`ocr --json`'s object (and /v1/documents/ocr's): one page's transcription."""
+
+    file: str
+    page: int | None
+    text: str | None
+    status: str  # ok | error
+    error: dict | None
+    score: float | None
+    model: str | None
+    rows: int | None
+    cols: int | None
+    stopped_by: str | None
+    timing_ms: dict[str, float]
+    view: str | None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def ocr_record(file: str, result) -> dict:
+    """One page's transcription (a `docread.document.PageAnswer` from `ocr_document`) as ocr --json writes it."""
+    answer = result.answer
+    if answer is None:
+        error = ErrorRecord.of(result.error).to_json()
+        return OcrRecord(file, result.page, None, "error", error, None, None, None, None, None, {}, None).to_json()
+    return OcrRecord(
+        file,
+        result.page,
+        answer.answer,
+        "ok",
+        None,
+        answer.score,
+        answer.model,
+        answer.rows,
+        answer.cols,
+        answer.stopped_by,
+        answer.timing_ms,
+        answer.view,
+    ).to_json()
+
+
+@dataclass
+class BatchRecord:
+    """One `batch` row: a (file, page, question) answered or failed. `key` names the (file, sha256, page,
+    question); `settings` is the digest of what shaped the answer (`Settings.digest`)."""
+
+    key: str
+    file: str
+    sha256: str | None
+    page: int | None  # None: the file could not be opened
+    question: str
+    answer: str | None
+    score: float | None
+    status: str  # ok | error
+    error: dict | None
+    degraded: bool  # the page was re-encoded with fewer tiles to fit GPU memory
+    model: str | None
+    rows: int | None
+    cols: int | None
+    visual_tokens: int | None
+    timing_ms: dict[str, float]
+    evidence: list[dict]
+    grounded: bool | None
+    repaired: bool | None  # None: not known (the file could not be opened)
+    view: str
+    text_prompt: dict | None  # page text given to the model ({source, tokens, cut}); None: image alone
+    settings: str
+
+    @classmethod
+    def answered(cls, key: str, sha256: str | None, answer: Answer, **rest: Any) -> BatchRecord:
+        """From an Answer; `rest`: degraded, repaired, view, settings (and evidence, grounded to override)."""
+        known = {"evidence": answer.evidence, "grounded": answer.grounded, **rest}
+        return cls(
+            key=key,
+            file=answer.file,
+            sha256=sha256,
+            page=answer.page,
+            question=answer.question,
+            answer=answer.answer,
+            score=answer.score,
+            status="ok",
+            error=None,
+            model=answer.model,
+            rows=answer.rows,
+            cols=answer.cols,
+            visual_tokens=answer.visual_tokens,
+            timing_ms=answer.timing_ms,
+            text_prompt=answer.text_prompt,
+            **known,
+        )
+
+    @classmethod
+    def failed(
+        cls,
+        key: str,
+        file: str,
+        sha256: str | None,
+        page: int | None,
+        question: str,
+        error: DocreadError | dict,
         *,
-        key_field: str,
-        resume: bool = False,
-        retry: Callable[[dict], bool] = lambda record: False,
-    ):
-        self.key_field = key_field
-        self.path = str(path)
-        self.done: set[str] = set()
-        self.retried = 0
-        if self.path == "-":
-            self.fd = os.dup(1)
-            return
-        target = Path(path)
-        self.fd = _open_locked(target)
-        try:
-            if os.fstat(self.fd).st_size:
-                if not resume:
-                    raise UsageError(
-                        f"{target} already holds records: pass --resume to continue that run, "
-                        "or remove the file to start over",
-                        code="output_exists",
-                    )
-                self._resume(target, retry)
-        except BaseException:
-            os.close(self.fd)
-            raise
+        view: str,
+        settings: str,
+        repaired: bool | None = None,
+        degraded: bool = False,
+    ) -> BatchRecord:
+        return cls(
+            key=key,
+            file=file,
+            sha256=sha256,
+            page=page,
+            question=question,
+            answer=None,
+            score=None,
+            status="error",
+            error=ErrorRecord.of(error).to_json(),
+            degraded=degraded,
+            model=None,
+            rows=None,
+            cols=None,
+            visual_tokens=None,
+            timing_ms={},
+            evidence=[],
+            grounded=False,
+            repaired=repaired,
+            view=view,
+            text_prompt=None,
+            settings=settings,
+        )
 
-    def _resume(self, target: Path, retry: Callable[[dict], bool]) -> None:
-        data = _read_all(self.fd, target)
-        records, kept = _parse_records(data, target, self.key_field)
-        keep = [r for r in records if not retry(r)]
-        self.retried = len(records) - len(keep)
-        self.done = {str(r[self.key_field]) for r in keep}
-        if kept != len(data) or self.retried:  # a torn tail, or failed records to redo: rewrite atomically
-            self.fd = _replace_locked(target, self.fd, b"".join(_line(r) for r in keep))
-
-    def write(self, record: dict) -> None:
-        line = _line(record)
-        written = 0
-        try:
-            while written < len(line):  # one O_APPEND write per line; loop only on a partial write
-                written += os.write(self.fd, line[written:])
-        except OSError as e:
-            raise DocreadError(
-                "unwritable",
-                f"cannot write {self.path}: {e.strerror or e}; the records before "
-                "this one are kept: free space (or fix the target) and rerun with --resume",
-            ) from None
-        self.done.add(str(record[self.key_field]))
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-    def __enter__(self) -> JsonLinesLog:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
-def _line(record: dict) -> bytes:
-    return (json.dumps(record, ensure_ascii=False) + "\n").encode()
+@dataclass
+class FieldRecord:
+    """One field of `extract`'s output (`{"file", "fields": {NAME: FieldRecord}}`)."""
+
+    value: Any  # parsed to the field's type; None when it could not be
+    raw: str | None  # the answer as the model gave it
+    page: int | None
+    score: float | None
+    evidence: list[dict]
+    error: str | None  # why there is no value (no page answered, or the answer did not parse)
+
+    @classmethod
+    def failed(cls, error: str) -> FieldRecord:
+        return cls(None, None, None, None, [], error)
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
-def _open_locked(target: Path) -> int:
-    """Open `target` for appending, holding an exclusive lock (one writer per output file)."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise DocreadError("unwritable", f"cannot write {target}: {e.strerror or e}") from None
-    _lock(fd, target)
-    return fd
-
-
-def _lock(fd: int, target: Path) -> None:
-    try:
-        import fcntl
-    except ImportError:  # no flock on this platform: nothing to guard with
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise UsageError(
-            f"{target} is being written by another docread run: wait for it to finish, or choose another output file",
-            code="output_locked",
-        ) from None
-    except OSError:  # devices and some network file systems cannot be locked: write unguarded
-        pass
-
-
-def _read_all(fd: int, target: Path) -> bytes:
-    try:
-        with open(target, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise DocreadError("unreadable", f"cannot read {target} to resume: {e.strerror or e}") from None
-
-
-def _parse_records(data: bytes, target: Path, key_field: str) -> tuple[list[dict], int]:
-    """The records of a docread JSON Lines file and the length of its complete part; refuses any
-    other file. A last line cut short by a kill is dropped (the work it held is done again)."""
-    complete = data[: data.rfind(b"\n") + 1]
-    tail = data[len(complete) :]
-    if tail and not tail.lstrip().startswith(b"{"):
-        raise _not_ours(target, "its last line is not a JSON record")
-    records = []
-    for number, line in enumerate(complete.split(b"\n")[:-1], 1):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if not isinstance(record, dict) or key_field not in record:
-            raise _not_ours(target, f"line {number} is not a record with {key_field!r}")
-        records.append(record)
-    return records, len(complete)
-
-
-def _not_ours(target: Path, why: str) -> UsageError:
-    return UsageError(
-        f"{target} is not docread output ({why}); --resume would damage it: choose another output file",
-        code="output_not_records",
-    )
-
-
-def _replace_locked(target: Path, fd: int, content: bytes) -> int:
-    """Atomically replace `target` with `content` and return a locked append descriptor for it; the
-    old descriptor (still locked, so no other run slips in) is closed once the new one holds the lock."""
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, target)
-    except OSError as e:
-        temporary.unlink(missing_ok=True)
-        raise DocreadError("unwritable", f"cannot rewrite {target} to resume: {e.strerror or e}") from None
-    try:
-        return _open_locked(target)
-    finally:
-        os.close(fd)
-
-
-def read_json_or_lines(path: Path):
-    """A JSON document, or the list of objects of a JSON Lines file.
-
-    Decided by content, so that a JSON Lines file of a single line (which is also one JSON
-    document) reads as the records it holds: a top-level object with "data" is a container
-    and is returned as it is; any other top-level object is one record, returned as [record].
-    A UTF-8 byte-order mark (Windows editors write one) is ignored.
-    """
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DocreadError("not_found", f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DocreadError("unreadable", f"cannot read {path}: {e}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    else:
-        return [data] if isinstance(data, dict) and "data" not in data else data
-    records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DocreadError("bad_json", f"{path} line {number}: not JSON ({e.msg})") from None
-    return records
+__all__ = [
+    "Answer",
+    "AskRecord",
+    "BatchRecord",
+    "ErrorRecord",
+    "FieldRecord",
+    "JsonLinesLog",
+    "OcrRecord",
+    "ocr_record",
+    "read_json_or_lines",
+]

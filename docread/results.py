@@ -1,49 +1,20 @@
-"""What an answer is: the `Answer` record (the CLI's --json object), the stream that yields it, and a
-question's answer over a whole document (`DocumentAnswer`: the best page, every page, the failures)."""
+"""What an answer is: the stream that yields an `Answer` (`docread.records`), and a question's answer over a
+whole document (`DocumentAnswer`: the best page, every page, the failures; as JSON, an `AskRecord`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError
+from docread.records import Answer, AskRecord
+
+__all__ = ["Answer", "AnswerStream", "DocumentAnswer", "best_of"]
 
 if TYPE_CHECKING:
     from docread.views.native import NativePlan
     from docread.views.processor import PagePlan
-
-
-@dataclass
-class Answer:
-    """One answer and everything about how it was produced (the CLI's --json object)."""
-
-    file: str
-    page: int
-    question: str
-    answer: str
-    score: float | None  # mean token log-probability of the answer
-    model: str
-    rows: int
-    cols: int
-    tiles: int
-    visual_tokens: int  # global + tiles x tokens per tile
-    image_tokens: int  # visual + separators: positions the page takes in the prompt
-    prompt_tokens: int  # whole prompt, image positions included
-    generated_tokens: int
-    max_slices: int  # tile budget used (lower than asked when the context forced it)
-    reduced_from: int | None  # the --max-slices asked for, when it had to be reduced
-    stopped_by: str  # "eos" or "length"
-    timing_ms: dict[str, float] = field(default_factory=dict)  # render, encode, prefill, decode
-    view: str = "hires"  # "hires" (docread's tiles) or "native" (the checkpoint's own image handling)
-    evidence: list[dict] = field(
-        default_factory=list
-    )  # where the answer occurs in the page's text (docread.text.evidence)
-    grounded: bool | None = False  # every value of the answer found in the page's text; None: no text checked
-    text_prompt: dict | None = None  # page text given to the model ({source, tokens, cut}); None: image alone
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 class AnswerStream:
@@ -77,28 +48,16 @@ class DocumentAnswer:
         return [pick["page"] for pick in self.page_selection]
 
     def to_json(self) -> dict:
+        rest = dict(
+            pages=[{"page": a.page, "answer": a.answer, "score": a.score} for a in self.pages],
+            errors=[{"page": page, **error.to_json()} for page, error in self.errors],
+            repaired=self.repaired,
+            pages_read=self.pages_read,
+            page_selection=self.page_selection,
+        )
         if self.best is not None:
-            record = self.best.to_json()
-            record["question"] = self.question
-            record["status"] = "ok"
-        else:
-            first = self.errors[0][1]
-            record = {
-                "file": self.file,
-                "question": self.question,
-                "page": None,
-                "answer": None,
-                "score": None,
-                "status": "error",
-                "error": first.to_json(),
-                "evidence": [],
-                "grounded": False,
-            }
-        record["pages"] = [{"page": a.page, "answer": a.answer, "score": a.score} for a in self.pages]
-        record["errors"] = [{"page": page, **error.to_json()} for page, error in self.errors]
-        record["repaired"] = self.repaired
-        record["pages_read"], record["page_selection"] = self.pages_read, self.page_selection
-        return record
+            return AskRecord.answered(self.best, self.question, **rest).to_json()
+        return AskRecord.failed(self.file, self.question, self.errors[0][1], **rest).to_json()
 
     @property
     def evidence(self) -> list[dict]:

@@ -166,7 +166,7 @@ def test_batch_records_for_a_folder_with_a_corrupt_file(tiny_llava, folder, tmp_
         assert {"file", "sha256", "page", "question", "answer", "score", "status", "error", "timing_ms"} <= r.keys()
     assert records[-1]["error"]["code"] == "corrupt" and records[0]["error"] is None
     assert len(records[0]["sha256"]) == 64
-    # resume on a complete file adds nothing
+    # resume adds nothing but a retry of the failed file, appended (the log is append-only)
     again = docread_cli(
         "batch",
         folder,
@@ -182,7 +182,9 @@ def test_batch_records_for_a_folder_with_a_corrupt_file(tiny_llava, folder, tmp_
         1,
         "--resume",
     )
-    assert again.returncode in (0, 1) and len(out.read_text().splitlines()) == 8
+    resumed = [json.loads(line) for line in out.read_text().splitlines()]
+    assert again.returncode == 1 and resumed[:8] == records
+    assert [(os.path.basename(r["file"]), r["status"]) for r in resumed[8:]] == [("c.pdf", "error")] * 2
     refused = docread_cli("batch", folder, "-Q", questions, "-o", out, "--model", tiny_llava)
     assert refused.returncode == 2 and "--resume" in refused.stderr
 

@@ -105,7 +105,14 @@ def test_ray_engine_writes_the_local_records(tiny_llava, folder, tmp_path, clust
     )
     assert result.exit_code == 1, result.output  # the corrupt file: error records, the job went on
     local, remote = without_timing(records_of(local_out)), without_timing(records_of(ray_out))
-    assert len(local) == (5 + 1 + 1 + 1) * 2 and local == remote
+    assert len(local) == (5 + 1 + 1 + 1) * 2 and local.keys() == remote.keys()
+    # the same tokens; scores to float noise (a Ray actor runs torch on its own thread count: sums in another order)
+    differ = {
+        key: {name: (value, remote[key].get(name)) for name, value in record.items() if value != remote[key].get(name)}
+        for key, record in local.items()
+    }
+    assert all(set(d) <= {"score"} for d in differ.values()), differ
+    assert all(remote[k]["score"] == pytest.approx(local[k]["score"], rel=1e-5) for k, d in differ.items() if d)
     corrupt = [r for r in remote.values() if r["file"].endswith("c.pdf")]
     assert [r["status"] for r in corrupt] == ["error", "error"] and corrupt[0]["error"]["code"] == "corrupt"
     assert "14 answers, 2 errors" in result.stderr and result.stdout == ""  # Ray's own prints go to stderr
@@ -256,10 +263,16 @@ def test_a_group_whose_file_changed_or_vanished_is_error_records(folder, tmp_pat
 
     owed = [[1, {"What?": "k1", "Who?": "k2"}], [2, {"Who?": "k3"}]]
     changed = answer_owed(
-        None, {"file": str(folder / "a.pdf"), "sha256": "0" * 64, "owed": owed}, ["What?", "Who?"], Settings()
+        None,
+        {"file": str(folder / "a.pdf"), "sha256": "0" * 64, "owed": owed, "digest": "d"},
+        ["What?", "Who?"],
+        Settings(),
     )
     gone = answer_owed(
-        None, {"file": str(tmp_path / "gone.pdf"), "sha256": "0" * 64, "owed": owed}, ["What?"], Settings()
+        None,
+        {"file": str(tmp_path / "gone.pdf"), "sha256": "0" * 64, "owed": owed, "digest": "d"},
+        ["What?"],
+        Settings(),
     )
     assert [(r["key"], r["page"], r["status"], r["error"]["code"]) for r in changed] == [
         ("k1", 1, "error", "changed"),
@@ -267,3 +280,4 @@ def test_a_group_whose_file_changed_or_vanished_is_error_records(folder, tmp_pat
         ("k3", 2, "error", "changed"),
     ]
     assert {r["error"]["code"] for r in gone} == {"not_found"} and len(gone) == 3
+    assert {r["settings"] for r in changed + gone} == {"d"}

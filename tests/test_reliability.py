@@ -55,15 +55,15 @@ def test_resume_refuses_a_file_that_is_not_docread_output(tmp_path):
         assert target.read_bytes() == content  # nothing cut, nothing appended
 
 
-def test_resume_drops_a_torn_line_and_retries_failed_records(tmp_path):
+def test_resume_cuts_a_torn_line_and_appends_retries_without_rewriting(tmp_path):
     target = tmp_path / "out.jsonl"
     ok, bad = {"key": "a", "status": "ok"}, {"key": "b", "status": "error"}
     target.write_text(json.dumps(ok) + "\n" + json.dumps(bad) + "\n" + '{"key": "c", "sta')
     with JsonLinesLog(target, key_field="key", resume=True, retry=lambda r: r["status"] == "error") as log:
-        assert log.done == {"a"} and log.retried == 1
+        assert log.done == {"a"} and log.retried == 1 and log.previous == [ok, bad]
         log.write({"key": "b", "status": "ok"})
     lines = [json.loads(line) for line in target.read_text().splitlines()]
-    assert lines == [ok, {"key": "b", "status": "ok"}]  # each key once; the old error is gone
+    assert lines == [ok, bad, {"key": "b", "status": "ok"}]  # append-only: the old error kept, the retry after it
 
 
 def test_a_second_writer_is_refused_while_the_first_runs(tmp_path):
@@ -328,8 +328,13 @@ def test_batch_quiet_still_shows_errors_and_resume_retries_them(tiny_llava, tmp_
     assert second.exit_code == 1  # the broken PDF still fails
     assert "retrying 2 failed" in second.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted((Path(r["file"]).name, r["status"]) for r in records) == [("big.png", "ok"), ("broken.pdf", "error")]
-    assert len({r["key"] for r in records}) == len(records)
+    # append-only: the first run's errors kept; the retry's records after them
+    assert [(Path(r["file"]).name, r["page"], r["status"]) for r in records] == [
+        ("big.png", None, "error"),
+        ("broken.pdf", None, "error"),
+        ("big.png", 1, "ok"),
+        ("broken.pdf", None, "error"),
+    ]
 
 
 @pytest.mark.usefixtures("reuse_loaded_models")  # the tiny model loaded once a session
@@ -358,24 +363,18 @@ def test_batch_to_a_full_disk_is_one_error_line(tiny_llava, tmp_path):
 
 @pytest.mark.usefixtures("reuse_loaded_models")  # the tiny model loaded once a session
 def test_a_second_ctrl_c_in_batch_keeps_records_and_says_how_to_resume(tiny_llava, tmp_path, monkeypatch):
-    import docread.batch.core
+    import docread.cli.batch
 
     questions = tmp_path / "q.txt"
     questions.write_text("One?\nTwo?\n")
     out = tmp_path / "out.jsonl"
-    real = docread.batch.core._batch_document
+    real = docread.cli.batch._Reporter.__call__
 
-    def interrupted(*args, **kwargs):
-        emit = args[7]
-        original = emit
+    def report_then_interrupt(self, record):  # the second Ctrl-C, right after the first record is written
+        real(self, record)
+        raise KeyboardInterrupt
 
-        def emit_then_stop(record):
-            original(record)
-            raise KeyboardInterrupt
-
-        return real(*args[:7], emit_then_stop, *args[8:], **kwargs)
-
-    monkeypatch.setattr(docread.batch.core, "_batch_document", interrupted)
+    monkeypatch.setattr(docread.cli.batch._Reporter, "__call__", report_then_interrupt)
     result = run(
         "batch",
         str(png(tmp_path / "p.png")),

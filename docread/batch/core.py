@@ -1,56 +1,29 @@
-"""Many files, pages and questions into records: each page rendered and encoded once for all its
-questions (a few pages per vision pass), one complete JSON line per record, resumable after any kill.
+"""Many files, pages and questions into records, once for every engine: the keys owed, the loop over files
+(a file that cannot be opened becomes error records), groups of up to VISION_BATCH pages of one file handed
+to an engine (`Engine`: local, Ray or remote), each record written whole as it arrives, stop requests.
 
-`run_batch` drives files x pages x questions into a record sink (the `batch` command) over the
-document-level calls of `docread.document`. Nothing here prints: progress goes to `on_record`.
+`run_batch` drives the `batch` command. Nothing here prints: progress goes to `on_record`, the resume
+summary to `on_resume`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from docread.document import answer_page, encode_group, open_for_reading, report_warnings
+from docread.batch.engine import VISION_BATCH, Engine, Group, Owed
+from docread.batch.keys import Resume, file_sha256, record_key
+from docread.batch.local import LocalEngine
+from docread.document import report_warnings
 from docread.errors import DocreadError
 from docread.events import Events
-from docread.intake import Limits
-from docread.reader import DocReader
-from docread.records import JsonLinesLog
+from docread.intake import Document, Limits
+from docread.jsonlines import JsonLinesLog
+from docread.records import BatchRecord
 from docread.settings import Settings
-
-VISION_BATCH = 4  # pages of one file through the vision encoder in one pass (~52 views at 16 tiles)
-
-
-def record_key(file: str, sha256: str | None, page: int | None, question: str, fingerprint: dict) -> str:
-    """A record's identity for --resume: file (path and content hash: two copies of a file are two
-    files; an edited file is a new one), page, question, model and settings."""
-    text = json.dumps([file, sha256, page, question, fingerprint], sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def file_sha256(path: str) -> str | None:
-    """The content hash of a file that could not be opened as a document (None if unreadable)."""
-    if path == "-":
-        return None
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
-# -- batch: files x pages x questions ------------------------------------------------------------
-def record_log(path: str, *, resume: bool) -> JsonLinesLog:
-    """The batch output: records keyed by `key` (see `record_key`); failed records are redone on resume."""
-    return JsonLinesLog(path, key_field="key", resume=resume, retry=lambda record: record.get("status") == "error")
 
 
 def run_batch(
-    reader: DocReader,
+    engine: Engine,
     files: Sequence[str],
     questions: Sequence[str],
     sink: JsonLinesLog,
@@ -60,149 +33,96 @@ def run_batch(
     on_record: Callable[[dict], None] = lambda r: None,
     should_stop: Callable[[], bool] = lambda: False,
     events: Events | None = None,
+    on_resume: Callable[[str], None] = lambda line: None,
 ) -> int:
-    """Write one record per (file, page, question) not already in `sink`; returns how many failed.
-    A file or page that fails becomes error records; the run goes on."""
-    fingerprint = settings.digest(reader.name, reader.adapter)
-    events = events or Events()
+    """Write one record per (file, page, question) not yet done for these settings in `sink`; returns how many
+    failed. A file or page that fails becomes error records; the run goes on. `engine` may be a loaded
+    `DocReader` (the local engine)."""
+    engine = _as_engine(engine)
+    digest = settings.digest(engine.model, engine.adapter)
+    resume = Resume.of(sink.previous, digest)
+    if resume.summary():
+        on_resume(resume.summary())
+    written: set[str] = set()  # an engine may answer a group twice (a Ray reader restarted): write once
     failed = 0
 
     def emit(record: dict) -> None:
         nonlocal failed
+        if record["key"] in written:
+            return
+        written.add(record["key"])
         failed += record["status"] == "error"
         sink.write(record)
         on_record(record)
 
-    for file in files:
-        if should_stop():
-            break
-        try:
-            document = open_for_reading(file, settings=settings, limits=limits, events=events)
-        except DocreadError as e:
-            for record in unopened_records(file, questions, fingerprint, sink.done, e, settings):
-                emit(record)
-            continue
-        with document:
-            sha = document.sha256
-            _batch_document(
-                reader, document, questions, sha, fingerprint, sink.done, settings, emit, should_stop, events
-            )
+    work = _groups(
+        engine, files, questions, settings, digest, resume.done, limits, events or Events(), emit, should_stop
+    )
+    records = engine.run(work)
+    try:
+        for record in records:
+            emit(record)
+            if should_stop():
+                break
+    finally:
+        records.close()
     return failed
 
 
-def unopened_records(file, questions, fingerprint, done, error: DocreadError, settings: Settings) -> list[dict]:
+def _groups(engine, files, questions, settings, digest, done, limits, events, emit, should_stop) -> Iterator[Group]:
+    """Each file's owed pages in groups of VISION_BATCH, the file open while its groups are answered; the
+    error records of a file that cannot be opened go straight to `emit`."""
+    questions = list(questions)
+    for file in files:
+        if should_stop():
+            return
+        try:
+            document, data = engine.open(file, settings, limits, events)
+        except DocreadError as e:
+            for record in unopened_records(file, questions, digest, done, e, settings):
+                emit(record)
+            continue
+        with document:
+            for owed in vision_groups(owed_pages(document, questions, done)):
+                yield Group(document, list(owed), questions, settings, digest, data, events)
+                report_warnings(document, events)
+                if should_stop():
+                    return
+
+
+def unopened_records(file, questions, digest, done, error: DocreadError, settings: Settings) -> list[dict]:
     """A file that cannot be opened: one error record (page None) per question not in `done`."""
     sha = file_sha256(file)
-    keyed = {q: record_key(file, sha, None, q, fingerprint) for q in questions}
+    keyed = {q: record_key(file, sha, None, q) for q in questions}
     return [
-        {**error_record(keyed[q], file, sha, None, q, error), "view": str(settings.view)}
+        BatchRecord.failed(keyed[q], file, sha, None, q, error, view=str(settings.view), settings=digest).to_json()
         for q in questions
         if keyed[q] not in done
     ]
 
 
-def _batch_document(reader, document, questions, sha, fingerprint, done, settings, emit, should_stop, events) -> None:
-    """The document's pages in groups of VISION_BATCH: one vision pass a group, then each page's
-    questions on its own KV prefix, freed before the next page's."""
-    for group in vision_groups(owed_pages(document, questions, sha, fingerprint, done)):
-        if should_stop() or not answer_group(
-            reader, document, group, questions, sha, settings, emit, should_stop, events
-        ):
-            return
-        report_warnings(document, events)
-
-
-def owed_pages(document, questions, sha, fingerprint, done) -> list[tuple]:
-    """(page, questions still owed, {question: key}) for each page with a record not in `done`."""
+def owed_pages(document: Document, questions: Sequence[str], done: set[str]) -> list[Owed]:
+    """Each page with a question whose record is not in `done`."""
     owed = []
     for page in document.pages:
-        keyed = {q: record_key(document.name, sha, page.number, q, fingerprint) for q in questions}
+        keyed = {q: record_key(document.name, document.sha256, page.number, q) for q in questions}
         todo = [q for q in questions if keyed[q] not in done]
         if todo:
-            owed.append((page, todo, keyed))
+            owed.append(Owed(page, todo, keyed))
     return owed
 
 
 def vision_groups(owed: Sequence) -> list[Sequence]:
-    """The owed pages in runs of VISION_BATCH, one vision pass each (the Ray engine groups the same way,
-    so both engines encode, and answer, identically)."""
+    """The owed pages in runs of VISION_BATCH, one vision pass each (every engine groups the same way, so
+    all encode, and answer, identically)."""
     return [owed[start : start + VISION_BATCH] for start in range(0, len(owed), VISION_BATCH)]
 
 
-def answer_group(reader, document, group, questions, sha, settings, emit, should_stop, events) -> bool:
-    """One vision pass over the group's pages, then every owed question of each page, one record each
-    through `emit`; False when `should_stop` ended it early. `questions` (all of the run's) shape the
-    encoding, as in the local batch."""
-    from docread.text.evidence import PageTexts, evidence_fields
-    from docread.views.prompt import task_question
-
-    texts = PageTexts(document, settings.text)
-    prompts = [task_question(settings.task, q) for q in questions]
-    try:
-        encoded = encode_group(reader, document, [page for page, _, _ in group], prompts, settings)
-    except DocreadError:  # a page of the group failed to render: each page alone finds out which
-        encoded = None
-    for index, (page, todo, keyed) in enumerate(group):
-        for result in answer_page(
-            reader,
-            document,
-            page,
-            todo,
-            settings,
-            events=events,
-            encoded=encoded[index] if encoded is not None else None,
-        ):
-            if result.answer is None:
-                record = error_record(
-                    keyed[result.question], document.name, sha, page.number, result.question, result.error
-                )
-            else:
-                answer = result.answer
-                record = {
-                    "key": keyed[result.question],
-                    "file": document.name,
-                    "sha256": sha,
-                    "page": page.number,
-                    "question": result.question,
-                    "answer": answer.answer,
-                    "score": answer.score,
-                    "status": "ok",
-                    "error": None,
-                    "degraded": result.degraded,
-                    "model": answer.model,
-                    "rows": answer.rows,
-                    "cols": answer.cols,
-                    "visual_tokens": answer.visual_tokens,
-                    "timing_ms": answer.timing_ms,
-                    **evidence_fields(
-                        texts, page, answer.answer, on_error=lambda e: events.warning(f"no evidence: {e.message}")
-                    ),
-                }
-            record["repaired"] = document.repaired  # MuPDF may repair a file late, on loading a page
-            record["view"] = str(settings.view)
-            emit(record)
-            if should_stop():
-                return False
-    return True
+def record_log(path: str, *, resume: bool) -> JsonLinesLog:
+    """The batch output: records keyed by `key` (see `record_key`), appended; `run_batch` counts done only
+    the ok records of the run's settings."""
+    return JsonLinesLog(path, key_field="key", resume=resume)
 
 
-def error_record(key, file, sha, page, question, error: DocreadError) -> dict:
-    return {
-        "key": key,
-        "file": file,
-        "sha256": sha,
-        "page": page,
-        "question": question,
-        "answer": None,
-        "score": None,
-        "status": "error",
-        "error": error.to_json(),
-        "degraded": False,
-        "model": None,
-        "rows": None,
-        "cols": None,
-        "visual_tokens": None,
-        "timing_ms": {},
-        "evidence": [],
-        "grounded": False,
-    }
+def _as_engine(engine) -> Engine:
+    return engine if isinstance(engine, Engine) else LocalEngine(engine)

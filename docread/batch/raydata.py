@@ -1,9 +1,8 @@
-"""`docread batch --engine ray`: the batch of `docread.batch.core` spread over a Ray cluster with Ray Data.
+"""The Ray batch engine (`batch --engine ray`): `docread.batch.core`'s groups answered over a Ray cluster.
 
-The driver lists the work still owed, as the local batch would (keys, resume, files that cannot be
-opened), in groups of up to VISION_BATCH pages of one file; a pool of reader actors (the model loaded
-once per actor) answers each group exactly as `run_batch` does; the driver alone writes the records,
-whole and deduplicated by key, in completion order (a group at a time). Nothing here prints.
+The core lists the work still owed (keys, resume, files that cannot be opened) in groups of up to
+VISION_BATCH pages of one file; a pool of reader actors (the model loaded once per actor) answers each group
+with the local engine; the driver alone writes the records, whole and once per key, in completion order.
 """
 
 from __future__ import annotations
@@ -14,15 +13,17 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from docread.batch.core import answer_group, error_record, owed_pages, unopened_records, vision_groups
+from docread.batch.core import run_batch
+from docread.batch.engine import Engine, Group, Owed
+from docread.batch.local import LocalEngine
 from docread.document import open_for_reading
 from docread.errors import DocreadError, UsageError
-from docread.events import Events
 from docread.intake import Limits
-from docread.records import JsonLinesLog
+from docread.jsonlines import JsonLinesLog
+from docread.records import BatchRecord
 from docread.settings import Settings
 
 FAIL_ONCE_ENV = "DOCREAD_RAY_TEST_FAIL_ONCE"  # tests: the first reader to take a group exits, as if killed
@@ -58,98 +59,67 @@ def model_identity(model: str | None, adapter) -> _ModelName:
     return _ModelName(resolve_preset(model).name, str(adapter) if adapter else None)
 
 
-def run_batch_ray(
-    files: Sequence[str],
-    questions: Sequence[str],
-    sink: JsonLinesLog,
-    *,
-    settings: Settings,
-    model: str | None = None,
-    adapter=None,
-    device: str = "auto",
-    quant: str = "auto",
-    offline: bool | None = None,
-    limits: Limits | None = None,
-    workers: int = 1,
-    gpus_per_worker: float = 0.0,
-    address: str | None = None,
-    on_record: Callable[[dict], None] = lambda r: None,
-    should_stop: Callable[[], bool] = lambda: False,
-) -> int:
-    """`docread.batch.core.run_batch` on Ray: one record per (file, page, question) not already in `sink`,
-    from `workers` reader actors with `gpus_per_worker` GPUs each (0: CPU actors); returns how many
-    failed. `address` joins a running cluster ("auto", or HOST:PORT); without it a local Ray starts
-    and stops with the run. Input paths must be readable at the same path on every node."""
+def refuse_stdin(files: Sequence[str]) -> None:
     if "-" in files:
         raise UsageError("--engine ray reads files by path on its workers: stdin (-) needs --engine local")
-    ray = require_ray()
-    identity = model_identity(model, adapter)
-    fingerprint = settings.digest(identity.name, identity.adapter)
-    failed = 0
 
-    def emit(record: dict) -> None:
-        nonlocal failed
-        if record["key"] in sink.done:  # a group redone after its reader died: written once already
+
+class RayEngine(Engine):
+    """Answers on a Ray cluster: `workers` reader actors with `gpus_per_worker` GPUs each (0: CPU actors).
+    `address` joins a running cluster ("auto", or HOST:PORT); without it a local Ray starts and stops with
+    the run. Input paths must be readable at the same path on every node."""
+
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        adapter=None,
+        device: str = "auto",
+        quant: str = "auto",
+        offline: bool | None = None,
+        limits: Limits | None = None,
+        workers: int = 1,
+        gpus_per_worker: float = 0.0,
+        address: str | None = None,
+    ):
+        self.ray = require_ray()
+        identity = model_identity(model, adapter)
+        self.model, self.adapter = identity.name, identity.adapter
+        self.reader_options = {"model": model, "adapter": adapter, "device": device, "quant": quant}
+        self.reader_options.update(offline=offline, limits=limits)
+        self.workers, self.gpus_per_worker, self.address = workers, gpus_per_worker, address
+
+    def run(self, groups: Iterator[Group]) -> Iterator[dict]:
+        """Every group listed first (the files open one at a time, here), then answered on the cluster;
+        records in completion order (a group at a time)."""
+        listed, first = [], None
+        for group in groups:
+            first = first or group
+            owed = [[o.page.number, {q: o.keys[q] for q in o.questions}] for o in group.owed]
+            listed.append(json.dumps({"file": group.document.name, "sha256": group.document.sha256, "owed": owed}))
+        if not listed:
             return
-        failed += record["status"] == "error"
-        sink.write(record)
-        on_record(record)
-
-    groups = []
-    for file in files:
-        if should_stop():
-            return failed
-        try:
-            document = open_for_reading(file, settings=settings, limits=limits)
-        except DocreadError as e:
-            for record in unopened_records(file, questions, fingerprint, sink.done, e, settings):
-                emit(record)
-            continue
-        with document:
-            for group in vision_groups(owed_pages(document, questions, document.sha256, fingerprint, sink.done)):
-                groups.append(
-                    json.dumps(
-                        {
-                            "file": file,
-                            "sha256": document.sha256,
-                            "owed": [[page.number, {q: keyed[q] for q in todo}] for page, todo, keyed in group],
-                        }
-                    )
-                )
-    if not groups or should_stop():
-        return failed
-    with contextlib.redirect_stdout(sys.stderr):  # Ray prints its workers' errors to stdout, where `-o -` writes
-        _run(
-            ray,
-            groups,
-            emit,
-            should_stop,
-            address,
-            workers,
-            gpus_per_worker,
-            {
-                "model": model,
-                "adapter": adapter,
-                "device": device,
-                "quant": quant,
-                "offline": offline,
-                "questions": list(questions),
-                "settings": settings,
-                "limits": limits,
-            },
-        )
-    return failed
+        options = {**self.reader_options, "questions": first.questions, "settings": first.settings}
+        options["digest"] = first.digest
+        with contextlib.redirect_stdout(sys.stderr):  # Ray prints its workers' errors to stdout, where `-o -` writes
+            yield from _run(self.ray, listed, self.address, self.workers, self.gpus_per_worker, options)
 
 
-def _run(ray, groups, emit, should_stop, address, workers, gpus_per_worker, reader_options) -> None:
-    """The readers on the cluster; each record they return through `emit`, as it arrives."""
+def run_batch_ray(files: Sequence[str], questions: Sequence[str], sink: JsonLinesLog, *, settings: Settings, **options):
+    """`run_batch` with a `RayEngine`: `options` are RayEngine's and run_batch's (on_record, should_stop...)."""
+    refuse_stdin(files)
+    run_options = {k: options.pop(k) for k in ("on_record", "should_stop", "events", "on_resume") if k in options}
+    engine = RayEngine(limits=options.get("limits"), **{k: v for k, v in options.items() if k != "limits"})
+    return run_batch(engine, files, questions, sink, settings=settings, limits=options.get("limits"), **run_options)
+
+
+def _run(ray, groups, address, workers, gpus_per_worker, reader_options) -> Iterator[dict]:
+    """The readers on the cluster; each record they return, as it arrives."""
     started = _connect(ray, address, workers)
     try:
         _check_resources(ray, workers, gpus_per_worker)
         for row in _pipeline(ray, groups, workers, gpus_per_worker, reader_options):
-            emit(json.loads(row["record"]))
-            if should_stop():
-                break
+            yield json.loads(row["record"])
     except ray.exceptions.RayError as e:
         cause = _reader_failure(e)
         why = f"a reader could not start: {cause}" if cause else f"{type(e).__name__}: {_first_line(e)}"
@@ -236,59 +206,50 @@ def _pipeline(ray, groups: list[str], workers: int, gpus_per_worker: float, read
 
 
 class _GroupReader:
-    """A Ray actor: the model loaded once, then each group of pages answered as the local batch does."""
+    """A Ray actor: the model loaded once, then each group of pages answered by the local engine."""
 
-    def __init__(self, *, model, adapter, device, quant, offline, questions, settings, limits):
+    def __init__(self, *, model, adapter, device, quant, offline, questions, settings, limits, digest):
         from docread.loading import load
 
         try:
             self.reader = load(model, adapter=adapter, device=device, quant=quant, offline=offline)
         except DocreadError as e:
             raise ReaderFailed(e.message) from None
-        self.questions, self.settings, self.limits = questions, settings, limits
+        self.questions, self.settings, self.limits, self.digest = questions, settings, limits, digest
 
     def __call__(self, batch: dict) -> dict:
         _fail_once_for_tests()
         records = []
         for group in batch["group"]:
-            records.extend(
-                answer_owed(
-                    self.reader,
-                    json.loads(group),
-                    self.questions,
-                    self.settings,
-                    limits=self.limits,
-                )
-            )
+            described = {**json.loads(group), "digest": self.digest}
+            records.extend(answer_owed(self.reader, described, self.questions, self.settings, limits=self.limits))
         return {"record": [json.dumps(r, ensure_ascii=False) for r in records]}
 
 
 def answer_owed(
-    reader,
-    group: dict,
-    questions: Sequence[str],
-    settings: Settings,
-    *,
-    limits: Limits | None = None,
+    reader, group: dict, questions: Sequence[str], settings: Settings, *, limits: Limits | None = None
 ) -> list[dict]:
-    """The records of one group: its pages through one vision pass, each page's owed questions answered.
-    Any failure becomes that group's error records: a bad page never fails the job."""
+    """The records of one group described as the driver lists it ({file, sha256, owed: [[page, {question:
+    key}]], digest}), answered by the local engine. Any failure becomes that group's error records: a bad
+    page never fails the job."""
     file, sha = group["file"], group["sha256"]
     owed = {page: keyed for page, keyed in group["owed"]}
     records: list[dict] = []
     try:
-        with open_for_reading(
-            file, settings=settings.replace(pages=",".join(map(str, owed))), limits=limits
-        ) as document:
+        only = settings.replace(pages=",".join(map(str, owed)))
+        with open_for_reading(file, settings=only, limits=limits) as document:
             if document.sha256 != sha:
                 raise DocreadError("changed", f"{file} changed while the batch ran: rerun with --resume")
-            work = [(page, list(owed[page.number]), owed[page.number]) for page in document.pages]
-            answer_group(reader, document, work, questions, sha, settings, records.append, lambda: False, Events())
+            work = [Owed(page, list(owed[page.number]), owed[page.number]) for page in document.pages]
+            described = Group(document, work, list(questions), settings, group["digest"])
+            records.extend(LocalEngine(reader).answer(described))
     except Exception as e:  # noqa: BLE001  one group's failure (a file gone, a library error) is its records
         error = e if isinstance(e, DocreadError) else DocreadError("internal", f"{file}: {type(e).__name__}: {e}")
         written = {r["key"] for r in records}
         records += [
-            {**error_record(key, file, sha, page, question, error), "view": str(settings.view)}
+            BatchRecord.failed(
+                key, file, sha, page, question, error, view=str(settings.view), settings=group["digest"]
+            ).to_json()
             for page, keyed in owed.items()
             for question, key in keyed.items()
             if key not in written
@@ -312,4 +273,4 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [""])[0][:200]
 
 
-__all__ = ["answer_owed", "require_ray", "run_batch_ray"]
+__all__ = ["RayEngine", "answer_owed", "require_ray", "run_batch_ray"]

@@ -1,138 +1,93 @@
-"""`batch --server`: the batch loop with a `docread serve` answering. Each file is read here only to
-list its pages (and for its identity: the same record keys as a local batch, `docread.batch.core.record_key`);
-each page with records still owed is one /v1/documents/ask upload, and its answers become batch's
-records, the same keys and fields a local run writes."""
+"""The remote batch engine (`batch --server`): a `docread serve` answers. Each file is read here to list its
+pages (and for its identity: the same keys as a local batch); each owed page is one /v1/documents/ask
+upload with the run's settings, and its answers become the same records a local run writes. The HTTP
+client is used in one place, `server_client`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields
 
-from docread.batch.core import error_record, owed_pages, unopened_records
-from docread.document import report_warnings
+from docread.batch.engine import Engine, Group
 from docread.errors import DocreadError
 from docread.events import Events
-from docread.intake import Limits, open_bytes
-from docread.records import JsonLinesLog
-from docread.remote import ask_events, read_file, server_health
+from docread.intake import Document, Limits, open_bytes
+from docread.records import Answer, BatchRecord
 from docread.settings import Settings
 
 # a refusal of the whole server, not of one page: the run stops
-FATAL = {"server_unreachable", "invalid_api_key", "queue_full", "missing_extra", "server_error"}
+FATAL = {"server_unreachable", "invalid_api_key", "queue_full", "missing_extra", "server_error", "invalid_value"}
+
+# (file name, its bytes, questions, settings) -> the server's NDJSON lines: answers and events
+Ask = Callable[[str, bytes, Sequence[str], Settings], Iterator[dict]]
 
 
-def run_batch_server(
-    server: str,
-    files: Sequence[str],
-    questions: Sequence[str],
-    sink: JsonLinesLog,
-    *,
-    settings: Settings,
-    limits: Limits | None = None,
-    api_key: str | None = None,
-    on_record: Callable[[dict], None] = lambda r: None,
-    should_stop: Callable[[], bool] = lambda: False,
-    events: Events | None = None,
-) -> int:
-    """`docread.batch.core.run_batch` with the answers from `server`: one record per (file, page, question)
-    not already in `sink`; returns how many failed."""
-    health = server_health(server, api_key=api_key)
-    fingerprint = settings.digest(health["model"], health.get("adapter"))
-    events = events or Events()
-    failed = 0
+def server_client(server: str, api_key: str | None, limits: Limits | None) -> tuple[dict, Ask, Callable]:
+    """The server's health (its model), how to ask it about a page, and how to read a file to send."""
+    from docread.remote import ask_events, read_file, server_health
 
-    def emit(record: dict) -> None:
-        nonlocal failed
-        failed += record["status"] == "error"
-        sink.write(record)
-        on_record(record)
+    def ask(name: str, data: bytes, questions: Sequence[str], settings: Settings) -> Iterator[dict]:
+        options = {k: v for k, v in settings.changed().items() if k != "fast"}  # fast: the server's own choice
+        options["password"] = settings.password
+        return ask_events(server, name, list(questions), options, api_key=api_key, data=data)
 
-    for file in files:
-        if should_stop():
-            break
-        try:
-            data = read_file(file, limits)
-            document = open_bytes(
-                data, file, pages=settings.pages, password=settings.password, dpi=settings.dpi, limits=limits
-            )
-        except DocreadError as e:
-            for record in unopened_records(file, questions, fingerprint, sink.done, e, settings):
-                emit(record)
-            continue
-        with document:
-            report_warnings(document, events)
-            for page, todo, keyed in owed_pages(document, questions, document.sha256, fingerprint, sink.done):
-                if should_stop():
-                    break
-                asked = _page_records(server, api_key, document, data, page.number, todo, settings, events)
-                for record in asked:
-                    record["key"] = keyed[record["question"]]
-                    emit(record)
-    return failed
+    return server_health(server, api_key=api_key), ask, lambda file: read_file(file, limits)
 
 
-def _page_records(server, api_key, document, data, number, todo, settings: Settings, events) -> list[dict]:
-    """One page's questions asked of the server, as batch records (without their keys)."""
-    options = {
-        "pages": str(number),
-        "task": settings.task,
-        "max_slices": settings.max_slices,
-        "view": settings.view,
-        "dpi": settings.dpi,
-        "password": settings.password,
-        "max_new_tokens": settings.max_new_tokens,
-        "temperature": settings.temperature,
-        "seed": settings.seed,
-        "text_prompt": "off",  # batch reads the image alone
-    }
-    degraded = False
-    answers = {}
-    try:
-        for line in ask_events(server, document.name, todo, options, api_key=api_key, data=data):
-            if line.get("event") == "warning":
-                degraded |= "to fit GPU memory" in line["message"]
-                events.warning(line["message"])
-            elif "event" not in line:
-                answers[line["question"]] = line
-    except DocreadError as e:
-        if e.code in FATAL:
-            raise
-        return [_error(document, number, q, e, settings) for q in todo]
-    records = []
-    for question in todo:
-        answer = answers.get(question)
-        if answer is None or answer["status"] != "ok":
-            error = answer["error"] if answer else {"code": "server_error", "message": "the server gave no answer"}
-            records.append(_error(document, number, question, DocreadError(error["code"], error["message"]), settings))
-            continue
-        records.append(
-            {
-                "key": None,
-                "file": document.name,
-                "sha256": document.sha256,
-                "page": number,
-                "question": question,
-                "answer": answer["answer"],
-                "score": answer["score"],
-                "status": "ok",
-                "error": None,
-                "degraded": degraded,
-                "model": answer["model"],
-                "rows": answer["rows"],
-                "cols": answer["cols"],
-                "visual_tokens": answer["visual_tokens"],
-                "timing_ms": answer["timing_ms"],
-                "evidence": answer["evidence"],
-                "grounded": answer["grounded"],
-                "repaired": answer["repaired"],
-                "view": str(settings.view),
-            }
+class RemoteEngine(Engine):
+    """Answers with the `docread serve` at `server`."""
+
+    def __init__(self, server: str, *, api_key: str | None = None, limits: Limits | None = None):
+        health, self.ask, self.read = server_client(server, api_key, limits)
+        self.model, self.adapter = health["model"], health.get("adapter")
+
+    def open(self, file: str, settings: Settings, limits: Limits | None, events: Events) -> tuple[Document, bytes]:
+        from docread.document import report_warnings
+
+        data = self.read(file)
+        document = open_bytes(
+            data, file, pages=settings.pages, password=settings.password, dpi=settings.dpi, limits=limits
         )
-    return records
+        report_warnings(document, events)
+        return document, data
 
+    def answer(self, group: Group) -> Iterator[dict]:
+        for owed in group.owed:
+            yield from self._page(group, owed)
 
-def _error(document, number: int, question: str, error: DocreadError, settings: Settings) -> dict:
-    return {
-        **error_record(None, document.name, document.sha256, number, question, error),
-        "repaired": document.repaired,
-        "view": str(settings.view),
-    }
+    def _page(self, group: Group, owed) -> list[dict]:
+        """One page's owed questions asked of the server, as batch records."""
+        document = group.document
+        degraded, answers = False, {}
+        try:
+            page_settings = group.settings.replace(pages=str(owed.page.number))
+            for line in self.ask(document.name, group.data, owed.questions, page_settings):
+                if line.get("event") == "warning":
+                    degraded |= "to fit GPU memory" in line["message"]
+                    group.events.warning(line["message"])
+                elif "event" not in line:
+                    answers[line["question"]] = line
+        except DocreadError as e:
+            if e.code in FATAL:
+                raise
+            return [group.failed(owed, q, e) for q in owed.questions]
+        records = []
+        for question in owed.questions:
+            got = answers.get(question)
+            if got is None or got["status"] != "ok":
+                error = got["error"] if got else {"code": "server_error", "message": "the server gave no answer"}
+                records.append(group.failed(owed, question, error))
+                continue
+            answer = Answer(**{f.name: got[f.name] for f in fields(Answer)})
+            record = BatchRecord.answered(
+                owed.keys[question],
+                document.sha256,
+                answer,
+                degraded=degraded,
+                repaired=got["repaired"],
+                view=str(group.settings.view),
+                settings=group.digest,
+            )
+            record.file = document.name
+            records.append(record.to_json())
+        return records

@@ -28,6 +28,9 @@ from docread.cli.options import (
     Server,
     Task,
     Temperature,
+    TextOption,
+    TextPromptOption,
+    TextTokens,
     Timeout,
     View,
     diagnostics,
@@ -36,7 +39,7 @@ from docread.cli.options import (
 )
 from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
 from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.settings import DEFAULT_MAX_NEW_TOKENS
+from docread.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEXT_TOKENS
 
 app = typer.Typer()
 
@@ -87,7 +90,11 @@ def batch(
     ],
     output: Annotated[str, typer.Option("--output", "-o", help="JSON Lines output file; - for stdout.")],
     resume: Annotated[
-        bool, typer.Option("--resume", help="Skip the answers OUTPUT already holds; redo its failed records.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Skip the answers OUTPUT already holds for these settings; append the rest, failed ones retried.",
+        ),
     ] = False,
     model: Model = None,
     adapter: Adapter = None,
@@ -129,12 +136,17 @@ def batch(
     ] = 0.0,
     server: Server = None,
     api_key: ApiKey = None,
+    text: TextOption = "auto",
+    text_prompt: TextPromptOption = "auto",
+    text_tokens: TextTokens = DEFAULT_TEXT_TOKENS,
 ):
     """Answer every question about every page of every file: one JSON line per (file, page, question).
 
-    The model loads once; each page is encoded once for all its questions. A file or page that fails
-    becomes error records and the run goes on (exit 1). Ctrl-C stops after the current record (twice:
-    at once); --resume then continues where it stopped and retries the failed records."""
+    The model loads once; each page is encoded once for all its questions, with its text in the prompt as
+    `ask` does (--text-prompt). A file or page that fails becomes error records and the run goes on
+    (exit 1). Ctrl-C stops after the current record (twice: at once); --resume then continues where it
+    stopped and retries the failed records, appending: OUTPUT is never rewritten, a key's last record is its
+    current one, and each record's `settings` tells runs with other settings apart."""
     from docread.batch.core import record_log, run_batch
     from docread.intake import expand_paths
     from docread.settings import Settings
@@ -161,69 +173,51 @@ def batch(
         dpi=dpi,
         fast=fast,
         view=view,
+        text=text,
+        text_prompt=text_prompt,
+        text_tokens=text_tokens,
     )
+    limits = make_limits(max_pixels, timeout)
     sink = record_log(output, resume=resume)
-    if sink.done or sink.retried:
-        err.note(
-            f"resuming: {len(sink.done)} records already in {output}"
-            + (f"; retrying {sink.retried} failed" if sink.retried else "")
-        )
     counts = {"ok": 0, "error": 0}
     stop = _StopAfterRecord(err)
     interrupted = False
     try:
         if engine is Engine.ray:
-            from docread.batch.raydata import run_batch_ray
+            from docread.batch.raydata import RayEngine, refuse_stdin
 
-            with _progress(err) as progress:
-                on_record = _Reporter(err, progress, files, pages, password, dpi, counts)
-                run_batch_ray(
-                    files,
-                    questions,
-                    sink,
-                    settings=settings,
-                    model=model,
-                    adapter=adapter,
-                    device=device,
-                    quant=quant,
-                    offline=offline or None,
-                    limits=make_limits(max_pixels, timeout),
-                    workers=workers,
-                    gpus_per_worker=gpus_per_worker,
-                    address=ray_address,
-                    on_record=on_record,
-                    should_stop=stop.requested,
-                )
+            refuse_stdin(files)
+            runner = RayEngine(
+                model=model,
+                adapter=adapter,
+                device=device,
+                quant=quant,
+                offline=offline or None,
+                limits=limits,
+                workers=workers,
+                gpus_per_worker=gpus_per_worker,
+                address=ray_address,
+            )
         elif server:
-            from docread.batch.remote import run_batch_server
+            from docread.batch.remote import RemoteEngine
 
-            with _progress(err) as progress:
-                on_record = _Reporter(err, progress, files, pages, password, dpi, counts)
-                run_batch_server(
-                    server,
-                    files,
-                    questions,
-                    sink,
-                    settings=settings,
-                    limits=make_limits(max_pixels, timeout),
-                    api_key=api_key,
-                    on_record=on_record,
-                    should_stop=stop.requested,
-                )
+            runner = RemoteEngine(server, api_key=api_key, limits=limits)
         else:
-            reader = load_reader(model, adapter, device, quant, offline, err)
-            with _progress(err) as progress:
-                on_record = _Reporter(err, progress, files, pages, password, dpi, counts)
-                run_batch(
-                    reader,
-                    files,
-                    questions,
-                    sink,
-                    settings=settings,
-                    limits=make_limits(max_pixels, timeout),
-                    on_record=on_record,
-                    should_stop=stop.requested,
-                )
+            from docread.batch.local import LocalEngine
+
+            runner = LocalEngine(load_reader(model, adapter, device, quant, offline, err))
+        with _progress(err) as progress:
+            run_batch(
+                runner,
+                files,
+                questions,
+                sink,
+                settings=settings,
+                limits=limits,
+                on_record=_Reporter(err, progress, files, pages, password, dpi, counts),
+                should_stop=stop.requested,
+                on_resume=err.note,
+            )
     except KeyboardInterrupt:  # the second Ctrl-C: every record written so far is complete
         interrupted = True
     finally:
