@@ -184,8 +184,8 @@ def extract_document(
     `reader` (a `docread.reading.Reader`, local or remote; a loaded DocReader is read locally). A file
     that cannot be opened raises; a page that fails leaves its fields to the other pages."""
     from docread.reading import LocalReader, Reader
-    from docread.settings import Settings
     from docread.records import FieldRecord
+    from docread.settings import Settings
 
     if not isinstance(reader, Reader):
         reader = LocalReader(reader)

@@ -67,8 +67,8 @@ def _imports(module: str, *, types: bool = False) -> set[str]:
 GRAPH = {module: _imports(module) for module in MODULES}
 TYPED_GRAPH = {module: _imports(module, types=True) for module in MODULES}
 
-# The layers in the order the data flows (docs/layout.md, which shows this table): a module imports only modules of lower rank, or
-# of its own package. The first matching prefix (longest first) gives a module's rank.
+# The layers in the order the data flows (docs/layout.md shows this table): a module imports only modules of
+# lower rank, or of its own package. The first matching prefix (longest first) gives a module's rank.
 RANKS = {
     "docread.errors": 0,
     "docread.intake": 1,
