@@ -13,33 +13,21 @@ from docread.cli.options import (
     Adapter,
     ApiKey,
     Device,
-    Dpi,
-    Fast,
-    MaxNewTokens,
     MaxPixels,
-    MaxSlices,
     Model,
     Offline,
-    Pages,
-    Password,
     Quant,
     Quiet,
-    Seed,
     Server,
-    Task,
-    Temperature,
-    TextOption,
-    TextPromptOption,
-    TextTokens,
     Timeout,
-    View,
+    choose_reader,
     diagnostics,
-    load_reader,
     make_limits,
+    read_options,
 )
 from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
-from docread.intake.limits import DEFAULT_DPI, DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEXT_TOKENS
+from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.settings import Settings
 
 app = typer.Typer()
 
@@ -80,6 +68,7 @@ def read_questions(path: Path) -> list[str]:
     "  docread batch scans/ -Q q.txt -o answers.jsonl --resume   # after an interruption\n\n"
     "  docread batch scans/ -Q q.txt -o answers.jsonl --engine ray --workers 8 --gpus-per-worker 1"
 )
+@read_options(exclude=("top_pages",))  # --pages auto ranks pages by a question: batch reads every page asked
 def batch(
     paths: Annotated[list[str], typer.Argument(help="PDFs, images or folders (walked recursively).")],
     question_file: Annotated[
@@ -98,18 +87,8 @@ def batch(
     ] = False,
     model: Model = None,
     adapter: Adapter = None,
-    pages: Pages = None,
-    task: Task = "qa",
-    max_slices: MaxSlices = None,
-    view: View = "hires",
-    dpi: Dpi = DEFAULT_DPI,
-    password: Password = None,
     quant: Quant = "auto",
     device: Device = "auto",
-    max_new_tokens: MaxNewTokens = DEFAULT_MAX_NEW_TOKENS,
-    temperature: Temperature = 0.0,
-    seed: Seed = None,
-    fast: Fast = False,
     offline: Offline = False,
     quiet: Quiet = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
@@ -136,9 +115,8 @@ def batch(
     ] = 0.0,
     server: Server = None,
     api_key: ApiKey = None,
-    text: TextOption = "auto",
-    text_prompt: TextPromptOption = "auto",
-    text_tokens: TextTokens = DEFAULT_TEXT_TOKENS,
+    *,
+    settings: Settings,
 ):
     """Answer every question about every page of every file: one JSON line per (file, page, question).
 
@@ -149,7 +127,6 @@ def batch(
     current one, and each record's `settings` tells runs with other settings apart."""
     from docread.batch.core import record_log, run_batch
     from docread.intake import expand_paths
-    from docread.settings import Settings
 
     if engine is Engine.ray:
         from docread.batch.raydata import require_ray
@@ -162,21 +139,6 @@ def batch(
     questions = read_questions(question_file)
     files = expand_paths(paths)
     err = diagnostics(quiet)
-    settings = Settings(
-        pages=pages,
-        password=password,
-        task=task,
-        max_slices=max_slices,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        dpi=dpi,
-        fast=fast,
-        view=view,
-        text=text,
-        text_prompt=text_prompt,
-        text_tokens=text_tokens,
-    )
     limits = make_limits(max_pixels, timeout)
     sink = record_log(output, resume=resume)
     counts = {"ok": 0, "error": 0}
@@ -198,14 +160,12 @@ def batch(
                 gpus_per_worker=gpus_per_worker,
                 address=ray_address,
             )
-        elif server:
+        else:  # the one choice, as ask makes it: the server's model (refusing --adapter, another --model) or one here
+            from docread.batch.local import LocalEngine
             from docread.batch.remote import RemoteEngine
 
-            runner = RemoteEngine(server, api_key=api_key, limits=limits)
-        else:
-            from docread.batch.local import LocalEngine
-
-            runner = LocalEngine(load_reader(model, adapter, device, quant, offline, err))
+            reader = choose_reader(server, api_key, model, adapter, device, quant, offline, err)
+            runner = RemoteEngine(reader, limits=limits) if server else LocalEngine(reader.model)
         with _progress(err) as progress:
             run_batch(
                 runner,
@@ -214,7 +174,7 @@ def batch(
                 sink,
                 settings=settings,
                 limits=limits,
-                on_record=_Reporter(err, progress, files, pages, password, dpi, counts),
+                on_record=_Reporter(err, progress, files, settings, counts),
                 should_stop=stop.requested,
                 on_resume=err.note,
             )
@@ -234,14 +194,14 @@ class _Reporter:
     """Each record as it is written: the progress bar, and one error line per failed page (errors show
     even with --quiet)."""
 
-    def __init__(self, err, progress, files, pages, password, dpi, counts):
+    def __init__(self, err, progress, files, settings: Settings, counts):
         self.err, self.progress, self.counts = err, progress, counts
         self.pages_seen: set[tuple] = set()
         self.reported: set[tuple] = set()
         self.records = 0
         self.task = None
         if progress is not None:
-            self.task = progress.add_task("counting pages", total=_count_pages(files, pages, password, dpi), records=0)
+            self.task = progress.add_task("counting pages", total=_count_pages(files, settings), records=0)
 
     def __call__(self, record: dict) -> None:
         self.counts[record["status"]] += 1
@@ -289,7 +249,7 @@ class _StopAfterRecord:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def _count_pages(files, pages, password, dpi) -> int:
+def _count_pages(files, settings: Settings) -> int:
     """Pages the run will read (a file that fails to open counts as one), for the progress bar's ETA."""
     from docread.intake import open_document
 
@@ -299,7 +259,7 @@ def _count_pages(files, pages, password, dpi) -> int:
             total += 1
             continue
         try:
-            with open_document(file, pages=pages, password=password, dpi=dpi) as document:
+            with open_document(file, pages=settings.pages, password=settings.password, dpi=settings.dpi) as document:
                 total += len(document.pages)
         except DocreadError:
             total += 1
