@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from clikit import docread
+from kit.cli import docread
 from PIL import Image
 
 from docread.batch.keys import Resume

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pymupdf
 import pytest
-from clikit import docread
+from kit.cli import docread
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 COMPARED = ("file", "page", "question", "status")
