@@ -130,6 +130,7 @@ def answer_page(
     stream: bool = False,
     reference: Reference | None = None,
     encode: Encode | None = None,
+    constrain=None,
 ) -> Iterator[PageAnswer]:
     """Answer `questions` about one page, in order, from `encoded` or a fresh encoding. CUDA
     out-of-memory while answering re-encodes the page with fewer tiles; a page that fails yields
@@ -154,7 +155,9 @@ def answer_page(
             if stream:
                 events.question(question)
             try:
-                answer = _answer(reader, encoded, prompts[question], settings, events.chunk if stream else None)
+                answer = _answer(
+                    reader, encoded, prompts[question], settings, events.chunk if stream else None, constrain
+                )
             except torch.cuda.OutOfMemoryError:
                 encoded.release()
                 free_gpu_memory()
@@ -185,7 +188,9 @@ def _done(events: Events, result: PageAnswer) -> PageAnswer:
     return result
 
 
-def _answer(reader: DocReader, encoded: EncodedPage, prompt: str, settings: Settings, on_chunk) -> Answer:
+def _answer(
+    reader: DocReader, encoded: EncodedPage, prompt: str, settings: Settings, on_chunk, constrain=None
+) -> Answer:
     stream = reader.answer(
         encoded,
         prompt,
@@ -193,6 +198,7 @@ def _answer(reader: DocReader, encoded: EncodedPage, prompt: str, settings: Sett
         temperature=settings.temperature,
         seed=settings.seed,
         fast=settings.fast,
+        constrain=constrain,
     )
     for chunk in stream:
         if on_chunk is not None:
@@ -250,6 +256,7 @@ def ask_document(
     events: Events | None = None,
     stream: bool = False,
     encode: Encode | None = None,
+    constrain=None,
 ) -> list[DocumentAnswer]:
     """Answer each question about a PDF or image (a path, `-` for stdin, or a Document the caller
     opened, e.g. to fail on a bad file before loading the model): every selected page (the first
@@ -257,7 +264,8 @@ def ask_document(
     question against the page text, see `docread.text.ranking`) is encoded once and asked its questions; each
     question's best-scoring page wins. A page that fails is recorded and the others go on. With `stream`, a
     single-page read streams each answer through `events`. A file that cannot be opened raises.
-    `encode` replaces `encode_with_fallback` (a server's cache of encoded pages)."""
+    `encode` replaces `encode_with_fallback` (a server's cache of encoded pages); `constrain` (a
+    `generate.loop.Constraint`, reset by an empty answer) shapes every answer's tokens."""
     settings = settings or Settings()
     events = events or Events()
     questions = unique_questions(questions)
@@ -288,6 +296,7 @@ def ask_document(
                 events=events,
                 stream=stream and len(selected) == 1,
                 encode=encode,
+                constrain=constrain,
                 reference=page_reference(reader, document, texts, page, settings, events),
             ):
                 if result.answer is not None:

@@ -284,8 +284,10 @@ class DocReader(PageCalls):
         temperature: float = 0.0,
         seed: int | None = None,
         fast: bool = False,
+        constrain=None,
     ) -> AnswerStream:
-        """Stream the answer to `question` about an encoded page (`fast`: the compiled decoder)."""
+        """Stream the answer to `question` about an encoded page (`fast`: the compiled decoder; `constrain`:
+        a `generate.loop.Constraint` on each step's logits)."""
         from docread.generate.dynamic import crop_cache
         from docread.generate.loop import DecodeStats, decode_tokens, step_for
         from docread.generate.text import TextStream
@@ -309,6 +311,7 @@ class DocReader(PageCalls):
                     seed=seed,
                     stats=stats,
                     cache=encoded.cache,
+                    constrain=constrain,
                 ):
                     if chunk := text.push(token):
                         yield chunk

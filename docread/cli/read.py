@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -119,6 +120,14 @@ def ask(
     timeout: Timeout = DEFAULT_TIMEOUT_S,
     server: Server = None,
     api_key: ApiKey = None,
+    json_schema: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--json-schema",
+            help="Answer with JSON valid under this JSON Schema file (constrained decoding; needs the "
+            "structured extra; not with --server: use the server's response_format).",
+        ),
+    ] = None,
     *,
     settings: Settings,
 ):
@@ -129,6 +138,7 @@ def ask(
     from docread.document import open_for_reading, unique_questions
 
     questions = unique_questions(questions)
+    schema = _json_schema(json_schema, server)
     if server and highlight is not None and file == "-":
         raise UsageError("--highlight with --server opens the file here again to draw it: give a path, not -")
     err = diagnostics(quiet)
@@ -137,9 +147,12 @@ def ask(
     with _source(file, server, settings, limits, render) as source:
         reader = choose_reader(server, api_key, model, adapter, device, quant, offline, err)
         try:
-            results = reader.ask(
-                source, questions, settings=settings, limits=limits, events=render, stream=not json_out
-            )
+            if schema is not None:
+                results = _ask_json(reader, source, questions, schema, settings, limits, render, json_out)
+            else:
+                results = reader.ask(
+                    source, questions, settings=settings, limits=limits, events=render, stream=not json_out
+                )
         finally:
             render._stop_spinner()
         if highlight is not None:
@@ -149,6 +162,46 @@ def ask(
             else:
                 _write_highlight(source, results, highlight, reader.image_size, err)
     raise typer.Exit(_report(err, questions, [result.to_json() for result in results], json_out, verbose))
+
+
+def _json_schema(path: Path | None, server: str | None) -> dict | None:
+    """--json-schema's schema, read and checked before the model loads."""
+    if path is None:
+        return None
+    if server:
+        raise UsageError("--json-schema reads locally: with --server, send response_format to /v1/chat/completions")
+    try:
+        schema = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--json-schema {path}: cannot read it as JSON ({e})") from None
+    if not isinstance(schema, dict):
+        raise UsageError(f"--json-schema {path}: a JSON Schema is a JSON object")
+    return schema
+
+
+def _ask_json(reader, source, questions, schema, settings, limits, render, json_out):
+    """Each answer decoded under `schema`'s grammar; one that ran out of --max-new-tokens first is an error."""
+    from docread.document import ask_document
+    from docread.generate.grammar import json_grammar
+
+    model = reader.model
+    grammar = json_grammar(model.base.tokenizer, schema, model.eos_token_ids)
+    results = ask_document(
+        model,
+        source,
+        questions,
+        settings=settings,
+        limits=limits,
+        events=render,
+        stream=not json_out,
+        constrain=grammar,
+    )
+    for result in results:
+        try:
+            json.loads(result.best.answer if result.best else "")
+        except ValueError:
+            render.warning(f"{result.question}: the JSON did not close within --max-new-tokens (it is cut): raise it")
+    return results
 
 
 @contextmanager

@@ -94,11 +94,14 @@ def serve(
         limits=make_limits(max_pixels, timeout),
         request_timeout=request_timeout,
     )
-    err.note(f"serving {reader.name} on http://{host}:{port} (OpenAI base URL http://{host}:{port}/v1)")
+
+    def announce(bound: int) -> None:  # the port bound, not the one asked (0 = any free one)
+        err.note(f"serving {reader.name} on http://{host}:{bound} (OpenAI base URL http://{host}:{bound}/v1)")
+
     config = uvicorn.Config(
         api, host=host, port=port, log_level="warning" if quiet else "info", timeout_graceful_shutdown=request_timeout
     )
-    _server_class()(config).run()
+    _server_class()(config, announce).run()
 
 
 def _server_class():
@@ -106,7 +109,16 @@ def _server_class():
 
     class Server(uvicorn.Server):
         """uvicorn's server, but a SIGTERM/SIGINT that stopped it gracefully is a normal end (exit 0):
-        uvicorn would raise the signal again once stopped."""
+        uvicorn would raise the signal again once stopped. `announce(port)` once it listens, with the port bound."""
+
+        def __init__(self, config, announce=None):
+            super().__init__(config)
+            self.announce = announce
+
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.announce is not None and self.servers and self.servers[0].sockets:
+                self.announce(self.servers[0].sockets[0].getsockname()[1])
 
         @contextmanager
         def capture_signals(self):

@@ -2,7 +2,8 @@
 
 Sampling, EOS, stats and timing live here once, for B rows decoded together (`decode_rows`; one answer
 is one row: `decode_tokens`); a `Step` says how the next logits come out of a KV cache
-(`dynamic.DynamicStep`, `static.StaticStep`) and an optional `constrain` masks a row's logits per step.
+(`dynamic.DynamicStep`, `static.StaticStep`) and an optional `constrain` masks a row's logits per step
+(and, with a `finish(tokens)` method, hears when the row ends).
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ def decode_rows(
                     continue
             sync(device)
             stats.decode_ms = (time.perf_counter() - start) * 1000
+            if row.constrain is not None and hasattr(row.constrain, "finish"):
+                row.constrain.finish(stats.tokens)  # e.g. a grammar learns whether it completed
             yield i, None, None  # the row's end
         if not keep:
             return

@@ -38,6 +38,7 @@ from docread.serve.worker import Busy, Job, PageCache, Worker
 from docread.settings import AUTO_PAGES, Settings
 
 MiB = 1 << 20
+MODEL_ALIASES = (None, "", "docread")  # `model` values that mean "this server's model"
 
 
 class _JobEvents(Events):
@@ -89,8 +90,17 @@ class _Server:
         self.worker = Worker(max_queue)
         self.cache = PageCache(cache_pages)
 
-    def submit(self, data: bytes, name: str, questions: list[str], settings: Settings, forward: bool = False) -> Job:
-        """Queue an ask of uploaded bytes: "opened", then "chunk"s, then "done" with the answers or "error"."""
+    def submit(
+        self,
+        data: bytes,
+        name: str,
+        questions: list[str],
+        settings: Settings,
+        forward: bool = False,
+        constrain=None,
+    ) -> Job:
+        """Queue an ask of uploaded bytes: "opened", then "chunk"s, then "done" with the answers or "error".
+        `constrain`: a `generate.loop.Constraint` on every answer's tokens."""
 
         def read(document, events: _JobEvents) -> list[DocumentAnswer]:
             return ask_document(
@@ -101,6 +111,7 @@ class _Server:
                 events=events,
                 stream=True,
                 encode=self.cache.encode,
+                constrain=constrain,
             )
 
         return self.submit_read(data, name, settings, read, forward)
@@ -235,9 +246,12 @@ def create_app(
             "cache": {"pages": len(server.cache), "hits": server.cache.hits, "misses": server.cache.misses},
         }
 
+    started = int(time.time())  # /v1/models' `created`: when this server loaded its model
+
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": reader.name, "object": "model", "created": 0, "owned_by": "docread"}]}
+        model = {"id": reader.name, "object": "model", "created": started, "owned_by": "docread"}
+        return {"object": "list", "data": [model]}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -248,13 +262,24 @@ def create_app(
         except ValueError:  # UnicodeDecodeError and JSONDecodeError both
             raise ApiError(400, "the request body is not valid JSON", "invalid_json") from None
         chat = chat_request(body)
-        question, data, media = question_and_image(chat)
-        job = server.submit(data, "image", [question], chat.settings())
+        if chat.model not in MODEL_ALIASES + (reader.name,):
+            raise ApiError(
+                404,
+                f"the model {chat.model!r} does not exist here: this server serves {reader.name!r} (see /v1/models)",
+                "model_not_found",
+                param="model",
+            )
+        _, data, media = question_and_image(chat)
+        settings = chat.settings()
+        prompt, shape, constrain = chat_plan(reader, chat, settings)
+        job = server.submit(data, "image", [prompt], settings, constrain=constrain)
         await server.until_opened(job)
+        headers = {"X-Docread-Dropped-Turns": str(shape.dropped_turns)}
         if chat.stream:
-            include_usage = bool((chat.stream_options or {}).get("include_usage"))
-            return StreamingResponse(chat_stream(job, reader.name, include_usage), media_type="text/event-stream")
-        return chat_response(await server.answers(job), reader.name)
+            include_usage = chat.stream_options is not None and chat.stream_options.include_usage
+            events = chat_stream(job, reader.name, include_usage, shape)
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return JSONResponse(chat_response(await server.answers(job), reader.name, shape), headers=headers)
 
     @app.post("/v1/documents/ask")
     async def documents_ask(request: Request):
@@ -301,6 +326,40 @@ async def _upload(request: Request, max_bytes: int) -> tuple[bytes, str, list[tu
     events = any(k == "events" and v in ("1", "true") for k, v in fields)
     data = await upload.read(max_bytes + 1)
     return data, upload.filename or "upload", [(k, v) for k, v in fields if k != "events"], events
+
+
+def chat_plan(reader: DocReader, chat, settings: Settings):
+    """A chat request's question (the conversation as one prompt, oldest turns dropped to fit a quarter of
+    the context), its Shape, and the constraint on its tokens (JSON grammar, nucleus, stop strings, log-probs)."""
+    from docread.generate.constraints import Chain, Recorder, StopAt, TopP
+    from docread.serve.chat import Shape
+    from docread.serve.protocol import conversation
+    from docread.views.turns import conversation_prompt
+
+    tokenizer = reader.base.tokenizer
+    system, turns, question = conversation(chat)
+    prompt, dropped = conversation_prompt(
+        system,
+        turns,
+        question,
+        count=lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
+        budget=reader.context // 4,
+    )
+    shape = Shape(tokenizer=tokenizer, stops=chat.stops(), dropped_turns=dropped)
+    schema = chat.json_schema()
+    if schema is not None:
+        from docread.generate.grammar import json_grammar
+
+        try:
+            shape.grammar = json_grammar(tokenizer, schema, reader.eos_token_ids, param="response_format")
+        except DocreadError as e:
+            raise ApiError(400, e.message, e.code, param="response_format") from None
+    if chat.logprobs:
+        shape.recorder = Recorder(chat.top_logprobs or 0)
+    top_p = TopP(chat.top_p, settings.temperature) if chat.top_p is not None else None
+    stop = StopAt(tokenizer, shape.stops, reader.eos_token_ids) if shape.stops else None
+    parts = [shape.grammar, top_p, stop, shape.recorder]
+    return prompt, shape, (Chain(*parts) if any(p is not None for p in parts) else None)
 
 
 def _handlers(app: FastAPI) -> None:

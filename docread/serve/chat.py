@@ -1,5 +1,6 @@
 """OpenAI chat-completion responses from docread answers: the whole answer as one `chat.completion`,
-or streamed as `chat.completion.chunk` server-sent events ending with `data: [DONE]`."""
+or streamed as `chat.completion.chunk` server-sent events ending with `data: [DONE]`. `Shape` holds what
+a request asked of its answer besides Settings: stop strings, log-probabilities, a JSON grammar."""
 
 from __future__ import annotations
 
@@ -7,12 +8,60 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from docread.results import DocumentAnswer
 from docread.serve.protocol import ApiError, as_api_error
 from docread.serve.worker import Job
 
 FINISH = {"eos": "stop", "length": "length"}  # docread's stopped_by -> OpenAI's finish_reason
+
+
+@dataclass
+class Shape:
+    """A chat request's answer beyond Settings: `stops` cut it, `recorder` (generate.constraints.Recorder)
+    gives its log-probabilities, `grammar` (generate.grammar.JsonGrammar) tells whether its JSON completed."""
+
+    tokenizer: object = None
+    stops: list[str] = field(default_factory=list)
+    recorder: object = None
+    top_logprobs: int = 0
+    grammar: object = None
+    dropped_turns: int = 0
+
+    def cut(self, text: str) -> tuple[str, bool]:
+        """`text` before its first stop string, and whether one was found."""
+        at = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
+        return (text[:at], True) if at >= 0 else (text, False)
+
+    def finish_reason(self, answer, stopped: bool) -> str:
+        if stopped:
+            return "stop"
+        if self.grammar is not None and not self.grammar.completed:
+            return "length"  # the budget ran out before the JSON closed
+        return FINISH.get(answer.stopped_by, "stop")
+
+    def logprobs(self, text: str, stopped: bool = False) -> dict | None:
+        """OpenAI's `logprobs` of the answer `text`: each token's, with its top alternatives (`stopped`: the
+        text was cut at a stop string, and the tokens after it are left out)."""
+        if self.recorder is None:
+            return None
+        decode = self.tokenizer.decode
+        runs = self.recorder.runs or [[]]
+        run = next((r for r in reversed(runs) if decode([t for t, _, _ in r]).strip().startswith(text)), runs[-1])
+        content, ids = [], []
+        for token, logprob, tops in run:
+            ids.append(token)
+            tops_json = [_token(decode, t, lp) for t, lp in tops]
+            content.append({**_token(decode, token, logprob), "top_logprobs": tops_json})
+            if stopped and text in decode(ids):
+                break
+        return {"content": content, "refusal": None}
+
+
+def _token(decode, token: int, logprob: float) -> dict:
+    text = decode([token])
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
 
 
 def best_answer(results: list[DocumentAnswer]):
@@ -23,16 +72,18 @@ def best_answer(results: list[DocumentAnswer]):
     return result.best
 
 
-def usage(answer) -> dict:
+def usage(answer, shape: Shape) -> dict:
     return {
         "prompt_tokens": answer.prompt_tokens,
         "completion_tokens": answer.generated_tokens,
         "total_tokens": answer.prompt_tokens + answer.generated_tokens,
+        "dropped_turns": shape.dropped_turns,
     }
 
 
-def chat_response(results: list[DocumentAnswer], model: str) -> dict:
+def chat_response(results: list[DocumentAnswer], model: str, shape: Shape) -> dict:
     answer = best_answer(results)
+    text, stopped = shape.cut(answer.answer)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -42,12 +93,12 @@ def chat_response(results: list[DocumentAnswer], model: str) -> dict:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer.answer, "refusal": None},
-                "logprobs": None,
-                "finish_reason": FINISH.get(answer.stopped_by, "stop"),
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": shape.logprobs(text, stopped),
+                "finish_reason": shape.finish_reason(answer, stopped),
             }
         ],
-        "usage": usage(answer),
+        "usage": usage(answer, shape),
         "docread": results[0].to_json(),
     }
 
@@ -69,7 +120,26 @@ class Trim:
         return out
 
 
-async def chat_stream(job: Job, model: str, include_usage: bool) -> AsyncIterator[str]:
+class StopCut:
+    """Streamed text cut before the first stop string: text that may begin one is held back until it
+    cannot; after a stop, nothing more."""
+
+    def __init__(self, shape: Shape):
+        self.shape, self.sent, self.stopped = shape, "", False
+
+    def push(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        whole = self.sent + text
+        cut, self.stopped = self.shape.cut(whole)
+        if not self.stopped:  # hold back a tail that could begin a stop string
+            hold = max((k for s in self.shape.stops for k in range(1, len(s)) if whole.endswith(s[:k])), default=0)
+            cut = whole[: len(whole) - hold]
+        out, self.sent = cut[len(self.sent) :], cut
+        return out
+
+
+async def chat_stream(job: Job, model: str, include_usage: bool, shape: Shape) -> AsyncIterator[str]:
     base = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion.chunk",
@@ -78,24 +148,27 @@ async def chat_stream(job: Job, model: str, include_usage: bool) -> AsyncIterato
         "system_fingerprint": None,
     }
 
-    def event(delta: dict, finish: str | None = None, **extra) -> str:
-        choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        return f"data: {json.dumps({**base, 'choices': choices, **extra}, ensure_ascii=False)}\n\n"
+    def event(delta: dict, finish: str | None = None, logprobs: dict | None = None) -> str:
+        choices = [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]
+        return f"data: {json.dumps({**base, 'choices': choices}, ensure_ascii=False)}\n\n"
 
-    trim, done = Trim(), False
+    trim, stop, done = Trim(), StopCut(shape), False
     try:
         yield event({"role": "assistant", "content": ""})
         while True:
             kind, value = await job.next()
             if kind == "chunk":
-                if text := trim.push(value):
+                if text := stop.push(trim.push(value)):
                     yield event({"content": text})
             elif kind == "done":
                 done = True
                 answer = best_answer(value)
-                yield event({}, FINISH.get(answer.stopped_by, "stop"))
+                text, stopped = shape.cut(answer.answer)
+                if rest := text[len(stop.sent) :]:
+                    yield event({"content": rest})
+                yield event({}, shape.finish_reason(answer, stopped), shape.logprobs(text, stopped))
                 if include_usage:
-                    yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage(answer)})}\n\n"
+                    yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage(answer, shape)})}\n\n"
                 break
             elif kind == "error":
                 done = True

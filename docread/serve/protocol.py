@@ -51,13 +51,17 @@ class ApiError(Exception):
 
 
 STATUS = {"too_large": 413, "timeout": 504}  # intake codes whose HTTP status is not 400
+SERVER_FAULTS = {"timeout"}  # codes that are the server's failure (type server_error), not the request's
 
 
 def as_api_error(error: Exception) -> ApiError:
     if isinstance(error, ApiError):
         return error
     if isinstance(error, DocreadError):
-        return from_docread(error, status=STATUS.get(error.code, 400))
+        api = from_docread(error, status=STATUS.get(error.code, 400))
+        if error.code in SERVER_FAULTS:
+            api.type = "server_error"
+        return api
     return ApiError(
         500,
         f"internal error: {type(error).__name__}: {error}",
@@ -174,10 +178,51 @@ class Message(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[Part] | None = None
 
+    def text(self) -> str:
+        parts = [self.content] if isinstance(self.content, str) else [p.text or "" for p in self.content or []]
+        return " ".join(" ".join(parts).split())
+
+
+class JsonSchemaFormat(BaseModel):
+    name: str = "response"
+    schema_: dict = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+# OpenAI fields that would change the answer and that docread does not do: refused, never ignored.
+# (name, the value that means "not used")
+REFUSED = {
+    "tools": None,
+    "tool_choice": None,
+    "functions": None,
+    "function_call": None,
+    "logit_bias": None,
+    "audio": None,
+    "prediction": None,
+    "web_search_options": None,
+    "frequency_penalty": 0,
+    "presence_penalty": 0,
+}
+MAX_STOPS = 4  # OpenAI's limit on `stop` strings
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit on `top_logprobs`
+
 
 class ChatRequest(BaseModel):
-    """The OpenAI fields docread reads (others an SDK sends are ignored); `docread` carries the Settings
-    fields OpenAI has no field for (pages, max_slices, view, task, dpi, password, text_prompt, ...)."""
+    """The OpenAI fields docread reads; those that change an answer and docread cannot honour are refused
+    (`REFUSED`), other fields an SDK sends (user, metadata, store, ...) are ignored. `docread` carries the
+    Settings fields OpenAI has no field for (pages, max_slices, view, task, dpi, password, text_prompt, ...)."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
@@ -185,9 +230,15 @@ class ChatRequest(BaseModel):
     max_tokens: _optional("max_new_tokens") = None
     max_completion_tokens: _optional("max_new_tokens") = None
     temperature: _optional("temperature") = None
+    top_p: Annotated[Optional[float], Field(ge=0.0, le=1.0)] = None  # noqa: UP045
     seed: _optional("seed") = None
     n: int = Field(1, ge=1, le=1)
-    stream_options: dict | None = None
+    stop: str | list[str] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[Optional[int], Field(ge=0, le=MAX_TOP_LOGPROBS)] = None  # noqa: UP045
+    response_format: ResponseFormat | None = None
+    modalities: list[Literal["text"]] | None = None
+    stream_options: StreamOptions | None = None
     docread: ReadOptions | None = None
 
     def settings(self) -> Settings:
@@ -200,16 +251,61 @@ class ChatRequest(BaseModel):
         }
         return base.replace(**{k: v for k, v in given.items() if v is not None})
 
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def json_schema(self) -> dict | None:
+        """The schema the answer must follow: {} for any JSON object (json_object), None for free text."""
+        rf = self.response_format
+        if rf is None or rf.type == "text":
+            return None
+        if rf.type == "json_object":
+            return {"type": "object"}
+        if rf.json_schema is None:
+            raise ApiError(
+                400, "response_format: json_schema needs a json_schema object", "invalid_value", param="response_format"
+            )
+        return rf.json_schema.schema_ or {"type": "object"}
+
+
+def _unsupported(name: str, why: str) -> ApiError:
+    return ApiError(400, f"{name}: {why}", "unsupported_parameter", param=name)
+
 
 def chat_request(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", "invalid_json")
+    for name, unused in REFUSED.items():
+        value = body.get(name, unused)
+        if value not in (unused, None, [], {}) and not (name == "tool_choice" and value == "none"):
+            raise _unsupported(name, "not supported by docread (no tools, penalties, biases or audio); leave it out")
     try:
         request = ChatRequest.model_validate(body)
     except ValidationError as e:
         raise from_validation(e) from None
+    if len(request.stops()) > MAX_STOPS:
+        raise ApiError(400, f"stop: at most {MAX_STOPS} strings", "invalid_value", param="stop")
+    if request.top_logprobs and not request.logprobs:
+        raise ApiError(400, "top_logprobs needs logprobs: true", "invalid_value", param="top_logprobs")
+    if any(m.role == "tool" for m in request.messages):
+        raise _unsupported("messages", "tool messages need tools, which docread does not support")
     request.settings()  # a bad page list: 400 now, naming `docread.pages`
+    request.json_schema()
     return request
+
+
+def conversation(request: ChatRequest) -> tuple[list[str], list[tuple[str, str]], str]:
+    """The system/developer texts, the earlier (role, text) turns, and the last user message's text."""
+    users = [i for i, m in enumerate(request.messages) if m.role == "user"]
+    if not users:
+        raise ApiError(400, "no user message: ask a question", "no_questions", param="messages")
+    last = users[-1]
+    question = request.messages[last].text()
+    if not question:
+        raise ApiError(400, "the last user message has no text: ask a question", "no_questions", param="messages")
+    system = [m.text() for m in request.messages if m.role in ("system", "developer") and m.text()]
+    turns = [(m.role, m.text()) for m in request.messages[:last] if m.role in ("user", "assistant") and m.text()]
+    return system, turns, question
 
 
 def question_and_image(request: ChatRequest) -> tuple[str, bytes, str]:
@@ -226,14 +322,7 @@ def question_and_image(request: ChatRequest) -> tuple[str, bytes, str]:
         raise ApiError(
             400, f"send exactly one image_url part (a data: URL), got {len(images)}", "image_count", param="messages"
         )
-    users = [m for m in request.messages if m.role == "user"]
-    if not users:
-        raise ApiError(400, "no user message: ask a question", "no_questions", param="messages")
-    content = users[-1].content
-    parts = [content] if isinstance(content, str) else [p.text or "" for p in content or [] if p.type == "text"]
-    question = " ".join(" ".join(parts).split())
-    if not question:
-        raise ApiError(400, "the last user message has no text: ask a question", "no_questions", param="messages")
+    _, _, question = conversation(request)
     data, media = decode_data_url(images[0])
     return question, data, media
 

@@ -1,0 +1,105 @@
+"""Per-answer constraints for the decode loop's `constrain` hook: nucleus sampling (`TopP`), stop strings
+(`StopAt`), each token's log-probability and top alternatives (`Recorder`), several in a row (`Chain`).
+Each starts over when it sees an empty answer (a new page's answer), and may have `finish(tokens)`,
+which the loop calls when the answer ends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+NEG = float("-inf")
+
+
+class TopP:
+    """Nucleus sampling: keep the fewest most likely tokens whose probability (at `temperature`) sums to
+    `top_p`; the rest are forbidden. Greedy decoding is unchanged (the argmax is always kept)."""
+
+    def __init__(self, top_p: float, temperature: float):
+        self.top_p, self.temperature = top_p, temperature
+
+    def __call__(self, logits: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+        if self.top_p >= 1.0 or self.temperature <= 0:
+            return logits
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the tokens ranked above each one
+        drop = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, before >= self.top_p)
+        return logits.masked_fill(drop, NEG)
+
+
+class StopAt:
+    """Force an end of sequence once the answer's text holds one of `stops` (the caller cuts it there)."""
+
+    def __init__(self, tokenizer, stops: Sequence[str], eos_token_ids: Iterable[int]):
+        self.tokenizer, self.stops = tokenizer, [s for s in stops if s]
+        self.eos = sorted(set(eos_token_ids))
+
+    def __call__(self, logits: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+        if tokens and self.eos and any(s in self.tokenizer.decode(tokens) for s in self.stops):
+            forced = torch.full_like(logits, NEG)
+            forced[..., self.eos[0]] = 0.0
+            return forced
+        return logits
+
+
+class Recorder:
+    """Each chosen token's log-probability and the `top_k` most likely tokens at its step (of the logits
+    the loop samples from, so it goes last in a `Chain`). `runs` holds one list per answer decoded:
+    [(token, logprob, [(token, logprob), ...]), ...]."""
+
+    def __init__(self, top_k: int = 0):
+        self.top_k = top_k
+        self.runs: list[list[tuple[int, float, list[tuple[int, float]]]]] = []
+        self._last: torch.Tensor | None = None
+        self._tops: list[list[tuple[int, float]]] = []
+
+    def _resolve(self, tokens: list[int]) -> None:
+        run = self.runs[-1]
+        while len(run) < len(tokens) and self._last is not None:
+            token = tokens[len(run)]
+            run.append((token, float(self._last[token]), self._tops[len(run)]))
+
+    def __call__(self, logits: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+        if not tokens:
+            self.runs.append([])
+            self._tops = []
+        else:
+            self._resolve(tokens)
+        logprobs = torch.log_softmax(logits[0].float(), dim=-1)
+        self._last = logprobs
+        if self.top_k > 0:
+            values, ids = logprobs.topk(min(self.top_k, logprobs.shape[-1]))
+            self._tops.append([(int(i), float(v)) for i, v in zip(ids, values)])
+        else:
+            self._tops.append([])
+        return logits
+
+    def finish(self, tokens: list[int]) -> None:
+        if self.runs:
+            self._resolve(tokens)
+        self._last = None
+
+
+class Chain:
+    """Constraints applied in order; `finish` reaches each that has one."""
+
+    def __init__(self, *constraints):
+        self.constraints = [c for c in constraints if c is not None]
+
+    def __call__(self, logits: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+        for constraint in self.constraints:
+            logits = constraint(logits, tokens)
+        return logits
+
+    def finish(self, tokens: list[int]) -> None:
+        for constraint in self.constraints:
+            if hasattr(constraint, "finish"):
+                constraint.finish(tokens)
+
+
+def finish(constrain, tokens: list[int]) -> None:
+    """Tell a constraint its answer ended with `tokens` (when it wants to know)."""
+    if constrain is not None and hasattr(constrain, "finish"):
+        constrain.finish(tokens)
