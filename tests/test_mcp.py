@@ -291,3 +291,34 @@ def test_cli_refuses_a_non_loopback_host(tmp_path):
 
     run = docread("mcp", "--http", "--host", "0.0.0.0")
     assert run.returncode == 2 and "loopback only" in run.stderr
+
+
+def test_a_model_that_cannot_load_is_a_tool_error_and_the_server_goes_on(root):
+    from docread.errors import DocreadError
+
+    loads = []
+
+    def broken():
+        loads.append(1)
+        raise DocreadError("no_weights", "no weights for 'nope' in the cache; run without --offline")
+
+    server = build_server(Work(Documents(root, Limits().max_bytes), Limits(), broken))
+
+    async def main():
+        async with Client(server) as client:
+            first = await client.call_tool("ask_document", {"path": "blank.png", "questions": ["q"]})
+            located = await client.call_tool("locate", {"path": "invoice.pdf", "texts": ["Due"]})
+            again = await client.call_tool("ocr", {"path": "blank.png"})
+            return first, located, again
+
+    first, located, again = anyio.run(main)
+    assert first.is_error and "could not be loaded: no weights" in first.content[0].text
+    assert not located.is_error and located.structured_content["occurrences"][0]["page"] == 2
+    assert again.is_error and len(loads) == 2  # tried again on the next call, not left broken
+
+
+def test_cli_refuses_a_root_that_is_not_a_folder(tmp_path):
+    from clikit import docread
+
+    run = docread("mcp", "--root", tmp_path / "missing")
+    assert run.returncode == 2 and "not a folder" in run.stderr
