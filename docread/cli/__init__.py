@@ -115,6 +115,7 @@ from docread.cli import (  # noqa: E402  (command modules register on import)
     extract,
     inspect,
     locate,
+    mcp,
     models,
     read,
     serve,
@@ -130,6 +131,7 @@ app.add_typer(chat.app)
 app.add_typer(locate.app)
 app.add_typer(extract.app)
 app.add_typer(serve.app)
+app.add_typer(mcp.app)
 app.add_typer(models.app, name="models")
 app.add_typer(train.app)
 app.add_typer(bench.app, name="bench")

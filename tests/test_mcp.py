@@ -1,0 +1,324 @@
+"""`docread mcp` through the `mcp` SDK's own client: in-process (schemas, path rules), over stdio (a spawned
+`python -m docread mcp` with the tiny model: every tool) and over streamable HTTP (the API key, progress)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pymupdf
+import pytest
+from PIL import Image
+
+pytest.importorskip("mcp.server.mcpserver")
+
+from mcp import Client, StdioServerParameters  # noqa: E402
+
+from docread.intake import Limits  # noqa: E402
+from docread.mcp.inputs import Documents  # noqa: E402
+from docread.mcp.server import build_server  # noqa: E402
+from docread.mcp.tools import Work, ocr_record  # noqa: E402
+from docread.settings import Settings, field_type, setting_fields  # noqa: E402
+
+TOOLS = {"ask_document", "ocr", "extract", "locate", "inspect"}
+
+
+def make_files(root: Path) -> None:
+    doc = pymupdf.open()
+    for text in ("Invoice total 1234.56", "Due 2026-03-14"):
+        page = doc.new_page(width=300, height=200)
+        page.insert_text((20, 50), text, fontsize=14)
+    doc.save(root / "invoice.pdf")
+    Image.new("RGB", (120, 80), "white").save(root / "blank.png")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("mcp-root")
+    make_files(folder)
+    outside = folder.parent / "outside.png"
+    Image.new("RGB", (20, 20), "white").save(outside)
+    (folder / "link.png").symlink_to(outside)  # a symlink out of the root: refused
+    return folder
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def in_process(root: Path | None, calls):
+    """`calls(client)` against an in-process server without a model (locate and inspect need none)."""
+
+    def no_model():
+        raise AssertionError("this test loads no model")
+
+    server = build_server(Work(Documents(root, Limits().max_bytes), Limits(), no_model))
+
+    async def main():
+        async with Client(server) as client:
+            return await calls(client)
+
+    return anyio.run(main)
+
+
+# -- in process: schemas and the document rules ------------------------------------------------------------
+def test_tools_schemas_are_derived_from_settings(root):
+    async def calls(client):
+        return {t.name: t for t in (await client.list_tools()).tools}
+
+    tools = in_process(root, calls)
+    assert set(tools) == TOOLS
+    props = tools["ask_document"].input_schema["properties"]
+    defs = tools["ask_document"].input_schema.get("$defs", {})
+    for f in setting_fields():  # every Settings field, with its help, bounds and choices
+        assert f.name in props, f.name
+        schema = props[f.name]
+        assert schema["description"] == f.metadata["help"]
+        text = str(schema)
+        if f.metadata["max"] is not None:
+            assert f"'maximum': {f.metadata['max']}" in text
+        kind = field_type(f)
+        if hasattr(kind, "__members__"):
+            assert defs[kind.__name__]["enum"] == [m.value for m in kind]
+    assert props["max_new_tokens"]["default"] == Settings().max_new_tokens
+    assert tools["ocr"].input_schema["properties"]["max_new_tokens"]["default"] > Settings().max_new_tokens
+    assert "task" not in tools["ocr"].input_schema["properties"]  # fixed: ocr transcribes
+    assert set(tools["locate"].input_schema["properties"]) >= {"texts", "pages", "text", "dpi"}
+    for tool in tools.values():
+        assert tool.output_schema and tool.output_schema["type"] == "object"
+    assert "answers" in tools["ask_document"].output_schema["properties"]
+
+
+def test_paths_stay_under_root_and_content_is_read(root):
+    async def calls(client):
+        results = {}
+        results["ok"] = await client.call_tool("inspect", {"path": "invoice.pdf"})
+        results["absolute"] = await client.call_tool("inspect", {"path": str(root / "blank.png")})
+        results["up"] = await client.call_tool("inspect", {"path": "../outside.png"})
+        results["link"] = await client.call_tool("inspect", {"path": "link.png"})
+        results["missing"] = await client.call_tool("inspect", {"path": "nope.pdf"})
+        results["both"] = await client.call_tool("inspect", {"path": "blank.png", "content": b64(root / "blank.png")})
+        results["neither"] = await client.call_tool("inspect", {})
+        results["bad64"] = await client.call_tool("inspect", {"content": "not base64!"})
+        results["content"] = await client.call_tool(
+            "locate", {"content": b64(root / "invoice.pdf"), "filename": "sent.pdf", "texts": ["1234.56"]}
+        )
+        results["bad_value"] = await client.call_tool("inspect", {"path": "invoice.pdf", "dpi": 5})
+        results["bad_pages"] = await client.call_tool("inspect", {"path": "invoice.pdf", "pages": "x-y"})
+        results["bad_choice"] = await client.call_tool("inspect", {"path": "invoice.pdf", "view": "sideways"})
+        return results
+
+    r = in_process(root, calls)
+    assert not r["ok"].is_error and [p["page"] for p in r["ok"].structured_content["pages"]] == [1, 2]
+    assert not r["absolute"].is_error
+    for name in ("up", "link"):
+        assert r[name].is_error and "outside --root" in r[name].content[0].text, name
+    assert r["missing"].is_error and "no such file" in r["missing"].content[0].text
+    for name in ("both", "neither"):
+        assert r[name].is_error and "one of the two" in r[name].content[0].text
+    assert r["bad64"].is_error and "base64" in r["bad64"].content[0].text
+    found = r["content"].structured_content["occurrences"]
+    assert [(o["file"], o["page"], o["match"]) for o in found] == [("sent.pdf", 1, "exact")]
+    assert r["bad_value"].is_error and "dpi" in r["bad_value"].content[0].text
+    assert r["bad_pages"].is_error and "x-y" in r["bad_pages"].content[0].text
+    assert r["bad_choice"].is_error and "view" in r["bad_choice"].content[0].text
+
+
+def test_without_root_paths_are_refused_and_content_is_read(root):
+    async def calls(client):
+        refused = await client.call_tool("inspect", {"path": str(root / "blank.png")})
+        sent = await client.call_tool("inspect", {"content": b64(root / "blank.png"), "filename": "b.png"})
+        return refused, sent
+
+    refused, sent = in_process(None, calls)
+    assert refused.is_error and "--root" in refused.content[0].text
+    assert not sent.is_error and sent.structured_content["pages"][0]["file"] == "b.png"
+
+
+def test_ocr_record_is_ocr_json_record():
+    from docread.document import PageAnswer
+    from docread.errors import DocreadError
+    from docread.results import Answer
+    from docread.serve.ocr import ocr_record as cli_record
+
+    answer = Answer("f.pdf", 2, "q", "text", -0.5, "tiny", 1, 2, 2, 10, 12, 40, 3, 16, None, "eos", {"decode": 1.0})
+    for result in (PageAnswer("q", 2, answer), PageAnswer("q", 3, None, DocreadError("bad_page", "page 3: broken"))):
+        assert ocr_record("f.pdf", result) == cli_record("f.pdf", result)
+
+
+# -- a spawned server: stdio and HTTP -----------------------------------------------------------------------
+def server_env() -> dict:
+    here = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+
+
+def server_args(root: Path, model: Path, *extra: str) -> list[str]:
+    return ["-m", "docread", "mcp", "--root", str(root), "--model", str(model), "--device", "cpu", *extra]
+
+
+@pytest.mark.system
+def test_stdio_every_tool(root, tiny_llava):
+    params = StdioServerParameters(command=sys.executable, args=server_args(root, tiny_llava), env=server_env())
+    progress = []
+
+    async def on_progress(value, total, message):
+        progress.append((value, total, message))
+
+    async def main():
+        async with Client(params, read_timeout_seconds=300) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            pdf = {"path": "invoice.pdf", "max_new_tokens": 4}
+            ask = await client.call_tool(
+                "ask_document", {**pdf, "questions": ["What is the total?", "When?"]}, progress_callback=on_progress
+            )
+            ocr = await client.call_tool("ocr", {**pdf, "pages": "2"})
+            fields = await client.call_tool("extract", {**pdf, "fields": ["total:number", "due_date:date"]})
+            schema = {"type": "object", "properties": {"total": {"type": "number", "description": "The total?"}}}
+            by_schema = await client.call_tool(
+                "extract", {"content": b64(root / "blank.png"), "schema": schema, "max_new_tokens": 4}
+            )
+            bad_field = await client.call_tool("extract", {**pdf, "fields": ["total:money"]})
+            located = await client.call_tool("locate", {"path": "invoice.pdf", "texts": ["1234.56", "absent"]})
+            inspected = await client.call_tool("inspect", {"path": "invoice.pdf", "pages": "1"})
+            outside = await client.call_tool("ask_document", {"path": "../outside.png", "questions": ["q"]})
+            no_questions = await client.call_tool("ask_document", {"path": "invoice.pdf", "questions": []})
+            after = await client.call_tool("locate", {"path": "invoice.pdf", "texts": ["Due"]})  # still serving
+            return names, ask, ocr, fields, by_schema, bad_field, located, inspected, outside, no_questions, after
+
+    names, ask, ocr, fields, by_schema, bad_field, located, inspected, outside, no_questions, after = anyio.run(main)
+    assert names == TOOLS
+    answers = ask.structured_content["answers"]
+    assert [a["question"] for a in answers] == ["What is the total?", "When?"]
+    assert all(a["status"] == "ok" and a["page"] in (1, 2) and a["pages_read"] == [1, 2] for a in answers)
+    assert {"answer", "score", "evidence", "grounded", "model", "visual_tokens"} <= set(answers[0])
+    assert [(v, t) for v, t, _ in progress] == [(0, 2), (1, 2)]  # a notification per page
+    pages = ocr.structured_content["pages"]
+    assert [(p["page"], p["status"]) for p in pages] == [(2, "ok")] and isinstance(pages[0]["text"], str)
+    assert set(fields.structured_content["fields"]) == {"total", "due_date"}
+    assert set(fields.structured_content["fields"]["total"]) >= {"value", "raw", "page", "score", "error"}
+    assert by_schema.structured_content["file"] == "document"
+    assert bad_field.is_error and "money" in bad_field.content[0].text
+    found = located.structured_content
+    assert [(o["query"], o["page"]) for o in found["occurrences"]] == [("1234.56", 1)]
+    assert found["not_found"] == ["absent"]
+    assert [p["page"] for p in inspected.structured_content["pages"]] == [1]
+    assert outside.is_error and "outside --root" in outside.content[0].text
+    assert no_questions.is_error and "questions" in no_questions.content[0].text
+    assert not after.is_error
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def http_server(root, tiny_llava, tmp_path_factory):
+    """`docread mcp --http` on a free loopback port with an API key; stopped after the module."""
+    log = tmp_path_factory.mktemp("mcp-http") / "stderr.txt"
+    args = server_args(root, tiny_llava, "--http", "--port", "0", "--api-key", "sesame")
+    with open(log, "w") as sink:
+        process = subprocess.Popen([sys.executable, *args], env=server_env(), stderr=sink, stdout=subprocess.DEVNULL)
+    url, deadline = None, time.monotonic() + 60
+    while url is None and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+        for line in log.read_text().splitlines():
+            if "serving MCP on " in line:
+                url = line.split("serving MCP on ")[1].strip()
+    try:
+        assert url, f"the server did not start: {log.read_text()[-2000:]}"
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def http_client(url: str, key: str | None) -> Client:
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=300)))
+
+
+@pytest.mark.system
+def test_http_needs_the_api_key(http_server):
+    import httpx
+
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        response = httpx.post(http_server, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=headers)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.system
+def test_http_tools_with_the_key(http_server, root):
+    progress = []
+
+    async def on_progress(value, total, message):
+        progress.append((value, total))
+
+    async def main():
+        async with http_client(http_server, "sesame") as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            ask = await client.call_tool(
+                "ask_document",
+                {"content": b64(root / "invoice.pdf"), "questions": ["Total?"], "max_new_tokens": 3},
+                progress_callback=on_progress,
+            )
+            bad = await client.call_tool("ask_document", {"path": "invoice.pdf", "questions": ["q"], "seed": -1})
+            return names, ask, bad
+
+    names, ask, bad = anyio.run(main)
+    assert names == TOOLS
+    assert ask.structured_content["answers"][0]["status"] == "ok"
+    assert progress == [(0, 2), (1, 2)]
+    assert bad.is_error and "seed" in bad.content[0].text
+
+
+def test_cli_refuses_a_non_loopback_host(tmp_path):
+    from clikit import docread
+
+    run = docread("mcp", "--http", "--host", "0.0.0.0")
+    assert run.returncode == 2 and "loopback only" in run.stderr
+
+
+def test_a_model_that_cannot_load_is_a_tool_error_and_the_server_goes_on(root):
+    from docread.errors import DocreadError
+
+    loads = []
+
+    def broken():
+        loads.append(1)
+        raise DocreadError("no_weights", "no weights for 'nope' in the cache; run without --offline")
+
+    server = build_server(Work(Documents(root, Limits().max_bytes), Limits(), broken))
+
+    async def main():
+        async with Client(server) as client:
+            first = await client.call_tool("ask_document", {"path": "blank.png", "questions": ["q"]})
+            located = await client.call_tool("locate", {"path": "invoice.pdf", "texts": ["Due"]})
+            again = await client.call_tool("ocr", {"path": "blank.png"})
+            return first, located, again
+
+    first, located, again = anyio.run(main)
+    assert first.is_error and "could not be loaded: no weights" in first.content[0].text
+    assert not located.is_error and located.structured_content["occurrences"][0]["page"] == 2
+    assert again.is_error and len(loads) == 2  # tried again on the next call, not left broken
+
+
+def test_cli_refuses_a_root_that_is_not_a_folder(tmp_path):
+    from clikit import docread
+
+    run = docread("mcp", "--root", tmp_path / "missing")
+    assert run.returncode == 2 and "not a folder" in run.stderr
