@@ -103,6 +103,14 @@ class OcrRecord:
         return asdict(self)
 
 
+LOCATE_KEYS = ("page", "text", "bbox", "bbox_px", "match", "lines")  # an occurrence's, after file and query
+
+
+def locate_record(file: str, query: str, occurrence: dict) -> dict:
+    """One occurrence of `query` as `locate --json` writes it (and MCP's `locate` returns it)."""
+    return {"file": file, "query": query, **{k: occurrence[k] for k in LOCATE_KEYS}}
+
+
 def ocr_record(file: str, result) -> dict:
     """One page's transcription (a `docread.document.PageAnswer` from `ocr_document`) as ocr --json writes it."""
     answer = result.answer
@@ -246,5 +254,6 @@ __all__ = [
     "JsonLinesLog",
     "OcrRecord",
     "ocr_record",
+    "locate_record",
     "read_json_or_lines",
 ]

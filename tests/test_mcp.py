@@ -141,15 +141,21 @@ def test_without_root_paths_are_refused_and_content_is_read(root):
     assert not sent.is_error and sent.structured_content["pages"][0]["file"] == "b.png"
 
 
-def test_ocr_record_is_ocr_json_record():
+def test_ocr_and_locate_records_are_the_commands_own():
+    """One home for each record's shape: the tools write what `ocr --json` and `locate --json` write."""
+    from docread import records
+    from docread.cli import locate
     from docread.document import PageAnswer
     from docread.errors import DocreadError
+    from docread.mcp import tools
     from docread.results import Answer
-    from docread.serve.ocr import ocr_record as cli_record
 
+    assert tools.ocr_record is records.ocr_record and tools.locate_record is records.locate_record
+    assert locate.locate_record is records.locate_record
     answer = Answer("f.pdf", 2, "q", "text", -0.5, "tiny", 1, 2, 2, 10, 12, 40, 3, 16, None, "eos", {"decode": 1.0})
-    for result in (PageAnswer("q", 2, answer), PageAnswer("q", 3, None, DocreadError("bad_page", "page 3: broken"))):
-        assert ocr_record("f.pdf", result) == cli_record("f.pdf", result)
+    ok, bad = (PageAnswer("q", 2, answer), PageAnswer("q", 3, None, DocreadError("bad_page", "page 3: broken")))
+    assert ocr_record("f.pdf", ok)["text"] == "text" and ocr_record("f.pdf", bad)["error"]["code"] == "bad_page"
+    assert set(ocr_record("f.pdf", ok)) == set(ocr_record("f.pdf", bad))
 
 
 # -- a spawned server: stdio and HTTP -----------------------------------------------------------------------
@@ -287,7 +293,7 @@ def test_http_tools_with_the_key(http_server, root):
 
 
 def test_cli_refuses_a_non_loopback_host(tmp_path):
-    from clikit import docread
+    from kit.cli import docread
 
     run = docread("mcp", "--http", "--host", "0.0.0.0")
     assert run.returncode == 2 and "loopback only" in run.stderr
@@ -318,7 +324,7 @@ def test_a_model_that_cannot_load_is_a_tool_error_and_the_server_goes_on(root):
 
 
 def test_cli_refuses_a_root_that_is_not_a_folder(tmp_path):
-    from clikit import docread
+    from kit.cli import docread
 
     run = docread("mcp", "--root", tmp_path / "missing")
     assert run.returncode == 2 and "not a folder" in run.stderr

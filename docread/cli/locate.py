@@ -19,6 +19,7 @@ from docread.cli.options import (
 from docread.cli.output import write_json, write_out
 from docread.errors import EXIT_FAILED, EXIT_OK
 from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.records import locate_record
 from docread.settings import Settings
 
 app = typer.Typer()
@@ -73,18 +74,7 @@ def locate(
             seen[query] = seen.get(query, 0) + len(occurrences)
             for o in occurrences:
                 if json_out:
-                    write_json(
-                        {
-                            "file": file,
-                            "query": query,
-                            "page": o["page"],
-                            "text": o["text"],
-                            "bbox": o["bbox"],
-                            "bbox_px": o["bbox_px"],
-                            "match": o["match"],
-                            "lines": o["lines"],
-                        }
-                    )
+                    write_json(locate_record(file, query, o))
                 else:
                     box = ", ".join(f"{v:.1f}" for v in o["bbox"])
                     write_out(f"{query}\tpage {o['page']}\t{o['match']}\t{o['text']}\t[{box}]\n")

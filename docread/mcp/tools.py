@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from docread.errors import DocreadError
 from docread.events import Events
+from docread.records import locate_record, ocr_record
 from docread.results import Answer
 from docread.settings import Settings
 
@@ -231,21 +232,3 @@ def _check_schema(schema: dict) -> None:
         Draft202012Validator.check_schema(schema)
     except SchemaError as e:
         raise ToolError(f"schema: not a valid JSON Schema ({e.message})") from None
-
-
-def locate_record(file: str, query: str, o: dict) -> dict:
-    """One occurrence as locate --json writes it."""
-    keys = ("page", "text", "bbox", "bbox_px", "match", "lines")
-    return {"file": file, "query": query, **{k: o[k] for k in keys}}
-
-
-def ocr_record(file: str, result) -> dict:
-    """One page as ocr --json writes it: the record of `docread.serve.ocr.ocr_record` (a sibling layer this
-    one may not import; tests/test_mcp.py checks that the two agree)."""
-    answer = result.answer
-    if answer is None:
-        return {"file": file, "page": result.page, "text": None, "status": "error", "error": result.error.to_json()}
-    keys = ("score", "model", "rows", "cols", "stopped_by", "timing_ms", "view")
-    return {"file": file, "page": result.page, "text": answer.answer, "status": "ok"} | {
-        k: getattr(answer, k) for k in keys
-    }
