@@ -6,24 +6,23 @@ line per question) and `/v1/documents/ocr` (ocr's --json records, one line per p
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import math
 import time
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 
 from docread.document import ask_document, ocr_document, unique_questions
 from docread.errors import EXIT_FAILED, DocreadError
 from docread.events import Events
 from docread.intake import Limits, open_bytes
+from docread.pagecache import PageCache
 from docread.reader import DocReader
 from docread.results import DocumentAnswer
+from docread.serve.guard import Guard, install_handlers
 from docread.serve.ocr import ocr_record
 from docread.serve.protocol import (
     ApiError,
@@ -34,7 +33,7 @@ from docread.serve.protocol import (
     ocr_form,
     question_and_image,
 )
-from docread.serve.worker import Busy, Job, PageCache, Worker
+from docread.serve.worker import Busy, Job, Worker
 from docread.settings import AUTO_PAGES, Settings
 
 MiB = 1 << 20
@@ -230,8 +229,8 @@ def create_app(
     app = FastAPI(title="docread", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
     # a base64 data: URL is 4/3 of its bytes, plus the JSON around it
-    app.add_middleware(_Guard, api_key=api_key, max_body=math.ceil(server.max_upload_bytes * 4 / 3) + MiB)
-    _handlers(app)
+    app.add_middleware(Guard, api_key=api_key, max_body=math.ceil(server.max_upload_bytes * 4 / 3) + MiB)
+    install_handlers(app)
 
     @app.get("/health")
     async def health() -> dict:
@@ -255,7 +254,7 @@ def create_app(
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        from docread.serve.chat import chat_response, chat_stream
+        from docread.serve.chat import chat_plan, chat_response, chat_stream
 
         try:
             body = json.loads(await request.body())
@@ -326,113 +325,3 @@ async def _upload(request: Request, max_bytes: int) -> tuple[bytes, str, list[tu
     events = any(k == "events" and v in ("1", "true") for k, v in fields)
     data = await upload.read(max_bytes + 1)
     return data, upload.filename or "upload", [(k, v) for k, v in fields if k != "events"], events
-
-
-def chat_plan(reader: DocReader, chat, settings: Settings):
-    """A chat request's question (the conversation as one prompt, oldest turns dropped to fit a quarter of
-    the context), its Shape, and the constraint on its tokens (JSON grammar, nucleus, stop strings, log-probs)."""
-    from docread.generate.constraints import Chain, Recorder, StopAt, TopP
-    from docread.serve.chat import Shape
-    from docread.serve.protocol import conversation
-    from docread.views.turns import conversation_prompt
-
-    tokenizer = reader.base.tokenizer
-    system, turns, question = conversation(chat)
-    prompt, dropped = conversation_prompt(
-        system,
-        turns,
-        question,
-        count=lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
-        budget=reader.context // 4,
-    )
-    shape = Shape(tokenizer=tokenizer, stops=chat.stops(), dropped_turns=dropped)
-    schema = chat.json_schema()
-    if schema is not None:
-        from docread.generate.grammar import json_grammar
-
-        try:
-            shape.grammar = json_grammar(tokenizer, schema, reader.eos_token_ids, param="response_format")
-        except DocreadError as e:
-            raise ApiError(400, e.message, e.code, param="response_format") from None
-    if chat.logprobs:
-        shape.recorder = Recorder(chat.top_logprobs or 0)
-    top_p = TopP(chat.top_p, settings.temperature) if chat.top_p is not None else None
-    stop = StopAt(tokenizer, shape.stops, reader.eos_token_ids) if shape.stops else None
-    parts = [shape.grammar, top_p, stop, shape.recorder]
-    return prompt, shape, (Chain(*parts) if any(p is not None for p in parts) else None)
-
-
-def _handlers(app: FastAPI) -> None:
-    """Every failure in OpenAI's error shape, bad input as 4xx: never a bare 500 page for a client's mistake."""
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, e: ApiError):
-        return error_response(e)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, e: RequestValidationError):
-        return error_response(ApiError(400, str(e.errors()[:1]), "invalid_value"))
-
-    @app.exception_handler(HTTPException)
-    async def http(request: Request, e: HTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
-        return error_response(ApiError(e.status_code, str(e.detail), code))
-
-
-def error_response(e: ApiError) -> JSONResponse:
-    return JSONResponse(e.body(), status_code=e.status, headers={**e.headers, "X-Docread-Exit-Code": str(e.exit_code)})
-
-
-class _Guard:
-    """ASGI middleware in front of every route: the API key (constant-time compare) on /v1, and the body
-    size (Content-Length at once; a chunked body counted as it arrives), before any parsing."""
-
-    def __init__(self, app, *, api_key: str | None, max_body: int):
-        self.app, self.max_body = app, max_body
-        self.key = f"Bearer {api_key}".encode() if api_key else None
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        if self.key is not None and scope["path"].startswith("/v1"):
-            given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.key):
-                error = ApiError(
-                    401,
-                    "missing or wrong API key: send Authorization: Bearer <key>",
-                    "invalid_api_key",
-                    exit_code=EXIT_FAILED,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                return await error_response(error)(scope, receive, send)
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return await error_response(self._too_large())(scope, receive, send)
-        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
-            body, more = [], True
-            size = 0
-            while more:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return
-                body.append(message.get("body", b""))
-                size += len(body[-1])
-                if size > self.max_body:
-                    return await error_response(self._too_large())(scope, receive, send)
-                more = message.get("more_body", False)
-            replay: list[dict[str, Any]] = [{"type": "http.request", "body": b"".join(body), "more_body": False}]
-
-            async def receive_replayed():
-                return replay.pop() if replay else await receive()
-
-            return await self.app(scope, receive_replayed, send)
-        return await self.app(scope, receive, send)
-
-    def _too_large(self) -> ApiError:
-        return ApiError(
-            413,
-            f"the request body is over the server's limit ({self.max_body:,} bytes); see --max-upload-mb",
-            "too_large",
-            exit_code=EXIT_FAILED,
-        )

@@ -10,9 +10,12 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from docread.errors import DocreadError
+from docread.reader import DocReader
 from docread.results import DocumentAnswer
 from docread.serve.protocol import ApiError, as_api_error
 from docread.serve.worker import Job
+from docread.settings import Settings
 
 FINISH = {"eos": "stop", "length": "length"}  # docread's stopped_by -> OpenAI's finish_reason
 
@@ -179,3 +182,36 @@ async def chat_stream(job: Job, model: str, include_usage: bool, shape: Shape) -
         if not done:
             job.cancelled = True  # the client left (or the server is stopping): stop at the next token
     yield "data: [DONE]\n\n"
+
+
+def chat_plan(reader: DocReader, chat, settings: Settings):
+    """A chat request's question (the conversation as one prompt, oldest turns dropped to fit a quarter of
+    the context), its Shape, and the constraint on its tokens (JSON grammar, nucleus, stop strings, log-probs)."""
+    from docread.generate.constraints import Chain, Recorder, StopAt, TopP
+    from docread.serve.protocol import conversation
+    from docread.views.turns import conversation_prompt
+
+    tokenizer = reader.base.tokenizer
+    system, turns, question = conversation(chat)
+    prompt, dropped = conversation_prompt(
+        system,
+        turns,
+        question,
+        count=lambda text: len(tokenizer(text, add_special_tokens=False).input_ids),
+        budget=reader.context // 4,
+    )
+    shape = Shape(tokenizer=tokenizer, stops=chat.stops(), dropped_turns=dropped)
+    schema = chat.json_schema()
+    if schema is not None:
+        from docread.generate.grammar import json_grammar
+
+        try:
+            shape.grammar = json_grammar(tokenizer, schema, reader.eos_token_ids, param="response_format")
+        except DocreadError as e:
+            raise ApiError(400, e.message, e.code, param="response_format") from None
+    if chat.logprobs:
+        shape.recorder = Recorder(chat.top_logprobs or 0)
+    top_p = TopP(chat.top_p, settings.temperature) if chat.top_p is not None else None
+    stop = StopAt(tokenizer, shape.stops, reader.eos_token_ids) if shape.stops else None
+    parts = [shape.grammar, top_p, stop, shape.recorder]
+    return prompt, shape, (Chain(*parts) if any(p is not None for p in parts) else None)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 from docread.errors import DocreadError
-from docread.pagecache import PageCache as PageCache  # its home: docread.pagecache (serve.app imports it here)
 
 
 class Busy(Exception):
