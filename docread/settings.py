@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
@@ -187,22 +188,15 @@ class SettingError(UsageError):
         self.param = param
 
 
-_TYPES: dict[str, type] = {
-    "pages": str,
-    "top_pages": int,
-    "task": Task,
-    "max_slices": int,
-    "view": View,
-    "dpi": float,
-    "password": str,
-    "text": TextMode,
-    "text_prompt": TextPrompt,
-    "text_tokens": int,
-    "max_new_tokens": int,
-    "temperature": float,
-    "seed": int,
-    "fast": bool,
-}
+def _value_types() -> dict[str, type]:
+    """Each field's value type from its annotation, `None` aside (`int | None` -> int)."""
+    hints = typing.get_type_hints(Settings)
+    return {
+        name: next(a for a in typing.get_args(hint) or (hint,) if a is not type(None)) for name, hint in hints.items()
+    }
+
+
+_TYPES: dict[str, type] = {}  # filled below, once the class exists (the annotations are its one home)
 
 
 def _plain(value: Any) -> Any:
@@ -279,5 +273,7 @@ def _coerce(f, value: Any) -> Any:
             return value
     return value
 
+
+_TYPES.update(_value_types())
 
 __all__ = ["Settings", "SettingError", "Task", "View", "TextMode", "TextPrompt", "setting_fields", "field_type"]
