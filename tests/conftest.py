@@ -8,6 +8,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="docread-hf-"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DOCREAD_CACHE", tempfile.mkdtemp(prefix="docread-cache-"))  # quantized copies: not the user's
+# Workers share the cores: torch in each worker, and in each process a test starts (python -m docread, a
+# server, Ray's readers), takes its share of threads, not all of them (pytest_configure sets the workers').
+THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 import pytest  # noqa: E402
 
@@ -41,13 +45,20 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: -cost[item.get_closest_marker("xdist_group").args[0]])  # stable: file order kept
 
 
+def pytest_runtest_setup(item):
+    """`@pytest.mark.needs("mod", ...)`: skip unless each module imports (as `pytest.importorskip`), checked
+    when a test runs, not at collection, so a worker imports ray, bitsandbytes or mcp only for its own tests."""
+    for mark in item.iter_markers("needs"):
+        for name in mark.args:
+            pytest.importorskip(name)
+
+
 def pytest_configure(config):
     """Workers share the cores: torch in each takes its share of threads, not all of them."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")
@@ -115,6 +126,10 @@ def speed_run():
             "1",
             "--questions",
             "2",
+            "--repeats",  # one timed run after the warm-up, a few tokens: every figure is there, sooner
+            "1",
+            "--max-new-tokens",
+            "4",
             "--json",
         ],
         capture_output=True,

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("bitsandbytes")
+pytestmark = pytest.mark.needs("bitsandbytes")  # imported when a test runs, not at collection
 PHASES = (
     "interpreter_s",
     "import_torch_s",

@@ -16,15 +16,11 @@ import pymupdf
 import pytest
 from PIL import Image
 
-pytest.importorskip("mcp.server.mcpserver")
+from docread.intake import Limits
+from docread.settings import Settings, field_type, setting_fields
 
-from mcp import Client, StdioServerParameters  # noqa: E402
-
-from docread.intake import Limits  # noqa: E402
-from docread.mcp.inputs import Documents  # noqa: E402
-from docread.mcp.server import build_server  # noqa: E402
-from docread.mcp.tools import Work, ocr_record  # noqa: E402
-from docread.settings import Settings, field_type, setting_fields  # noqa: E402
+# the MCP SDK (and docread.mcp, built on it) is imported when a test runs, not at collection: conftest's `needs`
+pytestmark = pytest.mark.needs("mcp.server.mcpserver")
 
 TOOLS = {"ask_document", "ocr", "extract", "locate", "inspect"}
 
@@ -52,13 +48,23 @@ def b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
+def local_server(root: Path | None, load):
+    """An in-process server reading under `root`, loading its model with `load()`."""
+    from docread.mcp.inputs import Documents
+    from docread.mcp.server import build_server
+    from docread.mcp.tools import Work
+
+    return build_server(Work(Documents(root, Limits().max_bytes), Limits(), load))
+
+
 def in_process(root: Path | None, calls):
     """`calls(client)` against an in-process server without a model (locate and inspect need none)."""
+    from mcp import Client
 
     def no_model():
         raise AssertionError("this test loads no model")
 
-    server = build_server(Work(Documents(root, Limits().max_bytes), Limits(), no_model))
+    server = local_server(root, no_model)
 
     async def main():
         async with Client(server) as client:
@@ -148,6 +154,7 @@ def test_ocr_and_locate_records_are_the_commands_own():
     from docread.document import PageAnswer
     from docread.errors import DocreadError
     from docread.mcp import tools
+    from docread.mcp.tools import ocr_record
     from docread.results import Answer
 
     assert tools.ocr_record is records.ocr_record and tools.locate_record is records.locate_record
@@ -170,6 +177,8 @@ def server_args(root: Path, model: Path, *extra: str) -> list[str]:
 
 @pytest.mark.system
 def test_stdio_every_tool(root, tiny_llava):
+    from mcp import Client, StdioServerParameters
+
     params = StdioServerParameters(command=sys.executable, args=server_args(root, tiny_llava), env=server_env())
     progress = []
 
@@ -250,8 +259,9 @@ def http_server(root, tiny_llava, tmp_path_factory):
             process.wait()
 
 
-def http_client(url: str, key: str | None) -> Client:
+def http_client(url: str, key: str | None):
     import httpx2
+    from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -300,6 +310,8 @@ def test_cli_refuses_a_non_loopback_host(tmp_path):
 
 
 def test_a_model_that_cannot_load_is_a_tool_error_and_the_server_goes_on(root):
+    from mcp import Client
+
     from docread.errors import DocreadError
 
     loads = []
@@ -308,7 +320,7 @@ def test_a_model_that_cannot_load_is_a_tool_error_and_the_server_goes_on(root):
         loads.append(1)
         raise DocreadError("no_weights", "no weights for 'nope' in the cache; run without --offline")
 
-    server = build_server(Work(Documents(root, Limits().max_bytes), Limits(), broken))
+    server = local_server(root, broken)
 
     async def main():
         async with Client(server) as client:

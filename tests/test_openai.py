@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
 from test_serve import KEY, data_url, image_bytes, serving  # noqa: E402
+
+pytestmark = pytest.mark.needs("openai")  # the SDK is imported when a test runs, not at collection
 
 IMAGE = [{"type": "image_url", "image_url": {"url": data_url(image_bytes(3))}}]
 
@@ -32,6 +33,8 @@ def url(tiny_reader):
 
 @pytest.fixture(scope="module")
 def client(url):
+    import openai
+
     return openai.OpenAI(base_url=url + "/v1", api_key=KEY, timeout=120, max_retries=0)
 
 
@@ -102,6 +105,8 @@ def test_max_completion_tokens_and_stream_usage(client):
 
 
 def test_models_has_a_real_created_and_the_model_name_is_checked(client, tiny_reader):
+    import openai
+
     (model,) = client.models.list().data
     assert abs(model.created - time.time()) < 3600
     assert complete(client, model=model.id).model == model.id
@@ -132,6 +137,8 @@ TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "ob
     ],
 )
 def test_what_docread_cannot_honour_is_a_400_naming_it(client, options, param):
+    import openai
+
     with pytest.raises(openai.BadRequestError) as e:
         complete(client, **options)
     assert e.value.body["param"] == param
@@ -139,6 +146,8 @@ def test_what_docread_cannot_honour_is_a_400_naming_it(client, options, param):
 
 
 def test_a_timeout_is_a_504_server_error(tiny_reader):
+    import openai
+
     with serving(tiny_reader, request_timeout=0.000001) as base:
         client = openai.OpenAI(base_url=base + "/v1", api_key="x", timeout=60, max_retries=0)
         with pytest.raises(openai.APIStatusError) as e:
@@ -200,6 +209,8 @@ def test_parse_into_a_pydantic_model(client):
 
 
 def test_an_unusable_schema_is_a_400(client):
+    import openai
+
     pytest.importorskip("llguidance")
     bad = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}
     with pytest.raises(openai.BadRequestError) as e:

@@ -11,7 +11,7 @@ from PIL import Image
 import docread
 from docread.model import qcache
 
-pytest.importorskip("bitsandbytes")
+pytestmark = pytest.mark.needs("bitsandbytes")  # imported when a test runs, not at collection
 QUESTION = "What is written here?"
 
 

@@ -2,6 +2,7 @@
 local engine, a driver killed and resumed, a reader actor that dies, and a missing Ray."""
 
 import builtins
+import contextlib
 import json
 import os
 import signal
@@ -11,20 +12,15 @@ import time
 
 import pymupdf
 import pytest
+from kit.cli import docread
 from PIL import Image
-from typer.testing import CliRunner
 
-import docread
 from docread.batch.core import record_log, run_batch
-from docread.cli import app
+from docread.batch.raydata import FAIL_ONCE_ENV, run_batch_ray
 from docread.settings import Settings
 
-ray = pytest.importorskip("ray")
-pytest.importorskip("ray.data")
-
-from docread.batch.raydata import FAIL_ONCE_ENV, run_batch_ray  # noqa: E402
-
-pytestmark = [pytest.mark.system, pytest.mark.xdist_group("ray")]  # one local Ray cluster: one worker
+# one local Ray cluster: one worker; Ray is imported when a test runs (conftest's `needs`), not at collection
+pytestmark = [pytest.mark.system, pytest.mark.xdist_group("ray"), pytest.mark.needs("ray", "ray.data")]
 
 QUESTIONS = ["What is the total?", "Who signed it?"]
 OPTIONS = ["--max-new-tokens", "3", "--max-slices", "1"]
@@ -51,8 +47,10 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """One local Ray for the in-process tests; its workers inherit FAIL_ONCE_ENV, disarmed (the marker
-    exists) until a test removes the marker."""
+    """One local Ray for the module (the in-process runs and the subprocess driver join it); its workers
+    inherit FAIL_ONCE_ENV, disarmed (the marker exists) until a test removes the marker."""
+    import ray
+
     marker = tmp_path_factory.mktemp("ray") / "died"
     marker.touch()
     os.environ[FAIL_ONCE_ENV] = str(marker)
@@ -76,34 +74,29 @@ def without_timing(records):
     return {r["key"]: {k: v for k, v in r.items() if k != "timing_ms"} for r in records}
 
 
-def test_ray_engine_writes_the_local_records(tiny_llava, folder, tmp_path, cluster, monkeypatch):
+def test_ray_engine_writes_the_local_records(tiny_llava, tiny_reader, folder, tmp_path, cluster):
     """Greedy answers (and scores) equal the local engine's: each group of pages is encoded as locally."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     files = [str(folder / name) for name in ("a.pdf", "b.png", "c.pdf", "d.pdf")]
     local_out = tmp_path / "local.jsonl"
-    reader = docread.load(str(tiny_llava), device="cpu", quant="none")
-    with record_log(str(local_out), resume=False) as sink:
-        run_batch(reader, files, QUESTIONS, sink, settings=Settings(max_new_tokens=3, max_slices=1))
+    with record_log(str(local_out), resume=False) as sink:  # conftest's tiny_reader: load(tiny_llava, cpu, none)
+        run_batch(tiny_reader, files, QUESTIONS, sink, settings=Settings(max_new_tokens=3, max_slices=1))
     ray_out = tmp_path / "ray.jsonl"
-    result = CliRunner().invoke(
-        app,
-        [
-            "batch",
-            str(folder),
-            "-Q",
-            str(questions_file(tmp_path)),
-            "-o",
-            str(ray_out),
-            "--model",
-            str(tiny_llava),
-            *OPTIONS,
-            "--engine",
-            "ray",
-            "--workers",
-            "2",
-        ],
+    result = docread(
+        "batch",
+        folder,
+        "-Q",
+        questions_file(tmp_path),
+        "-o",
+        ray_out,
+        "--model",
+        tiny_llava,
+        *OPTIONS,
+        "--engine",
+        "ray",
+        "--workers",
+        "2",
     )
-    assert result.exit_code == 1, result.output  # the corrupt file: error records, the job went on
+    assert result.returncode == 1, result.output  # the corrupt file: error records, the job went on
     local, remote = without_timing(records_of(local_out)), without_timing(records_of(ray_out))
     assert len(local) == (5 + 1 + 1 + 1) * 2 and local.keys() == remote.keys()
     # the same tokens; scores to float noise (a Ray actor runs torch on its own thread count: sums in another order)
@@ -143,9 +136,11 @@ def test_a_reader_that_dies_is_restarted_and_nothing_is_written_twice(tiny_llava
     }
 
 
-def test_driver_killed_then_resumed_has_every_record_once(tiny_llava, tmp_path, cluster, monkeypatch):
-    """A real driver process, SIGKILLed once its first record is written (and a torn line added), then
-    `--resume` on Ray: every record exactly once, every line whole."""
+def test_driver_killed_then_resumed_has_every_record_once(tiny_llava, tmp_path, cluster):
+    """A real driver process (joined to the module's Ray with --ray-address), SIGKILLed once its first record
+    is written (and a torn line added), then `--resume` on Ray: every record exactly once, every line whole."""
+    import ray
+
     docs = tmp_path / "docs"
     docs.mkdir()
     for i in range(6):
@@ -170,8 +165,9 @@ def test_driver_killed_then_resumed_has_every_record_once(tiny_llava, tmp_path, 
         "1",
     ]
     env = {k: v for k, v in os.environ.items() if k != FAIL_ONCE_ENV}
+    address = ray.get_runtime_context().gcs_address  # the cluster's readers are disarmed: the marker exists
     proc = subprocess.Popen(
-        [sys.executable, "-m", "docread", *args],
+        [sys.executable, "-m", "docread", *args, "--ray-address", address],
         env=dict(env, HF_HUB_OFFLINE="1"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -182,13 +178,13 @@ def test_driver_killed_then_resumed_has_every_record_once(tiny_llava, tmp_path, 
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)  # the driver alone, as a crash would
     proc.wait()
-    os.killpg(proc.pid, signal.SIGKILL)  # then what is left of the local Ray it started
+    with contextlib.suppress(ProcessLookupError):  # then anything else in its group (Ray ends its readers)
+        os.killpg(proc.pid, signal.SIGKILL)
     with open(out, "ab") as f:  # as if killed in the middle of writing a line
         f.write(b'{"key": "torn", "file": "x')
     assert 1 <= out.read_text().count("\n") < 12
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    result = CliRunner().invoke(app, [*args, "--resume"])
-    assert result.exit_code == 0, result.output
+    result = docread(*args, "--resume")
+    assert result.returncode == 0, result.output
     records = records_of(out)  # every line parses: no torn line
     pairs = [(os.path.basename(r["file"]), r["question"]) for r in records]
     assert len(pairs) == len(set(pairs)) == 12
@@ -205,40 +201,18 @@ def test_missing_ray_is_one_clear_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     Image.new("RGB", (50, 50)).save(tmp_path / "p.png")
-    result = CliRunner().invoke(
-        app,
-        [
-            "batch",
-            str(tmp_path / "p.png"),
-            "-Q",
-            str(questions_file(tmp_path)),
-            "-o",
-            str(tmp_path / "out.jsonl"),
-            "--engine",
-            "ray",
-        ],
+    result = docread(
+        "batch", tmp_path / "p.png", "-Q", questions_file(tmp_path), "-o", tmp_path / "out.jsonl", "--engine", "ray"
     )
-    assert result.exit_code == 2
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: --engine ray needs Ray Data: pip install 'docread[ray]' (or 'ray[data]>=2.9')"
     ]
 
 
 def test_ray_options_need_the_ray_engine(tmp_path):
-    result = CliRunner().invoke(
-        app,
-        [
-            "batch",
-            str(tmp_path),
-            "-Q",
-            str(questions_file(tmp_path)),
-            "-o",
-            str(tmp_path / "out.jsonl"),
-            "--workers",
-            "2",
-        ],
-    )
-    assert result.exit_code == 2 and "need --engine ray" in result.stderr
+    result = docread("batch", tmp_path, "-Q", questions_file(tmp_path), "-o", tmp_path / "out.jsonl", "--workers", "2")
+    assert result.returncode == 2 and "need --engine ray" in result.stderr
     assert not (tmp_path / "out.jsonl").exists()
 
 

@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
-openai = pytest.importorskip("openai")
 
 from kit.serving import KEY, image_bytes, serving, stable  # noqa: E402
 
 from docread.cli import app as cli  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("reuse_loaded_models")  # conftest: the CLI loads each (model, options) once
+# conftest: the CLI loads each (model, options) once; the OpenAI SDK is imported when a test runs
+pytestmark = [pytest.mark.usefixtures("reuse_loaded_models"), pytest.mark.needs("openai")]
 
 QUESTION = "What is written here?"
 TOKENS = 8
@@ -50,6 +50,8 @@ def image_file(tmp_path_factory):
 
 
 def sdk(url: str, key: str = KEY):
+    import openai
+
     return openai.OpenAI(base_url=url + "/v1", api_key=key, timeout=60, max_retries=0)
 
 
@@ -172,6 +174,8 @@ def still_answers(url: str) -> None:
 
 
 def test_api_key_missing_or_wrong_is_401(url):
+    import openai
+
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
         error_of(httpx.get(url + "/v1/models", headers=headers, timeout=10), 401)
     with pytest.raises(openai.AuthenticationError):
