@@ -7,7 +7,7 @@ each once for all its questions, answer, and keep every finished answer when a l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -155,9 +155,8 @@ def answer_page(
             if stream:
                 events.question(question)
             try:
-                answer = _answer(
-                    reader, encoded, prompts[question], settings, events.chunk if stream else None, constrain
-                )
+                shape = constrain.get(question) if isinstance(constrain, Mapping) else constrain
+                answer = _answer(reader, encoded, prompts[question], settings, events.chunk if stream else None, shape)
             except torch.cuda.OutOfMemoryError:
                 encoded.release()
                 free_gpu_memory()
@@ -265,7 +264,8 @@ def ask_document(
     question's best-scoring page wins. A page that fails is recorded and the others go on. With `stream`, a
     single-page read streams each answer through `events`. A file that cannot be opened raises.
     `encode` replaces `encode_with_fallback` (a server's cache of encoded pages); `constrain` (a
-    `generate.loop.Constraint`, reset by an empty answer) shapes every answer's tokens."""
+    `generate.loop.Constraint`, reset by an empty answer) shapes every answer's tokens, or, as a mapping
+    from question to Constraint, each question's own (extract's typed fields)."""
     settings = settings or Settings()
     events = events or Events()
     questions = unique_questions(questions)

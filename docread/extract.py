@@ -1,10 +1,13 @@
 """`extract`: named, typed fields out of a document, one question each. `extract_document` asks them all
-(one `ask_document` call), parses each best answer to its type (an answer that does not parse gives
-`value: null` and an `error`), attaches the answer's evidence, and checks the values against a JSON
-Schema when the fields came from one."""
+(one `ask` call): with a model loaded here and the structured extra, each typed field's answer is decoded
+under its type's grammar (number, integer, date, boolean), so it parses; a schema with nested objects or
+arrays is generated whole under the schema. Each best answer is parsed to its type (one that does not
+parse gives `value: null` and an `error`), with its evidence, and the values are checked against the
+JSON Schema when the fields came from one."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from collections.abc import Sequence
@@ -36,6 +39,19 @@ class FieldType(StrEnum):
     integer = "integer"
     date = "date"  # ISO 8601 out: YYYY-MM-DD
     boolean = "boolean"
+
+
+# the grammar each typed field's answer is decoded under (llguidance regular expressions, whole answer)
+TYPE_PATTERNS = {
+    FieldType.number: r"-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,6})?",
+    FieldType.integer: r"-?(0|[1-9][0-9]{0,14})",
+    FieldType.date: (  # real calendar days: 30-day months, February to 28, the 29th in years divisible by 4
+        r"[12][0-9]{3}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+        r"|02-(0[1-9]|1[0-9]|2[0-8]))|[12][0-9]([02468][048]|[13579][26])-02-29"
+    ),
+    FieldType.boolean: r"(true|false)",
+}
+WHOLE_QUESTION = "Fill in this JSON object from the document; its fields: {fields}."
 
 
 @dataclass(frozen=True)
@@ -181,22 +197,27 @@ def extract_document(
     events=None,
 ) -> dict:
     """`{"file", "fields": {NAME: {value, raw, page, score, evidence, error}}}` for one document, read by
-    `reader` (a `docread.reading.Reader`, local or remote; a loaded DocReader is read locally). A file
-    that cannot be opened raises; a page that fails leaves its fields to the other pages."""
+    `reader` (a `docread.reading.Reader`, local or remote; a loaded DocReader is read locally). A `schema`
+    with nested objects or arrays is generated whole (`fields` unused). A file that cannot be opened
+    raises; a page that fails leaves its fields to the other pages."""
     from docread.reading import LocalReader, Reader
     from docread.records import FieldRecord
     from docread.settings import Settings
 
     if not isinstance(reader, Reader):
         reader = LocalReader(reader)
-    questions = [f.question for f in fields]
-    results = reader.ask(source, questions, settings=settings or Settings(), limits=limits, events=events)
+    settings = settings or Settings()
+    if schema is not None and is_nested(schema):
+        return _extract_whole(reader, source, schema, settings, limits, events)
+    questions = [" ".join(f.question.split()) for f in fields]
+    constrain = _typed_grammars(reader, fields, questions)
+    results = reader.ask(source, questions, settings=settings, limits=limits, events=events, constrain=constrain)
     by_question = {r.question: r for r in results}
     out = {}
-    for f in fields:
-        result = by_question[" ".join(f.question.split())]
-        best = result.best
+    for f, question in zip(fields, questions):
+        best = by_question[question].best
         if best is None:
+            result = by_question[question]
             error = result.errors[0][1].message if result.errors else "no answer"
             out[f.name] = FieldRecord.failed(error).to_json()
             continue
@@ -206,6 +227,68 @@ def extract_document(
     if schema is not None:
         check_against(schema, out)
     return {"file": file, "fields": out}
+
+
+def is_nested(schema: dict) -> bool:
+    """Whether a schema's properties hold objects or arrays (then it is generated whole)."""
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict):
+        return False
+    kinds = [p.get("type") for p in props.values() if isinstance(p, dict)]
+    flat = [k for kind in kinds for k in (kind if isinstance(kind, list) else [kind])]
+    return any(k in ("object", "array") for k in flat)
+
+
+def _typed_grammars(reader, fields: Sequence[Field], questions: Sequence[str]) -> dict | None:
+    """Each typed field's question -> its grammar, when a model here decodes and llguidance is installed
+    (else None: free answers, parsed afterwards; a server cannot take a grammar)."""
+    from docread.reading import LocalReader
+
+    typed = [(f, q) for f, q in zip(fields, questions) if f.type in TYPE_PATTERNS]
+    model = reader.model if isinstance(reader, LocalReader) else None
+    if not typed or getattr(model, "base", None) is None or importlib.util.find_spec("llguidance") is None:
+        return None
+    from docread.generate.grammar import regex_grammar
+
+    tokenizer, eos = model.base.tokenizer, model.eos_token_ids
+    return {q: regex_grammar(tokenizer, TYPE_PATTERNS[f.type], eos) for f, q in typed}
+
+
+def _extract_whole(reader, source, schema: dict, settings, limits, events) -> dict:
+    """A nested schema's object generated in one answer under the schema's grammar; each top-level property
+    becomes a field record (its value the parsed JSON, `raw` the whole answer)."""
+    from docread.generate.grammar import json_grammar
+    from docread.reading import LocalReader
+    from docread.records import FieldRecord
+
+    if not isinstance(reader, LocalReader):
+        raise UsageError(
+            "--schema with nested objects or arrays is generated under the schema by a model loaded here; "
+            "drop --server (a server cannot take a grammar)"
+        )
+    model = reader.model
+    grammar = json_grammar(model.base.tokenizer, schema, model.eos_token_ids, param="--schema")
+    names = ", ".join(schema["properties"])
+    question = WHOLE_QUESTION.format(fields=names)
+    (result,) = reader.ask(source, [question], settings=settings, limits=limits, events=events, constrain=grammar)
+    best, out = result.best, {}
+    if best is None:
+        error = result.errors[0][1].message if result.errors else "no answer"
+        return {
+            "file": result.file,
+            "fields": {name: FieldRecord.failed(error).to_json() for name in schema["properties"]},
+        }
+    try:
+        whole, error = json.loads(best.answer), None
+    except ValueError:  # the answer ran out of --max-new-tokens before the object closed
+        whole, error = {}, f"the answer was cut at --max-new-tokens {settings.max_new_tokens} before the JSON closed"
+    for name in schema["properties"]:
+        present = isinstance(whole, dict) and name in whole
+        why = error or (None if present else "not in the answer")
+        value = whole.get(name) if present else None
+        out[name] = FieldRecord(value, best.answer, best.page, best.score, [], why).to_json()
+    check_against(schema, out)
+    return {"file": result.file, "fields": out}
 
 
 def check_against(schema: dict, fields: dict) -> None:

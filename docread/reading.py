@@ -42,6 +42,7 @@ class Reader:
         limits: Limits | None = None,
         events: Events | None = None,
         stream: bool = False,
+        constrain=None,
     ) -> list[DocumentAnswer]:
         raise NotImplementedError
 
@@ -70,9 +71,17 @@ class LocalReader(Reader):
         preset = getattr(model, "preset", None)
         self.image_size = preset.size if preset is not None else None
 
-    def ask(self, source, questions, *, settings, limits=None, events=None, stream=False):
+    def ask(self, source, questions, *, settings, limits=None, events=None, stream=False, constrain=None):
+        """`constrain`: a Constraint for every answer, or one per question (see `ask_document`)."""
         return ask_document(
-            self.model, source, questions, settings=settings, limits=limits, events=events, stream=stream
+            self.model,
+            source,
+            questions,
+            settings=settings,
+            limits=limits,
+            events=events,
+            stream=stream,
+            constrain=constrain,
         )
 
     def ocr(self, source, *, settings, limits=None, events=None, stream=False):
@@ -112,8 +121,11 @@ class RemoteReader(Reader):
     def describe(self) -> dict:
         return {**super().describe(), "where": self.server}
 
-    def ask(self, source, questions, *, settings, limits=None, events=None, stream=False):
+    def ask(self, source, questions, *, settings, limits=None, events=None, stream=False, constrain=None):
         from docread.remote import document_events
+
+        if constrain is not None:
+            raise UsageError("constrained decoding runs in the decode loop of a model loaded here, not via --server")
 
         questions = unique_questions(questions)
         form = {"question": list(questions), **settings_form(settings)}

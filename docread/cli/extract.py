@@ -63,7 +63,8 @@ def extract(
         typer.Option(
             "--schema",
             help="A JSON Schema object: one field per property, its description as the question; "
-            "the values are validated against it.",
+            "the values are validated against it. With nested objects or arrays the object is generated "
+            "whole under the schema (needs the structured extra and a model loaded here).",
         ),
     ] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON Lines file (default: stdout).")] = None,
@@ -85,12 +86,15 @@ def extract(
     value null and an error (exit 1); a file that cannot be read is an error line and the others go on."""
     import json
 
-    from docread.extract import extract_document, field_specs, load_schema, schema_fields
+    from docread.extract import extract_document, field_specs, is_nested, load_schema, schema_fields
 
     if bool(field) == bool(schema):
         raise UsageError("give --field NAME[:TYPE] (repeatable) or --schema SCHEMA.json, one of the two")
     loaded = load_schema(schema) if schema else None
-    fields = schema_fields(loaded) if loaded else field_specs(field)
+    if loaded is not None:
+        fields = [] if is_nested(loaded) else schema_fields(loaded)  # a nested schema is generated whole
+    else:
+        fields = field_specs(field)
     err = diagnostics(quiet)
     reader = choose_reader(server, api_key, model, adapter, device, quant, offline, err)
     failed = False

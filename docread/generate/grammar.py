@@ -14,6 +14,8 @@ from docread.errors import DocreadError, UsageError
 NEG = float("-inf")
 _TOKENIZERS: dict[int, object] = {}  # id(hf tokenizer) -> llguidance's view of it (costly to build)
 JSON_OPTIONS = {"whitespace_flexible": False}  # compact JSON: a model cannot spin on blanks
+NUMBER_BOUND = 1e15  # |x| of a number the schema leaves unbounded: within float range (never Infinity) and exact
+NUMBER_STEP = 1e-6  # a number's finest step when the schema gives none: 6 decimals, so a number always ends
 
 
 def _llguidance():
@@ -92,13 +94,34 @@ def json_grammar(tokenizer, schema: dict, eos_token_ids: Iterable[int], *, param
     """A Grammar for JSON valid under `schema` ({"type": "object"}: any object)."""
     llguidance = _llguidance()
     try:
-        grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=JSON_OPTIONS)
+        grammar = llguidance.LLMatcher.grammar_from_json_schema(bounded(schema), overrides=JSON_OPTIONS)
     except (ValueError, TypeError) as e:
         raise UsageError(f"{param}: the schema cannot be used for constrained decoding ({e})") from None
     ok, error = _valid(llguidance, tokenizer, grammar)
     if not ok:
         raise UsageError(f"{param}: the schema cannot be used for constrained decoding ({error})")
     return Grammar(tokenizer, grammar, eos_token_ids)
+
+
+def bounded(schema):
+    """`schema` with every number or integer it leaves unbounded kept within ±NUMBER_BOUND, and every number
+    to NUMBER_STEP: JSON's grammar alone allows `1E400` (Infinity, not JSON) and digits without end (a random
+    model never closes the object). The output still validates under `schema`, which is not changed."""
+    if isinstance(schema, list):
+        return [bounded(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded(v) for k, v in schema.items()}
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if any(k in ("number", "integer") for k in kinds):
+        if "minimum" not in out and "exclusiveMinimum" not in out:
+            out["minimum"] = -NUMBER_BOUND
+        if "maximum" not in out and "exclusiveMaximum" not in out:
+            out["maximum"] = NUMBER_BOUND
+    if "number" in kinds and "multipleOf" not in out:
+        out["multipleOf"] = NUMBER_STEP
+    return out
 
 
 def regex_grammar(tokenizer, pattern: str, eos_token_ids: Iterable[int]) -> Grammar:
