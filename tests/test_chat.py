@@ -189,25 +189,23 @@ def test_session_through_a_server_answers_as_here(tiny_reader, page_png):
 # -- the command, in-process ---------------------------------------------------------------------------
 def chat_cli(tiny_llava, page_png, lines: list[str], *options: str):
     """`docread chat` with `lines` on a piped stdin (the model loaded once a session)."""
-    from typer.testing import CliRunner
+    from kit.cli import docread
 
-    from docread.cli import app
-
-    argv = ["chat", str(page_png), "--model", str(tiny_llava), "--device", "cpu", "--max-slices", "0", *options]
-    return CliRunner().invoke(app, argv, input="".join(line + "\n" for line in lines))
+    argv = ["chat", page_png, "--model", tiny_llava, "--device", "cpu", "--max-slices", "0", *options]
+    return docread(*argv, input="".join(line + "\n" for line in lines))
 
 
 def test_chat_json_writes_json_lines_only(tiny_llava, page_png, reuse_loaded_models):
     lines = [QUESTION, "/help", "/pages", "/json", "/page 9", "/nope", OTHER, "/reset", "/quit"]
     result = chat_cli(tiny_llava, page_png, lines, "--max-new-tokens", "3", "--json")
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]  # every stdout line is JSON
     assert [r["question"] for r in records] == [QUESTION, OTHER]
     assert all(r["status"] == "ok" for r in records)
     assert "/page N" in result.stderr and "page 9" in result.stderr  # the rest went to stderr
     assert "2 earlier turns forgotten" in result.stderr  # /reset
     plain = chat_cli(tiny_llava, page_png, [QUESTION], "--max-new-tokens", "3")
-    assert plain.exit_code == 0 and plain.stdout.strip() == records[0]["answer"]  # without --json: the text
+    assert plain.returncode == 0 and plain.stdout.strip() == records[0]["answer"]  # without --json: the text
 
 
 # -- the command, through a pseudo-terminal ------------------------------------------------------------
@@ -394,11 +392,11 @@ def test_the_library_chat_imports_nothing_from_serve():
     import ast
 
     import docread.chat
-    import docread.serve.worker
+    import docread.serve.app
     from docread.pagecache import PageCache
 
     tree = ast.parse(Path(docread.chat.__file__).read_text(encoding="utf-8"))
     imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
     imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     assert not [m for m in imported if m.startswith("docread.serve")], imported
-    assert docread.serve.worker.PageCache is PageCache  # the server keeps pages in the same cache
+    assert docread.serve.app.PageCache is PageCache  # the server keeps pages in the same cache

@@ -101,18 +101,12 @@ def test_ask_plain_multi_page_prints_best_answer_and_page(tiny_llava, folder):
 
 def test_ask_json_stays_valid_with_quotes_and_newlines(tiny_llava, folder, monkeypatch):
     """A scripted answer with quotes, backslashes and newlines still gives one valid JSON line."""
-    from typer.testing import CliRunner
-
-    from docread.cli import app
     from docread.generate.text import TextStream
 
     nasty = 'He said "total: 12"\\ and\nthen\t{left}'
     monkeypatch.setattr(TextStream, "text", lambda self: nasty)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    result = CliRunner().invoke(
-        app, ["ask", str(folder / "b.png"), "q?", "--model", str(tiny_llava), "--max-new-tokens", "2", "--json"]
-    )
-    assert result.exit_code == 0, result.output
+    result = docread_cli("ask", folder / "b.png", "q?", "--model", tiny_llava, "--max-new-tokens", "2", "--json")
+    assert result.returncode == 0, result.output
     (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert json.loads(line)["answer"] == nasty.strip()
 

@@ -7,10 +7,9 @@ import json
 
 import pymupdf
 import pytest
-from typer.testing import CliRunner
+from kit.cli import docread
 
 import docread.document as document_module
-from docread.cli import app
 from docread.document import PageAnswer
 from docread.errors import UsageError
 from docread.extract import extract_document, field_spec, parse_value, schema_fields
@@ -125,29 +124,26 @@ def test_extract_document_parses_validates_and_grounds(invoice, monkeypatch):
 
 def test_extract_cli_on_the_tiny_model(tiny_llava, invoice, tmp_path):
     out = tmp_path / "fields.jsonl"
-    result = CliRunner().invoke(
-        app,
-        [
-            "extract",
-            str(invoice),
-            str(tmp_path / "missing.pdf"),
-            "--field",
-            "total:number",
-            "--field",
-            "vendor",
-            "-o",
-            str(out),
-            "--model",
-            str(tiny_llava),
-            "--device",
-            "cpu",
-            "--max-slices",
-            "0",
-            "--max-new-tokens",
-            "2",
-        ],
+    result = docread(
+        "extract",
+        invoice,
+        tmp_path / "missing.pdf",
+        "--field",
+        "total:number",
+        "--field",
+        "vendor",
+        "-o",
+        out,
+        "--model",
+        tiny_llava,
+        "--device",
+        "cpu",
+        "--max-slices",
+        "0",
+        "--max-new-tokens",
+        "2",
     )
-    assert result.exit_code == 1  # the missing file (and, likely, a noise answer that is no number)
+    assert result.returncode == 1  # the missing file (and, likely, a noise answer that is no number)
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert set(record["fields"]) == {"total", "vendor"}
     for f in record["fields"].values():
@@ -156,11 +152,11 @@ def test_extract_cli_on_the_tiny_model(tiny_llava, invoice, tmp_path):
     assert "missing.pdf" in result.stderr
     schema = tmp_path / "s.json"
     schema.write_text(json.dumps(SCHEMA))
-    both = CliRunner().invoke(app, ["extract", str(invoice), "--field", "x", "--schema", str(schema)])
-    assert both.exit_code == 2
+    both = docread("extract", invoice, "--field", "x", "--schema", schema)
+    assert both.returncode == 2
     bad = tmp_path / "bad.json"
     bad.write_text('{"type": 12}')
-    assert CliRunner().invoke(app, ["extract", str(invoice), "--schema", str(bad)]).exit_code == 2
+    assert docread("extract", invoice, "--schema", bad).returncode == 2
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """What a new user hit (issue #10): each finding in the CLI, the record log and the document call,
-driven in-process (Typer's CliRunner) except where the process boundary is the point."""
+driven in-process (kit.cli's `docread`: the console entry point) except where the process boundary is the point."""
 
 from __future__ import annotations
 
@@ -10,18 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from kit.cli import docread
 from PIL import Image
-from typer.testing import CliRunner
 
-from docread.cli import app
 from docread.errors import DocreadError, UsageError
 from docread.records import JsonLinesLog
 
-runner = CliRunner()
-
 
 def run(*args: str, input: str | bytes | None = None):
-    return runner.invoke(app, list(args), input=input)
+    return docread(*args, input=input)
 
 
 def pdf(path: Path, pages: int = 3) -> Path:
@@ -124,12 +121,12 @@ def no_model(monkeypatch):
 @pytest.mark.parametrize("args", [["--pages", "abc"], ["--pages", "5-3"], ["--seed", str(2**64)]])
 def test_usage_errors_exit_2_before_the_model(tmp_path, no_model, args):
     result = run("ask", str(pdf(tmp_path / "d.pdf")), "q", *args)
-    assert result.exit_code == 2, result.output
+    assert result.returncode == 2, result.output
 
 
 def test_preview_file_for_several_pages_is_one_usage_error(tmp_path):
     result = run("inspect", str(pdf(tmp_path / "d.pdf")), "--preview", str(tmp_path / "one.png"))
-    assert result.exit_code == 2
+    assert result.returncode == 2
     assert result.stderr.count("one.png") == 1 and result.stderr.count("error:") == 1
     assert not (tmp_path / "one.png").exists()
 
@@ -139,18 +136,20 @@ def test_previews_of_files_with_the_same_name_do_not_overwrite(tmp_path):
         (tmp_path / folder).mkdir()
         png(tmp_path / folder / "scan.png", size=(100 + len(folder) * 50, 80))
     result = run("inspect", str(tmp_path / "a"), str(tmp_path / "b"), "--preview", str(tmp_path / "out"), "--json")
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.output
     previews = [json.loads(line)["preview"] for line in result.stdout.splitlines()]
     assert len(set(previews)) == 2 and all(Path(p).is_file() for p in previews)
 
 
 def test_missing_model_folder_says_so(tmp_path):
     result = run("ask", str(png(tmp_path / "p.png")), "q", "--model", "./nonexistent")
-    assert result.exit_code == 2 and "no such folder" in result.stderr and "unknown model" not in result.stderr
+    assert result.returncode == 2 and "no such folder" in result.stderr and "unknown model" not in result.stderr
 
 
 def test_flags_take_no_value_in_help_and_offline_is_everywhere():
     import typer
+
+    from docread.cli import app
 
     missing = []
 
@@ -160,7 +159,7 @@ def test_flags_take_no_value_in_help_and_offline_is_everywhere():
                 walk(sub, path + [name])
             return
         result = run(*path, "--help")
-        assert result.exit_code == 0 and "<bool>" not in result.stdout, path
+        assert result.returncode == 0 and "<bool>" not in result.stdout, path
         if not any("--offline" in p.opts for p in cmd.params):
             missing.append(" ".join(path))
 
@@ -174,7 +173,7 @@ def test_brackets_in_file_names_are_shown_not_parsed(tmp_path):
     (tmp_path / "a[").mkdir()
     closing = png(tmp_path / "a[" / "b].png")
     result = run("inspect", str(odd), str(closing))
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.output
     assert (
         "[red]x[red].png" in result.stdout.replace("\n", "").replace("│", "").replace(" ", "")
         or "[red]x[red]" in result.stdout
@@ -186,7 +185,7 @@ def test_long_errors_are_one_line_and_control_characters_escaped(tmp_path):
     long_name = tmp_path / ("very-long-name-" * 8 + "\x1b[31m.png")
     long_name.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     result = run("inspect", str(long_name))
-    assert result.exit_code == 1
+    assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and len(lines[0]) > 120 and lines[0].startswith("error: ")
     assert "\x1b" not in result.stderr and "\\x1b[31m" in result.stderr
@@ -201,7 +200,7 @@ def test_safe_text_escapes_controls_but_keeps_text():
 def test_unexpected_errors_are_one_line_without_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr("docread.inspection.inspect_paths", lambda *a, **k: 1 / 0)
     result = run("inspect", str(png(tmp_path / "p.png")))
-    assert result.exit_code == 1
+    assert result.returncode == 1
     assert "Traceback" not in result.stderr and "ZeroDivisionError" in result.stderr and "--debug" in result.stderr
 
 
@@ -231,7 +230,7 @@ def test_ctrl_c_while_loading_says_interrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr("docread.loading.load", interrupted)
     result = run("ask", str(png(tmp_path / "p.png")), "q")
-    assert result.exit_code == 130 and "interrupted" in result.stderr
+    assert result.returncode == 130 and "interrupted" in result.stderr
 
 
 # -- with the tiny model: nothing finished is lost (findings 1, 5, 8, 12, 16) ----------------------------
@@ -265,7 +264,7 @@ def test_ask_keeps_the_answers_of_pages_read_before_one_that_fails(tiny_llava, t
         "--max-slices",
         "2",
     )
-    assert result.exit_code == 1
+    assert result.returncode == 1
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["question"] for r in records] == ["Total?", "Date?"]  # the repeat asked once
     for record in records:
@@ -283,7 +282,7 @@ def test_ask_and_the_python_call_give_the_same_records(tiny_llava, tmp_path):
     document = pdf(tmp_path / "d.pdf", pages=3)
     options = ["--model", str(tiny_llava), "--max-new-tokens", "3", "--max-slices", "2"]
     result = run("ask", str(document), "Total?", "Who?", "--json", *options)
-    assert result.exit_code == 0, result.output
+    assert result.returncode == 0, result.output
     cli = [json.loads(line) for line in result.stdout.splitlines()]
     reader = docread.load(str(tiny_llava))
     api = [
@@ -320,12 +319,12 @@ def test_batch_quiet_still_shows_errors_and_resume_retries_them(tiny_llava, tmp_
         "2",
     ]
     first = run("batch", *common, "--quiet", "--max-pixels", "1000")
-    assert first.exit_code == 1
+    assert first.returncode == 1
     errors = first.stderr.strip().splitlines()
     assert len(errors) == 2 and all(line.startswith("error: ") for line in errors), first.stderr
     assert [json.loads(line)["status"] for line in out.read_text().splitlines()] == ["error", "error"]
     second = run("batch", *common, "--resume")  # the advice followed: the default pixel cap
-    assert second.exit_code == 1  # the broken PDF still fails
+    assert second.returncode == 1  # the broken PDF still fails
     assert "retrying 2 failed" in second.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     # append-only: the first run's errors kept; the retry's records after them
@@ -357,7 +356,7 @@ def test_batch_to_a_full_disk_is_one_error_line(tiny_llava, tmp_path):
         "--max-slices",
         "2",
     )
-    assert result.exit_code == 1
+    assert result.returncode == 1
     assert "Traceback" not in result.stderr and "No space left on device" in result.stderr
 
 
@@ -389,7 +388,7 @@ def test_a_second_ctrl_c_in_batch_keeps_records_and_says_how_to_resume(tiny_llav
         "--max-slices",
         "2",
     )
-    assert result.exit_code == 130 and "--resume" in result.stderr
+    assert result.returncode == 130 and "--resume" in result.stderr
     assert len(out.read_text().splitlines()) == 1 and json.loads(out.read_text())["status"] == "ok"
 
 
@@ -411,25 +410,9 @@ def test_batch_hashes_stdin_like_a_file(tiny_llava, tmp_path):
     questions = tmp_path / "q.txt"
     questions.write_text("What?\n")
     out = tmp_path / "out.jsonl"
-    result = runner.invoke(
-        app,
-        [
-            "batch",
-            "-",
-            "-Q",
-            str(questions),
-            "-o",
-            str(out),
-            "--model",
-            str(tiny_llava),
-            "--max-new-tokens",
-            "2",
-            "--max-slices",
-            "2",
-        ],
-        input=data,
-    )
-    assert result.exit_code == 0, result.stderr
+    options = ["--model", tiny_llava, "--max-new-tokens", "2", "--max-slices", "2"]
+    result = run("batch", "-", "-Q", questions, "-o", out, *options, input=data)
+    assert result.returncode == 0, result.stderr
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert record["sha256"] == hashlib.sha256(data).hexdigest()
 
@@ -460,4 +443,4 @@ def test_the_readme_first_command_reads_a_file_the_repository_ships():
     document = Path(__file__).parents[1] / match.group(1)
     assert document.is_file()
     result = run("inspect", str(document), "--json")
-    assert result.exit_code == 0 and json.loads(result.stdout)["page"] == 1
+    assert result.returncode == 0 and json.loads(result.stdout)["page"] == 1

@@ -9,14 +9,12 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from typer.testing import CliRunner
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from kit.cli import docread  # noqa: E402
 from kit.serving import KEY, image_bytes, serving, stable  # noqa: E402
-
-from docread.cli import app as cli  # noqa: E402
 
 # conftest: the CLI loads each (model, options) once; the OpenAI SDK is imported when a test runs
 pytestmark = [pytest.mark.usefixtures("reuse_loaded_models"), pytest.mark.needs("openai")]
@@ -68,23 +66,10 @@ def chat_messages(data: bytes, question: str = QUESTION, media: str = "image/png
 
 
 def local_ask(tiny_llava, path, *args: str) -> list[dict]:
-    run = CliRunner().invoke(
-        cli,
-        [
-            "ask",
-            str(path),
-            QUESTION,
-            "--model",
-            str(tiny_llava),
-            "--device",
-            "cpu",
-            "--max-new-tokens",
-            str(TOKENS),
-            "--json",
-            *args,
-        ],
+    run = docread(
+        "ask", path, QUESTION, "--model", tiny_llava, "--device", "cpu", "--max-new-tokens", TOKENS, "--json", *args
     )
-    assert run.exit_code == 0, run.output
+    assert run.returncode == 0, run.output
     return [json.loads(line) for line in run.stdout.splitlines()]
 
 
@@ -348,9 +333,9 @@ def test_ask_server_prints_what_local_ask_prints(url, tiny_llava, image_file, js
         "--quiet",
         *(["--json"] if json_out else []),
     ]
-    local = CliRunner().invoke(cli, [*args, "--model", str(tiny_llava), "--device", "cpu"])
-    remote = CliRunner().invoke(cli, [*args, "--server", url, "--api-key", KEY])
-    assert (remote.exit_code, local.exit_code) == (0, 0), remote.output
+    local = docread(*args, "--model", tiny_llava, "--device", "cpu")
+    remote = docread(*args, "--server", url, "--api-key", KEY)
+    assert (remote.returncode, local.returncode) == (0, 0), remote.output
     if json_out:
         assert [stable(json.loads(x)) for x in remote.stdout.splitlines()] == [
             stable(json.loads(x)) for x in local.stdout.splitlines()
@@ -362,7 +347,7 @@ def test_ask_server_prints_what_local_ask_prints(url, tiny_llava, image_file, js
 def test_ask_server_errors_as_local_ask(url, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image at all")
-    run = CliRunner().invoke(cli, ["ask", str(bad), QUESTION, "--server", url, "--api-key", KEY])
-    assert run.exit_code == 1 and "error:" in run.stderr and "not a PDF or an image" in run.stderr
-    run = CliRunner().invoke(cli, ["ask", str(bad), QUESTION, "--server", url, "--api-key", "wrong"])
-    assert run.exit_code == 1 and "401" in run.stderr
+    run = docread("ask", bad, QUESTION, "--server", url, "--api-key", KEY)
+    assert run.returncode == 1 and "error:" in run.stderr and "not a PDF or an image" in run.stderr
+    run = docread("ask", bad, QUESTION, "--server", url, "--api-key", "wrong")
+    assert run.returncode == 1 and "401" in run.stderr

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
+from kit.cli import docread  # noqa: E402
 from kit.serving import KEY, image_bytes, serving, stable  # noqa: E402
 
-from docread.cli import app as cli  # noqa: E402
+pytestmark = pytest.mark.usefixtures("reuse_loaded_models")  # conftest: the CLI loads each (model, options) once
 
 TOKENS = "4"
 
@@ -39,7 +39,7 @@ def files(tmp_path_factory):
 
 
 def run(*args: str):
-    return CliRunner().invoke(cli, list(args))
+    return docread(*args)
 
 
 def local(tiny_llava) -> list[str]:
@@ -58,24 +58,24 @@ def lines(text: str) -> list[dict]:
 def test_ocr_server_json_equals_local(url, tiny_llava, files, reuse_loaded_models):
     args = ["ocr", str(files / "two.pdf"), "--json", "--max-new-tokens", TOKENS, "--max-slices", "0"]
     here, there = run(*args, *local(tiny_llava)), run(*args, *remote(url))
-    assert (here.exit_code, there.exit_code) == (0, 0), there.output
+    assert (here.returncode, there.returncode) == (0, 0), there.output
     assert lines(there.stdout) == lines(here.stdout) and len(lines(here.stdout)) == 2
 
 
 def test_ocr_server_prints_what_local_prints(url, tiny_llava, files, reuse_loaded_models):
     args = ["ocr", str(files / "square.png"), "--max-new-tokens", TOKENS, "--quiet"]
     here, there = run(*args, *local(tiny_llava)), run(*args, *remote(url))
-    assert (here.exit_code, there.exit_code) == (0, 0), there.output
+    assert (here.returncode, there.returncode) == (0, 0), there.output
     assert there.stdout == here.stdout and here.stdout.strip()
 
 
 def test_ocr_server_bad_file_and_bad_key(url, tiny_llava, files, reuse_loaded_models):
     bad = str(files / "bad.png")
     here, there = run("ocr", bad, *local(tiny_llava)), run("ocr", bad, *remote(url))
-    assert here.exit_code == there.exit_code == 1
+    assert here.returncode == there.returncode == 1
     assert there.stderr.startswith("error:") and "not a PDF or an image" in there.stderr
     wrong = run("ocr", bad, "--server", url, "--api-key", "wrong")
-    assert wrong.exit_code == 1 and "401" in wrong.stderr
+    assert wrong.returncode == 1 and "401" in wrong.stderr
 
 
 # -- batch --server ----------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def test_batch_server_records_equal_local_and_resume(url, tiny_llava, files, tmp
     common = ["-Q", str(questions), "--max-new-tokens", TOKENS, "--max-slices", "0", "--quiet"]
     here = run("batch", *paths, *common, "-o", str(tmp_path / "local.jsonl"), *local(tiny_llava))
     there = run("batch", *paths, *common, "-o", str(tmp_path / "remote.jsonl"), *remote(url))
-    assert here.exit_code == there.exit_code == 1, there.output  # bad.png: error records, the run goes on
+    assert here.returncode == there.returncode == 1, there.output  # bad.png: error records, the run goes on
     expected = lines((tmp_path / "local.jsonl").read_text())
     got = lines((tmp_path / "remote.jsonl").read_text())
     assert len(expected) == 2 * 2 + 2 + 2
@@ -94,7 +94,7 @@ def test_batch_server_records_equal_local_and_resume(url, tiny_llava, files, tmp
     assert {r["status"] for r in got} == {"ok", "error"}
     # resume: nothing owed but the failed file's records, retried
     again = run("batch", *paths, *common, "-o", str(tmp_path / "remote.jsonl"), "--resume", *remote(url))
-    assert again.exit_code == 1
+    assert again.returncode == 1
     resumed = lines((tmp_path / "remote.jsonl").read_text())
     assert {r["key"] for r in resumed} == {r["key"] for r in got}
     assert sum(r["status"] == "ok" for r in resumed) == sum(r["status"] == "ok" for r in got)
@@ -105,7 +105,7 @@ def test_batch_server_and_ray_refused(url, files, tmp_path):
     questions.write_text("What?\n")
     args = ["batch", str(files / "square.png"), "-Q", str(questions), "-o", "-", "--engine", "ray", *remote(url)]
     result = run(*args)
-    assert result.exit_code == 2 and "--server and --engine ray" in result.stderr
+    assert result.returncode == 2 and "--server and --engine ray" in result.stderr
 
 
 def test_ocr_endpoint_lines_and_bad_fields(url, files):

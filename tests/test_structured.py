@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
+from kit.cli import docread
 
 pytest.importorskip("llguidance")
 jsonschema = pytest.importorskip("jsonschema")
-
-from docread.cli import app as cli  # noqa: E402
 
 SCHEMA = {
     "type": "object",
@@ -52,13 +50,13 @@ def test_ask_json_schema_answers_valid_json_on_every_seed(files, tiny_llava, reu
         args = ["ask", str(files / "page.png"), "Totals?", "--json-schema", str(files / "schema.json"), "--json"]
         args += ["--model", str(tiny_llava), "--device", "cpu", "--max-new-tokens", "600"]
         args += ["--temperature", "1", "--seed", str(seed), "--quiet"]
-        result = CliRunner().invoke(cli, args)
-        assert result.exit_code == 0, result.output
+        result = docread(*args)
+        assert result.returncode == 0, result.output
         record = json.loads(result.stdout.splitlines()[0])
         jsonschema.validate(json.loads(record["answer"]), SCHEMA)
 
 
 def test_ask_json_schema_refuses_a_file_that_is_not_json(files, tiny_llava):
     args = ["ask", str(files / "page.png"), "q", "--json-schema", str(files / "broken.json")]
-    result = CliRunner().invoke(cli, [*args, "--model", str(tiny_llava), "--device", "cpu"])
-    assert result.exit_code == 2 and "--json-schema" in result.output and "Traceback" not in result.output
+    result = docread(*args, "--model", tiny_llava, "--device", "cpu")
+    assert result.returncode == 2 and "--json-schema" in result.output and "Traceback" not in result.output

@@ -7,9 +7,8 @@ import json
 
 import pymupdf
 import pytest
-from typer.testing import CliRunner
+from kit.cli import docread
 
-from docread.cli import app
 from docread.document import ask_document
 from docread.errors import DocreadError
 from docread.settings import Settings
@@ -96,27 +95,11 @@ def test_tiles_are_reduced_before_the_prompt_fails(reader):
     assert raised.value.code == "context_overflow"  # an error, never a question cut short
 
 
-def test_ask_records_say_whether_text_was_added(tiny_llava, pdf):
+def test_ask_records_say_whether_text_was_added(tiny_llava, pdf, reuse_loaded_models):
     def ask(*extra):
-        result = CliRunner().invoke(
-            app,
-            [
-                "ask",
-                str(pdf),
-                QUESTION,
-                "--model",
-                str(tiny_llava),
-                "--device",
-                "cpu",
-                "--max-slices",
-                "0",
-                "--max-new-tokens",
-                "1",
-                "--json",
-                *extra,
-            ],
-        )
-        assert result.exit_code == 0, result.output
+        args = ["--model", tiny_llava, "--device", "cpu", "--max-slices", "0", "--max-new-tokens", "1", "--json"]
+        result = docread("ask", pdf, QUESTION, *args, *extra)
+        assert result.returncode == 0, result.output
         return json.loads(result.stdout)
 
     assert ask()["text_prompt"]["source"] == "layer"  # auto: a PDF's own text layer, hires view
