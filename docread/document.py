@@ -287,6 +287,13 @@ def ask_document(
         for index, page in enumerate(selected, start=1):
             events.page(page.number, index, len(selected))
             asked = [q for q in questions if page.number in wanted[q]]
+            try:
+                shape = _page_constraint(reader, texts, page, settings, constrain, asked)
+            except DocreadError as e:  # --extractive on a page without text: this page's error, the others go on
+                events.failed(page.number, e)
+                for q in asked:
+                    errors[q].append((page.number, e))
+                continue
             for result in answer_page(
                 reader,
                 document,
@@ -296,7 +303,7 @@ def ask_document(
                 events=events,
                 stream=stream and len(selected) == 1,
                 encode=encode,
-                constrain=constrain,
+                constrain=shape,
                 reference=page_reference(reader, document, texts, page, settings, events),
             ):
                 if result.answer is not None:
@@ -309,6 +316,26 @@ def ask_document(
             result.page_selection = [pick.to_json() for pick in picks[result.question]]
         attach_evidence(texts, selected, results, events)
         return results
+
+
+def _page_constraint(reader: DocReader, texts: PageTexts, page, settings: Settings, constrain, questions):
+    """The caller's constraint, with `--extractive`'s span of this page's text added to every question's."""
+    if not settings.extractive:
+        return constrain
+    from docread.generate.constraints import Chain
+    from docread.generate.extractive import Extractive
+
+    text = texts.get(page).text
+    if not text.strip():
+        raise DocreadError(
+            "no_page_text",
+            f"page {page.number}: --extractive answers with the page's own text, and it has none "
+            "(a scan: install the ocr extra; or --text auto|ocr)",
+        )
+    span = Extractive(reader.base.tokenizer, text, reader.eos_token_ids)
+    if isinstance(constrain, Mapping):
+        return {q: Chain(constrain[q], span) if constrain.get(q) is not None else span for q in questions}
+    return span if constrain is None else Chain(constrain, span)
 
 
 def ocr_document(

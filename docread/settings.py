@@ -127,6 +127,11 @@ class Settings:
         min=1,
         max=8192,
     )
+    extractive: bool = option(
+        False,
+        "Answer only with spans of the page's own text: decoding keeps each answer a substring of it, so every "
+        "answer is on the page (needs page text: a text layer, or OCR).",
+    )
     max_new_tokens: int = option(DEFAULT_MAX_NEW_TOKENS, "Longest answer, in tokens.", min=1, max=4096)
     temperature: float = option(0.0, "0 = greedy (default).", min=0.0, max=5.0)
     seed: int | None = option(None, "Sampling seed (with --temperature > 0).", min=0, max=MAX_SEED)
@@ -168,6 +173,18 @@ class Settings:
                 raise SettingError(name, f"unknown option {name!r}; known: {', '.join(known)}")
         coerced = {name: _coerce(known[name], value) for name, value in values.items()}
         return replace(base, **coerced) if base is not None else cls(**coerced)
+
+
+# The fields each task offers, for the CLI's commands and MCP's tools alike (ask, chat, batch: all of them)
+TASK_FIELDS = {
+    "ocr": ("pages", "max_slices", "view", "dpi", "password", "max_new_tokens", "fast"),
+    "extract": (
+        *("pages", "max_slices", "view", "text", "text_prompt", "text_tokens"),
+        *("dpi", "password", "max_new_tokens", "fast"),
+    ),
+    "locate": ("pages", "text", "password", "dpi"),
+    "inspect": ("pages", "max_slices", "view", "dpi", "password"),
+}
 
 
 def setting_fields():

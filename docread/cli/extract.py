@@ -27,7 +27,7 @@ from docread.cli.options import (
 from docread.cli.output import write_json
 from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
 from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.settings import Settings
+from docread.settings import TASK_FIELDS, Settings
 
 app = typer.Typer()
 
@@ -36,20 +36,7 @@ app = typer.Typer()
     epilog="Examples:\n\n  docread extract invoice.pdf --field total:number --field due_date:date\n\n"
     "  docread extract invoices/*.pdf --schema invoice.schema.json -o fields.jsonl"
 )
-@read_options(
-    only=(
-        "pages",
-        "max_slices",
-        "view",
-        "text",
-        "text_prompt",
-        "text_tokens",
-        "dpi",
-        "password",
-        "max_new_tokens",
-        "fast",
-    )
-)
+@read_options(only=TASK_FIELDS["extract"])
 def extract(
     files: Annotated[list[str], typer.Argument(metavar="FILE...", help="PDFs or images.")],
     field: Annotated[
@@ -86,7 +73,7 @@ def extract(
     value null and an error (exit 1); a file that cannot be read is an error line and the others go on."""
     import json
 
-    from docread.extract import extract_document, field_specs, is_nested, load_schema, schema_fields
+    from docread.extract import TYPE_PATTERNS, extract_document, field_specs, is_nested, load_schema, schema_fields
 
     if bool(field) == bool(schema):
         raise UsageError("give --field NAME[:TYPE] (repeatable) or --schema SCHEMA.json, one of the two")
@@ -97,6 +84,11 @@ def extract(
         fields = field_specs(field)
     err = diagnostics(quiet)
     reader = choose_reader(server, api_key, model, adapter, device, quant, offline, err)
+    if server and any(f.type in TYPE_PATTERNS for f in fields):
+        err.warn(
+            "--server: typed fields are answered as free text and parsed afterwards (a server takes no grammar); "
+            "a model loaded here decodes each under its type's grammar"
+        )
     failed = False
     sink = open(output, "w", encoding="utf-8") if output else None
     try:

@@ -21,13 +21,13 @@ from docread.cli.options import (
 from docread.cli.output import write_json
 from docread.errors import EXIT_FAILED, EXIT_OK
 from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.settings import Settings
+from docread.settings import TASK_FIELDS, Settings
 
 app = typer.Typer()
 
 
 @app.command(epilog="Example: docread inspect invoice.pdf --pages 1-2 --preview grid.png")
-@read_options(only=("pages", "max_slices", "view", "dpi", "password"))
+@read_options(only=TASK_FIELDS["inspect"])
 def inspect(
     paths: Annotated[list[str], typer.Argument(help="PDFs, images or folders (walked recursively); - reads stdin.")],
     model: Model = None,

@@ -20,7 +20,7 @@ from docread.cli.output import write_json, write_out
 from docread.errors import EXIT_FAILED, EXIT_OK
 from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 from docread.records import locate_record
-from docread.settings import Settings
+from docread.settings import TASK_FIELDS, Settings
 
 app = typer.Typer()
 
@@ -29,7 +29,7 @@ app = typer.Typer()
     epilog='Examples:\n\n  docread locate invoice.pdf "Total amount" 1234.56\n\n'
     '  docread locate scan.png "ACME GmbH" --text ocr --json'
 )
-@read_options(only=("pages", "text", "password", "dpi"))
+@read_options(only=TASK_FIELDS["locate"])
 def locate(
     file: Annotated[str, typer.Argument(help="A PDF or image; - reads stdin.")],
     texts: Annotated[list[str], typer.Argument(metavar="TEXT...", help="Texts to find (words, numbers, dates).")],

@@ -32,7 +32,7 @@ from docread.cli.output import write_json, write_out
 from docread.errors import EXIT_FAILED, EXIT_OK, UsageError
 from docread.events import Events
 from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.settings import OCR_MAX_NEW_TOKENS, Settings, Task
+from docread.settings import OCR_MAX_NEW_TOKENS, TASK_FIELDS, Settings, Task
 
 app = typer.Typer()
 
@@ -273,7 +273,7 @@ def _summary(err, answer, pages_read: int, verbose: bool) -> None:
 # -- ocr --------------------------------------------------------------------------------------
 @app.command(epilog="Examples:\n\n  docread ocr scan.png\n\n  docread ocr report.pdf --pages 1-3 --json > text.jsonl")
 @read_options(
-    exclude=("task", "top_pages", "text", "text_prompt", "text_tokens", "temperature", "seed"),
+    only=TASK_FIELDS["ocr"],
     defaults={"max_new_tokens": OCR_MAX_NEW_TOKENS},
     fixed={"task": Task.ocr},
 )

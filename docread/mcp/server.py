@@ -29,16 +29,13 @@ from docread.mcp.tools import (
     Progress,
     Work,
 )
-from docread.settings import OCR_MAX_NEW_TOKENS, Task
+from docread.settings import OCR_MAX_NEW_TOKENS, TASK_FIELDS, Task
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 PATH = "/mcp"
 # The fields each tool offers: those its CLI command has (docread.cli: ocr, extract, locate, inspect).
-OCR_FIELDS = ("pages", "max_slices", "view", "dpi", "password", "max_new_tokens", "fast")
-EXTRACT_FIELDS = ("pages", "max_slices", "view", "text", "text_prompt", "text_tokens", "dpi", "password")
-EXTRACT_FIELDS += ("max_new_tokens", "fast")
-LOCATE_FIELDS = ("pages", "text", "password", "dpi")
-INSPECT_FIELDS = ("pages", "max_slices", "view", "dpi", "password")
+OCR_FIELDS, EXTRACT_FIELDS = TASK_FIELDS["ocr"], TASK_FIELDS["extract"]
+LOCATE_FIELDS, INSPECT_FIELDS = TASK_FIELDS["locate"], TASK_FIELDS["inspect"]
 
 
 def _tool(server: MCPServer, name: str, description: str, parameters: list, output, run) -> None:
