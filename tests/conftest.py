@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 
 from docread.testing import build_tiny_llava  # noqa: E402
 
-COST = {"slow": 10, "system": 5}  # a test's rough weight by its marks (any other: 1), to order modules by
+COST = {"slow": 10, "system": 5}  # a test's rough weight by its marks (any other: 1; `weight(n)` overrides)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
@@ -40,8 +40,9 @@ def pytest_collection_modifyitems(config, items):
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))
         group = item.get_closest_marker("xdist_group").args[0]
+        weight = item.get_closest_marker("weight")  # a test that knows its cost better than its marks do
         weights = [w for mark, w in COST.items() if item.get_closest_marker(mark)]
-        cost[group] = cost.get(group, 0) + max(weights, default=1)
+        cost[group] = cost.get(group, 0) + (weight.args[0] if weight else max(weights, default=1))
     items.sort(key=lambda item: -cost[item.get_closest_marker("xdist_group").args[0]])  # stable: file order kept
 
 

@@ -184,7 +184,7 @@ def test_batch_records_for_a_folder_with_a_corrupt_file(tiny_llava, folder, tmp_
 
 
 @pytest.mark.system
-def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path):
+def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path, reuse_loaded_models):
     docs = tmp_path / "docs"
     docs.mkdir()
     for i in range(6):

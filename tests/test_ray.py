@@ -21,6 +21,7 @@ from docread.settings import Settings
 
 # one local Ray cluster: one worker; Ray is imported when a test runs (conftest's `needs`), not at collection
 pytestmark = [pytest.mark.system, pytest.mark.xdist_group("ray"), pytest.mark.needs("ray", "ray.data")]
+HEAVY = pytest.mark.weight(60)  # tens of seconds each, one after another: the module goes to a worker first
 
 QUESTIONS = ["What is the total?", "Who signed it?"]
 OPTIONS = ["--max-new-tokens", "3", "--max-slices", "1"]
@@ -74,6 +75,7 @@ def without_timing(records):
     return {r["key"]: {k: v for k, v in r.items() if k != "timing_ms"} for r in records}
 
 
+@HEAVY
 def test_ray_engine_writes_the_local_records(tiny_llava, tiny_reader, folder, tmp_path, cluster):
     """Greedy answers (and scores) equal the local engine's: each group of pages is encoded as locally."""
     files = [str(folder / name) for name in ("a.pdf", "b.png", "c.pdf", "d.pdf")]
@@ -111,6 +113,7 @@ def test_ray_engine_writes_the_local_records(tiny_llava, tiny_reader, folder, tm
     assert "14 answers, 2 errors" in result.stderr and result.stdout == ""  # Ray's own prints go to stderr
 
 
+@HEAVY
 def test_a_reader_that_dies_is_restarted_and_nothing_is_written_twice(tiny_llava, folder, tmp_path, cluster):
     cluster.unlink()  # armed: the first reader to take a group exits at once
     out = tmp_path / "out.jsonl"
@@ -136,6 +139,7 @@ def test_a_reader_that_dies_is_restarted_and_nothing_is_written_twice(tiny_llava
     }
 
 
+@HEAVY
 def test_driver_killed_then_resumed_has_every_record_once(tiny_llava, tmp_path, cluster):
     """A real driver process (joined to the module's Ray with --ray-address), SIGKILLed once its first record
     is written (and a torn line added), then `--resume` on Ray: every record exactly once, every line whole."""

@@ -287,6 +287,7 @@ def test_cli_trains_an_adapter_that_ask_loads(tiny_llava, data, cli_run):
 
 
 @pytest.mark.system
+@pytest.mark.weight(40)  # three processes (torchrun and two ranks): its module goes to a worker early
 def test_two_processes_train_as_one_with_gradient_accumulation(tiny_llava, data, tmp_path, cli_run):
     """Data-parallel (2 CPU processes, gloo; on GPUs the same code runs under `accelerate launch`)
     equals one process accumulating the same two examples per step, to the bit."""
