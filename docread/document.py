@@ -333,8 +333,8 @@ def _page_constraint(reader: DocReader, texts: PageTexts, page, settings: Settin
             "(a scan: install the ocr extra; or --text auto|ocr)",
         )
     span = Extractive(reader.base.tokenizer, text, reader.eos_token_ids)
-    if isinstance(constrain, Mapping):
-        return {q: Chain(constrain[q], span) if constrain.get(q) is not None else span for q in questions}
+    if isinstance(constrain, Mapping):  # per question (extract): a typed field keeps its grammar, text is a span
+        return {q: constrain.get(q) or span for q in questions}
     return span if constrain is None else Chain(constrain, span)
 
 

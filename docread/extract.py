@@ -268,6 +268,7 @@ def _extract_whole(reader, source, schema: dict, settings, limits, events) -> di
         )
     model = reader.model
     grammar = json_grammar(model.base.tokenizer, schema, model.eos_token_ids, param="--schema")
+    settings = settings.replace(extractive=False)  # the object is JSON, not a span of the page: its grammar rules
     names = ", ".join(schema["properties"])
     question = WHOLE_QUESTION.format(fields=names)
     (result,) = reader.ask(source, [question], settings=settings, limits=limits, events=events, constrain=grammar)

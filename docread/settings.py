@@ -180,7 +180,7 @@ TASK_FIELDS = {
     "ocr": ("pages", "max_slices", "view", "dpi", "password", "max_new_tokens", "fast"),
     "extract": (
         *("pages", "max_slices", "view", "text", "text_prompt", "text_tokens"),
-        *("dpi", "password", "max_new_tokens", "fast"),
+        *("dpi", "password", "max_new_tokens", "fast", "extractive"),
     ),
     "locate": ("pages", "text", "password", "dpi"),
     "inspect": ("pages", "max_slices", "view", "dpi", "password"),

@@ -64,3 +64,16 @@ def test_the_constraint_keeps_only_continuations_of_a_span(tiny_reader):
     allowed = torch.isfinite(span(logits, said))[0].nonzero().flatten().tolist()
     assert allowed and all(span._fits([*said, t]) or t in span.eos for t in allowed)
     assert set(span.eos) <= set(allowed)  # "Total due" is a span: the answer may end here
+
+
+def test_extract_keeps_string_fields_on_the_page_and_typed_fields_parsing(tiny_reader, invoice):
+    pytest.importorskip("llguidance")
+    from docread.extract import extract_document, field_specs
+
+    text = normalized(" ".join(LINES))
+    fields = field_specs(["vendor", "reference", "total:number"])
+    for seed in range(4):
+        record = extract_document(tiny_reader, invoice, fields, settings=settings(seed, pages="1"))["fields"]
+        for name in ("vendor", "reference"):
+            assert normalized(record[name]["value"]).strip() in text, (seed, name, record[name])
+        assert record["total"]["error"] is None and isinstance(record["total"]["value"], float), record["total"]
