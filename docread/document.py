@@ -288,7 +288,7 @@ def ask_document(
             events.page(page.number, index, len(selected))
             asked = [q for q in questions if page.number in wanted[q]]
             try:
-                shape = _page_constraint(reader, texts, page, settings, constrain, asked)
+                shape = page_constraint(reader, texts, page, settings, constrain, asked)
             except DocreadError as e:  # --extractive on a page without text: this page's error, the others go on
                 events.failed(page.number, e)
                 for q in asked:
@@ -318,7 +318,7 @@ def ask_document(
         return results
 
 
-def _page_constraint(reader: DocReader, texts: PageTexts, page, settings: Settings, constrain, questions):
+def page_constraint(reader: DocReader, texts: PageTexts, page, settings: Settings, constrain=None, questions=()):
     """The caller's constraint, with `--extractive`'s span of this page's text added to every question's."""
     if not settings.extractive:
         return constrain

@@ -77,3 +77,20 @@ def test_extract_keeps_string_fields_on_the_page_and_typed_fields_parsing(tiny_r
         for name in ("vendor", "reference"):
             assert normalized(record[name]["value"]).strip() in text, (seed, name, record[name])
         assert record["total"]["error"] is None and isinstance(record["total"]["value"], float), record["total"]
+
+
+def test_batch_extractive_records_are_spans_and_a_textless_page_is_its_error(tiny_llava, invoice, tmp_path):
+    import json
+
+    from kit.cli import docread
+
+    questions = tmp_path / "q.txt"
+    questions.write_text("What is the total?\nWho sent it?\n")
+    out = tmp_path / "out.jsonl"
+    args = ["batch", invoice, "-Q", questions, "-o", out, "--model", tiny_llava, "--device", "cpu", "--extractive"]
+    run = docread(*args, "--max-slices", "0", "--max-new-tokens", "8", "--temperature", "1", "--seed", "2")
+    assert run.returncode == 1, run.stderr  # page 2 has no text: its records are errors
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    text = normalized(" ".join(LINES))
+    assert [normalized(r["answer"]).strip() in text for r in records if r["page"] == 1] == [True, True]
+    assert [r["error"]["code"] for r in records if r["page"] == 2] == ["no_page_text", "no_page_text"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from docread.batch.engine import Engine, Group
-from docread.document import answer_page, free_gpu_memory, page_source
+from docread.document import answer_page, free_gpu_memory, page_constraint, page_source
 from docread.errors import DocreadError
 from docread.reader import DocReader
 from docread.records import BatchRecord
@@ -32,6 +32,14 @@ class LocalEngine(Engine):
         references = [page_reference(reader, document, texts, page, settings, events) for page in pages]
         encoded = _encode_group(reader, group, references)
         for index, owed in enumerate(group.owed):
+            try:  # --extractive: each answer a span of this page's text, as ask reads it
+                shape = page_constraint(reader, texts, owed.page, settings)
+            except DocreadError as e:  # a page without text: its records are that error
+                if encoded is not None:
+                    encoded[index].release()
+                events.failed(owed.page.number, e)
+                yield from (group.failed(owed, question, e) for question in owed.questions)
+                continue
             for result in answer_page(
                 reader,
                 document,
@@ -41,6 +49,7 @@ class LocalEngine(Engine):
                 events=events,
                 encoded=encoded[index] if encoded is not None else None,
                 reference=references[index],
+                constrain=shape,
             ):
                 if result.answer is None:
                     yield group.failed(owed, result.question, result.error, degraded=result.degraded)
