@@ -230,14 +230,9 @@ def _derived(name: str):
     return setting_option(f, f.default, auto_pages=False)
 
 
-# the names batch, chat, bench, speed and train list (derived: no flag, bound or help written here)
-Pages = _derived("pages")
+# the names bench, speed and train list (derived: no flag, bound or help written here)
 MaxSlices = _derived("max_slices")
 Dpi = _derived("dpi")
-Password = _derived("password")
 MaxNewTokens = _derived("max_new_tokens")
-Temperature = _derived("temperature")
-Seed = _derived("seed")
 Task = _derived("task")
 View = _derived("view")
-Fast = _derived("fast")

@@ -295,7 +295,7 @@ def ocr(
 ):
     """Transcribe the text of each page (streamed on a terminal; --json: one line per page, an error
     record for a page that fails while the others go on)."""
-    from docread.serve.ocr import ocr_record
+    from docread.records import ocr_record
 
     err = diagnostics(quiet)
     render = _OcrRender(err, live=not json_out)

@@ -21,9 +21,9 @@ from docread.events import Events
 from docread.intake import Limits, open_bytes
 from docread.pagecache import PageCache
 from docread.reader import DocReader
+from docread.records import ocr_record
 from docread.results import DocumentAnswer
 from docread.serve.guard import Guard, install_handlers
-from docread.serve.ocr import ocr_record
 from docread.serve.protocol import (
     ApiError,
     as_api_error,
