@@ -15,6 +15,7 @@ from docread.model.presets import Preset
 from docread.pagecalls import PageCalls
 from docread.results import Answer, AnswerStream
 from docread.settings import DEFAULT_MAX_NEW_TOKENS, View
+from docread.textcalls import TextCalls
 from docread.views.encoded import EncodedPage, PageQuestion, PageSource, check_view
 from docread.views.native import NativePlan, native_embeddings, native_pixels, native_spec, plan_native
 from docread.views.processor import (
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from docread.nn.hires import HiResLlava
 
 
-class DocReader(PageCalls):
+class DocReader(PageCalls, TextCalls):
     """A loaded model: a llava-hf base, docread's HiRes modules, its preset."""
 
     def __init__(self, preset: Preset, base: Base, hires: HiResLlava, *, adapter: str | None = None):

@@ -50,7 +50,7 @@ class Answer:
     reduced_from: int | None  # the --max-slices asked for, when it had to be reduced
     stopped_by: str  # "eos" or "length"
     timing_ms: dict[str, float] = field(default_factory=dict)  # render, encode, prefill, decode
-    view: str = "hires"  # "hires" (docread's tiles) or "native" (the checkpoint's own image handling)
+    view: str = "hires"  # "hires" (docread's tiles), "native" (the checkpoint's own), "none" (asked without an image)
     evidence: list[dict] = field(default_factory=list)  # where the answer occurs in the page's text
     grounded: bool | None = False  # every value of the answer found in the page's text; None: no text checked
     text_prompt: dict | None = None  # page text given to the model ({source, tokens, cut}); None: image alone

@@ -40,13 +40,14 @@ def _png(path=None, size=(32, 24)):
     "text, n, letter",
     [
         ("B", 4, "B"),
-        (" C ", 4, "C"),
+        (" C ", 4, None),  # read as written: LLaVA strips when it generates, not when it scores
         ("B. dog", 4, "B"),
-        ("A\nbecause", 4, "A"),  # newline -> ". "
+        ("A\nbecause", 4, None),  # no newline rewrite
         ("The answer is D.", 4, "D"),
-        ("I think The answer is C", 4, "C"),
+        ("I think The answer is C", 4, None),  # the pattern wants one more character after the letter
         ("E", 4, None),
-        ("The answer is E", 5, "E"),  # a letter beyond the options is wrong, not clipped
+        ("The answer is E.", 5, "E"),
+        ("The answer is E.", 4, None),  # a letter beyond the options is wrong, not clipped
         ("b", 4, None),
         ("B)", 4, None),
         ("", 4, None),
@@ -116,6 +117,7 @@ def test_stvqa_scores_with_anls(tmp_path):
 def ai2d_folder(tmp_path):
     folder = tmp_path / "ai2d" / "questions"
     folder.mkdir(parents=True)
+    (tmp_path / "ai2d" / "ai2d_test_ids.csv").write_text("1\n2\n")  # the release's test split: both diagrams
     (folder / "1.png.json").write_text(
         json.dumps(
             {
@@ -364,7 +366,7 @@ def test_bench_score_dataset_reads_the_release_and_prints_the_breakdown(tmp_path
     assert record["dataset"] == "pope" and record["per_split"]["random"]["accuracy"] == 1.0
     run = docread("bench", "score", "--dataset", "pope", folder / "coco_pope_random.json", pred)
     assert run.stdout.splitlines() == [
-        "pope f1 1.0000 over 4 questions (0 missing, 0 malformed)",
+        "pope (all) f1 1.0000 over 4 questions (0 missing, 0 malformed)",
         "  split random: accuracy 1.0000 · precision 1.0000 · recall 1.0000 · f1 1.0000 · yes_ratio 0.5000 · n 4",
     ]
     run = docread("bench", "score", "--dataset", "vizwiz", folder, pred)
@@ -467,8 +469,12 @@ class ScriptedReader:
         self.shown.append((image, question))
         return SimpleNamespace(answer="Yes", score=-0.1)
 
+    def ask_text(self, question, *, max_new_tokens=32):
+        self.shown.append((None, question))
+        return SimpleNamespace(answer="No", score=-0.2)
 
-def test_run_loops_decode_inline_images_and_report_questions_without_one(tmp_path):
+
+def test_run_loops_decode_inline_images_and_ask_questions_without_one_text_only(tmp_path):
     from docread.bench.runner import prediction_log, run_likelihood, run_open
 
     mmbench = DATASETS["mmbench"].read(mmbench_tsv(tmp_path))[:3]
@@ -493,7 +499,9 @@ def test_run_loops_decode_inline_images_and_report_questions_without_one(tmp_pat
                 reader, tmp_path / "hb", hallusion[4:], log, prompt=lambda s: prompt(DATASETS["hallusionbench"], s)
             )
         )
-    assert records[0]["error"]["code"] == "no_image" and records[1]["prediction"] == "Yes"
+    # the question without a figure is asked text-only; the other about its figure
+    assert [(r["prediction"], r["view"]) for r in records] == [("No", "none"), ("Yes", "hires")]
+    assert reader.shown[-2] == (None, "Is it so (0, 0)?\nAnswer the question using a single word or phrase.")
     assert reader.shown[-1][1].endswith("?\nAnswer the question using a single word or phrase.")
 
 

@@ -84,6 +84,7 @@ RANKS = {
     "docread.results": 6,
     "docread.text": 7,
     "docread.pagecalls": 8,
+    "docread.textcalls": 8,
     "docread.reader": 9,
     "docread.remote": 9,
     "docread.loading": 10,

@@ -4,7 +4,11 @@
   "file_path": "coco-text/….jpg", "answers": [...]}]} (test: no answers); images under --images.
 - AI2D: `ai2d/questions/<image>.json` (a folder of them, or one): {"imageName", "questions":
   {question text: {"questionId", "answerTexts": [4 options], "correctAnswer": index}}};
-  images `ai2d/images/<imageName>`.
+  images `ai2d/images/<imageName>`. The test split is the diagrams listed in the release's
+  `ai2d_test_ids.csv` (one image id a line, "1007" for `1007.png.json`; in `ai2d/` or `questions/`):
+  3,088 questions; train is the rest.
+- ChartQA: `test/test_human.json` and `test/test_augmented.json` ([{"imgname", "query", "label"}]):
+  their folder (split "test": both) or one of them; ids `<file stem>/<position>`.
 - ScienceQA: `problems.json`: {pid: {"question", "choices", "answer": index, "hint", "image":
   "image.png" | null, "split"}}; the test split's questions with an image (as LLaVA evaluates);
   images `images/test/<pid>/image.png` (--images is the `images` folder).
@@ -28,8 +32,8 @@ import sys
 from pathlib import Path
 
 from docread.bench.choice import LETTERS
-from docread.bench.datasets import Sample
-from docread.errors import DocreadError
+from docread.bench.datasets import Sample, read_annotations
+from docread.errors import DocreadError, UsageError
 from docread.records import read_json_or_lines
 
 
@@ -61,11 +65,35 @@ def read_stvqa(path: Path) -> list[Sample]:
     return samples
 
 
-def read_ai2d(path: Path) -> list[Sample]:
+AI2D_TEST_IDS = "ai2d_test_ids.csv"  # the release's list of test diagrams (982 diagrams, 3,088 questions)
+AI2D_SPLITS = ("test", "train", "all")
+
+
+def _ai2d_test_ids(path: Path) -> set[str]:
+    """The image ids of AI2D's test split, from the ai2d_test_ids.csv nearest `path` (its folder or above)."""
+    folder = path if path.is_dir() else path.parent
+    for place in (folder, folder.parent, folder.parent.parent):
+        if (place / AI2D_TEST_IDS).is_file():
+            lines = (place / AI2D_TEST_IDS).read_text(encoding="utf-8-sig").splitlines()
+            return {line.strip() for line in lines if line.strip()}
+    raise DocreadError(
+        "not_found",
+        f"{path}: AI2D's test split is the diagrams listed in {AI2D_TEST_IDS} (from the AI2D release), "
+        f"not found in {folder} or the two folders above it; put it in ai2d/, or pass --split all",
+    )
+
+
+def read_ai2d(path: Path, split: str = "test") -> list[Sample]:
+    """AI2D's questions of `split`: test (the diagrams ai2d_test_ids.csv lists), train (the rest) or all."""
     path = Path(path)
+    if split not in AI2D_SPLITS:
+        raise UsageError(f"--split {split!r}: AI2D has {', '.join(AI2D_SPLITS)}")
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]
     if not files:
         raise DocreadError("bad_annotations", f"{path}: no AI2D question files (*.json) in this folder")
+    if split != "all":
+        test = _ai2d_test_ids(path)
+        files = [f for f in files if (f.name.split(".")[0] in test) == (split == "test")]
     samples = []
     for file in files:
         data = _load(file)
@@ -153,11 +181,40 @@ def read_mmbench(path: Path) -> list[Sample]:
     return samples
 
 
-def read_pope(path: Path) -> list[Sample]:
+CHARTQA_SPLITS = ("test", "test_human", "test_augmented")  # "test": both halves, each scored, then averaged
+
+
+def read_chartqa(path: Path, split: str = "test") -> list[Sample]:
+    """ChartQA's questions: from a folder, `split`'s files (test = test_human + test_augmented); from
+    one file, that file (its stem is its split). Ids `<stem>/<position>`, the split in `groups`."""
+    path = Path(path)
+    if path.is_dir():
+        stems = ("test_human", "test_augmented") if split == "test" else (split,)
+        files = [path / f"{stem}.json" for stem in stems]
+        absent = [f.name for f in files if not f.is_file()]
+        if absent:
+            raise DocreadError("not_found", f"{path}: no {', '.join(absent)} in this folder (ChartQA's test/ folder?)")
+    else:
+        files = [path]
+    samples = []
+    for file in files:
+        samples += [
+            Sample(f"{file.stem}/{s.id}", s.question, s.image, s.answers, groups={"split": file.stem})
+            for s in read_annotations(file, "chartqa")
+        ]
+    return samples
+
+
+POPE_SPLITS = ("all", "adversarial", "popular", "random")
+
+
+def read_pope(path: Path, split: str = "all") -> list[Sample]:
     path = Path(path)
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]
+    if split != "all":
+        files = [f for f in files if f.stem.rsplit("_", 1)[-1] == split]
     if not files:
-        raise DocreadError("bad_annotations", f"{path}: no POPE files (coco_pope_<split>.json) in this folder")
+        raise DocreadError("bad_annotations", f"{path}: no POPE files (coco_pope_<split>.json) of split {split}")
     samples = []
     for file in files:
         split = file.stem.rsplit("_", 1)[-1]  # coco_pope_adversarial -> adversarial

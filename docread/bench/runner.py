@@ -17,6 +17,7 @@ from docread.bench.entitygrid import LETTERS, Question, prompt
 from docread.errors import DocreadError
 from docread.records import JsonLinesLog
 from docread.settings import View
+from docread.textcalls import NO_IMAGE_VIEW
 from docread.views.prompt import SHORT_ANSWER
 
 if TYPE_CHECKING:
@@ -81,8 +82,8 @@ def sample_image(images: Path | None, sample: Sample) -> str | Image.Image:
             return Image.open(io.BytesIO(base64.b64decode(sample.inline_image))).convert("RGB")
         except Exception as e:  # noqa: BLE001 - any decoder failure is this question's error
             raise DocreadError("unreadable", f"question {sample.id}: its base64 image cannot be read ({e})") from None
-    if not sample.image:  # e.g. HallusionBench's visual_input 0: asked without an image
-        raise DocreadError("no_image", f"question {sample.id} has no image; docread asks about images only")
+    if not sample.image:  # HallusionBench's visual_input 0: run_open asks it text-only
+        raise DocreadError("no_image", f"question {sample.id} has no image: it can only be asked by generating")
     if images is None:
         raise DocreadError("not_found", f"question {sample.id}: image {sample.image} needs --images")
     return str(image_path(images, sample))
@@ -104,20 +105,26 @@ def run_open(
     view: str = View.hires,
 ) -> Iterator[dict]:
     """Ask each question (LLaVA's short-answer prompt unless `prompt` says otherwise) and generate;
-    yield {id, prediction, score} or {id, error}."""
+    yield {id, prediction, score, view} or {id, error}. A question that comes without an image
+    (HallusionBench's visual_input 0) is asked text-only (`DocReader.ask_text`; view "none")."""
     for sample in samples:
         try:
-            answer = reader.ask(
-                sample_image(images, sample),
-                prompt(sample),
-                max_slices=max_slices,
-                max_new_tokens=max_new_tokens,
-                view=view,
-            )
+            text_only = not sample.image and sample.inline_image is None
+            if text_only:
+                answer = reader.ask_text(prompt(sample), max_new_tokens=max_new_tokens)
+            else:
+                answer = reader.ask(
+                    sample_image(images, sample),
+                    prompt(sample),
+                    max_slices=max_slices,
+                    max_new_tokens=max_new_tokens,
+                    view=view,
+                )
         except DocreadError as e:
             yield {"id": sample.id, "error": e.to_json()}
             continue
-        record = {"id": sample.id, "prediction": answer.answer, "score": answer.score, "view": str(view)}
+        shown = NO_IMAGE_VIEW if text_only else str(view)
+        record = {"id": sample.id, "prediction": answer.answer, "score": answer.score, "view": shown}
         log.write(record)
         yield record
 

@@ -37,6 +37,18 @@ app.add_typer(entitygrid_app, name="entitygrid")
 Output = Annotated[Path, typer.Option("--output", "-o", help="Predictions file (JSON Lines), appended as it goes.")]
 Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Ask only the first N questions.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run: skip ids already in the output.")]
+Split = Annotated[
+    Optional[str],
+    typer.Option("--split", help="Which split to score (default: the published one; the README lists each dataset's)."),
+]
+McParser = Annotated[
+    str,
+    typer.Option(
+        "--mc-parser",
+        help="How a generated multiple-choice answer is read: llava (LLaVA's eval_science_qa.py) | "
+        "vlmevalkit (VLMEvalKit's can_infer: (B), Option C, the option's text).",
+    ),
+]
 
 
 def _answer_pending(items, output: Path, resume: bool, err, load, run) -> int:
@@ -222,7 +234,7 @@ def entitygrid_score(
 
 
 # -- standard metrics and public benchmarks ---------------------------------------------------
-_HEADLINE = ("metric", "score", "n", "missing", "malformed", "extra", "dataset", "predictions", "failed")
+_HEADLINE = ("metric", "score", "n", "missing", "malformed", "extra", "dataset", "split", "predictions", "failed")
 
 
 def _figure(value) -> str:
@@ -234,7 +246,7 @@ def _render_result(result: dict, json_out: bool, **extra) -> None:
     if json_out:
         sys.stdout.write(json.dumps({**extra, **result}, ensure_ascii=False) + "\n")
         return
-    where = f"{extra['dataset']} " if extra.get("dataset") else ""
+    where = f"{extra['dataset']} ({result['split']}) " if extra.get("dataset") else ""
     headline = (
         f"{where}{result['metric']} {_figure(result['score'])} over {_count(result['n'], 'question')} "
         f"({result['missing']} missing, {result['malformed']} malformed)"
@@ -285,6 +297,8 @@ def score_command(
             "--dataset", help=f"{_NAMES}: score as that benchmark does (its metric, its answer parsing, its breakdown)."
         ),
     ] = None,
+    split: Split = None,
+    mc_parser: McParser = "llava",
     json_out: Json = False,
     offline: Offline = False,
 ):
@@ -296,17 +310,23 @@ def score_command(
         raise UsageError("give either --metric (any gold file) or --dataset (a benchmark's release file)")
     if metric is not None and metric not in METRICS:
         raise UsageError(f"--metric {metric!r}: choose {', '.join(METRICS)}")
+    if metric is not None and split is not None:
+        raise UsageError("--split goes with --dataset: with --metric, the gold file is what is scored")
     benchmark = _check_dataset(dataset) if dataset is not None else None
+    _check_mc_parser(mc_parser)
     read = read_predictions(predictions)
     if benchmark is None:
         _render_result(evaluate(metric, read_gold(gold), read.answers, malformed=read.malformed).to_json(), json_out)
         return
-    from docread.bench.registry import score
+    from docread.bench.registry import read as read_release
+    from docread.bench.registry import resolve_split, score
 
-    samples = [s for s in benchmark.read(gold) if s.answers]
+    split = resolve_split(dataset, gold, split)
+    samples = [s for s in read_release(dataset, gold, split) if s.answers]
     if not samples:
         raise UsageError(f"{gold} has no gold answers (a test split?): nothing to score")
-    _render_result(score(dataset, samples, read.answers, malformed=read.malformed), json_out, dataset=dataset)
+    result = score(dataset, samples, read.answers, malformed=read.malformed, split=split, mc_parser=mc_parser)
+    _render_result(result, json_out, dataset=dataset)
 
 
 def _first_questions(samples: list, limit: int | None) -> list:
@@ -325,6 +345,13 @@ def _first_questions(samples: list, limit: int | None) -> list:
 
 
 MC_MODES = ("generate", "likelihood")
+
+
+def _check_mc_parser(mc_parser: str) -> None:
+    from docread.bench.choice import MC_PARSERS
+
+    if mc_parser not in MC_PARSERS:
+        raise UsageError(f"--mc-parser {mc_parser!r}: choose {', '.join(MC_PARSERS)}")
 
 
 @app.command(
@@ -355,6 +382,8 @@ def run_command(
             "option letter the model finds likeliest. generate | likelihood.",
         ),
     ] = "generate",
+    mc_parser: McParser = "llava",
+    split: Split = None,
     model: Model = None,
     adapter: Adapter = None,
     device: Device = "auto",
@@ -371,18 +400,21 @@ def run_command(
     from functools import partial
 
     from docread.bench.datasets import read_predictions
-    from docread.bench.registry import CHOICE, prompt, score
+    from docread.bench.registry import CHOICE, prompt, resolve_split, score
+    from docread.bench.registry import read as read_release
     from docread.bench.runner import run_likelihood, run_open
 
     benchmark = _check_dataset(dataset)
     if mc not in MC_MODES:
         raise UsageError(f"--mc {mc!r}: choose {', '.join(MC_MODES)}")
+    _check_mc_parser(mc_parser)
+    split = resolve_split(dataset, annotations, split)
     if not benchmark.inline_images and images is None:
         raise UsageError(f"--images: {dataset} needs the folder holding its images ({benchmark.files})")
     if images is not None and not images.is_dir():
         raise UsageError(f"--images {images}: not a folder")
     err = stderr_console()
-    samples = _first_questions(benchmark.read(annotations), limit)
+    samples = _first_questions(read_release(dataset, annotations, split), limit)
     ask = partial(prompt, benchmark)
 
     def run(reader, pending, log):
@@ -403,7 +435,7 @@ def run_command(
         ids = {s.id for s in scored}
         answers = {key: value for key, value in read.answers.items() if key in ids}
         _render_result(
-            score(dataset, scored, answers, malformed=read.malformed),
+            score(dataset, scored, answers, malformed=read.malformed, split=split, mc_parser=mc_parser),
             json_out,
             dataset=dataset,
             predictions=str(output),

@@ -113,6 +113,12 @@ class PromptTemplate:
         before, after = self.template.split("<image>", 1)
         return before, after.replace("{question}", question)
 
+    def without_image(self, question: str) -> str:
+        """The prompt with no image: the marker and the line break after it left out, as LLaVA's
+        conversation reads a question asked without one (`USER: <question> ASSISTANT:`)."""
+        before, after = self.split(question)
+        return before + after.removeprefix("\n")
+
 
 def prompt_ids(tokenizer, template: PromptTemplate, question: str, image_token_id: int) -> list[int]:
     """Token ids of the prompt with a single image placeholder, tokenised as llava-hf does
@@ -123,6 +129,16 @@ def prompt_ids(tokenizer, template: PromptTemplate, question: str, image_token_i
     ids = tokenizer(before + marker + after).input_ids
     if ids.count(image_token_id) != 1:
         raise ValueError(f"the prompt must hold exactly one image token, found {ids.count(image_token_id)}")
+    return ids
+
+
+def text_prompt_ids(tokenizer, template: PromptTemplate, question: str, image_token_id: int) -> list[int]:
+    """Token ids of the prompt for a question asked without an image: no image placeholder at all (a
+    marker in the question is the plain word, as in `prompt_ids`)."""
+    marker = tokenizer.convert_ids_to_tokens(image_token_id)
+    ids = tokenizer(template.without_image(question.replace(marker, marker.strip("<>")))).input_ids
+    if image_token_id in ids:  # never with a preset's template; kept honest all the same
+        raise ValueError("a prompt without an image holds an image token")
     return ids
 
 
