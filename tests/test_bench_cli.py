@@ -305,7 +305,7 @@ def test_bench_run_textvqa_reports_a_missing_image_and_scores_the_rest(tiny_llav
     )
     assert run.returncode == 1
     assert "question 8" in run.stderr and "missing.jpg" in run.stderr and "Traceback" not in run.stderr
-    assert run.stdout.startswith("textvqa vqa ") and "over 2 questions (1 missing" in run.stdout
+    assert run.stdout.startswith("textvqa (val) vqa ") and "over 2 questions (1 missing" in run.stdout
     run = docread(
         "bench",
         "run",

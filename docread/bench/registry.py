@@ -186,3 +186,18 @@ def score(
     if benchmark.split_note:
         where["split_note"] = benchmark.split_note
     return {**scorer(samples, predictions), **where, "malformed": malformed}
+
+
+def first_questions(samples: list, limit: int | None) -> list:
+    """The samples of the first `limit` questions: all rotations of an MMBench question count as one."""
+    if limit is None:
+        return samples
+    kept: list = []
+    seen: set[str] = set()
+    for sample in samples:
+        question = sample.groups.get("question", sample.id)
+        if question not in seen and len(seen) == limit:
+            break
+        seen.add(question)
+        kept.append(sample)
+    return kept

@@ -329,21 +329,6 @@ def score_command(
     _render_result(result, json_out, dataset=dataset)
 
 
-def _first_questions(samples: list, limit: int | None) -> list:
-    """The samples of the first `limit` questions: all rotations of an MMBench question count as one."""
-    if limit is None:
-        return samples
-    kept: list = []
-    seen: set[str] = set()
-    for sample in samples:
-        question = sample.groups.get("question", sample.id)
-        if question not in seen and len(seen) == limit:
-            break
-        seen.add(question)
-        kept.append(sample)
-    return kept
-
-
 MC_MODES = ("generate", "likelihood")
 
 
@@ -400,7 +385,7 @@ def run_command(
     from functools import partial
 
     from docread.bench.datasets import read_predictions
-    from docread.bench.registry import CHOICE, prompt, resolve_split, score
+    from docread.bench.registry import CHOICE, first_questions, prompt, resolve_split, score
     from docread.bench.registry import read as read_release
     from docread.bench.runner import run_likelihood, run_open
 
@@ -414,7 +399,7 @@ def run_command(
     if images is not None and not images.is_dir():
         raise UsageError(f"--images {images}: not a folder")
     err = stderr_console()
-    samples = _first_questions(read_release(dataset, annotations, split), limit)
+    samples = first_questions(read_release(dataset, annotations, split), limit)
     ask = partial(prompt, benchmark)
 
     def run(reader, pending, log):
