@@ -49,3 +49,62 @@ def test_highlight_suffix_picks_the_format_and_a_folder_gets_each_page(pdf, tiny
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in folder.iterdir())
     again = docread("ask", pdf, QUESTION, "--model", tiny_llava, *FAST, "--pages", "2", "--highlight", folder)
     assert again.returncode == 0 and "page-2.png" in again.stderr  # an existing folder, named without /
+
+
+# -- a closed stdout -----------------------------------------------------------------------------------
+def test_batch_to_a_closed_stdout_ends_cleanly(pdf, tiny_llava, tmp_path):
+    """`batch -o - | head -1`: the reader leaves, batch's next write meets EPIPE on fd 1 (as in the real
+    process: the log writes to fd 1 itself) and the command ends with 0, saying nothing."""
+    import os
+
+    questions = tmp_path / "q.txt"
+    questions.write_text(f"{QUESTION}\nWho signed?\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `head` has read its line and left
+    saved = os.dup(1)
+    os.dup2(write_end, 1)
+    try:
+        run = docread("batch", pdf, "-Q", questions, "-o", "-", "--model", tiny_llava, *FAST)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(write_end)
+    assert run.returncode == 0, run.output
+    assert "Broken pipe" not in run.stderr and "--resume" not in run.stderr and "error" not in run.stderr
+
+
+# -- --help and usage errors ---------------------------------------------------------------------------
+def test_help_paragraphs_flow_whole_and_usage_names_arguments_in_capitals():
+    import inspect
+
+    from docread.cli.batch import batch
+
+    run = docread("batch", "--help", env={"COLUMNS": "1000"})
+    assert run.returncode == 0, run.output
+    lines = [line.strip(" │") for line in run.stdout.splitlines()]
+    for paragraph in inspect.getdoc(batch).split("\n\n"):
+        assert " ".join(paragraph.split()) in lines  # one line at any width that holds it: no break mid-sentence
+    assert "batch [OPTIONS] PATHS..." in run.stdout and "{" not in run.stdout.split("\n\n")[0]
+
+
+def test_no_color_gives_usage_errors_in_plain_text():
+    as_on_a_terminal = {"FORCE_COLOR": "1"}  # Rich styles for a terminal; NO_COLOR must still win
+    coloured = docread("ask", env={**as_on_a_terminal, "NO_COLOR": ""})
+    plain = docread("ask", env={**as_on_a_terminal, "NO_COLOR": "1"})
+    assert coloured.returncode == plain.returncode == 2
+    assert "\x1b[" in coloured.stderr  # the check can fail: styles are written without NO_COLOR
+    assert "\x1b[" not in plain.stderr and "ask [OPTIONS] FILE QUESTION..." in plain.stderr
+
+
+# -- locate ---------------------------------------------------------------------------------------------
+def test_locate_refuses_an_empty_text_among_others_and_takes_dpi(pdf):
+    run = docread("locate", pdf, "Total", "", "Ada")
+    assert run.returncode == 2 and run.stdout == ""
+    (line,) = run.stderr.strip().splitlines()
+    assert "empty text" in line
+    import json
+
+    at_72, at_144 = (docread("locate", pdf, "Total", "--json", "--dpi", dpi) for dpi in (72, 144))
+    assert at_72.returncode == at_144.returncode == 0, at_72.output
+    box, doubled = json.loads(at_72.stdout)["bbox_px"], json.loads(at_144.stdout)["bbox_px"]
+    assert doubled == pytest.approx([2 * v for v in box], abs=1)  # bbox_px are pixels at --dpi

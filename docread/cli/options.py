@@ -45,7 +45,9 @@ def stderr_console(quiet: bool = False):
     """A Rich console on stderr: colour only on a terminal (and never with NO_COLOR), no hard wrapping."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, quiet=quiet, soft_wrap=True)
+    from docread.cli.output import color_system
+
+    return Console(stderr=True, highlight=False, quiet=quiet, soft_wrap=True, color_system=color_system())
 
 
 def diagnostics(quiet: bool = False):
