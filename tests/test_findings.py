@@ -108,3 +108,46 @@ def test_locate_refuses_an_empty_text_among_others_and_takes_dpi(pdf):
     assert at_72.returncode == at_144.returncode == 0, at_72.output
     box, doubled = json.loads(at_72.stdout)["bbox_px"], json.loads(at_144.stdout)["bbox_px"]
     assert doubled == pytest.approx([2 * v for v in box], abs=1)  # bbox_px are pixels at --dpi
+
+
+# -- third-party noise and the hub ------------------------------------------------------------------------
+def test_the_bitsandbytes_kernel_notice_is_kept_off_stderr(caplog):
+    import logging
+
+    from docread.model.weights import quiet_third_parties
+
+    quiet_third_parties()
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")  # what bitsandbytes logs it through
+    with caplog.at_level(logging.WARNING):
+        logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. pip install kernels", "x")
+        logger.warning("another bitsandbytes warning")
+    assert [r.getMessage() for r in caplog.records] == ["another bitsandbytes warning"]  # only the known line goes
+
+
+def test_train_with_weights_already_here_never_asks_the_hub(tiny_llava, tmp_path, monkeypatch):
+    """No --offline, HF_HUB_OFFLINE unset: a local model trains offline all the same (what each library
+    then reads), and nothing opens a connection."""
+    import os
+    import socket
+
+    from docread.train import loop
+
+    seen = {}
+
+    def train(config):
+        seen["offline"] = os.environ.get("HF_HUB_OFFLINE")
+        return iter(())
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"a network call: {args}")
+
+    monkeypatch.setattr(loop, "train", train)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    args = ("train", "--model", tiny_llava, "--data", tmp_path / "d.json", "-o", tmp_path / "out", "--stage", "2")
+    run = docread(*args, env={"HF_HUB_OFFLINE": None})
+    assert run.returncode == 0, run.output
+    assert seen["offline"] == "1"
+    hub = docread(*(a if a != tiny_llava else "llava-hf/not-here-hf" for a in args), env={"HF_HUB_OFFLINE": None})
+    assert hub.returncode == 0 and seen["offline"] is None  # weights still to fetch: the hub stays allowed
