@@ -151,3 +151,63 @@ def test_train_with_weights_already_here_never_asks_the_hub(tiny_llava, tmp_path
     assert seen["offline"] == "1"
     hub = docread(*(a if a != tiny_llava else "llava-hf/not-here-hf" for a in args), env={"HF_HUB_OFFLINE": None})
     assert hub.returncode == 0 and seen["offline"] is None  # weights still to fetch: the hub stays allowed
+
+
+# -- context overflow: the cause named, on each surface -------------------------------------------------
+@pytest.fixture(scope="module")
+def wordy(tmp_path_factory):
+    """One page whose text layer holds some 5,000 tokens: more than the tiny model's 4,096 context."""
+    path = tmp_path_factory.mktemp("wordy") / "wordy.pdf"
+    doc = pymupdf.open()
+    body = "Invoice 4471 total amount due 1,234.56 EUR on the first of May. " * 330
+    doc.new_page(width=700, height=900).insert_textbox(pymupdf.Rect(5, 5, 695, 895), body, fontsize=2.5)
+    doc.save(path)
+    return path
+
+
+def test_context_overflow_from_the_page_text_names_text_tokens(wordy, tiny_llava):
+    import re
+
+    common = ("ask", wordy, QUESTION, "--model", tiny_llava, *FAST, "--text-prompt", "on")
+    run = docread(*common, "--text-tokens", 5000)
+    assert run.returncode == 1, run.output
+    (line,) = run.stderr.strip().splitlines()
+    assert "--text-tokens" in line and "context" in line, line
+    keep = int(re.search(r"--text-tokens to (\d+)", line).group(1))
+    assert 3000 < keep < 5000
+    fits = docread(*common, "--text-tokens", keep, "--json")  # the advice is exact: that many fit
+    assert fits.returncode == 0, fits.output
+
+
+def test_server_errors_name_the_request_field(wordy, tiny_reader):
+    import base64
+
+    import httpx
+    from kit.serving import serving
+
+    from docread.errors import ContextOverflow
+    from docread.serve.protocol import CHAT_FIELDS, from_docread
+
+    error = ContextOverflow("lower --max-new-tokens or --max-slices", needed=5000, context=4096)
+    api = from_docread(error, fields=CHAT_FIELDS)
+    assert api.param == "max_tokens" and api.message == "lower max_tokens or docread.max_slices"
+    pdf = base64.b64encode(wordy.read_bytes()).decode()
+    with serving(tiny_reader) as url:
+        body = {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": QUESTION},
+                        {"type": "image_url", "image_url": {"url": f"data:application/pdf;base64,{pdf}"}},
+                    ],
+                }
+            ],
+            "max_tokens": 2,
+            "docread": {"max_slices": 0, "text_prompt": "on", "text_tokens": 5000},
+        }
+        response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "context_overflow" and error["param"] == "docread.text_tokens"
+    assert "--" not in error["message"] and "docread.text_tokens to" in error["message"]

@@ -120,8 +120,10 @@ ApiKey = Annotated[
 
 # -- read options, derived from Settings ------------------------------------------------------------
 def setting_flags(f) -> tuple[str, ...]:
-    """A Settings field's command-line flags: its declared ones, else --field-name."""
-    return f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
+    """A Settings field's command-line flags (`docread.settings.setting_flags`)."""
+    from docread.settings import setting_flags
+
+    return setting_flags(f)
 
 
 def _setting_callback(f, auto_pages: bool):
