@@ -211,3 +211,31 @@ def test_server_errors_name_the_request_field(wordy, tiny_reader):
     error = response.json()["error"]
     assert error["code"] == "context_overflow" and error["param"] == "docread.text_tokens"
     assert "--" not in error["message"] and "docread.text_tokens to" in error["message"]
+
+
+# -- Ray: as many readers as CPUs, and quiet -------------------------------------------------------------
+@pytest.mark.needs("ray")
+def test_ray_asks_for_no_more_readers_than_cpus_and_keeps_its_noise_plain(pdf, tmp_path, monkeypatch):
+    import os
+    import warnings
+
+    import docread.batch.raydata as raydata
+
+    monkeypatch.setattr(raydata, "local_cpus", lambda: 2)
+    monkeypatch.setattr(raydata, "_connect", lambda *a: pytest.fail("Ray started"))
+    questions = tmp_path / "q.txt"
+    questions.write_text(QUESTION + "\n")
+    args = ("batch", pdf, "-Q", questions, "-o", tmp_path / "out.jsonl", "--engine", "ray", "--workers", "5")
+    run = docread(*args)
+    assert run.returncode == 2 and (tmp_path / "out.jsonl").read_text() == ""  # no record, no reader started
+    (line,) = run.stderr.strip().splitlines()
+    assert "--workers 5" in line and "has 2" in line and "--workers 2 or fewer" in line
+
+    monkeypatch.delenv("RAY_COLOR_PREFIX", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        raydata.require_ray()  # stderr here is not a terminal
+        warnings.warn_explicit("Ray Data notice", UserWarning, "ray/data/x.py", 1, module="ray.data.x")
+        warnings.warn_explicit("the user's own", UserWarning, "mine.py", 1, module="mine")
+    assert os.environ["RAY_COLOR_PREFIX"] == "0"  # Ray's `(raylet)` prefixes without colour codes
+    assert [str(w.message) for w in caught] == ["the user's own"]
