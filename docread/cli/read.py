@@ -263,6 +263,8 @@ def _highlight_target(value: str | None) -> _HighlightTarget | None:
     if path.is_dir() or value.endswith(("/", os.sep)):
         if not path.parent.is_dir():
             raise UsageError(f"--highlight {value}: the folder {path.parent} does not exist: create it first")
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"--highlight {value}: {path} is a file, not a folder: name a folder or a picture file")
         return _HighlightTarget(path, folder=True)
     if not path.parent.is_dir():
         raise UsageError(f"--highlight {value}: the folder {path.parent} does not exist: create it or name another")
