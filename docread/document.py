@@ -19,7 +19,7 @@ from docread.results import Answer, DocumentAnswer, best_of
 from docread.settings import AUTO_PAGES, OCR_MAX_NEW_TOKENS, Settings, Task, View
 from docread.text.evidence import PageTexts, attach_evidence
 from docread.text.ranking import choose_pages
-from docread.text.textprompt import Reference, page_reference, with_reference
+from docread.text.textprompt import Reference, blame_text, page_reference, with_reference
 from docread.views.encoded import EncodedPage, PageSource
 
 OOM_SLICES = (16, 9, 4, 0)  # tile budgets tried, in turn, when a page does not fit in GPU memory
@@ -166,6 +166,7 @@ def answer_page(
                 degraded = True
                 continue
             except DocreadError as e:  # this question alone (a context overflow): the others go on
+                e = blame_text(e, reference)
                 pending.pop(0)
                 yield _done(events, PageAnswer(question, page.number, None, e, degraded))
                 continue
@@ -174,6 +175,7 @@ def answer_page(
             answer.text_prompt = None if reference is None else reference.to_json()
             yield _done(events, PageAnswer(question, page.number, answer, None, degraded))
     except DocreadError as e:  # the page failed: the questions it still owed get its error
+        e = blame_text(e, reference)
         events.failed(page.number, e)
         for question in pending:
             yield _done(events, PageAnswer(question, page.number, None, e, degraded))

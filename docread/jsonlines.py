@@ -71,6 +71,8 @@ class JsonLinesLog:
         try:
             while written < len(line):  # one O_APPEND write per line; loop only on a partial write
                 written += os.write(self.fd, line[written:])
+        except BrokenPipeError:  # stdout's reader left (`-o - | head`): the command ends cleanly, as ask does
+            raise
         except OSError as e:
             raise DocreadError(
                 "unwritable",

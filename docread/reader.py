@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from docread.errors import DocreadError
+from docread.errors import ContextOverflow
 from docread.model.presets import Preset
 from docread.pagecalls import PageCalls
 from docread.results import Answer, AnswerStream
@@ -267,11 +267,12 @@ class DocReader(PageCalls, TextCalls):
             raise ValueError("the prompt prefix changed between questions; encode the page again")
         needed = self.context_needed(encoded, question, max_new_tokens)
         if needed > self.context:
-            raise DocreadError(
-                "context_overflow",
+            raise ContextOverflow(
                 f"the page as planned, this question and --max-new-tokens "
                 f"{max_new_tokens} need {needed} of the model's {self.context} context tokens: "
                 "shorten the question, lower --max-new-tokens or --max-slices",
+                needed=needed,
+                context=self.context,
             )
         return self._embed(ids[at + 1 :], None)
 

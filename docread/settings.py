@@ -187,6 +187,11 @@ TASK_FIELDS = {
 }
 
 
+def setting_flags(f) -> tuple[str, ...]:
+    """A Settings field's command-line flags: its declared ones, else --field-name."""
+    return f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
+
+
 def setting_fields():
     """Settings' fields in their declared order (with their metadata: help, flags, bounds, ...)."""
     return fields(Settings)

@@ -111,6 +111,7 @@ def test_ray_engine_writes_the_local_records(tiny_llava, tiny_reader, folder, tm
     corrupt = [r for r in remote.values() if r["file"].endswith("c.pdf")]
     assert [r["status"] for r in corrupt] == ["error", "error"] and corrupt[0]["error"]["code"] == "corrupt"
     assert "14 answers, 2 errors" in result.stderr and result.stdout == ""  # Ray's own prints go to stderr
+    assert "\x1b[" not in result.stderr and "Warning" not in result.stderr  # off a terminal: no colour, no warnings
 
 
 @HEAVY

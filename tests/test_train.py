@@ -193,6 +193,8 @@ def test_resume_continues_bit_for_bit(tiny_llava, data, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(docread.DocreadError, match="--resume"):
         list(train(cut))  # the folder holds a run: refusing beats overwriting it
+    more = list(train(replace(cut, resume=True, max_steps=7)))  # a finished run goes on to a raised --max-steps
+    assert [e.step for e in more] == [7, 7, 7] and losses(tmp_path / "cut")[-1][0] == 7  # step, checkpoint, adapter
 
 
 def test_qlora_path_with_bf16_and_checkpointing_runs_on_cpu(tiny_llava, data, tmp_path):

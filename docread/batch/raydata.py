@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,12 @@ def require_ray():
     # (read once, at import and at ray.init) would bury the progress bar and the error lines.
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    # The `(raylet)` lines Ray passes on (a worker killed, memory pressure) stay, without colour codes off a
+    # terminal (Ray colours them whatever stderr is); Ray's UserWarnings and deprecations are not the user's.
+    plain = os.environ.get("NO_COLOR") or not sys.stderr.isatty()
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0" if plain else "")
+    for category in (UserWarning, DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"ray(\.|$)")
     try:
         import ray
         import ray.data  # noqa: F401  the extra installs both; plain `ray` lacks Data's dependencies
@@ -83,6 +90,8 @@ class RayEngine(Engine):
         address: str | None = None,
     ):
         self.ray = require_ray()
+        if address is None and not self.ray.is_initialized():
+            _check_local_cpus(workers)  # before Ray starts: a local Ray gives each reader a CPU of its own
         identity = model_identity(model, adapter)
         self.model, self.adapter = identity.name, identity.adapter
         self.reader_options = {"model": model, "adapter": adapter, "device": device, "quant": quant}
@@ -149,8 +158,25 @@ def _connect(ray, address: str | None, workers: int) -> bool:
                 "for a local Ray",
             ) from None
     else:
-        ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1), **options)  # never a stray cluster
+        ray.init(address="local", num_cpus=local_cpus(), **options)  # never a stray cluster
     return True
+
+
+def local_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which containers and taskset narrow), at least 1."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
+def _check_local_cpus(workers: int) -> None:
+    cpus = local_cpus()
+    if workers > cpus:
+        raise UsageError(
+            f"--workers {workers} needs {workers} CPUs (one per reader, each with its own model); this machine "
+            f"has {cpus}: use --workers {cpus} or fewer, or join a bigger cluster with --ray-address"
+        )
 
 
 def _check_resources(ray, workers: int, gpus_per_worker: float) -> None:

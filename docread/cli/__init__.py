@@ -12,7 +12,8 @@ import sys
 from typing import Annotated
 
 import typer
-from typer.core import TyperGroup, TyperOption
+import typer.rich_utils
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from docread import __version__
 from docread.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, DocreadError
@@ -75,6 +76,33 @@ def _silence_stdout() -> None:
 _display_type = TyperOption.display_type_rich
 # A flag takes no value: Typer's help would show it as `--json <bool>`; show `--json` alone.
 TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag and not self.count else _display_type(self, ctx)
+
+
+def _usage_name(self) -> str:
+    """An argument in the usage line as click writes it: FILE, [FILE], QUESTION... (Typer's: {file})."""
+    name = self.metavar or (self.name or "").upper()
+    if self.nargs != 1 and not name.endswith("..."):
+        name += "..."
+    return name if self.required else f"[{name}]"
+
+
+TyperArgument._usage_display_name = _usage_name
+
+
+def _whole_paragraphs(paragraphs: list[str], markup_mode) -> str:
+    """A docstring's later paragraphs as flowing text: a line break inside a paragraph is a space (Typer's
+    rich mode keeps them, so help wrapped at another width broke mid-sentence). A paragraph that opens
+    with \\b keeps its lines, as click's does."""
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
+
+
+typer.rich_utils._fix_linebreaks = _whole_paragraphs
+
+
+def _honour_no_color() -> None:
+    """NO_COLOR (any non-empty value): Typer's help and usage errors in plain text, no bold or dim either
+    (Rich's own NO_COLOR handling drops colours only)."""
+    typer.rich_utils.COLOR_SYSTEM = None if os.environ.get("NO_COLOR") else "auto"
 
 
 app = typer.Typer(
@@ -140,6 +168,10 @@ app.add_typer(bench.app, name="bench")
 def main() -> None:
     """Console entry point. Errors inside commands are handled by `_Root`; this catches what happens
     around them (a closed pipe while exiting, Ctrl-C before a command starts)."""
+    from docread.model.weights import quiet_third_parties
+
+    _honour_no_color()
+    quiet_third_parties()
     try:
         app()
     except KeyboardInterrupt:

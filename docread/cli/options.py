@@ -45,7 +45,9 @@ def stderr_console(quiet: bool = False):
     """A Rich console on stderr: colour only on a terminal (and never with NO_COLOR), no hard wrapping."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, quiet=quiet, soft_wrap=True)
+    from docread.cli.output import color_system
+
+    return Console(stderr=True, highlight=False, quiet=quiet, soft_wrap=True, color_system=color_system())
 
 
 def diagnostics(quiet: bool = False):
@@ -118,8 +120,10 @@ ApiKey = Annotated[
 
 # -- read options, derived from Settings ------------------------------------------------------------
 def setting_flags(f) -> tuple[str, ...]:
-    """A Settings field's command-line flags: its declared ones, else --field-name."""
-    return f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
+    """A Settings field's command-line flags (`docread.settings.setting_flags`)."""
+    from docread.settings import setting_flags
+
+    return setting_flags(f)
 
 
 def _setting_callback(f, auto_pages: bool):

@@ -7,11 +7,17 @@ answers and file names are shown escaped on a terminal, never sent to it raw.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from contextlib import nullcontext
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all C0 but tab and newline, DEL, C1
+
+
+def color_system() -> str | None:
+    """Rich's colour system for docread's consoles: none at all with NO_COLOR (no bold or dim either)."""
+    return None if os.environ.get("NO_COLOR") else "auto"
 
 
 def safe_text(text: str) -> str:
@@ -44,7 +50,7 @@ class Diagnostics:
     def __init__(self, quiet: bool = False):
         from rich.console import Console
 
-        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True, color_system=color_system())
         self.quiet = quiet
 
     @property

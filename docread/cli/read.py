@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,12 +31,15 @@ from docread.cli.options import (
     read_options,
 )
 from docread.cli.output import write_json, write_out
-from docread.errors import EXIT_FAILED, EXIT_OK, UsageError
+from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
 from docread.events import Events
 from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 from docread.settings import OCR_MAX_NEW_TOKENS, TASK_FIELDS, Settings, Task
 
 app = typer.Typer()
+
+# --highlight: the suffix picks the picture format
+HIGHLIGHT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
 class _Render(Events):
@@ -102,12 +107,14 @@ def ask(
     model: Model = None,
     adapter: Adapter = None,
     highlight: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option(
             "--highlight",
-            help="Write the best answer's page as a .png with its evidence boxed and the tile grid "
-            "faintly (the first question's, when several are asked; with --server the file is opened here "
-            "to draw it).",
+            metavar="PATH",
+            help="Write the best answer's page with its evidence boxed and the tile grid faintly (the first "
+            "question's, when several are asked; with --server the file is opened here to draw it). The suffix "
+            f"picks the format ({', '.join(HIGHLIGHT_FORMATS)}); a folder (or a path ending in /) gets one "
+            "picture per page read.",
         ),
     ] = None,
     quant: Quant = "auto",
@@ -139,6 +146,7 @@ def ask(
 
     questions = unique_questions(questions)
     schema = _json_schema(json_schema, server)
+    target = _highlight_target(highlight)
     if server and highlight is not None and file == "-":
         raise UsageError("--highlight with --server opens the file here again to draw it: give a path, not -")
     err = diagnostics(quiet)
@@ -155,12 +163,12 @@ def ask(
                 )
         finally:
             render._stop_spinner()
-        if highlight is not None:
+        if target is not None:
             if server:
                 with open_for_reading(file, settings=settings, limits=limits) as document:
-                    _write_highlight(document, results, highlight, reader.image_size, err)
+                    _write_highlight(document, results, target, reader.image_size, err, settings.text)
             else:
-                _write_highlight(source, results, highlight, reader.image_size, err)
+                _write_highlight(source, results, target, reader.image_size, err)
     raise typer.Exit(_report(err, questions, [result.to_json() for result in results], json_out, verbose))
 
 
@@ -240,15 +248,60 @@ def _report(err, questions: list[str], records: list[dict], json_out: bool, verb
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _write_highlight(document, results, path: Path, size: int | None, err) -> None:
-    from docread.text.evidence import highlight_answer
+@dataclass(frozen=True)
+class _HighlightTarget:
+    path: Path
+    folder: bool  # one picture per page read, named page-N.png inside `path`
 
-    answered = next((r.best for r in results if r.best is not None), None)
-    if answered is None:
-        err.warn(f"--highlight: no answer to highlight; {path} not written")
+
+def _highlight_target(value: str | None) -> _HighlightTarget | None:
+    """--highlight checked before any file opens or the model loads: a folder (one that exists, or a
+    path ending in /) whose parent exists, or a file in an existing folder with a known picture suffix."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_dir() or value.endswith(("/", os.sep)):
+        if not path.parent.is_dir():
+            raise UsageError(f"--highlight {value}: the folder {path.parent} does not exist: create it first")
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"--highlight {value}: {path} is a file, not a folder: name a folder or a picture file")
+        return _HighlightTarget(path, folder=True)
+    if not path.parent.is_dir():
+        raise UsageError(f"--highlight {value}: the folder {path.parent} does not exist: create it or name another")
+    if path.suffix.lower() not in HIGHLIGHT_FORMATS:
+        raise UsageError(
+            f"--highlight {value}: the suffix picks the format: use one of {', '.join(HIGHLIGHT_FORMATS)} "
+            "(or end the path with / for a folder, one picture per page)"
+        )
+    return _HighlightTarget(path, folder=False)
+
+
+def _write_highlight(document, results, target: _HighlightTarget, size: int | None, err, remote_text=None) -> None:
+    """The first answered question's best page to `target` (a file), or each page it read (a folder).
+    `remote_text`: the --text mode of a server's answers, whose other pages' evidence is found here."""
+    from docread.text.evidence import PageTexts, evidence, highlight_answer
+
+    result = next((r for r in results if r.best is not None), None)
+    if result is None:
+        err.warn(f"--highlight: no answer to highlight; {target.path} not written")
         return
-    highlight_answer(document, answered, size).save(path, format="PNG")
-    err.note(f"highlight: page {answered.page}, {len(answered.evidence)} evidence box(es) -> {path}")
+    if not target.folder:
+        picture = highlight_answer(document, result.best, size)
+        picture.save(target.path, format=HIGHLIGHT_FORMATS[target.path.suffix.lower()])
+        err.note(f"highlight: page {result.best.page}, {len(result.best.evidence)} evidence box(es) -> {target.path}")
+        return
+    target.path.mkdir(exist_ok=True)
+    texts = PageTexts(document, remote_text) if remote_text is not None else None
+    for answer in result.pages:
+        if texts is not None and answer.page != result.best.page:  # a server sends the best page's evidence only
+            page = next(p for p in document.pages if p.number == answer.page)
+            try:
+                answer = replace(answer, evidence=evidence(texts.get(page), answer.answer))
+            except DocreadError:
+                answer = replace(answer, evidence=[])
+        path = target.path / f"page-{answer.page}.png"
+        highlight_answer(document, answer, size).save(path, format="PNG")
+        err.note(f"highlight: page {answer.page}, {len(answer.evidence)} evidence box(es) -> {path}")
 
 
 def _summary(err, answer, pages_read: int, verbose: bool) -> None:

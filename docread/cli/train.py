@@ -6,6 +6,7 @@ One GPU: `docread train ...` (QLoRA). Several GPUs or nodes, data-parallel:
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -135,6 +136,7 @@ def train(
     chosen = tuple(t.strip() for t in tasks.split(",")) if tasks else None
     if chosen and set(chosen) - set(TASKS):
         raise UsageError(f"--tasks {tasks!r}: choose among {', '.join(TASKS)}")
+    _offline_when_here(model or DEFAULT_MODEL, offline)
     config = TrainConfig(
         model=model or DEFAULT_MODEL,
         data=data,
@@ -170,6 +172,17 @@ def train(
         resume=resume,
     )
     _render(config)
+
+
+def _offline_when_here(model: str, offline: bool) -> None:
+    """Training never needs the hub once the base weights are here (a local folder, or the HF cache): it
+    runs offline then, as with --offline, so no library it loads asks the hub for anything (before any
+    Hugging Face library is imported, which reads HF_HUB_OFFLINE once)."""
+    from docread.model.presets import resolve_preset
+    from docread.model.weights import cached_folder
+
+    if not offline and cached_folder(resolve_preset(model).base) is not None:
+        os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def _render(config) -> None:

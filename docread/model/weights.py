@@ -67,6 +67,26 @@ class Base:
 
 
 # -- where the files are -------------------------------------------------------------------------
+# Third-party lines that are no news to a docread user: bitsandbytes, on a CPU with AVX512-BF16, fetches an
+# optional kernel from the hub at import and logs a warning when it cannot (offline, or no `kernels`);
+# docread's CPU path does not need it.
+_NOISE = {"bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward",)}
+
+
+def _not_noise(record) -> bool:
+    return not str(record.msg).startswith(_NOISE.get(record.name, ()))
+
+
+def quiet_third_parties() -> None:
+    """Keep the known third-party notices off stderr (idempotent; before or after those libraries load)."""
+    import logging
+
+    for name in _NOISE:
+        logger = logging.getLogger(name)
+        if _not_noise not in logger.filters:
+            logger.addFilter(_not_noise)
+
+
 def offline_requested(offline: bool | None = None) -> bool:
     if offline is not None:
         return offline
@@ -276,6 +296,7 @@ def _load_model(
 
     transformers.utils.logging.disable_progress_bar()  # stderr is docread's: no loader bars or notices
     transformers.utils.logging.set_verbosity_error()
+    quiet_third_parties()
 
     cls = {
         "llava": transformers.LlavaForConditionalGeneration,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from docread.errors import DocreadError
 from docread.reader import DocReader
 from docread.results import DocumentAnswer
-from docread.serve.protocol import ApiError, as_api_error
+from docread.serve.protocol import CHAT_FIELDS, ApiError, as_api_error
 from docread.serve.worker import Job
 from docread.settings import Settings
 
@@ -71,7 +71,7 @@ def best_answer(results: list[DocumentAnswer]):
     (result,) = results
     if result.best is None:
         page, error = result.errors[0]
-        raise as_api_error(error)
+        raise as_api_error(error, CHAT_FIELDS)
     return result.best
 
 
@@ -175,7 +175,7 @@ async def chat_stream(job: Job, model: str, include_usage: bool, shape: Shape) -
                 break
             elif kind == "error":
                 done = True
-                raise as_api_error(value)
+                raise as_api_error(value, CHAT_FIELDS)
     except ApiError as e:  # after the response started: the error as a last event, as OpenAI sends it
         yield f"data: {json.dumps(e.body(), ensure_ascii=False)}\n\n"
     finally:

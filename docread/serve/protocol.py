@@ -13,7 +13,15 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from docread.errors import EXIT_FAILED, DocreadError
-from docread.settings import OCR_MAX_NEW_TOKENS, SettingError, Settings, Task, field_type, setting_fields
+from docread.settings import (
+    OCR_MAX_NEW_TOKENS,
+    SettingError,
+    Settings,
+    Task,
+    field_type,
+    setting_fields,
+    setting_flags,
+)
 
 MAX_QUESTIONS = 32  # questions one /v1/documents/ask request may ask
 DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.ASCII)
@@ -54,11 +62,13 @@ STATUS = {"too_large": 413, "timeout": 504}  # intake codes whose HTTP status is
 SERVER_FAULTS = {"timeout"}  # codes that are the server's failure (type server_error), not the request's
 
 
-def as_api_error(error: Exception) -> ApiError:
+def as_api_error(error: Exception, fields: dict[str, str] | None = None) -> ApiError:
+    """`error` as the request's failure; `fields`: the request's name of a Settings field, where it is not the
+    field's own (chat completions: `max_tokens`, `docread.text_tokens`)."""
     if isinstance(error, ApiError):
         return error
     if isinstance(error, DocreadError):
-        api = from_docread(error, status=STATUS.get(error.code, 400))
+        api = from_docread(error, status=STATUS.get(error.code, 400), fields=fields)
         if error.code in SERVER_FAULTS:
             api.type = "server_error"
         return api
@@ -71,9 +81,28 @@ def as_api_error(error: Exception) -> ApiError:
     )
 
 
-def from_docread(error, *, status: int = 400) -> ApiError:
-    """A DocreadError (bad file, bad pages, ...) as a client error carrying its code and exit code."""
-    return ApiError(status, error.message, error.code, exit_code=error.exit_code)
+def from_docread(error, *, status: int = 400, fields: dict[str, str] | None = None) -> ApiError:
+    """A DocreadError (bad file, bad pages, ...) as a client error carrying its code and exit code, in the
+    request's words: each read option's --flag in the message as its request field, which `param` names
+    when an option is the cause."""
+    names = {f.name: (fields or {}).get(f.name, f.name) for f in setting_fields()}
+    param = getattr(error, "param", None)
+    return ApiError(
+        status,
+        request_words(error.message, names),
+        error.code,
+        param=names.get(param, param),
+        exit_code=error.exit_code,
+    )
+
+
+def request_words(message: str, names: dict[str, str]) -> str:
+    """`message` with each Settings field's long --flag written as the request field `names` gives it."""
+    for f in setting_fields():
+        for flag in setting_flags(f):
+            if flag.startswith("--"):
+                message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", names[f.name], message)
+    return message
 
 
 def from_validation(error: ValidationError) -> ApiError:
@@ -215,6 +244,14 @@ REFUSED = {
 }
 MAX_STOPS = 4  # OpenAI's limit on `stop` strings
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit on `top_logprobs`
+
+
+# Where a chat completion request holds each read option: OpenAI's own fields, else the `docread` object.
+CHAT_FIELDS = {
+    **{f.name: f"docread.{f.name}" for f in setting_fields()},
+    **{name: name for name in ("temperature", "seed")},
+    "max_new_tokens": "max_tokens",
+}
 
 
 class ChatRequest(BaseModel):

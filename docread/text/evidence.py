@@ -97,7 +97,9 @@ def locate_document(
 
     from docread.intake import Document, open_document
 
-    queries = list(dict.fromkeys(" ".join(q.split()) for q in queries if q.strip()))
+    if any(not q.strip() for q in queries):  # an empty text is a mistake (a shell variable unset), not a wish
+        raise UsageError("an empty text to locate: give each text some characters", code="no_texts")
+    queries = list(dict.fromkeys(" ".join(q.split()) for q in queries))
     if not queries:
         raise UsageError("no text given: name at least one non-empty text to locate", code="no_texts")
     if TextMode(text) == TextMode.off:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from docread.errors import DocreadError
+from docread.errors import ContextOverflow, DocreadError
 from docread.settings import DEFAULT_TEXT_TOKENS, TextPrompt
 
 if TYPE_CHECKING:
@@ -62,6 +62,22 @@ def reference(tokenizer, text: str, source: str, max_tokens: int = DEFAULT_TEXT_
 def with_reference(prompt: str, ref: Reference | None) -> str:
     """The prompt text that follows the image, with the page text before the question."""
     return prompt if ref is None else ref.block + prompt
+
+
+def blame_text(error: DocreadError, ref: Reference | None) -> DocreadError:
+    """A context overflow that the page text in the prompt causes (it would fit without it) says so and
+    names --text-tokens; any other error is returned as it is."""
+    if not isinstance(error, ContextOverflow) or ref is None or error.needed - ref.tokens > error.context:
+        return error
+    keep = ref.tokens - (error.needed - error.context)
+    fix = f"lower --text-tokens to {keep} or less" if keep > 0 else "use --text-prompt off"
+    return ContextOverflow(
+        f"the page text in the prompt ({ref.tokens} tokens) leaves no room: the prompt needs {error.needed} of "
+        f"the model's {error.context} context tokens: {fix} (or lower --max-new-tokens)",
+        needed=error.needed,
+        context=error.context,
+        param="text_tokens",
+    )
 
 
 def page_reference(

@@ -74,11 +74,16 @@ def _check_output(config: TrainConfig) -> dict | None:
     differ = [
         f"--{k.replace('_', '-')} {saved.get(k)} (now {mine[k]})"
         for k in mine
-        if k not in RUN_NEUTRAL and saved.get(k, mine[k]) != mine[k]
+        if k not in RUN_NEUTRAL and saved.get(k, mine[k]) != mine[k] and not _raised_steps(k, saved.get(k), mine[k])
     ]
     if differ:
         raise UsageError(f"--resume needs the options the run started with: {', '.join(differ)}")
     return checkpoint.load_state(folder)
+
+
+def _raised_steps(key: str, saved, now) -> bool:
+    """A resumed run may go on to a higher --max-steps (its schedule stretches to the new total)."""
+    return key == "max_steps" and isinstance(saved, int) and isinstance(now, int) and now > saved
 
 
 def _batch_for(run: Run, step: int, micro: int):
@@ -145,7 +150,7 @@ def start(config: TrainConfig) -> Run:
         (out / CONFIG_FILE).write_text(json.dumps(config.to_json(), indent=1))
         (out / LOG_FILE).unlink(missing_ok=True)
     if resumed is not None:
-        if resumed["global_batch"] != run.global_batch or resumed["total"] != run.total:
+        if resumed["global_batch"] != run.global_batch or resumed["total"] > run.total:
             raise UsageError(
                 f"--resume: the run had {resumed['global_batch']} examples per step and "
                 f"{resumed['total']} steps, this one {run.global_batch} and {run.total}: use as many "
@@ -157,6 +162,12 @@ def start(config: TrainConfig) -> Run:
         run.scheduler.load_state_dict(resumed["scheduler"])
         checkpoint.load_rng(folder, run.rank, run.device)
         run.step = resumed["step"]
+        if run.total != resumed["total"]:  # a raised --max-steps: the schedule stretches to it from this step
+            scheduler = run.scheduler
+            for group, base, factor in zip(run.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * factor(run.step)
+            if accelerator.is_main_process:  # the next --resume compares with the new total
+                (out / CONFIG_FILE).write_text(json.dumps(config.to_json(), indent=1))
         if accelerator.is_main_process:
             checkpoint.trim_log(out / LOG_FILE, run.step)
     return run

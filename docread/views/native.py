@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from docread.errors import DocreadError
+from docread.errors import ContextOverflow, DocreadError
 from docread.views.slicing import SlicePlan
 
 if TYPE_CHECKING:
@@ -170,12 +170,13 @@ def plan_native(
     rows, cols, tokens = native_tokens(width, height, spec)
     needed = tokens.image_tokens + prompt_tokens + max_new_tokens
     if needed > context:
-        raise DocreadError(
-            "context_overflow",
+        raise ContextOverflow(
             f"in the native view this page takes {tokens.image_tokens} image "
             f"tokens; with the prompt ({prompt_tokens}) and --max-new-tokens {max_new_tokens} that is "
             f"{needed} of the model's {context} context tokens: lower --max-new-tokens, shorten the "
             "question, or use the hires view",
+            needed=needed,
+            context=context,
         )
     return NativePlan(SlicePlan(rows=rows, cols=cols, size=spec.size, width=width, height=height), tokens)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from docread.errors import DocreadError
+from docread.errors import ContextOverflow
 from docread.views.slicing import SlicePlan, TokenCount, count_tokens, page_views, plan_slices
 
 if TYPE_CHECKING:
@@ -69,17 +69,19 @@ def plan_page(
             return PagePlan(plan, tokens, requested_slices=max_slices, max_slices=n)
     assert budget is not None
     if budget.image_room < 0:
-        raise DocreadError(
-            "context_overflow",
+        raise ContextOverflow(
             f"the prompt ({budget.prompt_tokens} tokens) plus --max-new-tokens "
             f"{budget.max_new_tokens} already exceed the model's {budget.context} context tokens, "
             "with no room for the page: shorten the question or lower --max-new-tokens",
+            needed=budget.context - budget.image_room + tokens.image_tokens,
+            context=budget.context,
         )
-    raise DocreadError(
-        "context_overflow",
+    raise ContextOverflow(
         f"the prompt ({budget.prompt_tokens} tokens) plus --max-new-tokens {budget.max_new_tokens} leave "
         f"{budget.image_room} of the model's {budget.context} context tokens, fewer than the "
         f"{tokens.image_tokens} a page needs even without tiles: shorten the question or lower --max-new-tokens",
+        needed=budget.context - budget.image_room + tokens.image_tokens,
+        context=budget.context,
     )
 
 
