@@ -49,6 +49,8 @@ class Job:
 class Worker:
     """A thread that runs jobs in arrival order; at most `max_queue` wait behind the one running."""
 
+    max_batch = 1  # requests served at once (`batcher.Batcher`: more)
+
     def __init__(self, max_queue: int):
         self.max_queue = max_queue
         self._queue: queue.Queue[Job | None] = queue.Queue()
@@ -58,6 +60,11 @@ class Worker:
         self.served = 0
         self.mean_s = 1.0  # running mean of a request's time on the worker (Retry-After's estimate)
         self._thread = threading.Thread(target=self._loop, name="docread-worker", daemon=True)
+
+    @property
+    def active(self) -> int:
+        """Requests being served now."""
+        return int(self.running)
 
     def start(self) -> None:
         self._thread.start()
