@@ -251,6 +251,7 @@ def create_app(
             "running": server.worker.running,
             "active": server.worker.active,  # requests being served now (up to max_batch)
             "max_batch": server.worker.max_batch,
+            "batch": {"rows": server.worker.rows, "peak": server.worker.most_rows},  # answers decoded together
             "served": server.worker.served,
             "cache": {"pages": len(server.cache), "hits": server.cache.hits, "misses": server.cache.misses},
         }

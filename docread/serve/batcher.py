@@ -68,8 +68,6 @@ class Batcher(Worker):
         self._pending: deque = deque()  # rows waiting to join the batch, in arrival order
         self._owners: dict[int, tuple] = {}  # id(row) -> (task, inbox, index in its call, row)
         self._stopping = False
-        self.rows = 0  # rows in the batch at the last step
-        self.most_rows = 0  # the most rows one step has decoded together (tests and /health read it)
 
     @property
     def active(self) -> int:
@@ -127,6 +125,7 @@ class Batcher(Worker):
     def _arrivals(self, free: int, empty: bool) -> list:
         """The rows that join the batch now (at most `free`); with an empty batch, waits for some, or for
         the end ([] once stopping and every request is done)."""
+        self.rows = self.max_batch - free  # the rows still in the batch
         while True:
             idle = empty and not self._pending
             self._start_requests(block=idle, timeout=0.05 if self._tasks else None)  # a request is starting
