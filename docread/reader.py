@@ -50,7 +50,7 @@ class DocReader(PageCalls):
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_token_ids = [e for e in eos if e is not None] or [base.tokenizer.eos_token_id]
         self._image_processor = None  # the checkpoint's own, built on the first native page
-        # rows -> decode_rows' events; None: a batch of their own. A server sets its running batch here.
+        # (rows, fast=) -> decode_rows' events, or None: a batch of their own. A server sets its running batch here.
         self.joiner: Callable | None = None
 
     @property
@@ -389,10 +389,10 @@ class DocReader(PageCalls):
 
     def decode(self, rows: list, *, fast: bool = False) -> Iterator[tuple[int, int | None, float | None]]:
         """`generate.loop.decode_rows`' events for `rows`: decoded as a batch of their own (`fast`: in the static
-        cache), or, when a server set `joiner`, in its running batch, which they join at its next step."""
+        cache), or, when a server set `joiner` and it takes them, in its running batch, joined at its next step."""
         from docread.generate.loop import decode_rows, step_for
 
-        joined = self.joiner(rows) if self.joiner is not None else None  # None: not one of the server's requests
+        joined = self.joiner(rows, fast=fast) if self.joiner is not None else None  # None: decode them here
         if joined is not None:
             return joined
         step = step_for(self.hires.language_model, self.hires.lm_head, static=fast)

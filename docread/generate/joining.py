@@ -66,6 +66,14 @@ class JoiningStep(DynamicStep):
         self.mask = torch.cat([_left(self.mask, columns - width, -1), _left(mask, columns - length, -1)])
         self.positions = torch.cat([self.positions, position])
 
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, V) after ids (B, 1); a row alone steps as batch 1 does (no mask, its own positions)."""
+        if ids.shape[0] > 1:
+            return super().__call__(ids)
+        self.mask = torch.nn.functional.pad(self.mask, (0, 1), value=1)  # (1, columns): all real, nothing cut
+        self.positions = self.positions + 1
+        return self.lm_head(run_llm(self.language_model, self.embed(ids), self.cache)[:, -1]).float()
+
     def drop(self, keep: list[int]) -> None:
         """Keep rows `keep`; the columns before every kept row's first real one are cut."""
         if not keep:

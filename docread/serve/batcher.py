@@ -78,11 +78,12 @@ class Batcher(Worker):
         super().start()
 
     # -- on a request's thread ------------------------------------------------------------------
-    def join(self, rows: list):
-        """`decode_rows`' events for `rows`, decoded in the running batch (None off a request's thread: the
-        caller decodes them alone)."""
+    def join(self, rows: list, *, fast: bool = False):
+        """`decode_rows`' events for `rows`, decoded in the running batch; None (the caller decodes them alone,
+        here, holding the worker) off a request's thread, and for `fast` rows: the static cache they decode in
+        has one shape, so they cannot join, and in the dynamic cache their log-probs would not be `--fast`'s."""
         task = self._tasks.get(threading.get_ident())
-        return None if task is None else self._events(task, rows)
+        return None if task is None or fast else self._events(task, rows)
 
     def _events(self, task: _Task, rows: list):
         inbox: deque = deque()  # this call's own: an abandoned call's late tokens go nowhere
