@@ -51,6 +51,8 @@ class DocReader(PageCalls, TextCalls):
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_token_ids = [e for e in eos if e is not None] or [base.tokenizer.eos_token_id]
         self._image_processor = None  # the checkpoint's own, built on the first native page
+        # (rows, fast=) -> decode_rows' events, or None: a batch of their own. A server sets its running batch here.
+        self.joiner: Callable | None = None
 
     @property
     def name(self) -> str:
@@ -291,7 +293,7 @@ class DocReader(PageCalls, TextCalls):
         """Stream the answer to `question` about an encoded page (`fast`: the compiled decoder; `constrain`:
         a `generate.loop.Constraint` on each step's logits)."""
         from docread.generate.dynamic import crop_cache
-        from docread.generate.loop import DecodeStats, decode_tokens, step_for
+        from docread.generate.loop import DecodeStats, Row
         from docread.generate.text import TextStream
 
         stream = AnswerStream(iter(()), encoded.page_plan)
@@ -304,17 +306,10 @@ class DocReader(PageCalls, TextCalls):
             stats = DecodeStats()
             text = TextStream(self.base.tokenizer)
             try:
-                for token, _ in decode_tokens(
-                    step_for(self.hires.language_model, self.hires.lm_head, static=fast),
-                    embeds,
-                    max_new_tokens=max_new_tokens,
-                    eos_token_ids=self.eos_token_ids,
-                    temperature=temperature,
-                    seed=seed,
-                    stats=stats,
-                    cache=encoded.cache,
-                    constrain=constrain,
-                ):
+                row = Row(embeds, max_new_tokens, encoded.cache, temperature, seed, constrain, stats)
+                for _, token, _ in self.decode([row], fast=fast):
+                    if token is None:
+                        continue
                     if chunk := text.push(token):
                         yield chunk
                 if tail := text.flush():
@@ -370,7 +365,7 @@ class DocReader(PageCalls, TextCalls):
         import torch
 
         from docread.generate.dynamic import crop_cache
-        from docread.generate.loop import Row, decode_rows, step_for
+        from docread.generate.loop import Row
         from docread.generate.text import TextStream
 
         requests = [r if isinstance(r, PageQuestion) else PageQuestion(*r) for r in requests]
@@ -379,9 +374,8 @@ class DocReader(PageCalls, TextCalls):
         args = [(r.max_new_tokens, r.encoded.cache, r.temperature, r.seed, r.constrain) for r in requests]
         rows = [Row(e, *a) for e, a in zip(embeds, args)]
         texts = [TextStream(self.base.tokenizer) for _ in requests]
-        step = step_for(self.hires.language_model, self.hires.lm_head, static=fast)
         try:
-            for i, token, _ in decode_rows(step, rows, eos_token_ids=self.eos_token_ids):
+            for i, token, _ in self.decode(rows, fast=fast):
                 if token is not None:
                     if chunk := texts[i].push(token):
                         yield i, chunk
@@ -394,6 +388,17 @@ class DocReader(PageCalls, TextCalls):
         finally:
             for encoded in {id(r.encoded): r.encoded for r in requests}.values():
                 crop_cache(encoded.cache, encoded.prefix_len)  # one row grows its page's prefix in place
+
+    def decode(self, rows: list, *, fast: bool = False) -> Iterator[tuple[int, int | None, float | None]]:
+        """`generate.loop.decode_rows`' events for `rows`: decoded as a batch of their own (`fast`: in the static
+        cache), or, when a server set `joiner` and it takes them, in its running batch, joined at its next step."""
+        from docread.generate.loop import decode_rows, step_for
+
+        joined = self.joiner(rows, fast=fast) if self.joiner is not None else None  # None: decode them here
+        if joined is not None:
+            return joined
+        step = step_for(self.hires.language_model, self.hires.lm_head, static=fast)
+        return decode_rows(step, rows, eos_token_ids=self.eos_token_ids)
 
     def answer_many(self, requests: Sequence[PageQuestion | tuple], *, fast: bool = False) -> list[Answer]:
         """The Answers of `stream_many(requests)`, in the requests' order."""

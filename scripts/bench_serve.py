@@ -1,6 +1,7 @@
 """Measure `docread serve` on this machine: `docread ask` cold (a process that loads the model) vs the
 same question through a warm server (`ask --server`), and requests/s, p50/p99 latency at 1, 4 and 8
-concurrent OpenAI-SDK clients. Usage: python scripts/bench_serve.py MODEL [--requests N]."""
+concurrent OpenAI-SDK clients, for each `serve --max-batch` asked. Usage:
+    python scripts/bench_serve.py MODEL [--requests N] [--clients 1,4,8] [--max-batch 1,8] [--no-cold]"""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--clients", default="1,4,8", help="concurrent clients, comma-separated")
+    parser.add_argument("--max-batch", default="8", help="serve --max-batch values, comma-separated")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold `docread ask` runs")
     args = parser.parse_args()
     image = os.path.join(tempfile.mkdtemp(), "page.png")
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (672, 672, 3), dtype=np.uint8)).save(image)
@@ -40,15 +44,24 @@ def main() -> None:
         subprocess.run(cmd, check=True, capture_output=True, env=env, timeout=600)
         return time.perf_counter() - start
 
-    cold = statistics.median(
-        timed([*docread, "ask", *common, "--model", args.model, "--device", "cpu"]) for _ in range(3)
-    )
+    cold = None
+    if not args.no_cold:
+        cold = statistics.median(
+            timed([*docread, "ask", *common, "--model", args.model, "--device", "cpu"]) for _ in range(3)
+        )
+    for max_batch in args.max_batch.split(","):
+        print(f"serve --max-batch {max_batch}")
+        measure(args, docread, env, timed, common, image, cold, ["--max-batch", max_batch])
+
+
+def measure(args, docread, env, timed, common, image, cold, options) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [*docread, "serve", "--model", args.model, "--device", "cpu", "--port", str(port), "--quiet"], env=env
+        [*docread, "serve", "--model", args.model, "--device", "cpu", "--port", str(port), "--quiet", *options],
+        env=env,
     )
     try:
         for _ in range(600):
@@ -59,11 +72,12 @@ def main() -> None:
                 time.sleep(0.1)
         timed([*docread, "ask", *common, "--server", url])  # first request: encodes the page
         warm = statistics.median(timed([*docread, "ask", *common, "--server", url]) for _ in range(3))
-        print(f"ask cold {cold:.2f} s | ask --server warm {warm:.2f} s | ratio {cold / warm:.1f}x")
+        if cold is not None:
+            print(f"ask cold {cold:.2f} s | ask --server warm {warm:.2f} s | ratio {cold / warm:.1f}x")
         with open(image, "rb") as f:
             data = base64.b64encode(f.read()).decode()
         client = openai.OpenAI(base_url=url + "/v1", api_key="-", timeout=600, max_retries=0)
-        for clients in (1, 4, 8):
+        for clients in map(int, args.clients.split(",")):
 
             def one(n: int) -> float:
                 # a different question each time: the page is cached, the answer is decoded afresh

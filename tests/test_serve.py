@@ -299,7 +299,7 @@ def test_eight_clients_four_requests_each_none_lost(url, reader):
 
 
 def test_a_full_queue_answers_503_with_retry_after(reader):
-    with serving(reader, max_queue=1) as base:
+    with serving(reader, max_queue=1, max_batch=1) as base:  # one running, one waiting: the rest are refused
         body = {
             "model": "docread",
             "messages": chat_messages(image_bytes(4)),

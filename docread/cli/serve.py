@@ -23,6 +23,7 @@ from docread.cli.options import (
 )
 from docread.errors import UsageError
 from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from docread.serve.batcher import DEFAULT_MAX_BATCH
 
 app = typer.Typer()
 DEFAULT_PORT = 8321
@@ -57,9 +58,19 @@ def serve(
     max_queue: Annotated[
         int,
         typer.Option(
-            "--max-queue", min=0, max=10_000, help="Requests that may wait behind the running one; more get 503."
+            "--max-queue", min=0, max=10_000, help="Requests that may wait behind the running ones; more get 503."
         ),
     ] = 32,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            "--max-batch",
+            min=1,
+            max=256,
+            help="Requests served at once, their answers decoded as one batch that new requests join at the "
+            "next token (1 = one at a time).",
+        ),
+    ] = DEFAULT_MAX_BATCH,
     max_upload_mb: Annotated[
         float, typer.Option("--max-upload-mb", min=0.001, max=2048, help="Largest uploaded file, in MiB (413 above).")
     ] = 64,
@@ -74,8 +85,9 @@ def serve(
     quiet: Quiet = False,
 ):
     """Serve one warm model: OpenAI's /v1/chat/completions (images and PDFs as data: URLs),
-    /v1/documents/ask and /ocr (ask and ocr --json over HTTP), /v1/models, /health. Requests run one at a time
-    in arrival order; SIGTERM finishes the ones in flight, then exits 0."""
+    /v1/documents/ask and /ocr (ask and ocr --json over HTTP), /v1/models, /health. Up to --max-batch requests
+    run at once (their answers decoded together, each the same as alone), the others wait in arrival order;
+    SIGTERM finishes the ones in flight, then exits 0."""
     require_serve_extra()
     import uvicorn
 
@@ -93,6 +105,7 @@ def serve(
         cache_pages=cache_pages,
         limits=make_limits(max_pixels, timeout),
         request_timeout=request_timeout,
+        max_batch=max_batch,
     )
 
     def announce(bound: int) -> None:  # the port bound, not the one asked (0 = any free one)

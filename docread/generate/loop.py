@@ -1,8 +1,9 @@
 """The one decode loop: prefill, then pick a token, yield it, step, until EOS or max_new_tokens.
 
 Sampling, EOS, stats and timing live here once, for B rows decoded together (`decode_rows`; one answer
-is one row: `decode_tokens`); a `Step` says how the next logits come out of a KV cache
-(`dynamic.DynamicStep`, `static.StaticStep`) and an optional `constrain` masks a row's logits per step
+is one row: `decode_tokens`; rows that join a running batch between steps: `decode_joining`, a server's
+continuous batching); a `Step` says how the next logits come out of a KV cache (`dynamic.DynamicStep`,
+`static.StaticStep`, `joining.JoiningStep`) and an optional `constrain` masks a row's logits per step
 (and, with a `finish(tokens)` method, hears when the row ends).
 """
 
@@ -76,6 +77,7 @@ class Row:
     seed: int | None = None
     constrain: Constraint | None = None
     stats: DecodeStats = field(default_factory=DecodeStats)
+    cancelled: bool = False  # set from outside (its reader left): the row leaves the batch at the next step
 
     def generator(self) -> torch.Generator | None:
         """The row's own generator, seeded as batch 1 seeds it: its draws do not depend on its company."""
@@ -135,26 +137,98 @@ def decode_rows(
     while live:
         ids, keep = [], []
         for j, i in enumerate(live):
-            row, stats = rows[i], rows[i].stats
-            more = len(stats.tokens) < row.max_new_tokens
-            token = choose(row, logits[j : j + 1], generators[i], eos) if more else None  # logits (1, V)
+            token, going = advance(rows[i], logits[j : j + 1], generators[i], eos, start)  # logits (1, V)
             if token is not None:
-                yield i, token, stats.logprobs[-1]
-                if len(stats.tokens) < row.max_new_tokens:
-                    ids.append(token)
-                    keep.append(j)
-                    continue
-            sync(device)
-            stats.decode_ms = (time.perf_counter() - start) * 1000
-            if row.constrain is not None and hasattr(row.constrain, "finish"):
-                row.constrain.finish(stats.tokens)  # e.g. a grammar learns whether it completed
-            yield i, None, None  # the row's end
+                yield i, token, rows[i].stats.logprobs[-1]
+            if going:
+                ids.append(token)
+                keep.append(j)
+            else:
+                yield i, None, None  # the row's end
         if not keep:
             return
         if len(keep) < len(live):
             step.drop(keep)
         live = [live[j] for j in keep]
         logits = step(torch.tensor(ids, device=device)[:, None])  # ids (B, 1) -> logits (B, V)
+
+
+def advance(
+    row: Row, logits: torch.Tensor, generator: torch.Generator | None, eos: set[int], started: float
+) -> tuple[int | None, bool]:
+    """The row's next token from its logits (1, V) (None: it ended without one) and whether it goes on; a row
+    that ends gets its decode time (since `started`) and its constraint's `finish`."""
+    stats = row.stats
+    token = choose(row, logits, generator, eos) if len(stats.tokens) < row.max_new_tokens else None
+    if token is not None and len(stats.tokens) < row.max_new_tokens:
+        return token, True
+    sync(logits.device)
+    stats.decode_ms = (time.perf_counter() - started) * 1000
+    if row.constrain is not None and hasattr(row.constrain, "finish"):
+        row.constrain.finish(stats.tokens)  # e.g. a grammar learns whether it completed
+    return token, False
+
+
+class JoinStep(Step, Protocol):
+    def join(self, inputs_embeds: torch.Tensor, prefix) -> torch.Tensor:
+        """Prefill one row alone after `prefix` (as batch 1 does), add it to the batch as its last row;
+        its logits (1, V)."""
+
+
+# (free slots, whether the batch is empty) -> the rows that join now; [] with an empty batch ends the decode
+Arrivals = Callable[[int, bool], list[Row]]
+
+
+@torch.inference_mode()
+def decode_joining(
+    step: JoinStep, arrivals: Arrivals, *, eos_token_ids: Iterable[int], max_rows: int
+) -> Iterator[tuple[Row, int | None, float | None]]:
+    """Continuous batching: yield (row, token id, log-prob) and (row, None, None) at a row's end, as
+    `decode_rows` does, for rows that join the batch between steps (up to `max_rows` at a time).
+
+    Before each step `arrivals(free, empty)` names the rows that join now; each is prefilled alone on its
+    own prefix, exactly as batch 1 prefills it, then its keys and values join the batch's (`step.join`).
+    A row sets `cancelled` to leave at the next step, without an end event. Ends when the batch is empty
+    and `arrivals` brings nothing.
+    """
+    eos = set(eos_token_ids)
+    live: list[Row] = []
+    generators: dict[int, torch.Generator | None] = {}
+    starts: dict[int, float] = {}
+    logits = None  # (len(live), V)
+    while True:
+        if any(row.cancelled for row in live):
+            keep = [j for j, row in enumerate(live) if not row.cancelled]
+            step.drop(keep)
+            live, logits = [live[j] for j in keep], logits[keep]
+        for row in arrivals(max_rows - len(live), not live):
+            start = time.perf_counter()
+            joined = step.join(row.inputs_embeds, row.prefix)  # (1, V)
+            sync(joined.device)
+            row.stats.prefill_ms, row.stats.stopped_by = (time.perf_counter() - start) * 1000, "length"
+            generators[id(row)], starts[id(row)] = row.generator(), time.perf_counter()
+            logits = joined if logits is None or not live else torch.cat([logits, joined])
+            live.append(row)
+        if not live:
+            return
+        ids, keep = [], []
+        for j, row in enumerate(live):
+            token = None
+            if not row.cancelled:
+                token, going = advance(row, logits[j : j + 1], generators[id(row)], eos, starts[id(row)])
+                if token is not None:
+                    yield row, token, row.stats.logprobs[-1]
+                if going:
+                    ids.append(token)
+                    keep.append(j)
+                    continue
+            del generators[id(row)], starts[id(row)]
+            if not row.cancelled:
+                yield row, None, None  # the row's end
+        if len(keep) < len(live):
+            step.drop(keep)
+        live = [live[j] for j in keep]
+        logits = step(torch.tensor(ids, device=logits.device)[:, None]) if live else None  # (B, 1) -> (B, V)
 
 
 def decode_tokens(

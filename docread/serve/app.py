@@ -23,6 +23,7 @@ from docread.pagecache import PageCache
 from docread.reader import DocReader
 from docread.records import ocr_record
 from docread.results import DocumentAnswer
+from docread.serve.batcher import DEFAULT_MAX_BATCH, Batcher
 from docread.serve.guard import Guard, install_handlers
 from docread.serve.protocol import (
     ApiError,
@@ -83,10 +84,11 @@ class _Server:
         cache_pages: int,
         limits: Limits,
         request_timeout: float,
+        max_batch: int,
     ):
         self.reader, self.limits, self.request_timeout = reader, limits, request_timeout
         self.max_upload_bytes = max_upload_bytes
-        self.worker = Worker(max_queue)
+        self.worker = Batcher(reader, max_queue, max_batch) if max_batch > 1 else Worker(max_queue)
         self.cache = PageCache(cache_pages)
 
     def submit(
@@ -148,7 +150,8 @@ class _Server:
         try:
             self.worker.submit(job)
         except Busy as e:
-            retry = max(1, math.ceil(self.worker.mean_s * (self.worker.waiting + 1)))
+            worker = self.worker  # each batch of max_batch waiting requests takes about one request's time
+            retry = max(1, math.ceil(worker.mean_s * (worker.waiting // worker.max_batch + 1)))
             raise ApiError(
                 503,
                 f"the server is busy: {e}; retry in {retry} s",
@@ -206,11 +209,15 @@ def create_app(
     cache_pages: int = 8,
     limits: Limits | None = None,
     request_timeout: float = 600.0,
+    max_batch: int = DEFAULT_MAX_BATCH,
 ) -> FastAPI:
-    """A FastAPI app answering with `reader`, one request at a time, at most `max_queue` waiting.
+    """A FastAPI app answering with `reader`, up to `max_batch` requests at once (their answers decoded in one
+    running batch, see `docread.serve.batcher`; 1: one at a time), at most `max_queue` waiting.
     `api_key`: every /v1 request needs `Authorization: Bearer <api_key>`."""
     from contextlib import asynccontextmanager
 
+    if max_batch < 1:
+        raise ValueError(f"max_batch {max_batch}: serve at least 1 request at a time")
     server = _Server(
         reader,
         max_queue=max_queue,
@@ -218,6 +225,7 @@ def create_app(
         cache_pages=cache_pages,
         limits=limits or Limits(),
         request_timeout=request_timeout,
+        max_batch=max_batch,
     )
 
     @asynccontextmanager
@@ -241,6 +249,9 @@ def create_app(
             "image_size": reader.preset.size,  # its tile size: a client draws --highlight's grid with it
             "waiting": server.worker.waiting,
             "running": server.worker.running,
+            "active": server.worker.active,  # requests being served now (up to max_batch)
+            "max_batch": server.worker.max_batch,
+            "batch": {"rows": server.worker.rows, "peak": server.worker.most_rows},  # answers decoded together
             "served": server.worker.served,
             "cache": {"pages": len(server.cache), "hits": server.cache.hits, "misses": server.cache.misses},
         }

@@ -49,6 +49,8 @@ class Job:
 class Worker:
     """A thread that runs jobs in arrival order; at most `max_queue` wait behind the one running."""
 
+    max_batch = 1  # requests served at once (`batcher.Batcher`: more)
+
     def __init__(self, max_queue: int):
         self.max_queue = max_queue
         self._queue: queue.Queue[Job | None] = queue.Queue()
@@ -57,7 +59,14 @@ class Worker:
         self.running = False
         self.served = 0
         self.mean_s = 1.0  # running mean of a request's time on the worker (Retry-After's estimate)
+        self.rows = 0  # answers being decoded together now (one at a time here)
+        self.most_rows = 0  # the most answers one decode step has held
         self._thread = threading.Thread(target=self._loop, name="docread-worker", daemon=True)
+
+    @property
+    def active(self) -> int:
+        """Requests being served now."""
+        return int(self.running)
 
     def start(self) -> None:
         self._thread.start()
@@ -79,6 +88,7 @@ class Worker:
             with self._lock:
                 self.waiting -= 1
                 self.running = True
+                self.rows = self.most_rows = 1
             start = time.monotonic()
             try:
                 job.check()
@@ -89,6 +99,6 @@ class Worker:
                 job.emit("error", e)
             finally:
                 with self._lock:
-                    self.running = False
+                    self.running, self.rows = False, 0
                     self.served += 1
                     self.mean_s = 0.8 * self.mean_s + 0.2 * (time.monotonic() - start)

@@ -1,0 +1,199 @@
+"""Continuous batching for `docread serve --max-batch N`: up to N requests are served at once, their answers
+decoded as rows of one running batch (`generate.loop.decode_joining`) that a new request's rows join at the
+next decode step and a finished or cancelled one's leave.
+
+Each running request is a thread of its own running the same library call as one-at-a-time serving
+(`ask_document`, `ocr_document`), but cooperatively: only one thread runs at a time, handed the worker in
+turn, so the model, PyMuPDF and the tokenizer are never used by two threads at once. A request runs until
+its reader asks to decode (`DocReader.decode`, through `joiner`): its rows wait to join, and it sleeps
+until the batch gives it a token. Its page is opened and encoded then, between two decode steps.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+
+from docread.serve.worker import Job, Worker
+
+DEFAULT_MAX_BATCH = 8  # requests served at once (1: one at a time, in arrival order)
+
+
+class _Task:
+    """One running request's thread, run only while the batcher waits for it (`resume`), until it pauses
+    for its next token or ends."""
+
+    def __init__(self, job: Job, batcher: Batcher):
+        self.job, self.batcher = job, batcher
+        self.wake = threading.Semaphore(0)
+        self.rows: list = []  # the rows it has decoded, is decoding or waits to (cancelled when it ends)
+        self.failure: BaseException | None = None  # the batch failed: raised in the request
+        self.done = False
+        self.started = time.monotonic()
+        self.thread = threading.Thread(target=self._main, name="docread-request", daemon=True)
+
+    def _main(self) -> None:
+        self.wake.acquire()
+        try:
+            self.job.check()
+            self.job.emit("done", self.job.run(self.job))
+        except Exception as e:  # noqa: BLE001  DocreadError, or a bug that must not stop the server (a 500)
+            self.job.emit("error", e)
+        finally:
+            self.done = True
+            self.batcher._back.release()
+
+    def pause(self) -> None:
+        """Hand the worker back to the batcher; return when it resumes this request."""
+        self.batcher._back.release()
+        self.wake.acquire()
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
+        self.job.check()  # the client left or the time is up: the request ends here, its rows leave
+
+
+class Batcher(Worker):
+    """A worker that serves up to `max_batch` requests at once, their answers decoded in one running batch;
+    at most `max_queue` wait to start. Set as `reader.joiner` while it runs."""
+
+    def __init__(self, reader, max_queue: int, max_batch: int):
+        super().__init__(max_queue)
+        self.reader, self.max_batch = reader, max_batch
+        self._thread = threading.Thread(target=self._loop, name="docread-batcher", daemon=True)
+        self._back = threading.Semaphore(0)  # released when the running request hands the worker back
+        self._tasks: dict[int, _Task] = {}  # thread id -> running request
+        self._pending: deque = deque()  # rows waiting to join the batch, in arrival order
+        self._owners: dict[int, tuple] = {}  # id(row) -> (task, inbox, index in its call, row)
+        self._stopping = False
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    def start(self) -> None:
+        self.reader.joiner = self.join
+        super().start()
+
+    # -- on a request's thread ------------------------------------------------------------------
+    def join(self, rows: list, *, fast: bool = False):
+        """`decode_rows`' events for `rows`, decoded in the running batch; None (the caller decodes them alone,
+        here, holding the worker) off a request's thread, and for `fast` rows: the static cache they decode in
+        has one shape, so they cannot join, and in the dynamic cache their log-probs would not be `--fast`'s."""
+        task = self._tasks.get(threading.get_ident())
+        return None if task is None or fast else self._events(task, rows)
+
+    def _events(self, task: _Task, rows: list):
+        inbox: deque = deque()  # this call's own: an abandoned call's late tokens go nowhere
+        for index, row in enumerate(rows):
+            self._owners[id(row)] = (task, inbox, index, row)
+        task.rows.extend(rows)
+        self._pending.extend(rows)
+        left = len(rows)
+        try:
+            while left:
+                while not inbox:
+                    task.pause()
+                event = inbox.popleft()
+                left -= event[1] is None
+                yield event
+        finally:
+            for row in rows:
+                row.cancelled = True  # no-op for rows that ended; the others leave the batch
+
+    # -- on the batcher's thread ----------------------------------------------------------------
+    def _loop(self) -> None:
+        from docread.generate.joining import JoiningStep
+        from docread.generate.loop import decode_joining
+
+        hires = self.reader.hires
+        try:
+            while not (self._stopping and not self._tasks):
+                step = JoiningStep(hires.language_model, hires.lm_head)
+                rows = decode_joining(
+                    step, self._arrivals, eos_token_ids=self.reader.eos_token_ids, max_rows=self.max_batch
+                )
+                try:
+                    for row, token, logprob in rows:
+                        self._deliver(row, token, logprob)
+                except Exception as e:  # noqa: BLE001  the batch failed (a bug, out of memory): each request hears
+                    self._fail(e)
+        finally:
+            self.reader.joiner = None
+
+    def _arrivals(self, free: int, empty: bool) -> list:
+        """The rows that join the batch now (at most `free`); with an empty batch, waits for some, or for
+        the end ([] once stopping and every request is done)."""
+        self.rows = self.max_batch - free  # the rows still in the batch
+        while True:
+            idle = empty and not self._pending
+            self._start_requests(block=idle, timeout=0.05 if self._tasks else None)  # a request is starting
+            for task in list(self._tasks.values()):  # a request whose client left or whose time is up ends now
+                if task.job.cancelled or time.monotonic() > task.job.deadline:
+                    self._resume(task)
+            joining = []
+            while self._pending and len(joining) < free:
+                row = self._pending.popleft()
+                if not row.cancelled:
+                    joining.append(row)
+            self.rows = self.max_batch - free + len(joining)
+            self.most_rows = max(self.most_rows, self.rows)
+            if joining or not empty or (self._stopping and not self._tasks):
+                return joining
+
+    def _start_requests(self, block: bool, timeout: float | None) -> None:
+        """Start waiting requests while fewer than max_batch run; each runs until it needs its first token.
+        `block`: wait (up to `timeout`) for the first."""
+        while len(self._tasks) < self.max_batch and not self._stopping:
+            try:
+                job = self._queue.get(block=block, timeout=timeout if block else None)
+            except queue.Empty:
+                return
+            block = False
+            if job is None:  # stop(): the requests already queued came before it
+                self._stopping = True
+                return
+            with self._lock:
+                self.waiting -= 1
+                self.running = True
+            task = _Task(job, self)
+            task.thread.start()
+            self._tasks[task.thread.ident] = task
+            self._resume(task)
+
+    def _deliver(self, row, token, logprob) -> None:
+        task, inbox, index, _ = self._owners[id(row)]
+        if token is None:
+            del self._owners[id(row)]
+        if not task.done:
+            inbox.append((index, token, logprob))
+            self._resume(task)
+
+    def _resume(self, task: _Task) -> None:
+        """Let `task` run until it pauses or ends."""
+        task.wake.release()
+        self._back.acquire()
+        if task.done:
+            self._end(task)
+
+    def _end(self, task: _Task) -> None:
+        self._tasks.pop(task.thread.ident, None)
+        for row in task.rows:
+            row.cancelled = True
+            self._owners.pop(id(row), None)
+        with self._lock:
+            self.running = bool(self._tasks)
+            self.served += 1
+            self.mean_s = 0.8 * self.mean_s + 0.2 * (time.monotonic() - task.started)
+
+    def _fail(self, error: Exception) -> None:
+        """The batch is lost: every request with rows in it or waiting hears `error`; the next batch starts empty."""
+        self._pending.clear()
+        self.rows = 0
+        for task in {id(t): t for t, _, _, _ in self._owners.values()}.values():
+            if not task.done:
+                task.failure = error
+                self._resume(task)
+        self._owners.clear()
