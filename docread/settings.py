@@ -314,4 +314,14 @@ def _coerce(f, value: Any) -> Any:
 
 _TYPES.update(_value_types())
 
-__all__ = ["Settings", "SettingError", "Task", "View", "TextMode", "TextPrompt", "OcrSource", "setting_fields", "field_type"]
+__all__ = [
+    "Settings",
+    "SettingError",
+    "Task",
+    "View",
+    "TextMode",
+    "TextPrompt",
+    "OcrSource",
+    "setting_fields",
+    "field_type",
+]

@@ -179,8 +179,10 @@ def main() -> None:
             print(f"{r['file']:40} words {r['words']:5}  recall {r['recall']:.3f}  characters {r['chars']:.3f}")
         if rows:
             recalls = [r["recall"] for r in rows]
-            print(f"pages: {len(rows)}, OCR word recall at {args.dpi:g} dpi: median {statistics.median(recalls):.3f}, "
-                  f"mean {statistics.mean(recalls):.3f}, min {min(recalls):.3f}")
+            print(
+                f"pages: {len(rows)}, OCR word recall at {args.dpi:g} dpi: median {statistics.median(recalls):.3f}, "
+                f"mean {statistics.mean(recalls):.3f}, min {min(recalls):.3f}"
+            )
         return
     s = measure(pdfs, args.pages, args.phrases)
     print(f"PDFs with a text layer: {s['docs']}, pages: {s['pages']}, phrases: {s['phrases']}")
