@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-SPACE_GAP = 0.2  # a blank run at least this share of the line's ink height separates words
+SPACE_GAP = 0.2  # a blank run at least this share of the line's ink height separates words,
+PITCH_GAP = 0.5  # and at least this share of the line's character pitch (median distance between centres)
 INK_CONTRAST = 40  # grey levels between ink and paper below which a crop is not read for gaps
 
 Span = tuple[float, float]  # x0, x1 in the page image's pixels
@@ -42,7 +43,7 @@ def spaced_words(chars: Sequence[str], boxes: Sequence[Span], gaps: Sequence[Spa
                 words.append((text, (x0, x1)))
             text = ""
             continue
-        if text and any(centres[i - 1] < m < centres[i] for m in middles):
+        if text and not _wide(chars[i - 1]) and not _wide(ch) and any(centres[i - 1] < m < centres[i] for m in middles):
             words.append((text, (x0, x1)))
             text = ""
         if not text:
@@ -51,6 +52,22 @@ def spaced_words(chars: Sequence[str], boxes: Sequence[Span], gaps: Sequence[Spa
     if text:
         words.append((text, (x0, x1)))
     return words
+
+
+def _wide(ch: str) -> bool:
+    """CJK ideographs, kana, full-width forms: scripts written without spaces, whose gaps are not words'."""
+    import unicodedata
+
+    return unicodedata.east_asian_width(ch) in ("W", "F")
+
+
+def pitch(chars: Sequence[str], boxes: Sequence[Span]) -> float:
+    """The median distance between the centres of neighbouring characters (spaces aside); 0 for one."""
+    import statistics
+
+    centres = [(b[0] + b[1]) / 2 for ch, b in zip(chars, boxes) if ch.strip()]
+    steps = [b - a for a, b in zip(centres, centres[1:]) if b > a]
+    return statistics.median(steps) if steps else 0.0
 
 
 def line_profile(gray, box: tuple[float, float, float, float]) -> tuple[list[bool], float] | None:
@@ -77,5 +94,8 @@ def rebuild_line(
 ) -> list[tuple[str, Span]]:
     """`spaced_words` of one horizontal OCR line, its gaps read from `gray` inside `line_box`."""
     found = line_profile(gray, line_box) if gray is not None else None
-    gaps = ink_gaps(found[0], SPACE_GAP * found[1], max(0, int(line_box[0]))) if found else []
+    if not found:
+        return spaced_words(chars, boxes, [])
+    least = max(SPACE_GAP * found[1], PITCH_GAP * pitch(chars, boxes), 1.0)
+    gaps = ink_gaps(found[0], least, max(0, int(line_box[0])))
     return spaced_words(chars, boxes, gaps)

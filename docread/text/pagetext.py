@@ -225,11 +225,31 @@ def ocr_words(image, where: str) -> tuple[list[Word], float | None]:
         per_char = item[5] if len(item) > 5 and chars and len(item[5]) == len(chars) else None
         scores += per_char or [score] * len(text)
         lines.append((line_box, _split_line(text, line_box, item[3] if chars else None, chars, gray)))
-    lines.sort(key=lambda entry: (entry[0][1] + entry[0][3]) / 2)
     words = []
-    for index, (_, line_words) in enumerate(lines):
-        words += [Word(t, _round(b), index) for t, b in logical_order(line_words)]
+    for index, row in enumerate(_rows(lines)):
+        words += [Word(t, _round(b), index) for t, b in logical_order([w for _, ws in row for w in ws])]
     return words, (round(float(np.mean(scores)), 4) if scores else None)
+
+
+def _rows(lines: list[tuple[Box, list]]) -> list[list[tuple[Box, list]]]:
+    """Detected text boxes grouped into the page's lines, top to bottom: a horizontal box whose vertical
+    centre lies within the previous horizontal box of the row joins it (the detector often cuts one line
+    in pieces), and a row's boxes read left to right; a tall box (vertical text) stays a line of its own."""
+    rows: list[list[tuple[Box, list]]] = []
+    for entry in sorted(lines, key=lambda e: (e[0][1] + e[0][3]) / 2):
+        box = entry[0]
+        last = rows[-1][-1][0] if rows else None
+        flat = box[2] - box[0] >= box[3] - box[1]
+        if (
+            last is not None
+            and flat
+            and last[2] - last[0] >= last[3] - last[1]
+            and last[1] < (box[1] + box[3]) / 2 < last[3]
+        ):
+            rows[-1].append(entry)
+        else:
+            rows.append([entry])
+    return [sorted(row, key=lambda e: e[0][0]) for row in rows]
 
 
 def _split_line(text: str, box: Box, char_boxes, chars, gray=None) -> list[tuple[str, Box]]:
