@@ -321,6 +321,17 @@ def ask_document(
         return results
 
 
+@dataclass(frozen=True)
+class TypedSpan:
+    """A per-question constraint (extract's, under --extractive): the answer is a span of one of the page's
+    spans written as `kind` ("number", "integer" or "date", `docread.text.units.typed_spans`), so it is on
+    the page and reads as its type; a page with none of them falls back to any span of its text. `accept`:
+    whether an answer may end (it parses as the type)."""
+
+    kind: str
+    accept: Callable[[str], bool] | None = None
+
+
 def page_constraint(reader: DocReader, texts: PageTexts, page, settings: Settings, constrain=None, questions=()):
     """The caller's constraint, with `--extractive`'s span of this page's text added to every question's."""
     if not settings.extractive:
@@ -336,9 +347,23 @@ def page_constraint(reader: DocReader, texts: PageTexts, page, settings: Setting
             "(a scan: install the ocr extra; or --text auto|ocr; extract: --no-extractive)",
         )
     span = Extractive(reader.base.tokenizer, text, reader.eos_token_ids)
-    if isinstance(constrain, Mapping):  # per question (extract): a typed field keeps its grammar, text is a span
-        return {q: constrain.get(q) or span for q in questions}
+    if isinstance(constrain, Mapping):  # per question (extract): a grammar, a typed span, or any span
+        return {q: _typed(reader, text, constrain.get(q)) or span for q in questions}
     return span if constrain is None else Chain(constrain, span)
+
+
+def _typed(reader: DocReader, text: str, constrain):
+    """A TypedSpan as the Extractive constraint over the page's spans of its kind (joined by NUL, which no
+    answer holds, so an answer never runs from one into the next); any other constraint as it is."""
+    if not isinstance(constrain, TypedSpan):
+        return constrain
+    from docread.generate.extractive import Extractive
+    from docread.text.units import typed_spans
+
+    found = typed_spans(text, constrain.kind)
+    if not found:
+        return None
+    return Extractive(reader.base.tokenizer, "\x00".join(found), reader.eos_token_ids, accept=constrain.accept)
 
 
 def ocr_document(

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -249,21 +250,33 @@ def is_nested(schema: dict) -> bool:
 
 
 def _typed_grammars(reader, fields: Sequence[Field], questions: Sequence[str], spans: bool = False) -> dict | None:
-    """Each typed field's question -> its grammar, when a model here decodes and llguidance is installed
-    (else None: free answers, parsed afterwards; a server cannot take a grammar). With `spans`
-    (--extractive) number, integer and date fields are spans of the page instead, as written there
-    ("$1,234.56", "14 March 2025"), parsed after decoding: a span that does not parse is the field's error."""
+    """Each typed field's question -> its constraint, when a model here decodes (else None: free answers,
+    parsed afterwards; a server cannot take a grammar): its type's grammar (llguidance installed), or with
+    `spans` (--extractive) for number, integer and date fields a `TypedSpan`: a span of the page's numbers
+    or dates as written there ("$1,234.56" gives "1,234.56"; "14 March 2026"), parsed after decoding."""
+    from docread.document import TypedSpan
     from docread.reading import LocalReader
 
-    as_spans = (FieldType.number, FieldType.integer, FieldType.date) if spans else ()
-    typed = [(f, q) for f, q in zip(fields, questions) if f.type in TYPE_PATTERNS and f.type not in as_spans]
     model = reader.model if isinstance(reader, LocalReader) else None
-    if not typed or getattr(model, "base", None) is None or importlib.util.find_spec("llguidance") is None:
+    if getattr(model, "base", None) is None:
         return None
-    from docread.generate.grammar import regex_grammar
+    as_spans = (FieldType.number, FieldType.integer, FieldType.date) if spans else ()
+    out: dict = {
+        q: TypedSpan(f.type.value, partial(_parses, kind=f.type))
+        for f, q in zip(fields, questions)
+        if f.type in as_spans
+    }
+    typed = [(f, q) for f, q in zip(fields, questions) if f.type in TYPE_PATTERNS and f.type not in as_spans]
+    if typed and importlib.util.find_spec("llguidance") is not None:
+        from docread.generate.grammar import regex_grammar
 
-    tokenizer, eos = model.base.tokenizer, model.eos_token_ids
-    return {q: regex_grammar(tokenizer, TYPE_PATTERNS[f.type], eos) for f, q in typed}
+        tokenizer, eos = model.base.tokenizer, model.eos_token_ids
+        out |= {q: regex_grammar(tokenizer, TYPE_PATTERNS[f.type], eos) for f, q in typed}
+    return out or None
+
+
+def _parses(answer: str, kind: str) -> bool:
+    return parse_value(answer, kind)[1] is None
 
 
 def _extract_whole(reader, source, schema: dict, settings, limits, events) -> dict:
