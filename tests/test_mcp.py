@@ -330,9 +330,11 @@ def test_a_model_that_cannot_load_is_a_tool_error_and_the_server_goes_on(root):
             first = await client.call_tool("ask_document", {"path": "blank.png", "questions": ["q"]})
             located = await client.call_tool("locate", {"path": "invoice.pdf", "texts": ["Due"]})
             again = await client.call_tool("ocr", {"path": "blank.png"})
-            return first, located, again
+            text = await client.call_tool("ocr", {"path": "invoice.pdf", "source": "text"})  # needs no model
+            return first, located, again, text
 
-    first, located, again = anyio.run(main)
+    first, located, again, text = anyio.run(main)
+    assert not text.is_error and {p["source"] for p in text.structured_content["pages"]} == {"layer"}
     assert first.is_error and "could not be loaded: no weights" in first.content[0].text
     assert not located.is_error and located.structured_content["occurrences"][0]["page"] == 2
     assert again.is_error and len(loads) == 2  # tried again on the next call, not left broken
