@@ -254,8 +254,8 @@ def _typed_grammars(reader, fields: Sequence[Field], questions: Sequence[str], s
     parsed afterwards; a server cannot take a grammar): its type's grammar (llguidance installed), or with
     `spans` (--extractive) for number, integer and date fields a `TypedSpan`: a span of the page's numbers
     or dates as written there ("$1,234.56" gives "1,234.56"; "14 March 2026"), parsed after decoding."""
-    from docread.document import TypedSpan
     from docread.reading import LocalReader
+    from docread.text.spans import TypedSpan
 
     model = reader.model if isinstance(reader, LocalReader) else None
     if getattr(model, "base", None) is None:

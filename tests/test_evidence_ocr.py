@@ -14,6 +14,7 @@ from kit.cli import docread
 import docread.document as document_module
 from docread.generate.extractive import normalized
 from docread.text.ocrspaces import ink_gaps, spaced_words
+from docread.text.units import typed_spans
 
 pytestmark = pytest.mark.usefixtures("reuse_loaded_models")
 
@@ -124,6 +125,12 @@ def invoice(tmp_path):
     doc.new_page(width=300, height=200).insert_text((30, 60), "Vendor ACME Ltd total 319.44 due 13 April 2026")
     doc.save(tmp_path / "inv.pdf")
     return tmp_path / "inv.pdf"
+
+
+def test_typed_spans_are_the_pages_numbers_and_dates_as_written():
+    text = "Invoice INV-2026-0412 total 319.44 GBP, -12.50 by 14 March 2026"
+    assert typed_spans(text, "number") == ["319.44", "-12.50", "14", "2026"]  # none from inside the identifier
+    assert typed_spans(text, "date") == ["14 March 2026"]
 
 
 def test_extract_is_extractive_by_default(invoice, tiny_llava, monkeypatch):
