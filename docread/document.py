@@ -7,6 +7,7 @@ each once for all its questions, answer, and keep every finished answer when a l
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from docread.events import Events
 from docread.intake import Document, Limits, open_document
 from docread.reader import DocReader
 from docread.results import Answer, DocumentAnswer, best_of
-from docread.settings import AUTO_PAGES, OCR_MAX_NEW_TOKENS, Settings, Task, View
+from docread.settings import AUTO_PAGES, OCR_MAX_NEW_TOKENS, OcrSource, Settings, Task, TextMode, View
 from docread.text.evidence import PageTexts, attach_evidence
 from docread.text.ranking import choose_pages
+from docread.text.spans import page_constraint
 from docread.text.textprompt import Reference, blame_text, page_reference, with_reference
 from docread.views.encoded import EncodedPage, PageSource
 
@@ -116,6 +118,8 @@ class PageAnswer:
     answer: Answer | None
     error: DocreadError | None = None
     degraded: bool = False  # the page was re-encoded with fewer tiles to fit GPU memory
+    source: str = "model"  # where an ocr page's text came from: model | layer | ocr (rapidocr)
+    confidence: float | None = None  # OCR's mean character confidence (rapidocr), else None
 
 
 def answer_page(
@@ -320,28 +324,8 @@ def ask_document(
         return results
 
 
-def page_constraint(reader: DocReader, texts: PageTexts, page, settings: Settings, constrain=None, questions=()):
-    """The caller's constraint, with `--extractive`'s span of this page's text added to every question's."""
-    if not settings.extractive:
-        return constrain
-    from docread.generate.constraints import Chain
-    from docread.generate.extractive import Extractive
-
-    text = texts.get(page).text
-    if not text.strip():
-        raise DocreadError(
-            "no_page_text",
-            f"page {page.number}: --extractive answers with the page's own text, and it has none "
-            "(a scan: install the ocr extra; or --text auto|ocr)",
-        )
-    span = Extractive(reader.base.tokenizer, text, reader.eos_token_ids)
-    if isinstance(constrain, Mapping):  # per question (extract): a typed field keeps its grammar, text is a span
-        return {q: constrain.get(q) or span for q in questions}
-    return span if constrain is None else Chain(constrain, span)
-
-
 def ocr_document(
-    reader: DocReader,
+    reader: DocReader | Callable[[], DocReader] | None,
     source: str | Document,
     *,
     settings: Settings | None = None,
@@ -351,7 +335,9 @@ def ocr_document(
 ) -> Iterator[PageAnswer]:
     """Transcribe each selected page of a file (a path or a Document, as for `ask_document`), in order:
     one PageAnswer per page (an error for a page that fails; the others go on). With `stream`, each
-    page's text streams through `events`."""
+    page's text streams through `events`. `settings.source` says where the text comes from (see
+    `OcrSource`): the pages a text layer or OCR answers need no model, so `reader` may be a function
+    that loads one, called at the first page that does (or None with `source=text`)."""
     from docread.views.prompt import OCR_QUESTION
 
     settings = settings or Settings(task=Task.ocr, max_new_tokens=OCR_MAX_NEW_TOKENS)
@@ -359,5 +345,43 @@ def ocr_document(
     with _opened(source, settings=settings, limits=limits, events=events) as document:
         for index, page in enumerate(document.pages, start=1):
             events.page(page.number, index, len(document.pages))
+            if settings.source != OcrSource.model and (found := _text_page(document, page, settings, events, stream)):
+                yield _done(events, found)
+                continue
+            if reader is None:
+                raise UsageError(f"page {page.number} has no text layer: reading it takes a model (a reader)")
+            if not hasattr(reader, "answer"):  # a function that loads the model
+                reader = reader()
             yield from answer_page(reader, document, page, [OCR_QUESTION], settings, events=events, stream=stream)
             report_warnings(document, events)
+
+
+def _text_page(document: Document, page, settings: Settings, events: Events, stream: bool) -> PageAnswer | None:
+    """A page's transcription from its own text (`source` text: the layer, else OCR; auto: the layer
+    alone), or None when the model is to read it."""
+    from docread.text.pagetext import page_text
+    from docread.views.prompt import OCR_QUESTION
+
+    mode = TextMode.layer if settings.source == OcrSource.auto else TextMode.auto
+    started = time.perf_counter()
+    try:
+        found = page_text(document, page, mode)
+        if found.source == "none" and settings.source == OcrSource.text:
+            raise DocreadError(
+                "no_page_text",
+                f"{document.name} page {page.number} has no text layer and OCR is not installed: "
+                'pip install "docread[ocr]", or use --source model',
+            )
+    except DocreadError as e:
+        events.failed(page.number, e)
+        return PageAnswer(OCR_QUESTION, page.number, None, e, source=settings.source.value)
+    if found.source == "none":
+        return None
+    if stream:
+        events.question(OCR_QUESTION)
+        events.chunk(found.text)
+    timing = {"text": round((time.perf_counter() - started) * 1000, 2)}
+    blank = dict.fromkeys(("score", "model", "rows", "cols", "tiles", "visual_tokens", "image_tokens"))
+    blank |= dict.fromkeys(("prompt_tokens", "generated_tokens", "max_slices", "reduced_from", "stopped_by"))
+    answer = Answer(document.name, page.number, OCR_QUESTION, found.text, **blank, timing_ms=timing, view=None)
+    return PageAnswer(OCR_QUESTION, page.number, answer, source=found.source, confidence=found.confidence)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -202,15 +203,15 @@ def extract_document(
     raises; a page that fails leaves its fields to the other pages."""
     from docread.reading import LocalReader, Reader
     from docread.records import FieldRecord
-    from docread.settings import Settings
+    from docread.settings import EXTRACT_DEFAULTS, Settings
 
     if not isinstance(reader, Reader):
         reader = LocalReader(reader)
-    settings = settings or Settings()
+    settings = settings or Settings(**EXTRACT_DEFAULTS)
     if schema is not None and is_nested(schema):
         return _extract_whole(reader, source, schema, settings, limits, events)
     questions = [" ".join(f.question.split()) for f in fields]
-    constrain = _typed_grammars(reader, fields, questions)
+    constrain = _typed_grammars(reader, fields, questions, spans=settings.extractive)
     results = reader.ask(source, questions, settings=settings, limits=limits, events=events, constrain=constrain)
     by_question = {r.question: r for r in results}
     out = {}
@@ -226,7 +227,16 @@ def extract_document(
     file = results[0].file if results else str(source)
     if schema is not None:
         check_against(schema, out)
-    return {"file": file, "fields": out}
+    return {"file": file, "fields": out, "error": None}
+
+
+def failed_document(file: str, names: Sequence[str], error) -> dict:
+    """extract's record of a file that could not be read (as `batch` writes one): every field null with
+    the file's error message, and `error` {code, message}."""
+    from docread.records import ErrorRecord, FieldRecord
+
+    fields = {name: FieldRecord.failed(error.message).to_json() for name in names}
+    return {"file": file, "fields": fields, "error": ErrorRecord.of(error).to_json()}
 
 
 def is_nested(schema: dict) -> bool:
@@ -239,19 +249,34 @@ def is_nested(schema: dict) -> bool:
     return any(k in ("object", "array") for k in flat)
 
 
-def _typed_grammars(reader, fields: Sequence[Field], questions: Sequence[str]) -> dict | None:
-    """Each typed field's question -> its grammar, when a model here decodes and llguidance is installed
-    (else None: free answers, parsed afterwards; a server cannot take a grammar)."""
+def _typed_grammars(reader, fields: Sequence[Field], questions: Sequence[str], spans: bool = False) -> dict | None:
+    """Each typed field's question -> its constraint, when a model here decodes (else None: free answers,
+    parsed afterwards; a server cannot take a grammar): its type's grammar (llguidance installed), or with
+    `spans` (--extractive) for number, integer and date fields a `TypedSpan`: a span of the page's numbers
+    or dates as written there ("$1,234.56" gives "1,234.56"; "14 March 2026"), parsed after decoding."""
     from docread.reading import LocalReader
+    from docread.text.spans import TypedSpan
 
-    typed = [(f, q) for f, q in zip(fields, questions) if f.type in TYPE_PATTERNS]
     model = reader.model if isinstance(reader, LocalReader) else None
-    if not typed or getattr(model, "base", None) is None or importlib.util.find_spec("llguidance") is None:
+    if getattr(model, "base", None) is None:
         return None
-    from docread.generate.grammar import regex_grammar
+    as_spans = (FieldType.number, FieldType.integer, FieldType.date) if spans else ()
+    out: dict = {
+        q: TypedSpan(f.type.value, partial(_parses, kind=f.type))
+        for f, q in zip(fields, questions)
+        if f.type in as_spans
+    }
+    typed = [(f, q) for f, q in zip(fields, questions) if f.type in TYPE_PATTERNS and f.type not in as_spans]
+    if typed and importlib.util.find_spec("llguidance") is not None:
+        from docread.generate.grammar import regex_grammar
 
-    tokenizer, eos = model.base.tokenizer, model.eos_token_ids
-    return {q: regex_grammar(tokenizer, TYPE_PATTERNS[f.type], eos) for f, q in typed}
+        tokenizer, eos = model.base.tokenizer, model.eos_token_ids
+        out |= {q: regex_grammar(tokenizer, TYPE_PATTERNS[f.type], eos) for f, q in typed}
+    return out or None
+
+
+def _parses(answer: str, kind: str) -> bool:
+    return parse_value(answer, kind)[1] is None
 
 
 def _extract_whole(reader, source, schema: dict, settings, limits, events) -> dict:
@@ -278,6 +303,7 @@ def _extract_whole(reader, source, schema: dict, settings, limits, events) -> di
         return {
             "file": result.file,
             "fields": {name: FieldRecord.failed(error).to_json() for name in schema["properties"]},
+            "error": None,
         }
     try:
         whole, error = json.loads(best.answer), None
@@ -289,7 +315,7 @@ def _extract_whole(reader, source, schema: dict, settings, limits, events) -> di
         value = whole.get(name) if present else None
         out[name] = FieldRecord(value, best.answer, best.page, best.score, [], why).to_json()
     check_against(schema, out)
-    return {"file": result.file, "fields": out}
+    return {"file": result.file, "fields": out, "error": None}
 
 
 def check_against(schema: dict, fields: dict) -> None:

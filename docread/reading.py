@@ -213,12 +213,13 @@ def page_answer(record: dict) -> PageAnswer:
     """An ocr --json record as the PageAnswer it came from (fields the record lacks are zero)."""
     from docread.views.prompt import OCR_QUESTION
 
+    kept = {"source": record.get("source") or "model", "confidence": record.get("confidence")}
     if record["status"] != "ok":
-        return PageAnswer(OCR_QUESTION, record["page"], None, _error(record["error"]))
+        return PageAnswer(OCR_QUESTION, record["page"], None, _error(record["error"]), **kept)
     values = dict.fromkeys(_ANSWER_FIELDS, 0) | {"reduced_from": None, "text_prompt": None, "evidence": []}
     values |= {k: record[k] for k in _OCR_KEEPS if k in record}
     values |= {"file": record["file"], "page": record["page"], "question": OCR_QUESTION, "answer": record["text"]}
-    return PageAnswer(OCR_QUESTION, record["page"], Answer(**values))
+    return PageAnswer(OCR_QUESTION, record["page"], Answer(**values), **kept)
 
 
 # -- the choice, made once --------------------------------------------------------------------------------

@@ -98,6 +98,8 @@ class OcrRecord:
     stopped_by: str | None
     timing_ms: dict[str, float]
     view: str | None
+    source: str | None = None  # model | layer (the PDF's text layer) | ocr (rapidocr)
+    confidence: float | None = None  # OCR's mean character confidence, 0-1 (null unless OCR read the page)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -116,7 +118,9 @@ def ocr_record(file: str, result) -> dict:
     answer = result.answer
     if answer is None:
         error = ErrorRecord.of(result.error).to_json()
-        return OcrRecord(file, result.page, None, "error", error, None, None, None, None, None, {}, None).to_json()
+        blank = OcrRecord(file, result.page, None, "error", error, None, None, None, None, None, {}, None)
+        blank.source = getattr(result, "source", None)
+        return blank.to_json()
     return OcrRecord(
         file,
         result.page,
@@ -130,6 +134,8 @@ def ocr_record(file: str, result) -> dict:
         answer.stopped_by,
         answer.timing_ms,
         answer.view,
+        getattr(result, "source", "model"),
+        getattr(result, "confidence", None),
     ).to_json()
 
 

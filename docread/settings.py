@@ -50,6 +50,14 @@ class TextMode(StrEnum):
     off = "off"  # no page text
 
 
+class OcrSource(StrEnum):
+    """Where `ocr` takes a page's text from."""
+
+    auto = "auto"  # the PDF's text layer when the page has one, else the model
+    text = "text"  # the text layer, else OCR (rapidocr): never a model
+    model = "model"  # the model's transcription
+
+
 class TextPrompt(StrEnum):
     """Whether the page's text goes into the prompt after the image."""
 
@@ -132,6 +140,12 @@ class Settings:
         "Answer only with spans of the page's own text: decoding keeps each answer a substring of it, so every "
         "answer is on the page (needs page text: a text layer, or OCR).",
     )
+    source: OcrSource = option(
+        OcrSource.auto,
+        "ocr's text: auto = the PDF's text layer when the page has one, else the model; text = the text layer, "
+        "else OCR (the ocr extra), never loading a model; model = the model's transcription.",
+        answer=False,  # ocr's alone: no ask/batch answer depends on it
+    )
     max_new_tokens: int = option(DEFAULT_MAX_NEW_TOKENS, "Longest answer, in tokens.", min=1, max=4096)
     temperature: float = option(0.0, "0 = greedy (default).", min=0.0, max=5.0)
     seed: int | None = option(None, "Sampling seed (with --temperature > 0).", min=0, max=MAX_SEED)
@@ -175,9 +189,11 @@ class Settings:
         return replace(base, **coerced) if base is not None else cls(**coerced)
 
 
-# The fields each task offers, for the CLI's commands and MCP's tools alike (ask, chat, batch: all of them)
+# The fields each task offers, for the CLI's commands and MCP's tools alike (ask, chat, batch: all of them
+# but ONLY_OCR, which only ocr reads)
+ONLY_OCR = ("source",)
 TASK_FIELDS = {
-    "ocr": ("pages", "max_slices", "view", "dpi", "password", "max_new_tokens", "fast"),
+    "ocr": ("pages", "source", "max_slices", "view", "dpi", "password", "max_new_tokens", "fast"),
     "extract": (
         *("pages", "max_slices", "view", "text", "text_prompt", "text_tokens"),
         *("dpi", "password", "max_new_tokens", "fast", "extractive"),
@@ -190,6 +206,11 @@ TASK_FIELDS = {
 def setting_flags(f) -> tuple[str, ...]:
     """A Settings field's command-line flags: its declared ones, else --field-name."""
     return f.metadata["flags"] or ("--" + f.name.replace("_", "-"),)
+
+
+# extract's own defaults (the CLI's, MCP's and extract_document's): values are spans of the page (see
+# docread.extract), unless --no-extractive
+EXTRACT_DEFAULTS = {"extractive": True}
 
 
 def setting_fields():
@@ -298,4 +319,14 @@ def _coerce(f, value: Any) -> Any:
 
 _TYPES.update(_value_types())
 
-__all__ = ["Settings", "SettingError", "Task", "View", "TextMode", "TextPrompt", "setting_fields", "field_type"]
+__all__ = [
+    "Settings",
+    "SettingError",
+    "Task",
+    "View",
+    "TextMode",
+    "TextPrompt",
+    "OcrSource",
+    "setting_fields",
+    "field_type",
+]

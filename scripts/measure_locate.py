@@ -1,7 +1,9 @@
 """Measure `locate` against an independent extractor (poppler's `pdftotext -bbox-layout`) on real PDFs:
 how often a phrase pdftotext prints is found, the box IoU against pdftotext's word boxes, and how many
-phrases with one digit changed are matched anyway (must be 0). Usage:
-    python scripts/measure_locate.py DIR_OR_PDFS... [--pages 3] [--phrases 20]"""
+phrases with one digit changed are matched anyway (must be 0); with `--ocr`, OCR word recall instead: each
+page rendered at `--dpi` (150) and OCR'd, against PyMuPDF's words of the same page. Usage:
+    python scripts/measure_locate.py DIR_OR_PDFS... [--pages 3] [--phrases 20]
+    python scripts/measure_locate.py DIR_OR_PDFS... --ocr [--dpi 150] [--ocr-pages 15]"""
 
 from __future__ import annotations
 
@@ -122,13 +124,66 @@ def measure(paths: list[Path], pages: int, per_page: int) -> dict:
     return stats
 
 
+def _norm(word: str) -> str:
+    return word.strip(".,;:!?()[]{}\"'“”‘’").casefold()
+
+
+def ocr_recall(paths: list[Path], dpi: float, count: int, min_words: int = 30) -> list[dict]:
+    """OCR word recall on the first page of each PDF with at least `min_words` text-layer words (up to
+    `count` pages): the share of PyMuPDF's words (outer punctuation and case aside) that OCR also reads,
+    each word counted as often as it occurs; `glued` is the same with all spaces ignored (characters)."""
+    from collections import Counter
+
+    from docread.intake import open_document
+    from docread.text.pagetext import TextMode, page_text
+
+    rows = []
+    for path in paths:
+        if len(rows) >= count:
+            break
+        try:
+            with open_document(str(path), pages="1", dpi=dpi) as document:
+                page = document.pages[0]
+                truth = page_text(document, page, TextMode.layer)
+                words = [w for w in (_norm(w.text) for w in truth.words) if w]
+                if len(words) < min_words:
+                    continue
+                ocr = page_text(document, page, TextMode.ocr)
+        except Exception as e:  # an unreadable file is not a measurement
+            print(f"skip {path.name}: {e}", file=sys.stderr)
+            continue
+        got = Counter(w for w in (_norm(w.text) for w in ocr.words) if w)
+        hit = sum(min(n, got[w]) for w, n in Counter(words).items())
+        ocr_chars = Counter("".join(ocr.text.split()).casefold())
+        true_chars = Counter("".join(words))
+        glued = sum(min(n, ocr_chars[c]) for c, n in true_chars.items()) / max(1, sum(true_chars.values()))
+        rows.append({"file": path.name, "words": len(words), "recall": hit / len(words), "chars": glued})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--pages", type=int, default=3, help="first pages of each PDF measured")
     parser.add_argument("--phrases", type=int, default=20, help="phrases sampled per page")
+    parser.add_argument("--ocr", action="store_true", help="measure OCR word recall instead")
+    parser.add_argument("--dpi", type=float, default=150, help="rendering dpi for --ocr")
+    parser.add_argument("--ocr-pages", type=int, default=15, help="pages measured by --ocr")
     args = parser.parse_args()
     pdfs = sorted(p for a in args.paths for p in ([a] if a.is_file() else a.rglob("*.pdf")))
+    if args.ocr:
+        import statistics
+
+        rows = ocr_recall(pdfs, args.dpi, args.ocr_pages)
+        for r in rows:
+            print(f"{r['file']:40} words {r['words']:5}  recall {r['recall']:.3f}  characters {r['chars']:.3f}")
+        if rows:
+            recalls = [r["recall"] for r in rows]
+            print(
+                f"pages: {len(rows)}, OCR word recall at {args.dpi:g} dpi: median {statistics.median(recalls):.3f}, "
+                f"mean {statistics.mean(recalls):.3f}, min {min(recalls):.3f}"
+            )
+        return
     s = measure(pdfs, args.pages, args.phrases)
     print(f"PDFs with a text layer: {s['docs']}, pages: {s['pages']}, phrases: {s['phrases']}")
     print(f"found: {s['found']}/{s['phrases']} = {s['found'] / max(1, s['phrases']):.1%} (kinds {s['kinds']})")

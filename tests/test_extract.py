@@ -144,8 +144,9 @@ def test_extract_cli_on_the_tiny_model(tiny_llava, invoice, tmp_path):
         "2",
     )
     assert result.returncode == 1  # the missing file (and, likely, a noise answer that is no number)
-    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert set(record["fields"]) == {"total", "vendor"}
+    record, missing = [json.loads(line) for line in out.read_text().splitlines()]
+    assert missing["file"].endswith("missing.pdf") and missing["error"]["code"]  # its error record, as batch's
+    assert set(record["fields"]) == set(missing["fields"]) == {"total", "vendor"} and record["error"] is None
     for f in record["fields"].values():
         assert set(f) == {"value", "raw", "page", "score", "evidence", "error"}
         assert (f["value"] is None) == (f["error"] is not None)

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from docread.intake import Limits
-from docread.settings import Settings, field_type, setting_fields
+from docread.settings import ONLY_OCR, Settings, field_type, setting_fields
 
 # the MCP SDK (and docread.mcp, built on it) is imported when a test runs, not at collection: conftest's `needs`
 pytestmark = pytest.mark.needs("mcp.server.mcpserver")
@@ -80,9 +80,9 @@ def test_tools_schemas_are_derived_from_settings(root):
 
     tools = in_process(root, calls)
     assert set(tools) == TOOLS
-    props = tools["ask_document"].input_schema["properties"]
-    defs = tools["ask_document"].input_schema.get("$defs", {})
-    for f in setting_fields():  # every Settings field, with its help, bounds and choices
+    for f in setting_fields():  # every Settings field, with its help, bounds and choices (ocr's own on ocr)
+        tool = tools["ocr" if f.name in ONLY_OCR else "ask_document"]
+        props, defs = tool.input_schema["properties"], tool.input_schema.get("$defs", {})
         assert f.name in props, f.name
         schema = props[f.name]
         assert schema["description"] == f.metadata["help"]
@@ -92,7 +92,10 @@ def test_tools_schemas_are_derived_from_settings(root):
         kind = field_type(f)
         if hasattr(kind, "__members__"):
             assert defs[kind.__name__]["enum"] == [m.value for m in kind]
+    props = tools["ask_document"].input_schema["properties"]
     assert props["max_new_tokens"]["default"] == Settings().max_new_tokens
+    assert not set(ONLY_OCR) & set(props) and props["extractive"]["default"] is False
+    assert tools["extract"].input_schema["properties"]["extractive"]["default"] is True  # extract's default
     assert tools["ocr"].input_schema["properties"]["max_new_tokens"]["default"] > Settings().max_new_tokens
     assert "task" not in tools["ocr"].input_schema["properties"]  # fixed: ocr transcribes
     assert set(tools["locate"].input_schema["properties"]) >= {"texts", "pages", "text", "dpi"}
@@ -327,9 +330,11 @@ def test_a_model_that_cannot_load_is_a_tool_error_and_the_server_goes_on(root):
             first = await client.call_tool("ask_document", {"path": "blank.png", "questions": ["q"]})
             located = await client.call_tool("locate", {"path": "invoice.pdf", "texts": ["Due"]})
             again = await client.call_tool("ocr", {"path": "blank.png"})
-            return first, located, again
+            text = await client.call_tool("ocr", {"path": "invoice.pdf", "source": "text"})  # needs no model
+            return first, located, again, text
 
-    first, located, again = anyio.run(main)
+    first, located, again, text = anyio.run(main)
+    assert not text.is_error and {p["source"] for p in text.structured_content["pages"]} == {"layer"}
     assert first.is_error and "could not be loaded: no weights" in first.content[0].text
     assert not located.is_error and located.structured_content["occurrences"][0]["page"] == 2
     assert again.is_error and len(loads) == 2  # tried again on the next call, not left broken

@@ -17,7 +17,7 @@ from kit.cli import docread
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from docread.settings import Settings  # noqa: E402
+from docread.settings import ONLY_OCR, Settings  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("reuse_loaded_models")
 
@@ -41,6 +41,7 @@ OTHER = {
     "temperature": 0.7,
     "seed": 5,
     "fast": True,
+    "source": "text",
 }
 WITH = {"temperature": {"seed": 1}}  # sampling is compared with a fixed seed
 
@@ -124,7 +125,7 @@ def ask_http(url: str, pdf, values: dict) -> list[dict]:
     return [stable(json.loads(line)) for line in response.text.splitlines()]
 
 
-@pytest.mark.parametrize("name", [f.name for f in fields(Settings)])
+@pytest.mark.parametrize("name", [f.name for f in fields(Settings) if f.name not in ONLY_OCR])
 def test_every_settings_field_reads_the_same_on_every_surface(name, tiny_llava, pdf, reader, url):
     from docread.reading import LocalReader, RemoteReader
 
@@ -140,6 +141,24 @@ def test_every_settings_field_reads_the_same_on_every_surface(name, tiny_llava, 
     assert python == local
     remote = [stable(r.to_json()) for r in RemoteReader(url).ask(str(pdf), [QUESTION], settings=settings)]
     assert remote == local
+
+
+@pytest.mark.parametrize("name", ONLY_OCR)
+def test_every_ocr_field_reads_the_same_on_every_surface(name, pdf, url):
+    from docread.document import ocr_document
+    from docread.reading import RemoteReader
+    from docread.records import ocr_record
+
+    values = {name: OTHER[name]}
+    settings = Settings.from_mapping({**values, "task": "ocr"})
+    assert getattr(settings, name) != getattr(Settings(), name)
+    here = docread("ocr", pdf, "--json", *cli_args(values), "--model", "/nonexistent-model")  # text: no model
+    assert here.returncode == 0, here.stderr
+    local = [stable(json.loads(line)) for line in here.stdout.splitlines()]
+    there = docread("ocr", pdf, "--json", *cli_args(values), "--server", url)
+    assert [stable(json.loads(line)) for line in there.stdout.splitlines()] == local
+    assert [stable(ocr_record(str(pdf), r)) for r in ocr_document(None, str(pdf), settings=settings)] == local
+    assert [stable(ocr_record(str(pdf), r)) for r in RemoteReader(url).ocr(str(pdf), settings=settings)] == local
 
 
 def test_text_prompt_off_through_the_server(tiny_llava, pdf, url):

@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from docread.batch.engine import Engine, Group
-from docread.document import answer_page, free_gpu_memory, page_constraint, page_source
+from docread.document import answer_page, free_gpu_memory, page_source
 from docread.errors import DocreadError
 from docread.reader import DocReader
 from docread.records import BatchRecord
 from docread.text.evidence import PageTexts, evidence_fields
+from docread.text.spans import page_constraint
 from docread.text.textprompt import Reference, page_reference, with_reference
 from docread.views.encoded import EncodedPage
 from docread.views.prompt import task_question

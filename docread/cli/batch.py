@@ -27,7 +27,7 @@ from docread.cli.options import (
 )
 from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
 from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.settings import Settings
+from docread.settings import ONLY_OCR, Settings
 
 app = typer.Typer()
 
@@ -68,7 +68,7 @@ def read_questions(path: Path) -> list[str]:
     "  docread batch scans/ -Q q.txt -o answers.jsonl --resume   # after an interruption\n\n"
     "  docread batch scans/ -Q q.txt -o answers.jsonl --engine ray --workers 8 --gpus-per-worker 1"
 )
-@read_options(exclude=("top_pages",))  # --pages auto ranks pages by a question: batch reads every page asked
+@read_options(exclude=("top_pages", *ONLY_OCR))  # --pages auto ranks pages by a question: batch reads every page asked
 def batch(
     paths: Annotated[list[str], typer.Argument(help="PDFs, images or folders (walked recursively).")],
     question_file: Annotated[

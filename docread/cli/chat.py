@@ -30,7 +30,7 @@ from docread.cli.output import safe_text, write_json, write_out
 from docread.errors import EXIT_OK, DocreadError
 from docread.events import Events
 from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.settings import Settings
+from docread.settings import ONLY_OCR, Settings
 
 app = typer.Typer()
 
@@ -57,7 +57,7 @@ class _Render(Events):
 
 
 @app.command(epilog="Examples:\n\n  docread chat report.pdf\n\n  docread chat scan.png --server http://127.0.0.1:8321")
-@read_options(exclude=("pages", "top_pages"))  # chat reads one page at a time: --page and /page N
+@read_options(exclude=("pages", "top_pages", *ONLY_OCR))  # chat reads one page at a time: --page and /page N
 def chat(
     file: Annotated[str, typer.Argument(help="A PDF or image.")],
     page: Annotated[int, typer.Option("--page", min=1, help="The page to start on (/page N switches).")] = 1,

@@ -27,7 +27,7 @@ from docread.cli.options import (
 from docread.cli.output import write_json
 from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
 from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.settings import TASK_FIELDS, Settings
+from docread.settings import EXTRACT_DEFAULTS, TASK_FIELDS, Settings
 
 app = typer.Typer()
 
@@ -36,7 +36,7 @@ app = typer.Typer()
     epilog="Examples:\n\n  docread extract invoice.pdf --field total:number --field due_date:date\n\n"
     "  docread extract invoices/*.pdf --schema invoice.schema.json -o fields.jsonl"
 )
-@read_options(only=TASK_FIELDS["extract"])
+@read_options(only=TASK_FIELDS["extract"], defaults=EXTRACT_DEFAULTS)
 def extract(
     files: Annotated[list[str], typer.Argument(metavar="FILE...", help="PDFs or images.")],
     field: Annotated[
@@ -73,7 +73,15 @@ def extract(
     value null and an error (exit 1); a file that cannot be read is an error line and the others go on."""
     import json
 
-    from docread.extract import TYPE_PATTERNS, extract_document, field_specs, is_nested, load_schema, schema_fields
+    from docread.extract import (
+        TYPE_PATTERNS,
+        extract_document,
+        failed_document,
+        field_specs,
+        is_nested,
+        load_schema,
+        schema_fields,
+    )
 
     if bool(field) == bool(schema):
         raise UsageError("give --field NAME[:TYPE] (repeatable) or --schema SCHEMA.json, one of the two")
@@ -102,11 +110,11 @@ def extract(
                     settings=settings,
                     limits=make_limits(max_pixels, timeout),
                 )
-            except DocreadError as e:
-                failed = True
+            except DocreadError as e:  # the file's error record, as batch writes one; the others go on
                 err.error(e.message)
-                continue
-            failed |= any(f["error"] for f in record["fields"].values())
+                names = [f.name for f in fields] or list((loaded or {}).get("properties", {}))
+                record = failed_document(file, names, e)
+            failed |= record["error"] is not None or any(f["error"] for f in record["fields"].values())
             if sink is None:
                 write_json(record)
             else:

@@ -151,10 +151,13 @@ def setting_option(f, default: Any = None, *, auto_pages: bool = True, help: str
     if kind in (int, float):
         bounds = {k: kind(meta[k]) for k in ("min", "max") if meta[k] is not None}
     annotation = Optional[kind] if (default is None or f.default is None) and kind is not bool else kind
+    flags = setting_flags(f)
+    if kind is bool and default is True:  # on by default here (extract's --extractive): --no-... turns it off
+        flags = tuple(f"{flag}/--no-{flag[2:]}" for flag in flags if flag.startswith("--"))
     return Annotated[
         annotation,
         typer.Option(
-            *setting_flags(f),
+            *flags,
             help=help or _help(f, auto_pages),
             envvar=meta["envvar"],
             callback=_setting_callback(f, auto_pages),

@@ -34,7 +34,7 @@ from docread.cli.output import write_json, write_out
 from docread.errors import EXIT_FAILED, EXIT_OK, DocreadError, UsageError
 from docread.events import Events
 from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.settings import OCR_MAX_NEW_TOKENS, TASK_FIELDS, Settings, Task
+from docread.settings import OCR_MAX_NEW_TOKENS, ONLY_OCR, TASK_FIELDS, Settings, Task
 
 app = typer.Typer()
 
@@ -95,7 +95,7 @@ class _Render(Events):
     epilog='Examples:\n\n  docread ask invoice.pdf "What is the total amount?"\n\n'
     '  docread ask report.pdf "Who signed it?" "When?" --pages 1-3 --json | jq .answer'
 )
-@read_options(auto_pages=True)
+@read_options(auto_pages=True, exclude=ONLY_OCR)
 def ask(
     file: Annotated[str, typer.Argument(help="A PDF or image; - reads stdin.")],
     questions: Annotated[
@@ -347,18 +347,28 @@ def ocr(
     settings: Settings,
 ):
     """Transcribe the text of each page (streamed on a terminal; --json: one line per page, an error
-    record for a page that fails while the others go on)."""
+    record for a page that fails while the others go on). --source text prints the PDF's own text layer
+    (else OCR) and loads no model; auto loads one only for a page without a text layer."""
+    from docread.document import ocr_document
     from docread.records import ocr_record
+    from docread.settings import OcrSource
 
     err = diagnostics(quiet)
     render = _OcrRender(err, live=not json_out)
     failed = False
     limits = make_limits(max_pixels, timeout)
     with _source(file, server, settings, limits, render) as source:
-        reader = choose_reader(server, api_key, model, adapter, device, quant, offline, err)
         name = getattr(source, "name", file)
+        if server:
+            reader = choose_reader(server, api_key, model, adapter, device, quant, offline, err)
+            results = reader.ocr(source, settings=settings, limits=limits, events=render, stream=not json_out)
+        else:  # the model is loaded at the first page that needs it (none with --source text)
+            load = None
+            if settings.source != OcrSource.text:
+                load = lambda: choose_reader(None, api_key, model, adapter, device, quant, offline, err).model  # noqa: E731
+            results = ocr_document(load, source, settings=settings, limits=limits, events=render, stream=not json_out)
         try:
-            for result in reader.ocr(source, settings=settings, limits=limits, events=render, stream=not json_out):
+            for result in results:
                 record = ocr_record(name, result)
                 failed |= record["status"] != "ok"
                 if json_out:

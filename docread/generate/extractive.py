@@ -6,7 +6,7 @@ the end of the answer is allowed once it holds a span. So every answer is on the
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -22,10 +22,11 @@ def normalized(text: str) -> str:
 
 
 class Extractive:
-    """A Constraint (reset by an empty answer) keeping each answer a span of `text`."""
+    """A Constraint (reset by an empty answer) keeping each answer a span of `text`; with `accept`, the
+    answer may end only where `accept(answer)` holds (extract's typed spans: where it parses)."""
 
-    def __init__(self, tokenizer, text: str, eos_token_ids: Iterable[int]):
-        self.tokenizer, self.eos = tokenizer, sorted(set(eos_token_ids))
+    def __init__(self, tokenizer, text: str, eos_token_ids: Iterable[int], accept: Callable[[str], bool] | None = None):
+        self.tokenizer, self.eos, self.accept = tokenizer, sorted(set(eos_token_ids)), accept
         self.text = normalized(text).strip()
         self.first = (tokenizer(self.text, add_special_tokens=False).input_ids or self.eos)[0]
         self.checked = 0  # candidates decoded so far (what a step costs)
@@ -34,13 +35,18 @@ class Extractive:
         said = normalized(self.tokenizer.decode(tokens, skip_special_tokens=True)).lstrip()
         return bool(said) and said in self.text
 
+    def _ends(self, tokens: list[int]) -> bool:
+        if not self._fits(tokens):
+            return False
+        return self.accept is None or self.accept(self.tokenizer.decode(tokens, skip_special_tokens=True).strip())
+
     def __call__(self, logits: torch.Tensor, tokens: list[int]) -> torch.Tensor:  # logits: (1, V)
         order = torch.argsort(logits[0], descending=True).tolist()
         allowed: list[int] = []
         for start, stop in ((0, TOP_K), (TOP_K, WIDE_K)):
             for token in order[start:stop]:
                 if token in self.eos:
-                    if tokens and self._fits(tokens):
+                    if tokens and self._ends(tokens):
                         allowed.append(token)
                     continue
                 self.checked += 1

@@ -22,12 +22,15 @@ MAX_QUESTIONS = 32  # questions (or texts, or fields) one tool call may ask
 DEFAULT_NAME = "document"  # the label of base64 content sent without a filename
 
 
-def settings_parameters(only: Iterable[str] | None = None, defaults: dict | None = None) -> list[inspect.Parameter]:
-    """Each Settings field (or those in `only`) as a keyword parameter: its type, default, bounds and help."""
+def settings_parameters(
+    only: Iterable[str] | None = None, defaults: dict | None = None, exclude: Iterable[str] = ()
+) -> list[inspect.Parameter]:
+    """Each Settings field (or those in `only`, less `exclude`) as a keyword parameter: its type, default,
+    bounds and help."""
     wanted, defaults = (set(only) if only is not None else None), defaults or {}
     out = []
     for f in setting_fields():
-        if wanted is not None and f.name not in wanted:
+        if (wanted is not None and f.name not in wanted) or f.name in exclude:
             continue
         meta, kind = f.metadata, field_type(f)
         pairs = (("ge", "min"), ("le", "max"), ("max_length", "max_length"))

@@ -29,7 +29,7 @@ from docread.mcp.tools import (
     Progress,
     Work,
 )
-from docread.settings import OCR_MAX_NEW_TOKENS, TASK_FIELDS, Task
+from docread.settings import EXTRACT_DEFAULTS, OCR_MAX_NEW_TOKENS, ONLY_OCR, TASK_FIELDS, Task
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 PATH = "/mcp"
@@ -94,7 +94,7 @@ def build_server(work: Work) -> MCPServer:
         "ask_document",
         "Answer questions about a PDF or image: each question's best page's answer, its score, evidence "
         "(where it occurs in the page text) and every page's answer (the records of docread ask --json).",
-        [*DOCUMENT_PARAMETERS, questions, *settings_parameters()],
+        [*DOCUMENT_PARAMETERS, questions, *settings_parameters(exclude=ONLY_OCR)],
         AskOutput,
         ask,
     )
@@ -112,7 +112,7 @@ def build_server(work: Work) -> MCPServer:
         "Typed fields out of a document: `fields` as NAME or NAME:TYPE (string, number, integer, date, boolean) "
         "or a JSON Schema object `schema` (one field per property, its description as the question); each "
         "field's value, raw answer, page, score, evidence and error (docread extract's record).",
-        [*DOCUMENT_PARAMETERS, *_extract_parameters(), *settings_parameters(EXTRACT_FIELDS)],
+        [*DOCUMENT_PARAMETERS, *_extract_parameters(), *settings_parameters(EXTRACT_FIELDS, EXTRACT_DEFAULTS)],
         ExtractOutput,
         extract,
     )

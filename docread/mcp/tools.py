@@ -145,14 +145,15 @@ class Work:
         return {"answers": [r.to_json() for r in results], "warnings": events.warnings}
 
     def ocr(self, doc: tuple, settings: Settings, events: Progress) -> dict:
+        from docread.document import ocr_document
+        from docread.settings import OcrSource
+
         with self._lock, self.documents.opened(*doc, settings, self.limits) as document:
-            reader = self.reader()
-            pages = _library(
-                lambda: [
-                    ocr_record(document.name, r)
-                    for r in reader.ocr(document, settings=settings, limits=self.limits, events=events)
-                ]
-            )
+            if settings.source == OcrSource.text:  # the text layer or OCR: no model loaded
+                read = ocr_document(None, document, settings=settings, limits=self.limits, events=events)
+            else:
+                read = self.reader().ocr(document, settings=settings, limits=self.limits, events=events)
+            pages = _library(lambda: [ocr_record(document.name, r) for r in read])
         return {"pages": pages, "warnings": events.warnings}
 
     def extract(self, doc: tuple, fields: list[str] | None, schema: dict | None, settings, events) -> dict:

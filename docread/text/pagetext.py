@@ -48,6 +48,7 @@ class PageText:
     scale: float = 1.0  # rendered pixels per point (the page's dpi / 72)
     words: list[Word] = field(default_factory=list)
     chars: list[Char] = field(default_factory=list)
+    confidence: float | None = None  # OCR's mean character confidence (0-1); None for a text layer
     cache: dict = field(default_factory=dict, repr=False, compare=False)  # the matcher's index (text.match)
 
     @property
@@ -83,7 +84,8 @@ def page_text(document: Document, page: Page, mode: str = TextMode.auto) -> Page
         text = PageText(page.number, "none", page.width, page.height, 1.0)
     if mode == TextMode.ocr or (mode == TextMode.auto and ocr_available()):
         image = document.render(page, page.width, page.height)
-        text.words = [Word(w.text, tuple(v / text.scale for v in w.bbox), w.line) for w in ocr_words(image, where)]
+        words, text.confidence = ocr_words(image, where)
+        text.words = [Word(w.text, tuple(v / text.scale for v in w.bbox), w.line) for w in words]
         text.source = "ocr"
     return text
 
@@ -201,44 +203,67 @@ def _ocr_engine():
     return _engine
 
 
-def ocr_words(image, where: str) -> list[Word]:
-    """Words of an RGB image by rapidocr (PP-OCRv4), boxes in the image's pixels, lines top to bottom."""
+def ocr_words(image, where: str) -> tuple[list[Word], float | None]:
+    """Words of an RGB image by rapidocr (PP-OCRv4), boxes in the image's pixels, lines top to bottom, and
+    the mean confidence of the characters kept (None when no line was). Word gaps the recogniser ran
+    together are rebuilt from its character boxes and the line's ink (`docread.text.ocrspaces`)."""
     import numpy as np
 
     engine = _ocr_engine()
+    rgb = np.asarray(image.convert("RGB"))
     with boundary(where, "OCR it"):
-        result, _ = engine(np.asarray(image.convert("RGB")), return_word_box=True)
-    lines = []
+        result, _ = engine(rgb, return_word_box=True)
+    gray = np.asarray(image.convert("L"))
+    lines, scores = [], []
     for item in result or []:
         quad, text, score = item[0], item[1], item[2]
         if score < OCR_MIN_SCORE or not text.strip():
             continue
         xs, ys = [p[0] for p in quad], [p[1] for p in quad]
         line_box = (min(xs), min(ys), max(xs), max(ys))
-        chars = item[3] if len(item) > 4 and len(item[3]) == len(item[4]) else None
-        lines.append((line_box, _split_line(text, line_box, chars, item[4] if chars else None)))
-    lines.sort(key=lambda entry: (entry[0][1] + entry[0][3]) / 2)
+        chars = item[4] if len(item) > 4 and len(item[3]) == len(item[4]) else None
+        per_char = item[5] if len(item) > 5 and chars and len(item[5]) == len(chars) else None
+        scores += per_char or [score] * len(text)
+        lines.append((line_box, _split_line(text, line_box, item[3] if chars else None, chars, gray)))
     words = []
-    for index, (_, line_words) in enumerate(lines):
-        words += [Word(t, _round(b), index) for t, b in logical_order(line_words)]
-    return words
+    for index, row in enumerate(_rows(lines)):
+        words += [Word(t, _round(b), index) for t, b in logical_order([w for _, ws in row for w in ws])]
+    return words, (round(float(np.mean(scores)), 4) if scores else None)
 
 
-def _split_line(text: str, box: Box, char_boxes, chars) -> list[tuple[str, Box]]:
-    """A recognised line cut into words: by rapidocr's character boxes when it gave them, else by
-    sharing the line's width in proportion to the characters."""
+def _rows(lines: list[tuple[Box, list]]) -> list[list[tuple[Box, list]]]:
+    """Detected text boxes grouped into the page's lines, top to bottom: a horizontal box whose vertical
+    centre lies within the previous horizontal box of the row joins it (the detector often cuts one line
+    in pieces), and a row's boxes read left to right; a tall box (vertical text) stays a line of its own."""
+    rows: list[list[tuple[Box, list]]] = []
+    for entry in sorted(lines, key=lambda e: (e[0][1] + e[0][3]) / 2):
+        box = entry[0]
+        last = rows[-1][-1][0] if rows else None
+        flat = box[2] - box[0] >= box[3] - box[1]
+        if (
+            last is not None
+            and flat
+            and last[2] - last[0] >= last[3] - last[1]
+            and last[1] < (box[1] + box[3]) / 2 < last[3]
+        ):
+            rows[-1].append(entry)
+        else:
+            rows.append([entry])
+    return [sorted(row, key=lambda e: e[0][0]) for row in rows]
+
+
+def _split_line(text: str, box: Box, char_boxes, chars, gray=None) -> list[tuple[str, Box]]:
+    """A recognised line cut into words: by rapidocr's character boxes when it gave them (with the word
+    gaps it ran together rebuilt from the ink of a horizontal line), else by sharing the line's width
+    in proportion to the characters."""
+    from docread.text.ocrspaces import rebuild_line
+
     if char_boxes is not None:
-        words, current, boxes = [], "", []
-        for ch, quad in list(zip(chars, char_boxes)) + [(" ", None)]:
-            if ch.strip():
-                current += ch
-                boxes.append(quad)
-            elif current:
-                xs = [p[0] for q in boxes for p in q]
-                words.append((current, (min(xs), box[1], max(xs), box[3])))
-                current, boxes = "", []
+        spans = [(min(p[0] for p in q), max(p[0] for p in q)) for q in char_boxes]
+        horizontal = box[2] - box[0] >= box[3] - box[1]
+        words = rebuild_line(gray if horizontal else None, box, chars, spans)
         if words:
-            return words
+            return [(t, (x0, box[1], x1, box[3])) for t, (x0, x1) in words]
     words, x0, width = [], box[0], box[2] - box[0]
     per_char = width / max(1, len(text))
     position = 0

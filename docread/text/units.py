@@ -135,6 +135,21 @@ def date_readings(m: re.Match) -> list[str]:
 DATE_PATTERNS = (_DATE_NUMERIC, _DATE_DMY_WORDS, _DATE_MDY_WORDS)
 
 
+def typed_spans(text: str, kind: str) -> list[str]:
+    """The spans of `text` written as a date (`kind` "date") or a number (else: sign, digits and their
+    separators), as they stand, each once: what an extractive typed field may answer."""
+    lowered = text.lower()
+    source = lowered if len(lowered) == len(text) else text  # month names match in lower case
+    if kind == "date":
+        found = [text[m.start() : m.end()] for p in DATE_PATTERNS for m in p.finditer(source)]
+    else:
+        found = [m.group(0) for m in _SIGNED_NUMBER.finditer(text)]
+    return list(dict.fromkeys(found))
+
+
+_SIGNED_NUMBER = re.compile(r"(?<![\w-])-?(?:" + _NUMBER.pattern + r")(?![\w-])")  # not inside INV-2026-0412
+
+
 def _dates(text: str) -> list[str]:
     """`text` with each date rewritten as ISO 8601, one variant per reading of an ambiguous date."""
     variants = [text]
