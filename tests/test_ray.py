@@ -76,13 +76,18 @@ def without_timing(records):
 
 
 @HEAVY
-def test_ray_engine_writes_the_local_records(tiny_llava, tiny_reader, folder, tmp_path, cluster):
-    """Greedy answers (and scores) equal the local engine's: each group of pages is encoded as locally."""
+def test_ray_engine_writes_the_local_records_and_a_reader_that_dies_is_restarted(
+    tiny_llava, tiny_reader, folder, tmp_path, cluster
+):
+    """Greedy answers (and scores) equal the local engine's: each group of pages is encoded as locally; the
+    first reader to take a group dies at once (as if killed), is restarted, and nothing is written twice.
+    One Ray run proves both: each run starts readers that import torch and load the model."""
     files = [str(folder / name) for name in ("a.pdf", "b.png", "c.pdf", "d.pdf")]
     local_out = tmp_path / "local.jsonl"
     with record_log(str(local_out), resume=False) as sink:  # conftest's tiny_reader: load(tiny_llava, cpu, none)
         run_batch(tiny_reader, files, QUESTIONS, sink, settings=Settings(max_new_tokens=3, max_slices=1))
     ray_out = tmp_path / "ray.jsonl"
+    cluster.unlink()  # armed: the first reader to take a group exits at once
     result = docread(
         "batch",
         folder,
@@ -98,8 +103,11 @@ def test_ray_engine_writes_the_local_records(tiny_llava, tiny_reader, folder, tm
         "--workers",
         "2",
     )
+    assert cluster.exists()  # a reader did die
     assert result.returncode == 1, result.output  # the corrupt file: error records, the job went on
-    local, remote = without_timing(records_of(local_out)), without_timing(records_of(ray_out))
+    records = records_of(ray_out)
+    assert len(records) == len({r["key"] for r in records}) == (5 + 1 + 1 + 1) * 2  # each once
+    local, remote = without_timing(records_of(local_out)), without_timing(records)
     assert len(local) == (5 + 1 + 1 + 1) * 2 and local.keys() == remote.keys()
     # the same tokens; scores to float noise (a Ray actor runs torch on its own thread count: sums in another order)
     differ = {
@@ -112,32 +120,6 @@ def test_ray_engine_writes_the_local_records(tiny_llava, tiny_reader, folder, tm
     assert [r["status"] for r in corrupt] == ["error", "error"] and corrupt[0]["error"]["code"] == "corrupt"
     assert "14 answers, 2 errors" in result.stderr and result.stdout == ""  # Ray's own prints go to stderr
     assert "\x1b[" not in result.stderr and "Warning" not in result.stderr  # off a terminal: no colour, no warnings
-
-
-@HEAVY
-def test_a_reader_that_dies_is_restarted_and_nothing_is_written_twice(tiny_llava, folder, tmp_path, cluster):
-    cluster.unlink()  # armed: the first reader to take a group exits at once
-    out = tmp_path / "out.jsonl"
-    files = [str(folder / name) for name in ("a.pdf", "b.png", "c.pdf", "d.pdf")]
-    with record_log(str(out), resume=False) as sink:
-        failed = run_batch_ray(
-            files,
-            QUESTIONS,
-            sink,
-            settings=Settings(max_new_tokens=3, max_slices=1),
-            model=str(tiny_llava),
-            device="cpu",
-            quant="none",
-            workers=1,
-        )
-    assert cluster.exists()  # a reader did die
-    records = records_of(out)
-    assert failed == 2 and len(records) == len({r["key"] for r in records}) == (5 + 1 + 1 + 1) * 2
-    assert {(os.path.basename(r["file"]), r["page"]) for r in records} == {("a.pdf", p) for p in range(1, 6)} | {
-        ("b.png", 1),
-        ("c.pdf", None),
-        ("d.pdf", 1),
-    }
 
 
 @HEAVY
