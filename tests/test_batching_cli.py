@@ -86,7 +86,7 @@ def test_ask_pages_times_questions_in_one_batch_answers_as_each_pair_alone(
 def batch_run(tiny_llava, files, out, *args):
     questions = out.parent / "q.txt"
     questions.write_text("\n".join(QUESTIONS) + "\n")
-    return docread("batch", files, "-Q", questions, "-o", out, "--model", tiny_llava, "--device", "cpu",
+    return docread("batch", *files, "-Q", questions, "-o", out, "--model", tiny_llava, "--device", "cpu",
                    "--max-slices", 2, "--max-new-tokens", TOKENS, *args)  # fmt: skip
 
 
@@ -103,21 +103,21 @@ def records_of(path) -> dict[str, dict]:
 def test_batch_size_1_and_4_write_the_same_records_across_files(
     tiny_llava, files, reuse_loaded_models, batches, tmp_path
 ):
-    one = batch_run(tiny_llava, files, tmp_path / "one.jsonl", "--batch-size", 1)
+    inputs = [files / "b.png", files / "a.pdf"]  # 3 pages x 2 questions: batches of 4 and 2, the first of both files
+    one = batch_run(tiny_llava, inputs, tmp_path / "one.jsonl", "--batch-size", 1)
     assert one.returncode == 0, one.stderr
     assert batches == []  # batch 1: every pair alone
-    four = batch_run(tiny_llava, files, tmp_path / "four.jsonl", "--batch-size", 4, "--verbose")
+    four = batch_run(tiny_llava, inputs, tmp_path / "four.jsonl", "--batch-size", 4, "--verbose")
     assert four.returncode == 0, four.stderr
     assert "batch 4 (as asked), KV per sequence" in four.stderr
-    assert [len(b) for b in batches] == [4, 4]  # 4 pages x 2 questions
-    assert any(len(set(b)) > 1 for b in batches)  # a batch holds pairs of two files
+    assert [len(b) for b in batches] == [4, 2] and len(set(batches[0])) == 2  # pairs of two files in one batch
     assert records_of(tmp_path / "one.jsonl") == records_of(tmp_path / "four.jsonl")
-    assert len(records_of(tmp_path / "four.jsonl")) == 8
+    assert len(records_of(tmp_path / "four.jsonl")) == 6
 
 
 def test_out_of_memory_halves_the_batch_and_loses_or_repeats_no_record(tiny_reader, files, monkeypatch, tmp_path):
-    """A batch of more than 2 rows runs out of memory after its first answer: the batch halves (8 -> 4 -> 2),
-    the finished answer is kept, the others retried; a run stopped early resumes to the same records."""
+    """A batch of more than 2 rows runs out of memory after its first answer: the batch halves (4 -> 2), the
+    finished answer is kept, the others retried; a run stopped early resumes to the same records."""
     import torch
 
     real = DocReader.stream_many
@@ -130,8 +130,8 @@ def test_out_of_memory_halves_the_batch_and_loses_or_repeats_no_record(tiny_read
             if len(requests) > 2 and not isinstance(event[1], str):
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    paths = [str(files / name) for name in ("a.pdf", "b.png", "c.png")]
-    settings = Settings(max_new_tokens=TOKENS, max_slices=2)
+    paths = [str(files / name) for name in ("b.png", "c.png")]
+    settings = Settings(max_new_tokens=4, max_slices=1)
     alone = tmp_path / "alone.jsonl"
     sink = record_log(str(alone), resume=False)
     assert run_batch(LocalEngine(tiny_reader, batch_size=1), paths, QUESTIONS, sink, settings=settings) == 0
@@ -141,12 +141,12 @@ def test_out_of_memory_halves_the_batch_and_loses_or_repeats_no_record(tiny_read
     out = tmp_path / "out.jsonl"
     written = []
     sink = record_log(str(out), resume=False)
-    engine = LocalEngine(tiny_reader, batch_size=8)
+    engine = LocalEngine(tiny_reader, batch_size=4)
     run_batch(engine, paths, QUESTIONS, sink, settings=settings, on_record=written.append,
-              should_stop=lambda: len(written) >= 3)  # fmt: skip
+              should_stop=lambda: len(written) >= 2)  # fmt: skip
     sink.close()
-    assert sizes[:3] == [8, 4, 2] and engine.halving.size == 2 and engine.halving.halvings == 2
-    assert 3 <= len(out.read_text().splitlines()) < 8
+    assert sizes[:2] == [4, 2] and engine.halving.size == 2 and engine.halving.halvings == 1
+    assert 2 <= len(out.read_text().splitlines()) < 4
     sink = record_log(str(out), resume=True)
     assert run_batch(engine, paths, QUESTIONS, sink, settings=settings) == 0
     sink.close()
@@ -154,7 +154,7 @@ def test_out_of_memory_halves_the_batch_and_loses_or_repeats_no_record(tiny_read
     sink = record_log(str(out), resume=True)
     run_batch(engine, paths, QUESTIONS, sink, settings=settings)  # nothing owed: nothing appended
     sink.close()
-    assert len(out.read_text().splitlines()) == 8
+    assert len(out.read_text().splitlines()) == 4
 
 
 def test_halving_keeps_finished_items_and_order():
