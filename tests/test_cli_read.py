@@ -146,6 +146,7 @@ def test_batch_records_for_a_folder_with_a_corrupt_file(tiny_llava, folder, tmp_
     )
     assert run.returncode == 1  # the corrupt file failed, the rest went on
     records = [json.loads(line) for line in out.read_text().splitlines()]
+
     # written as they finish (pairs decode in batches across files): in order of file, page and question here
     def order(r):
         return os.path.basename(r["file"]), r["page"] or 0, r["question"]

@@ -15,7 +15,8 @@ from docread.errors import UsageError
 AUTO = "auto"
 CPU_CAP = 16  # sequences at once on a CPU: past this a step's matmuls are compute-bound, no cheaper per token
 CUDA_CAP = 64  # on a GPU: past this the batch's prefill of 64 pages' prompts dominates the decode it saves
-HEADROOM = 0.8  # share of free memory the batch's KV may take: activations, logits and allocator slack the rest
+HEADROOM = 0.5  # share of free memory the batch's KV copies may take: the pages' own prefix caches beside
+# them take about as much again; activations, logits and allocator slack the rest
 LARGEST_PAGE = 8000  # px a side: a page this large plans the most tiles the preset allows (the longest prefix)
 
 
