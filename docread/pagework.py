@@ -172,7 +172,7 @@ def answer_pages(
     for work in works:
         ready = _start(reader, work, settings, events, encode)
         for question in work.questions:
-            if question not in ready:
+            if ready.get(question) is not True:  # the page failed, or this question overflows the context
                 yield _finish(events, work, question, ready.get(question) or work.error)
         pending += [(work, q) for q in work.questions if ready.get(q) is True]
         while len(pending) >= batch.size:
