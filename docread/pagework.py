@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from docread.errors import DocreadError
 from docread.events import Events
-from docread.generate.sizing import Halving, is_out_of_memory, reader_plan, release_memory
+from docread.generate.sizing import Halving, halving_warning, is_out_of_memory, reader_plan, release_memory
 from docread.intake import Document
 from docread.reader import DocReader
 from docread.results import Answer
@@ -166,7 +166,8 @@ def answer_pages(
     Alone, an out-of-memory re-encodes the page with fewer tiles; a question that overflows the context
     is its own error; each page's KV cache is freed once its questions are done."""
     events = events or Events()
-    batch = batch or Halving(reader_plan(reader, settings.max_new_tokens).size)
+    if batch is None:
+        batch = Halving(reader_plan(reader, settings.max_new_tokens).size, lambda n: events.warning(halving_warning(n)))
     decoder = _PairDecoder(reader, settings, events, stream)
     pending: list[tuple[PageWork, str]] = []
     for work in works:

@@ -170,10 +170,11 @@ def test_halving_keeps_finished_items_and_order():
             if len(batch) > 2:
                 raise OutOfMemoryError("simulated")
 
-    halving = Halving(4)
+    heard = []
+    halving = Halving(4, on_halve=heard.append)
     got = list(halving.run(range(7), decode, alone=lambda item, error: None))
     assert sorted(got) == [(i, i * 10) for i in range(7)] and len(got) == 7
-    assert tried[:3] == [[0, 1, 2, 3], [1, 2], [3, 4]] and halving.size == 2
+    assert tried[:3] == [[0, 1, 2, 3], [1, 2], [3, 4]] and halving.size == 2 and heard == [2]
 
 
 def test_alone_out_of_memory_is_the_items_own_result():

@@ -11,7 +11,7 @@ from itertools import chain
 from docread.batch.engine import Engine, Group
 from docread.document import page_constraint
 from docread.errors import DocreadError
-from docread.generate.sizing import AUTO, BatchPlan, Halving, reader_plan, release_memory
+from docread.generate.sizing import AUTO, BatchPlan, Halving, halving_warning, reader_plan, release_memory
 from docread.pagework import PageWork, answer_pages, page_source, page_work
 from docread.reader import DocReader
 from docread.records import BatchRecord
@@ -65,7 +65,8 @@ class LocalEngine(Engine):
         if first is None:
             return
         if self.halving is None:
-            self.halving = Halving(self.plan(first.settings).size)
+            warn = first.events.warning
+            self.halving = Halving(self.plan(first.settings).size, lambda n: warn(halving_warning(n)))
 
         def works() -> Iterator[PageWork]:
             for group in chain([first], groups):

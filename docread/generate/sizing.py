@@ -124,6 +124,10 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
 
+def halving_warning(size: int) -> str:
+    return f"out of GPU memory: decoding {size} sequence{'s' * (size > 1)} at a time from now on"
+
+
 def release_memory() -> None:
     """Give the CUDA allocator's cached blocks back after an out-of-memory."""
     import torch
@@ -135,12 +139,13 @@ def release_memory() -> None:
 class Halving:
     """Decodes work in batches of up to `size`. A batch that runs out of memory is retried at half its size
     (kept for the rest of the run): its finished items stay finished, its unfinished ones go back first, in
-    order, so no item is lost or done twice. An item alone that runs out goes to `alone(item, error)`."""
+    order, so no item is lost or done twice. An item alone that runs out goes to `alone(item, error)`.
+    `on_halve(size)` hears of each halving (a surface's warning)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, on_halve: Callable[[int], None] = lambda size: None):
         if size < 1:
             raise ValueError(f"a batch holds at least one sequence, got {size}")
-        self.size = size
+        self.size, self.on_halve = size, on_halve
         self.halvings = 0
 
     def run(
@@ -169,4 +174,5 @@ class Halving:
                     continue
                 self.size = max(1, len(batch) // 2)
                 self.halvings += 1
+                self.on_halve(self.size)
                 queue = left + queue
