@@ -221,3 +221,31 @@ def test_a_batch_size_with_a_server_says_the_server_batches(tmp_path):
     run = docread("batch", tmp_path, "-Q", tmp_path / "q.txt", "-o", tmp_path / "o.jsonl", "--batch-size", 4,
                   "--server", "http://127.0.0.1:9")  # fmt: skip
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "--max-batch" in run.stderr, run.stderr
+
+
+def test_a_question_over_the_context_is_its_own_error_and_the_batch_goes_on(tiny_reader, batches):
+    """--max-new-tokens leaves room for the two short questions, not the long one: the long one is a
+    context_overflow record, the short ones are decoded together (each stopped at once by an EOS-only
+    constraint, so the big room costs nothing)."""
+    import torch
+
+    from docread.pagework import answer_pages, page_work
+
+    image = Image.new("RGB", (320, 240), (90, 160, 90))
+    short, long = ["What?", "Who?"], "Which " + "word " * 60 + "is it?"
+    encoded = tiny_reader.encode(lambda w, h: image.resize((w, h)), *image.size, short, max_new_tokens=8)
+    room = tiny_reader.context - max(tiny_reader.context_needed(encoded, q) for q in short)
+    eos = tiny_reader.eos_token_ids
+
+    def only_eos(logits, tokens):
+        kept = torch.full_like(logits, float("-inf"))
+        kept[..., eos] = logits[..., eos]
+        return kept
+
+    settings = Settings(max_new_tokens=room)
+    work = page_work(None, SimpleNamespace(number=1), [short[0], long, short[1]], settings, encoded=encoded,
+                     constrain=only_eos)  # fmt: skip
+    results = {r.question: r for _, r in answer_pages(tiny_reader, [work], settings, batch=Halving(4))}
+    assert results[long].answer is None and results[long].error.code == "context_overflow"
+    assert all(results[q].error is None and results[q].answer.stopped_by == "eos" for q in short)
+    assert [len(b) for b in batches] == [2]
