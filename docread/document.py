@@ -8,23 +8,21 @@ each once for all its questions, answer, and keep every finished answer when a l
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from docread.errors import DocreadError, UsageError
 from docread.events import Events
 from docread.intake import Document, Limits, open_document
+from docread.pagework import Encode, PageAnswer, PageWork, answer_page, answer_pages, page_work
 from docread.reader import DocReader
 from docread.results import Answer, DocumentAnswer, best_of
-from docread.settings import AUTO_PAGES, OCR_MAX_NEW_TOKENS, OcrSource, Settings, Task, TextMode, View
+from docread.settings import AUTO_PAGES, OCR_MAX_NEW_TOKENS, OcrSource, Settings, Task, TextMode
 from docread.text.evidence import PageTexts, attach_evidence
 from docread.text.ranking import choose_pages
 from docread.text.spans import page_constraint
-from docread.text.textprompt import Reference, blame_text, page_reference, with_reference
-from docread.views.encoded import EncodedPage, PageSource
+from docread.text.textprompt import page_reference
 
-OOM_SLICES = (16, 9, 4, 0)  # tile budgets tried, in turn, when a page does not fit in GPU memory
 MAX_ASK_PAGES = 20  # pages `ask` reads when no --pages is given
 
 
@@ -36,188 +34,6 @@ def unique_questions(questions: Sequence[str]) -> list[str]:
     if not unique:
         raise UsageError("no question given: ask at least one non-empty question", code="no_questions")
     return unique
-
-
-# -- one page, several questions ------------------------------------------------------------------
-def page_source(document: Document, page) -> PageSource:
-    return PageSource(lambda w, h: document.render(page, w, h), page.width, page.height, document.name, page.number)
-
-
-def free_gpu_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def encode_with_fallback(
-    reader: DocReader, document: Document, page, prompts: Sequence[str], settings: Settings, *, below: int | None = None
-) -> tuple[EncodedPage, bool]:
-    """Encode a page and prefill its prefix; on CUDA out-of-memory free memory and retry with fewer
-    tiles (16 -> 9 -> 4 -> 0), or only budgets under `below` when a larger one already failed.
-    Returns the encoded page and whether it had to be degraded."""
-    import torch
-
-    requested = reader.preset.max_slices if settings.max_slices is None else settings.max_slices
-    budgets = [requested] + [n for n in OOM_SLICES if n < requested]
-    if settings.view != View.hires:  # the native view has one shape: nothing to degrade to
-        budgets = budgets[:1]
-    if below is not None:
-        budgets = [n for n in budgets if n < below]
-    for budget in budgets:
-        try:
-            (encoded,) = reader.encode_pages(
-                [page_source(document, page)],
-                prompts,
-                max_slices=budget,
-                max_new_tokens=settings.max_new_tokens,
-                view=settings.view,
-            )
-            encoded.cache  # noqa: B018  prefill now, so an out-of-memory shows here
-            return encoded, budget != requested
-        except torch.cuda.OutOfMemoryError:
-            free_gpu_memory()
-    raise DocreadError(
-        "out_of_memory",
-        f"{document.name} page {page.number} does not fit in GPU memory even "
-        "without tiles: free the GPU, or use --device cpu",
-    )
-
-
-def encode_group(
-    reader: DocReader, document: Document, pages: Sequence, prompts: Sequence[str], settings: Settings
-) -> list[EncodedPage] | None:
-    """Several pages through the vision encoder in one pass; None on CUDA out-of-memory (the caller
-    then encodes page by page, with the fallback)."""
-    import torch
-
-    try:
-        return reader.encode_pages(
-            [page_source(document, p) for p in pages],
-            prompts,
-            max_slices=settings.max_slices,
-            max_new_tokens=settings.max_new_tokens,
-            view=settings.view,
-        )
-    except torch.cuda.OutOfMemoryError:
-        free_gpu_memory()
-        return None
-
-
-# How a page becomes an EncodedPage: `encode_with_fallback`'s signature. A server passes its own to keep
-# encoded pages across requests (the page it returns must survive `release()` if it is to be reused).
-Encode = Callable[[DocReader, Document, object, Sequence[str], Settings], tuple[EncodedPage, bool]]
-
-
-@dataclass
-class PageAnswer:
-    """One question on one page: its Answer, or the error that kept the page from answering it."""
-
-    question: str
-    page: int
-    answer: Answer | None
-    error: DocreadError | None = None
-    degraded: bool = False  # the page was re-encoded with fewer tiles to fit GPU memory
-    source: str = "model"  # where an ocr page's text came from: model | layer | ocr (rapidocr)
-    confidence: float | None = None  # OCR's mean character confidence (rapidocr), else None
-
-
-def answer_page(
-    reader: DocReader,
-    document: Document,
-    page,
-    questions: Sequence[str],
-    settings: Settings,
-    *,
-    encoded: EncodedPage | None = None,
-    events: Events | None = None,
-    stream: bool = False,
-    reference: Reference | None = None,
-    encode: Encode | None = None,
-    constrain=None,
-) -> Iterator[PageAnswer]:
-    """Answer `questions` about one page, in order, from `encoded` or a fresh encoding. CUDA
-    out-of-memory while answering re-encodes the page with fewer tiles; a page that fails yields
-    an error for each question it still owed. The page's KV cache is freed at the end. `reference`:
-    page text put before each question (the plan counts it), see `docread.text.textprompt`."""
-    import torch
-
-    from docread.views.prompt import task_question
-
-    events = events or Events()
-    prompts = {q: with_reference(task_question(settings.task, q), reference) for q in questions}
-    degraded = False
-    pending = list(questions)
-    try:
-        if encoded is None:
-            encoded, degraded = (encode or encode_with_fallback)(
-                reader, document, page, list(prompts.values()), settings
-            )
-        _report_reduction(reader, encoded, page, degraded, events)
-        while pending:
-            question = pending[0]
-            if stream:
-                events.question(question)
-            try:
-                shape = constrain.get(question) if isinstance(constrain, Mapping) else constrain
-                answer = _answer(reader, encoded, prompts[question], settings, events.chunk if stream else None, shape)
-            except torch.cuda.OutOfMemoryError:
-                encoded.release()
-                free_gpu_memory()
-                encoded, _ = encode_with_fallback(
-                    reader, document, page, list(prompts.values()), settings, below=encoded.page_plan.max_slices
-                )
-                degraded = True
-                continue
-            except DocreadError as e:  # this question alone (a context overflow): the others go on
-                e = blame_text(e, reference)
-                pending.pop(0)
-                yield _done(events, PageAnswer(question, page.number, None, e, degraded))
-                continue
-            pending.pop(0)
-            answer.question = question
-            answer.text_prompt = None if reference is None else reference.to_json()
-            yield _done(events, PageAnswer(question, page.number, answer, None, degraded))
-    except DocreadError as e:  # the page failed: the questions it still owed get its error
-        e = blame_text(e, reference)
-        events.failed(page.number, e)
-        for question in pending:
-            yield _done(events, PageAnswer(question, page.number, None, e, degraded))
-    finally:
-        if encoded is not None:
-            encoded.release()
-
-
-def _done(events: Events, result: PageAnswer) -> PageAnswer:
-    events.answered(result)
-    return result
-
-
-def _answer(
-    reader: DocReader, encoded: EncodedPage, prompt: str, settings: Settings, on_chunk, constrain=None
-) -> Answer:
-    stream = reader.answer(
-        encoded,
-        prompt,
-        max_new_tokens=settings.max_new_tokens,
-        temperature=settings.temperature,
-        seed=settings.seed,
-        fast=settings.fast,
-        constrain=constrain,
-    )
-    for chunk in stream:
-        if on_chunk is not None:
-            on_chunk(chunk)
-    return stream.answer
-
-
-def _report_reduction(reader: DocReader, encoded: EncodedPage, page, degraded: bool, events: Events) -> None:
-    plan = encoded.page_plan
-    if plan.reduced or degraded:
-        why = "GPU memory" if degraded else f"the model's {reader.context}-token context"
-        events.warning(
-            f"page {page.number}: --max-slices {plan.requested_slices} reduced to {plan.max_slices} to fit {why}"
-        )
 
 
 # -- a whole document -------------------------------------------------------------------------------
@@ -287,41 +103,38 @@ def ask_document(
         )
         wanted = {q: {pick.page for pick in picks[q]} for q in questions}
         selected = [p for p in document.pages if any(p.number in w for w in wanted.values())]
-        answers: dict[str, list[Answer]] = {q: [] for q in questions}
-        errors: dict[str, list] = {q: [] for q in questions}
+        found: dict[tuple[str, int], Answer] = {}
+        failures: dict[tuple[str, int], DocreadError] = {}
         texts = PageTexts(document, settings.text)
-        for index, page in enumerate(selected, start=1):
-            events.page(page.number, index, len(selected))
-            asked = [q for q in questions if page.number in wanted[q]]
-            try:
-                shape = page_constraint(reader, texts, page, settings, constrain, asked)
-            except DocreadError as e:  # --extractive on a page without text: this page's error, the others go on
-                events.failed(page.number, e)
-                for q in asked:
-                    errors[q].append((page.number, e))
-                continue
-            for result in answer_page(
-                reader,
-                document,
-                page,
-                asked,
-                settings,
-                events=events,
-                stream=stream and len(selected) == 1,
-                encode=encode,
-                constrain=shape,
-                reference=page_reference(reader, document, texts, page, settings, events),
-            ):
-                if result.answer is not None:
-                    answers[result.question].append(result.answer)
-                else:
-                    errors[result.question].append((page.number, result.error))
+        works = _ask_works(reader, document, selected, wanted, questions, texts, settings, events, constrain)
+        one = stream and len(selected) == 1  # one page streams its answers live
+        for work, result in answer_pages(reader, works, settings, events=events, stream=one, encode=encode):
+            into = found if result.answer is not None else failures
+            into[result.question, work.page.number] = result.answer or result.error
+        pages = [p.number for p in selected]  # each question's answers in page order, however they finished
+        answers = {q: [found[q, n] for n in pages if (q, n) in found] for q in questions}
+        errors = {q: [(n, failures[q, n]) for n in pages if (q, n) in failures] for q in questions}
         report_warnings(document, events)
         results = [best_of(document.name, q, answers[q], errors[q], document.repaired) for q in questions]
         for result in results:
             result.page_selection = [pick.to_json() for pick in picks[result.question]]
         attach_evidence(texts, selected, results, events)
         return results
+
+
+def _ask_works(reader, document, selected, wanted, questions, texts, settings, events, constrain) -> Iterator[PageWork]:
+    """Each selected page's work for `ask_document`, announced as its turn comes (`--extractive` on a page
+    without text: a work that failed already)."""
+    for index, page in enumerate(selected, start=1):
+        events.page(page.number, index, len(selected))
+        asked = [q for q in questions if page.number in wanted[q]]
+        try:
+            shape = page_constraint(reader, texts, page, settings, constrain, asked)
+        except DocreadError as e:  # this page's error, the others go on
+            yield page_work(document, page, asked, settings, error=e)
+            continue
+        reference = page_reference(reader, document, texts, page, settings, events)
+        yield page_work(document, page, asked, settings, constrain=shape, reference=reference)
 
 
 def ocr_document(
@@ -346,7 +159,8 @@ def ocr_document(
         for index, page in enumerate(document.pages, start=1):
             events.page(page.number, index, len(document.pages))
             if settings.source != OcrSource.model and (found := _text_page(document, page, settings, events, stream)):
-                yield _done(events, found)
+                events.answered(found)
+                yield found
                 continue
             if reader is None:
                 raise UsageError(f"page {page.number} has no text layer: reading it takes a model (a reader)")

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
-from docread.document import encode_with_fallback
+from docread.pagework import encode_with_fallback
 from docread.reader import DocReader
 from docread.settings import Settings
 from docread.views.encoded import EncodedPage
@@ -40,7 +40,7 @@ class PageCache:
     def encode(
         self, reader: DocReader, document, page, prompts: Sequence[str], settings: Settings
     ) -> tuple[EncodedPage, bool]:
-        """`docread.document.Encode`: the cached page when one fits these prompts, else a fresh one kept."""
+        """`docread.pagework.Encode`: the cached page when one fits these prompts, else a fresh one kept."""
         if self.capacity <= 0:
             return encode_with_fallback(reader, document, page, prompts, settings)
         plan, _ = reader.plan(

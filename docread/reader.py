@@ -267,6 +267,12 @@ class DocReader(PageCalls, TextCalls):
         at = ids.index(self.base.image_token_id)
         if ids[:at] != encoded.prefix_ids:  # never with a fixed template; kept honest all the same
             raise ValueError("the prompt prefix changed between questions; encode the page again")
+        self.check_fits(encoded, question, max_new_tokens)
+        return self._embed(ids[at + 1 :], None)
+
+    def check_fits(self, encoded: EncodedPage, question: str, max_new_tokens: int = 0) -> None:
+        """Raise `context_overflow` when the page as planned, `question` and `max_new_tokens` exceed the context
+        (a batch checks each question first, so one that does not fit is its own error, not the batch's)."""
         needed = self.context_needed(encoded, question, max_new_tokens)
         if needed > self.context:
             raise ContextOverflow(
@@ -276,7 +282,6 @@ class DocReader(PageCalls, TextCalls):
                 needed=needed,
                 context=self.context,
             )
-        return self._embed(ids[at + 1 :], None)
 
     # -- answering ---------------------------------------------------------------------------
     def answer(

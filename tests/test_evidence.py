@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pymupdf
 import pytest
+from kit import per_page
 from kit.cli import docread
 from PIL import Image
 
@@ -83,7 +84,7 @@ def test_ask_document_attaches_evidence_to_the_best_answer(invoice, monkeypatch)
         result.score = score
         yield PageAnswer(questions[0], page.number, result)
 
-    monkeypatch.setattr(document_module, "answer_page", fake_answer_page)
+    monkeypatch.setattr(document_module, "answer_pages", per_page(fake_answer_page))
     (result,) = ask_document(None, str(invoice), [QUESTION], settings=Settings(text_prompt="off"))
     assert result.best.page == 2 and result.grounded and result.evidence[0]["match"] == "exact"
     record = result.to_json()
@@ -95,14 +96,16 @@ def test_ask_document_attaches_evidence_to_the_best_answer(invoice, monkeypatch)
 @pytest.fixture
 def known_answer(monkeypatch):
     """The tiny model runs as usual, but its answer is replaced by a known one."""
-    real = document_module._answer
+    from docread.reader import DocReader
 
-    def forced(*args, **kwargs):
-        result = real(*args, **kwargs)
+    real = DocReader._finish_answer  # where every Answer is made, decoded alone or in a batch
+
+    def forced(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
         result.answer = "1234.56"
         return result
 
-    monkeypatch.setattr(document_module, "_answer", forced)
+    monkeypatch.setattr(DocReader, "_finish_answer", forced)
 
 
 def ask(*args):

@@ -7,6 +7,7 @@ import json
 
 import pymupdf
 import pytest
+from kit import per_page
 from kit.cli import docread
 
 import docread.document as document_module
@@ -109,7 +110,7 @@ def test_extract_document_parses_validates_and_grounds(invoice, monkeypatch):
                 Answer(document.name, page.number, q, said[q], -0.2, "stub", 0, 0, 0, 1, 1, 1, 1, 0, None, "eos"),
             )
 
-    monkeypatch.setattr(document_module, "answer_page", fake_answer_page)
+    monkeypatch.setattr(document_module, "answer_pages", per_page(fake_answer_page))
     record = extract_document(
         None, str(invoice), schema_fields(SCHEMA), schema=SCHEMA, settings=Settings(text_prompt="off")
     )

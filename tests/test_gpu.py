@@ -86,8 +86,8 @@ def test_fast_decoder_gives_the_plain_decoders_tokens_on_cuda(readers):
 
 @pytest.mark.cuda
 def test_four_pages_encoded_in_one_pass_answer_as_one_at_a_time(readers, tmp_path):
-    from docread.document import encode_group
     from docread.intake import open_document
+    from docread.pagework import encode_group
     from docread.settings import Settings
 
     reader = readers["cuda", QUANTS[-1]]
@@ -113,8 +113,8 @@ def test_out_of_memory_falls_back_to_fewer_tiles_for_real(tmp_path):
     degraded, instead of failing."""
     import torch
 
-    from docread.document import encode_with_fallback
     from docread.intake import open_document
+    from docread.pagework import encode_with_fallback
     from docread.settings import Settings
     from docread.testing import TEXT, build_reader
 

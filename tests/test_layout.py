@@ -78,6 +78,7 @@ RANKS = {
     "docread.model": 3,
     "docread.views": 4,
     "docread.generate": 4,
+    "docread.generate.sizing": 4,  # how many sequences decode at once: ask, batch, bench and serve size with it
     "docread.jsonlines": 4,
     "docread.formats": 5,
     "docread.records": 5,
@@ -87,6 +88,7 @@ RANKS = {
     "docread.textcalls": 8,
     "docread.reader": 9,
     "docread.remote": 9,
+    "docread.pagework": 9.5,  # pages' questions answered, pairs decoded in batches: below document and batch
     "docread.loading": 10,
     "docread.document": 10,
     "docread.pagecache": 11,

@@ -8,6 +8,7 @@ import random
 
 import pymupdf
 import pytest
+from kit import per_page
 from kit.cli import docread
 
 import docread.document as document_module
@@ -104,7 +105,7 @@ def test_ask_document_reads_only_the_picked_pages_and_says_why(report, monkeypat
                 ),
             )
 
-    monkeypatch.setattr(document_module, "answer_page", fake_answer_page)
+    monkeypatch.setattr(document_module, "answer_pages", per_page(fake_answer_page))
     questions = [FACTS[7][1], FACTS[23][1]]
     results = ask_document(None, str(report), questions, settings=OFF.replace(pages="auto", top_pages=2))
     for result, number in zip(results, (7, 23)):

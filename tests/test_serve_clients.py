@@ -90,6 +90,9 @@ def test_batch_server_records_equal_local_and_resume(url, tiny_llava, files, tmp
     expected = lines((tmp_path / "local.jsonl").read_text())
     got = lines((tmp_path / "remote.jsonl").read_text())
     assert len(expected) == 2 * 2 + 2 + 2
+    # the same tokens; scores to float noise (here pairs are batched across files, there page by page)
+    for record in got + expected:
+        record["score"] = None if record["score"] is None else round(record["score"], 4)
     assert sorted(got, key=lambda r: r["key"]) == sorted(expected, key=lambda r: r["key"])
     assert {r["status"] for r in got} == {"ok", "error"}
     # resume: nothing owed but the failed file's records, retried

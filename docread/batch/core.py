@@ -82,12 +82,36 @@ def _groups(engine, files, questions, settings, digest, done, limits, events, em
             for record in unopened_records(file, questions, digest, done, e, settings):
                 emit(record)
             continue
-        with document:
+        held = _Held(document)
+        try:
             for owed in vision_groups(owed_pages(document, questions, done)):
-                yield Group(document, list(owed), questions, settings, digest, data, events)
+                held.groups += 1
+                yield Group(document, list(owed), questions, settings, digest, data, events, held.release)
                 report_warnings(document, events)
                 if should_stop():
                     return
+        finally:
+            held.listed()
+
+
+class _Held:
+    """An open file and its groups an engine still holds: closed when all are listed and released (an engine
+    may hold a file's groups while it reads the next files: `batch --batch-size` packs pairs across files)."""
+
+    def __init__(self, document: Document):
+        self.document, self.groups, self.done_listing = document, 0, False
+
+    def release(self) -> None:
+        self.groups -= 1
+        self._close_when_done()
+
+    def listed(self) -> None:
+        self.done_listing = True
+        self._close_when_done()
+
+    def _close_when_done(self) -> None:
+        if self.done_listing and self.groups <= 0:
+            self.document.close()
 
 
 def unopened_records(file, questions, digest, done, error: DocreadError, settings: Settings) -> list[dict]:

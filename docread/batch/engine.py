@@ -4,7 +4,7 @@ Engines: `docread.batch.local` (a loaded model), `docread.batch.raydata` (Ray Da
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from docread.document import open_for_reading
@@ -37,6 +37,7 @@ class Group:
     digest: str  # Settings.digest of the run: every record's `settings`
     data: bytes | None = None  # the file's bytes, for engines that send them (remote)
     events: Events = field(default_factory=Events)
+    release: Callable[[], None] = lambda: None  # the engine is done with the group (its file closes with the last)
 
     def failed(self, owed: Owed, question: str, error: DocreadError | dict, **rest) -> dict:
         """The error record of one owed question of this group."""
@@ -56,8 +57,9 @@ class Group:
 
 class Engine:
     """What answers a batch's groups. `model`/`adapter` name what answers (they are part of the records'
-    `settings` digest); `answer` turns one group into its records; `run` answers a stream of groups (one at
-    a time here; an engine may gather them and answer in parallel, yielding records in completion order)."""
+        `settings` digest); `answer` turns one group into its records; `run` answers a stream of groups (one at
+        a time here; an engine may gather them and answer in parallel, yielding records in completion order) and
+    calls each group's `release` when done with it: a file stays open until all its groups are released."""
 
     model: str
     adapter: str | None = None
@@ -73,4 +75,7 @@ class Engine:
 
     def run(self, groups: Iterator[Group]) -> Iterator[dict]:
         for group in groups:
-            yield from self.answer(group)
+            try:
+                yield from self.answer(group)
+            finally:
+                group.release()

@@ -22,6 +22,7 @@ from docread.batch.engine import Engine, Group, Owed
 from docread.batch.local import LocalEngine
 from docread.document import open_for_reading
 from docread.errors import DocreadError, UsageError
+from docread.generate.sizing import AUTO
 from docread.intake import Limits
 from docread.jsonlines import JsonLinesLog
 from docread.records import BatchRecord
@@ -88,6 +89,7 @@ class RayEngine(Engine):
         workers: int = 1,
         gpus_per_worker: float = 0.0,
         address: str | None = None,
+        batch_size: int | str = AUTO,
     ):
         self.ray = require_ray()
         if address is None and not self.ray.is_initialized():
@@ -95,7 +97,7 @@ class RayEngine(Engine):
         identity = model_identity(model, adapter)
         self.model, self.adapter = identity.name, identity.adapter
         self.reader_options = {"model": model, "adapter": adapter, "device": device, "quant": quant}
-        self.reader_options.update(offline=offline, limits=limits)
+        self.reader_options.update(offline=offline, limits=limits, batch_size=batch_size)
         self.workers, self.gpus_per_worker, self.address = workers, gpus_per_worker, address
 
     def run(self, groups: Iterator[Group]) -> Iterator[dict]:
@@ -106,6 +108,7 @@ class RayEngine(Engine):
             first = first or group
             owed = [[o.page.number, {q: o.keys[q] for q in o.questions}] for o in group.owed]
             listed.append(json.dumps({"file": group.document.name, "sha256": group.document.sha256, "owed": owed}))
+            group.release()  # listed: the workers open the file themselves
         if not listed:
             return
         options = {**self.reader_options, "questions": first.questions, "settings": first.settings}
@@ -234,13 +237,14 @@ def _pipeline(ray, groups: list[str], workers: int, gpus_per_worker: float, read
 class _GroupReader:
     """A Ray actor: the model loaded once, then each group of pages answered by the local engine."""
 
-    def __init__(self, *, model, adapter, device, quant, offline, questions, settings, limits, digest):
+    def __init__(self, *, model, adapter, device, quant, offline, questions, settings, limits, digest, batch_size):
         from docread.loading import load
 
         try:
             self.reader = load(model, adapter=adapter, device=device, quant=quant, offline=offline)
         except DocreadError as e:
             raise ReaderFailed(e.message) from None
+        self.engine = LocalEngine(self.reader, batch_size)  # one batch plan (and its halvings) for all groups
         self.questions, self.settings, self.limits, self.digest = questions, settings, limits, digest
 
     def __call__(self, batch: dict) -> dict:
@@ -248,7 +252,7 @@ class _GroupReader:
         records = []
         for group in batch["group"]:
             described = {**json.loads(group), "digest": self.digest}
-            records.extend(answer_owed(self.reader, described, self.questions, self.settings, limits=self.limits))
+            records.extend(answer_owed(self.engine, described, self.questions, self.settings, limits=self.limits))
         return {"record": [json.dumps(r, ensure_ascii=False) for r in records]}
 
 
@@ -256,8 +260,8 @@ def answer_owed(
     reader, group: dict, questions: Sequence[str], settings: Settings, *, limits: Limits | None = None
 ) -> list[dict]:
     """The records of one group described as the driver lists it ({file, sha256, owed: [[page, {question:
-    key}]], digest}), answered by the local engine. Any failure becomes that group's error records: a bad
-    page never fails the job."""
+    key}]], digest}), answered by the local engine (`reader`: a DocReader, or a LocalEngine and its batch).
+    Any failure becomes that group's error records: a bad page never fails the job."""
     file, sha = group["file"], group["sha256"]
     owed = {page: keyed for page, keyed in group["owed"]}
     records: list[dict] = []
@@ -268,7 +272,8 @@ def answer_owed(
                 raise DocreadError("changed", f"{file} changed while the batch ran: rerun with --resume")
             work = [Owed(page, list(owed[page.number]), owed[page.number]) for page in document.pages]
             described = Group(document, work, list(questions), settings, group["digest"])
-            records.extend(LocalEngine(reader).answer(described))
+            engine = reader if isinstance(reader, LocalEngine) else LocalEngine(reader)
+            records.extend(engine.answer(described))
     except Exception as e:  # noqa: BLE001  one group's failure (a file gone, a library error) is its records
         error = e if isinstance(e, DocreadError) else DocreadError("internal", f"{file}: {type(e).__name__}: {e}")
         written = {r["key"] for r in records}

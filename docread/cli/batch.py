@@ -20,6 +20,7 @@ from docread.cli.options import (
     Quiet,
     Server,
     Timeout,
+    Verbose,
     choose_reader,
     diagnostics,
     make_limits,
@@ -113,6 +114,17 @@ def batch(
     gpus_per_worker: Annotated[
         float, typer.Option("--gpus-per-worker", min=0.0, help="With --engine ray: GPUs per reader (0 = CPU readers).")
     ] = 0.0,
+    batch_size: Annotated[
+        str,
+        typer.Option(
+            "--batch-size",
+            help="Page x question pairs decoded at once, packed across files: auto = as many as free memory "
+            "holds (KV per sequence from the model's config; at most 16 on a CPU, 64 on a GPU), or a number. A "
+            "CUDA out-of-memory halves it and retries the same pairs. With --engine ray: per reader. With "
+            "--server the server batches what arrives (serve --max-batch): only auto.",
+        ),
+    ] = "auto",
+    verbose: Verbose = False,
     server: Server = None,
     api_key: ApiKey = None,
     *,
@@ -126,7 +138,15 @@ def batch(
     stopped and retries the failed records, appending: OUTPUT is never rewritten, a key's last record is its
     current one, and each record's `settings` tells runs with other settings apart."""
     from docread.batch.core import record_log, run_batch
+    from docread.generate.sizing import AUTO, parse_batch_size
     from docread.intake import expand_paths
+
+    batch_size = parse_batch_size(batch_size)
+    if server and batch_size != AUTO:
+        raise UsageError(
+            f"--batch-size {batch_size} decodes here: with --server the server batches the requests it gets "
+            "(docread serve --max-batch); leave --batch-size out"
+        )
 
     if engine is Engine.ray:
         from docread.batch.raydata import require_ray
@@ -159,13 +179,21 @@ def batch(
                 workers=workers,
                 gpus_per_worker=gpus_per_worker,
                 address=ray_address,
+                batch_size=batch_size,
             )
+            if verbose:
+                err.note(
+                    f"batch {batch_size} per Ray reader"
+                    + (" (sized from each reader's free memory)" * (batch_size == AUTO))
+                )
         else:  # the one choice, as ask makes it: the server's model (refusing --adapter, another --model) or one here
             from docread.batch.local import LocalEngine
             from docread.batch.remote import RemoteEngine
 
             reader = choose_reader(server, api_key, model, adapter, device, quant, offline, err)
-            runner = RemoteEngine(reader, limits=limits) if server else LocalEngine(reader.model)
+            runner = RemoteEngine(reader, limits=limits) if server else LocalEngine(reader.model, batch_size)
+            if verbose and not server:
+                err.note(runner.plan(settings).line())
         with _progress(err) as progress:
             run_batch(
                 runner,

@@ -140,7 +140,8 @@ def ask(
 ):
     """Answer questions about a PDF or image. The selected pages (the first 20 unless --pages
     names them) are each read once for all questions; the best-scoring page's answer is reported
-    (per-page answers are in --json). One page streams its answer live. A page that fails is
+    (per-page answers are in --json). Several pages or questions decode together, in batches; one page's
+    answers print live (one question: token by token). A page that fails is
     reported and the others still answer (exit 1)."""
     from docread.document import open_for_reading, unique_questions
 
