@@ -16,8 +16,9 @@ from docread.text.evidence import PageTexts
 class TypedSpan:
     """A per-question constraint (extract's, under --extractive): the answer is a span of one of the page's
     spans written as `kind` ("number", "integer" or "date", `docread.text.units.typed_spans`), so it is on
-    the page and reads as its type; a page with none of them falls back to any span of its text. `accept`:
-    whether an answer may end (it parses as the type)."""
+    the page and reads as its type; on a page with none of them the answer is empty (it scores lowest, so
+    another page's value wins; on no page, the field has none). `accept`: whether an answer may end (it
+    parses as the type)."""
 
     kind: str
     accept: Callable[[str], bool] | None = None
@@ -53,5 +54,20 @@ def _typed(reader, text: str, constrain):
 
     found = typed_spans(text, constrain.kind)
     if not found:
-        return None
+        return _EndAtOnce(reader.eos_token_ids)
     return Extractive(reader.base.tokenizer, "\x00".join(found), reader.eos_token_ids, accept=constrain.accept)
+
+
+class _EndAtOnce:
+    """A Constraint for a page without the field's kind of value: only an end-of-sequence token, so the
+    answer is empty (never a span of other text that merely parses, or does not)."""
+
+    def __init__(self, eos_token_ids):
+        self.eos = sorted(set(eos_token_ids))
+
+    def __call__(self, logits, tokens: list[int]):  # logits: (1, V)
+        import torch
+
+        ended = torch.full_like(logits, float("-inf"))
+        ended[..., self.eos] = logits[..., self.eos]
+        return ended
