@@ -160,33 +160,35 @@ def batch(
     files = expand_paths(paths)
     err = diagnostics(quiet)
     limits = make_limits(max_pixels, timeout)
+    runner = None
+    if engine is Engine.ray:  # its checks (CPUs, stdin) before the log opens: a refusal leaves no file
+        from docread.batch.raydata import RayEngine, refuse_stdin
+
+        refuse_stdin(files)
+        runner = RayEngine(
+            model=model,
+            adapter=adapter,
+            device=device,
+            quant=quant,
+            offline=offline or None,
+            limits=limits,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            address=ray_address,
+            batch_size=batch_size,
+        )
+        if verbose:
+            err.note(
+                f"batch {batch_size} per Ray reader"
+                + (" (sized from each reader's free memory)" * (batch_size == AUTO))
+            )
     sink = record_log(output, resume=resume)
     counts = {"ok": 0, "error": 0}
     stop = _StopAfterRecord(err)
     interrupted = False
     try:
-        if engine is Engine.ray:
-            from docread.batch.raydata import RayEngine, refuse_stdin
-
-            refuse_stdin(files)
-            runner = RayEngine(
-                model=model,
-                adapter=adapter,
-                device=device,
-                quant=quant,
-                offline=offline or None,
-                limits=limits,
-                workers=workers,
-                gpus_per_worker=gpus_per_worker,
-                address=ray_address,
-                batch_size=batch_size,
-            )
-            if verbose:
-                err.note(
-                    f"batch {batch_size} per Ray reader"
-                    + (" (sized from each reader's free memory)" * (batch_size == AUTO))
-                )
-        else:  # the one choice, as ask makes it: the server's model (refusing --adapter, another --model) or one here
+        if runner is None:  # the one choice, as ask makes it: the server's model (refusing --adapter, another
+            # --model) or one here
             from docread.batch.local import LocalEngine
             from docread.batch.remote import RemoteEngine
 
