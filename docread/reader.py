@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from docread.errors import ContextOverflow
+from docread.manycalls import ManyCalls
 from docread.model.presets import Preset
 from docread.pagecalls import PageCalls
 from docread.results import Answer, AnswerStream
 from docread.settings import DEFAULT_MAX_NEW_TOKENS, View
 from docread.textcalls import TextCalls
-from docread.views.encoded import EncodedPage, PageQuestion, PageSource, check_view
+from docread.views.encoded import EncodedPage, PageSource, check_view
 from docread.views.native import NativePlan, native_embeddings, native_pixels, native_spec, plan_native
 from docread.views.processor import (
     Budget,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from docread.nn.hires import HiResLlava
 
 
-class DocReader(PageCalls, TextCalls):
+class DocReader(PageCalls, TextCalls, ManyCalls):
     """A loaded model: a llava-hf base, docread's HiRes modules, its preset."""
 
     def __init__(self, preset: Preset, base: Base, hires: HiResLlava, *, adapter: str | None = None):
@@ -358,60 +359,6 @@ class DocReader(PageCalls, TextCalls):
             timing_ms={k: round(v, 2) for k, v in timing.items()},
             view=encoded.view,
         )
-
-    # -- answering many at once ------------------------------------------------------------------
-    def stream_many(
-        self, requests: Sequence[PageQuestion | tuple], *, fast: bool = False
-    ) -> Iterator[tuple[int, str | Answer]]:
-        """Decode several questions, each about its own encoded page, as one batch (`fast`: in the static
-        cache). Yields (index, text chunk) as a request's tokens come and (index, Answer) when it ends.
-        Greedy answers are what `answer` gives one at a time, token for token; a seeded request samples
-        as it would alone. Tuples are read as PageQuestion(encoded, question, max_new_tokens, ...)."""
-        import torch
-
-        from docread.generate.dynamic import crop_cache
-        from docread.generate.loop import Row
-        from docread.generate.text import TextStream
-
-        requests = [r if isinstance(r, PageQuestion) else PageQuestion(*r) for r in requests]
-        with torch.inference_mode():
-            embeds = [self._suffix(r.encoded, r.question, r.max_new_tokens) for r in requests]
-        args = [(r.max_new_tokens, r.encoded.cache, r.temperature, r.seed, r.constrain) for r in requests]
-        rows = [Row(e, *a) for e, a in zip(embeds, args)]
-        texts = [TextStream(self.base.tokenizer) for _ in requests]
-        try:
-            for i, token, _ in self.decode(rows, fast=fast):
-                if token is not None:
-                    if chunk := texts[i].push(token):
-                        yield i, chunk
-                    continue
-                if tail := texts[i].flush():
-                    yield i, tail
-                request, row = requests[i], rows[i]
-                prompt_tokens = request.encoded.prefix_len + row.inputs_embeds.shape[1]
-                yield i, self._finish_answer(request.encoded, request.question, row.stats, texts[i], prompt_tokens)
-        finally:
-            for encoded in {id(r.encoded): r.encoded for r in requests}.values():
-                crop_cache(encoded.cache, encoded.prefix_len)  # one row grows its page's prefix in place
-
-    def decode(self, rows: list, *, fast: bool = False) -> Iterator[tuple[int, int | None, float | None]]:
-        """`generate.loop.decode_rows`' events for `rows`: decoded as a batch of their own (`fast`: in the static
-        cache), or, when a server set `joiner` and it takes them, in its running batch, joined at its next step."""
-        from docread.generate.loop import decode_rows, step_for
-
-        joined = self.joiner(rows, fast=fast) if self.joiner is not None else None  # None: decode them here
-        if joined is not None:
-            return joined
-        step = step_for(self.hires.language_model, self.hires.lm_head, static=fast)
-        return decode_rows(step, rows, eos_token_ids=self.eos_token_ids)
-
-    def answer_many(self, requests: Sequence[PageQuestion | tuple], *, fast: bool = False) -> list[Answer]:
-        """The Answers of `stream_many(requests)`, in the requests' order."""
-        answers: dict[int, Answer] = {}
-        for i, event in self.stream_many(requests, fast=fast):
-            if isinstance(event, Answer):
-                answers[i] = event
-        return [answers[i] for i in range(len(answers))]
 
 
 def _ms(start: float) -> float:
