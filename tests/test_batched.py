@@ -10,7 +10,7 @@ from PIL import Image
 from docread.generate.dynamic import DynamicStep, crop_cache
 from docread.generate.loop import DecodeStats, Row, decode_rows, decode_tokens
 from docread.generate.static import StaticStep
-from docread.reader import PageQuestion
+from docread.views.encoded import PageQuestion
 
 STEPS = {"plain": DynamicStep, "fast": StaticStep}
 SIZES = [(700, 500), (300, 300), (1200, 420)]  # different tile counts: different prefix lengths
