@@ -167,7 +167,7 @@ def page_images(document, pages) -> list[bytes]:
     images = []
     for page in pages:
         buffer = io.BytesIO()
-        document.render(page, page.width, page.height).save(buffer, "PNG")
+        document.render(page, page.width, page.height).save(buffer, "PNG", compress_level=1)  # quick to write
         images.append(buffer.getvalue())
     return images
 

@@ -244,69 +244,86 @@ def run_throughput(
     options: ThroughputOptions, *, serve_app: Callable | None = None, log: Callable[[str], None] = lambda m: None
 ) -> dict:
     """Run every side; the result is the `--json` object. `serve_app(reader, max_batch=, cache_pages=)` makes
-    the server's app (`docread.serve.create_app`); without it, serve is not measured."""
-    from docread.bench.peer import measure_peer
-    from docread.bench.serveload import measure_serve, page_images
-    from docread.intake import open_document
-
+    the server's app (`docread.serve.create_app`); without it, serve is not measured. The torch thread count
+    and the reader's EOS list are what they were once it returns."""
+    threads = torch.get_num_threads()
     if options.threads:
         torch.set_num_threads(options.threads)
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="docread-throughput-") as workdir:
-        log("building the model" if options.synthetic else "loading the model")
-        bench = load_model(
-            options.model,
-            options.synthetic,
-            device=options.device,
-            quant=options.quant,
-            workdir=Path(workdir),
-            llava=True,
-        )
-        bench.reader.eos_token_ids = []  # every answer decodes max_new_tokens (random weights stop anywhere)
-        clock = Clock(bench.reader.base.device)
-        pdf = write_pages(Path(workdir) / "pages.pdf", options.pages)
-        with open_document(str(pdf)) as document:
-            pages = list(document.pages)
-            rows, plan = measure_batch(bench, document, pages, options, clock, log)
-            peer = None
-            if options.peer_batch:
-                peer = measure_peer(
-                    bench,
-                    document,
-                    pages,
-                    size=options.peer_batch,
-                    tokens=options.max_new_tokens,
-                    repeats=options.repeats,
-                    clock=clock,
-                    question=QUESTION,
-                    log=log,
-                )
-            images = page_images(document, pages)
-        serve = measure_serve(
-            bench.reader,
-            serve_app,
-            images,
-            options.clients,
-            requests=options.requests or max(options.pages, 2 * max(options.clients, default=1)),
-            max_batch=options.max_batch,
-            question=QUESTION,
-            max_new_tokens=options.max_new_tokens,
-            max_slices=options.max_slices,
-            log=log,
-        )
+    try:
+        with tempfile.TemporaryDirectory(prefix="docread-throughput-") as workdir:
+            log("building the model" if options.synthetic else "loading the model")
+            bench = load_model(
+                options.model,
+                options.synthetic,
+                device=options.device,
+                quant=options.quant,
+                workdir=Path(workdir),
+                llava=True,
+            )
+            eos, bench.reader.eos_token_ids = bench.reader.eos_token_ids, []  # every answer: max_new_tokens
+            try:
+                sides = _measure(bench, options, Path(workdir), serve_app, log)
+            finally:
+                bench.reader.eos_token_ids = eos
+            machine = environment(bench)
+    finally:
+        torch.set_num_threads(threads)
     result = {
         "benchmark": "throughput",
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         **asdict(options),
         "model": bench.name,
-        **environment(bench),
+        **machine,
         "question": QUESTION,
+        **sides,
+        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
+    }
+    result["ratios"] = ratios(result)
+    return result
+
+
+def _measure(bench, options: ThroughputOptions, workdir: Path, serve_app, log) -> dict:
+    """The batch rows, auto's plan, the peer and serve, on `options.pages` synthetic PDF pages."""
+    from docread.bench.peer import measure_peer
+    from docread.bench.serveload import measure_serve, page_images
+    from docread.intake import open_document
+
+    clock = Clock(bench.reader.base.device)
+    pdf = write_pages(workdir / "pages.pdf", options.pages)
+    with open_document(str(pdf)) as document:
+        pages = list(document.pages)
+        rows, plan = measure_batch(bench, document, pages, options, clock, log)
+        peer = None
+        if options.peer_batch:
+            peer = measure_peer(
+                bench,
+                document,
+                pages,
+                size=options.peer_batch,
+                tokens=options.max_new_tokens,
+                repeats=options.repeats,
+                clock=clock,
+                question=QUESTION,
+                log=log,
+            )
+        images = page_images(document, pages)
+    serve = measure_serve(
+        bench.reader,
+        serve_app,
+        images,
+        options.clients,
+        requests=options.requests or max(options.pages, 2 * max(options.clients, default=1)),
+        max_batch=options.max_batch,
+        question=QUESTION,
+        max_new_tokens=options.max_new_tokens,
+        max_slices=options.max_slices,
+        log=log,
+    )
+    return {
         "batch": [row for row in rows if not row["fast"]],
         "batch_fast": [row for row in rows if row["fast"]],
         "auto": plan,
         **serve,
         "peer": peer,
-        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
     }
-    result["ratios"] = ratios(result)
-    return result
