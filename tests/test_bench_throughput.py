@@ -52,6 +52,7 @@ def test_batch_rows_name_their_size_and_add_up(result):
             assert row["pages_per_s"] == rate(row["pages"], row["elapsed_s"])
             assert row["tokens_per_s"] == rate(row["tokens"], row["elapsed_s"])
             assert row["decode_tokens_per_s"] == rate(row["tokens"], row["answer_s"])
+            assert row["decode_tokens_per_cpu_s"] == rate(row["tokens"], row["answer_cpu_s"])
     auto = result["auto"]
     assert auto["kv_bytes_per_row"] > 0 and auto["free_bytes"] > 0 and auto["sequence_tokens"] > TOKENS
 
@@ -135,7 +136,7 @@ def test_the_peer_runs_llava_1_5_checkpoints_too(tiny_reader, tmp_path):
     bench = BenchModel(tiny_reader, "tiny-llava")
     side = tiny_reader.base.tokenizer.padding_side
     with open_document(str(write_pages(tmp_path / "page.pdf", 1))) as document:
-        run = peer_generate(bench, document, document.pages, 1, TOKENS, Clock(torch.device("cpu")), question="What?")
+        run = peer_generate(bench, document, document.pages, 1, TOKENS, Clock(torch.device("cpu")), questions=["What?"])
     assert bench.llava.config.model_type == "llava"
     assert run["pages"] == 1 and run["tokens"] == TOKENS and run["elapsed_s"] > 0
     assert tiny_reader.base.tokenizer.padding_side == side  # padded on the left for generate, then put back

@@ -39,13 +39,13 @@ def peer_processor(reader):
 
 
 def peer_generate(
-    bench: BenchModel, document, pages: Sequence, size: int, tokens: int, clock: Clock, *, question: str
+    bench: BenchModel, document, pages: Sequence, size: int, tokens: int, clock: Clock, *, questions: Sequence[str]
 ) -> dict:
     """Every page rendered, through the processor and one greedy `generate` call per `size` pages, prompts
     padded on the left; each answer exactly `tokens` tokens long."""
     reader, model = bench.reader, bench.llava
     processor = peer_processor(reader)
-    prompt = reader.template.template.replace("{question}", question)
+    prompts = [reader.template.template.replace("{question}", q) for q in questions]  # questions[i]: pages[i]'s
     tokenizer = processor.tokenizer
     pad = model.config.text_config.pad_token_id
     pad = tokenizer.pad_token_id if pad is None else pad
@@ -56,7 +56,7 @@ def peer_generate(
     try:
         for at in range(0, len(pages), size):
             images = [document.render(page, page.width, page.height) for page in pages[at : at + size]]
-            inputs = processor(images=images, text=[prompt] * len(images), padding=True, return_tensors="pt")
+            inputs = processor(images=images, text=prompts[at : at + size], padding=True, return_tensors="pt")
             inputs = inputs.to(reader.base.device, reader.base.dtype)  # dtype: floating tensors only
             with torch.inference_mode():
                 out = model.generate(
@@ -72,14 +72,14 @@ def peer_generate(
 
 
 def measure_peer(
-    bench, document, pages, *, size: int, tokens: int, repeats: int, clock: Clock, question: str, log
+    bench, document, pages, *, size: int, tokens: int, repeats: int, clock: Clock, questions: Sequence[str], log
 ) -> dict:
     """The peer's row: the best of `repeats` passes after a warm-up."""
-    peer_generate(bench, document, pages[:1], 1, tokens, clock, question=question)  # warm-up
+    peer_generate(bench, document, pages[:1], 1, tokens, clock, questions=questions)  # warm-up
     runs = []
     for repeat in range(repeats):
         log(f"peer (transformers generate), batch size {size}: pass {repeat + 1} of {repeats}")
-        runs.append(peer_generate(bench, document, pages, size, tokens, clock, question=question))
+        runs.append(peer_generate(bench, document, pages, size, tokens, clock, questions=questions))
     run = min(runs, key=lambda r: r["elapsed_s"])
     return {
         "batch_size": size,

@@ -24,11 +24,12 @@ REQUEST_S = 600.0  # a bound on one request (a real-shape model on a slow device
 
 @dataclass(frozen=True)
 class ServeLoad:
-    """What every number of clients sends: `requests` chat requests in turn over `pages` (PNG bytes), each a
-    question of its own (the page is encoded once and cached; every answer is decoded afresh)."""
+    """What every number of clients sends: `requests` chat requests in turn over `pages` (PNG bytes), page i
+    with `questions[i]` and the request's number, so each is a question of its own (the page is encoded once
+    and cached; every answer is decoded afresh)."""
 
     pages: Sequence[bytes]
-    question: str
+    questions: Sequence[str]
     requests: int
     max_new_tokens: int
     max_slices: int | None = None
@@ -72,7 +73,8 @@ def loopback(app) -> Iterator[str]:
 
 
 def _body(load: ServeLoad, n: int) -> dict:
-    page = load.pages[n % len(load.pages)]
+    index = n % len(load.pages)
+    page, question = load.pages[index], load.questions[index]
     url = "data:image/png;base64," + base64.b64encode(page).decode()
     options = {"text": "off"}  # no page text or OCR: the model's work only, as the batched reading does
     if load.max_slices is not None:
@@ -83,7 +85,7 @@ def _body(load: ServeLoad, n: int) -> dict:
             {
                 "role": "user",
                 "content": [
-                    {"type": "text", "text": f"{load.question} ({n})"},
+                    {"type": "text", "text": f"{question} ({n})"},
                     {"type": "image_url", "image_url": {"url": url}},
                 ],
             }
@@ -180,7 +182,7 @@ def measure_serve(
     *,
     requests: int,
     max_batch: int,
-    question: str,
+    questions: Sequence[str],
     max_new_tokens: int,
     max_slices: int | None,
     log: Callable[[str], None],
@@ -194,7 +196,7 @@ def measure_serve(
         reason = f"the serve extra is missing ({', '.join(missing)})" if missing else "no clients asked"
         log(f"serve not measured: {reason}")
         return {"serve": [], "serve_one_at_a_time": [], "serve_skipped": reason}
-    load = ServeLoad(images, question, requests, max_new_tokens, max_slices)
+    load = ServeLoad(images, questions, requests, max_new_tokens, max_slices)
 
     def app(batch: int):
         return app_factory(reader, max_batch=batch, cache_pages=len(images))

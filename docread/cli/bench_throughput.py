@@ -106,7 +106,8 @@ def _serve_app(reader, **options):
 
 
 def render(result: dict) -> None:
-    """The batch, serve and peer tables on stdout, the ratios and the machine beneath."""
+    """The batch, serve and peer tables on stdout, the ratios and the machine beneath. tokens/s: file to
+    answer; decode tokens/s: answering pages already encoded (wall clock, and per CPU-second)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -116,16 +117,14 @@ def render(result: dict) -> None:
         f"quant {result['quantization']} · {result['max_new_tokens']} new tokens an answer"
     )
     table = Table(title=title, title_justify="left")
-    for column in ("reading", "batch size", "pages/s", "tokens/s", "decode tokens/s", "seconds"):
+    for column in ("reading", "batch size", "pages/s", "tokens/s", "decode tokens/s", "per CPU-s", "seconds"):
         table.add_column(column, justify="left" if column == "reading" else "right")
     for row in result["batch"] + result["batch_fast"]:
         label = "docread" + (" --fast" if row["fast"] else "") + (" (auto)" if row["asked"] == "auto" else "")
         table.add_row(
             label,
             str(row["batch_size"]),
-            *_cells(row, "pages_per_s", "tokens_per_s"),
-            _num(row["decode_tokens_per_s"]),
-            _num(row["elapsed_s"]),
+            *_cells(row, "pages_per_s", "tokens_per_s", "decode_tokens_per_s", "decode_tokens_per_cpu_s", "elapsed_s"),
         )
     if result["peer"] is not None:
         peer = result["peer"]
@@ -133,6 +132,7 @@ def render(result: dict) -> None:
             "peer: transformers generate",
             str(peer["batch_size"]),
             *_cells(peer, "pages_per_s", "tokens_per_s"),
+            "—",
             "—",
             _num(peer["elapsed_s"]),
         )
