@@ -48,7 +48,9 @@ def throughput(
     requests: Annotated[
         Optional[int],
         typer.Option(
-            "--requests", min=1, help="serve requests at each number of clients [default: pages or 2 x clients]"
+            "--requests",
+            min=1,
+            help="serve requests at each number of clients (default: --pages or twice the most clients, the larger).",
         ),
     ] = None,
     peer_batch: Annotated[
