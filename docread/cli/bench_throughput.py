@@ -119,25 +119,18 @@ def render(result: dict) -> None:
         f"quant {result['quantization']} · {result['max_new_tokens']} new tokens an answer"
     )
     table = Table(title=title, title_justify="left")
-    for column in ("reading", "batch size", "pages/s", "tokens/s", "decode tokens/s", "per CPU-s", "seconds"):
-        table.add_column(column, justify="left" if column == "reading" else "right")
+    for column in ("reading", "batch", "pages/s", "tok/s", "decode tok/s", "per CPU-s", "s"):
+        table.add_column(column, justify="left" if column == "reading" else "right", no_wrap=column == "reading")
     for row in result["batch"] + result["batch_fast"]:
-        label = "docread" + (" --fast" if row["fast"] else "") + (" (auto)" if row["asked"] == "auto" else "")
-        table.add_row(
-            label,
-            str(row["batch_size"]),
-            *_cells(row, "pages_per_s", "tokens_per_s", "decode_tokens_per_s", "decode_tokens_per_cpu_s", "elapsed_s"),
+        size = f"{row['batch_size']}" + (" auto" if row["asked"] == "auto" else "")
+        cells = _cells(
+            row, "pages_per_s", "tokens_per_s", "decode_tokens_per_s", "decode_tokens_per_cpu_s", "elapsed_s"
         )
+        table.add_row("docread --fast" if row["fast"] else "docread", size, *cells)
     if result["peer"] is not None:
         peer = result["peer"]
-        table.add_row(
-            "peer: transformers generate",
-            str(peer["batch_size"]),
-            *_cells(peer, "pages_per_s", "tokens_per_s"),
-            "—",
-            "—",
-            _num(peer["elapsed_s"]),
-        )
+        cells = _cells(peer, "pages_per_s", "tokens_per_s")
+        table.add_row("generate (peer)", str(peer["batch_size"]), *cells, "—", "—", _num(peer["elapsed_s"]))
     out.print(table)
     if result["serve"]:
         serve = Table(title=f"docread serve · {result['serve'][0]['requests']} requests a row", title_justify="left")
