@@ -111,21 +111,26 @@ def measure(
     clients: Sequence[int],
     *,
     max_batch: int,
+    repeats: int = 1,
     log: Callable[[str], None] = lambda message: None,
 ) -> list[dict]:
-    """One row per number of clients, from one server at `max_batch`. Every page is asked once first
-    (encoded into the server's page cache), so the rows time answering, not first sight of a page."""
+    """One row per number of clients, from one server at `max_batch`: the pass with the most requests/s of
+    `repeats`, the numbers of clients taking turns (load drifting on a shared machine hits them all). Every
+    page is asked once first (encoded into the server's page cache): the rows time answering, not first sight."""
     import httpx
 
-    rows = []
+    best: dict[int, dict] = {}
     with loopback(app_factory(max_batch)) as base:
         with httpx.Client() as warm:
             for n in range(len(load.pages)):
                 _ask(warm, base, _body(load, -1 - n))
-        for count in clients:
-            log(f"serve --max-batch {max_batch}: {count} client(s), {load.requests} requests")
-            rows.append({"clients": count, "max_batch": max_batch, **_clients(base, load, count)})
-    return rows
+        for repeat in range(repeats):
+            for count in clients:
+                log(f"serve --max-batch {max_batch}: {count} client(s), {load.requests} requests, pass {repeat + 1}")
+                row = {"clients": count, "max_batch": max_batch, **_clients(base, load, count)}
+                if count not in best or row["requests_per_s"] > best[count]["requests_per_s"]:
+                    best[count] = row
+    return [best[count] for count in clients]
 
 
 def _clients(base: str, load: ServeLoad, count: int) -> dict:
@@ -185,6 +190,7 @@ def measure_serve(
     questions: Sequence[str],
     max_new_tokens: int,
     max_slices: int | None,
+    repeats: int,
     log: Callable[[str], None],
 ) -> dict:
     """serve's rows at `max_batch` (`serve`) and at 1 (`serve_one_at_a_time`), or why there are none.
@@ -202,6 +208,6 @@ def measure_serve(
         return app_factory(reader, max_batch=batch, cache_pages=len(images))
 
     return {
-        key: measure(app, load, clients, max_batch=batch, log=log)
+        key: measure(app, load, clients, max_batch=batch, repeats=repeats, log=log)
         for key, batch in (("serve", max_batch), ("serve_one_at_a_time", 1))
     }

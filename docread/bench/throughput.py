@@ -332,6 +332,7 @@ def _measure(bench, options: ThroughputOptions, workdir: Path, serve_app, log) -
         questions=[question(i) for i in range(len(pages))],
         max_new_tokens=options.max_new_tokens,
         max_slices=options.max_slices,
+        repeats=options.repeats,
         log=log,
     )
     return {

@@ -63,7 +63,9 @@ def throughput(
     fast: Annotated[
         bool, typer.Option("--fast/--no-fast", help="Also batch in the static cache (ask --fast's decoder).")
     ] = True,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, max=20, help="Timed passes after a warm-up (best).")] = 1,
+    repeats: Annotated[
+        int, typer.Option("--repeats", min=1, max=20, help="Timed passes after a warm-up; the best of them is kept.")
+    ] = 1,
     max_slices: MaxSlices = None,
     threads: Threads = 1,
     device: Device = "auto",
