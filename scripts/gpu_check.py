@@ -290,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     throughput = [
         *(PY, "-m", "docread", "bench", "throughput", "--synthetic", "real", "--quant", quant, "--json"),
         *("--pages", "8", "--batch-sizes", "1,8,auto", "--clients", "1,8", "--max-new-tokens", "16"),
+        "--no-fast",  # --fast compiles a CUDA graph per batch size (tens of seconds each): past this step's budget
     ]
     check.run("bench_throughput_real", throughput, 150, numbers=throughput_numbers)
     check.run(

@@ -193,9 +193,10 @@ def measure_batch(bench, document, pages, options, clock, log) -> tuple[list[dic
     encoded, encode_s = encode_all(reader, document, pages, options, clock)
     rows = []
     for fast in (False, True) if options.fast else (False,):
-        answer_batched(reader, encoded[:2], 2, options, clock, fast=fast)  # warm-up (compiles on CUDA)
         for size in options.batch_sizes:
             rows_now = plan["batch_size"] if size == AUTO else size
+            # warm-up: one batch of this size (on CUDA, --fast compiles a graph per batch size)
+            answer_batched(reader, encoded[:rows_now], rows_now, options, clock, fast=fast)
             runs = []
             for repeat in range(options.repeats):
                 shown = f"{size} ({rows_now})" if size == AUTO else str(size)
