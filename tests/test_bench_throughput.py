@@ -53,6 +53,7 @@ def test_batch_rows_name_their_size_and_add_up(result):
             assert row["tokens_per_s"] == rate(row["tokens"], row["elapsed_s"])
             assert row["decode_tokens_per_s"] == rate(row["tokens"], row["answer_s"])
             assert row["decode_tokens_per_cpu_s"] == rate(row["tokens"], row["answer_cpu_s"])
+            assert row["tokens_per_cpu_s"] == rate(row["tokens"], row["cpu_s"]) and row["cpu_s"] > row["answer_cpu_s"]
     auto = result["auto"]
     assert auto["kv_bytes_per_row"] > 0 and auto["free_bytes"] > 0 and auto["sequence_tokens"] > TOKENS
 
@@ -64,6 +65,7 @@ def test_peer_is_transformers_generate_on_the_same_pages(result):
     assert peer["batch_size"] == 2 and peer["pages"] == PAGES and peer["tokens"] == PAGES * TOKENS
     assert peer["pages_per_s"] == rate(peer["pages"], peer["elapsed_s"])
     assert peer["tokens_per_s"] == rate(peer["tokens"], peer["elapsed_s"])
+    assert peer["tokens_per_cpu_s"] == rate(peer["tokens"], peer["cpu_s"])
     one = result["batch"][0]
     assert result["ratios"]["batch1_vs_peer"] == pytest.approx(one["tokens_per_s"] / peer["tokens_per_s"], rel=REL)
 

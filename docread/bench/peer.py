@@ -52,7 +52,7 @@ def peer_generate(
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     answered = generated = 0
     clock.sync()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         for at in range(0, len(pages), size):
             images = [document.render(page, page.width, page.height) for page in pages[at : at + size]]
@@ -67,8 +67,8 @@ def peer_generate(
         clock.sync()
     finally:
         tokenizer.padding_side = side
-    elapsed = time.perf_counter() - start
-    return {"pages": answered, "tokens": generated, "elapsed_s": elapsed}
+    elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    return {"pages": answered, "tokens": generated, "elapsed_s": elapsed, "cpu_s": cpu_s}
 
 
 def measure_peer(
@@ -87,5 +87,7 @@ def measure_peer(
         "pages": run["pages"],
         "tokens": run["tokens"],
         "elapsed_s": round(run["elapsed_s"], 4),
+        "tokens_per_cpu_s": round(run["tokens"] / run["cpu_s"], 2),
+        "cpu_s": round(run["cpu_s"], 4),
         "runs": f"{bench.llava.__class__.__name__}.generate",
     }

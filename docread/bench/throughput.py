@@ -135,14 +135,16 @@ def question(page_index: int) -> str:
     return QUESTIONS[page_index % len(QUESTIONS)]
 
 
-def encode_all(reader, document, pages: Sequence, options: ThroughputOptions, clock: Clock) -> tuple[list, float]:
+def encode_all(
+    reader, document, pages: Sequence, options: ThroughputOptions, clock: Clock
+) -> tuple[list, float, float]:
     """Every page rendered and through the vision encoder, `VISION_BATCH` pages a pass (as `docread batch`
     does), once for every batch size: encoding does not depend on how many answers decode together."""
     from docread.batch.engine import VISION_BATCH
     from docread.document import page_source
 
     clock.sync()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     encoded = []
     for at in range(0, len(pages), VISION_BATCH):
         sources = [page_source(document, page) for page in pages[at : at + VISION_BATCH]]
@@ -150,7 +152,7 @@ def encode_all(reader, document, pages: Sequence, options: ThroughputOptions, cl
             sources, QUESTIONS, max_slices=options.max_slices, max_new_tokens=options.max_new_tokens
         )
     clock.sync()
-    return encoded, time.perf_counter() - start
+    return encoded, time.perf_counter() - start, time.process_time() - cpu
 
 
 def answer_batched(reader, encoded: Sequence, size: int, options: ThroughputOptions, clock: Clock, *, fast: bool):
@@ -159,12 +161,12 @@ def answer_batched(reader, encoded: Sequence, size: int, options: ThroughputOpti
     timed by the wall clock and by this process's CPU time (steadier on a shared machine)."""
     from docread.views.encoded import PageQuestion
 
-    prefill_s = answer_s = cpu_s = 0.0
+    prefill_s = answer_s = cpu_s = prefill_cpu_s = 0.0
     tokens = answered = 0
     for at in range(0, len(encoded), size):
         chunk = encoded[at : at + size]
         clock.sync()
-        start = time.perf_counter()
+        start, prefill_cpu = time.perf_counter(), time.process_time()
         for page in chunk:
             page.cache  # noqa: B018  the page's prefix, prefilled as reading a page does (not batched)
         clock.sync()
@@ -176,11 +178,19 @@ def answer_batched(reader, encoded: Sequence, size: int, options: ThroughputOpti
         clock.sync()
         prefill_s, answer_s = prefill_s + middle - start, answer_s + time.perf_counter() - middle
         cpu_s += time.process_time() - cpu
+        prefill_cpu_s += cpu - prefill_cpu
         for page in chunk:
             page.release()
         tokens += sum(answer.generated_tokens for answer in answers)
         answered += len(answers)
-    return {"pages": answered, "tokens": tokens, "prefill_s": prefill_s, "answer_s": answer_s, "answer_cpu_s": cpu_s}
+    return {
+        "pages": answered,
+        "tokens": tokens,
+        "prefill_s": prefill_s,
+        "answer_s": answer_s,
+        "answer_cpu_s": cpu_s,
+        "prefill_cpu_s": prefill_cpu_s,
+    }
 
 
 def measure_batch(bench, document, pages, options, clock, log) -> tuple[list[dict], dict | None]:
@@ -190,7 +200,7 @@ def measure_batch(bench, document, pages, options, clock, log) -> tuple[list[dic
     plan = auto_plan(reader, pages[0], options) if AUTO in options.batch_sizes else None
     encode_all(reader, document, pages[:1], options, clock)  # warm-up
     log(f"encoding {len(pages)} pages")
-    encoded, encode_s = encode_all(reader, document, pages, options, clock)
+    encoded, encode_s, encode_cpu_s = encode_all(reader, document, pages, options, clock)
     rows = []
     for fast in (False, True) if options.fast else (False,):
         for size in options.batch_sizes:
@@ -204,6 +214,7 @@ def measure_batch(bench, document, pages, options, clock, log) -> tuple[list[dic
                 runs.append(answer_batched(reader, encoded, rows_now, options, clock, fast=fast))
             run = min(runs, key=lambda r: r["prefill_s"] + r["answer_s"])
             elapsed = encode_s + run["prefill_s"] + run["answer_s"]
+            cpu_s = encode_cpu_s + run["prefill_cpu_s"] + run["answer_cpu_s"]
             rows.append(
                 {
                     "batch_size": rows_now,
@@ -212,6 +223,7 @@ def measure_batch(bench, document, pages, options, clock, log) -> tuple[list[dic
                     **rates(run["pages"], run["tokens"], elapsed),
                     "decode_tokens_per_s": round(run["tokens"] / run["answer_s"], 2),
                     "decode_tokens_per_cpu_s": round(run["tokens"] / run["answer_cpu_s"], 2),
+                    "tokens_per_cpu_s": round(run["tokens"] / cpu_s, 2),
                     "pages": run["pages"],
                     "tokens": run["tokens"],
                     "elapsed_s": round(elapsed, 4),
@@ -219,6 +231,7 @@ def measure_batch(bench, document, pages, options, clock, log) -> tuple[list[dic
                     "prefill_s": round(run["prefill_s"], 4),
                     "answer_s": round(run["answer_s"], 4),
                     "answer_cpu_s": round(run["answer_cpu_s"], 4),
+                    "cpu_s": round(cpu_s, 4),
                 }
             )
     return rows, plan
@@ -247,6 +260,7 @@ def ratios(result: dict) -> dict:
         "batch8_vs_batch1_decode_cpu": _ratio(eight, one, "decode_tokens_per_cpu_s"),
         "batch1_vs_peer": _ratio(one, peer, "tokens_per_s"),
         "batch8_vs_peer": _ratio(eight, peer, "tokens_per_s"),
+        "batch8_vs_peer_cpu": _ratio(eight, peer, "tokens_per_cpu_s"),
         "serve8_vs_serve1": _ratio(s8, s1, "requests_per_s"),
         "serve8_p99_vs_serve1_p99": _ratio(s8, s1, "p99_s"),
         "serve8_vs_one_at_a_time8": _ratio(s8, _row(alone, "clients", 8), "requests_per_s"),

@@ -110,8 +110,8 @@ def _serve_app(reader, **options):
 
 
 def render(result: dict) -> None:
-    """The batch, serve and peer tables on stdout, the ratios and the machine beneath. tokens/s: file to
-    answer; decode tokens/s: answering pages already encoded (wall clock, and per CPU-second)."""
+    """The batch, serve and peer tables on stdout, the ratios and the machine beneath. tok/s: file to
+    answer; decode tok/s: answering pages already encoded; each by the wall clock and per CPU-second."""
     from rich.console import Console
     from rich.table import Table
 
@@ -121,18 +121,16 @@ def render(result: dict) -> None:
         f"quant {result['quantization']} · {result['max_new_tokens']} new tokens an answer"
     )
     table = Table(title=title, title_justify="left")
-    for column in ("reading", "batch", "pages/s", "tok/s", "decode tok/s", "per CPU-s", "s"):
+    for column in ("reading", "batch", "pages/s", "tok/s", "per CPU-s", "decode tok/s", "per CPU-s"):
         table.add_column(column, justify="left" if column == "reading" else "right", no_wrap=column == "reading")
     for row in result["batch"] + result["batch_fast"]:
         size = f"{row['batch_size']}" + (" auto" if row["asked"] == "auto" else "")
-        cells = _cells(
-            row, "pages_per_s", "tokens_per_s", "decode_tokens_per_s", "decode_tokens_per_cpu_s", "elapsed_s"
-        )
-        table.add_row("docread --fast" if row["fast"] else "docread", size, *cells)
+        keys = ("pages_per_s", "tokens_per_s", "tokens_per_cpu_s", "decode_tokens_per_s", "decode_tokens_per_cpu_s")
+        table.add_row("docread --fast" if row["fast"] else "docread", size, *_cells(row, *keys))
     if result["peer"] is not None:
         peer = result["peer"]
-        cells = _cells(peer, "pages_per_s", "tokens_per_s")
-        table.add_row("generate (peer)", str(peer["batch_size"]), *cells, "—", "—", _num(peer["elapsed_s"]))
+        cells = _cells(peer, "pages_per_s", "tokens_per_s", "tokens_per_cpu_s")
+        table.add_row("generate (peer)", str(peer["batch_size"]), *cells, "—", "—")
     out.print(table)
     if result["serve"]:
         serve = Table(title=f"docread serve · {result['serve'][0]['requests']} requests a row", title_justify="left")
