@@ -118,7 +118,9 @@ def test_percentile_is_by_nearest_rank():
 def test_auto_batch_size_is_free_memory_over_kv_per_row(monkeypatch, tiny_reader):
     import docread.bench.throughput as throughput
 
-    per_row = 2 * throughput.kv_bytes_per_token(tiny_reader.base.model.config) * 4 * 100  # fp32, 100 positions
+    values = throughput.kv_values_per_token(tiny_reader.base.model.config)
+    assert values == 2 * 2 * 4 * 16  # keys and values x 2 layers x 4 KV heads x 16 per head (docread.testing.TEXT)
+    per_row = 2 * values * 4 * 100  # the page's cache and its copy in the batch, fp32, 100 positions
     monkeypatch.setattr(throughput, "free_memory_bytes", lambda device: 10 * per_row)
     assert throughput.auto_batch_size(tiny_reader, 100, limit=64)["batch_size"] == 5  # half of 10 rows' worth
     assert throughput.auto_batch_size(tiny_reader, 100, limit=3)["batch_size"] == 3

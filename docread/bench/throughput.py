@@ -88,8 +88,8 @@ def parse_sizes(text: str, option: str, *, auto: bool) -> tuple:
 
 
 # -- auto: the batch size free memory holds ------------------------------------------------------------
-def kv_bytes_per_token(config) -> int:
-    """Keys and values one token adds to the LLM's cache, from the model's config."""
+def kv_values_per_token(config) -> int:
+    """How many numbers (keys and values) one position adds to the LLM's cache, from the model's config."""
     text = config.text_config
     heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
@@ -113,7 +113,7 @@ def auto_batch_size(reader, sequence_tokens: int, limit: int) -> dict:
     """The batch size whose KV caches fit `AUTO_SHARE` of free memory: each row holds its page's prefix
     cache and its copy in the batch's padded cache, `sequence_tokens` positions each. Capped at `limit`."""
     element = torch.finfo(reader.base.dtype).bits // 8
-    per_row = 2 * kv_bytes_per_token(reader.base.model.config) * element * sequence_tokens
+    per_row = 2 * kv_values_per_token(reader.base.model.config) * element * sequence_tokens
     free = free_memory_bytes(reader.base.device)
     size = max(1, min(limit, AUTO_CAP, int(free * AUTO_SHARE) // per_row))
     return {"batch_size": size, "kv_bytes_per_row": per_row, "free_bytes": free, "share": AUTO_SHARE}
