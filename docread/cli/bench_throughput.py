@@ -73,8 +73,7 @@ def throughput(
     json_out: Json = False,
     offline: Offline = False,
 ):
-    """Many pages at once: batched reading at each batch size, serve under concurrent clients, and
-    transformers' generate on a padded batch of the same pages, side by side."""
+    """Many pages at once: batched reading, serve under concurrent clients, and transformers' generate."""
     from docread.bench.throughput import ThroughputOptions, parse_sizes, run_throughput
 
     options = ThroughputOptions(
