@@ -145,7 +145,8 @@ def render(result: dict) -> None:
     elif result.get("serve_skipped"):
         out.print(f"serve not measured: {result['serve_skipped']}")
     shown = " · ".join(f"{k} {v}" for k, v in result["ratios"].items() if v is not None)
-    out.print(f"ratios: {shown}", soft_wrap=True)
+    if shown:  # a ratio needs both of its rows (batch 1 and 8, one client and 8, the peer)
+        out.print(f"ratios: {shown}", soft_wrap=True)
     auto = result["auto"]
     if auto is not None:
         out.print(
