@@ -1,7 +1,10 @@
 """Measure `docread serve` on this machine: `docread ask` cold (a process that loads the model) vs the
 same question through a warm server (`ask --server`), and requests/s, p50/p99 latency at 1, 4 and 8
 concurrent OpenAI-SDK clients, for each `serve --max-batch` asked. Usage:
-    python scripts/bench_serve.py MODEL [--requests N] [--clients 1,4,8] [--max-batch 1,8] [--no-cold]"""
+    python scripts/bench_serve.py MODEL [--requests N] [--clients 1,4,8] [--max-batch 1,8] [--no-cold]
+Requests/s and p50/p99 under concurrent clients are also part of `docread bench throughput` (an in-process
+server, beside batched reading and transformers' generate); this script keeps what needs separate processes:
+the cold `docread ask` against `ask --server`, and a `docread serve` process with page text on."""
 
 from __future__ import annotations
 

@@ -179,6 +179,22 @@ def speed_numbers(result: dict, _) -> dict:
     }
 
 
+def throughput_numbers(result: dict, _) -> dict:
+    def rows(key: str, *fields: str) -> dict:
+        return {str(row[fields[0]]): {f: row[f] for f in fields[1:]} for row in result[key]}
+
+    return {
+        "device_name": result["device_name"],
+        "quantization": result["quantization"],
+        "batch": rows("batch", "batch_size", "pages_per_s", "tokens_per_s", "decode_tokens_per_s"),
+        "batch_fast": rows("batch_fast", "batch_size", "tokens_per_s", "decode_tokens_per_s"),
+        "auto": result["auto"],
+        "serve": rows("serve", "clients", "requests_per_s", "p50_s", "p99_s"),
+        "peer": result["peer"],
+        "ratios": result["ratios"],
+    }
+
+
 def load_numbers(result: dict, _) -> dict:
     keys = (
         "import_torch_s",
@@ -271,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
             "`bench speed` has no --fast: its report already times the fast "
             "decoder beside the plain one (fast_ms_per_token, fast_same_tokens above)",
         )
+    throughput = [
+        *(PY, "-m", "docread", "bench", "throughput", "--synthetic", "real", "--quant", quant, "--json"),
+        *("--pages", "8", "--batch-sizes", "1,8,auto", "--clients", "1,8", "--max-new-tokens", "16"),
+        "--no-fast",  # --fast compiles a CUDA graph per batch size (tens of seconds each): past this step's budget
+    ]
+    check.run("bench_throughput_real", throughput, 150, numbers=throughput_numbers)
     check.run(
         "train_stage2_real",
         [PY, "scripts/gpu_train_real.py", "--steps", "2", "--quant", quant],

@@ -1,7 +1,8 @@
 """On a CUDA GPU (skipped without one; `.ci/gpu` runs them): 4-bit answers against the CPU, the fast decoder
-against the plain one, the out-of-memory fallback triggered for real, four pages encoded in one pass, and
-three QLoRA steps. Tiny checkpoints throughout, but for the fallback, which needs CLIP-L-sized activations.
-Without CUDA: `.ci/gpu`'s dry run, which also checks that docread reads images without PyMuPDF."""
+against the plain one, batched greedy answers against batch 1, the out-of-memory fallback triggered for real,
+four pages encoded in one pass, and three QLoRA steps. Tiny checkpoints throughout, but for the fallback, which
+needs CLIP-L-sized activations. Without CUDA: `.ci/gpu`'s dry run, which also checks that docread reads images
+without PyMuPDF."""
 
 import importlib.util
 import json
@@ -20,6 +21,7 @@ ROOT = Path(__file__).parents[1]
 QUESTION = "What is written here?"
 TOKENS = 12
 LOGPROB_TOL = 0.1  # nats, on an answer's mean token log-prob: bf16 compute against fp32 (or CPU's bf16 kernel)
+BATCH_LOGPROB_TOL = 0.05  # nats, the same: a padded batch's bf16 kernels against one row's, on one GPU
 QUANTS = ("none", "4bit") if importlib.util.find_spec("bitsandbytes") else ("none",)  # 4-bit: carried wheels
 needs_bnb = pytest.mark.skipif("4bit" not in QUANTS, reason="bitsandbytes is not installed (carry its wheel)")
 
@@ -105,6 +107,43 @@ def test_four_pages_encoded_in_one_pass_answer_as_one_at_a_time(readers, tmp_pat
             alone, score = greedy(reader, image)
             assert stream.tokens == alone
             assert stream.answer.score == pytest.approx(score, abs=LOGPROB_TOL)
+
+
+def batched_against_alone(reader, fast: bool) -> list[tuple]:
+    """(batched, alone) Answers of `answer_many` over three pages of different sizes (prefix lengths), three
+    prompt lengths and three max_new_tokens, and of the same requests answered one at a time."""
+    from docread.views.encoded import PageQuestion
+
+    questions = ["What?", QUESTION, "What is the total amount due on this invoice, exactly?"]
+    images = [noise(30 + i, size) for i, size in enumerate(((700, 500), (320, 320), (400, 1100)))]
+    pages = [reader.encode(lambda w, h, im=im: im.resize((w, h)), im.width, im.height, questions) for im in images]
+    requests = [PageQuestion(pages[i], questions[i], n) for i, n in enumerate((TOKENS, 5, 9))]
+    requests.append(PageQuestion(pages[0], questions[2], TOKENS))  # a page twice in one batch
+    batched = reader.answer_many(requests, fast=fast)
+    alone = []
+    for r in requests:
+        stream = reader.answer(r.encoded, r.question, max_new_tokens=r.max_new_tokens, fast=fast)
+        "".join(stream)
+        alone.append(stream.answer)
+    for page in pages:
+        page.release()
+    return list(zip(batched, alone))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast"])
+def test_batched_greedy_answers_equal_batch_1_on_cuda(readers, fast):
+    """Greedy answers decoded as one batch are batch 1's, token for token (text, length, stop) on CUDA, for
+    every quantization; their scores agree within BATCH_LOGPROB_TOL nats (bf16: a padded batch's kernels
+    round differently from one row's; fp32 on the CPU is exact, tests/test_batched.py)."""
+    for quant in QUANTS:
+        for got, expected in batched_against_alone(readers["cuda", quant], fast):
+            assert (got.answer, got.generated_tokens, got.stopped_by) == (
+                expected.answer,
+                expected.generated_tokens,
+                expected.stopped_by,
+            ), quant
+            assert got.score == pytest.approx(expected.score, abs=BATCH_LOGPROB_TOL), quant
 
 
 @pytest.mark.cuda

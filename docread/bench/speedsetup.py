@@ -103,8 +103,11 @@ class BenchModel:
         return self.reader.base.model
 
 
-def load_model(model: str | None, synthetic: str | None, *, device: str, quant: str, workdir: Path) -> BenchModel:
-    """The model a run measures; the tiny checkpoint is written under `workdir`."""
+def load_model(
+    model: str | None, synthetic: str | None, *, device: str, quant: str, workdir: Path, llava: bool = False
+) -> BenchModel:
+    """The model a run measures; the tiny checkpoint is written under `workdir`. `llava`: LLaVA-1.5
+    checkpoints too (the throughput peer has a processor for them), not only LLaVA-1.6."""
     import docread
     from docread.testing import build_reader, build_tiny_llava
 
@@ -118,7 +121,9 @@ def load_model(model: str | None, synthetic: str | None, *, device: str, quant: 
         path = build_tiny_llava(workdir / "tiny-llava-next", kind="llava_next", seed=0)
         return BenchModel(docread.load(str(path), device=device, quant=quant), "synthetic-tiny")
     reader = docread.load(model, device=device, quant=quant)
-    if reader.base.model.config.model_type != "llava_next":
+    if reader.base.model.config.model_type != "llava_next" and not (
+        llava and reader.base.model.config.model_type == "llava"
+    ):
         raise UsageError(
             f"--model {model}: the baseline is transformers' LLaVA-NeXT; give a LLaVA-1.6 "
             "(llava_next) checkpoint such as llava-1.6-vicuna-7b, or --synthetic tiny|real"

@@ -97,6 +97,11 @@ class Memory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
+def rates(pages: int, tokens: int, seconds: float) -> dict:
+    """Pages and generated tokens per second."""
+    return {"pages_per_s": round(pages / seconds, 3), "tokens_per_s": round(tokens / seconds, 2)}
+
+
 class Samples:
     """Lists of timings per key; warm-up runs are recorded only when `keep`."""
 

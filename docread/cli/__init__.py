@@ -139,7 +139,9 @@ def _root(
 from docread.cli import (  # noqa: E402  (command modules register on import)
     batch,
     bench,
+    bench_throughput,
     chat,
+    entitygrid,
     extract,
     inspect,
     locate,
@@ -151,7 +153,9 @@ from docread.cli import (  # noqa: E402  (command modules register on import)
     train,
 )
 
+bench.app.add_typer(entitygrid.app, name="entitygrid")
 bench.app.add_typer(speed.app)
+bench.app.add_typer(bench_throughput.app)
 app.add_typer(inspect.app)
 app.add_typer(read.app)
 app.add_typer(batch.app)
