@@ -115,17 +115,25 @@ def test_percentile_is_by_nearest_rank():
     assert percentile([3.0, 1.0], 0.99) == 3.0 and percentile([2.0], 0.5) == 2.0
 
 
-def test_auto_batch_size_is_free_memory_over_kv_per_row(monkeypatch, tiny_reader):
-    import docread.bench.throughput as throughput
+def test_auto_is_the_batch_commands_plan_capped_at_the_pages(monkeypatch, tiny_reader):
+    """`auto` sizes as `docread batch --batch-size auto` does (docread.generate.sizing), from the pages' own
+    sequence length, and never takes more rows than there are pages."""
+    from types import SimpleNamespace
 
-    values = throughput.kv_values_per_token(tiny_reader.base.model.config)
-    assert values == 2 * 2 * 4 * 16  # keys and values x 2 layers x 4 KV heads x 16 per head (docread.testing.TEXT)
-    per_row = 2 * values * 4 * 100  # the page's cache and its copy in the batch, fp32, 100 positions
-    monkeypatch.setattr(throughput, "free_memory_bytes", lambda device: 10 * per_row)
-    assert throughput.auto_batch_size(tiny_reader, 100, limit=64)["batch_size"] == 5  # half of 10 rows' worth
-    assert throughput.auto_batch_size(tiny_reader, 100, limit=3)["batch_size"] == 3
-    monkeypatch.setattr(throughput, "free_memory_bytes", lambda device: per_row // 3)
-    assert throughput.auto_batch_size(tiny_reader, 100, limit=64)["batch_size"] == 1  # never below one row
+    import docread.generate.sizing as sizing
+    from docread.bench.throughput import ThroughputOptions, auto_plan
+
+    page, options = SimpleNamespace(width=612, height=792), ThroughputOptions(model="m", pages=64)
+    per_token = sizing.kv_bytes_per_token(tiny_reader.base.model.config.text_config, 4)
+    assert per_token == 2 * 2 * 4 * 16 * 4  # 2 layers x keys and values x 4 KV heads x 16 per head x fp32
+    monkeypatch.setattr(sizing, "free_memory", lambda device: 10**15)  # plenty: the CPU cap holds
+    plan = auto_plan(tiny_reader, page, options)
+    assert plan["kv_bytes_per_row"] == per_token * plan["sequence_tokens"] and plan["batch_size"] == sizing.CPU_CAP
+    assert auto_plan(tiny_reader, page, ThroughputOptions(model="m", pages=3))["batch_size"] == 3
+    monkeypatch.setattr(sizing, "free_memory", lambda device: 10 * plan["kv_bytes_per_row"])
+    assert auto_plan(tiny_reader, page, options)["batch_size"] == 5  # half of free memory: 5 rows' worth
+    monkeypatch.setattr(sizing, "free_memory", lambda device: plan["kv_bytes_per_row"] // 3)
+    assert auto_plan(tiny_reader, page, options)["batch_size"] == 1  # never below one row
 
 
 def test_the_peer_runs_llava_1_5_checkpoints_too(tiny_reader, tmp_path):

@@ -28,8 +28,6 @@ from docread.model.weights import QUANT_CHOICES
 
 QUESTIONS = make_questions(5)  # page i is asked QUESTIONS[i % 5]: prompts of five lengths, padded together
 AUTO = "auto"
-AUTO_CAP = 64  # `auto` never batches more rows than this (nor more than there are pages)
-AUTO_SHARE = 0.5  # of the free memory, what `auto` lets the KV caches take (the rest: activations, fragments)
 
 
 @dataclass(frozen=True)
@@ -88,45 +86,31 @@ def parse_sizes(text: str, option: str, *, auto: bool) -> tuple:
 
 
 # -- auto: the batch size free memory holds ------------------------------------------------------------
-def kv_values_per_token(config) -> int:
-    """How many numbers (keys and values) one position adds to the LLM's cache, from the model's config."""
-    text = config.text_config
-    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    return 2 * text.num_hidden_layers * heads * head_dim
-
-
-def free_memory_bytes(device: torch.device) -> int:
-    """Free device memory: CUDA's free bytes, or the system's available memory."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-
-
-def auto_batch_size(reader, sequence_tokens: int, limit: int) -> dict:
-    """The batch size whose KV caches fit `AUTO_SHARE` of free memory: each row holds its page's prefix
-    cache and its copy in the batch's padded cache, `sequence_tokens` positions each. Capped at `limit`."""
-    element = torch.finfo(reader.base.dtype).bits // 8
-    per_row = 2 * kv_values_per_token(reader.base.model.config) * element * sequence_tokens
-    free = free_memory_bytes(reader.base.device)
-    size = max(1, min(limit, AUTO_CAP, int(free * AUTO_SHARE) // per_row))
-    return {"batch_size": size, "kv_bytes_per_row": per_row, "free_bytes": free, "share": AUTO_SHARE}
-
-
 def auto_plan(reader, page, options: ThroughputOptions) -> dict:
-    """`auto`'s batch size for pages like `page`: a row's positions are its prefix (prompt and image), the
-    question and max_new_tokens, as `DocReader.context_needed` counts them."""
+    """`auto`'s batch for pages like `page`, as `docread batch --batch-size auto` plans it
+    (`docread.generate.sizing`): a row's positions are its prefix (prompt and image), the question and
+    max_new_tokens, as `DocReader.context_needed` counts them; never more rows than pages."""
+    from docread.generate.sizing import HEADROOM, free_memory, plan_batch
+
     page_plan, ids = reader.plan(
         page.width, page.height, QUESTIONS, max_slices=options.max_slices, max_new_tokens=options.max_new_tokens
     )
     sequence = page_plan.tokens.image_tokens + len(ids) - 1 + options.max_new_tokens
-    return {**auto_batch_size(reader, sequence, options.pages), "sequence_tokens": sequence}
+    device = reader.base.device
+    plan = plan_batch(
+        reader.base.model.config.text_config,
+        dtype_bytes=reader.base.dtype.itemsize,
+        sequence_tokens=sequence,
+        free=free_memory(device),
+        device=device.type,
+    )
+    return {
+        "batch_size": min(plan.size, options.pages),
+        "kv_bytes_per_row": plan.kv_per_sequence,
+        "free_bytes": plan.free,
+        "share": HEADROOM,
+        "sequence_tokens": sequence,
+    }
 
 
 # -- docread: batched reading ------------------------------------------------------------------------------
@@ -141,7 +125,7 @@ def encode_all(
     """Every page rendered and through the vision encoder, `VISION_BATCH` pages a pass (as `docread batch`
     does), once for every batch size: encoding does not depend on how many answers decode together."""
     from docread.batch.engine import VISION_BATCH
-    from docread.document import page_source
+    from docread.pagework import page_source
 
     clock.sync()
     start, cpu = time.perf_counter(), time.process_time()
