@@ -1,14 +1,12 @@
 """`docread mcp` through the `mcp` SDK's own client: in-process (schemas, path rules), over stdio (a spawned
-`python -m docread mcp` with the tiny model: every tool) and over streamable HTTP (the API key, progress)."""
+`python -m docread mcp` with the tiny model: every tool) and over streamable HTTP (the API key, progress; the
+HTTP app on a loopback thread in this process)."""
 
 from __future__ import annotations
 
 import base64
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -165,7 +163,7 @@ def test_ocr_and_locate_records_are_the_commands_own():
     assert set(ocr_record("f.pdf", ok)) == set(ocr_record("f.pdf", bad))
 
 
-# -- a spawned server: stdio and HTTP -----------------------------------------------------------------------
+# -- a spawned server over stdio, the HTTP app on a thread ----------------------------------------------------
 def server_env() -> dict:
     here = str(Path(__file__).resolve().parents[1])
     return {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
@@ -228,35 +226,19 @@ def test_stdio_every_tool(root, tiny_llava):
     assert not after.is_error
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def http_server(root, tiny_llava, tmp_path_factory):
-    """`docread mcp --http` on a free loopback port with an API key; stopped after the module."""
-    log = tmp_path_factory.mktemp("mcp-http") / "stderr.txt"
-    args = server_args(root, tiny_llava, "--http", "--port", "0", "--api-key", "sesame")
-    with open(log, "w") as sink:
-        process = subprocess.Popen([sys.executable, *args], env=server_env(), stderr=sink, stdout=subprocess.DEVNULL)
-    url, deadline = None, time.monotonic() + 60
-    while url is None and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-        for line in log.read_text().splitlines():
-            if "serving MCP on " in line:
-                url = line.split("serving MCP on ")[1].strip()
-    try:
-        assert url, f"the server did not start: {log.read_text()[-2000:]}"
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def http_server(root, tiny_reader):
+    """`docread mcp --http --api-key sesame`'s app (the streamable HTTP transport behind the key) on a loopback
+    uvicorn thread, reading with the session's tiny model: the transport and the key are the point, not the
+    process (`test_stdio_every_tool` spawns the real server)."""
+    from kit.serving import running
+
+    from docread.mcp.server import PATH, http_app
+    from docread.reading import LocalReader
+
+    server = local_server(root, lambda: LocalReader(tiny_reader))  # what `docread mcp`'s open_reader gives
+    with running(http_app(server, "127.0.0.1", "sesame")) as url:
+        yield url + PATH
 
 
 def http_client(url: str, key: str | None):
@@ -268,7 +250,6 @@ def http_client(url: str, key: str | None):
     return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=300)))
 
 
-@pytest.mark.system
 def test_http_needs_the_api_key(http_server):
     import httpx
 
@@ -277,7 +258,6 @@ def test_http_needs_the_api_key(http_server):
         assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
 
 
-@pytest.mark.system
 def test_http_tools_with_the_key(http_server, root):
     progress = []
 
