@@ -234,8 +234,19 @@ class Terminal:
         self.status: int | None = None
 
     def _check(self, waiting_for: str) -> None:
-        shows = self.seen[-2000:]
-        assert time.monotonic() < self.deadline, f"no {waiting_for} in {SAFETY_S:.0f} s; the terminal shows:\n{shows}"
+        if time.monotonic() >= self.deadline:
+            shows = self.seen[-2000:]
+            raise AssertionError(f"no {waiting_for} in {SAFETY_S:.0f} s; the terminal shows:\n{shows}\n{self._state()}")
+
+    def _state(self) -> str:
+        """The child's signal masks and each thread's system call, from /proc (for a hung program's report)."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text().splitlines()
+            tasks = sorted(Path(f"/proc/{self.pid}/task").iterdir())
+            calls = [f"{t.name}: {(t / 'syscall').read_text().split()[:1]} {(t / 'wchan').read_text()}" for t in tasks]
+        except OSError:
+            return "(no /proc)"
+        return "\n".join([*(line for line in status if line.startswith(("Sig", "Shd"))), *calls])
 
     def _read(self, timeout: float) -> bool:
         """What the program wrote within `timeout` s, added to `seen`; False once it closed the terminal."""

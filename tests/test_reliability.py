@@ -37,7 +37,6 @@ def png(path: Path, size=(120, 90)) -> Path:
 
 
 # -- the record log: resume, lock, write errors (findings 3, 5, 6, 11) -------------------------------
-@pytest.mark.system
 def test_resume_refuses_a_file_that_is_not_docread_output(tmp_path):
     for name, content in [
         ("notes.txt", b"my notes\nsecond line"),
