@@ -282,6 +282,37 @@ def test_http_tools_with_the_key(http_server, root):
     assert bad.is_error and "seed" in bad.content[0].text
 
 
+def test_cli_http_says_where_it_listens_and_wants_the_key(root, monkeypatch):
+    """`docread mcp --http --port 0 --api-key K` itself, in-process: it names the address it bound, and that
+    address refuses a request without the key and serves one with it (uvicorn's serve-until-a-signal loop
+    replaced by these two requests; the transport's tools are tested above)."""
+    import httpx
+    import uvicorn
+    from kit.cli import docread
+
+    seen = {}
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+
+    async def main_loop(self):
+        seen["url"] = f"http://127.0.0.1:{self.servers[0].sockets[0].getsockname()[1]}/mcp"
+        accept = {"Accept": "application/json, text/event-stream"}
+        async with httpx.AsyncClient(timeout=300) as client:
+            for key in (None, "sesame"):
+                headers = {**accept, **({"Authorization": f"Bearer {key}"} if key else {})}
+                seen[key] = (await client.post(seen["url"], json=hello, headers=headers)).status_code
+
+    monkeypatch.setattr(uvicorn.Server, "main_loop", main_loop)
+    run = docread("mcp", "--http", "--port", "0", "--api-key", "sesame", "--root", root)
+    assert run.returncode == 0, run.stderr
+    assert f"serving MCP on {seen['url']}" in run.stderr
+    assert (seen[None], seen["sesame"]) == (401, 200)
+
+
 def test_cli_refuses_a_non_loopback_host(tmp_path):
     from kit.cli import docread
 
