@@ -186,7 +186,7 @@ def test_stdio_every_tool(root, tiny_llava):
     async def main():
         async with Client(params, read_timeout_seconds=300) as client:
             names = {t.name for t in (await client.list_tools()).tools}
-            pdf = {"path": "invoice.pdf", "max_new_tokens": 4}
+            pdf = {"path": "invoice.pdf", "max_new_tokens": 4, "max_slices": 0}  # the global view: cheap
             ask = await client.call_tool(
                 "ask_document", {**pdf, "questions": ["What is the total?", "When?"]}, progress_callback=on_progress
             )
@@ -194,7 +194,7 @@ def test_stdio_every_tool(root, tiny_llava):
             fields = await client.call_tool("extract", {**pdf, "fields": ["total:number", "due_date:date"]})
             schema = {"type": "object", "properties": {"total": {"type": "number", "description": "The total?"}}}
             by_schema = await client.call_tool(
-                "extract", {"content": b64(root / "blank.png"), "schema": schema, "max_new_tokens": 4}
+                "extract", {"content": b64(root / "blank.png"), "schema": schema, "max_new_tokens": 4, "max_slices": 0}
             )
             bad_field = await client.call_tool("extract", {**pdf, "fields": ["total:money"]})
             located = await client.call_tool("locate", {"path": "invoice.pdf", "texts": ["1234.56", "absent"]})
