@@ -273,6 +273,7 @@ def test_ask_keeps_the_answers_of_pages_read_before_one_that_fails(tiny_llava, t
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("reuse_loaded_models")  # the tiny model loaded once a session
 def test_ask_and_the_python_call_give_the_same_records(tiny_llava, tmp_path):
     import docread
     from docread.document import ask_document
@@ -283,7 +284,7 @@ def test_ask_and_the_python_call_give_the_same_records(tiny_llava, tmp_path):
     result = run("ask", str(document), "Total?", "Who?", "--json", *options)
     assert result.returncode == 0, result.output
     cli = [json.loads(line) for line in result.stdout.splitlines()]
-    reader = docread.load(str(tiny_llava))
+    reader = docread.load(str(tiny_llava))  # the same arguments as `ask`'s load: the reader it read with
     api = [
         a.to_json()
         for a in ask_document(
