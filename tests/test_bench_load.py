@@ -1,16 +1,12 @@
-"""`docread bench load` on the tiny checkpoint, 4-bit on CPU, in real subprocesses (the process start is the
-point): every phase reported and non-negative, the first run rebuilds the quantized copy, the second reads
-it. Timings are reported, never asserted."""
+"""`docread bench load` on the tiny checkpoint, 4-bit on CPU, each load in a real subprocess (the process start
+is the point): every phase reported and non-negative, the first run rebuilds the quantized copy, the second reads
+it. Timings are reported, never asserted. A model that is not there fails in the parent (in-process here)."""
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
-pytestmark = pytest.mark.needs("bitsandbytes")  # imported when a test runs, not at collection
 PHASES = (
     "interpreter_s",
     "import_torch_s",
@@ -29,28 +25,13 @@ PHASES = (
 
 
 @pytest.mark.system
+@pytest.mark.needs("bitsandbytes")  # imported when the test runs, not at collection
 def test_bench_load_reports_every_phase_and_uses_the_quantized_copy(tiny_llava, tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", DOCREAD_CACHE=str(tmp_path / "cache"))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "docread",
-            "bench",
-            "load",
-            "--model",
-            str(tiny_llava),
-            "--device",
-            "cpu",
-            "--quant",
-            "4bit",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    from kit.cli import docread
+
+    # the command in-process; each load it times runs in a fresh process of its own (their start is the point)
+    args = ("bench", "load", "--model", tiny_llava, "--device", "cpu", "--quant", "4bit", "--json")
+    run = docread(*args, env={"DOCREAD_CACHE": str(tmp_path / "cache")})
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["benchmark"] == "load" and result["device"] == "cpu" and result["quant"] == "4bit"
@@ -66,26 +47,15 @@ def test_bench_load_reports_every_phase_and_uses_the_quantized_copy(tiny_llava, 
     assert {"torch", "transformers", "bitsandbytes", "docread"} <= result["versions"].keys()
 
 
-@pytest.mark.system
-def test_bench_load_names_a_missing_model(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", DOCREAD_CACHE=str(tmp_path / "cache"))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "docread",
-            "bench",
-            "load",
-            "--model",
-            str(tmp_path / "absent"),
-            "--device",
-            "cpu",
-            "--runs",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert run.returncode != 0 and "absent" in run.stderr and "Traceback" not in run.stderr
+def test_bench_load_names_a_missing_model_before_starting_a_process(tmp_path, monkeypatch):
+    """A model that is not there fails in the parent, at once, in one line: no child process is started."""
+    from kit.cli import docread
+
+    from docread.bench import load
+
+    children = []
+    monkeypatch.setattr(load, "_child", lambda *args, **kwargs: children.append(args))
+    for model in (tmp_path / "absent", tmp_path, "no/such-model"):  # no folder; no model in it; not cached, offline
+        run = docread("bench", "load", "--model", model, "--device", "cpu", "--runs", "1")
+        assert run.returncode != 0 and str(model) in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1 and not children

@@ -1,6 +1,7 @@
 """`docread chat`: `ChatSession` in-process (the page encoded once; a conversation; the same answers here and
-through a server), the command in-process (`--json`), and driven through a pseudo-terminal, where every wait
-follows an event (one safety timeout only catches a hung program)."""
+through a server), the command in-process (`--json`, /quit, end of input, a bad file), and driven through a
+pseudo-terminal (one session: prompts, commands, Ctrl-C once and twice), where every wait follows an event (one
+safety timeout only catches a hung program)."""
 
 from __future__ import annotations
 
@@ -196,15 +197,15 @@ def chat_cli(tiny_llava, page_png, lines: list[str], *options: str):
 
 
 def test_chat_json_writes_json_lines_only(tiny_llava, page_png, reuse_loaded_models):
-    lines = [QUESTION, "/help", "/pages", "/json", "/page 9", "/nope", OTHER, "/reset", "/quit"]
+    lines = [QUESTION, "/help", "/pages", "/json", "/page 9", "/nope", OTHER, "/reset", "/quit", QUESTION]
     result = chat_cli(tiny_llava, page_png, lines, "--max-new-tokens", "3", "--json")
     assert result.returncode == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]  # every stdout line is JSON
-    assert [r["question"] for r in records] == [QUESTION, OTHER]
+    assert [r["question"] for r in records] == [QUESTION, OTHER]  # nothing after /quit is read
     assert all(r["status"] == "ok" for r in records)
     assert "/page N" in result.stderr and "page 9" in result.stderr  # the rest went to stderr
     assert "2 earlier turns forgotten" in result.stderr  # /reset
-    plain = chat_cli(tiny_llava, page_png, [QUESTION], "--max-new-tokens", "3")
+    plain = chat_cli(tiny_llava, page_png, [QUESTION], "--max-new-tokens", "3")  # then end of input: it leaves
     assert plain.returncode == 0 and plain.stdout.strip() == records[0]["answer"]  # without --json: the text
 
 
@@ -233,8 +234,19 @@ class Terminal:
         self.status: int | None = None
 
     def _check(self, waiting_for: str) -> None:
-        shows = self.seen[-2000:]
-        assert time.monotonic() < self.deadline, f"no {waiting_for} in {SAFETY_S:.0f} s; the terminal shows:\n{shows}"
+        if time.monotonic() >= self.deadline:
+            shows = self.seen[-2000:]
+            raise AssertionError(f"no {waiting_for} in {SAFETY_S:.0f} s; the terminal shows:\n{shows}\n{self._state()}")
+
+    def _state(self) -> str:
+        """The child's signal masks and each thread's system call, from /proc (for a hung program's report)."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text().splitlines()
+            tasks = sorted(Path(f"/proc/{self.pid}/task").iterdir())
+            calls = [f"{t.name}: {(t / 'syscall').read_text().split()[:1]} {(t / 'wchan').read_text()}" for t in tasks]
+        except OSError:
+            return "(no /proc)"
+        return "\n".join([*(line for line in status if line.startswith(("Sig", "Shd"))), *calls])
 
     def _read(self, timeout: float) -> bool:
         """What the program wrote within `timeout` s, added to `seen`; False once it closed the terminal."""
@@ -329,49 +341,22 @@ def test_chat_on_a_terminal(tiny_llava, page_png):
         assert '"question": "What is printed here?"' in shown and '"encode": 0.0' in shown
         term.interrupt()  # Ctrl-C at the prompt: a fresh line, not an exit
         assert "Ctrl-C again" in term.expect("p1> ")
-        term.send("/reset\n")
+        term.send("/reset\n")  # a line in between: the next Ctrl-C is a first one again
         assert "2 earlier turns forgotten" in term.expect("p1> ")
-        term.send("/quit\n")
+        term.interrupt()
+        assert "Ctrl-C again" in term.expect("p1> ")
+        term.interrupt()  # twice at the prompt: it leaves (/quit and end of input: in-process above)
         assert term.wait() == 0
     finally:
         term.kill()
 
 
-@pytest.mark.system
-@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
-@pytest.mark.parametrize("keys", ["eof", "two Ctrl-C"])
-def test_chat_leaves_on_eof_and_on_two_ctrl_c(tiny_llava, page_png, keys):
-    argv = [sys.executable, "-m", "docread", "chat", str(page_png), "--model", str(tiny_llava), "--device", "cpu"]
-    term = Terminal([*argv, "--max-slices", "0"])  # leaving is the point: the page's global view is enough
-    try:
-        term.expect("p1> ")
-        if keys == "eof":
-            term.waiting_for_a_key()
-            term.send("\x04")
-        else:
-            term.interrupt()
-            assert "Ctrl-C again" in term.expect("p1> ")
-            term.interrupt()
-        assert term.wait() == 0
-    finally:
-        term.kill()
-
-
-@pytest.mark.system
 def test_chat_bad_file_is_one_error_line(tmp_path):
-    import subprocess
+    from kit.cli import docread
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image at all")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), NO_COLOR="1")
-    run = subprocess.run(
-        [sys.executable, "-m", "docread", "chat", str(bad), "--model", "no/such-model"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    run = docread("chat", bad, "--model", "no/such-model")
     assert run.returncode == 1 and run.stderr.startswith("error:") and len(run.stderr.splitlines()) == 1
     assert "not a PDF or an image" in run.stderr
 

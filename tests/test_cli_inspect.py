@@ -30,24 +30,23 @@ def letter_pdf(path, pages=1):
 @pytest.mark.system
 def test_help_version_and_inspect_never_import_torch(tmp_path):
     pdf = letter_pdf(tmp_path / "letter.pdf")
-    # fresh interpreters: what a start imports is only visible in a process of its own
-    for args in (["--help"], ["inspect", "--help"], ["inspect", str(pdf), "--json"], ["bench", "--help"]):
-        code = (
-            "import sys\nfrom docread.cli import app\n"
-            f"try:\n    app({args!r})\nexcept SystemExit:\n    pass\n"
-            "print('torch' in sys.modules, 'transformers' in sys.modules)"
-        )
-        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-        assert run.stdout.strip().splitlines()[-1] == "False False", args
-    # `python -m docread` itself, once, in a real process
-    version = subprocess.run(
-        [sys.executable, "-m", "docread", "--version"],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1"),
-        timeout=120,
+    # a fresh interpreter (what a start imports is only visible in a process of its own): each command in turn
+    # (once torch is in, every later line says so: the first True names the culprit), then `python -m docread
+    # --version` as runpy runs it for `-m`
+    commands = (["--help"], ["inspect", "--help"], ["inspect", str(pdf), "--json"], ["bench", "--help"])
+    code = (
+        "import runpy, sys\nfrom docread.cli import app\n"
+        f"for args in {commands!r}:\n"
+        "    try:\n        app(args)\n    except SystemExit:\n        pass\n"
+        "    print('IMPORTED', args, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+        "sys.argv = ['docread', '--version']\n"
+        "runpy.run_module('docread', run_name='__main__', alter_sys=True)\n"
     )
-    assert version.returncode == 0 and version.stdout.startswith("docread ")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    imported = [line.rsplit(" ", 2)[1:] for line in run.stdout.splitlines() if line.startswith("IMPORTED ")]
+    assert len(imported) == len(commands) and all(i == ["False", "False"] for i in imported), run.stdout
+    assert run.returncode == 0 and run.stdout.splitlines()[-1].startswith("docread "), run.stderr
 
 
 def test_inspect_json_for_a_letter_page_and_an_image(tmp_path):

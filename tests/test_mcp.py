@@ -1,14 +1,12 @@
 """`docread mcp` through the `mcp` SDK's own client: in-process (schemas, path rules), over stdio (a spawned
-`python -m docread mcp` with the tiny model: every tool) and over streamable HTTP (the API key, progress)."""
+`python -m docread mcp` with the tiny model: every tool) and over streamable HTTP (the API key, progress; the
+HTTP app on a loopback thread in this process)."""
 
 from __future__ import annotations
 
 import base64
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -168,7 +166,7 @@ def test_ocr_and_locate_records_are_the_commands_own():
     assert set(ocr_record("f.pdf", ok)) == set(ocr_record("f.pdf", bad))
 
 
-# -- a spawned server: stdio and HTTP -----------------------------------------------------------------------
+# -- a spawned server over stdio, the HTTP app on a thread ----------------------------------------------------
 def server_env() -> dict:
     here = str(Path(__file__).resolve().parents[1])
     return {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
@@ -191,7 +189,7 @@ def test_stdio_every_tool(root, tiny_llava):
     async def main():
         async with Client(params, read_timeout_seconds=300) as client:
             names = {t.name for t in (await client.list_tools()).tools}
-            pdf = {"path": "invoice.pdf", "max_new_tokens": 4}
+            pdf = {"path": "invoice.pdf", "max_new_tokens": 4, "max_slices": 0}  # the global view: cheap
             ask = await client.call_tool(
                 "ask_document", {**pdf, "questions": ["What is the total?", "When?"]}, progress_callback=on_progress
             )
@@ -199,7 +197,7 @@ def test_stdio_every_tool(root, tiny_llava):
             fields = await client.call_tool("extract", {**pdf, "fields": ["total:number", "due_date:date"]})
             schema = {"type": "object", "properties": {"total": {"type": "number", "description": "The total?"}}}
             by_schema = await client.call_tool(
-                "extract", {"content": b64(root / "blank.png"), "schema": schema, "max_new_tokens": 4}
+                "extract", {"content": b64(root / "blank.png"), "schema": schema, "max_new_tokens": 4, "max_slices": 0}
             )
             bad_field = await client.call_tool("extract", {**pdf, "fields": ["total:money"]})
             located = await client.call_tool("locate", {"path": "invoice.pdf", "texts": ["1234.56", "absent"]})
@@ -231,35 +229,19 @@ def test_stdio_every_tool(root, tiny_llava):
     assert not after.is_error
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def http_server(root, tiny_llava, tmp_path_factory):
-    """`docread mcp --http` on a free loopback port with an API key; stopped after the module."""
-    log = tmp_path_factory.mktemp("mcp-http") / "stderr.txt"
-    args = server_args(root, tiny_llava, "--http", "--port", "0", "--api-key", "sesame")
-    with open(log, "w") as sink:
-        process = subprocess.Popen([sys.executable, *args], env=server_env(), stderr=sink, stdout=subprocess.DEVNULL)
-    url, deadline = None, time.monotonic() + 60
-    while url is None and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-        for line in log.read_text().splitlines():
-            if "serving MCP on " in line:
-                url = line.split("serving MCP on ")[1].strip()
-    try:
-        assert url, f"the server did not start: {log.read_text()[-2000:]}"
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def http_server(root, tiny_reader):
+    """`docread mcp --http --api-key sesame`'s app (the streamable HTTP transport behind the key) on a loopback
+    uvicorn thread, reading with the session's tiny model: the transport and the key are the point, not the
+    process (`test_stdio_every_tool` spawns the real server)."""
+    from kit.serving import running
+
+    from docread.mcp.server import PATH, http_app
+    from docread.reading import LocalReader
+
+    server = local_server(root, lambda: LocalReader(tiny_reader))  # what `docread mcp`'s open_reader gives
+    with running(http_app(server, "127.0.0.1", "sesame")) as url:
+        yield url + PATH
 
 
 def http_client(url: str, key: str | None):
@@ -271,7 +253,6 @@ def http_client(url: str, key: str | None):
     return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=300)))
 
 
-@pytest.mark.system
 def test_http_needs_the_api_key(http_server):
     import httpx
 
@@ -280,7 +261,6 @@ def test_http_needs_the_api_key(http_server):
         assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
 
 
-@pytest.mark.system
 def test_http_tools_with_the_key(http_server, root):
     progress = []
 
@@ -303,6 +283,37 @@ def test_http_tools_with_the_key(http_server, root):
     assert ask.structured_content["answers"][0]["status"] == "ok"
     assert progress == [(0, 2), (1, 2)]
     assert bad.is_error and "seed" in bad.content[0].text
+
+
+def test_cli_http_says_where_it_listens_and_wants_the_key(root, monkeypatch):
+    """`docread mcp --http --port 0 --api-key K` itself, in-process: it names the address it bound, and that
+    address refuses a request without the key and serves one with it (uvicorn's serve-until-a-signal loop
+    replaced by these two requests; the transport's tools are tested above)."""
+    import httpx
+    import uvicorn
+    from kit.cli import docread
+
+    seen = {}
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+
+    async def main_loop(self):
+        seen["url"] = f"http://127.0.0.1:{self.servers[0].sockets[0].getsockname()[1]}/mcp"
+        accept = {"Accept": "application/json, text/event-stream"}
+        async with httpx.AsyncClient(timeout=300) as client:
+            for key in (None, "sesame"):
+                headers = {**accept, **({"Authorization": f"Bearer {key}"} if key else {})}
+                seen[key] = (await client.post(seen["url"], json=hello, headers=headers)).status_code
+
+    monkeypatch.setattr(uvicorn.Server, "main_loop", main_loop)
+    run = docread("mcp", "--http", "--port", "0", "--api-key", "sesame", "--root", root)
+    assert run.returncode == 0, run.stderr
+    assert f"serving MCP on {seen['url']}" in run.stderr
+    assert (seen[None], seen["sesame"]) == (401, 200)
 
 
 def test_cli_refuses_a_non_loopback_host(tmp_path):

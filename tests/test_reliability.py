@@ -37,7 +37,6 @@ def png(path: Path, size=(120, 90)) -> Path:
 
 
 # -- the record log: resume, lock, write errors (findings 3, 5, 6, 11) -------------------------------
-@pytest.mark.system
 def test_resume_refuses_a_file_that_is_not_docread_output(tmp_path):
     for name, content in [
         ("notes.txt", b"my notes\nsecond line"),
@@ -274,6 +273,7 @@ def test_ask_keeps_the_answers_of_pages_read_before_one_that_fails(tiny_llava, t
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("reuse_loaded_models")  # the tiny model loaded once a session
 def test_ask_and_the_python_call_give_the_same_records(tiny_llava, tmp_path):
     import docread
     from docread.document import ask_document
@@ -284,7 +284,7 @@ def test_ask_and_the_python_call_give_the_same_records(tiny_llava, tmp_path):
     result = run("ask", str(document), "Total?", "Who?", "--json", *options)
     assert result.returncode == 0, result.output
     cli = [json.loads(line) for line in result.stdout.splitlines()]
-    reader = docread.load(str(tiny_llava))
+    reader = docread.load(str(tiny_llava))  # the same arguments as `ask`'s load: the reader it read with
     api = [
         a.to_json()
         for a in ask_document(

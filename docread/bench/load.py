@@ -30,6 +30,7 @@ def run_load_bench(
     import datetime
     import platform
 
+    check_model(model)
     results = []
     for number in range(runs):
         what = "first" if number == 0 else "cached"
@@ -56,6 +57,18 @@ def run_load_bench(
         "cached_vs_first_without_save": _ratio(ready, first["ready_s"] - first["save_s"]),
         "cached_vs_first_to_first_token": _ratio(total, first["total_s"]),
     }
+
+
+def check_model(model: str) -> None:
+    """Fail here, at once and without torch, when `model` is not to be had: no such preset or folder, a folder
+    that is no llava-hf model, or (offline) a hub id not in the HF cache. A hub id that may be downloaded
+    is left to the first child."""
+    from docread.model.presets import resolve_preset
+    from docread.model.weights import cached_folder, offline_requested, resolve_weights
+
+    base = resolve_preset(model).base
+    if offline_requested() or cached_folder(base) is not None:
+        resolve_weights(base)  # a folder, the HF cache or offline: touches no network
 
 
 def _ratio(a: float | None, b: float) -> float | None:

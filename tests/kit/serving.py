@@ -1,4 +1,5 @@
-"""`docread serve`'s app on a loopback uvicorn thread (port 0), and the helpers served answers are checked with."""
+"""`docread serve`'s app (or another ASGI app) on a loopback uvicorn thread (port 0), and the helpers served answers
+are checked with."""
 
 from __future__ import annotations
 
@@ -28,13 +29,18 @@ def stable(record: dict) -> dict:
 @contextmanager
 def serving(reader, **options):
     """The app on a loopback uvicorn thread (port 0); yields its base URL and stops it, bounded."""
-    import uvicorn
-
     from docread.serve import create_app
 
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(reader, **options), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
+    with running(create_app(reader, **options)) as url:
+        yield url
+
+
+@contextmanager
+def running(app):
+    """Any ASGI app (its lifespan run) on a loopback uvicorn thread (port 0); yields its base URL, stops it."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     started = threading.Event()
     startup = server.startup
 
