@@ -113,11 +113,8 @@ def test_batch_reads_pages_as_ask_does_with_the_page_text(tiny_llava, tmp_path):
     for record in records:
         asked = docread("ask", paper, "What is the total?", "--pages", record["page"], "--json", *options)
         (expected,) = [json.loads(line) for line in asked.stdout.splitlines()]
-        assert (record["answer"], record["score"], record["text_prompt"]) == (
-            expected["answer"],
-            expected["score"],
-            expected["text_prompt"],
-        )
+        assert (record["answer"], record["text_prompt"]) == (expected["answer"], expected["text_prompt"])
+        assert record["score"] == pytest.approx(expected["score"], rel=1e-5)  # pairs batched otherwise: float rounding
     image_alone = tmp_path / "off.jsonl"
     run = docread("batch", paper, "-Q", questions, "-o", image_alone, *options, "--text-prompt", "off")
     assert run.returncode == 0 and [r["text_prompt"] for r in _records(image_alone)] == [None, None]
