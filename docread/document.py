@@ -17,7 +17,7 @@ from docread.intake import Document, Limits, open_document
 from docread.reader import DocReader
 from docread.results import Answer, DocumentAnswer, best_of
 from docread.settings import AUTO_PAGES, OCR_MAX_NEW_TOKENS, Settings, Task, View
-from docread.text.evidence import PageTexts, attach_evidence
+from docread.text.evidence import PageTexts, TextCache, attach_evidence
 from docread.text.ranking import choose_pages
 from docread.text.textprompt import Reference, blame_text, page_reference, with_reference
 from docread.views.encoded import EncodedPage, PageSource
@@ -257,6 +257,7 @@ def ask_document(
     events: Events | None = None,
     stream: bool = False,
     encode: Encode | None = None,
+    text_cache: TextCache | None = None,
     constrain=None,
 ) -> list[DocumentAnswer]:
     """Answer each question about a PDF or image (a path, `-` for stdin, or a Document the caller
@@ -265,7 +266,8 @@ def ask_document(
     question against the page text, see `docread.text.ranking`) is encoded once and asked its questions; each
     question's best-scoring page wins. A page that fails is recorded and the others go on. With `stream`, a
     single-page read streams each answer through `events`. A file that cannot be opened raises.
-    `encode` replaces `encode_with_fallback` (a server's cache of encoded pages); `constrain` (a
+    `encode` replaces `encode_with_fallback` (a server's cache of encoded pages), `text_cache` keeps page texts
+    across calls (a server's: OCR once per page); `constrain` (a
     `generate.loop.Constraint`, reset by an empty answer) shapes every answer's tokens, or, as a mapping
     from question to Constraint, each question's own (extract's typed fields)."""
     settings = settings or Settings()
@@ -280,12 +282,13 @@ def ask_document(
             top=settings.top_pages,
             text=settings.text,
             warn=events.warning,
+            kept=text_cache,
         )
         wanted = {q: {pick.page for pick in picks[q]} for q in questions}
         selected = [p for p in document.pages if any(p.number in w for w in wanted.values())]
         answers: dict[str, list[Answer]] = {q: [] for q in questions}
         errors: dict[str, list] = {q: [] for q in questions}
-        texts = PageTexts(document, settings.text)
+        texts = PageTexts(document, settings.text, text_cache)
         for index, page in enumerate(selected, start=1):
             events.page(page.number, index, len(selected))
             asked = [q for q in questions if page.number in wanted[q]]
