@@ -179,6 +179,7 @@ class ChatSession:
             events=relay,
             stream=True,
             encode=self.cache.encode,
+            text_cache=self.cache.texts,
         )
         return result
 

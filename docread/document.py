@@ -18,7 +18,7 @@ from docread.pagework import Encode, PageAnswer, PageWork, answer_page, answer_p
 from docread.reader import DocReader
 from docread.results import Answer, DocumentAnswer, best_of
 from docread.settings import AUTO_PAGES, OCR_MAX_NEW_TOKENS, OcrSource, Settings, Task, TextMode
-from docread.text.evidence import PageTexts, attach_evidence
+from docread.text.evidence import PageTexts, TextCache, attach_evidence
 from docread.text.ranking import choose_pages
 from docread.text.spans import page_constraint
 from docread.text.textprompt import page_reference
@@ -77,6 +77,7 @@ def ask_document(
     events: Events | None = None,
     stream: bool = False,
     encode: Encode | None = None,
+    text_cache: TextCache | None = None,
     constrain=None,
 ) -> list[DocumentAnswer]:
     """Answer each question about a PDF or image (a path, `-` for stdin, or a Document the caller
@@ -85,7 +86,8 @@ def ask_document(
     question against the page text, see `docread.text.ranking`) is encoded once and asked its questions; each
     question's best-scoring page wins. A page that fails is recorded and the others go on. With `stream`, a
     single-page read streams each answer through `events`. A file that cannot be opened raises.
-    `encode` replaces `encode_with_fallback` (a server's cache of encoded pages); `constrain` (a
+    `encode` replaces `encode_with_fallback` (a server's cache of encoded pages), `text_cache` keeps page texts
+    across calls (a server's: OCR once per page); `constrain` (a
     `generate.loop.Constraint`, reset by an empty answer) shapes every answer's tokens, or, as a mapping
     from question to Constraint, each question's own (extract's typed fields)."""
     settings = settings or Settings()
@@ -100,12 +102,13 @@ def ask_document(
             top=settings.top_pages,
             text=settings.text,
             warn=events.warning,
+            kept=text_cache,
         )
         wanted = {q: {pick.page for pick in picks[q]} for q in questions}
         selected = [p for p in document.pages if any(p.number in w for w in wanted.values())]
         found: dict[tuple[str, int], Answer] = {}
         failures: dict[tuple[str, int], DocreadError] = {}
-        texts = PageTexts(document, settings.text)
+        texts = PageTexts(document, settings.text, text_cache)
         works = _ask_works(reader, document, selected, wanted, questions, texts, settings, events, constrain)
         one = stream and len(selected) == 1  # one page streams its answers live
         for work, result in answer_pages(reader, works, settings, events=events, stream=one, encode=encode):

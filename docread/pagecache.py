@@ -1,6 +1,6 @@
 """Encoded pages kept across questions: `PageCache` holds pages (their image embeddings and prefilled
-prompt prefix) by content and settings, least recently used out first. `chat` keeps one page in it,
-`docread serve` many."""
+prompt prefix) by content and settings, least recently used out first, and beside them the pages' text
+(`texts`, a `text.evidence.TextCache`: OCR paid once per page). `chat` keeps one page in it, `docread serve` many."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 from docread.pagework import encode_with_fallback
 from docread.reader import DocReader
 from docread.settings import Settings
+from docread.text.evidence import TextCache
 from docread.views.encoded import EncodedPage
 
 
@@ -27,10 +28,12 @@ class _KeptPage(EncodedPage):
 
 class PageCache:
     """Encoded pages (their image embeddings and prefilled prompt prefix) by content sha256, page, view,
-    settings and plan; least recently used first out beyond `capacity` (0 = no cache)."""
+    settings and plan; least recently used first out beyond `capacity` (0 = no cache). `texts`: as many pages'
+    text, by content, page, size and text mode (pass it to `ask_document` as `text_cache`)."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
+        self.texts = TextCache(capacity)
         self._pages: OrderedDict[tuple, _KeptPage] = OrderedDict()
         self.hits = self.misses = 0
 

@@ -75,7 +75,13 @@ def serve(
         float, typer.Option("--max-upload-mb", min=0.001, max=2048, help="Largest uploaded file, in MiB (413 above).")
     ] = 64,
     cache_pages: Annotated[
-        int, typer.Option("--cache-pages", min=0, max=4096, help="Encoded pages kept across requests (0 = none).")
+        int,
+        typer.Option(
+            "--cache-pages",
+            min=0,
+            max=4096,
+            help="Encoded pages, and as many pages' text (OCR), kept across requests (0 = none).",
+        ),
     ] = 8,
     request_timeout: Annotated[
         float, typer.Option("--request-timeout", min=0.1, help="Seconds one request may take, queue wait included.")

@@ -90,6 +90,7 @@ class _Server:
         self.max_upload_bytes = max_upload_bytes
         self.worker = Batcher(reader, max_queue, max_batch) if max_batch > 1 else Worker(max_queue)
         self.cache = PageCache(cache_pages)
+        self.cache.texts.beside = self.worker.aside  # OCR runs beside the batch being decoded
 
     def submit(
         self,
@@ -112,6 +113,7 @@ class _Server:
                 events=events,
                 stream=True,
                 encode=self.cache.encode,
+                text_cache=self.cache.texts,
                 constrain=constrain,
             )
 
@@ -242,6 +244,7 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict:
+        texts = server.cache.texts
         return {
             "status": "ok",
             "model": reader.name,
@@ -253,7 +256,12 @@ def create_app(
             "max_batch": server.worker.max_batch,
             "batch": {"rows": server.worker.rows, "peak": server.worker.most_rows},  # answers decoded together
             "served": server.worker.served,
-            "cache": {"pages": len(server.cache), "hits": server.cache.hits, "misses": server.cache.misses},
+            "cache": {
+                "pages": len(server.cache),
+                "hits": server.cache.hits,
+                "misses": server.cache.misses,
+                "texts": {"pages": len(texts), "hits": texts.hits, "misses": texts.misses},  # page texts (OCR) kept
+            },
         }
 
     started = int(time.time())  # /v1/models' `created`: when this server loaded its model

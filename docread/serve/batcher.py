@@ -7,6 +7,10 @@ Each running request is a thread of its own running the same library call as one
 turn, so the model, PyMuPDF and the tokenizer are never used by two threads at once. A request runs until
 its reader asks to decode (`DocReader.decode`, through `joiner`): its rows wait to join, and it sleeps
 until the batch gives it a token. Its page is opened and encoded then, between two decode steps.
+
+Work that touches neither the model nor PyMuPDF (OCR of a rendered page: `aside`) runs beside the batch: the
+request hands the worker back for its length, and waits for its turn again when it is done. PyMuPDF stays
+on the worker (it does not support threads, not even on separate documents), as do the model and tokenizer.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from docread.serve.worker import Job, Worker
 
@@ -31,6 +36,7 @@ class _Task:
         self.rows: list = []  # the rows it has decoded, is decoding or waits to (cancelled when it ends)
         self.failure: BaseException | None = None  # the batch failed: raised in the request
         self.done = False
+        self.aside = False  # running work beside the batch (`Batcher.aside`): not resumed until it is back
         self.started = time.monotonic()
         self.thread = threading.Thread(target=self._main, name="docread-request", daemon=True)
 
@@ -54,6 +60,17 @@ class _Task:
             raise failure
         self.job.check()  # the client left or the time is up: the request ends here, its rows leave
 
+    def beside(self, work: Callable, *args):
+        """`work(*args)` run while the batch goes on without this request; then its turn again."""
+        self.aside = True
+        self.batcher._back.release()
+        try:
+            return work(*args)
+        finally:
+            self.batcher._returned.put(self)
+            self.batcher._wake.set()
+            self.wake.acquire()
+
 
 class Batcher(Worker):
     """A worker that serves up to `max_batch` requests at once, their answers decoded in one running batch;
@@ -67,6 +84,8 @@ class Batcher(Worker):
         self._tasks: dict[int, _Task] = {}  # thread id -> running request
         self._pending: deque = deque()  # rows waiting to join the batch, in arrival order
         self._owners: dict[int, tuple] = {}  # id(row) -> (task, inbox, index in its call, row)
+        self._returned: queue.SimpleQueue = queue.SimpleQueue()  # requests back from work aside, to resume
+        self._wake = threading.Event()  # set when a request arrives or comes back, or on stop()
         self._stopping = False
 
     @property
@@ -76,6 +95,20 @@ class Batcher(Worker):
     def start(self) -> None:
         self.reader.joiner = self.join
         super().start()
+
+    def _put(self, job: Job | None) -> None:
+        super()._put(job)
+        self._wake.set()
+
+    def aside(self, work: Callable) -> Callable:
+        """`work` run beside the batch when a request calls it: the batch decodes meanwhile. Only for work
+        that touches neither the model, the tokenizer nor PyMuPDF, and is safe on any thread (OCR)."""
+
+        def beside(*args):
+            task = self._tasks.get(threading.get_ident())  # read while this request holds the worker
+            return work(*args) if task is None else task.beside(work, *args)
+
+        return beside
 
     # -- on a request's thread ------------------------------------------------------------------
     def join(self, rows: list, *, fast: bool = False):
@@ -128,10 +161,14 @@ class Batcher(Worker):
         the end ([] once stopping and every request is done)."""
         self.rows = self.max_batch - free  # the rows still in the batch
         while True:
-            idle = empty and not self._pending
-            self._start_requests(block=idle, timeout=0.05 if self._tasks else None)  # a request is starting
+            self._wake.clear()  # whatever comes after this sets it again: the wait below misses nothing
+            while not self._returned.empty():  # back from work aside: on until it pauses or ends
+                task = self._returned.get()
+                task.aside = False
+                self._resume(task)
+            self._start_requests()
             for task in list(self._tasks.values()):  # a request whose client left or whose time is up ends now
-                if task.job.cancelled or time.monotonic() > task.job.deadline:
+                if not task.aside and (task.job.cancelled or time.monotonic() > task.job.deadline):
                     self._resume(task)
             joining = []
             while self._pending and len(joining) < free:
@@ -142,16 +179,15 @@ class Batcher(Worker):
             self.most_rows = max(self.most_rows, self.rows)
             if joining or not empty or (self._stopping and not self._tasks):
                 return joining
+            self._wake.wait(0.05 if self._tasks else None)  # a request arrives or comes back (or time is up)
 
-    def _start_requests(self, block: bool, timeout: float | None) -> None:
-        """Start waiting requests while fewer than max_batch run; each runs until it needs its first token.
-        `block`: wait (up to `timeout`) for the first."""
+    def _start_requests(self) -> None:
+        """Start waiting requests while fewer than max_batch run; each runs until it needs its first token."""
         while len(self._tasks) < self.max_batch and not self._stopping:
             try:
-                job = self._queue.get(block=block, timeout=timeout if block else None)
+                job = self._queue.get_nowait()
             except queue.Empty:
                 return
-            block = False
             if job is None:  # stop(): the requests already queued came before it
                 self._stopping = True
                 return
@@ -169,7 +205,8 @@ class Batcher(Worker):
             del self._owners[id(row)]
         if not task.done:
             inbox.append((index, token, logprob))
-            self._resume(task)
+            if not task.aside:
+                self._resume(task)
 
     def _resume(self, task: _Task) -> None:
         """Let `task` run until it pauses or ends."""
@@ -193,7 +230,7 @@ class Batcher(Worker):
         self._pending.clear()
         self.rows = 0
         for task in {id(t): t for t, _, _, _ in self._owners.values()}.values():
-            if not task.done:
+            if not task.done and not task.aside:
                 task.failure = error
                 self._resume(task)
         self._owners.clear()

@@ -71,9 +71,13 @@ class Worker:
     def start(self) -> None:
         self._thread.start()
 
+    def aside(self, work: Callable) -> Callable:
+        """`work` as a request runs it (`batcher.Batcher`: beside the batch); here, as it is: one job at a time."""
+        return work
+
     def stop(self, timeout: float = 30.0) -> None:
         """Let the jobs already queued finish, then end the thread."""
-        self._queue.put(None)
+        self._put(None)
         self._thread.join(timeout)
 
     def submit(self, job: Job) -> None:
@@ -81,6 +85,9 @@ class Worker:
             if self.waiting >= self.max_queue:
                 raise Busy(f"{self.waiting} requests are already waiting (--max-queue {self.max_queue})")
             self.waiting += 1
+        self._put(job)
+
+    def _put(self, job: Job | None) -> None:
         self._queue.put(job)
 
     def _loop(self) -> None:

@@ -1,10 +1,13 @@
-"""Where answers and texts come from on the page: `locate_document` (every occurrence of some texts
-in a file, the `locate` command), `evidence` (where an answer occurs in its page's text) and
-`draw_highlight` (the page with its evidence boxes and, faintly, its tile grid)."""
+"""Where answers and texts come from on the page: `PageTexts` (each page's text, read once per document, and
+`TextCache`, kept across requests by a server), `locate_document` (every occurrence of some texts in a file,
+the `locate` command), `evidence` (where an answer occurs in its page's text) and `draw_highlight` (the page
+with its evidence boxes and, faintly, its tile grid)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -12,7 +15,7 @@ from docread.errors import DocreadError, UsageError
 from docread.settings import TextMode
 from docread.text.grounding import ground
 from docread.text.match import find
-from docread.text.pagetext import PageText, page_text
+from docread.text.pagetext import PageText, ocr_words, page_text
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -25,12 +28,52 @@ EVIDENCE_RGB = (255, 170, 0)  # evidence boxes: orange, drawn over a translucent
 GRID_RGBA = (220, 30, 30, 70)  # the tile grid, faint: where the model's tiles cut the page
 
 
-class PageTexts:
-    """Each page's text, read once per document (evidence, ranking and prompts share it). A page whose
-    text cannot be read keeps its error; `get` raises it."""
+class TextCache:
+    """Page texts kept across reads (a server's, beside its encoded pages): by the file's content sha256, the
+    page, its rendered size (the dpi) and the text mode, least recently used out beyond `capacity` (0: none
+    kept), so a second question about a page pays no OCR. A page whose text fails is not kept: the next read
+    tries again. `beside(work)`: `work` as it runs off the model (a server's `Worker.aside`: OCR, and a wait
+    for the same page's text that another request is reading, run while its batch decodes)."""
 
-    def __init__(self, document: Document, mode: str = TextMode.auto):
-        self.document, self.mode = document, TextMode(mode)
+    def __init__(self, capacity: int, beside: Callable[[Callable], Callable] = lambda work: work):
+        self.capacity, self.beside = capacity, beside
+        self._texts: OrderedDict[tuple, PageText] = OrderedDict()
+        self._reading: dict[tuple, threading.Event] = {}  # pages whose text a read is getting now
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def read(self, document: Document, page: Page, mode: str) -> PageText:
+        key = (document.sha256, page.number, page.width, page.height, str(TextMode(mode)))
+        if self.capacity <= 0 or not document.sha256:
+            return page_text(document, page, mode, ocr=self.beside(ocr_words))
+        while key in self._reading:  # another request reads this page now: its text, once it has it
+            self.beside(self._reading[key].wait)()
+        kept = self._texts.get(key)
+        if kept is not None:
+            self.hits += 1
+            self._texts.move_to_end(key)
+            return kept
+        self.misses += 1
+        self._reading[key] = reading = threading.Event()
+        try:
+            text = page_text(document, page, mode, ocr=self.beside(ocr_words))
+        finally:
+            del self._reading[key]
+            reading.set()
+        self._texts[key] = text
+        while len(self._texts) > self.capacity:
+            self._texts.popitem(last=False)
+        return text
+
+
+class PageTexts:
+    """Each page's text, read once per document (evidence, ranking and prompts share it), through `kept` (a
+    TextCache across documents) when given. A page whose text cannot be read keeps its error; `get` raises it."""
+
+    def __init__(self, document: Document, mode: str = TextMode.auto, kept: TextCache | None = None):
+        self.document, self.mode, self.kept = document, TextMode(mode), kept
         self._texts: dict[int, PageText | DocreadError] = {}
 
     def get(self, page: Page) -> PageText:
@@ -39,7 +82,11 @@ class PageTexts:
                 self._texts[page.number] = PageText(page.number, "none", page.width, page.height)
             else:
                 try:
-                    self._texts[page.number] = page_text(self.document, page, self.mode)
+                    self._texts[page.number] = (
+                        self.kept.read(self.document, page, self.mode)
+                        if self.kept is not None
+                        else page_text(self.document, page, self.mode)
+                    )
                 except DocreadError as e:
                     self._texts[page.number] = e
         found = self._texts[page.number]

@@ -5,6 +5,7 @@ as shown (CropBox, rotation applied; for images, 1 point = 1 pixel), and in pixe
 
 from __future__ import annotations
 
+import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,9 +64,10 @@ class PageText:
         return [round(v * self.scale, 1) for v in box]
 
 
-def page_text(document: Document, page: Page, mode: str = TextMode.auto) -> PageText:
+def page_text(document: Document, page: Page, mode: str = TextMode.auto, ocr=None) -> PageText:
     """The words of `page` (see the module doc). A failure inside PyMuPDF or rapidocr on this page's
-    data is that page's DocreadError; OCR asked for without the extra is a `missing_extra` error."""
+    data is that page's DocreadError; OCR asked for without the extra is a `missing_extra` error.
+    `ocr(image, where)` reads a rendered page's words (`ocr_words` unless given)."""
     mode = TextMode(mode)
     where = f"{document.name} page {page.number}"
     if document.kind == "pdf":
@@ -84,7 +86,7 @@ def page_text(document: Document, page: Page, mode: str = TextMode.auto) -> Page
         text = PageText(page.number, "none", page.width, page.height, 1.0)
     if mode == TextMode.ocr or (mode == TextMode.auto and ocr_available()):
         image = document.render(page, page.width, page.height)
-        words, text.confidence = ocr_words(image, where)
+        words, text.confidence = (ocr or ocr_words)(image, where)
         text.words = [Word(w.text, tuple(v / text.scale for v in w.bbox), w.line) for w in words]
         text.source = "ocr"
     return text
@@ -184,6 +186,9 @@ def _round(box: Box) -> Box:
 
 # -- OCR ------------------------------------------------------------------------------------------
 _engine = None
+# one OCR at a time: rapidocr's engine keeps per-call state (its detector's preprocessing) on the shared
+# instance, so two threads must not run it together (a server runs OCR beside its decoding, see serve/batcher)
+_ocr_lock = threading.Lock()
 
 
 def ocr_available() -> bool:
@@ -209,10 +214,11 @@ def ocr_words(image, where: str) -> tuple[list[Word], float | None]:
     together are rebuilt from its character boxes and the line's ink (`docread.text.ocrspaces`)."""
     import numpy as np
 
-    engine = _ocr_engine()
     rgb = np.asarray(image.convert("RGB"))
-    with boundary(where, "OCR it"):
-        result, _ = engine(rgb, return_word_box=True)
+    with _ocr_lock:  # the engine keeps per-call state on itself: one OCR at a time
+        engine = _ocr_engine()
+        with boundary(where, "OCR it"):
+            result, _ = engine(rgb, return_word_box=True)
     gray = np.asarray(image.convert("L"))
     lines, scores = [], []
     for item in result or []:

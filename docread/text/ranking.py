@@ -74,10 +74,11 @@ def choose_pages(
     top: int = DEFAULT_TOP_PAGES,
     text: str = "auto",
     warn=lambda message: None,
+    kept=None,
 ) -> dict[str, list[Pick]]:
     """The pages each question reads: with `pages="auto"` its BM25 picks (from the text layer; OCR only
     with `text="ocr"`, since OCR of every page would cost more than reading it), else the pages named,
-    else the first `max_pages` (as always)."""
+    else the first `max_pages` (as always). `kept`: a `text.evidence.TextCache` the page texts come from."""
     from docread.errors import DocreadError
     from docread.text.evidence import PageTexts
 
@@ -88,7 +89,7 @@ def choose_pages(
             selected = selected[:max_pages]
         why = "given" if pages not in (None, AUTO_PAGES) else "first"
         return {q: [Pick(p.number, why) for p in selected] for q in questions}
-    texts = PageTexts(document, "ocr" if text == "ocr" else "layer")
+    texts = PageTexts(document, "ocr" if text == "ocr" else "layer", kept)
     page_texts = {}
     for page in document.pages:
         try:
