@@ -77,8 +77,11 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(tiny_llava):
         body = chat_body()
         with ThreadPoolExecutor(3) as pool:
             sent = [pool.submit(httpx.post, base + "/v1/chat/completions", json=body, timeout=120) for _ in range(3)]
-            while not httpx.get(base + "/health", timeout=60).json()["running"]:
-                assert time.monotonic() < deadline
+            while True:  # all three in the server (served now, or queued), so SIGTERM finds them in flight
+                health = httpx.get(base + "/health", timeout=60).json()
+                if health["active"] + health["waiting"] >= 3 and health["running"]:
+                    break
+                assert time.monotonic() < deadline and not any(f.done() for f in sent), health
                 time.sleep(0.005)
             process.send_signal(signal.SIGTERM)
             responses = [f.result(timeout=120) for f in sent]
