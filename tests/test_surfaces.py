@@ -5,14 +5,12 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
-from contextlib import contextmanager
 from dataclasses import fields
 
 import pymupdf
 import pytest
 from kit.cli import docread
+from kit.serving import serving
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -64,30 +62,6 @@ def reader(tiny_llava):
     from docread.loading import load
 
     return load(str(tiny_llava), device="cpu")
-
-
-@contextmanager
-def serving(reader):
-    """The app on a loopback uvicorn thread (port 0); yields its base URL and stops it, bounded."""
-    import uvicorn
-
-    from docread.serve import create_app
-
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(reader), host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        assert not thread.is_alive()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ are checked with."""
 from __future__ import annotations
 
 import io
-import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -37,28 +36,9 @@ def serving(reader, **options):
 
 @contextmanager
 def running(app):
-    """Any ASGI app (its lifespan run) on a loopback uvicorn thread (port 0); yields its base URL, stops it."""
-    import uvicorn
+    """Any ASGI app (its lifespan run) on a loopback uvicorn thread (port 0): the benchmark's own
+    `loopback`, which raises when the server does not start; yields its base URL, stops it."""
+    from docread.bench.serveload import loopback
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    started = threading.Event()
-    startup = server.startup
-
-    async def startup_then_signal(*args, **kwargs):
-        try:
-            await startup(*args, **kwargs)
-        finally:
-            started.set()  # started or failed: either way the wait below is over
-
-    server.startup = startup_then_signal
-    thread = threading.Thread(target=lambda: (server.run(), started.set()), daemon=True)
-    thread.start()
-    started.wait(START_S)
-    assert server.started and thread.is_alive(), "the server did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(START_S)
-        assert not thread.is_alive()
+    with loopback(app) as url:
+        yield url
