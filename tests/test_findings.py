@@ -114,7 +114,7 @@ def test_locate_refuses_an_empty_text_among_others_and_takes_dpi(pdf):
 def test_the_bitsandbytes_kernel_notice_is_kept_off_stderr(caplog):
     import logging
 
-    from docread.model.weights import quiet_third_parties
+    from docread.model.noise import quiet_third_parties
 
     quiet_third_parties()
     logger = logging.getLogger("bitsandbytes.backends.cpu.ops")  # what bitsandbytes logs it through

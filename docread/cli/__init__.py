@@ -172,7 +172,7 @@ app.add_typer(bench.app, name="bench")
 def main() -> None:
     """Console entry point. Errors inside commands are handled by `_Root`; this catches what happens
     around them (a closed pipe while exiting, Ctrl-C before a command starts)."""
-    from docread.model.weights import quiet_third_parties
+    from docread.model.noise import quiet_third_parties
 
     _honour_no_color()
     quiet_third_parties()
