@@ -15,7 +15,7 @@ from docread.events import Events
 from docread.intake import Document, Limits
 from docread.reader import DocReader
 from docread.results import Answer, DocumentAnswer
-from docread.settings import Settings
+from docread.settings import ONLY_OCR, Settings
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class RemoteReader(Reader):
             raise UsageError("constrained decoding runs in the decode loop of a model loaded here, not via --server")
 
         questions = unique_questions(questions)
-        form = {"question": list(questions), **settings_form(settings)}
+        form = {"question": list(questions), **settings_form(settings, exclude=ONLY_OCR)}
         name, data = _upload(source)
         lines = document_events(self.server, "ask", name, form, api_key=self.api_key, limits=limits, data=data)
         return [document_answer(r) for r in replay(lines, events or Events(), stream)]
@@ -152,10 +152,12 @@ def _upload(source: str | Upload | Document) -> tuple[str, bytes | None]:
     return source, None
 
 
-def settings_form(settings: Settings) -> dict[str, Any]:
-    """Every Settings field to send (None left out; the password too, which JSON views leave out)."""
+def settings_form(settings: Settings, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every Settings field to send but `exclude` (None left out; the password too, which JSON views leave out)."""
     values = {**settings.to_json(), "password": settings.password}
-    return {k: str(v).lower() if isinstance(v, bool) else v for k, v in values.items() if v is not None}
+    return {
+        k: str(v).lower() if isinstance(v, bool) else v for k, v in values.items() if v is not None and k not in exclude
+    }
 
 
 # -- a server's lines as answers ------------------------------------------------------------------------

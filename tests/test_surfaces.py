@@ -258,6 +258,16 @@ def test_a_bad_chat_docread_field_is_400_naming_it(url):
     assert response.status_code == 400 and response.json()["error"]["param"] == "docread.pages"
 
 
+def test_an_ocr_only_field_is_refused_by_ask_and_chat_not_ignored(pdf, url):
+    """`source` is ocr's alone (ONLY_OCR): ask and chat answer 400 naming it, as `ask --source` exits 2."""
+    form = {"question": [QUESTION], "source": "text"}
+    asked = httpx.post(url + "/v1/documents/ask", data=form, files={"file": ("a.pdf", pdf.read_bytes())}, timeout=60)
+    assert asked.status_code == 400 and asked.json()["error"]["param"] == "source"
+    body = {"messages": [{"role": "user", "content": "hi"}], "docread": {"source": "text"}}
+    chatted = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+    assert chatted.status_code == 400 and chatted.json()["error"]["param"] == "docread.source"
+
+
 def test_ocr_options_through_the_server(tiny_llava, pdf, url):
     args = ["ocr", pdf, "--json", "--pages", "2", "--max-slices", "1", "--max-new-tokens", TOKENS, "--fast"]
     here = docread(*args, "--model", tiny_llava, "--device", "cpu")

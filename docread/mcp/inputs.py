@@ -56,40 +56,23 @@ def settings_from(values: dict[str, Any], fixed: dict | None = None) -> Settings
         raise ToolError(e.message) from None
 
 
+def _optional_text(name: str, description: str, **limits) -> inspect.Parameter:
+    """A keyword-only tool parameter holding an optional string."""
+    annotation = Annotated[Optional[str], Field(description=description, **limits)]  # noqa: UP045
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+
+
 DOCUMENT_PARAMETERS = [
-    inspect.Parameter(
+    _optional_text(
         "path",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            Optional[str],  # noqa: UP045
-            Field(
-                description="A PDF or image under the server's --root folder (relative to it, or absolute); "
-                "give this or `content`.",
-                max_length=4096,
-            ),
-        ],
+        "A PDF or image under the server's --root folder (relative to it, or absolute); give this or `content`.",
+        max_length=4096,
     ),
-    inspect.Parameter(
-        "content",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            Optional[str],  # noqa: UP045
-            Field(description="The file's bytes, base64 (a data: URL is accepted too); give this or `path`."),
-        ],
-    ),
-    inspect.Parameter(
+    _optional_text("content", "The file's bytes, base64 (a data: URL is accepted too); give this or `path`."),
+    _optional_text(
         "filename",
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[
-            Optional[str],  # noqa: UP045
-            Field(
-                description="A name for `content` in records and messages (the type is read from the bytes).",
-                max_length=255,
-            ),
-        ],
+        "A name for `content` in records and messages (the type is read from the bytes).",
+        max_length=255,
     ),
 ]
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from docread.errors import EXIT_FAILED, DocreadError
 from docread.settings import (
     OCR_MAX_NEW_TOKENS,
+    ONLY_OCR,
     SettingError,
     Settings,
     Task,
@@ -112,10 +113,13 @@ def from_validation(error: ValidationError) -> ApiError:
 
 
 # -- read options: Settings' fields, derived -------------------------------------------------------
-def _settings_fields(defaults: dict[str, Any]) -> dict[str, Any]:
-    """Each Settings field as a pydantic field: its type, default, bounds and help from settings.py."""
+def _settings_fields(defaults: dict[str, Any], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Each Settings field (but `exclude`) as a pydantic field: its type, default, bounds and help from
+    settings.py."""
     out: dict[str, Any] = {}
     for f in setting_fields():
+        if f.name in exclude:
+            continue
         kind, meta = field_type(f), f.metadata
         bounds = {
             k: meta[m] for k, m in (("ge", "min"), ("le", "max"), ("max_length", "max_length")) if meta[m] is not None
@@ -131,7 +135,7 @@ class _SettingsForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     def settings(self, param_prefix: str = "") -> Settings:
-        values = {name: getattr(self, name) for name in (f.name for f in setting_fields())}
+        values = {f.name: getattr(self, f.name) for f in setting_fields() if f.name in type(self).model_fields}
         try:
             return Settings(**values)
         except SettingError as e:
@@ -139,7 +143,10 @@ class _SettingsForm(BaseModel):
 
 
 ReadOptions = create_model(
-    "ReadOptions", __base__=_SettingsForm, __doc__="ask's options: every Settings field.", **_settings_fields({})
+    "ReadOptions",
+    __base__=_SettingsForm,
+    __doc__="ask's and chat's options: every Settings field but ocr's own (ONLY_OCR: refused, not ignored).",
+    **_settings_fields({}, exclude=ONLY_OCR),
 )
 OcrForm = create_model(
     "OcrForm",
