@@ -24,10 +24,10 @@ from docread.bench.speedsetup import SYNTHETIC, load_model, write_pages
 from docread.bench.speedsetup import questions as make_questions
 from docread.bench.timing import Clock, environment, rates
 from docread.errors import UsageError
+from docread.generate.sizing import AUTO, DEFAULT_MAX_BATCH
 from docread.model.weights import QUANT_CHOICES
 
 QUESTIONS = make_questions(5)  # page i is asked QUESTIONS[i % 5]: prompts of five lengths, padded together
-AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ThroughputOptions:
     pages: int = 16  # pages read at every batch size (one question each)
     batch_sizes: tuple = (1, 4, 8, 16, AUTO)
     clients: tuple = (1, 4, 8, 16)  # concurrent serve clients ((): no serve measurement)
-    max_batch: int = 8  # serve --max-batch, measured beside --max-batch 1
+    max_batch: int = DEFAULT_MAX_BATCH  # serve --max-batch, measured beside --max-batch 1
     requests: int | None = None  # serve requests at each number of clients (None: max(pages, 2 x clients))
     peer_batch: int = 8  # pages per transformers generate call (0: no peer)
     max_new_tokens: int = 16

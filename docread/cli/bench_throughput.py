@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from docread.cli.options import Device, Json, MaxSlices, Model, Offline, Quant, stderr_console
 from docread.cli.speed import Synthetic, Threads, stdout_to_stderr
-from docread.serve.batcher import DEFAULT_MAX_BATCH
+from docread.generate.sizing import DEFAULT_MAX_BATCH
 
 app = typer.Typer()
 

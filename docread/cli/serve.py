@@ -22,8 +22,8 @@ from docread.cli.options import (
     make_limits,
 )
 from docread.errors import UsageError
+from docread.generate.sizing import DEFAULT_MAX_BATCH
 from docread.intake.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
-from docread.serve.batcher import DEFAULT_MAX_BATCH
 
 app = typer.Typer()
 DEFAULT_PORT = 8321

@@ -13,6 +13,7 @@ from typing import Any
 from docread.errors import UsageError
 
 AUTO = "auto"
+DEFAULT_MAX_BATCH = 8  # `serve --max-batch`: requests served at once (1: one at a time, in arrival order)
 CPU_CAP = 16  # sequences at once on a CPU: past this a step's matmuls are compute-bound, no cheaper per token
 CUDA_CAP = 64  # on a GPU: past this the batch's prefill of 64 pages' prompts dominates the decode it saves
 HEADROOM = 0.5  # share of free memory the batch's KV copies may take: the pages' own prefix caches beside

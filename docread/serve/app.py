@@ -18,12 +18,13 @@ from starlette.datastructures import UploadFile
 from docread.document import ask_document, ocr_document, unique_questions
 from docread.errors import EXIT_FAILED, DocreadError
 from docread.events import Events
+from docread.generate.sizing import DEFAULT_MAX_BATCH
 from docread.intake import Limits, open_bytes
 from docread.pagecache import PageCache
 from docread.reader import DocReader
 from docread.records import ocr_record
 from docread.results import DocumentAnswer
-from docread.serve.batcher import DEFAULT_MAX_BATCH, Batcher
+from docread.serve.batcher import Batcher
 from docread.serve.guard import Guard, install_handlers
 from docread.serve.protocol import (
     ApiError,

@@ -23,8 +23,6 @@ from collections.abc import Callable
 
 from docread.serve.worker import Job, Worker
 
-DEFAULT_MAX_BATCH = 8  # requests served at once (1: one at a time, in arrival order)
-
 
 class _Task:
     """One running request's thread, run only while the batcher waits for it (`resume`), until it pauses
