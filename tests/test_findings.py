@@ -85,6 +85,12 @@ def test_help_paragraphs_flow_whole_and_usage_names_arguments_in_capitals():
     for paragraph in inspect.getdoc(batch).split("\n\n"):
         assert " ".join(paragraph.split()) in lines  # one line at any width that holds it: no break mid-sentence
     assert "batch [OPTIONS] PATHS..." in run.stdout and "{" not in run.stdout.split("\n\n")[0]
+    from docread.cli.read import ask
+
+    listed = docread("--help", env={"COLUMNS": "1000"})  # the command list: each first paragraph whole too
+    rows = [" ".join(line.strip(" │").split()) for line in listed.stdout.splitlines()]
+    first = " ".join(inspect.getdoc(ask).split("\n\n")[0].split())  # written over several lines
+    assert "\n" in inspect.getdoc(ask).split("\n\n")[0] and f"ask {first}" in rows, listed.stdout
 
 
 def test_no_color_gives_usage_errors_in_plain_text():

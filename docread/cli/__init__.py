@@ -97,6 +97,18 @@ def _whole_paragraphs(paragraphs: list[str], markup_mode) -> str:
 
 
 typer.rich_utils._fix_linebreaks = _whole_paragraphs
+_command_help = typer.rich_utils._make_command_help
+
+
+def _whole_first_paragraph(*, help_text: str, markup_mode):
+    """A command's line in its group's list: the first paragraph of its help, flowing like the others."""
+    import inspect
+
+    first = inspect.cleandoc(help_text).split("\n\n")[0]
+    return _command_help(help_text=_whole_paragraphs([first], markup_mode), markup_mode=markup_mode)
+
+
+typer.rich_utils._make_command_help = _whole_first_paragraph
 
 
 def _honour_no_color() -> None:
