@@ -8,10 +8,10 @@ import json
 import pymupdf
 import pytest
 from kit.cli import docread
+from kit.text import page_of
 
 from docread.text.evidence import locate_document
 from docread.text.match import find, number_readings
-from docread.text.pagetext import PageText, Word
 
 
 def iou(a, b) -> float:
@@ -20,17 +20,6 @@ def iou(a, b) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union else 0.0
-
-
-def page_of(*lines: str) -> PageText:
-    """Words laid out 10 points a character, 20 points a line."""
-    words = []
-    for n, line in enumerate(lines):
-        x = 0
-        for w in line.split():
-            words.append(Word(w, (x, 20 * n, x + 10 * len(w), 20 * n + 12), n))
-            x += 10 * (len(w) + 1)
-    return PageText(1, "layer", 600, 400, 2.0, words)
 
 
 @pytest.mark.parametrize(

@@ -8,22 +8,12 @@ import unicodedata
 
 import pymupdf
 import pytest
+from kit.text import page_of
 
 from docread.intake import open_document
 from docread.text.evidence import PageTexts
 from docread.text.match import find
 from docread.text.pagetext import Char, PageText, Word, logical_chars
-
-
-def page_of(*lines: str) -> PageText:
-    words = []
-    for n, line in enumerate(lines):
-        x = 0
-        for w in line.split():
-            words.append(Word(w, (x, 20 * n, x + 10 * len(w), 20 * n + 12), n))
-            x += 10 * (len(w) + 1)
-    return PageText(1, "layer", 600, 400, 2.0, words)
-
 
 INVOICE = page_of(
     "Invoice number INV-2026-0412",
