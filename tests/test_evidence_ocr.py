@@ -170,3 +170,15 @@ def test_an_unreadable_file_is_an_error_record_on_stdout(invoice, tiny_llava, tm
         assert failed["fields"] == {name: {**null, "error": failed["error"]["message"]} for name in ("total", "vendor")}
     assert missing["file"].endswith("missing.pdf") and bad["file"].endswith("junk.pdf")
     assert good["error"] is None and good["fields"]["vendor"]["page"] == 1
+
+
+def test_a_malformed_ocr_result_is_that_pages_error(monkeypatch):
+    """Whatever shape the engine's result takes, reading it fails as this input's DocreadError, not the run."""
+    from PIL import Image
+
+    import docread.text.pagetext as pagetext
+    from docread.errors import DocreadError
+
+    monkeypatch.setattr(pagetext, "_ocr_engine", lambda: lambda image, **_: ([["not a box", "text", 0.99]], None))
+    with pytest.raises(DocreadError, match="page.png"):
+        pagetext.ocr_words(Image.new("RGB", (40, 20), "white"), "page.png")

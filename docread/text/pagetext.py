@@ -220,6 +220,16 @@ def ocr_words(image, where: str) -> tuple[list[Word], float | None]:
         with boundary(where, "OCR it"):
             result, _ = engine(rgb, return_word_box=True)
     gray = np.asarray(image.convert("L"))
+    with boundary(where, "read its OCR result"):  # the engine's result, whatever its shape: this page's error
+        lines, scores = _ocr_lines(result, gray)
+    words = []
+    for index, row in enumerate(_rows(lines)):
+        words += [Word(t, _round(b), index) for t, b in logical_order([w for _, ws in row for w in ws])]
+    return words, (round(float(np.mean(scores)), 4) if scores else None)
+
+
+def _ocr_lines(result, gray) -> tuple[list[tuple[Box, list]], list[float]]:
+    """rapidocr's lines kept (score, non-blank), each with its words, and the confidences of their characters."""
     lines, scores = [], []
     for item in result or []:
         quad, text, score = item[0], item[1], item[2]
@@ -231,10 +241,7 @@ def ocr_words(image, where: str) -> tuple[list[Word], float | None]:
         per_char = item[5] if len(item) > 5 and chars and len(item[5]) == len(chars) else None
         scores += per_char or [score] * len(text)
         lines.append((line_box, _split_line(text, line_box, item[3] if chars else None, chars, gray)))
-    words = []
-    for index, row in enumerate(_rows(lines)):
-        words += [Word(t, _round(b), index) for t, b in logical_order([w for _, ws in row for w in ws])]
-    return words, (round(float(np.mean(scores)), 4) if scores else None)
+    return lines, scores
 
 
 def _rows(lines: list[tuple[Box, list]]) -> list[list[tuple[Box, list]]]:
