@@ -61,9 +61,13 @@ def test_request_models_take_bounds_and_defaults_from_settings():
     pytest.importorskip("fastapi")
     from docread.serve.protocol import ApiError, OcrForm, ReadOptions, ask_form
 
+    from docread.settings import ONLY_OCR
+
     for f in fields(Settings):
-        schema = ReadOptions.model_fields[f.name]
+        form = OcrForm if f.name in ONLY_OCR else ReadOptions  # ocr's own fields: only its form takes them
+        schema = form.model_fields[f.name]
         assert schema.default == f.default and schema.description == f.metadata["help"]
+    assert not set(ONLY_OCR) & set(ReadOptions.model_fields)
     assert OcrForm().settings().task == "ocr" and OcrForm().settings().max_new_tokens == 1024
     with pytest.raises(ApiError) as e:
         ask_form([("question", "q"), ("max_slices", "65")])
