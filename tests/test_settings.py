@@ -60,7 +60,6 @@ def test_read_options_exclusions_defaults_and_fixed_values():
 def test_request_models_take_bounds_and_defaults_from_settings():
     pytest.importorskip("fastapi")
     from docread.serve.protocol import ApiError, OcrForm, ReadOptions, ask_form
-
     from docread.settings import ONLY_OCR
 
     for f in fields(Settings):
