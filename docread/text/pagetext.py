@@ -5,6 +5,7 @@ as shown (CropBox, rotation applied; for images, 1 point = 1 pixel), and in pixe
 
 from __future__ import annotations
 
+import os
 import threading
 import unicodedata
 from collections.abc import Sequence
@@ -204,8 +205,17 @@ def _ocr_engine():
             raise DocreadError("missing_extra", OCR_MISSING)
         from rapidocr_onnxruntime import RapidOCR
 
-        _engine = RapidOCR()
+        threads = _ocr_threads()
+        _engine = RapidOCR(intra_op_num_threads=threads) if threads else RapidOCR()
     return _engine
+
+
+def _ocr_threads() -> int | None:
+    """OMP_NUM_THREADS, when set to a whole number, bounds OCR's threads as it bounds torch's: onnxruntime
+    otherwise takes every core (spinning), which a server decoding beside its OCR, or another process
+    the user kept to its share, would pay for. None: onnxruntime's default."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def ocr_words(image, where: str) -> tuple[list[Word], float | None]:
