@@ -148,7 +148,13 @@ class _Server:
         def run(job: Job):
             pages = None if settings.pages == AUTO_PAGES else settings.pages  # auto: every page, ranked
             with open_bytes(
-                data, name, pages=pages, password=settings.password, dpi=settings.dpi, limits=self.limits
+                data,
+                name,
+                pages=pages,
+                password=settings.password,
+                dpi=settings.dpi,
+                limits=self.limits,
+                decoded=self.cache.documents,  # a page of these is encoded: its pixels are not decoded again
             ) as document:
                 job.emit("opened")
                 return read(document, _JobEvents(job, forward))
