@@ -40,6 +40,11 @@ class PageCache:
     def __len__(self) -> int:
         return len(self._pages)
 
+    @property
+    def documents(self) -> set[str]:
+        """The sha256s of the files whose pages are kept: bytes that decode (`intake.open_bytes`' `decoded`)."""
+        return {key[0] for key in self._pages}
+
     def encode(
         self, reader: DocReader, document, page, prompts: Sequence[str], settings: Settings
     ) -> tuple[EncodedPage, bool]:

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from docread.model.weights import Base
     from docread.nn.hires import HiResLlava
 
+IDS_KEPT = 64  # questions whose prompt ids a reader keeps (a server's concurrent requests, a batch's questions)
+
 
 class DocReader(PageCalls, TextCalls, ManyCalls):
     """A loaded model: a llava-hf base, docread's HiRes modules, its preset."""
@@ -54,6 +56,7 @@ class DocReader(PageCalls, TextCalls, ManyCalls):
         self._image_processor = None  # the checkpoint's own, built on the first native page
         # (rows, fast=) -> decode_rows' events, or None: a batch of their own. A server sets its running batch here.
         self.joiner: Callable | None = None
+        self._kept_ids: dict[tuple[str, str], list[int]] = {}  # `_ids`' recent prompts, oldest first
 
     @property
     def name(self) -> str:
@@ -64,7 +67,16 @@ class DocReader(PageCalls, TextCalls, ManyCalls):
         return self.hires.modules.config.global_view
 
     def _ids(self, question: str) -> list[int]:
-        return prompt_ids(self.base.tokenizer, self.template, question, self.base.image_token_id)
+        """The question's prompt ids (`prompt_ids`), tokenised once for the several times one read needs them
+        (planning, the context check, the prompt itself): the last IDS_KEPT questions' are kept."""
+        key = (self.template.template, question)
+        ids = self._kept_ids.pop(key, None)
+        if ids is None:
+            ids = prompt_ids(self.base.tokenizer, self.template, question, self.base.image_token_id)
+        self._kept_ids[key] = ids  # the most recent last
+        while len(self._kept_ids) > IDS_KEPT:
+            del self._kept_ids[next(iter(self._kept_ids))]
+        return list(ids)
 
     # -- planning -----------------------------------------------------------------------------
     def plan(

@@ -1,5 +1,6 @@
 """On a CUDA GPU (skipped without one; `.ci/gpu` runs them): 4-bit answers against the CPU, the fast decoder
 against the plain one, batched greedy answers against batch 1, the out-of-memory fallback triggered for real,
+a real out-of-memory halving `batch --batch-size 4` with every record written once,
 four pages encoded in one pass, and three QLoRA steps. Tiny checkpoints throughout, but for the fallback, which
 needs CLIP-L-sized activations. Without CUDA: `.ci/gpu`'s dry run, which also checks that docread reads images
 without PyMuPDF."""
@@ -190,6 +191,67 @@ def test_out_of_memory_falls_back_to_fewer_tiles_for_real(tmp_path):
         finally:
             torch.cuda.set_per_process_memory_fraction(1.0, reader.base.device)
             torch.cuda.empty_cache()
+
+
+@pytest.mark.cuda
+def test_a_real_out_of_memory_halves_the_batch_and_writes_every_record_once(readers, tmp_path, monkeypatch):
+    """`batch --batch-size 4` where 4 rows do not fit: each decode batch's prefill first takes GPU memory for
+    its rows (a third of what is free, a row), so 4 rows raise a real torch.cuda.OutOfMemoryError from the
+    caching allocator and 2 do not. The batch halves (4 -> 2) and every (page, question) is written once,
+    with batch 1's answer."""
+    import torch
+
+    from docread.batch.core import record_log, run_batch
+    from docread.batch.local import LocalEngine
+    from docread.generate.dynamic import DynamicStep
+    from docread.reader import DocReader
+    from docread.settings import Settings
+
+    reader = readers["cuda", "none"]
+    paths = []
+    for n in range(2):
+        noise(30 + n, (300 + 60 * n, 400)).save(tmp_path / f"{n}.png")
+        paths.append(str(tmp_path / f"{n}.png"))
+    questions, settings = ["What is the total?", "Who signed it?"], Settings(max_new_tokens=4, max_slices=1)
+
+    def records(engine, name: str) -> dict:
+        sink = record_log(str(tmp_path / name), resume=False)
+        assert run_batch(engine, paths, questions, sink, settings=settings) == 0
+        sink.close()
+        lines = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        keyed = {line["key"]: line for line in lines}
+        assert len(keyed) == len(lines) == 4  # every pair once
+        return keyed
+
+    alone = records(LocalEngine(reader, batch_size=1), "alone.jsonl")
+    torch.cuda.empty_cache()
+    share = torch.cuda.mem_get_info(reader.base.device)[0] // 3  # a row's memory: 2 rows fit, 4 do not
+    prefill, sizes, refused = DynamicStep.prefill, [], []
+    stream_many = DocReader.stream_many
+
+    def hungry(self, inputs_embeds, **kwargs):
+        try:
+            held = torch.empty(inputs_embeds.shape[0] * share, dtype=torch.uint8, device=inputs_embeds.device)
+        except torch.cuda.OutOfMemoryError:
+            refused.append(inputs_embeds.shape[0])
+            raise
+        del held
+        return prefill(self, inputs_embeds, **kwargs)
+
+    def noted(self, requests, *, fast=False):
+        sizes.append(len(requests))
+        return stream_many(self, requests, fast=fast)
+
+    monkeypatch.setattr(DynamicStep, "prefill", hungry)
+    monkeypatch.setattr(DocReader, "stream_many", noted)
+    try:
+        engine = LocalEngine(reader, batch_size=4)
+        halved = records(engine, "halved.jsonl")
+    finally:
+        torch.cuda.empty_cache()
+    assert refused == [4] and sizes[:3] == [4, 2, 2] and engine.halving.size == 2 and engine.halving.halvings == 1
+    assert halved.keys() == alone.keys() and all(r["status"] == "ok" for r in halved.values())
+    assert [halved[k]["answer"] for k in alone] == [alone[k]["answer"] for k in alone]
 
 
 @pytest.mark.cuda

@@ -60,11 +60,19 @@ class JoiningStep(DynamicStep):
             return
         width = self.mask.shape[1]
         columns = max(width, length)
+        stacked = []  # all built before any is set: a failure (out of memory) leaves the batch as it was
         for layer, (keys, values) in zip(self.cache.layers, layers):
-            layer.keys = torch.cat([_left(layer.keys, columns - width, -2), _left(keys, columns - length, -2)])
-            layer.values = torch.cat([_left(layer.values, columns - width, -2), _left(values, columns - length, -2)])
-        self.mask = torch.cat([_left(self.mask, columns - width, -1), _left(mask, columns - length, -1)])
-        self.positions = torch.cat([self.positions, position])
+            stacked.append(
+                (
+                    torch.cat([_left(layer.keys, columns - width, -2), _left(keys, columns - length, -2)]),
+                    torch.cat([_left(layer.values, columns - width, -2), _left(values, columns - length, -2)]),
+                )
+            )
+        mask = torch.cat([_left(self.mask, columns - width, -1), _left(mask, columns - length, -1)])
+        positions = torch.cat([self.positions, position])
+        for layer, (keys, values) in zip(self.cache.layers, stacked):
+            layer.keys, layer.values = keys, values
+        self.mask, self.positions = mask, positions
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits (B, V) after ids (B, 1); a row alone steps as batch 1 does (no mask, its own positions)."""

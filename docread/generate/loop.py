@@ -181,15 +181,21 @@ Arrivals = Callable[[int, bool], list[Row]]
 
 @torch.inference_mode()
 def decode_joining(
-    step: JoinStep, arrivals: Arrivals, *, eos_token_ids: Iterable[int], max_rows: int
+    step: JoinStep,
+    arrivals: Arrivals,
+    *,
+    eos_token_ids: Iterable[int],
+    max_rows: int,
+    failed: Callable[[Row, Exception], None] | None = None,
 ) -> Iterator[tuple[Row, int | None, float | None]]:
     """Continuous batching: yield (row, token id, log-prob) and (row, None, None) at a row's end, as
     `decode_rows` does, for rows that join the batch between steps (up to `max_rows` at a time).
 
     Before each step `arrivals(free, empty)` names the rows that join now; each is prefilled alone on its
     own prefix, exactly as batch 1 prefills it, then its keys and values join the batch's (`step.join`).
-    A row sets `cancelled` to leave at the next step, without an end event. Ends when the batch is empty
-    and `arrivals` brings nothing.
+    A row whose prefill fails goes to `failed(row, error)` and the batch goes on without it (without
+    `failed`, the error ends the decode). A row sets `cancelled` to leave at the next step (set during
+    `arrivals` too), without an end event. Ends when the batch is empty and `arrivals` brings nothing.
     """
     eos = set(eos_token_ids)
     live: list[Row] = []
@@ -197,19 +203,28 @@ def decode_joining(
     starts: dict[int, float] = {}
     logits = None  # (len(live), V)
     while True:
-        if any(row.cancelled for row in live):
-            keep = [j for j, row in enumerate(live) if not row.cancelled]
-            step.drop(keep)
-            live, logits = [live[j] for j in keep], logits[keep]
-        for row in arrivals(max_rows - len(live), not live):
+        live, logits = _leave(step, live, logits, generators, starts)
+        joining = arrivals(max_rows - len(live), not live)
+        live, logits = _leave(step, live, logits, generators, starts)  # rows cancelled while `arrivals` ran
+        for row in joining:
+            if row.cancelled:
+                continue
             start = time.perf_counter()
-            joined = step.join(row.inputs_embeds, row.prefix)  # (1, V)
+            try:
+                joined = step.join(row.inputs_embeds, row.prefix)  # (1, V)
+            except Exception as e:  # out of memory, or a bug: this row's own error when the caller takes it
+                if failed is None:
+                    raise
+                failed(row, e)
+                continue
             sync(joined.device)
             row.stats.prefill_ms, row.stats.stopped_by = (time.perf_counter() - start) * 1000, "length"
             generators[id(row)], starts[id(row)] = row.generator(), time.perf_counter()
             logits = joined if logits is None or not live else torch.cat([logits, joined])
             live.append(row)
         if not live:
+            if joining:
+                continue  # every newcomer failed or left: ask again (an empty batch waits there)
             return
         ids, keep = [], []
         for j, row in enumerate(live):
@@ -229,6 +244,19 @@ def decode_joining(
             step.drop(keep)
         live = [live[j] for j in keep]
         logits = step(torch.tensor(ids, device=logits.device)[:, None]) if live else None  # (B, 1) -> (B, V)
+
+
+def _leave(step: JoinStep, live: list[Row], logits, *tables: dict) -> tuple[list[Row], torch.Tensor | None]:
+    """The batch without its cancelled rows (dropped from the step's cache and `tables` too)."""
+    if not any(row.cancelled for row in live):
+        return live, logits
+    keep = [j for j, row in enumerate(live) if not row.cancelled]
+    for row in live:
+        if row.cancelled:
+            for table in tables:
+                table.pop(id(row), None)
+    step.drop(keep)
+    return [live[j] for j in keep], logits[keep]
 
 
 def decode_tokens(

@@ -13,6 +13,7 @@ and in time (the time intake itself spends on the file, never the model's).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Container
 
 from docread.errors import DocreadError
 from docread.intake.base import MAGIC_WINDOW, PDF_MAGIC, Document, Page, check_page
@@ -64,9 +65,11 @@ def open_bytes(
     password: str | None = None,
     dpi: float = DEFAULT_DPI,
     limits: Limits | None = None,
+    decoded: Container[str] = (),
 ) -> Document:
     """Open a PDF or image held in memory (an upload) and select its pages; `name` only labels it
-    (records and messages), it is never opened."""
+    (records and messages), it is never opened. `decoded`: the sha256s of bytes known to decode (a server's
+    cached pages'): an image among them is not decoded to check it, only if a page of it is rendered."""
     limits = limits or Limits()
     validate_pages_spec(pages)
     if not data:
@@ -75,18 +78,26 @@ def open_bytes(
         raise DocreadError("too_large", f"{name}: over {limits.max_bytes:,} bytes, the limit for one input")
     clock = Clock(limits.timeout_s, name)
     with clock.running():
-        return _open_data(name, bytes(data), pages, password, dpi, limits, clock)
+        return _open_data(name, bytes(data), pages, password, dpi, limits, clock, decoded)
 
 
 def _open_data(
-    path: str, data: bytes, pages: str | None, password: str | None, dpi: float, limits: Limits, clock: Clock
+    path: str,
+    data: bytes,
+    pages: str | None,
+    password: str | None,
+    dpi: float,
+    limits: Limits,
+    clock: Clock,
+    decoded: Container[str] = (),
 ) -> Document:
+    sha256 = hashlib.sha256(data).hexdigest()
     document = (
         open_pdf(path, data, password, dpi, limits)
         if PDF_MAGIC in data[:MAGIC_WINDOW]
-        else open_image(path, data, limits)
+        else open_image(path, data, limits, decode=sha256 not in decoded)
     )
-    document.sha256, document._clock = hashlib.sha256(data).hexdigest(), clock
+    document.sha256, document._clock = sha256, clock
     try:
         selected = parse_pages(pages, document.page_count, name=path)
         document.pages = [check_page(path, document.pages[n - 1], limits) for n in selected]

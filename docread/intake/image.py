@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,7 +60,10 @@ def _pillow_settings() -> Iterator[None]:
             ) = saved
 
 
-def open_image(name: str, data: bytearray, limits: Limits) -> Document:
+def open_image(name: str, data: bytearray, limits: Limits, *, decode: bool = True) -> Document:
+    """The image's frames as pages; its first is decoded now (a damaged file fails here, before any model
+    work) unless `decode` is False: bytes known to decode (a server's cached pages') are decoded only if a
+    page of theirs is rendered."""
     from PIL import Image, UnidentifiedImageError
 
     with _pillow_settings():
@@ -71,9 +75,9 @@ def open_image(name: str, data: bytearray, limits: Limits) -> Document:
         document = Document(name, "image", 0, [], limits, _renderer=_render)
         document._handle = image
         try:
-            document.pages = _frame_pages(document, image)
+            document.pages = _frame_pages(document, image, data)
             document.page_count = len(document.pages)
-            if document.pages[0].width * document.pages[0].height <= limits.max_pixels:
+            if decode and document.pages[0].width * document.pages[0].height <= limits.max_pixels:
                 with boundary(f"{name} page 1", "decode it"):
                     image.seek(0)
                     image.load()  # decode now: a damaged file fails here, before any model work
@@ -83,7 +87,7 @@ def open_image(name: str, data: bytearray, limits: Limits) -> Document:
     return document
 
 
-def _frame_pages(document: Document, image) -> list[Page]:
+def _frame_pages(document: Document, image, data: bytes) -> list[Page]:
     """One page per frame (TIFF pages; the first frame of an animation), found by seeking frame
     after frame rather than by `n_frames`, which fails outright on one damaged frame. A frame after
     the first that cannot be read ends the list, with a warning; a damaged first frame fails the file."""
@@ -98,7 +102,7 @@ def _frame_pages(document: Document, image) -> list[Page]:
                     if number == 1:
                         raise
                     return pages  # past the last frame
-                pages.append(_frame_page(image, number, document.limits))
+                pages.append(_frame_page(image, number, document.limits, data))
         except DocreadError as e:
             if number == 1:
                 raise
@@ -109,14 +113,39 @@ def _frame_pages(document: Document, image) -> list[Page]:
     return pages
 
 
-def _frame_page(image, number: int, limits: Limits) -> Page:
+def _frame_page(image, number: int, limits: Limits, data: bytes) -> Page:
     """The frame's size after EXIF orientation. The pixel cap comes first, from the header alone:
     reading EXIF may decode the whole frame (PNG), and orientation only swaps width and height."""
     width, height = image.size
     if width * height > limits.max_pixels:
         return Page(number, width, height, None)  # refused by _check_page if selected; never decoded
-    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    orientation = _exif(image, data).get(EXIF_ORIENTATION, 1)
     return Page(number, *((height, width) if orientation in (5, 6, 7, 8) else (width, height)), None)
+
+
+def _exif(image, data: bytes):
+    """The frame's EXIF. Pillow decodes a whole PNG to read it, as its eXIf chunk (or text holding EXIF or
+    XMP) may follow the pixels; when nothing but pixels follows them, what was read before them is all of it."""
+    from PIL import Image
+
+    if image.format == "PNG" and "exif" not in image.info and _png_pixels_last(data):
+        return Image.Image.getexif(image)  # the info read up to the pixels: no decode
+    return image.getexif()
+
+
+def _png_pixels_last(data: bytes) -> bool:
+    """Whether a PNG has no chunk after its first IDAT but IDATs and IEND, read from the chunks' headers
+    alone; False when they do not add up (Pillow then reads it, and says what is wrong)."""
+    position, seen = 8, False
+    while position + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        if kind == b"IEND":
+            return True
+        if seen and kind != b"IDAT":
+            return False
+        seen = seen or kind == b"IDAT"
+        position += 12 + length
+    return False
 
 
 def _render(document: Document, page: Page, width: int, height: int) -> Image.Image:

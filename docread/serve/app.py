@@ -65,7 +65,8 @@ class _JobEvents(Events):
 
     def chunk(self, text: str) -> None:
         self.job.check()
-        self.job.emit("chunk", text)
+        if self.job.streams:  # a client that waits for the whole answer reads it from "done"
+            self.job.emit("chunk", text)
         self._event("chunk", text=text)
 
     def answered(self, result) -> None:
@@ -101,9 +102,10 @@ class _Server:
         settings: Settings,
         forward: bool = False,
         constrain=None,
+        streams: bool = True,
     ) -> Job:
-        """Queue an ask of uploaded bytes: "opened", then "chunk"s, then "done" with the answers or "error".
-        `constrain`: a `generate.loop.Constraint` on every answer's tokens."""
+        """Queue an ask of uploaded bytes: "opened", then "chunk"s (when it `streams`), then "done" with the
+        answers or "error". `constrain`: a `generate.loop.Constraint` on every answer's tokens."""
 
         def read(document, events: _JobEvents) -> list[DocumentAnswer]:
             return ask_document(
@@ -118,7 +120,7 @@ class _Server:
                 constrain=constrain,
             )
 
-        return self.submit_read(data, name, settings, read, forward)
+        return self.submit_read(data, name, settings, read, forward, streams)
 
     def submit_ocr(self, data: bytes, name: str, settings: Settings, forward: bool = False) -> Job:
         """Queue an ocr of uploaded bytes: each page's ocr --json record as a "record" as it is done."""
@@ -130,7 +132,9 @@ class _Server:
 
         return self.submit_read(data, name, settings, read, forward)
 
-    def submit_read(self, data: bytes, name: str, settings: Settings, read, forward: bool = False) -> Job:
+    def submit_read(
+        self, data: bytes, name: str, settings: Settings, read, forward: bool = False, streams: bool = True
+    ) -> Job:
         """Queue `read(document, events)` of uploaded bytes; the document is opened on the worker (PyMuPDF
         is not thread-safe), which emits "opened" first, and "done" with what `read` returns or "error"."""
         if len(data) > self.max_upload_bytes:
@@ -144,12 +148,18 @@ class _Server:
         def run(job: Job):
             pages = None if settings.pages == AUTO_PAGES else settings.pages  # auto: every page, ranked
             with open_bytes(
-                data, name, pages=pages, password=settings.password, dpi=settings.dpi, limits=self.limits
+                data,
+                name,
+                pages=pages,
+                password=settings.password,
+                dpi=settings.dpi,
+                limits=self.limits,
+                decoded=self.cache.documents,  # a page of these is encoded: its pixels are not decoded again
             ) as document:
                 job.emit("opened")
                 return read(document, _JobEvents(job, forward))
 
-        job = Job(run, asyncio.get_running_loop(), time.monotonic() + self.request_timeout)
+        job = Job(run, asyncio.get_running_loop(), time.monotonic() + self.request_timeout, streams)
         try:
             self.worker.submit(job)
         except Busy as e:
@@ -291,7 +301,7 @@ def create_app(
         _, data, media = question_and_image(chat)
         settings = chat.settings()
         prompt, shape, constrain = chat_plan(reader, chat, settings)
-        job = server.submit(data, "image", [prompt], settings, constrain=constrain)
+        job = server.submit(data, "image", [prompt], settings, constrain=constrain, streams=chat.stream)
         await server.until_opened(job)
         headers = {"X-Docread-Dropped-Turns": str(shape.dropped_turns)}
         if chat.stream:
@@ -308,7 +318,7 @@ def create_app(
             questions = unique_questions(options.question)
         except DocreadError as e:
             raise from_docread(e) from None
-        job = server.submit(data, name, questions, options.settings(), forward=events)
+        job = server.submit(data, name, questions, options.settings(), forward=events, streams=events)
         await server.until_opened(job)
         if events:
             return StreamingResponse(_ndjson_events(job), media_type="application/x-ndjson")

@@ -6,7 +6,10 @@ Each running request is a thread of its own running the same library call as one
 (`ask_document`, `ocr_document`), but cooperatively: only one thread runs at a time, handed the worker in
 turn, so the model, PyMuPDF and the tokenizer are never used by two threads at once. A request runs until
 its reader asks to decode (`DocReader.decode`, through `joiner`): its rows wait to join, and it sleeps
-until the batch gives it a token. Its page is opened and encoded then, between two decode steps.
+until the batch has tokens for it. Its page is opened and encoded then, between two decode steps. A request
+whose client reads the answer as it comes (`Job.streams`) is woken once a step while its rows decode; one
+that needs the answer whole only when a row of its ends (or its client left, or its time is up): each wake
+is two thread switches, which would cost more than a step of a small model.
 
 Work that touches neither the model nor PyMuPDF (OCR of a rendered page: `aside`) runs beside the batch: the
 request hands the worker back for its length, and waits for its turn again when it is done. PyMuPDF stays
@@ -83,6 +86,7 @@ class Batcher(Worker):
         self._pending: deque = deque()  # rows waiting to join the batch, in arrival order
         self._owners: dict[int, tuple] = {}  # id(row) -> (task, inbox, index in its call, row)
         self._returned: queue.SimpleQueue = queue.SimpleQueue()  # requests back from work aside, to resume
+        self._ready: dict[int, _Task] = {}  # requests with tokens to hand over, resumed before the next step
         self._wake = threading.Event()  # set when a request arrives or comes back, or on stop()
         self._stopping = False
 
@@ -144,7 +148,11 @@ class Batcher(Worker):
             while not (self._stopping and not self._tasks):
                 step = JoiningStep(hires.language_model, hires.lm_head)
                 rows = decode_joining(
-                    step, self._arrivals, eos_token_ids=self.reader.eos_token_ids, max_rows=self.max_batch
+                    step,
+                    self._arrivals,
+                    eos_token_ids=self.reader.eos_token_ids,
+                    max_rows=self.max_batch,
+                    failed=self._refuse,
                 )
                 try:
                     for row, token, logprob in rows:
@@ -160,6 +168,10 @@ class Batcher(Worker):
         self.rows = self.max_batch - free  # the rows still in the batch
         while True:
             self._wake.clear()  # whatever comes after this sets it again: the wait below misses nothing
+            while self._ready:  # their tokens so far: on until they pause for more or end
+                task = self._ready.pop(next(iter(self._ready)))
+                if not task.done and not task.aside:
+                    self._resume(task)
             while not self._returned.empty():  # back from work aside: on until it pauses or ends
                 task = self._returned.get()
                 task.aside = False
@@ -198,13 +210,22 @@ class Batcher(Worker):
             self._resume(task)
 
     def _deliver(self, row, token, logprob) -> None:
+        """Put the event in its call's inbox; its request is resumed before the next step when it streams or
+        the row ended (a request that is not streamed sleeps through its row's tokens)."""
         task, inbox, index, _ = self._owners[id(row)]
         if token is None:
             del self._owners[id(row)]
         if not task.done:
             inbox.append((index, token, logprob))
-            if not task.aside:
-                self._resume(task)
+            if token is None or task.job.streams:
+                self._ready[id(task)] = task
+
+    def _refuse(self, row, error: Exception) -> None:
+        """A newcomer's prefill failed: its own request hears the error; the batch goes on."""
+        owner = self._owners.pop(id(row), None)
+        if owner is not None and not owner[0].done and not owner[0].aside:
+            owner[0].failure = error
+            self._resume(owner[0])
 
     def _resume(self, task: _Task) -> None:
         """Let `task` run until it pauses or ends."""
@@ -224,11 +245,18 @@ class Batcher(Worker):
             self.mean_s = 0.8 * self.mean_s + 0.2 * (time.monotonic() - task.started)
 
     def _fail(self, error: Exception) -> None:
-        """The batch is lost: every request with rows in it or waiting hears `error`; the next batch starts empty."""
+        """The batch is lost: every request with rows in it or waiting hears `error`; the next batch starts empty.
+        A request whose rows all ended before it is resumed as it would have been, with its answers."""
         self._pending.clear()
         self.rows = 0
-        for task in {id(t): t for t, _, _, _ in self._owners.values()}.values():
+        failing = {id(t): t for t, _, _, _ in self._owners.values()}
+        ended = [task for key, task in self._ready.items() if key not in failing]
+        self._ready.clear()
+        self._owners.clear()
+        for task in failing.values():
             if not task.done and not task.aside:
                 task.failure = error
                 self._resume(task)
-        self._owners.clear()
+        for task in ended:
+            if not task.done and not task.aside:
+                self._resume(task)

@@ -25,10 +25,13 @@ class Cancelled(DocreadError):
 
 class Job:
     """One request's work: `run(job)` executes on the worker thread; what it `emit`s reaches the request's
-    coroutine, in order, through `next()`."""
+    coroutine, in order, through `next()`. `streams`: the client reads the answer as it comes (a streamed
+    chat, ask's live events); otherwise it needs it only whole, and a batch hands a row's tokens over at its end."""
 
-    def __init__(self, run: Callable[[Job], Any], loop: asyncio.AbstractEventLoop, deadline: float):
-        self.run, self.loop, self.deadline = run, loop, deadline
+    def __init__(
+        self, run: Callable[[Job], Any], loop: asyncio.AbstractEventLoop, deadline: float, streams: bool = True
+    ):
+        self.run, self.loop, self.deadline, self.streams = run, loop, deadline, streams
         self.events: asyncio.Queue = asyncio.Queue()
         self.cancelled = False  # the client left: stop at the next token
 
