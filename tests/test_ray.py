@@ -80,9 +80,9 @@ def test_ray_records_equal_local_through_a_dying_reader_and_a_killed_driver(
     tiny_llava, tiny_reader, folder, tmp_path, cluster
 ):
     """One Ray job, all that can go wrong at once (each Ray run starts readers that import torch and load
-    the model: one job is cheaper than three). A real driver process (joined to the module's Ray, one
-    reader) is SIGKILLed once its first answer is written, a torn line is added, and `--resume` finishes on
-    Ray with two readers; the first reader to take a group dies at once (as if killed) and is restarted.
+    the model: one job is cheaper than three, one reader cheaper than two). A real driver process (joined to
+    the module's Ray) is SIGKILLed once its first answer is written, a torn line is added, and `--resume`
+    finishes on Ray; the first reader to take a group dies at once (as if killed) and is restarted.
     Every answer is written once, and equals the local engine's: each group of pages is encoded as locally."""
     import ray
 
@@ -109,6 +109,8 @@ def test_ray_records_equal_local_through_a_dying_reader_and_a_killed_driver(
         *options,
         "--engine",
         "ray",
+        "--workers",
+        "1",
     ]
     cluster.unlink()  # armed: the first reader to take a group exits at once
     proc = subprocess.Popen(
@@ -117,8 +119,6 @@ def test_ray_records_equal_local_through_a_dying_reader_and_a_killed_driver(
             "-m",
             "docread",
             *args,
-            "--workers",
-            "1",
             "--ray-address",
             ray.get_runtime_context().gcs_address,
         ],
@@ -139,7 +139,7 @@ def test_ray_records_equal_local_through_a_dying_reader_and_a_killed_driver(
         f.write(b'{"key": "torn", "file": "x')
     assert 1 <= answered < 14, answered  # killed in the middle of the job
 
-    result = docread(*args, "--workers", "2", "--resume")  # two readers now: the records are the same
+    result = docread(*args, "--resume")
     assert cluster.exists()  # a reader did die (in the killed run or this one)
     assert result.returncode == 1, result.output  # the corrupt file: error records, the job went on
     records = records_of(out)  # every line parses: no torn line
