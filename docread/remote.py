@@ -4,6 +4,7 @@ happen, the read's events."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +34,13 @@ def require_httpx():
     except ImportError:
         raise DocreadError("missing_extra", "--server needs httpx: pip install 'docread[serve]'") from None
     return httpx
+
+
+@functools.cache
+def http_client():
+    """One HTTP client a process (thread-safe): its connections are kept alive between requests (a batch or a
+    chat sends many), and its TLS context, about 50 ms to build, is built once. Timeouts are per request."""
+    return require_httpx().Client(timeout=CONNECT_TIMEOUT_S)
 
 
 def ask_events(
@@ -75,10 +83,14 @@ def document_events(
     }
     url = server_url(server) + f"/v1/documents/{endpoint}"
     try:
-        with (
-            httpx.Client(timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S)) as client,
-            client.stream("POST", url, data=fields, files={"file": (file, data)}, headers=_auth(api_key)) as response,
-        ):
+        with http_client().stream(
+            "POST",
+            url,
+            data=fields,
+            files={"file": (file, data)},
+            headers=_auth(api_key),
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S),
+        ) as response:
             if response.status_code != 200:
                 response.read()
                 raise refused(response)
@@ -106,7 +118,7 @@ def server_health(server: str, *, api_key: str | None = None) -> dict:
     """The server's /health: its model (and adapter), queue and page cache."""
     httpx = require_httpx()
     try:
-        response = httpx.get(server_url(server) + "/health", headers=_auth(api_key), timeout=CONNECT_TIMEOUT_S)
+        response = http_client().get(server_url(server) + "/health", headers=_auth(api_key))
     except httpx.HTTPError as e:
         raise _unreachable(server, e) from None
     if response.status_code != 200:

@@ -169,8 +169,8 @@ def test_bad_file_fails_before_any_model(tmp_path):
 @pytest.mark.system
 def test_session_through_a_server_answers_as_here(tiny_reader, page_png):
     pytest.importorskip("fastapi")
-    httpx = pytest.importorskip("httpx")
-    from kit.serving import serving, stable
+    pytest.importorskip("httpx")
+    from kit.serving import http, serving, stable
 
     document, data = open_chat_document(str(page_png), settings=settings())
     with document, serving(tiny_reader) as url:
@@ -184,7 +184,7 @@ def test_session_through_a_server_answers_as_here(tiny_reader, page_png):
         assert again["timing_ms"]["encode"] == 0  # the server's page cache kept the page
         ask(there, OTHER)  # the server answers each question alone: said once, on the first follow-up
         assert events.seen == ["--server: the server answers each question alone; earlier turns are not sent"]
-        assert httpx.get(url + "/health").json()["cache"]["hits"] >= 1
+        assert http().get(url + "/health").json()["cache"]["hits"] >= 1
 
 
 # -- the command, in-process ---------------------------------------------------------------------------

@@ -188,8 +188,7 @@ def test_context_overflow_from_the_page_text_names_text_tokens(wordy, tiny_llava
 def test_server_errors_name_the_request_field(wordy, tiny_reader):
     import base64
 
-    import httpx
-    from kit.serving import serving
+    from kit.serving import http, serving
 
     from docread.errors import ContextOverflow
     from docread.serve.protocol import CHAT_FIELDS, from_docread
@@ -212,7 +211,7 @@ def test_server_errors_name_the_request_field(wordy, tiny_reader):
             "max_tokens": 2,
             "docread": {"max_slices": 0, "text_prompt": "on", "text_tokens": 5000},
         }
-        response = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+        response = http().post(f"{url}/v1/chat/completions", json=body, timeout=120)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == "context_overflow" and error["param"] == "docread.text_tokens"

@@ -75,8 +75,8 @@ def test_exif_orientation_turns_a_png_wherever_its_chunk_is(where, decodes):
 
 def test_a_server_asked_again_about_a_cached_page_decodes_nothing(tiny_reader, decodes):
     pytest.importorskip("fastapi")
-    httpx = pytest.importorskip("httpx")
-    from kit.serving import image_bytes, serving
+    pytest.importorskip("httpx")
+    from kit.serving import http, image_bytes, serving
 
     url = "data:image/png;base64," + base64.b64encode(image_bytes(7, size=64)).decode()
     content = [{"type": "text", "text": "What?"}, {"type": "image_url", "image_url": {"url": url}}]
@@ -86,10 +86,10 @@ def test_a_server_asked_again_about_a_cached_page_decodes_nothing(tiny_reader, d
     with serving(tiny_reader, max_batch=1) as base:
         for _ in range(2):
             before = len(decodes)
-            response = httpx.post(base + "/v1/chat/completions", json=body, timeout=120)
+            response = http().post(base + "/v1/chat/completions", json=body, timeout=120)
             assert response.status_code == 200, response.text
             texts.append(response.json()["choices"][0]["message"]["content"])
             counts.append(len(decodes) - before)
-        cache = httpx.get(base + "/health", timeout=120).json()["cache"]
+        cache = http().get(base + "/health", timeout=120).json()["cache"]
     assert texts[0] == texts[1] and cache["hits"] == 1 and cache["misses"] == 1
     assert counts[0] >= 1 and counts[1] == 0  # the second request's page is cached: its pixels are not decoded

@@ -254,10 +254,10 @@ def http_client(url: str, key: str | None):
 
 
 def test_http_needs_the_api_key(http_server):
-    import httpx
+    from kit.serving import http
 
     for headers in ({}, {"Authorization": "Bearer wrong"}):
-        response = httpx.post(http_server, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=headers)
+        response = http().post(http_server, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=headers)
         assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
 
 

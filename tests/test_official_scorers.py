@@ -12,7 +12,8 @@ import pytest
 
 from docread.bench.metrics import _CONTRACTIONS, anls, relaxed_correct, vqa, vqa_normalize
 
-PAIRS = 10_000
+PAIRS = 10_000  # normalisation and ANLS: cheap per pair
+ACCURACY_PAIRS = 2_000  # the official accuracy loop is slow; its inputs are drawn from a small pool
 
 
 # ---- TRANSCRIPTION: RRC DocVQA / InfographicVQA evaluation script (evaluate_method, ANLS) ----------
@@ -260,7 +261,7 @@ def _vqa_text(rng: random.Random) -> str:
 @pytest.mark.slow
 def test_vqa_accuracy_equals_evalai_on_random_answers():
     rng = random.Random(2)
-    for _ in range(PAIRS):
+    for _ in range(ACCURACY_PAIRS):
         pool = [_vqa_text(rng) for _ in range(3)]
         golds = [rng.choice(pool) for _ in range(10)]  # TextVQA has ten human answers per question
         prediction = rng.choice(pool + [_vqa_text(rng)])

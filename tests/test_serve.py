@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from kit.cli import docread  # noqa: E402
-from kit.serving import KEY, image_bytes, serving, stable  # noqa: E402
+from kit.serving import KEY, http, image_bytes, serving, stable  # noqa: E402
 
 # conftest: the CLI loads each (model, options) once; the OpenAI SDK is imported when a test runs
 pytestmark = [pytest.mark.usefixtures("reuse_loaded_models"), pytest.mark.needs("openai")]
@@ -74,12 +74,12 @@ def local_ask(tiny_llava, path, *args: str) -> list[dict]:
 
 
 def get(url: str, path: str, **kw):
-    return httpx.get(url + path, headers={"Authorization": f"Bearer {KEY}"}, timeout=30, **kw)
+    return http().get(url + path, headers={"Authorization": f"Bearer {KEY}"}, timeout=30, **kw)
 
 
 def post(url: str, path: str, **kw):
     kw.setdefault("headers", {"Authorization": f"Bearer {KEY}"})
-    return httpx.post(url + path, timeout=60, **kw)
+    return http().post(url + path, timeout=60, **kw)
 
 
 # -- answers: the same as ask --json ----------------------------------------------------------------
@@ -162,10 +162,10 @@ def test_api_key_missing_or_wrong_is_401(url):
     import openai
 
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
-        error_of(httpx.get(url + "/v1/models", headers=headers, timeout=10), 401)
+        error_of(http().get(url + "/v1/models", headers=headers, timeout=10), 401)
     with pytest.raises(openai.AuthenticationError):
         sdk(url, "wrong").models.list()
-    assert httpx.get(url + "/health", timeout=10).json()["status"] == "ok"  # health needs no key
+    assert http().get(url + "/health", timeout=10).json()["status"] == "ok"  # health needs no key
     still_answers(url)
 
 
@@ -308,7 +308,7 @@ def test_a_full_queue_answers_503_with_retry_after(reader):
         }
 
         def one(_):
-            return httpx.post(base + "/v1/chat/completions", json=body, timeout=120)
+            return http().post(base + "/v1/chat/completions", json=body, timeout=120)
 
         with ThreadPoolExecutor(6) as pool:
             responses = list(pool.map(one, range(6), timeout=300))
@@ -316,7 +316,7 @@ def test_a_full_queue_answers_503_with_retry_after(reader):
         assert 503 in statuses and 200 in statuses and set(statuses) <= {200, 503}
         busy = next(r for r in responses if r.status_code == 503)
         assert int(busy.headers["Retry-After"]) >= 1 and busy.json()["error"]["code"] == "queue_full"
-        assert httpx.get(base + "/health", timeout=10).json()["waiting"] == 0
+        assert http().get(base + "/health", timeout=10).json()["waiting"] == 0
 
 
 # -- the client: ask --server ------------------------------------------------------------------------

@@ -18,7 +18,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from kit.cli import docread  # noqa: E402
-from kit.serving import image_bytes, serving  # noqa: E402
+from kit.serving import http, image_bytes, serving  # noqa: E402
 
 SAFETY_S = 120  # a bound on waits that follow events, never a timing
 
@@ -48,11 +48,11 @@ REQUESTS = [  # two pages, three prompt lengths, a shorter budget, streamed or n
 def answer(base: str, request: dict) -> str:
     """The answer's text, joined from the stream's chunks when streamed."""
     if not request["stream"]:
-        response = httpx.post(base + "/v1/chat/completions", json=request, timeout=SAFETY_S)
+        response = http().post(base + "/v1/chat/completions", json=request, timeout=SAFETY_S)
         assert response.status_code == 200, response.text
         return response.json()["choices"][0]["message"]["content"]
     text = ""
-    with httpx.stream("POST", base + "/v1/chat/completions", json=request, timeout=SAFETY_S) as response:
+    with http().stream("POST", base + "/v1/chat/completions", json=request, timeout=SAFETY_S) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line.startswith("data: {"):
@@ -63,7 +63,7 @@ def answer(base: str, request: dict) -> str:
 
 
 def health(base: str) -> dict:
-    return httpx.get(base + "/health", timeout=SAFETY_S).json()
+    return http().get(base + "/health", timeout=SAFETY_S).json()
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,7 @@ def test_no_cache_and_a_failed_read_are_not_kept(monkeypatch, ocr_calls):
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from kit.serving import image_bytes, serving  # noqa: E402
+from kit.serving import http, image_bytes, serving  # noqa: E402
 
 
 def body(page: int, question: str, tokens: int = 6, **docread) -> dict:
@@ -120,7 +120,7 @@ def body(page: int, question: str, tokens: int = 6, **docread) -> dict:
 
 
 def ask(base: str, request: dict) -> dict:
-    response = httpx.post(base + "/v1/chat/completions", json=request, timeout=SAFETY_S)
+    response = http().post(base + "/v1/chat/completions", json=request, timeout=SAFETY_S)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -133,7 +133,7 @@ def answer(base: str, request: dict) -> tuple:
 
 
 def text_cache(base: str) -> dict:
-    return httpx.get(base + "/health", timeout=SAFETY_S).json()["cache"]["texts"]
+    return http().get(base + "/health", timeout=SAFETY_S).json()["cache"]["texts"]
 
 
 def test_a_second_request_about_a_page_pays_no_ocr(tiny_reader, ocr_calls):

@@ -11,7 +11,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 from kit.cli import docread  # noqa: E402
-from kit.serving import KEY, image_bytes, serving, stable  # noqa: E402
+from kit.serving import KEY, http, image_bytes, serving, stable  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("reuse_loaded_models")  # conftest: the CLI loads each (model, options) once
 
@@ -112,15 +112,13 @@ def test_batch_server_and_ray_refused(url, files, tmp_path):
 
 
 def test_ocr_endpoint_lines_and_bad_fields(url, files):
-    import httpx
-
     headers = {"Authorization": f"Bearer {KEY}"}
     upload = {"file": ("square.png", (files / "square.png").read_bytes())}
-    ok = httpx.post(url + "/v1/documents/ocr", files=upload, data={"max_new_tokens": "2"}, headers=headers, timeout=60)
+    ok = http().post(url + "/v1/documents/ocr", files=upload, data={"max_new_tokens": "2"}, headers=headers, timeout=60)
     assert ok.status_code == 200 and ok.headers["content-type"].startswith("application/x-ndjson")
     (record,) = [json.loads(line) for line in ok.text.splitlines()]  # no events unless asked
     assert record["status"] == "ok" and record["page"] == 1 and record["file"] == "square.png"
-    bad = httpx.post(url + "/v1/documents/ocr", files=upload, data={"question": "x"}, headers=headers, timeout=60)
+    bad = http().post(url + "/v1/documents/ocr", files=upload, data={"question": "x"}, headers=headers, timeout=60)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_value"
-    none = httpx.post(url + "/v1/documents/ocr", data={"pages": "1"}, headers=headers, timeout=60)
+    none = http().post(url + "/v1/documents/ocr", data={"pages": "1"}, headers=headers, timeout=60)
     assert none.status_code == 400 and none.json()["error"]["code"] == "no_file"

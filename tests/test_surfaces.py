@@ -10,7 +10,7 @@ from dataclasses import fields
 import pymupdf
 import pytest
 from kit.cli import docread
-from kit.serving import serving
+from kit.serving import http, serving
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -115,7 +115,7 @@ def ask_cli(tiny_llava, pdf, values: dict, *where: str) -> list[dict]:
 
 def ask_http(url: str, pdf, values: dict) -> list[dict]:
     form = {"question": [QUESTION], **{k: str(v).lower() if v is True else str(v) for k, v in values.items()}}
-    response = httpx.post(
+    response = http().post(
         url + "/v1/documents/ask", data=form, files={"file": (str(pdf), pdf.read_bytes())}, timeout=120
     )
     assert response.status_code == 200, response.text
@@ -241,7 +241,7 @@ def test_ocr_takes_no_ask_only_options(pdf):
 )
 def test_a_bad_request_field_is_400_naming_it(form, param, pdf, url):
     for endpoint, extra in (("ask", {"question": QUESTION}), ("ocr", {})):
-        response = httpx.post(
+        response = http().post(
             f"{url}/v1/documents/{endpoint}",
             data={**extra, **form},
             files={"file": ("two.pdf", pdf.read_bytes())},
@@ -254,17 +254,17 @@ def test_a_bad_request_field_is_400_naming_it(form, param, pdf, url):
 
 def test_a_bad_chat_docread_field_is_400_naming_it(url):
     body = {"messages": [{"role": "user", "content": "hi"}], "docread": {"pages": "x-y"}}
-    response = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+    response = http().post(url + "/v1/chat/completions", json=body, timeout=60)
     assert response.status_code == 400 and response.json()["error"]["param"] == "docread.pages"
 
 
 def test_an_ocr_only_field_is_refused_by_ask_and_chat_not_ignored(pdf, url):
     """`source` is ocr's alone (ONLY_OCR): ask and chat answer 400 naming it, as `ask --source` exits 2."""
     form = {"question": [QUESTION], "source": "text"}
-    asked = httpx.post(url + "/v1/documents/ask", data=form, files={"file": ("a.pdf", pdf.read_bytes())}, timeout=60)
+    asked = http().post(url + "/v1/documents/ask", data=form, files={"file": ("a.pdf", pdf.read_bytes())}, timeout=60)
     assert asked.status_code == 400 and asked.json()["error"]["param"] == "source"
     body = {"messages": [{"role": "user", "content": "hi"}], "docread": {"source": "text"}}
-    chatted = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+    chatted = http().post(url + "/v1/chat/completions", json=body, timeout=60)
     assert chatted.status_code == 400 and chatted.json()["error"]["param"] == "docread.source"
 
 

@@ -43,13 +43,17 @@ class _Task:
 
     def _main(self) -> None:
         self.wake.acquire()
+        outcome = None
         try:
             self.job.check()
-            self.job.emit("done", self.job.run(self.job))
+            outcome = ("done", self.job.run(self.job))
         except Exception as e:  # noqa: BLE001  DocreadError, or a bug that must not stop the server (a 500)
-            self.job.emit("error", e)
+            outcome = ("error", e)
         finally:
             self.done = True
+            self.batcher._end(self)  # still holding the worker: counted before the answer leaves (/health agrees)
+            if outcome is not None:
+                self.job.emit(*outcome)
             self.batcher._back.release()
 
     def pause(self) -> None:
@@ -230,9 +234,7 @@ class Batcher(Worker):
     def _resume(self, task: _Task) -> None:
         """Let `task` run until it pauses or ends."""
         task.wake.release()
-        self._back.acquire()
-        if task.done:
-            self._end(task)
+        self._back.acquire()  # when it ended, it has left (`_end`)
 
     def _end(self, task: _Task) -> None:
         self._tasks.pop(task.thread.ident, None)

@@ -42,3 +42,11 @@ def running(app):
 
     with loopback(app) as url:
         yield url
+
+
+def http():
+    """The client tests send requests with: docread's own (`docread.remote.http_client`, one a process, its
+    connections kept alive). `httpx.get`/`post` build a client, and its TLS context (about 50 ms), a call."""
+    from docread.remote import http_client
+
+    return http_client()
