@@ -62,6 +62,35 @@ def pytest_configure(config):
         torch.set_num_threads(THREADS)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ocr_once_per_image():
+    """rapidocr, the third-party OCR engine, runs once a session per distinct image: it is deterministic, and
+    many tests read the same small pages (which its detector scales up to 736 pixels a side, about half a
+    second each). docread's own OCR code (`ocr_words`: the spaces, lines, confidences) runs every time."""
+    import copy
+    import hashlib
+    import importlib.util
+
+    if importlib.util.find_spec("rapidocr_onnxruntime") is None:
+        yield
+        return
+    from rapidocr_onnxruntime import RapidOCR
+
+    run, results = RapidOCR.__call__, {}
+
+    def once(self, image, *args, **kwargs):
+        if not hasattr(image, "tobytes") or args:  # a path or bytes, or positional options: not memoised
+            return run(self, image, *args, **kwargs)
+        key = (hashlib.sha1(image.tobytes()).digest(), image.shape, str(image.dtype), tuple(sorted(kwargs.items())))
+        if key not in results:
+            results[key] = run(self, image, **kwargs)
+        return copy.deepcopy(results[key])
+
+    RapidOCR.__call__ = once
+    yield
+    RapidOCR.__call__ = run
+
+
 @pytest.fixture(scope="session")
 def tiny_llava(tmp_path_factory):
     """A llava-hf LLaVA-1.5-format checkpoint folder (config, safetensors, tokenizer, processor)."""
