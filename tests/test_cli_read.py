@@ -4,13 +4,12 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pymupdf
 import pytest
 from kit.cli import docread as docread_cli
+from kit.forked import Forked
 from PIL import Image
 
 from docread.batch.core import record_log, run_batch
@@ -198,11 +197,8 @@ def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path, 
         Image.new("RGB", (200, 200), (i * 40, 100, 100)).save(docs / f"p{i}.png")
     questions = write_questions(tmp_path / "q.txt")
     out = tmp_path / "out.jsonl"
-    # a real subprocess: SIGKILL in the middle of a run is the point
+    # a process of its own (SIGKILL in the middle of a run is the point), forked from this one (kit: Forked)
     args = [
-        sys.executable,
-        "-m",
-        "docread",
         "batch",
         str(docs),
         "-Q",
@@ -218,8 +214,7 @@ def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path, 
         "--batch-size",
         "4",  # records land four at a time: the kill comes between batches (or in one's writing)
     ]
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = Forked(args, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     deadline = time.time() + 300  # a safety bound: the wait ends when the lines are there (or the run)
     while time.time() < deadline and proc.poll() is None and (not out.exists() or out.read_text().count("\n") < 3):
         time.sleep(0.05)
@@ -229,7 +224,7 @@ def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path, 
         f.write(b'{"key": "torn", "file": "x')
     before = out.read_text().count("\n")
     assert 3 <= before < 12
-    run = docread_cli(*args[3:], "--resume")  # the resume itself needs no process of its own: in-process
+    run = docread_cli(*args, "--resume")  # the resume itself needs no process of its own: in-process
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]  # every line parses: no torn line
     pairs = [(os.path.basename(r["file"]), r["question"]) for r in records]

@@ -1,16 +1,15 @@
-"""`docread serve` as a real process: SIGTERM stops accepting, finishes the requests in flight, exits 0."""
+"""`docread serve` as a process of its own: SIGTERM stops accepting, finishes the requests in flight, exits 0."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from kit.forked import Forked
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -44,31 +43,16 @@ def free_port() -> int:
 @pytest.mark.system
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(tiny_llava):
     port = free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "docread",
-            "serve",
-            "--model",
-            str(tiny_llava),
-            "--device",
-            "cpu",
-            "--port",
-            str(port),
-            "--quiet",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    # a process of its own (SIGTERM is the point), forked from this one: its start-up is tested elsewhere
+    process = Forked(
+        ["serve", "--model", tiny_llava, "--device", "cpu", "--port", port, "--quiet"],
+        env=dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1"),
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300  # a safety bound: each wait below ends on its event
         while True:
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate(timeout=10)
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr
             try:
                 if httpx.get(base + "/health", timeout=2).status_code == 200:
                     break

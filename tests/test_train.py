@@ -5,8 +5,6 @@ and the command line's adapter is one `docread ask` loads."""
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -281,40 +279,27 @@ def test_cli_trains_an_adapter_that_ask_loads(tiny_llava, data, cli_run):
 
 
 @pytest.mark.system
-@pytest.mark.weight(40)  # three processes (torchrun and two ranks): its module goes to a worker early
+@pytest.mark.weight(20)  # two processes: its module goes to a worker early
 def test_two_processes_train_as_one_with_gradient_accumulation(tiny_llava, data, tmp_path, cli_run):
-    """Data-parallel (2 CPU processes, gloo; on GPUs the same code runs under `accelerate launch`)
-    equals one process accumulating the same two examples per step, to the bit."""
+    """Data-parallel (2 CPU processes, gloo; on GPUs the same code runs under `accelerate launch` or torchrun)
+    equals one process accumulating the same two examples per step, to the bit. The ranks are `docread train`
+    in two processes of their own, with the environment torchrun gives its ranks; forked from this one (kit:
+    `Forked`), so they do not import torch and transformers again."""
+    import socket
+
+    from kit.forked import Forked
     from safetensors.torch import load_file
 
     _, one, _ = cli_run
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", OMP_NUM_THREADS="1")
-    # real processes: two ranks under torchrun is the point
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "docread",
-            "train",
-            "--model",
-            str(tiny_llava),
-            "--data",
-            str(data),
-            *map(str, COMMON),
-            "-o",
-            str(tmp_path / "two"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert two.returncode == 0, two.stderr[-2000:]
+    with socket.socket() as s:  # rank 0's rendezvous port, as torchrun --standalone picks one
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = ["train", "--model", tiny_llava, "--data", data, *COMMON, "-o", tmp_path / "two"]
+    world = dict(WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", OMP_NUM_THREADS="1", **world)
+    ranks = [Forked(command, env=dict(env, RANK=str(r), LOCAL_RANK=str(r), GROUP_RANK="0")) for r in (0, 1)]
+    codes = [rank.wait(timeout=300) for rank in ranks]
+    assert codes == [0, 0], [rank.stderr[-2000:] for rank in ranks]
     assert (tmp_path / "two" / "checkpoint" / "rng-1.safetensors").is_file()  # each process's RNG is kept
     a, b = (load_file(str(d / "adapter.safetensors")) for d in (tmp_path / "two", one))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
