@@ -62,6 +62,14 @@ def pytest_configure(config):
         torch.set_num_threads(THREADS)
 
 
+@pytest.fixture(scope="module")
+def forkserver():
+    """kit.forked's server, started when a module that forks `docread` begins: it imports meanwhile."""
+    from kit.forked import warm
+
+    warm()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def ocr_once_per_image():
     """rapidocr, the third-party OCR engine, runs once a session per distinct image: it is deterministic, and

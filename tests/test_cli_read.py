@@ -9,7 +9,7 @@ import time
 import pymupdf
 import pytest
 from kit.cli import docread as docread_cli
-from kit.forked import Forked
+from kit.forked import GROUP, Forked
 from PIL import Image
 
 from docread.batch.core import record_log, run_batch
@@ -18,7 +18,7 @@ from docread.settings import Settings
 
 # The commands run in-process (kit.cli: the same entry point as `python -m docread`, no interpreter
 # start per command), each tiny model loaded once; only the SIGKILL test needs a real process.
-pytestmark = pytest.mark.usefixtures("reuse_loaded_models")
+pytestmark = [pytest.mark.usefixtures("reuse_loaded_models", "forkserver"), pytest.mark.xdist_group(GROUP)]
 
 
 def make_pdf(path, texts):
@@ -189,49 +189,6 @@ def test_batch_records_for_a_folder_with_a_corrupt_file(tiny_llava, folder, tmp_
     assert refused.returncode == 2 and "--resume" in refused.stderr
 
 
-@pytest.mark.system
-def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path, reuse_loaded_models):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i in range(6):
-        Image.new("RGB", (200, 200), (i * 40, 100, 100)).save(docs / f"p{i}.png")
-    questions = write_questions(tmp_path / "q.txt")
-    out = tmp_path / "out.jsonl"
-    # a process of its own (SIGKILL in the middle of a run is the point), forked from this one (kit: Forked)
-    args = [
-        "batch",
-        str(docs),
-        "-Q",
-        str(questions),
-        "-o",
-        str(out),
-        "--model",
-        str(tiny_llava),
-        "--max-new-tokens",
-        "24",
-        "--max-slices",
-        "4",
-        "--batch-size",
-        "4",  # records land four at a time: the kill comes between batches (or in one's writing)
-    ]
-    proc = Forked(args, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    deadline = time.time() + 300  # a safety bound: the wait ends when the lines are there (or the run)
-    while time.time() < deadline and proc.poll() is None and (not out.exists() or out.read_text().count("\n") < 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    with open(out, "ab") as f:  # as if killed in the middle of writing a line
-        f.write(b'{"key": "torn", "file": "x')
-    before = out.read_text().count("\n")
-    assert 3 <= before < 12
-    run = docread_cli(*args, "--resume")  # the resume itself needs no process of its own: in-process
-    assert run.returncode == 0, run.stderr
-    records = [json.loads(line) for line in out.read_text().splitlines()]  # every line parses: no torn line
-    pairs = [(os.path.basename(r["file"]), r["question"]) for r in records]
-    assert len(pairs) == len(set(pairs)) == 12
-    assert sorted(pairs) == sorted((f"p{i}.png", q) for i in range(6) for q in ("What is the total?", "Who signed it?"))
-
-
 def test_oom_on_a_page_retries_with_fewer_tiles(tiny_reader, tmp_path, monkeypatch):
     """Simulated CUDA out-of-memory: in the group's vision pass, then per page at 16 and 9 tiles,
     then once more while answering alone (batch 1: the prefix prefill); the page ends degraded, not failed.
@@ -286,3 +243,47 @@ def test_models_list_and_path(tiny_llava):
     assert offline.returncode == 1 and offline.stderr.count("\n") == 1
     found = docread_cli("models", "path", tiny_llava)
     assert found.returncode == 0 and found.stdout.strip() == str(tiny_llava)
+
+
+# last in the module: kit.forked's server imports while the tests above run
+@pytest.mark.system
+def test_batch_resume_after_sigkill_has_every_record_once(tiny_llava, tmp_path, reuse_loaded_models):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(6):
+        Image.new("RGB", (200, 200), (i * 40, 100, 100)).save(docs / f"p{i}.png")
+    questions = write_questions(tmp_path / "q.txt")
+    out = tmp_path / "out.jsonl"
+    # a process of its own (SIGKILL in the middle of a run is the point), forked from this one (kit: Forked)
+    args = [
+        "batch",
+        str(docs),
+        "-Q",
+        str(questions),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_llava),
+        "--max-new-tokens",
+        "24",
+        "--max-slices",
+        "4",
+        "--batch-size",
+        "4",  # records land four at a time: the kill comes between batches (or in one's writing)
+    ]
+    proc = Forked(args, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    deadline = time.time() + 300  # a safety bound: the wait ends when the lines are there (or the run)
+    while time.time() < deadline and proc.poll() is None and (not out.exists() or out.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open(out, "ab") as f:  # as if killed in the middle of writing a line
+        f.write(b'{"key": "torn", "file": "x')
+    before = out.read_text().count("\n")
+    assert 3 <= before < 12
+    run = docread_cli(*args, "--resume")  # the resume itself needs no process of its own: in-process
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]  # every line parses: no torn line
+    pairs = [(os.path.basename(r["file"]), r["question"]) for r in records]
+    assert len(pairs) == len(set(pairs)) == 12
+    assert sorted(pairs) == sorted((f"p{i}.png", q) for i in range(6) for q in ("What is the total?", "Who signed it?"))

@@ -9,8 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from kit.forked import Forked
+from kit.forked import GROUP, Forked
 
+pytestmark = [pytest.mark.usefixtures("forkserver"), pytest.mark.xdist_group(GROUP)]
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 

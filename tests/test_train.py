@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 import torch
 from kit import cli
+from kit.forked import GROUP, Forked
 from PIL import Image
 
 import docread
 from docread.model.adapters import read_adapter
 from docread.train import TrainConfig, start, steps, train
 from docread.train.data import IGNORE, Example, encode, read_examples
+
+pytestmark = [pytest.mark.usefixtures("forkserver"), pytest.mark.xdist_group(GROUP)]
 
 QUESTIONS = ["What is written here?", "What is the total?", "Describe the chart.", "When is it due?"]
 ANSWERS = ["twelve apples", "the total is 42", "a red invoice", "net 30 days"]
@@ -287,7 +290,6 @@ def test_two_processes_train_as_one_with_gradient_accumulation(tiny_llava, data,
     `Forked`), so they do not import torch and transformers again."""
     import socket
 
-    from kit.forked import Forked
     from safetensors.torch import load_file
 
     _, one, _ = cli_run

@@ -36,6 +36,8 @@ def ask_native(path, setup) -> dict:
         "cpu",
         "--quant",
         "none",
+        "--text",
+        "off",  # transformers' prompt has no page text; OCR of a noise image finds none, slowly
     )
     assert result.returncode == 0, result.stderr
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]

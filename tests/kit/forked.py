@@ -64,6 +64,8 @@ class Forked:
         return self._err.read_text(errors="replace") if self._err.exists() else ""
 
 
+GROUP = "forked"  # the pytest-xdist group of the modules that fork `docread`: one worker, one server
+
 PRELOAD = [
     "docread.cli",
     "docread.loading",
@@ -108,3 +110,12 @@ def _child(args: list[str], env: dict[str, str], out: Path, err: Path) -> None:
     from docread.cli import main
 
     main()  # SystemExit: multiprocessing flushes the streams and exits with its code
+
+
+def warm() -> None:
+    """Start the server now, for a module whose forked processes come later: it imports PRELOAD meanwhile
+    (multiprocessing starts it and returns; the first `Forked` waits only for what is left of the import)."""
+    import multiprocessing.forkserver
+
+    _context()
+    multiprocessing.forkserver.ensure_running()
