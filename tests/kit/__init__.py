@@ -1,7 +1,8 @@
 """The test kit: builders and helpers every test module may import (tests import the kit, never each other).
 
 `kit.cli` drives `docread ...` in-process, `kit.serving` runs the app on a loopback thread, `kit.native`
-builds transformers' own model and processor beside docread's reader, `kit.fuzz` mutates seed files.
+builds transformers' own model and processor beside docread's reader, `kit.fuzz` mutates seed files,
+`kit.forked` runs `docread ...` in a process of its own forked from a server that has imported torch once.
 Fixtures live in tests/conftest.py; the kit holds plain functions and classes.
 """
 
