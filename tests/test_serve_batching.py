@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +17,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
 from kit.cli import docread  # noqa: E402
-from kit.serving import http, image_bytes, serving  # noqa: E402
+from kit.serving import http, image_bytes, second_joins_mid_batch, serving  # noqa: E402
 
 SAFETY_S = 120  # a bound on waits that follow events, never a timing
 
@@ -92,26 +91,8 @@ def test_concurrent_requests_answer_as_each_alone(tiny_reader, alone):
 def test_a_request_arriving_mid_batch_joins_it(tiny_reader, alone, monkeypatch):
     """The first request decodes; the second is sent only once the first is in the batch (after its first
     step), and the batch holds both at a later step."""
-    from docread.serve.batcher import Batcher
-
-    decoding, sent, joined_mid = threading.Event(), threading.Event(), []
-    arrivals, submit = Batcher._arrivals, Batcher.submit
-
-    def held_arrivals(self, free, empty):
-        if not empty and not decoding.is_set():  # the first request has taken a step
-            decoding.set()
-            assert sent.wait(SAFETY_S)
-        rows = arrivals(self, free, empty)
-        joined_mid.extend(rows if not empty else [])
-        return rows
-
-    def noted_submit(self, job):
-        submit(self, job)
-        if decoding.is_set():
-            sent.set()
-
-    monkeypatch.setattr(Batcher, "_arrivals", held_arrivals)
-    monkeypatch.setattr(Batcher, "submit", noted_submit)
+    joined_mid: list = []
+    decoding = second_joins_mid_batch(monkeypatch, joined_mid, SAFETY_S)
     first, second = REQUESTS[3], REQUESTS[1]  # 8 tokens, then a streamed one
     with serving(tiny_reader, max_batch=8) as base, ThreadPoolExecutor(2) as pool:
         running = pool.submit(answer, base, first)

@@ -108,7 +108,7 @@ def test_no_cache_and_a_failed_read_are_not_kept(monkeypatch, ocr_calls):
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from kit.serving import http, image_bytes, serving  # noqa: E402
+from kit.serving import http, image_bytes, second_joins_mid_batch, serving  # noqa: E402
 
 
 def body(page: int, question: str, tokens: int = 6, **docread) -> dict:
@@ -153,9 +153,8 @@ def test_ocr_runs_beside_the_batch_and_answers_are_as_alone(tiny_reader, monkeyp
     """The first request decodes; the second starts mid-batch and OCRs its page for its prompt: its OCR waits
     until the batch takes a step, which it can only while the OCR runs beside it. Both answers are as alone."""
     from docread.generate.joining import JoiningStep
-    from docread.serve.batcher import Batcher
 
-    ocring, stepped, decoding, sent = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+    ocring, stepped = threading.Event(), threading.Event()
 
     def ocr(image, where):
         ocring.set()
@@ -173,21 +172,7 @@ def test_ocr_runs_beside_the_batch_and_answers_are_as_alone(tiny_reader, monkeyp
         alone = [answer(base, r) for r in REQUESTS]
     ocring.clear(), stepped.clear()
 
-    arrivals, submit = Batcher._arrivals, Batcher.submit
-
-    def held_arrivals(self, free, empty):
-        if not empty and not decoding.is_set():  # the first request has taken a step: send the second
-            decoding.set()
-            assert sent.wait(SAFETY_S)
-        return arrivals(self, free, empty)
-
-    def noted_submit(self, job):
-        submit(self, job)
-        if decoding.is_set():
-            sent.set()
-
-    monkeypatch.setattr(Batcher, "_arrivals", held_arrivals)
-    monkeypatch.setattr(Batcher, "submit", noted_submit)
+    decoding = second_joins_mid_batch(monkeypatch, safety_s=SAFETY_S)
     monkeypatch.setattr(JoiningStep, "__call__", step)
     with serving(tiny_reader, max_batch=8) as base, ThreadPoolExecutor(2) as pool:
         running = pool.submit(answer, base, REQUESTS[0])

@@ -50,3 +50,34 @@ def http():
     from docread.remote import http_client
 
     return http_client()
+
+
+def second_joins_mid_batch(monkeypatch, joined: list | None = None, safety_s: float = 120.0):
+    """Patches the batcher (`serve --max-batch`) so that, once a first request has taken its first decode step,
+    the batch waits until a second request has been submitted: the second then joins a running batch. Returns
+    the event set at that step (send the second once it is set); `joined` collects the rows that joined the
+    batch while it was not empty."""
+    import threading
+
+    from docread.serve.batcher import Batcher
+
+    decoding, sent = threading.Event(), threading.Event()
+    arrivals, submit = Batcher._arrivals, Batcher.submit
+
+    def held_arrivals(self, free, empty):
+        if not empty and not decoding.is_set():  # the first request has taken a step: send the second
+            decoding.set()
+            assert sent.wait(safety_s)
+        rows = arrivals(self, free, empty)
+        if joined is not None and not empty:
+            joined.extend(rows)
+        return rows
+
+    def noted_submit(self, job):
+        submit(self, job)
+        if decoding.is_set():
+            sent.set()
+
+    monkeypatch.setattr(Batcher, "_arrivals", held_arrivals)
+    monkeypatch.setattr(Batcher, "submit", noted_submit)
+    return decoding
