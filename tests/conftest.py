@@ -144,34 +144,14 @@ def tiny_reader(tiny_llava):
 
 @pytest.fixture(scope="session")
 def speed_run():
-    """`docread bench speed --synthetic tiny --json` once a session, in a real process: its stdout must be
-    the JSON alone even for what native code writes to file descriptor 1 (tests/test_speed.py checks the
-    figures, tests/test_bench_files.py the stdout)."""
-    import subprocess
-    import sys
+    """`docread bench speed --synthetic tiny --json` once a session, in a process of its own (kit.forked: its
+    tests are in kit.forked's group): its stdout must be the JSON alone even for what native code writes to
+    file descriptor 1 (tests/test_speed.py checks the figures, tests/test_bench_files.py the stdout). The
+    start-up it times runs real processes of their own."""
+    from kit.forked import Forked
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1")
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "docread",
-            "bench",
-            "speed",
-            "--synthetic",
-            "tiny",
-            "--pages",
-            "1",
-            "--questions",
-            "2",
-            "--repeats",  # one timed run after the warm-up, a few tokens: every figure is there, sooner
-            "1",
-            "--max-new-tokens",
-            "4",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    args = ["bench", "speed", "--synthetic", "tiny", "--pages", "1", "--questions", "2"]
+    args += ["--repeats", "1", "--max-new-tokens", "4", "--json"]  # one timed run after the warm-up, a few tokens
+    run = Forked(args, env=dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1"))
+    run.wait(300)
+    return run

@@ -6,6 +6,7 @@ import os
 
 import pytest
 from kit.cli import docread  # in-process: the same entry point as `python -m docread`
+from kit.forked import GROUP
 
 from docread.bench.datasets import read_gold, read_predictions
 from docread.cli.speed import stdout_to_stderr
@@ -64,7 +65,7 @@ def test_stdout_to_stderr_moves_native_writes(capfd):
 
 
 @pytest.mark.system
-@pytest.mark.xdist_group("test_speed")  # on the worker of tests/test_speed.py: one speed_run process
+@pytest.mark.xdist_group(GROUP)  # conftest's speed_run, forked: on the worker of kit.forked's server
 def test_speed_json_stdout_is_exactly_the_json(speed_run):
     run = speed_run  # conftest: a real process, shared with tests/test_speed.py; fd 1 writes are the point
     assert run.returncode == 0, run.stderr

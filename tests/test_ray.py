@@ -197,3 +197,29 @@ def test_a_group_whose_file_changed_or_vanished_is_error_records(folder, tmp_pat
     ]
     assert {r["error"]["code"] for r in gone} == {"not_found"} and len(gone) == 3
     assert {r["settings"] for r in changed + gone} == {"d"}
+
+
+def test_a_reader_whose_model_fails_to_load_says_why_in_one_line(folder, tmp_path):
+    """The reader actor loads its model when its first group comes: a model that is not there is a
+    ReaderFailed with docread's own line, which the driver turns into `a reader could not start: ...`."""
+    from docread.batch.raydata import ReaderFailed, _GroupReader, _reader_failure
+
+    reader = _GroupReader(
+        model=str(tmp_path / "absent"),
+        adapter=None,
+        device="cpu",
+        quant="none",
+        offline=True,
+        questions=QUESTIONS,
+        settings=Settings(),
+        limits=None,
+        digest="d",
+        batch_size=1,
+    )  # nothing loaded yet: a reader lost before its first group costs no load
+    group = json.dumps({"file": str(folder / "b.png"), "sha256": "0" * 64, "owed": [[1, {"What?": "k1"}]]})
+    with pytest.raises(ReaderFailed) as failed:
+        reader({"group": [group]})
+    message = str(failed.value)
+    assert "absent" in message and "\n" not in message
+    wrapped = RuntimeError(f"ray.exceptions.RayTaskError: {ReaderFailed.__name__}: {message}")
+    assert _reader_failure(wrapped) == message  # as Ray carries it across processes: as text

@@ -1,4 +1,4 @@
-"""`docread bench speed` in a real subprocess (conftest's `speed_run`: every key present, figures sane, ratios
+"""`docread bench speed` in a process of its own (conftest's `speed_run`: every key present, figures sane, ratios
 consistent; no timing is ever asserted), the fast decode path against the plain one, and the in-memory model builder."""
 
 import json
@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from kit.forked import GROUP
 from PIL import Image
 
 import docread
@@ -69,6 +70,7 @@ def positive(value) -> bool:
 
 
 @pytest.mark.system
+@pytest.mark.xdist_group(GROUP)  # conftest's speed_run, forked: on the worker of kit.forked's server
 def test_speed_json_has_every_key(speed_json):
     assert TOP_KEYS <= speed_json.keys()
     assert speed_json["model"] == "synthetic-tiny" and speed_json["device"] == "cpu"
@@ -93,6 +95,7 @@ def test_speed_json_has_every_key(speed_json):
 
 
 @pytest.mark.system
+@pytest.mark.xdist_group(GROUP)
 def test_speed_figures_are_consistent(speed_json):
     ours, theirs = speed_json["docread"], speed_json["baseline"]
     for key in ("render", "slice_normalise", "vision", "prefill", "ttft", "followup_ttft"):

@@ -235,24 +235,31 @@ def _pipeline(ray, groups: list[str], workers: int, gpus_per_worker: float, read
 
 
 class _GroupReader:
-    """A Ray actor: the model loaded once, then each group of pages answered by the local engine."""
+    """A Ray actor: the model loaded when its first group comes (one load per actor, as before; a reader
+    lost before it took a group has cost no load), then each group answered by the local engine."""
 
     def __init__(self, *, model, adapter, device, quant, offline, questions, settings, limits, digest, batch_size):
-        from docread.loading import load
-
-        try:
-            self.reader = load(model, adapter=adapter, device=device, quant=quant, offline=offline)
-        except DocreadError as e:
-            raise ReaderFailed(e.message) from None
-        self.engine = LocalEngine(self.reader, batch_size)  # one batch plan (and its halvings) for all groups
+        self.load_options = {"model": model, "adapter": adapter, "device": device, "quant": quant, "offline": offline}
+        self.batch_size, self.engine = batch_size, None
         self.questions, self.settings, self.limits, self.digest = questions, settings, limits, digest
+
+    def _engine(self) -> LocalEngine:
+        if self.engine is None:
+            from docread.loading import load
+
+            try:
+                reader = load(**self.load_options)
+            except DocreadError as e:
+                raise ReaderFailed(e.message) from None
+            self.engine = LocalEngine(reader, self.batch_size)  # one batch plan (and its halvings) for all groups
+        return self.engine
 
     def __call__(self, batch: dict) -> dict:
         _fail_once_for_tests()
-        records = []
+        engine, records = self._engine(), []
         for group in batch["group"]:
             described = {**json.loads(group), "digest": self.digest}
-            records.extend(answer_owed(self.engine, described, self.questions, self.settings, limits=self.limits))
+            records.extend(answer_owed(engine, described, self.questions, self.settings, limits=self.limits))
         return {"record": [json.dumps(r, ensure_ascii=False) for r in records]}
 
 
