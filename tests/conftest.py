@@ -15,7 +15,10 @@ os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 import pytest  # noqa: E402
 
+from docread.intake.pdf import import_pymupdf  # noqa: E402
 from docread.testing import build_tiny_llava  # noqa: E402
+
+import_pymupdf()  # as docread imports it (without the layout analyser), before a test module's `import pymupdf`
 
 COST = {"slow": 10, "system": 5}  # a test's rough weight by its marks (any other: 1; `weight(n)` overrides)
 

@@ -1,6 +1,7 @@
 """`docread inspect` and the CLI's start: JSON Lines, error records, exit
 codes, previews, and no torch at start-up."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -39,6 +40,9 @@ def test_help_version_and_inspect_never_import_torch(tmp_path):
         f"for args in {commands!r}:\n"
         "    try:\n        app(args)\n    except SystemExit:\n        pass\n"
         "    print('IMPORTED', args, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+        "import importlib.util\n"  # PyMuPDF without its layout analyser (ONNX), which stays importable
+        "print('LAYOUT', 'pymupdf' in sys.modules, 'pymupdf.layout' in sys.modules)\n"
+        "print('FINDS', importlib.util.find_spec('pymupdf.layout') is not None)\n"
         "sys.argv = ['docread', '--version']\n"
         "runpy.run_module('docread', run_name='__main__', alter_sys=True)\n"
     )
@@ -47,6 +51,9 @@ def test_help_version_and_inspect_never_import_torch(tmp_path):
     imported = [line.rsplit(" ", 2)[1:] for line in run.stdout.splitlines() if line.startswith("IMPORTED ")]
     assert len(imported) == len(commands) and all(i == ["False", "False"] for i in imported), run.stdout
     assert run.returncode == 0 and run.stdout.splitlines()[-1].startswith("docread "), run.stderr
+    assert "LAYOUT True False" in run.stdout.splitlines(), run.stdout  # inspect read the PDF; no layout model
+    installed = importlib.util.find_spec("pymupdf.layout") is not None  # pymupdf-layout is an optional package
+    assert f"FINDS {installed}" in run.stdout.splitlines(), run.stdout
 
 
 def test_inspect_json_for_a_letter_page_and_an_image(tmp_path):

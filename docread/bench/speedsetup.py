@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from docread.errors import UsageError
 from docread.intake.limits import DEFAULT_DPI
+from docread.intake.pdf import import_pymupdf
 
 if TYPE_CHECKING:
     from docread.reader import DocReader
@@ -31,7 +32,7 @@ def write_pages(path: Path, count: int, seed: int = 0, *, dpi: float = DEFAULT_D
     Without PyMuPDF (its wheel is too big to carry to the GPU check), the same lines drawn by Pillow into a
     multi-page TIFF at `dpi`, returned instead: intake's render stage then decodes an image."""
     try:
-        import pymupdf
+        pymupdf = import_pymupdf()
     except ImportError:
         return _write_image_pages(path.with_suffix(".tiff"), count, seed, dpi)
     document = pymupdf.open()

@@ -3,6 +3,7 @@ exactly the size a plan asks for; damaged pages of a repaired file are reported,
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError
@@ -16,16 +17,33 @@ POINTS_PER_INCH = 72.0
 MAX_EMBEDDED_PIXELS = DEFAULT_MAX_PIXELS * 4  # one image inside a PDF page: MuPDF decodes it whole to render
 
 
+def import_pymupdf():
+    """PyMuPDF (ImportError when it is not installed), without its optional layout analyser: when the
+    `pymupdf-layout` package is installed, PyMuPDF imports it with itself, and it loads an ONNX model (about a
+    second of every start that reads a PDF) that only `Page.get_layout` uses, which docread never calls. A
+    program that imports `pymupdf.layout` itself still gets it."""
+    if "pymupdf" in sys.modules:
+        return sys.modules["pymupdf"]
+    left_out = "pymupdf.layout" not in sys.modules
+    if left_out:
+        sys.modules["pymupdf.layout"] = None  # PyMuPDF's `import pymupdf.layout` raises ImportError, which it allows
+    try:
+        import pymupdf
+    finally:
+        if left_out:
+            sys.modules.pop("pymupdf.layout", None)
+    return pymupdf
+
+
 def _pymupdf():
     """PyMuPDF, imported only when a PDF is read: images, `import docread` and the CLI work without it."""
     try:
-        import pymupdf
+        return import_pymupdf()
     except ImportError:
         raise DocreadError(
             "pdf_unavailable",
             "reading PDFs needs PyMuPDF, which is not installed here: pip install pymupdf (images are read without it)",
         ) from None
-    return pymupdf
 
 
 def open_pdf(name: str, data: bytearray, password: str | None, dpi: float, limits: Limits) -> Document:
