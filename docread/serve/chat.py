@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from docread.errors import DocreadError
+from docread.generate.text import tokens_holding
 from docread.reader import DocReader
 from docread.results import DocumentAnswer
 from docread.serve.protocol import CHAT_FIELDS, ApiError, as_api_error
@@ -52,13 +53,12 @@ class Shape:
         decode = self.tokenizer.decode
         runs = self.recorder.runs or [[]]
         run = next((r for r in reversed(runs) if decode([t for t, _, _ in r]).strip().startswith(text)), runs[-1])
-        content, ids = [], []
+        if stopped:  # the tokens up to the first whose text completes `text`
+            run = run[: tokens_holding(self.tokenizer, [t for t, _, _ in run], text)]
+        content = []
         for token, logprob, tops in run:
-            ids.append(token)
             tops_json = [_token(decode, t, lp) for t, lp in tops]
             content.append({**_token(decode, token, logprob), "top_logprobs": tops_json})
-            if stopped and text in decode(ids):
-                break
         return {"content": content, "refusal": None}
 
 
