@@ -115,13 +115,18 @@ class TextStreams:
 
 def tokens_holding(tokenizer, ids: list[int], text: str) -> int:
     """How many of `ids` it takes for their decoded text (special tokens written out) to hold `text`; all of
-    them when it never does. One decode of them all, then each token's window once."""
+    them when it never does. One decode of them all, then each token's window once (each prefix decoded
+    whole only when `text` holds U+FFFD: invalid bytes, whose run a later byte can still change)."""
     at = tokenizer.decode(ids).find(text)
     if at < 0:
         return len(ids)
+    if REPLACEMENT in text:  # invalid bytes: a run's earlier text can still change, so read it whole each time
+        return next((n for n in range(1, len(ids) + 1) if text in tokenizer.decode(ids[:n])), len(ids))
     end, stream = at + len(text), TextStream(tokenizer, skip_special_tokens=False)
     for count, token in enumerate(ids, 1):
         stream.push(token)
-        if end <= stream.sent + len(stream.pending.rstrip(REPLACEMENT)):
-            return count
+        if end <= stream.sent + len(stream.pending):  # the text so far reaches the end of its first `text`
+            reached = stream.tail(max(stream.sent - at, 0)) + stream.pending
+            if reached[max(at - stream.sent, 0) :].startswith(text):
+                return count
     return len(ids)
