@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+MOVE_AFTER = 16  # window length (tokens) past which it moves up: a decode costs its call, hardly its length
 LONGEST_WINDOW = 64  # tokens a window may hold inside a run of byte tokens before it moves anyway
 REPLACEMENT = "\ufffd"  # what a decoder writes for bytes that are not (yet) a whole character
 _BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")  # a byte-fallback token (SentencePiece/Llama: <0xE4>)
@@ -51,7 +52,7 @@ class TextStream:
             self.chunks.append(chunk)
             self.sent += len(chunk)
             self._said = None
-        if move and last > self.start and self._splits_at(last):
+        if move and len(self.ids) - self.start > MOVE_AFTER and last > self.start and self._splits_at(last):
             # the window starts at the last read point from now on, when the text from there on says something
             # (a decoder that drops the leading space of a text drops the same one in every later window)
             if moved := self._decode(self.ids[last : self.read]):
