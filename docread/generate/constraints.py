@@ -44,8 +44,9 @@ class StopAt:
         self.stopped: set[int] = set()  # the answers (ids of token lists) that hold a stop
 
     def __call__(self, logits: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+        if not tokens:  # a new answer
+            self.finish(tokens)
         if not (tokens and self.eos and self.stops):
-            self.stopped.discard(id(tokens))
             return logits
         stream, new = self.texts.of(tokens)
         if id(tokens) not in self.stopped:

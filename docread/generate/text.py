@@ -60,7 +60,7 @@ class TextStream:
         return chunk
 
     def _splits_at(self, i: int) -> bool:
-        """Whether ids[:i] and ids[i:] decode apart as they do together: not between two byte tokens, whose
+        """Whether ids[:i] and ids[i:] decode apart as they do together: not right after a byte token, whose
         run a byte-fallback decoder reads as one (all of it becomes U+FFFD once any of it is invalid)."""
         if len(self.ids) - self.start > LONGEST_WINDOW:
             return True  # only an invalid byte sequence after a long run of bytes reads differently
