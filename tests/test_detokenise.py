@@ -314,3 +314,20 @@ def test_streams_start_over_for_a_new_answer_and_for_a_list_they_do_not_know():
     assert streams.of(tokens)[0].said() == tokenizer.decode(tokens, skip_special_tokens=True)
     tokens.clear()
     assert streams.of(tokens)[1] == ""
+
+
+def test_streamed_text_cut_at_a_stop_keeps_what_it_held_back():
+    """serve's StopCut holds back a tail that may begin a stop; the text held is sent once it cannot, and a
+    stop split across chunks is found (it was dropped, and the stop missed)."""
+    from docread.serve.chat import Shape, StopCut
+
+    for chunks, stops, sent in (
+        (["abc E", "xyz", " more EN", "D tail"], ["END"], "abc Exyz more "),
+        (["total: 1", "2", "3.4", "5\n\nQ", "uestion"], ["\n\nQuestion", "\n\nQ:"], "total: 123.45"),
+        (["no stop ", "here at all"], ["END"], "no stop here at all"),
+    ):
+        cut = StopCut(Shape(stops=stops))
+        out = [cut.push(chunk) for chunk in chunks]
+        whole = "".join(chunks)
+        assert "".join(out) == cut.sent == sent == Shape(stops=stops).cut(whole)[0]
+        assert cut.stopped == any(s in whole for s in stops)

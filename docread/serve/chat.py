@@ -125,20 +125,22 @@ class Trim:
 
 class StopCut:
     """Streamed text cut before the first stop string: text that may begin one is held back until it
-    cannot; after a stop, nothing more."""
+    cannot; after a stop, nothing more. A stop can only begin in the text not sent yet (what was held
+    back and the new chunk), so only that is searched."""
 
     def __init__(self, shape: Shape):
-        self.shape, self.sent, self.stopped = shape, "", False
+        self.shape, self.sent, self.held, self.stopped = shape, "", "", False
 
     def push(self, text: str) -> str:
         if self.stopped:
             return ""
-        whole = self.sent + text
-        cut, self.stopped = self.shape.cut(whole)
+        rest = self.held + text
+        out, self.stopped = self.shape.cut(rest)
         if not self.stopped:  # hold back a tail that could begin a stop string
-            hold = max((k for s in self.shape.stops for k in range(1, len(s)) if whole.endswith(s[:k])), default=0)
-            cut = whole[: len(whole) - hold]
-        out, self.sent = cut[len(self.sent) :], cut
+            hold = max((k for s in self.shape.stops for k in range(1, len(s)) if rest.endswith(s[:k])), default=0)
+            out = rest[: len(rest) - hold]
+        self.held = "" if self.stopped else rest[len(out) :]
+        self.sent += out
         return out
 
 
