@@ -9,6 +9,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from docread.generate.text import TextStreams
+
 NEG = float("-inf")
 
 
@@ -30,18 +32,37 @@ class TopP:
 
 
 class StopAt:
-    """Force an end of sequence once the answer's text holds one of `stops` (the caller cuts it there)."""
+    """Force an end of sequence once the answer's text (special tokens written out) holds one of `stops`
+    (the caller cuts it there). Each step decodes only the new tokens' window and looks for a stop only
+    where a new one can be: in the text the step added and the `len(stop) - 1` characters before it."""
 
     def __init__(self, tokenizer, stops: Sequence[str], eos_token_ids: Iterable[int]):
-        self.tokenizer, self.stops = tokenizer, [s for s in stops if s]
+        self.stops = [s for s in stops if s]
         self.eos = sorted(set(eos_token_ids))
+        self.back = max((len(s) for s in self.stops), default=1) - 1  # characters a new match may reach back
+        self.texts = TextStreams(tokenizer, skip_special_tokens=False)
+        self.stopped: set[int] = set()  # the answers (ids of token lists) that hold a stop
 
     def __call__(self, logits: torch.Tensor, tokens: list[int]) -> torch.Tensor:
-        if tokens and self.eos and any(s in self.tokenizer.decode(tokens) for s in self.stops):
-            forced = torch.full_like(logits, NEG)
-            forced[..., self.eos[0]] = 0.0
-            return forced
-        return logits
+        if not tokens:  # a new answer
+            self.finish(tokens)
+        if not (tokens and self.eos and self.stops):
+            return logits
+        stream, new = self.texts.of(tokens)
+        if id(tokens) not in self.stopped:
+            # the pending text (an incomplete character at its end) can still change, so it is read every step
+            seen = stream.sent - len(new)
+            region = stream.tail(min(seen, self.back) + len(new)) + stream.pending
+            if not any(s in region for s in self.stops):
+                return logits
+            self.stopped.add(id(tokens))
+        forced = torch.full_like(logits, NEG)
+        forced[..., self.eos[0]] = 0.0
+        return forced
+
+    def finish(self, tokens: list[int]) -> None:
+        self.texts.drop(tokens)
+        self.stopped.discard(id(tokens))
 
 
 class Recorder:

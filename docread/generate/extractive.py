@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from docread.generate.text import TextStreams
+
 NEG = float("-inf")
 TOP_K = 64  # candidates checked at each step, best first; more only when none of these fits
 WIDE_K = 4096  # the widest search before the answer is ended (or, still empty, started at the text's start)
@@ -30,27 +32,29 @@ class Extractive:
         self.text = normalized(text).strip()
         self.first = (tokenizer(self.text, add_special_tokens=False).input_ids or self.eos)[0]
         self.checked = 0  # candidates decoded so far (what a step costs)
+        self.texts = TextStreams(tokenizer, skip_special_tokens=True)
 
-    def _fits(self, tokens: list[int]) -> bool:
-        said = normalized(self.tokenizer.decode(tokens, skip_special_tokens=True)).lstrip()
+    def _fits(self, head: str, rest: str) -> bool:
+        """Whether an answer is on the page: `head` its normalized text up to a trailing whitespace run,
+        `rest` the raw text from there (normalized apart, as no whitespace run crosses between them)."""
+        said = (head + normalized(rest)).lstrip()
         return bool(said) and said in self.text
 
-    def _ends(self, tokens: list[int]) -> bool:
-        if not self._fits(tokens):
-            return False
-        return self.accept is None or self.accept(self.tokenizer.decode(tokens, skip_special_tokens=True).strip())
-
     def __call__(self, logits: torch.Tensor, tokens: list[int]) -> torch.Tensor:  # logits: (1, V)
+        stream, _ = self.texts.of(tokens)  # a candidate decodes only the window after the text read so far
+        said = stream.said()
+        body = said.rstrip()
+        head, space = normalized(body), said[len(body) :]
         order = torch.argsort(logits[0], descending=True).tolist()
         allowed: list[int] = []
         for start, stop in ((0, TOP_K), (TOP_K, WIDE_K)):
             for token in order[start:stop]:
                 if token in self.eos:
-                    if tokens and self._ends(tokens):
+                    if tokens and self._ends(head, space + stream.pending, said + stream.pending):
                         allowed.append(token)
                     continue
                 self.checked += 1
-                if self._fits([*tokens, token]):
+                if self._fits(head, space + stream.peek(token)):
                     allowed.append(token)
             if allowed:
                 break
@@ -59,3 +63,9 @@ class Extractive:
         keep = torch.full_like(logits, NEG)
         keep[..., allowed] = logits[..., allowed]
         return keep
+
+    def _ends(self, head: str, rest: str, answer: str) -> bool:
+        return self._fits(head, rest) and (self.accept is None or self.accept(answer.strip()))
+
+    def finish(self, tokens: list[int]) -> None:
+        self.texts.drop(tokens)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from docread.errors import DocreadError
+from docread.generate.text import tokens_holding
 from docread.reader import DocReader
 from docread.results import DocumentAnswer
 from docread.serve.protocol import CHAT_FIELDS, ApiError, as_api_error
@@ -52,13 +53,12 @@ class Shape:
         decode = self.tokenizer.decode
         runs = self.recorder.runs or [[]]
         run = next((r for r in reversed(runs) if decode([t for t, _, _ in r]).strip().startswith(text)), runs[-1])
-        content, ids = [], []
+        if stopped:  # the tokens up to the first whose text completes `text`
+            run = run[: tokens_holding(self.tokenizer, [t for t, _, _ in run], text)]
+        content = []
         for token, logprob, tops in run:
-            ids.append(token)
             tops_json = [_token(decode, t, lp) for t, lp in tops]
             content.append({**_token(decode, token, logprob), "top_logprobs": tops_json})
-            if stopped and text in decode(ids):
-                break
         return {"content": content, "refusal": None}
 
 
@@ -125,20 +125,22 @@ class Trim:
 
 class StopCut:
     """Streamed text cut before the first stop string: text that may begin one is held back until it
-    cannot; after a stop, nothing more."""
+    cannot; after a stop, nothing more. A stop can only begin in the text not sent yet (what was held
+    back and the new chunk), so only that is searched."""
 
     def __init__(self, shape: Shape):
-        self.shape, self.sent, self.stopped = shape, "", False
+        self.shape, self.sent, self.held, self.stopped = shape, "", "", False
 
     def push(self, text: str) -> str:
         if self.stopped:
             return ""
-        whole = self.sent + text
-        cut, self.stopped = self.shape.cut(whole)
+        rest = self.held + text
+        out, self.stopped = self.shape.cut(rest)
         if not self.stopped:  # hold back a tail that could begin a stop string
-            hold = max((k for s in self.shape.stops for k in range(1, len(s)) if whole.endswith(s[:k])), default=0)
-            cut = whole[: len(whole) - hold]
-        out, self.sent = cut[len(self.sent) :], cut
+            hold = max((k for s in self.shape.stops for k in range(1, len(s)) if rest.endswith(s[:k])), default=0)
+            out = rest[: len(rest) - hold]
+        self.held = "" if self.stopped else rest[len(out) :]
+        self.sent += out
         return out
 
 
