@@ -2,6 +2,7 @@
 training apart, fixtures off the runtime path, and `import docread.train` free of torch."""
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -64,8 +65,12 @@ def _imports(module: str, *, types: bool = False) -> set[str]:
     return found - {None, module}
 
 
-GRAPH = {module: _imports(module) for module in MODULES}
-TYPED_GRAPH = {module: _imports(module, types=True) for module in MODULES}
+@functools.cache
+def graph(*, types: bool = False) -> dict[str, set[str]]:
+    """Each module's docread imports (type-only ones too with `types`): read when a test needs them, not
+    when the module is collected (every pytest-xdist worker collects every module)."""
+    return {module: _imports(module, types=types) for module in MODULES}
+
 
 # The layers in the order the data flows (docs/layout.md shows this table): a module imports only modules of
 # lower rank, or of its own package. The first matching prefix (longest first) gives a module's rank.
@@ -123,7 +128,7 @@ def _cycle() -> list[str] | None:
     def visit(module: str) -> list[str] | None:
         state[module] = 1
         path.append(module)
-        for target in sorted(GRAPH[module]):
+        for target in sorted(graph()[module]):
             if state.get(target) == 1:
                 return path[path.index(target) :] + [target]
             if target not in state and (found := visit(target)):
@@ -132,16 +137,16 @@ def _cycle() -> list[str] | None:
         state[module] = 2
         return None
 
-    for module in sorted(GRAPH):
+    for module in sorted(graph()):
         if module not in state and (found := visit(module)):
             return found
     return None
 
 
 def test_the_walk_sees_known_imports():
-    assert "docread.train.config" in GRAPH["docread.train.loop"]
-    assert "docread.formats.entitygrid" in GRAPH["docread.train.data"]
-    assert "docread.testing" in GRAPH["docread.bench.speedsetup"]  # a deferred import, inside a function
+    assert "docread.train.config" in graph()["docread.train.loop"]
+    assert "docread.formats.entitygrid" in graph()["docread.train.data"]
+    assert "docread.testing" in graph()["docread.bench.speedsetup"]  # a deferred import, inside a function
 
 
 def test_every_module_has_a_rank():
@@ -153,7 +158,7 @@ def test_imports_point_down_only_type_only_imports_included():
     for an annotation (types that lower layers use live in lower layers)."""
     upward = sorted(
         f"{m} ({RANKS[_rank_key(m)]}) -> {t} ({RANKS[_rank_key(t)]})"
-        for m, targets in TYPED_GRAPH.items()
+        for m, targets in graph(types=True).items()
         for t in targets
         if _rank_key(t) != _rank_key(m) and RANKS[_rank_key(t)] >= RANKS[_rank_key(m)]
     )
@@ -161,8 +166,8 @@ def test_imports_point_down_only_type_only_imports_included():
 
 
 def test_the_rank_walk_sees_type_only_imports():
-    assert "docread.results" in TYPED_GRAPH["docread.text.evidence"]  # DocumentAnswer, under TYPE_CHECKING
-    assert "docread.results" not in GRAPH["docread.text.evidence"]
+    assert "docread.results" in graph(types=True)["docread.text.evidence"]  # DocumentAnswer, under TYPE_CHECKING
+    assert "docread.results" not in graph()["docread.text.evidence"]
 
 
 def test_no_import_cycle_among_docread_modules():
@@ -174,7 +179,7 @@ def test_no_import_cycle_among_docread_modules():
 def test_bench_and_train_do_not_import_each_other(package, other):
     crossing = sorted(
         f"{m} -> {t}"
-        for m, targets in GRAPH.items()
+        for m, targets in graph().items()
         if m == package or m.startswith(package + ".")
         for t in targets
         if t == other or t.startswith(other + ".")
@@ -184,7 +189,7 @@ def test_bench_and_train_do_not_import_each_other(package, other):
 
 def test_fixtures_stay_off_the_runtime_path():
     """Only benchmarks (`docread bench speed --synthetic`) may build random models; tests and scripts/ aside."""
-    users = sorted(m for m, targets in GRAPH.items() if "docread.testing" in targets)
+    users = sorted(m for m, targets in graph().items() if "docread.testing" in targets)
     assert all(m.startswith("docread.bench.") for m in users), users
 
 
