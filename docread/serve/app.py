@@ -13,7 +13,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic_core import from_json
 from starlette.datastructures import UploadFile
 
 from docread.document import ask_document, ocr_document, unique_questions
@@ -289,9 +288,9 @@ def create_app(
     async def chat_completions(request: Request):
         from docread.serve.chat import chat_plan, chat_response, chat_stream
 
-        try:  # pydantic's JSON parser in Rust: a page's data: URL is parsed 3x faster than by json.loads
-            body = from_json(await request.body())
-        except ValueError:  # not UTF-8, or not JSON
+        try:
+            body = json.loads(await request.body())
+        except ValueError:  # UnicodeDecodeError and JSONDecodeError both
             raise ApiError(400, "the request body is not valid JSON", "invalid_json") from None
         chat = chat_request(body)
         if chat.model not in MODEL_ALIASES + (reader.name,):
