@@ -102,7 +102,7 @@ def run_clients(plan: dict, bound_s: float, log: Callable[[str], None]) -> list[
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "docread.bench.serveclients"],
+            [sys.executable, "-P", "-m", "docread.bench.serveclients"],  # -P: not the working directory's docread
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
