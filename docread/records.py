@@ -5,11 +5,38 @@ log they are written to is `docread.jsonlines`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import copy
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from docread.errors import DocreadError
 from docread.jsonlines import JsonLinesLog, read_json_or_lines
+
+ATOMS = (str, int, float, bool, type(None))  # JSON's leaves: immutable, kept as they are
+
+
+def as_dict(record) -> dict:
+    """`dataclasses.asdict(record)` (the same dict for what records hold) without its `copy.deepcopy` call on
+    every leaf: a str, number, bool or None is kept (copying it returns it anyway), a plain list or dict is
+    rebuilt, anything else is deep-copied. A record's to_json (every answer a server sends) in under half
+    the time."""
+    return {f.name: _plain(getattr(record, f.name)) for f in fields(record)}
+
+
+def _plain(value):
+    kind = type(value)
+    if kind in ATOMS:
+        return value
+    if kind is list:
+        return [_plain(v) for v in value]
+    if kind is dict:
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        return as_dict(value)
+    if isinstance(value, tuple):  # as asdict: a namedtuple stays one
+        items = [_plain(v) for v in value]
+        return kind(*items) if hasattr(value, "_fields") else kind(items)
+    return copy.deepcopy(value)
 
 
 @dataclass
@@ -26,7 +53,7 @@ class ErrorRecord:
         return cls(error.code, error.message)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return as_dict(self)
 
 
 @dataclass
@@ -56,7 +83,7 @@ class Answer:
     text_prompt: dict | None = None  # page text given to the model ({source, tokens, cut}); None: image alone
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return as_dict(self)
 
 
 @dataclass
@@ -73,7 +100,8 @@ class AskRecord(Answer):
 
     @classmethod
     def answered(cls, best: Answer, question: str, **rest: Any) -> AskRecord:
-        return cls(**{**asdict(best), "question": question}, **rest)
+        """`best`'s fields as they are (shared, not copied: `to_json` copies them once), and `rest`."""
+        return cls(**{**{f.name: getattr(best, f.name) for f in fields(Answer)}, "question": question}, **rest)
 
     @classmethod
     def failed(cls, file: str, question: str, error: DocreadError, **rest: Any) -> AskRecord:
@@ -102,7 +130,7 @@ class OcrRecord:
     confidence: float | None = None  # OCR's mean character confidence, 0-1 (null unless OCR read the page)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return as_dict(self)
 
 
 LOCATE_KEYS = ("page", "text", "bbox", "bbox_px", "match", "lines")  # an occurrence's, after file and query
@@ -229,7 +257,7 @@ class BatchRecord:
         )
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return as_dict(self)
 
 
 @dataclass
@@ -248,7 +276,7 @@ class FieldRecord:
         return cls(None, None, None, None, [], error)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return as_dict(self)
 
 
 __all__ = [

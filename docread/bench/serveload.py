@@ -1,5 +1,6 @@
 """`docread bench throughput`'s serve half: an app on a loopback uvicorn thread (port 0, bounded start and
-stop), and concurrent clients sending it chat requests: requests/s and p50/p99 latency per number of clients.
+stop), and concurrent clients sending it chat requests from a process of their own (`bench.serveclients`, so
+they do not share the server's GIL): requests/s and p50/p99 latency per number of clients.
 
 The app comes from the caller (`app_factory(max_batch)`, the CLI passes `docread.serve.create_app`): the
 benchmarks rank below the server (docs/layout.md), so they measure it without importing it.
@@ -8,18 +9,22 @@ benchmarks rank below the server (docs/layout.md), so they measure it without im
 from __future__ import annotations
 
 import base64
-import statistics
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+from docread.bench.serveclients import REQUEST_S, percentile  # noqa: F401  percentile: this module's too
 from docread.errors import DocreadError
 
 START_S = 120.0  # a bound on the server's start and stop: the waits end on uvicorn's own events
-REQUEST_S = 600.0  # a bound on one request (a real-shape model on a slow device)
 
 
 @dataclass(frozen=True)
@@ -33,14 +38,6 @@ class ServeLoad:
     requests: int
     max_new_tokens: int
     max_slices: int | None = None
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-quantile (0..1) of values, by nearest rank (p99 of 16 latencies is the largest)."""
-    import math
-
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered) - 1e-9) - 1))]
 
 
 @contextmanager
@@ -63,7 +60,8 @@ def loopback(app) -> Iterator[str]:
     thread.start()
     started.wait(START_S)
     if not (server.started and thread.is_alive()):
-        raise DocreadError("the benchmark's in-process server did not start (see uvicorn's message above)")
+        why = "the benchmark's in-process server did not start (see uvicorn's message above)"
+        raise DocreadError("bench_serve", why)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
@@ -72,37 +70,72 @@ def loopback(app) -> Iterator[str]:
         thread.join(START_S)
 
 
-def _body(load: ServeLoad, n: int) -> dict:
-    index = n % len(load.pages)
-    page, question = load.pages[index], load.questions[index]
-    url = "data:image/png;base64," + base64.b64encode(page).decode()
-    options = {"text": "off"}  # no page text or OCR: the model's work only, as the batched reading does
-    if load.max_slices is not None:
-        options["max_slices"] = load.max_slices
+def _plan(base: str, load: ServeLoad, clients: Sequence[int], repeats: int) -> dict:
+    """What the client process sends (`serveclients.run`): each page as its data URL, encoded once here."""
+    urls = ["data:image/png;base64," + base64.b64encode(page).decode() for page in load.pages]
     return {
-        "model": "docread",
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": f"{question} ({n})"},
-                    {"type": "image_url", "image_url": {"url": url}},
-                ],
-            }
-        ],
-        "max_tokens": load.max_new_tokens,
-        "docread": options,
+        "base": base,
+        "pages": urls,
+        "questions": list(load.questions),
+        "requests": load.requests,
+        "max_new_tokens": load.max_new_tokens,
+        "max_slices": load.max_slices,
+        "clients": list(clients),
+        "repeats": repeats,
     }
 
 
-def _ask(client, base: str, body: dict) -> tuple[float, int]:
-    """(seconds, completion tokens) of one request."""
-    start = time.perf_counter()
-    response = client.post(base + "/v1/chat/completions", json=body, timeout=REQUEST_S)
-    seconds = time.perf_counter() - start
-    if response.status_code != 200:
-        raise DocreadError(f"the benchmark's server answered {response.status_code}: {response.text[:300]}")
-    return seconds, int(response.json()["usage"]["completion_tokens"])
+def _bound_s(load: ServeLoad, clients: Sequence[int], repeats: int) -> float:
+    """How long the client process may take: its start, and every request's bound for each wave of requests
+    (the warm-up's one at a time, then each pass's requests `count` at a time)."""
+    waves = len(load.pages) + repeats * sum(math.ceil(load.requests / count) for count in clients)
+    return START_S + REQUEST_S * waves
+
+
+def run_clients(plan: dict, bound_s: float, log: Callable[[str], None]) -> list[dict]:
+    """`python -m docread.bench.serveclients` on `plan`: its rows, its progress to `log`. Killed after
+    `bound_s`; any failure is one DocreadError line."""
+    import docread
+
+    env = dict(os.environ)  # the same docread as this process, wherever it was imported from
+    root = str(Path(docread.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "docread.bench.serveclients"],  # -P: not the working directory's docread
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+        )
+        killed = threading.Event()
+        timer = threading.Timer(bound_s, lambda: (killed.set(), process.kill()))
+        timer.start()
+        outcome = None
+        try:
+            process.stdin.write(json.dumps(plan).encode())
+            process.stdin.close()
+            for line in process.stdout:
+                message = json.loads(line)
+                if "log" in message:
+                    log(message["log"])
+                else:
+                    outcome = message
+        except (OSError, ValueError) as e:  # a broken pipe, a line that is not JSON: the process failed
+            outcome = outcome or {"error": str(e)}
+        finally:
+            timer.cancel()
+            process.kill()  # a no-op once it has exited
+            code = process.wait()
+            process.stdout.close()
+        if killed.is_set() and outcome is None:
+            raise DocreadError("bench_serve", f"the benchmark's client process took over {bound_s:g} s: killed")
+        if outcome is None or "rows" not in outcome:
+            stderr.seek(0)
+            said = stderr.read().decode(errors="replace").strip().splitlines() or ["no message"]
+            why = (outcome or {}).get("error") or said[-1]
+            raise DocreadError("bench_serve", f"the benchmark's client process failed (exit {code}): {why}")
+        return outcome["rows"]
 
 
 def measure(
@@ -114,57 +147,21 @@ def measure(
     repeats: int = 1,
     log: Callable[[str], None] = lambda message: None,
 ) -> list[dict]:
-    """One row per number of clients, from one server at `max_batch`: the pass with the most requests/s of
-    `repeats`, the numbers of clients taking turns (load drifting on a shared machine hits them all). Every
-    page is asked once first (encoded into the server's page cache): the rows time answering, not first sight."""
-    import httpx
-
+    """One row per number of clients, from one server at `max_batch` on a loopback thread here, driven by a
+    client process of its own (`docread.bench.serveclients`): the pass with the most requests/s of `repeats`,
+    the numbers of clients taking turns. Every page is asked once first (encoded into the server's page
+    cache): the rows time answering, not first sight."""
     best: dict[int, dict] = {}
     with loopback(app_factory(max_batch)) as base:
-        with httpx.Client() as warm:
-            for n in range(len(load.pages)):
-                _ask(warm, base, _body(load, -1 - n))
-        for repeat in range(repeats):
-            for count in clients:
-                log(f"serve --max-batch {max_batch}: {count} client(s), {load.requests} requests, pass {repeat + 1}")
-                row = {"clients": count, "max_batch": max_batch, **_clients(base, load, count)}
-                if count not in best or row["requests_per_s"] > best[count]["requests_per_s"]:
-                    best[count] = row
+        plan = _plan(base, load, clients, repeats)
+        bound_s = _bound_s(load, clients, repeats)
+        rows = run_clients(plan, bound_s, lambda message: log(f"serve --max-batch {max_batch}: {message}"))
+    for row in rows:
+        row = {"clients": row["clients"], "max_batch": max_batch, **row}
+        count = row["clients"]
+        if count not in best or row["requests_per_s"] > best[count]["requests_per_s"]:
+            best[count] = row
     return [best[count] for count in clients]
-
-
-def _clients(base: str, load: ServeLoad, count: int) -> dict:
-    """`count` client threads, each with its own connection, sending requests back to back until
-    `load.requests` are answered."""
-    import httpx
-
-    local, opened = threading.local(), []
-
-    def one(n: int) -> tuple[float, int]:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client()
-            opened.append(local.client)
-        return _ask(local.client, base, _body(load, n))
-
-    start = time.perf_counter()
-    try:
-        with ThreadPoolExecutor(count, thread_name_prefix="bench-client") as pool:
-            done = list(pool.map(one, range(load.requests)))
-    finally:
-        for client in opened:
-            client.close()
-    wall = time.perf_counter() - start
-    latencies = [seconds for seconds, _ in done]
-    tokens = sum(t for _, t in done)
-    return {
-        "requests": load.requests,
-        "requests_per_s": round(load.requests / wall, 3),
-        "tokens_per_s": round(tokens / wall, 2),
-        "p50_s": round(statistics.median(latencies), 4),
-        "p99_s": round(percentile(latencies, 0.99), 4),
-        "tokens": tokens,
-        "elapsed_s": round(wall, 4),
-    }
 
 
 def page_images(document, pages) -> list[bytes]:

@@ -25,6 +25,7 @@ from docread.reader import DocReader
 from docread.records import ocr_record
 from docread.results import DocumentAnswer
 from docread.serve.batcher import Batcher
+from docread.serve.dataurls import DataUrls
 from docread.serve.guard import Guard, install_handlers
 from docread.serve.protocol import (
     ApiError,
@@ -92,6 +93,7 @@ class _Server:
         self.max_upload_bytes = max_upload_bytes
         self.worker = Batcher(reader, max_queue, max_batch) if max_batch > 1 else Worker(max_queue)
         self.cache = PageCache(cache_pages)
+        self.data_urls = DataUrls(cache_pages)  # a cached page's upload is not base64-decoded again either
         self.cache.texts.beside = self.worker.aside  # OCR runs beside the batch being decoded
 
     def submit(
@@ -298,7 +300,7 @@ def create_app(
                 "model_not_found",
                 param="model",
             )
-        _, data, media = question_and_image(chat)
+        _, data, media = question_and_image(chat, server.data_urls.decode)
         settings = chat.settings()
         prompt, shape, constrain = chat_plan(reader, chat, settings)
         job = server.submit(data, "image", [prompt], settings, constrain=constrain, streams=chat.stream)

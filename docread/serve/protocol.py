@@ -10,7 +10,7 @@ import binascii
 import re
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model
 
 from docread.errors import EXIT_FAILED, DocreadError
 from docread.settings import (
@@ -284,16 +284,21 @@ class ChatRequest(BaseModel):
     modalities: list[Literal["text"]] | None = None
     stream_options: StreamOptions | None = None
     docread: ReadOptions | None = None
+    _settings: Settings | None = PrivateAttr(None)
 
     def settings(self) -> Settings:
-        """The read's Settings: `docread`'s fields, OpenAI's max_tokens, temperature and seed over them."""
+        """The read's Settings: `docread`'s fields, OpenAI's max_tokens, temperature and seed over them
+        (made once: `chat_request` checks them, the server reads with them)."""
+        if self._settings is not None:
+            return self._settings
         base = (self.docread or ReadOptions()).settings("docread.")
         given = {
             "max_new_tokens": self.max_completion_tokens or self.max_tokens,
             "temperature": self.temperature,
             "seed": self.seed,
         }
-        return base.replace(**{k: v for k, v in given.items() if v is not None})
+        self._settings = base.replace(**{k: v for k, v in given.items() if v is not None})
+        return self._settings
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -352,9 +357,10 @@ def conversation(request: ChatRequest) -> tuple[list[str], list[tuple[str, str]]
     return system, turns, question
 
 
-def question_and_image(request: ChatRequest) -> tuple[str, bytes, str]:
-    """The last user message's text (the question) and the one image or PDF of the conversation, decoded,
-    with its media type. Only `data:` URLs: a remote URL is never fetched, a path never opened."""
+def question_and_image(request: ChatRequest, decode=None) -> tuple[str, bytes, str]:
+    """The last user message's text (the question) and the one image or PDF of the conversation, decoded
+    (by `decode`, `decode_data_url` as default), with its media type. Only `data:` URLs: a remote URL is
+    never fetched, a path never opened."""
     images = [
         part.image_url.url
         for m in request.messages
@@ -367,7 +373,7 @@ def question_and_image(request: ChatRequest) -> tuple[str, bytes, str]:
             400, f"send exactly one image_url part (a data: URL), got {len(images)}", "image_count", param="messages"
         )
     _, _, question = conversation(request)
-    data, media = decode_data_url(images[0])
+    data, media = (decode or decode_data_url)(images[0])
     return question, data, media
 
 

@@ -1,0 +1,51 @@
+"""The server's memo of decoded data: URLs (`docread.serve.dataurls.DataUrls`): a URL sent again gives the
+same bytes without decoding again; an invalid one is refused every time, as `decode_data_url` refuses it;
+it keeps at most `capacity` URLs and `kept_bytes` of their text, least recently used out first."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from docread.serve.dataurls import DataUrls  # noqa: E402
+from docread.serve.protocol import ApiError, decode_data_url  # noqa: E402
+
+
+def url(payload: bytes, media: str = "image/png") -> str:
+    return f"data:{media};base64," + base64.b64encode(payload).decode()
+
+
+def test_a_url_sent_again_is_not_decoded_again(monkeypatch):
+    urls = DataUrls(2)
+    first = urls.decode(url(b"page one"))
+    assert first == decode_data_url(url(b"page one")) == (b"page one", "image/png") and urls.hits == 0
+    import docread.serve.dataurls as module
+
+    monkeypatch.setattr(module, "decode_data_url", lambda text: pytest.fail("decoded again"))
+    assert urls.decode(url(b"page one")) == first and urls.hits == 1  # an equal text, another str object
+
+
+def test_an_invalid_url_is_refused_every_time_and_never_kept():
+    urls = DataUrls(4)
+    for _ in range(2):
+        with pytest.raises(ApiError) as refused:
+            urls.decode("data:image/png;base64,not base64!")
+        assert refused.value.status == 400 and "not valid base64" in str(refused.value)
+    assert urls.hits == 0 and not urls._kept
+
+
+def test_it_keeps_the_last_capacity_urls_within_kept_bytes():
+    urls = DataUrls(2)
+    a, b, c = url(b"a"), url(b"b"), url(b"c")
+    urls.decode(a), urls.decode(b), urls.decode(a), urls.decode(c)  # a used last: b goes
+    assert list(urls._kept) == [a, c]
+    small = DataUrls(8, kept_bytes=len(a) + len(b))
+    small.decode(a), small.decode(b), small.decode(c)
+    assert list(small._kept) == [b, c]  # the bytes bound, not the count, evicted a
+    zero = DataUrls(0)
+    assert zero.decode(a) == zero.decode(a) == (b"a", "image/png") and zero.hits == 0 and not zero._kept
+    big = DataUrls(8, kept_bytes=len(a) - 1)
+    assert big.decode(a) == (b"a", "image/png") and not big._kept  # larger than the bound: decoded, not kept
