@@ -9,13 +9,13 @@ import io
 import json
 import os
 import select
-import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from kit.forked import GROUP
 from PIL import Image
 
 from docread.chat import ChatSession, open_chat_document
@@ -219,17 +219,14 @@ class Terminal:
     text on the terminal, the program asleep at its prompt, its exit. One overall safety timeout only stops
     a hung program from hanging the suite."""
 
-    def __init__(self, argv: list[str], safety_s: float = SAFETY_S):
-        import pty
+    def __init__(self, args: list[str], safety_s: float = SAFETY_S):
+        from kit.forked import Forked
 
-        env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", NO_COLOR="1", TERM="dumb")
+        env = dict(os.environ, HF_HUB_OFFLINE="1", NO_COLOR="1", TERM="dumb")
         self.deadline = time.monotonic() + safety_s
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child
-            try:
-                os.execvpe(argv[0], argv, env)
-            finally:
-                os._exit(127)
+        self.fd, self._slave = os.openpty()  # this end kept open: the terminal outlives the program
+        self.process = Forked(args, env=env, terminal=os.ttyname(self._slave))
+        self.pid = self.process.pid
         self.seen = ""
         self.status: int | None = None
 
@@ -263,7 +260,8 @@ class Terminal:
         """Read until `text` appears (what came before it is returned and consumed)."""
         while text not in self.seen:
             self._check(repr(text))
-            assert self._read(0.5), f"the program ended before {text!r}:\n{self.seen[-2000:]}"
+            ended = self.process.poll() is not None  # read once more after it ended: what it wrote last
+            assert self._read(0.5) and not ended, f"the program ended before {text!r}:\n{self.seen[-2000:]}"
         before, _, self.seen = self.seen.partition(text)
         return before
 
@@ -300,29 +298,25 @@ class Terminal:
         while self.status is None:
             self._check("exit")
             self._read(0.2)
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.pid, self.status = None, os.waitstatus_to_exitcode(status)  # reaped: never signalled again
+            self.status = self.process.poll()
         return self.status
 
     def kill(self) -> None:
-        if self.pid is not None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-            self.pid = None
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        if self.status is None:
+            self.process.kill()
+            self.process.wait(SAFETY_S)
+        for fd in (self.fd, self._slave):
+            if fd is not None:
+                os.close(fd)
+        self.fd = self._slave = None
 
 
 @pytest.mark.system
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+@pytest.mark.xdist_group(GROUP)  # on the worker of kit.forked's server
 def test_chat_on_a_terminal(tiny_llava, page_png):
-    argv = [sys.executable, "-m", "docread", "chat", str(page_png), "--model", str(tiny_llava)]
-    term = Terminal([*argv, "--device", "cpu", "--max-new-tokens", "3", "--max-slices", "0"])
+    args = ["chat", str(page_png), "--model", str(tiny_llava), "--device", "cpu"]
+    term = Terminal([*args, "--max-new-tokens", "3", "--max-slices", "0"])
     try:
         term.expect("p1> ")
         term.send(QUESTION + "\n")

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import base64
 import os
-import sys
 from pathlib import Path
 
 import anyio
 import pymupdf
 import pytest
+from kit.forked import GROUP, relayed
 from PIL import Image
 
 from docread.intake import Limits
@@ -166,21 +166,17 @@ def test_ocr_and_locate_records_are_the_commands_own():
     assert set(ocr_record("f.pdf", ok)) == set(ocr_record("f.pdf", bad))
 
 
-# -- a spawned server over stdio, the HTTP app on a thread ----------------------------------------------------
-def server_env() -> dict:
-    here = str(Path(__file__).resolve().parents[1])
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
-
-
-def server_args(root: Path, model: Path, *extra: str) -> list[str]:
-    return ["-m", "docread", "mcp", "--root", str(root), "--model", str(model), "--device", "cpu", *extra]
-
-
+# -- a server over stdio, the HTTP app on a thread -----------------------------------------------------------
 @pytest.mark.system
+@pytest.mark.xdist_group(GROUP)  # on the worker of kit.forked's server
 def test_stdio_every_tool(root, tiny_llava):
+    """The SDK's own stdio client starts its server (a relay to `docread mcp`, forked from kit.forked's server:
+    the stdio transport and the tools are the point, not the interpreter's start) and calls every tool."""
     from mcp import Client, StdioServerParameters
 
-    params = StdioServerParameters(command=sys.executable, args=server_args(root, tiny_llava), env=server_env())
+    args = ["mcp", "--root", root, "--model", tiny_llava, "--device", "cpu"]
+    server, command = relayed(args, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    params = StdioServerParameters(command=command[0], args=command[1:])
     progress = []
 
     async def on_progress(value, total, message):
@@ -207,7 +203,13 @@ def test_stdio_every_tool(root, tiny_llava):
             after = await client.call_tool("locate", {"path": "invoice.pdf", "texts": ["Due"]})  # still serving
             return names, ask, ocr, fields, by_schema, bad_field, located, inspected, outside, no_questions, after
 
-    names, ask, ocr, fields, by_schema, bad_field, located, inspected, outside, no_questions, after = anyio.run(main)
+    try:
+        names, ask, ocr, fields, by_schema, bad_field, located, inspected, outside, no_questions, after = anyio.run(
+            main
+        )
+        assert server.wait(60) == 0, server.stderr  # the client closed its stdin: the server left, exit 0
+    finally:
+        server.kill()
     assert names == TOOLS
     answers = ask.structured_content["answers"]
     assert [a["question"] for a in answers] == ["What is the total?", "When?"]
