@@ -237,3 +237,23 @@ def test_in_memory_builder_quantizes_only_the_llm_and_runs_both_sides():
     )
     out = reader.base.model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 3
+
+
+def test_the_baselines_per_token_time_comes_from_one_generate_call(tiny_llava_next):
+    """The baseline's decode figure: the time between its first and last new token in one `generate`, never
+    the difference of a long and a short run (which noise made negative)."""
+    from transformers import LlavaNextForConditionalGeneration
+
+    from docread.bench.timing import token_arrivals
+
+    model = LlavaNextForConditionalGeneration.from_pretrained(tiny_llava_next).eval()
+    arrivals = token_arrivals()
+    ids = torch.tensor([[1, 5, 6, 7]])
+    with torch.inference_mode():
+        model.generate(input_ids=ids, max_new_tokens=5, min_new_tokens=5, do_sample=False, streamer=arrivals)
+    assert len(arrivals.times) == 5 and arrivals.times == sorted(arrivals.times)  # each new token, in order
+    assert arrivals.ms_per_token() == pytest.approx((arrivals.times[-1] - arrivals.times[0]) * 1000 / 4)
+    one = token_arrivals()
+    one.put(ids)
+    one.put(ids[:, :1])
+    assert one.ms_per_token() == 0.0 and arrivals.ms_per_token() > 0

@@ -24,7 +24,7 @@ from docread.bench.speedsetup import (
     write_pages,
 )
 from docread.bench.speedsetup import questions as make_questions
-from docread.bench.timing import MIB, Clock, Memory, Samples, environment, measure_startup, module_time
+from docread.bench.timing import MIB, Clock, Memory, Samples, environment, measure_startup, module_time, token_arrivals
 from docread.errors import UsageError
 from docread.intake.limits import DEFAULT_DPI
 from docread.model.weights import QUANT_CHOICES
@@ -243,15 +243,15 @@ class BaselineSide:
             )
             visual = torch.cat(list(features.pooler_output))  # (N, D)
             _, prefill_ms = clock.time(_baseline_prefill, model, first["input_ids"], visual)
-        one, _ = _generate(clock, model, first, 1)
-        many, _ = _generate(clock, model, first, self.options.max_new_tokens)
+        one, _, _ = _generate(clock, model, first, 1)
+        _, _, per_token = _generate(clock, model, first, self.options.max_new_tokens)
         self.samples.add(
             keep,
             render=render_ms,
             slice_normalise=slice_ms,
             vision=vision_ms,
             prefill=prefill_ms,
-            decode_ms_per_token=(many - one) / (self.options.max_new_tokens - 1),
+            decode_ms_per_token=per_token,
             generate_ttft=one,
         )
         for inputs in prompts[1:]:
@@ -289,15 +289,19 @@ def _baseline_prefill(model, input_ids: torch.Tensor, visual: torch.Tensor) -> t
     return model.lm_head(prefill(language_model, embeds, new_cache(language_model))).float()
 
 
-def _generate(clock: Clock, model, inputs, tokens: int) -> tuple[float, torch.Tensor]:
-    """Milliseconds of a greedy `generate` of exactly `tokens` new tokens (EOS suppressed)."""
+def _generate(clock: Clock, model, inputs, tokens: int) -> tuple[float, torch.Tensor, float]:
+    """Milliseconds of a greedy `generate` of exactly `tokens` new tokens (EOS suppressed), its output, and its
+    milliseconds per token after the first, within this one call (never the difference of two runs, which
+    noise can make negative)."""
+    arrivals = token_arrivals()
     pad = model.config.text_config.pad_token_id
     with torch.inference_mode():
         out, ms = clock.time(
-            model.generate, **inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, pad_token_id=pad
-        )
+            model.generate, **inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+            pad_token_id=pad, streamer=arrivals,
+        )  # fmt: skip
     assert out.shape[1] == inputs["input_ids"].shape[1] + tokens, "generate did not decode the tokens asked"
-    return ms, out
+    return ms, out, arrivals.ms_per_token()
 
 
 # -- both sides ---------------------------------------------------------------------------------------

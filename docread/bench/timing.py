@@ -42,6 +42,32 @@ class Clock:
         return out, (time.perf_counter() - start) * 1000
 
 
+def token_arrivals():
+    """A streamer for transformers' `generate` that notes when each new token reaches the host (the first
+    `put` is the prompt); `ms_per_token()`: the milliseconds between the first new token and the last, per
+    token (0.0 for one token). generate copies each token to the host, so a CUDA step has finished by then."""
+    from transformers.generation.streamers import BaseStreamer
+
+    class Arrivals(BaseStreamer):
+        def __init__(self):
+            self.times: list[float] | None = None
+
+        def put(self, value) -> None:
+            if self.times is None:
+                self.times = []
+            else:
+                self.times.append(time.perf_counter())
+
+        def end(self) -> None:
+            pass
+
+        def ms_per_token(self) -> float:
+            times = self.times or []
+            return (times[-1] - times[0]) * 1000 / (len(times) - 1) if len(times) > 1 else 0.0
+
+    return Arrivals()
+
+
 @contextmanager
 def module_time(clock: Clock, groups: dict[str, list]):
     """Accumulate, per group name, the milliseconds its modules' forward calls take (hooks, synced)."""
