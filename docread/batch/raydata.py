@@ -149,6 +149,7 @@ def _connect(ray, address: str | None, workers: int) -> bool:
     if ray.is_initialized():
         return False
     logging.getLogger("ray").setLevel(logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # a failed group: our one line says it (below)
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     if address:
         try:
