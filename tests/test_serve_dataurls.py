@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from docread.serve.dataurls import DataUrls  # noqa: E402
-from docread.serve.protocol import ApiError, decode_data_url  # noqa: E402
+from docread.serve.dataurls import DataUrls, decode_data_url  # noqa: E402
+from docread.serve.protocol import ApiError  # noqa: E402
 
 
 def url(payload: bytes, media: str = "image/png") -> str:

@@ -25,7 +25,7 @@ from docread.reader import DocReader
 from docread.records import ocr_record
 from docread.results import DocumentAnswer
 from docread.serve.batcher import Batcher
-from docread.serve.dataurls import DataUrls
+from docread.serve.dataurls import DataUrls, question_and_image
 from docread.serve.guard import Guard, install_handlers
 from docread.serve.protocol import (
     ApiError,
@@ -34,7 +34,6 @@ from docread.serve.protocol import (
     chat_request,
     from_docread,
     ocr_form,
-    question_and_image,
 )
 from docread.serve.worker import Busy, Job, Worker
 from docread.settings import AUTO_PAGES, Settings

@@ -5,8 +5,6 @@ touches the model; every bad value becomes an `ApiError` naming it."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Annotated, Any, Literal, Optional
 
@@ -25,16 +23,6 @@ from docread.settings import (
 )
 
 MAX_QUESTIONS = 32  # questions one /v1/documents/ask request may ask
-DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.ASCII)
-MEDIA_TYPES = {
-    "image/png",
-    "image/jpeg",
-    "image/jpg",
-    "image/webp",
-    "image/tiff",
-    "application/pdf",
-    "application/octet-stream",
-}
 
 
 class ApiError(Exception):
@@ -355,58 +343,3 @@ def conversation(request: ChatRequest) -> tuple[list[str], list[tuple[str, str]]
     system = [m.text() for m in request.messages if m.role in ("system", "developer") and m.text()]
     turns = [(m.role, m.text()) for m in request.messages[:last] if m.role in ("user", "assistant") and m.text()]
     return system, turns, question
-
-
-def question_and_image(request: ChatRequest, decode=None) -> tuple[str, bytes, str]:
-    """The last user message's text (the question) and the one image or PDF of the conversation, decoded
-    (by `decode`, `decode_data_url` as default), with its media type. Only `data:` URLs: a remote URL is
-    never fetched, a path never opened."""
-    images = [
-        part.image_url.url
-        for m in request.messages
-        if isinstance(m.content, list)
-        for part in m.content
-        if part.type == "image_url" and part.image_url is not None
-    ]
-    if len(images) != 1:
-        raise ApiError(
-            400, f"send exactly one image_url part (a data: URL), got {len(images)}", "image_count", param="messages"
-        )
-    _, _, question = conversation(request)
-    data, media = (decode or decode_data_url)(images[0])
-    return question, data, media
-
-
-def decode_data_url(url: str) -> tuple[bytes, str]:
-    scheme = url.split(":", 1)[0].lower() if ":" in url[:12] else ""
-    if scheme in ("http", "https"):
-        raise ApiError(
-            400,
-            "remote image URLs are not fetched: send the image inline as a data: URL (data:image/png;base64,...)",
-            "remote_url_refused",
-            param="image_url.url",
-        )
-    match = DATA_URL.match(url)
-    if scheme != "data" or match is None:
-        raise ApiError(
-            400,
-            "image_url.url must be a data: URL (data:image/png;base64,...); files on the server are never read",
-            "not_a_data_url",
-            param="image_url.url",
-        )
-    media = (match["type"] or "application/octet-stream").lower()
-    if media not in MEDIA_TYPES:
-        raise ApiError(
-            400,
-            f"data: URL of type {media}: send PNG, JPEG, WebP, TIFF or PDF",
-            "unsupported_media_type",
-            param="image_url.url",
-        )
-    if not match["b64"]:
-        raise ApiError(400, "the data: URL must be base64-encoded (;base64,)", "not_base64", param="image_url.url")
-    try:
-        return base64.b64decode(url[match.end() :], validate=True), media
-    except (binascii.Error, ValueError):
-        raise ApiError(
-            400, "the data: URL's payload is not valid base64", "not_base64", param="image_url.url"
-        ) from None
