@@ -22,16 +22,14 @@ def import_pymupdf():
     `pymupdf-layout` package is installed, PyMuPDF imports it with itself, and it loads an ONNX model (about a
     second of every start that reads a PDF) that only `Page.get_layout` uses, which docread never calls. A
     program that imports `pymupdf.layout` itself still gets it."""
-    if "pymupdf" in sys.modules:
-        return sys.modules["pymupdf"]
-    left_out = "pymupdf.layout" not in sys.modules
+    left_out = "pymupdf" not in sys.modules and "pymupdf.layout" not in sys.modules
     if left_out:
         sys.modules["pymupdf.layout"] = None  # PyMuPDF's `import pymupdf.layout` raises ImportError, which it allows
     try:
-        import pymupdf
+        import pymupdf  # imported already (or by another thread now): this waits until it is whole
     finally:
-        if left_out:
-            sys.modules.pop("pymupdf.layout", None)
+        if left_out and sys.modules.get("pymupdf.layout", False) is None:
+            del sys.modules["pymupdf.layout"]
     return pymupdf
 
 
