@@ -108,7 +108,7 @@ def test_a_bad_option_exits_2_with_one_line(args, named):
 
 
 def test_percentile_is_by_nearest_rank():
-    from docread.bench.serveload import percentile
+    from docread.bench.serveclients import percentile
 
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 0.99) == 99.0 and percentile(values, 0.5) == 50.0

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from docread.bench.serveclients import REQUEST_S, percentile  # noqa: F401  percentile: this module's too
+from docread.bench.serveclients import REQUEST_S
 from docread.errors import DocreadError
 
 START_S = 120.0  # a bound on the server's start and stop: the waits end on uvicorn's own events
