@@ -49,3 +49,36 @@ def test_it_keeps_the_last_capacity_urls_within_kept_bytes():
     assert zero.decode(a) == zero.decode(a) == (b"a", "image/png") and zero.hits == 0 and not zero._kept
     big = DataUrls(8, kept_bytes=len(a) - 1)
     assert big.decode(a) == (b"a", "image/png") and not big._kept  # larger than the bound: decoded, not kept
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model": "docread", "temperature": 0.5, "messages": [{"role": "user", "content": "h\\u00e9"}]}',
+        b'{"seed": NaN}',  # orjson refuses these three; Python's json reads them: the same value as before
+        b'{"seed": 18446744073709551616}',
+        b'{"text": "\\ud800"}',
+        "\ufeff{}".encode(),  # a UTF-8 byte-order mark
+        '{"text": "utf-16"}'.encode("utf-16"),
+    ],
+)
+def test_a_chat_body_parses_as_pythons_json_reads_it(raw):
+    import json
+    import math
+
+    from docread.serve.protocol import json_body
+
+    parsed, expected = json_body(raw), json.loads(raw)
+    if isinstance(expected.get("seed"), float):  # NaN is not equal to itself
+        assert math.isnan(parsed["seed"])
+    else:
+        assert parsed == expected
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"", b'{"a": 1,}', b"\xff\xfe\xfa"])
+def test_a_body_neither_parser_reads_is_a_400_invalid_json(raw):
+    from docread.serve.protocol import json_body
+
+    with pytest.raises(ApiError) as refused:
+        json_body(raw)
+    assert refused.value.status == 400 and refused.value.code == "invalid_json"

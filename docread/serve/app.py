@@ -33,6 +33,7 @@ from docread.serve.protocol import (
     ask_form,
     chat_request,
     from_docread,
+    json_body,
     ocr_form,
 )
 from docread.serve.worker import Busy, Job, Worker
@@ -287,11 +288,7 @@ def create_app(
     async def chat_completions(request: Request):
         from docread.serve.chat import chat_plan, chat_response, chat_stream
 
-        try:
-            body = json.loads(await request.body())
-        except ValueError:  # UnicodeDecodeError and JSONDecodeError both
-            raise ApiError(400, "the request body is not valid JSON", "invalid_json") from None
-        chat = chat_request(body)
+        chat = chat_request(json_body(await request.body()))
         if chat.model not in MODEL_ALIASES + (reader.name,):
             raise ApiError(
                 404,
