@@ -118,18 +118,20 @@ def test_a_request_not_streamed_whose_client_left_leaves_at_the_next_step(
 def test_a_newcomers_failed_prefill_is_its_own_requests_error(tiny_reader, images, alone, steps, monkeypatch):
     from docread.generate.joining import JoiningStep
 
-    joins, join = [], JoiningStep.join
+    rows, joins, join = [], [], JoiningStep.join  # rows: each request's prompt, in the order they first join
 
-    def failing_second(self, inputs_embeds, prefix):
-        joins.append(1)
-        if len(joins) == 2:
+    def failing_second(self, inputs_embeds, prefixes):
+        rows.extend(e for e in inputs_embeds if not any(e is row for row in rows))
+        joins.append(len(inputs_embeds))
+        if any(e is rows[1] for e in inputs_embeds):
             raise RuntimeError("prefill failed (simulated)")
-        return join(self, inputs_embeds, prefix)
+        return join(self, inputs_embeds, prefixes)
 
     monkeypatch.setattr(JoiningStep, "join", failing_second)
     runs = [reading(tiny_reader, image) for image in images]
     (first, failed, third), batcher = run_together(tiny_reader, runs, streams=[False, True, False])
     assert first == alone[0] and third == alone[2]
     assert isinstance(failed, RuntimeError) and "simulated" in str(failed)
-    assert len(joins) == 3 and steps == [2] * (TOKENS - 1)  # the batch went on with the other two
+    # the three came together: prefilled together, which failed, then each alone; the batch went on with two
+    assert joins == [3, 1, 1, 1] and steps == [2] * (TOKENS - 1), (joins, steps)
     assert batcher.served == 3 and not batcher.active and not batcher._owners and tiny_reader.joiner is None

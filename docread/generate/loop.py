@@ -170,9 +170,9 @@ def advance(
 
 
 class JoinStep(Step, Protocol):
-    def join(self, inputs_embeds: torch.Tensor, prefix) -> torch.Tensor:
-        """Prefill one row alone after `prefix` (as batch 1 does), add it to the batch as its last row;
-        its logits (1, V)."""
+    def join(self, inputs_embeds: list[torch.Tensor], prefixes: list) -> torch.Tensor:
+        """Prefill rows (each (1, T, D) after its own prefix; one alone as batch 1 prefills it), add them to the
+        batch as its last rows; their logits (k, V). On failure the batch is as it was."""
 
 
 # (free slots, whether the batch is empty) -> the rows that join now; [] with an empty batch ends the decode
@@ -191,10 +191,11 @@ def decode_joining(
     """Continuous batching: yield (row, token id, log-prob) and (row, None, None) at a row's end, as
     `decode_rows` does, for rows that join the batch between steps (up to `max_rows` at a time).
 
-    Before each step `arrivals(free, empty)` names the rows that join now; each is prefilled alone on its
-    own prefix, exactly as batch 1 prefills it, then its keys and values join the batch's (`step.join`).
-    A row whose prefill fails goes to `failed(row, error)` and the batch goes on without it (without
-    `failed`, the error ends the decode). A row sets `cancelled` to leave at the next step (set during
+    Before each step `arrivals(free, empty)` names the rows that join now; they are prefilled on their own
+    prefixes (one alone exactly as batch 1 prefills it, several together as `decode_rows` prefills a batch),
+    then their keys and values join the batch's (`step.join`). When that fails, each is tried alone: a row
+    whose prefill fails goes to `failed(row, error)` and the batch goes on without it (without `failed`, the
+    error ends the decode). A row sets `cancelled` to leave at the next step (set during
     `arrivals` too), without an end event. Ends when the batch is empty and `arrivals` brings nothing.
     """
     eos = set(eos_token_ids)
@@ -206,22 +207,15 @@ def decode_joining(
         live, logits = _leave(step, live, logits, generators, starts)
         joining = arrivals(max_rows - len(live), not live)
         live, logits = _leave(step, live, logits, generators, starts)  # rows cancelled while `arrivals` ran
-        for row in joining:
-            if row.cancelled:
-                continue
-            start = time.perf_counter()
-            try:
-                joined = step.join(row.inputs_embeds, row.prefix)  # (1, V)
-            except Exception as e:  # out of memory, or a bug: this row's own error when the caller takes it
-                if failed is None:
-                    raise
-                failed(row, e)
-                continue
+        start = time.perf_counter()
+        joined, fresh = _join(step, [row for row in joining if not row.cancelled], failed)  # (k, V)
+        if fresh:
             sync(joined.device)
-            row.stats.prefill_ms, row.stats.stopped_by = (time.perf_counter() - start) * 1000, "length"
-            generators[id(row)], starts[id(row)] = row.generator(), time.perf_counter()
+            for row in fresh:
+                row.stats.prefill_ms, row.stats.stopped_by = (time.perf_counter() - start) * 1000, "length"
+                generators[id(row)], starts[id(row)] = row.generator(), time.perf_counter()
             logits = joined if logits is None or not live else torch.cat([logits, joined])
-            live.append(row)
+            live += fresh
         if not live:
             if joining:
                 continue  # every newcomer failed or left: ask again (an empty batch waits there)
@@ -244,6 +238,29 @@ def decode_joining(
             step.drop(keep)
         live = [live[j] for j in keep]
         logits = step(torch.tensor(ids, device=logits.device)[:, None]) if live else None  # (B, 1) -> (B, V)
+
+
+def _join(step: JoinStep, rows: list[Row], failed) -> tuple[torch.Tensor | None, list[Row]]:
+    """The logits (k, V) of the rows that joined the batch, and those rows: prefilled together; when that fails,
+    each alone, a row that fails alone going to `failed(row, error)` (without `failed`, the error is raised)."""
+    if not rows:
+        return None, []
+    try:
+        return step.join([r.inputs_embeds for r in rows], [r.prefix for r in rows]), rows
+    except Exception as e:  # out of memory, or a bug: each row finds out alone whose it is
+        if failed is None:
+            raise
+        if len(rows) == 1:
+            failed(rows[0], e)
+            return None, []
+    joined, fresh = [], []
+    for row in rows:
+        try:
+            joined.append(step.join([row.inputs_embeds], [row.prefix]))
+            fresh.append(row)
+        except Exception as e:  # noqa: BLE001  this row's own error when the caller takes it
+            failed(row, e)
+    return (torch.cat(joined) if joined else None), fresh
 
 
 def _leave(step: JoinStep, live: list[Row], logits, *tables: dict) -> tuple[list[Row], torch.Tensor | None]:
