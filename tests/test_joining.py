@@ -85,3 +85,21 @@ def test_a_step_writes_its_column_in_place_until_the_room_is_used():
     assert torch.equal(got_keys, torch.cat([reference[0][1:], keys], -2))
     assert torch.equal(got_values, torch.cat([reference[1][1:], values], -2))
     assert layer.get_seq_length() == 5 + ROOM + 2
+
+
+def test_greedy_rows_pick_from_the_batchs_logits_what_they_pick_alone():
+    from docread.generate.loop import choose, greedy_picks
+
+    torch.manual_seed(1)
+    logits = torch.randn(5, 300) * 4
+    logits[2, 7] = logits[2, 11] = logits[2].max() + 1  # a tie: the first index, as alone
+    embeds = torch.zeros(1, 1, 4)
+    rows = [Row(embeds, 4), Row(embeds, 4, temperature=0.7, seed=3), Row(embeds, 4), Row(embeds, 4), Row(embeds, 4)]
+    rows[3].constrain = lambda scores, tokens: scores  # constrained: picks alone
+    picks = greedy_picks(rows, logits)
+    assert picks[1] is None and picks[3] is None and picks[2][0] == 7
+    for j in (0, 2, 4):
+        row = Row(embeds, 4)
+        assert choose(row, logits[j : j + 1], None, set()) == picks[j][0]
+        assert row.stats.logprobs == [picks[j][1]]  # the same float, not merely close
+    assert greedy_picks(rows[:1], logits[:1]) == [None]  # one row: nothing to share

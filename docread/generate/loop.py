@@ -93,17 +93,39 @@ def pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | 
     return logits.argmax(dim=-1)
 
 
-def choose(row: Row, logits: torch.Tensor, generator: torch.Generator | None, eos: set[int]) -> int | None:
-    """The row's next token from its logits (1, V), recorded in its stats; None at an EOS token."""
-    if row.constrain is not None:
-        logits = row.constrain(logits, row.stats.tokens)
-    token = int(pick(logits, row.temperature, generator))
+def choose(
+    row: Row, logits: torch.Tensor, generator: torch.Generator | None, eos: set[int], picked: tuple | None = None
+) -> int | None:
+    """The row's next token from its logits (1, V), recorded in its stats; None at an EOS token. `picked`: its
+    (token, log-prob), already taken from the batch's logits (`greedy_picks`)."""
+    if picked is None:
+        if row.constrain is not None:
+            logits = row.constrain(logits, row.stats.tokens)
+        token = int(pick(logits, row.temperature, generator))
+    else:
+        token = picked[0]
     if token in eos:
         row.stats.stopped_by = "eos"
         return None
     row.stats.tokens.append(token)
-    row.stats.logprobs.append(float(torch.log_softmax(logits, dim=-1)[0, token]))
+    row.stats.logprobs.append(float(torch.log_softmax(logits, dim=-1)[0, token]) if picked is None else picked[1])
     return token
+
+
+def greedy_picks(rows: list[Row], logits: torch.Tensor) -> list[tuple[int, float] | None]:
+    """Each greedy row's (token, log-prob) without a constraint, from one argmax and one log_softmax over the
+    batch's logits (B, V) (each row's are what it would get alone: both work row by row); None for a row that
+    samples or is constrained, and for every row when fewer than two are greedy (one row: no batch to share)."""
+    plain = [j for j, row in enumerate(rows) if row.constrain is None and row.temperature <= 0]
+    if len(plain) < 2:
+        return [None] * len(rows)
+    taken = logits if len(plain) == len(rows) else logits[torch.tensor(plain, device=logits.device)]
+    tokens = taken.argmax(dim=-1)
+    logprobs = torch.log_softmax(taken, dim=-1).gather(1, tokens[:, None])[:, 0]
+    picks: list[tuple[int, float] | None] = [None] * len(rows)
+    for j, token, logprob in zip(plain, tokens.tolist(), logprobs.tolist()):
+        picks[j] = (token, logprob)
+    return picks
 
 
 @torch.inference_mode()
@@ -136,8 +158,9 @@ def decode_rows(
     live = list(range(len(rows)))  # the rows still in the batch, in the step's order
     while live:
         ids, keep = [], []
+        picks = greedy_picks([rows[i] for i in live], logits)
         for j, i in enumerate(live):
-            token, going = advance(rows[i], logits[j : j + 1], generators[i], eos, start)  # logits (1, V)
+            token, going = advance(rows[i], logits[j : j + 1], generators[i], eos, start, picks[j])  # logits (1, V)
             if token is not None:
                 yield i, token, rows[i].stats.logprobs[-1]
             if going:
@@ -154,12 +177,12 @@ def decode_rows(
 
 
 def advance(
-    row: Row, logits: torch.Tensor, generator: torch.Generator | None, eos: set[int], started: float
+    row: Row, logits: torch.Tensor, generator: torch.Generator | None, eos: set[int], started: float, picked=None
 ) -> tuple[int | None, bool]:
     """The row's next token from its logits (1, V) (None: it ended without one) and whether it goes on; a row
-    that ends gets its decode time (since `started`) and its constraint's `finish`."""
+    that ends gets its decode time (since `started`) and its constraint's `finish`. `picked`: see `choose`."""
     stats = row.stats
-    token = choose(row, logits, generator, eos) if len(stats.tokens) < row.max_new_tokens else None
+    token = choose(row, logits, generator, eos, picked) if len(stats.tokens) < row.max_new_tokens else None
     if token is not None and len(stats.tokens) < row.max_new_tokens:
         return token, True
     sync(logits.device)
@@ -221,10 +244,11 @@ def decode_joining(
                 continue  # every newcomer failed or left: ask again (an empty batch waits there)
             return
         ids, keep = [], []
+        picks = greedy_picks(live, logits)
         for j, row in enumerate(live):
             token = None
             if not row.cancelled:
-                token, going = advance(row, logits[j : j + 1], generators[id(row)], eos, starts[id(row)])
+                token, going = advance(row, logits[j : j + 1], generators[id(row)], eos, starts[id(row)], picks[j])
                 if token is not None:
                     yield row, token, row.stats.logprobs[-1]
                 if going:
