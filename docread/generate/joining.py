@@ -31,43 +31,52 @@ ROOM = 32  # columns kept free after a layer's keys and values: a new buffer (on
 class RoomyLayer(DynamicLayer):
     """A dynamic cache layer whose keys and values (B, heads, columns, head_dim) are the first columns of
     buffers with room after them: `update` writes new columns in place. Keys or values set from outside (rows
-    dropped, columns cut) are moved into a new buffer at the next update."""
+    dropped by `batch_select_indices`) are moved into new buffers at the next update."""
 
     def __init__(self):
         super().__init__()
         self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._length = 0  # the columns of the buffers in use: the layer's keys and values
+        self._view: torch.Tensor | None = None
 
     def hold(self, keys: torch.Tensor, values: torch.Tensor, columns: int) -> None:
         """Take buffers (B, heads, >= columns, head_dim) whose first `columns` are the layer's keys and values."""
         if not self.is_initialized:
             self.lazy_initialization(keys, values)
-        self._buffers = keys, values
+        self._buffers, self._length = (keys, values), columns
         self.keys, self.values = keys[:, :, :columns], values[:, :, :columns]
+        self._view = self.keys  # replaced from outside when it is no longer the layer's keys
+
+    def cut(self, first: int) -> None:
+        """Drop the first `first` columns (no row attends to them): a view, the room after is kept."""
+        if self._buffers is not None and self.keys is self._view:
+            keys, values = self._buffers
+            self.hold(keys[:, :, first:], values[:, :, first:], self._length - first)
+        else:  # set from outside since (rows dropped): moved at the next update
+            self.keys, self.values = self.keys[:, :, first:], self.values[:, :, first:]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized or self.keys.numel() == 0:
-            self.hold(*(_roomy(t, t.shape[-2] + ROOM) for t in (key_states, value_states)), key_states.shape[-2])
-            return self.keys, self.values
-        length, new = self.keys.shape[-2], key_states.shape[-2]
-        if not self._holds(length + new):
-            self.hold(*(_roomy(t, length + new + ROOM) for t in (self.keys, self.values)), length)
+        new = key_states.shape[-2]
+        held = self._buffers is not None and self.keys is self._view
+        if not held or self._length + new > self._buffers[0].shape[-2]:
+            self._move(key_states, value_states, new)
         keys, values = self._buffers
-        keys[:, :, length : length + new] = key_states
-        values[:, :, length : length + new] = value_states
-        self.keys, self.values = keys[:, :, : length + new], values[:, :, : length + new]
+        end = self._length + new
+        keys[:, :, self._length : end] = key_states
+        values[:, :, self._length : end] = value_states
+        self._length = end
+        self.keys, self.values = keys[:, :, :end], values[:, :, :end]
+        self._view = self.keys
         return self.keys, self.values
 
-    def _holds(self, columns: int) -> bool:
-        """Whether the keys and values are still the first columns of the buffers, with room for `columns`."""
-        if self._buffers is None:
-            return False
-        keys, values = self._buffers
-        return (
-            columns <= keys.shape[-2]
-            and self.keys.data_ptr() == keys.data_ptr()
-            and self.values.data_ptr() == values.data_ptr()
-            and self.keys.shape[:2] == keys.shape[:2]
-        )
+    def _move(self, key_states: torch.Tensor, value_states: torch.Tensor, new: int) -> None:
+        """Into new buffers with room for `new` columns and ROOM more; the keys and values so far copied."""
+        if not self.is_initialized or self.keys.numel() == 0:
+            self.lazy_initialization(key_states, value_states)
+            keys, values, length = key_states[:, :, :0], value_states[:, :, :0], 0
+        else:
+            keys, values, length = self.keys, self.values, self.keys.shape[-2]
+        self.hold(_roomy(keys, length + new + ROOM), _roomy(values, length + new + ROOM), length)
 
 
 def _roomy(tensor: torch.Tensor, columns: int) -> torch.Tensor:
@@ -105,6 +114,7 @@ class JoiningStep(DynamicStep):
     position; `self.padded`: whether any row has padding (then the mask goes to the model)."""
 
     padded = False
+    _grown = 0  # steps taken since the mask and positions were last brought up to date
 
     def join(self, inputs_embeds: list[torch.Tensor], prefixes: list) -> torch.Tensor:
         """Prefill rows (row i: inputs_embeds[i] (1, T, D) after the cache prefixes[i], None: nothing) and add them
@@ -154,6 +164,7 @@ class JoiningStep(DynamicStep):
                 self.cache.update(keys, values, index)  # copied into room
             self.mask, self.positions, self.padded = mask, positions, not bool(mask.all())
             return
+        self._catch_up()
         width, length = self.mask.shape[1], mask.shape[1]
         columns = max(width, length)
         stacked = []  # all built before any is set: a failure (out of memory) leaves the batch as it was
@@ -171,27 +182,36 @@ class JoiningStep(DynamicStep):
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits (B, V) after ids (B, 1); rows without padding (a row alone) step as batch 1 does (no mask)."""
-        self.mask = torch.nn.functional.pad(self.mask, (0, 1), value=True)  # the new column: real in every row
-        positions, self.positions = self.positions[:, None], self.positions + 1
-        mask = None  # no padding: every row's position is the cache's length, as transformers counts it (batch 1's)
-        if self.padded:
-            mask = self.mask[:, None, None, :]  # what transformers builds from the padding mask, for one query
-        else:
-            positions = None
-        hidden = run_llm(self.language_model, self.embed(ids), self.cache, mask, positions)
+        if not self.padded:  # every row's position is the cache's length, as transformers counts it (batch 1's)
+            self._grown += 1  # the mask and positions catch up when a row joins or leaves
+            return self.lm_head(run_llm(self.language_model, self.embed(ids), self.cache)[:, -1]).float()
+        self._catch_up(1)  # the new column: real in every row
+        mask = self.mask[:, None, None, :]  # what transformers builds from the padding mask, for one query
+        hidden = run_llm(self.language_model, self.embed(ids), self.cache, mask, self.positions[:, None] - 1)
         return self.lm_head(hidden[:, -1]).float()
+
+    def _catch_up(self, steps: int = 0) -> None:
+        """Grow the mask by the columns stepped without it (and `steps` more), all real; positions with them."""
+        grown, self._grown = self._grown + steps, 0
+        if grown:
+            self.mask = torch.nn.functional.pad(self.mask, (0, grown), value=True)
+            self.positions = self.positions + grown
 
     def drop(self, keep: list[int]) -> None:
         """Keep rows `keep`; the columns before every kept row's first real one are cut."""
         if not keep:
             self.cache = self.mask = self.positions = None  # the next row to join starts a new batch
-            self.padded = False
+            self.padded, self._grown = False, 0
             return
+        self._catch_up()
         super().drop(keep)
         first = int(self.mask.any(dim=0).long().argmax())  # the first column some row still attends to
         if first > 0:
             for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+                if isinstance(layer, RoomyLayer):
+                    layer.cut(first)
+                else:
+                    layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
             self.mask = self.mask[:, first:]
         self.padded = not bool(self.mask.all())
 
