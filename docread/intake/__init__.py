@@ -95,7 +95,7 @@ def _open_data(
     document = (
         open_pdf(path, data, password, dpi, limits)
         if PDF_MAGIC in data[:MAGIC_WINDOW]
-        else open_image(path, data, limits, decode=sha256 not in decoded)
+        else open_image(path, data, limits, decode=sha256 not in decoded, sha256=sha256)
     )
     document.sha256, document._clock = sha256, clock
     try:
