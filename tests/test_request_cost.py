@@ -128,3 +128,27 @@ def test_kept_frames_follow_the_pixel_cap():
     with pytest.raises(DocreadError) as failed:  # a smaller cap: read again, refused as ever
         open_bytes(data, "a.png", decoded={sha256}, limits=Limits(max_pixels=100))
     assert failed.value.code == "too_large"
+
+
+TEXTS = ["", " ", "hello", "USER: <image>\nWhat?  ASSISTANT:", "émoji 😀 <s> </s> tabs\tand\nnewlines", "ab " * 200]
+
+
+def test_text_ids_are_the_tokenizers_own(tiny_reader):
+    from docread.views.processor import _plain_call, text_ids
+
+    tokenizer = tiny_reader.base.tokenizer
+    assert _plain_call(type(tokenizer))  # the tests' tokenizer takes the direct path
+    for text in TEXTS:
+        assert text_ids(tokenizer, text) == tokenizer(text).input_ids, text
+    backend, full = tokenizer._tokenizer, tokenizer(TEXTS[-1]).input_ids
+    backend.enable_truncation(max_length=3)  # left on the backend: the call's own path, which clears it
+    try:
+        assert text_ids(tokenizer, TEXTS[-1]) == full and len(full) > 3
+    finally:
+        backend.no_truncation()
+
+    class Overridden(type(tokenizer)):
+        def _encode_plus(self, *args, **kwargs):
+            return super()._encode_plus(*args, **kwargs)
+
+    assert not _plain_call(Overridden)  # a tokenizer with a path of its own is called as ever
