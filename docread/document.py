@@ -111,7 +111,9 @@ def ask_document(
         texts = PageTexts(document, settings.text, text_cache)
         works = _ask_works(reader, document, selected, wanted, questions, texts, settings, events, constrain)
         one = stream and len(selected) == 1  # one page streams its answers live
-        for work, result in answer_pages(reader, works, settings, events=events, stream=one, encode=encode):
+        pairs = sum(page.number in wanted[q] for page in selected for q in questions)
+        read = answer_pages(reader, works, settings, events=events, stream=one, encode=encode, pairs=pairs)
+        for work, result in read:
             into = found if result.answer is not None else failures
             into[result.question, work.page.number] = result.answer or result.error
         pages = [p.number for p in selected]  # each question's answers in page order, however they finished

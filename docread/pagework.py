@@ -147,7 +147,8 @@ def answer_page(
     encoding; a page that fails yields an error for each question it still owed. `reference`: page text put
     before each question (the plan counts it), see `docread.text.textprompt`."""
     work = page_work(document, page, questions, settings, reference=reference, encoded=encoded, constrain=constrain)
-    for _, result in answer_pages(reader, [work], settings, events=events, stream=stream, encode=encode):
+    pairs = len(work.questions)
+    for _, result in answer_pages(reader, [work], settings, events=events, stream=stream, encode=encode, pairs=pairs):
         yield result
 
 
@@ -160,16 +161,19 @@ def answer_pages(
     stream: bool = False,
     encode: Encode | None = None,
     batch: Halving | None = None,
+    pairs: int | None = None,
 ) -> Iterator[tuple[PageWork, PageAnswer]]:
     """Every question of every page, as (work, PageAnswer) in the order they finish: pages encoded in turn
     (`works` is read lazily), their page x question pairs decoded together in batches of `batch.size` (the
     reader's `auto` plan by default; a CUDA out-of-memory halves it). A pair decoded alone is today's
     `reader.answer`: with `stream` its tokens stream through `events`; a batched pair's answer comes whole.
     Alone, an out-of-memory re-encodes the page with fewer tiles; a question that overflows the context
-    is its own error; each page's KV cache is freed once its questions are done."""
+    is its own error; each page's KV cache is freed once its questions are done. `pairs`: how many pairs `works`
+    holds, when the caller knows: a single pair decodes alone whatever the batch size, so it is not planned."""
     events = events or Events()
     if batch is None:
-        batch = Halving(reader_plan(reader, settings.max_new_tokens).size, lambda n: events.warning(halving_warning(n)))
+        size = 1 if pairs is not None and pairs <= 1 else reader_plan(reader, settings.max_new_tokens).size
+        batch = Halving(size, lambda n: events.warning(halving_warning(n)))
     decoder = _PairDecoder(reader, settings, events, stream)
     pending: list[tuple[PageWork, str]] = []
     for work in works:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from docread.nn.hires import HiResLlava
 
 IDS_KEPT = 64  # questions whose prompt ids a reader keeps (a server's concurrent requests, a batch's questions)
+PLANS_KEPT = 256  # page plans a reader keeps: a server's kept pages x the prompt lengths asked of them
 
 
 class DocReader(PageCalls, TextCalls, ManyCalls):
@@ -57,6 +58,7 @@ class DocReader(PageCalls, TextCalls, ManyCalls):
         # (rows, fast=) -> decode_rows' events, or None: a batch of their own. A server sets its running batch here.
         self.joiner: Callable | None = None
         self._kept_ids: dict[tuple[str, str], list[int]] = {}  # `_ids`' recent prompts, oldest first
+        self._kept_plans: dict[tuple, PagePlan | NativePlan] = {}  # `plan`'s recent plans, oldest first
 
     @property
     def name(self) -> str:
@@ -70,13 +72,8 @@ class DocReader(PageCalls, TextCalls, ManyCalls):
         """The question's prompt ids (`prompt_ids`), tokenised once for the several times one read needs them
         (planning, the context check, the prompt itself): the last IDS_KEPT questions' are kept."""
         key = (self.template.template, question)
-        ids = self._kept_ids.pop(key, None)
-        if ids is None:
-            ids = prompt_ids(self.base.tokenizer, self.template, question, self.base.image_token_id)
-        self._kept_ids[key] = ids  # the most recent last
-        while len(self._kept_ids) > IDS_KEPT:
-            del self._kept_ids[next(iter(self._kept_ids))]
-        return list(ids)
+        tokenizer, image_token = self.base.tokenizer, self.base.image_token_id
+        return list(_recent(self._kept_ids, key, IDS_KEPT, prompt_ids, tokenizer, self.template, question, image_token))
 
     # -- planning -----------------------------------------------------------------------------
     def plan(
@@ -95,28 +92,36 @@ class DocReader(PageCalls, TextCalls, ManyCalls):
         check_view(view)
         questions = [questions] if isinstance(questions, str) else list(questions)
         ids = max((self._ids(q) for q in questions), key=len)
+        requested = self.preset.max_slices if max_slices is None else max_slices
+        # kept, as a server plans each of its kept pages again for every request (the preset and config are the
+        # reader's own); a page that does not fit raises each time
+        key = (width, height, len(ids), requested, max_new_tokens, view, self.context)
+        args = (width, height, len(ids) - 1, requested, max_new_tokens, view)
+        return _recent(self._kept_plans, key, PLANS_KEPT, self._plan, *args), ids
+
+    def _plan(
+        self, width: int, height: int, prompt_tokens: int, max_slices: int, max_new_tokens: int, view: str
+    ) -> PagePlan | NativePlan:
         if view == "native":
             return plan_native(
                 width,
                 height,
                 native_spec(self.base.model.config),
-                prompt_tokens=len(ids) - 1,
+                prompt_tokens=prompt_tokens,
                 max_new_tokens=max_new_tokens,
                 context=self.context,
-            ), ids
-        budget = Budget(context=self.context, prompt_tokens=len(ids) - 1, max_new_tokens=max_new_tokens)
-        requested = self.preset.max_slices if max_slices is None else max_slices
-        plan = plan_page(
+            )
+        budget = Budget(context=self.context, prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens)
+        return plan_page(
             width,
             height,
             size=self.preset.size,
             patch=self.preset.patch,
             k=self.preset.k,
-            max_slices=requested,
+            max_slices=max_slices,
             budget=budget,
             global_view=self.global_view,
         )
-        return plan, ids
 
     # -- encoding pages once ---------------------------------------------------------------------
     def encode(
@@ -254,6 +259,8 @@ class DocReader(PageCalls, TextCalls, ManyCalls):
         """Embeddings (1, T, D) of ids, the page's image sequence scattered into its placeholder."""
         import torch
 
+        if sequence is None and self.base.image_token_id not in ids:  # text alone: no placeholder to fill
+            return self.hires.language_model.get_input_embeddings()(torch.tensor([ids], device=self.base.device))
         if sequence is not None and self.base.image_token_id in ids:
             ids = expand_image_token(ids, self.base.image_token_id, sequence.shape[0])
         elif sequence is not None:
@@ -371,6 +378,17 @@ class DocReader(PageCalls, TextCalls, ManyCalls):
             timing_ms={k: round(v, 2) for k, v in timing.items()},
             view=encoded.view,
         )
+
+
+def _recent(kept: dict, key, limit: int, make: Callable, *args):
+    """`kept[key]`, made by `make(*args)` when missing; the `limit` most recently used kept, the oldest out first."""
+    value = kept.pop(key, None)
+    if value is None:
+        value = make(*args)
+    kept[key] = value  # the most recent last
+    while len(kept) > limit:
+        del kept[next(iter(kept))]
+    return value
 
 
 def _ms(start: float) -> float:

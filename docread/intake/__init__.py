@@ -13,6 +13,8 @@ and in time (the time intake itself spends on the file, never the model's).
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Container
 
 from docread.errors import DocreadError
@@ -40,6 +42,10 @@ __all__ = [
 ]  # the names callers use, wherever they live
 
 
+HASHED_KEPT = 32 << 20  # bytes of uploads whose sha256 is kept with them (a server hands the same object again)
+HASHED_ONE_MAX = 8 << 20  # an upload larger than this is hashed every time
+
+
 def open_document(
     path: str,
     *,
@@ -54,7 +60,7 @@ def open_document(
     clock = Clock(limits.timeout_s, path)
     with clock.running():
         data = read_input(path, limits, clock)
-        return _open_data(path, data, pages, password, dpi, limits, clock)
+        return _open_data(path, data, hashlib.sha256(data).hexdigest(), pages, password, dpi, limits, clock)
 
 
 def open_bytes(
@@ -78,12 +84,14 @@ def open_bytes(
         raise DocreadError("too_large", f"{name}: over {limits.max_bytes:,} bytes, the limit for one input")
     clock = Clock(limits.timeout_s, name)
     with clock.running():
-        return _open_data(name, bytes(data), pages, password, dpi, limits, clock, decoded)
+        data = bytes(data)
+        return _open_data(name, data, _hashes.sha256(data), pages, password, dpi, limits, clock, decoded)
 
 
 def _open_data(
     path: str,
     data: bytes,
+    sha256: str,
     pages: str | None,
     password: str | None,
     dpi: float,
@@ -91,11 +99,10 @@ def _open_data(
     clock: Clock,
     decoded: Container[str] = (),
 ) -> Document:
-    sha256 = hashlib.sha256(data).hexdigest()
     document = (
         open_pdf(path, data, password, dpi, limits)
         if PDF_MAGIC in data[:MAGIC_WINDOW]
-        else open_image(path, data, limits, decode=sha256 not in decoded)
+        else open_image(path, data, limits, decode=sha256 not in decoded, sha256=sha256)
     )
     document.sha256, document._clock = sha256, clock
     try:
@@ -107,3 +114,35 @@ def _open_data(
         document.close()
         raise
     return document
+
+
+class _Hashes:
+    """The sha256 of recent uploads (`open_bytes`) by identity: a server's data: URL memo hands the same bytes object
+    again for each request about a kept page, and hashing a letter page's PNG is most of opening it. The
+    objects are held here (bytes never change, and a held object's id is not reused), HASHED_KEPT bytes
+    of them at most, the least recently used out first."""
+
+    def __init__(self):
+        self._kept: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def sha256(self, data: bytes) -> str:
+        if type(data) is not bytes or len(data) > HASHED_ONE_MAX:
+            return hashlib.sha256(data).hexdigest()
+        with self._lock:
+            kept = self._kept.get(id(data))
+            if kept is not None and kept[0] is data:
+                self._kept.move_to_end(id(data))
+                return kept[1]
+        digest = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            if id(data) not in self._kept:
+                self._kept[id(data)] = (data, digest)
+                self._size += len(data)
+            while self._size > HASHED_KEPT:
+                self._size -= len(self._kept.popitem(last=False)[1][0])
+        return digest
+
+
+_hashes = _Hashes()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING
 
 from docread.errors import DocreadError
@@ -30,6 +32,10 @@ MAX_FRAMES = 10_000  # pages read from one multi-frame image (a TIFF's IFD chain
 EXIF_ORIENTATION = 0x0112  # values 5-8 turn the image a quarter: width and height swap
 PNG_TEXT_CHUNK_MAX = 256 << 10  # one decompressed PNG text chunk (Pillow allows 1 MiB)
 PNG_TEXT_TOTAL_MAX = 4 << 20  # all of a PNG's text chunks together (Pillow allows 64 MiB)
+FRAMES_KEPT = 256  # images whose frames are kept by content (a server's cached documents, sent again and again)
+
+_kept_frames: dict[tuple[str, int], tuple[Page, ...]] = {}  # (sha256, pixel cap) -> pages: `_keep_frames`
+_kept_lock = threading.Lock()
 
 
 @contextmanager
@@ -60,12 +66,15 @@ def _pillow_settings() -> Iterator[None]:
             ) = saved
 
 
-def open_image(name: str, data: bytearray, limits: Limits, *, decode: bool = True) -> Document:
+def open_image(name: str, data: bytearray, limits: Limits, *, decode: bool = True, sha256: str = "") -> Document:
     """The image's frames as pages; its first is decoded now (a damaged file fails here, before any model
     work) unless `decode` is False: bytes known to decode (a server's cached pages') are decoded only if a
-    page of theirs is rendered."""
+    page of theirs is rendered, and when their frames are kept (by `sha256`), not even opened until then."""
     from PIL import Image, UnidentifiedImageError
 
+    kept = _kept_frames.get((sha256, limits.max_pixels)) if sha256 and not decode else None
+    if kept is not None:
+        return Document(name, "image", len(kept), list(kept), limits, _renderer=partial(_render_later, data))
     with _pillow_settings():
         with boundary(name, "open the image"):
             try:
@@ -77,6 +86,8 @@ def open_image(name: str, data: bytearray, limits: Limits, *, decode: bool = Tru
         try:
             document.pages = _frame_pages(document, image, data)
             document.page_count = len(document.pages)
+            if sha256 and not document.warnings:  # warnings name the file: those are read again
+                _keep_frames((sha256, limits.max_pixels), tuple(document.pages))
             if decode and document.pages[0].width * document.pages[0].height <= limits.max_pixels:
                 with boundary(f"{name} page 1", "decode it"):
                     image.seek(0)
@@ -150,6 +161,25 @@ def _png_pixels_last(data: bytes) -> bool:
 
 def _render(document: Document, page: Page, width: int, height: int) -> Image.Image:
     return _render_frame(document._handle, page, width, height, document.name)
+
+
+def _render_later(data: bytes, document: Document, page: Page, width: int, height: int) -> Image.Image:
+    """`_render` of a document opened from its kept frames: the image itself opened at its first render."""
+    from PIL import Image
+
+    if document._handle is None:
+        with _pillow_settings(), boundary(document.name, "open the image"):
+            document._handle = Image.open(io.BytesIO(data))
+    return _render(document, page, width, height)
+
+
+def _keep_frames(key: tuple[str, int], pages: tuple[Page, ...]) -> None:
+    """An image's pages by (sha256, pixel cap), as `_frame_pages` read them: the FRAMES_KEPT latest kept."""
+    with _kept_lock:
+        _kept_frames.pop(key, None)
+        _kept_frames[key] = pages
+        while len(_kept_frames) > FRAMES_KEPT:
+            del _kept_frames[next(iter(_kept_frames))]
 
 
 def _render_frame(image, page: Page, width: int, height: int, name: str) -> Image.Image:

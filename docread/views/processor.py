@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, ClassVar
 
 from docread.errors import ContextOverflow
@@ -128,7 +129,7 @@ def prompt_ids(tokenizer, template: PromptTemplate, question: str, image_token_i
     the marker gets it as the plain word, so it cannot add a placeholder."""
     marker = tokenizer.convert_ids_to_tokens(image_token_id)
     before, after = template.split(question.replace(marker, marker.strip("<>")))
-    ids = tokenizer(before + marker + after).input_ids
+    ids = text_ids(tokenizer, before + marker + after)
     if ids.count(image_token_id) != 1:
         raise ValueError(f"the prompt must hold exactly one image token, found {ids.count(image_token_id)}")
     return ids
@@ -138,10 +139,43 @@ def text_prompt_ids(tokenizer, template: PromptTemplate, question: str, image_to
     """Token ids of the prompt for a question asked without an image: no image placeholder at all (a
     marker in the question is the plain word, as in `prompt_ids`)."""
     marker = tokenizer.convert_ids_to_tokens(image_token_id)
-    ids = tokenizer(template.without_image(question.replace(marker, marker.strip("<>")))).input_ids
+    ids = text_ids(tokenizer, template.without_image(question.replace(marker, marker.strip("<>"))))
     if image_token_id in ids:  # never with a preset's template; kept honest all the same
         raise ValueError("a prompt without an image holds an image token")
     return ids
+
+
+def text_ids(tokenizer, text: str) -> list[int]:
+    """`tokenizer(text).input_ids`. A fast tokenizer whose call is transformers' own (no method of the path
+    overridden, no truncation or padding left on its backend) is asked through its backend directly, the same
+    ids: the Python around the call costs as much as the tokenizing, and a server pays it on every request."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if (
+        _plain_call(type(tokenizer))
+        and backend.truncation is None
+        and backend.padding is None
+        and backend.encode_special_tokens == tokenizer.split_special_tokens
+    ):
+        return backend.encode(text, add_special_tokens=True).ids
+    return tokenizer(text).input_ids
+
+
+@cache
+def _plain_call(kind: type) -> bool:
+    """Whether `kind(...)(text)` runs transformers 5's own fast path unchanged: `__call__` ->
+    `_encode_plus` -> the backend's `encode_batch` of the one text, its ids."""
+    try:
+        from transformers.tokenization_utils_base import PreTrainedTokenizerBase as Base
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend as Fast
+    except ImportError:  # another transformers: its own call
+        return False
+    own = [(Base, "__call__"), (Base, "_get_padding_truncation_strategies"), (Fast, "_encode_plus")]
+    own += [(Fast, "_convert_encoding"), (Fast, "set_truncation_and_padding")]
+    return (
+        issubclass(kind, Fast)
+        and all(getattr(kind, name, None) is getattr(owner, name, None) for owner, name in own)
+        and not hasattr(kind, "_switch_to_input_mode")
+    )
 
 
 def expand_image_token(ids: list[int], image_token_id: int, count: int) -> list[int]:
