@@ -82,3 +82,15 @@ def test_a_body_neither_parser_reads_is_a_400_invalid_json(raw):
     with pytest.raises(ApiError) as refused:
         json_body(raw)
     assert refused.value.status == 400 and refused.value.code == "invalid_json"
+
+
+def test_while_serving_what_was_loaded_is_left_out_of_the_collectors_passes(tiny_reader):
+    import gc
+
+    from kit.serving import http, serving
+
+    before = gc.get_threshold()
+    with serving(tiny_reader) as url:
+        assert http().get(url + "/health", timeout=30).status_code == 200
+        assert gc.get_freeze_count() > 0 and gc.get_threshold()[0] >= 50_000
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before  # as it was once the server stopped
