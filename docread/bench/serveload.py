@@ -21,10 +21,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from docread.bench.serveclients import REQUEST_S
 from docread.errors import DocreadError
 
 START_S = 120.0  # a bound on the server's start and stop: the waits end on uvicorn's own events
+REQUESTS_PER_CLIENT = 8  # the default requests of a pass: this many per client at the most clients (or --pages)
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,13 @@ def loopback(app) -> Iterator[str]:
         thread.join(START_S)
 
 
+def default_requests(pages: int, clients) -> int:
+    """Requests a pass sends when `--requests` is not given: `--pages`, or REQUESTS_PER_CLIENT for each of the
+    most clients, the larger, so that a pass at the most clients is mostly steady state (the first wave's
+    requests arrive together, the last's leave a batch that empties)."""
+    return max(pages, REQUESTS_PER_CLIENT * max(clients, default=1))
+
+
 def _plan(base: str, load: ServeLoad, clients: Sequence[int], repeats: int) -> dict:
     """What the client process sends (`serveclients.run`): each page as its data URL, encoded once here."""
     urls = ["data:image/png;base64," + base64.b64encode(page).decode() for page in load.pages]
@@ -89,6 +96,8 @@ def _bound_s(load: ServeLoad, clients: Sequence[int], repeats: int) -> float:
     """How long the client process may take: its start, and every request's bound for each wave of requests
     (the warm-up's one at a time, then each pass's requests `count` at a time)."""
     waves = len(load.pages) + repeats * sum(math.ceil(load.requests / count) for count in clients)
+    from docread.bench.serveclients import REQUEST_S  # not at import: the CLI reads this module's defaults
+
     return START_S + REQUEST_S * waves
 
 

@@ -38,7 +38,7 @@ class ThroughputOptions:
     batch_sizes: tuple = (1, 4, 8, 16, AUTO)
     clients: tuple = (1, 4, 8, 16)  # concurrent serve clients ((): no serve measurement)
     max_batch: int = DEFAULT_MAX_BATCH  # serve --max-batch, measured beside --max-batch 1
-    requests: int | None = None  # serve requests at each number of clients (None: max(pages, 2 x clients))
+    requests: int | None = None  # serve requests at each number of clients (None: serveload.default_requests)
     peer_batch: int = 8  # pages per transformers generate call (0: no peer)
     max_new_tokens: int = 16
     max_slices: int | None = None
@@ -297,7 +297,7 @@ def run_throughput(
 def _measure(bench, options: ThroughputOptions, workdir: Path, serve_app, log) -> dict:
     """The batch rows, auto's plan, the peer and serve, on `options.pages` synthetic PDF pages."""
     from docread.bench.peer import measure_peer
-    from docread.bench.serveload import measure_serve, page_images
+    from docread.bench.serveload import default_requests, measure_serve, page_images
     from docread.intake import open_document
     from docread.intake.limits import Limits
 
@@ -326,7 +326,7 @@ def _measure(bench, options: ThroughputOptions, workdir: Path, serve_app, log) -
         serve_app,
         images,
         options.clients,
-        requests=options.requests or max(options.pages, 2 * max(options.clients, default=1)),
+        requests=options.requests or default_requests(options.pages, options.clients),
         max_batch=options.max_batch,
         questions=[question(i) for i in range(len(pages))],
         max_new_tokens=options.max_new_tokens,

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from docread.bench.serveload import REQUESTS_PER_CLIENT
 from docread.cli.options import Device, Json, MaxSlices, Model, Offline, Quant, stderr_console
 from docread.cli.speed import Synthetic, Threads, stdout_to_stderr
 from docread.generate.sizing import DEFAULT_MAX_BATCH
@@ -50,7 +51,8 @@ def throughput(
         typer.Option(
             "--requests",
             min=1,
-            help="serve requests at each number of clients (default: --pages or twice the most clients, the larger).",
+            help=f"serve requests at each number of clients (default: --pages or {REQUESTS_PER_CLIENT} per client "
+            "at the most clients, the larger).",
         ),
     ] = None,
     peer_batch: Annotated[
