@@ -21,6 +21,15 @@ import pytest  # noqa: E402
 # torch's Python objects left, about 1,400 of them in 50 in-process tests (5-6% of their CPU); with this, 20.
 gc.set_threshold(50_000, 20, 20)
 
+try:  # on a shared, loaded machine Hypothesis's own input generation looks slow: no fault of the code tested
+    from hypothesis import HealthCheck
+    from hypothesis import settings as hypothesis_settings
+
+    hypothesis_settings.register_profile("docread", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    hypothesis_settings.load_profile("docread")
+except ImportError:  # the test extra brings it; without it the property tests are not collected either
+    pass
+
 from docread.intake.pdf import import_pymupdf  # noqa: E402
 from docread.testing import build_tiny_llava  # noqa: E402
 

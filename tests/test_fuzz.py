@@ -74,7 +74,11 @@ def test_a_folder_of_mutated_files(corpus):
         assert_records([record], record["file"])
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(magic=st.sampled_from(MAGICS), body=st.binary(max_size=600))
 def test_any_bytes_behind_a_magic_number_open_or_fail_cleanly(tmp_path, magic, body):
     path = tmp_path / "input.bin"
