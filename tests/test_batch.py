@@ -38,7 +38,7 @@ def test_resume_over_fewer_inputs_keeps_the_other_files_records(tiny_llava, inpu
     folder, questions = inputs
     out = tmp_path / "out.jsonl"
     first = _batch(tiny_llava, [folder], questions, out, "--max-new-tokens", "2")
-    assert first.returncode == 1
+    assert first.returncode == 1 and f"2 answers, 2 errors → {out}" in first.stderr
     before = _records(out)
     assert sorted((Path(r["file"]).name, r["status"]) for r in before) == [
         ("broken.pdf", "error"),
@@ -133,3 +133,10 @@ def test_batch_records_have_the_same_keys_ok_or_failed(tiny_llava, inputs, tmp_p
     assert len({tuple(r) for r in records}) == 1  # one key list, in one order
     unopened = next(r for r in records if r["status"] == "error")
     assert unopened["repaired"] is None and unopened["page"] is None and unopened["settings"] == records[-1]["settings"]
+
+
+def test_the_last_line_counts_in_words():
+    from docread.cli.batch import summary
+
+    assert summary(1, 0, "a.jsonl") == "1 answer, 0 errors → a.jsonl"
+    assert summary(2, 1, "a.jsonl") == "2 answers, 1 error → a.jsonl"

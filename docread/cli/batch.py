@@ -213,7 +213,7 @@ def batch(
     finally:
         sink.close()
         stop.restore()
-    err.note(f"{counts['ok']} answers, {counts['error']} errors → {output}")
+    err.note(summary(counts["ok"], counts["error"], output))
     if interrupted or stop.requested():
         err.warn("stopped; continue with --resume")
         raise typer.Exit(130)
@@ -328,3 +328,8 @@ def _progress(err):
         TimeRemainingColumn(),
         console=err.console,
     )
+
+
+def summary(answers: int, errors: int, output) -> str:
+    """The run's last line: "2 answers, 1 error → out.jsonl"."""
+    return f"{answers} answer{'s' * (answers != 1)}, {errors} error{'s' * (errors != 1)} → {output}"
