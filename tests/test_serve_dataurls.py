@@ -62,11 +62,16 @@ def test_it_keeps_the_last_capacity_urls_within_kept_bytes():
         '{"text": "utf-16"}'.encode("utf-16"),
     ],
 )
-def test_a_chat_body_parses_as_pythons_json_reads_it(raw):
+@pytest.mark.parametrize("with_orjson", [True, False])
+def test_a_chat_body_parses_as_pythons_json_reads_it(raw, with_orjson, monkeypatch):
     import json
     import math
 
+    from docread.serve import protocol
     from docread.serve.protocol import json_body
+
+    if not with_orjson:  # the serve extra not installed: json reads every body
+        monkeypatch.setattr(protocol, "orjson", None)
 
     parsed, expected = json_body(raw), json.loads(raw)
     if isinstance(expected.get("seed"), float):  # NaN is not equal to itself

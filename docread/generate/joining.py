@@ -20,7 +20,7 @@ numerics; paging would pay off only at far more rows than one docread server hol
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.cache_utils import DynamicLayer
 
 from docread.generate.dynamic import DynamicStep, crop_cache, new_cache, run_llm
 from docread.generate.rows import Layout, padded_prefixes, prefix_length
@@ -36,46 +36,48 @@ class RoomyLayer(DynamicLayer):
     def __init__(self):
         super().__init__()
         self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._length = 0  # the columns of the buffers in use: the layer's keys and values
-        self._view: torch.Tensor | None = None
+        self._view: torch.Tensor | None = None  # the keys `hold` set: other keys were set from outside
 
     def hold(self, keys: torch.Tensor, values: torch.Tensor, columns: int) -> None:
         """Take buffers (B, heads, >= columns, head_dim) whose first `columns` are the layer's keys and values."""
         if not self.is_initialized:
             self.lazy_initialization(keys, values)
-        self._buffers, self._length = (keys, values), columns
+        self._buffers = keys, values
         self.keys, self.values = keys[:, :, :columns], values[:, :, :columns]
-        self._view = self.keys  # replaced from outside when it is no longer the layer's keys
+        self._view = self.keys
+
+    def _room(self, new: int) -> bool:
+        """Whether the keys and values are still the buffers' first columns, with room for `new` more."""
+        held = self._buffers is not None and self.keys is self._view
+        return held and self.keys.shape[-2] + new <= self._buffers[0].shape[-2]
 
     def cut(self, first: int) -> None:
         """Drop the first `first` columns (no row attends to them): a view, the room after is kept."""
-        if self._buffers is not None and self.keys is self._view:
+        if self._room(0):
             keys, values = self._buffers
-            self.hold(keys[:, :, first:], values[:, :, first:], self._length - first)
+            self.hold(keys[:, :, first:], values[:, :, first:], self.keys.shape[-2] - first)
         else:  # set from outside since (rows dropped): moved at the next update
             self.keys, self.values = self.keys[:, :, first:], self.values[:, :, first:]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         new = key_states.shape[-2]
-        held = self._buffers is not None and self.keys is self._view
-        if not held or self._length + new > self._buffers[0].shape[-2]:
+        if not self._room(new):
             self._move(key_states, value_states, new)
         keys, values = self._buffers
-        end = self._length + new
-        keys[:, :, self._length : end] = key_states
-        values[:, :, self._length : end] = value_states
-        self._length = end
-        self.keys, self.values = keys[:, :, :end], values[:, :, :end]
-        self._view = self.keys
+        start = self.keys.shape[-2]
+        keys[:, :, start : start + new] = key_states
+        values[:, :, start : start + new] = value_states
+        self.hold(keys, values, start + new)
         return self.keys, self.values
 
     def _move(self, key_states: torch.Tensor, value_states: torch.Tensor, new: int) -> None:
         """Into new buffers with room for `new` columns and ROOM more; the keys and values so far copied."""
         if not self.is_initialized or self.keys.numel() == 0:
             self.lazy_initialization(key_states, value_states)
-            keys, values, length = key_states[:, :, :0], value_states[:, :, :0], 0
+            keys, values = key_states[:, :, :0], value_states[:, :, :0]
         else:
-            keys, values, length = self.keys, self.values, self.keys.shape[-2]
+            keys, values = self.keys, self.values
+        length = keys.shape[-2]
         self.hold(_roomy(keys, length + new + ROOM), _roomy(values, length + new + ROOM), length)
 
 
@@ -90,9 +92,7 @@ def _roomy_cache(language_model):
     """A dynamic cache of RoomyLayers when every layer of the model's is a plain DynamicLayer (no sliding window)."""
     cache = new_cache(language_model)
     if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
-        cache = DynamicCache()
-        cache.layers = [RoomyLayer() for _ in new_cache(language_model).layers]
-        cache.layer_class_to_replicate = None
+        cache.layers = [RoomyLayer() for _ in cache.layers]
     return cache
 
 

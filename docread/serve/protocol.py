@@ -9,6 +9,10 @@ import json
 import re
 from typing import Annotated, Any, Literal, Optional
 
+try:  # the serve extra's: without it, Python's json reads every body
+    import orjson
+except ImportError:
+    orjson = None
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model
 
 from docread.errors import EXIT_FAILED, DocreadError
@@ -314,22 +318,15 @@ def json_body(raw: bytes) -> Any:
     """A request body's JSON: orjson where installed (the serve extra; a page's data: URL is hundreds of KB of
     string, parsed several times faster), Python's json for what orjson refuses but json reads (NaN, integers
     past 64 bits, lone surrogates): the same value either way, or a 400."""
-    try:
-        return _orjson_loads(raw)
-    except ValueError:  # orjson.JSONDecodeError is a ValueError
-        pass
+    if orjson is not None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(raw)
     except ValueError:  # UnicodeDecodeError and JSONDecodeError both
         raise ApiError(400, "the request body is not valid JSON", "invalid_json") from None
-
-
-def _orjson_loads(raw: bytes) -> Any:
-    try:
-        import orjson
-    except ImportError:
-        raise ValueError("no orjson") from None
-    return orjson.loads(raw)
 
 
 def chat_request(body: Any) -> ChatRequest:
