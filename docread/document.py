@@ -111,7 +111,7 @@ def ask_document(
         texts = PageTexts(document, settings.text, text_cache)
         works = _ask_works(reader, document, selected, wanted, questions, texts, settings, events, constrain)
         one = stream and len(selected) == 1  # one page streams its answers live
-        pairs = sum(page.number in wanted[q] for page in selected for q in questions)
+        pairs = sum(map(len, wanted.values()))  # page x question pairs: every wanted page is selected
         read = answer_pages(reader, works, settings, events=events, stream=one, encode=encode, pairs=pairs)
         for work, result in read:
             into = found if result.answer is not None else failures

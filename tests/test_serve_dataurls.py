@@ -80,7 +80,7 @@ def test_a_chat_body_parses_as_pythons_json_reads_it(raw, with_orjson, monkeypat
         assert parsed == expected
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"", b'{"a": 1,}', b"\xff\xfe\xfa"])
+@pytest.mark.parametrize("raw", [b"{not json", b"", b'{"a": 1,}', b"\xff\xfe\xfa", b"[" * 200_000 + b"]" * 200_000])
 def test_a_body_neither_parser_reads_is_a_400_invalid_json(raw):
     from docread.serve.protocol import json_body
 

@@ -11,7 +11,10 @@ from typing import Annotated, Any, Literal, Optional
 
 try:  # the serve extra's: without it, Python's json reads every body
     import orjson
-except ImportError:
+
+    if tuple(int(part) for part in orjson.__version__.split(".")[:3]) < (3, 9, 15):
+        orjson = None  # no nesting limit: a body of deeply nested brackets crashed the process (CVE-2024-27454)
+except (ImportError, ValueError):
     orjson = None
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model
 
@@ -317,7 +320,7 @@ def _unsupported(name: str, why: str) -> ApiError:
 def json_body(raw: bytes) -> Any:
     """A request body's JSON: orjson where installed (the serve extra; a page's data: URL is hundreds of KB of
     string, parsed several times faster), Python's json for what orjson refuses but json reads (NaN, integers
-    past 64 bits, lone surrogates): the same value either way, or a 400."""
+    past 64 bits, lone surrogates): the same value either way, or a 400 (nesting too deep for either too)."""
     if orjson is not None:
         try:
             return orjson.loads(raw)
@@ -325,7 +328,7 @@ def json_body(raw: bytes) -> Any:
             pass
     try:
         return json.loads(raw)
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError both
+    except (ValueError, RecursionError):  # UnicodeDecodeError, JSONDecodeError; nesting deeper than Python's stack
         raise ApiError(400, "the request body is not valid JSON", "invalid_json") from None
 
 
