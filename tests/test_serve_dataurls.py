@@ -5,6 +5,7 @@ it keeps at most `capacity` URLs and `kept_bytes` of their text, least recently 
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import pytest
 
@@ -21,10 +22,12 @@ def url(payload: bytes, media: str = "image/png") -> str:
 def test_a_url_sent_again_is_not_decoded_again(monkeypatch):
     urls = DataUrls(2)
     first = urls.decode(url(b"page one"))
-    assert first == decode_data_url(url(b"page one")) == (b"page one", "image/png") and urls.hits == 0
+    assert first[:2] == decode_data_url(url(b"page one")) == (b"page one", "image/png") and urls.hits == 0
+    assert first[2] == hashlib.sha256(b"page one").hexdigest()  # what the page cache keys the upload by
     import docread.serve.dataurls as module
 
     monkeypatch.setattr(module, "decode_data_url", lambda text: pytest.fail("decoded again"))
+    monkeypatch.setattr(module.hashlib, "sha256", lambda data: pytest.fail("hashed again"))
     assert urls.decode(url(b"page one")) == first and urls.hits == 1  # an equal text, another str object
 
 
@@ -46,9 +49,10 @@ def test_it_keeps_the_last_capacity_urls_within_kept_bytes():
     small.decode(a), small.decode(b), small.decode(c)
     assert list(small._kept) == [b, c]  # the bytes bound, not the count, evicted a
     zero = DataUrls(0)
-    assert zero.decode(a) == zero.decode(a) == (b"a", "image/png") and zero.hits == 0 and not zero._kept
+    a_sha = hashlib.sha256(b"a").hexdigest()
+    assert zero.decode(a) == zero.decode(a) == (b"a", "image/png", a_sha) and zero.hits == 0 and not zero._kept
     big = DataUrls(8, kept_bytes=len(a) - 1)
-    assert big.decode(a) == (b"a", "image/png") and not big._kept  # larger than the bound: decoded, not kept
+    assert big.decode(a) == (b"a", "image/png", a_sha) and not big._kept  # larger than the bound: decoded, not kept
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,6 @@ and in time (the time intake itself spends on the file, never the model's).
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Container
 
 from docread.errors import DocreadError
@@ -40,10 +38,6 @@ __all__ = [
     "to_rgb",
     "validate_pages_spec",
 ]  # the names callers use, wherever they live
-
-
-HASHED_KEPT = 32 << 20  # bytes of uploads whose sha256 is kept with them (a server hands the same object again)
-HASHED_ONE_MAX = 8 << 20  # an upload larger than this is hashed every time
 
 
 def open_document(
@@ -72,10 +66,12 @@ def open_bytes(
     dpi: float = DEFAULT_DPI,
     limits: Limits | None = None,
     decoded: Container[str] = (),
+    sha256: str | None = None,
 ) -> Document:
     """Open a PDF or image held in memory (an upload) and select its pages; `name` only labels it
     (records and messages), it is never opened. `decoded`: the sha256s of bytes known to decode (a server's
-    cached pages'): an image among them is not decoded to check it, only if a page of it is rendered."""
+    cached pages'): an image among them is not decoded to check it, only if a page of it is rendered.
+    `sha256`: the bytes' digest when the caller has it (a server's memo of decoded uploads), else computed."""
     limits = limits or Limits()
     validate_pages_spec(pages)
     if not data:
@@ -85,7 +81,8 @@ def open_bytes(
     clock = Clock(limits.timeout_s, name)
     with clock.running():
         data = bytes(data)
-        return _open_data(name, data, _hashes.sha256(data), pages, password, dpi, limits, clock, decoded)
+        sha256 = sha256 or hashlib.sha256(data).hexdigest()
+        return _open_data(name, data, sha256, pages, password, dpi, limits, clock, decoded)
 
 
 def _open_data(
@@ -114,35 +111,3 @@ def _open_data(
         document.close()
         raise
     return document
-
-
-class _Hashes:
-    """The sha256 of recent uploads (`open_bytes`) by identity: a server's data: URL memo hands the same bytes object
-    again for each request about a kept page, and hashing a letter page's PNG is most of opening it. The
-    objects are held here (bytes never change, and a held object's id is not reused), HASHED_KEPT bytes
-    of them at most, the least recently used out first."""
-
-    def __init__(self):
-        self._kept: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def sha256(self, data: bytes) -> str:
-        if type(data) is not bytes or len(data) > HASHED_ONE_MAX:
-            return hashlib.sha256(data).hexdigest()
-        with self._lock:
-            kept = self._kept.get(id(data))
-            if kept is not None and kept[0] is data:
-                self._kept.move_to_end(id(data))
-                return kept[1]
-        digest = hashlib.sha256(data).hexdigest()
-        with self._lock:
-            if id(data) not in self._kept:
-                self._kept[id(data)] = (data, digest)
-                self._size += len(data)
-            while self._size > HASHED_KEPT:
-                self._size -= len(self._kept.popitem(last=False)[1][0])
-        return digest
-
-
-_hashes = _Hashes()

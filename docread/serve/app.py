@@ -107,9 +107,11 @@ class _Server:
         forward: bool = False,
         constrain=None,
         streams: bool = True,
+        sha256: str | None = None,
     ) -> Job:
         """Queue an ask of uploaded bytes: "opened", then "chunk"s (when it `streams`), then "done" with the
-        answers or "error". `constrain`: a `generate.loop.Constraint` on every answer's tokens."""
+        answers or "error". `constrain`: a `generate.loop.Constraint` on every answer's tokens; `sha256`: the
+        bytes' digest, when known (`open_bytes`)."""
 
         def read(document, events: _JobEvents) -> list[DocumentAnswer]:
             return ask_document(
@@ -124,7 +126,7 @@ class _Server:
                 constrain=constrain,
             )
 
-        return self.submit_read(data, name, settings, read, forward, streams)
+        return self.submit_read(data, name, settings, read, forward, streams, sha256)
 
     def submit_ocr(self, data: bytes, name: str, settings: Settings, forward: bool = False) -> Job:
         """Queue an ocr of uploaded bytes: each page's ocr --json record as a "record" as it is done."""
@@ -137,7 +139,14 @@ class _Server:
         return self.submit_read(data, name, settings, read, forward)
 
     def submit_read(
-        self, data: bytes, name: str, settings: Settings, read, forward: bool = False, streams: bool = True
+        self,
+        data: bytes,
+        name: str,
+        settings: Settings,
+        read,
+        forward: bool = False,
+        streams: bool = True,
+        sha256: str | None = None,
     ) -> Job:
         """Queue `read(document, events)` of uploaded bytes; the document is opened on the worker (PyMuPDF
         is not thread-safe), which emits "opened" first, and "done" with what `read` returns or "error"."""
@@ -159,6 +168,7 @@ class _Server:
                 dpi=settings.dpi,
                 limits=self.limits,
                 decoded=self.cache.documents,  # a page of these is encoded: its pixels are not decoded again
+                sha256=sha256,
             ) as document:
                 job.emit("opened")
                 return read(document, _JobEvents(job, forward))
@@ -308,10 +318,10 @@ def create_app(
                 "model_not_found",
                 param="model",
             )
-        _, data, media = question_and_image(chat, server.data_urls.decode)
+        _, data, media, sha256 = question_and_image(chat, server.data_urls.decode)
         settings = chat.settings()
         prompt, shape, constrain = chat_plan(reader, chat, settings)
-        job = server.submit(data, "image", [prompt], settings, constrain=constrain, streams=chat.stream)
+        job = server.submit(data, "image", [prompt], settings, constrain=constrain, streams=chat.stream, sha256=sha256)
         await server.until_opened(job)
         headers = {"X-Docread-Dropped-Turns": str(shape.dropped_turns)}
         if chat.stream:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections import OrderedDict
 
@@ -28,22 +29,24 @@ KEPT_BYTES = 64 * MiB  # the URLs' text kept, at most (with about 3/4 of it agai
 
 
 class DataUrls:
-    """`decode(url)` as `decode_data_url`, the last `capacity` URLs' results kept (0: none). An
-    invalid URL raises every time (only results are kept). Used on the event loop's thread only."""
+    """`decode(url)`: `decode_data_url`'s bytes and media type, and the bytes' sha256 (what the page cache keys
+    them by); the last `capacity` URLs' kept (0: none), so a page sent again is neither decoded nor hashed
+    again. An invalid URL raises every time (only results are kept). Used on the event loop's thread only."""
 
     def __init__(self, capacity: int, kept_bytes: int = KEPT_BYTES):
         self.capacity, self.kept_bytes = capacity, kept_bytes
-        self._kept: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+        self._kept: OrderedDict[str, tuple[bytes, str, str]] = OrderedDict()
         self._size = 0
         self.hits = 0
 
-    def decode(self, url: str) -> tuple[bytes, str]:
+    def decode(self, url: str) -> tuple[bytes, str, str]:
         kept = self._kept.get(url)  # the text's hash, then one comparison: a fraction of decoding it
         if kept is not None:
             self.hits += 1
             self._kept.move_to_end(url)
             return kept
-        decoded = decode_data_url(url)
+        data, media = decode_data_url(url)
+        decoded = data, media, hashlib.sha256(data).hexdigest()
         if self.capacity > 0 and len(url) <= self.kept_bytes:
             self._kept[url] = decoded
             self._size += len(url)
@@ -52,9 +55,9 @@ class DataUrls:
         return decoded
 
 
-def question_and_image(request: ChatRequest, decode=None) -> tuple[str, bytes, str]:
-    """The last user message's text (the question) and the one image or PDF of the conversation, decoded
-    (by `decode`, `decode_data_url` as default), with its media type. Only `data:` URLs: a remote URL is
+def question_and_image(request: ChatRequest, decode=None) -> tuple:
+    """The last user message's text (the question), then what `decode` (`decode_data_url` as default: the bytes
+    and media type) makes of the one image or PDF of the conversation. Only `data:` URLs: a remote URL is
     never fetched, a path never opened."""
     images = [
         part.image_url.url
@@ -68,8 +71,7 @@ def question_and_image(request: ChatRequest, decode=None) -> tuple[str, bytes, s
             400, f"send exactly one image_url part (a data: URL), got {len(images)}", "image_count", param="messages"
         )
     _, _, question = conversation(request)
-    data, media = (decode or decode_data_url)(images[0])
-    return question, data, media
+    return (question, *(decode or decode_data_url)(images[0]))
 
 
 def decode_data_url(url: str) -> tuple[bytes, str]:
