@@ -329,5 +329,5 @@ def test_streamed_text_cut_at_a_stop_keeps_what_it_held_back():
         cut = StopCut(Shape(stops=stops))
         out = [cut.push(chunk) for chunk in chunks]
         whole = "".join(chunks)
-        assert "".join(out) == cut.sent == sent == Shape(stops=stops).cut(whole)[0]
+        assert "".join(out) == sent == Shape(stops=stops).cut(whole)[0] and cut.sent == len(sent)
         assert cut.stopped == any(s in whole for s in stops)

@@ -129,7 +129,7 @@ class StopCut:
     back and the new chunk), so only that is searched."""
 
     def __init__(self, shape: Shape):
-        self.shape, self.sent, self.held, self.stopped = shape, "", "", False
+        self.shape, self.sent, self.held, self.stopped = shape, 0, "", False  # sent: characters
 
     def push(self, text: str) -> str:
         if self.stopped:
@@ -140,7 +140,7 @@ class StopCut:
             hold = max((k for s in self.shape.stops for k in range(1, len(s)) if rest.endswith(s[:k])), default=0)
             out = rest[: len(rest) - hold]
         self.held = "" if self.stopped else rest[len(out) :]
-        self.sent += out
+        self.sent += len(out)
         return out
 
 
@@ -169,7 +169,7 @@ async def chat_stream(job: Job, model: str, include_usage: bool, shape: Shape) -
                 done = True
                 answer = best_answer(value)
                 text, stopped = shape.cut(answer.answer)
-                if rest := text[len(stop.sent) :]:
+                if rest := text[stop.sent :]:
                     yield event({"content": rest})
                 yield event({}, shape.finish_reason(answer, stopped), shape.logprobs(text, stopped))
                 if include_usage:
